@@ -1,0 +1,647 @@
+//! Configuration of a WormFS node.
+//!
+//! Settings are layered, highest first: command-line flags ([`Overrides`]), `WORMFS_<SECTION>__<KEY>`
+//! environment variables, the TOML config file, built-in defaults. With no config file the node
+//! runs on the embedded default: data in `./wormfs-data`, six folder-disks inside it, the API on
+//! 127.0.0.1.
+//!
+//! Loading has two stages. The file is first read into serde structs that reject unknown keys
+//! and fill missing ones with defaults (`raw`); [`load`] then builds the validated [`Config`] by
+//! destructuring every raw field, so a key cannot be added without being validated. Every error
+//! names where the value came from (file and line, variable, or flag), the key, and what was
+//! expected; see [`ConfigError`].
+
+mod error;
+mod policy;
+mod raw;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Component, Path, PathBuf};
+
+pub use error::ConfigError;
+pub use policy::{
+    ConflictRule, LogFormat, ParseChoiceError, PolicyParseError, PolicySpec, MAX_COPIES,
+    MAX_EC_DATA, MAX_EC_PARITY,
+};
+
+use raw::{RawApi, RawConfig, RawIngest, RawLog, RawNode, RawRaft, RawStorage, SetError};
+
+/// Where the config came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// No config file: the built-in single-machine default.
+    Embedded,
+    /// This config file.
+    File(PathBuf),
+}
+
+/// Validated, complete configuration (every field filled).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Where the config came from.
+    pub source: ConfigSource,
+    /// `[node]`.
+    pub node: NodeConfig,
+    /// `[api]`.
+    pub api: ApiConfig,
+    /// `[storage]`.
+    pub storage: StorageConfig,
+    /// `[ingest]`.
+    pub ingest: IngestConfig,
+    /// `[raft]`.
+    pub raft: RaftConfig,
+    /// `[log]`.
+    pub log: LogConfig,
+}
+
+/// `[node]`: who this machine is and where it keeps its data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// Fixed node id; `None` means the server picks one and remembers it in `data_dir`.
+    pub id: Option<u64>,
+    /// Human-readable machine name; `None` means the host name.
+    pub name: Option<String>,
+    /// Folder for metadata, the local token and, by default, the folder-disks. A relative path
+    /// from a config file is already resolved against the file's folder.
+    pub data_dir: PathBuf,
+    /// Cluster name: 1 to 63 characters of `a-z`, `0-9` and `-`.
+    pub cluster_name: String,
+}
+
+/// `[api]`: the node API and admin page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiConfig {
+    /// Listen address: 127.0.0.1:7710 with no config file, 0.0.0.0:7710 for a file run.
+    pub listen: SocketAddr,
+}
+
+/// `[storage]`: disks, policies and part layout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageConfig {
+    /// Disk folders, distinct. Empty means the server makes six folder-disks inside `data_dir`
+    /// (`disks/disk-0` to `disks/disk-5`). Relative paths from a config file are already
+    /// resolved against the file's folder.
+    pub disks: Vec<PathBuf>,
+    /// Policy for files at or above `small_file_threshold_bytes`.
+    pub default_policy: PolicySpec,
+    /// Files smaller than this many bytes use `small_file_policy`.
+    pub small_file_threshold_bytes: u64,
+    /// Policy for small files; `Auto` means `copies:min(3, disks)`.
+    pub small_file_policy: PolicySpec,
+    /// Erasure-coding block size: a multiple of 64 from 4096 to 16 MiB.
+    pub block_size_bytes: u32,
+    /// Size of one segment part: a positive multiple of `block_size_bytes`, at most 1 GiB.
+    pub segment_part_bytes: u64,
+    /// A segment commits once k + this many parts are durable (the server caps it at k+m).
+    pub write_quorum_extra: u8,
+    /// A disk with less free space than this gets no new parts.
+    pub reserve_free_bytes: u64,
+    /// What happens when a new file's name already exists.
+    pub conflict: ConflictRule,
+}
+
+/// `[ingest]`: uploads in progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestConfig {
+    /// How long an upload keeps its claim without progress, in milliseconds.
+    pub lease_ms: u64,
+    /// How often abandoned uploads and orphan parts are swept, in milliseconds.
+    pub sweep_interval_ms: u64,
+    /// Minimum age of an unreferenced part before a sweep deletes it, in milliseconds
+    /// (at least `lease_ms`).
+    pub orphan_grace_ms: u64,
+}
+
+/// `[raft]`: the replicated metadata log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RaftConfig {
+    /// Leader heartbeat interval in milliseconds; below `election_timeout_min_ms`.
+    pub heartbeat_interval_ms: u64,
+    /// Lower bound of the randomised election timeout in milliseconds.
+    pub election_timeout_min_ms: u64,
+    /// Upper bound of the randomised election timeout in milliseconds; above the lower bound.
+    pub election_timeout_max_ms: u64,
+    /// Take a snapshot after this many log entries.
+    pub snapshot_every_logs: u64,
+    /// Log entries kept after a snapshot, for followers that fall behind.
+    pub max_logs_kept: u64,
+}
+
+/// `[log]`: the server's own log output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// `tracing_subscriber::EnvFilter` directives, e.g. `info` or `info,wormfs=debug`.
+    pub level: String,
+    /// Text or JSON lines.
+    pub format: LogFormat,
+}
+
+/// Values given on the command line (clap already merged `WORMFS_DATA_DIR`, `WORMFS_DISKS` and
+/// `WORMFS_LISTEN` into these). They beat `WORMFS_<SECTION>__<KEY>` variables and the file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// `--data-dir` / `WORMFS_DATA_DIR`: replaces `node.data_dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--disk PATH` (repeatable) / `WORMFS_DISKS`: when non-empty, replaces `storage.disks`.
+    pub disks: Vec<PathBuf>,
+    /// `--listen ADDR` / `WORMFS_LISTEN`: replaces `api.listen`.
+    pub listen: Option<SocketAddr>,
+}
+
+/// The complete, commented example config.
+const EXAMPLE: &str = include_str!("example.toml");
+
+/// A complete, commented example config: every key with its default and a sentence each. It
+/// parses back to the defaults of a file run. Printed by `wormfs config example`.
+pub fn example() -> &'static str {
+    EXAMPLE
+}
+
+/// Prefix of the environment variables that set config keys.
+const ENV_PREFIX: &str = "WORMFS_";
+
+/// Loads and validates the configuration.
+///
+/// `path` `None` uses the embedded default (data in `./wormfs-data`, API on 127.0.0.1:7710, no
+/// disks listed); `Some` reads that TOML file, where `api.listen` defaults to 0.0.0.0:7710 and
+/// relative paths are resolved against the file's folder. Then `WORMFS_<SECTION>__<KEY>`
+/// variables from `env` are applied (pass `std::env::vars()`; variables without `__` are
+/// ignored), then `overrides`.
+pub fn load(
+    path: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+    overrides: &Overrides,
+) -> Result<Config, ConfigError> {
+    let (mut raw, file) = match path {
+        None => (RawConfig::default(), None),
+        Some(path) => {
+            let text = fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            let raw = raw::parse_file(&text).map_err(|message| ConfigError::Parse {
+                path: path.to_path_buf(),
+                message,
+            })?;
+            (raw, Some(ConfigFile::new(path, text)))
+        }
+    };
+    let mut origins = BTreeMap::new();
+    apply_env(&mut raw, env, &mut origins)?;
+    apply_overrides(&mut raw, overrides, &mut origins);
+    let ctx = Ctx {
+        file: file.as_ref(),
+        origins: &origins,
+    };
+    build(raw, &ctx)
+}
+
+/// Where a value that did not come from the file came from.
+#[derive(Debug, Clone)]
+enum Origin {
+    /// This environment variable.
+    Env(String),
+    /// This command-line flag (and its variable).
+    Flag(&'static str),
+}
+
+/// The config file's path, folder and text, kept to locate keys for error messages.
+struct ConfigFile {
+    path: PathBuf,
+    dir: PathBuf,
+    text: String,
+    doc: Option<toml_edit::ImDocument<String>>,
+}
+
+impl ConfigFile {
+    fn new(path: &Path, text: String) -> Self {
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let doc = toml_edit::ImDocument::parse(text.clone()).ok();
+        ConfigFile {
+            path: path.to_path_buf(),
+            dir,
+            text,
+            doc,
+        }
+    }
+
+    /// The 1-based line of `key` (`section.key`) in the file, or of its `index`th list element.
+    fn line_of(&self, key: &str, index: Option<usize>) -> Option<usize> {
+        let (section, field) = key.split_once('.')?;
+        let item = self.doc.as_ref()?.get(section)?.get(field)?;
+        let item = index.and_then(|i| item.get(i)).unwrap_or(item);
+        let span = item.span()?;
+        Some(raw::line_column(&self.text, span.start).0)
+    }
+
+    /// Resolves a relative path against the file's folder.
+    fn resolve(&self, path: &Path) -> PathBuf {
+        normalize(&self.dir.join(path))
+    }
+}
+
+/// Removes `.` components and trailing slashes without touching the file system.
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for (i, component) in path.components().enumerate() {
+        if component == Component::CurDir && i > 0 {
+            continue;
+        }
+        out.push(component);
+    }
+    out
+}
+
+/// Applies `WORMFS_<SECTION>__<KEY>` variables, in name order.
+fn apply_env(
+    raw: &mut RawConfig,
+    env: impl IntoIterator<Item = (String, String)>,
+    origins: &mut BTreeMap<&'static str, Origin>,
+) -> Result<(), ConfigError> {
+    let mut vars: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(name, _)| name.starts_with(ENV_PREFIX) && name.contains("__"))
+        .collect();
+    vars.sort();
+    for (var, value) in vars {
+        let rest = &var[ENV_PREFIX.len()..];
+        let Some((section, key)) = rest.split_once("__") else {
+            return Err(unknown_env_key(var, None));
+        };
+        let path = format!(
+            "{}.{}",
+            section.to_ascii_lowercase(),
+            key.to_ascii_lowercase()
+        );
+        match raw::set_key(raw, &path, &value) {
+            Ok(key) => {
+                origins.insert(key, Origin::Env(var));
+            }
+            Err(SetError::Unknown) => return Err(unknown_env_key(var, Some(&path))),
+            Err(SetError::Invalid(message)) => {
+                return Err(ConfigError::Env {
+                    message: format!("{path}: {message}"),
+                    var,
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The error for a `WORMFS_..__..` variable that names no key.
+fn unknown_env_key(var: String, path: Option<&str>) -> ConfigError {
+    let mut message = match path {
+        Some(path) => format!("names no configuration key (`{path}` does not exist)"),
+        None => "names no configuration key".to_owned(),
+    };
+    message.push_str("; expected WORMFS_<SECTION>__<KEY>, e.g. WORMFS_STORAGE__BLOCK_SIZE_BYTES");
+    if let Some((section, _)) = path.and_then(|p| p.split_once('.')) {
+        let keys: Vec<String> = raw::KEYS
+            .iter()
+            .filter_map(|k| k.strip_prefix(section)?.strip_prefix('.'))
+            .map(|k| format!("WORMFS_{}__{}", section, k).to_ascii_uppercase())
+            .collect();
+        if !keys.is_empty() {
+            message.push_str(&format!("; section [{section}] has {}", keys.join(", ")));
+        }
+    }
+    ConfigError::Env { var, message }
+}
+
+/// Applies command-line values.
+fn apply_overrides(
+    raw: &mut RawConfig,
+    overrides: &Overrides,
+    origins: &mut BTreeMap<&'static str, Origin>,
+) {
+    let Overrides {
+        data_dir,
+        disks,
+        listen,
+    } = overrides;
+    if let Some(data_dir) = data_dir {
+        raw.node.data_dir = data_dir.clone();
+        origins.insert(
+            "node.data_dir",
+            Origin::Flag("--data-dir / WORMFS_DATA_DIR"),
+        );
+    }
+    if !disks.is_empty() {
+        raw.storage.disks = disks.clone();
+        origins.insert("storage.disks", Origin::Flag("--disk / WORMFS_DISKS"));
+    }
+    if let Some(listen) = listen {
+        raw.api.listen = Some(*listen);
+        origins.insert("api.listen", Origin::Flag("--listen / WORMFS_LISTEN"));
+    }
+}
+
+/// What validation needs to know to word an error and resolve paths.
+struct Ctx<'a> {
+    file: Option<&'a ConfigFile>,
+    origins: &'a BTreeMap<&'static str, Origin>,
+}
+
+impl Ctx<'_> {
+    /// The file a value came from, if it came from (or defaulted in) the file.
+    fn file_for(&self, key: &str) -> Option<&ConfigFile> {
+        if self.origins.contains_key(key) {
+            None
+        } else {
+            self.file
+        }
+    }
+
+    /// Resolves a path value against the config file's folder if it came from the file.
+    fn resolve(&self, key: &str, path: PathBuf) -> PathBuf {
+        match self.file_for(key) {
+            Some(file) if path.is_relative() => file.resolve(&path),
+            _ => path,
+        }
+    }
+
+    /// An error about `key` (and its `index`th element), worded for where the value came from.
+    fn err(&self, key: &'static str, index: Option<usize>, message: String) -> ConfigError {
+        match self.origins.get(key) {
+            Some(Origin::Env(var)) => ConfigError::Env {
+                var: var.clone(),
+                message: format!("{key}: {message}"),
+            },
+            Some(Origin::Flag(flag)) => ConfigError::Invalid {
+                path: None,
+                key: key.to_owned(),
+                line: None,
+                message: format!("{message} (given by {flag})"),
+            },
+            None => {
+                let line = self.file.and_then(|f| f.line_of(key, index));
+                let message = if line.is_none() {
+                    format!("{message} (the default value)")
+                } else {
+                    message
+                };
+                ConfigError::Invalid {
+                    path: self.file.map(|f| f.path.clone()),
+                    key: key.to_owned(),
+                    line,
+                    message,
+                }
+            }
+        }
+    }
+
+    /// Fails with `message` about `key` unless `ok`.
+    fn check(
+        &self,
+        ok: bool,
+        key: &'static str,
+        message: impl FnOnce() -> String,
+    ) -> Result<(), ConfigError> {
+        if ok {
+            Ok(())
+        } else {
+            Err(self.err(key, None, message()))
+        }
+    }
+}
+
+/// Builds the validated config, destructuring every raw field.
+fn build(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
+    let RawConfig {
+        node,
+        api,
+        storage,
+        ingest,
+        raft,
+        log,
+    } = raw;
+    Ok(Config {
+        source: match ctx.file {
+            Some(file) => ConfigSource::File(file.path.clone()),
+            None => ConfigSource::Embedded,
+        },
+        node: build_node(node, ctx)?,
+        api: build_api(api, ctx),
+        storage: build_storage(storage, ctx)?,
+        ingest: build_ingest(ingest, ctx)?,
+        raft: build_raft(raft, ctx)?,
+        log: build_log(log, ctx)?,
+    })
+}
+
+fn build_node(node: RawNode, ctx: &Ctx<'_>) -> Result<NodeConfig, ConfigError> {
+    let RawNode {
+        id,
+        name,
+        data_dir,
+        cluster_name,
+    } = node;
+    if let Some(name) = &name {
+        ctx.check(
+            !name.trim().is_empty() && !name.chars().any(char::is_control),
+            "node.name",
+            || format!("must be a non-empty name without control characters, got {name:?}"),
+        )?;
+    }
+    ctx.check(!data_dir.as_os_str().is_empty(), "node.data_dir", || {
+        "must not be empty".to_owned()
+    })?;
+    let data_dir = ctx.resolve("node.data_dir", data_dir);
+    ctx.check(
+        (1..=63).contains(&cluster_name.len())
+            && cluster_name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
+        "node.cluster_name",
+        || format!("must be 1 to 63 characters of a-z, 0-9 and '-', got {cluster_name:?}"),
+    )?;
+    Ok(NodeConfig {
+        id,
+        name,
+        data_dir,
+        cluster_name,
+    })
+}
+
+fn build_api(api: RawApi, ctx: &Ctx<'_>) -> ApiConfig {
+    let RawApi { listen } = api;
+    let default_ip = if ctx.file.is_some() {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    } else {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    };
+    ApiConfig {
+        listen: listen.unwrap_or(SocketAddr::new(default_ip, raw::DEFAULT_API_PORT)),
+    }
+}
+
+/// Smallest allowed block size.
+const MIN_BLOCK: u32 = 4096;
+/// Largest allowed block size (16 MiB).
+const MAX_BLOCK: u32 = 16 * 1024 * 1024;
+/// Largest allowed segment part (1 GiB).
+const MAX_SEGMENT_PART: u64 = 1024 * 1024 * 1024;
+/// Largest allowed `write_quorum_extra` (the largest parity count).
+const MAX_QUORUM_EXTRA: u8 = 16;
+
+fn build_storage(storage: RawStorage, ctx: &Ctx<'_>) -> Result<StorageConfig, ConfigError> {
+    let RawStorage {
+        disks,
+        default_policy,
+        small_file_threshold_bytes,
+        small_file_policy,
+        block_size_bytes,
+        segment_part_bytes,
+        write_quorum_extra,
+        reserve_free_bytes,
+        conflict,
+    } = storage;
+
+    let mut seen = HashSet::new();
+    let mut resolved = Vec::with_capacity(disks.len());
+    for (i, disk) in disks.into_iter().enumerate() {
+        if disk.as_os_str().is_empty() {
+            return Err(ctx.err(
+                "storage.disks",
+                Some(i),
+                "disk paths must not be empty".to_owned(),
+            ));
+        }
+        let disk = normalize(&ctx.resolve("storage.disks", disk));
+        if !seen.insert(disk.clone()) {
+            return Err(ctx.err(
+                "storage.disks",
+                Some(i),
+                format!("disk {} is listed twice", disk.display()),
+            ));
+        }
+        resolved.push(disk);
+    }
+
+    ctx.check(
+        block_size_bytes % 64 == 0,
+        "storage.block_size_bytes",
+        || format!("must be a multiple of 64, got {block_size_bytes}"),
+    )?;
+    ctx.check(
+        (MIN_BLOCK..=MAX_BLOCK).contains(&block_size_bytes),
+        "storage.block_size_bytes",
+        || format!("must be between {MIN_BLOCK} and {MAX_BLOCK} (16 MiB), got {block_size_bytes}"),
+    )?;
+    ctx.check(
+        segment_part_bytes > 0
+            && segment_part_bytes % u64::from(block_size_bytes) == 0
+            && segment_part_bytes <= MAX_SEGMENT_PART,
+        "storage.segment_part_bytes",
+        || {
+            format!(
+                "must be a positive multiple of storage.block_size_bytes ({block_size_bytes}) \
+                 and at most {MAX_SEGMENT_PART} (1 GiB), got {segment_part_bytes}"
+            )
+        },
+    )?;
+    ctx.check(
+        write_quorum_extra <= MAX_QUORUM_EXTRA,
+        "storage.write_quorum_extra",
+        || format!("must be at most {MAX_QUORUM_EXTRA}, got {write_quorum_extra}"),
+    )?;
+
+    Ok(StorageConfig {
+        disks: resolved,
+        default_policy,
+        small_file_threshold_bytes,
+        small_file_policy,
+        block_size_bytes,
+        segment_part_bytes,
+        write_quorum_extra,
+        reserve_free_bytes,
+        conflict,
+    })
+}
+
+fn build_ingest(ingest: RawIngest, ctx: &Ctx<'_>) -> Result<IngestConfig, ConfigError> {
+    let RawIngest {
+        lease_ms,
+        sweep_interval_ms,
+        orphan_grace_ms,
+    } = ingest;
+    ctx.check(lease_ms > 0, "ingest.lease_ms", || {
+        "must be positive, got 0".to_owned()
+    })?;
+    ctx.check(sweep_interval_ms > 0, "ingest.sweep_interval_ms", || {
+        "must be positive, got 0".to_owned()
+    })?;
+    ctx.check(
+        orphan_grace_ms >= lease_ms,
+        "ingest.orphan_grace_ms",
+        || {
+            format!(
+                "must be at least ingest.lease_ms ({lease_ms}) so a live upload's parts are never \
+             swept, got {orphan_grace_ms}"
+            )
+        },
+    )?;
+    Ok(IngestConfig {
+        lease_ms,
+        sweep_interval_ms,
+        orphan_grace_ms,
+    })
+}
+
+fn build_raft(raft: RawRaft, ctx: &Ctx<'_>) -> Result<RaftConfig, ConfigError> {
+    let RawRaft {
+        heartbeat_interval_ms,
+        election_timeout_min_ms,
+        election_timeout_max_ms,
+        snapshot_every_logs,
+        max_logs_kept,
+    } = raft;
+    ctx.check(
+        heartbeat_interval_ms > 0,
+        "raft.heartbeat_interval_ms",
+        || "must be positive, got 0".to_owned(),
+    )?;
+    ctx.check(
+        heartbeat_interval_ms < election_timeout_min_ms,
+        "raft.heartbeat_interval_ms",
+        || {
+            format!(
+                "must be less than raft.election_timeout_min_ms ({election_timeout_min_ms}), \
+                 got {heartbeat_interval_ms}"
+            )
+        },
+    )?;
+    ctx.check(
+        election_timeout_min_ms < election_timeout_max_ms,
+        "raft.election_timeout_max_ms",
+        || {
+            format!(
+                "must be greater than raft.election_timeout_min_ms ({election_timeout_min_ms}), \
+                 got {election_timeout_max_ms}"
+            )
+        },
+    )?;
+    ctx.check(snapshot_every_logs > 0, "raft.snapshot_every_logs", || {
+        "must be positive, got 0".to_owned()
+    })?;
+    Ok(RaftConfig {
+        heartbeat_interval_ms,
+        election_timeout_min_ms,
+        election_timeout_max_ms,
+        snapshot_every_logs,
+        max_logs_kept,
+    })
+}
+
+fn build_log(log: RawLog, ctx: &Ctx<'_>) -> Result<LogConfig, ConfigError> {
+    let RawLog { level, format } = log;
+    ctx.check(!level.trim().is_empty(), "log.level", || {
+        "must be a filter directive such as \"info\" or \"info,wormfs=debug\", got \"\"".to_owned()
+    })?;
+    Ok(LogConfig { level, format })
+}

@@ -1,0 +1,366 @@
+//! Stage one: the configuration exactly as written, before validation.
+//!
+//! Every struct denies unknown fields and fills missing ones from its `Default`, so an empty
+//! file is a complete configuration. The same structs receive environment overrides through
+//! [`set_key`], which knows the type of every key.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::policy::{ConflictRule, LogFormat, PolicySpec};
+
+/// One MiB.
+const MIB: u64 = 1024 * 1024;
+
+/// Default data folder, relative to the working directory (embedded default) or to the config
+/// file's folder (file run).
+pub(crate) const DEFAULT_DATA_DIR: &str = "./wormfs-data";
+/// Default `node.cluster_name`.
+pub(crate) const DEFAULT_CLUSTER_NAME: &str = "wormfs";
+/// Default API port.
+pub(crate) const DEFAULT_API_PORT: u16 = 7710;
+
+/// Every key, as `section.key`, in file order. Used for error hints and tests.
+pub(crate) const KEYS: &[&str] = &[
+    "node.id",
+    "node.name",
+    "node.data_dir",
+    "node.cluster_name",
+    "api.listen",
+    "storage.disks",
+    "storage.default_policy",
+    "storage.small_file_threshold_bytes",
+    "storage.small_file_policy",
+    "storage.block_size_bytes",
+    "storage.segment_part_bytes",
+    "storage.write_quorum_extra",
+    "storage.reserve_free_bytes",
+    "storage.conflict",
+    "ingest.lease_ms",
+    "ingest.sweep_interval_ms",
+    "ingest.orphan_grace_ms",
+    "raft.heartbeat_interval_ms",
+    "raft.election_timeout_min_ms",
+    "raft.election_timeout_max_ms",
+    "raft.snapshot_every_logs",
+    "raft.max_logs_kept",
+    "log.level",
+    "log.format",
+];
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawConfig {
+    /// `[node]`: who this machine is and where it keeps its data.
+    pub node: RawNode,
+    /// `[api]`: the node API and admin page.
+    pub api: RawApi,
+    /// `[storage]`: disks, policies and part layout.
+    pub storage: RawStorage,
+    /// `[ingest]`: uploads in progress.
+    pub ingest: RawIngest,
+    /// `[raft]`: the replicated metadata log.
+    pub raft: RawRaft,
+    /// `[log]`: the server's own log output.
+    pub log: RawLog,
+}
+
+/// `[node]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawNode {
+    /// Fixed node id in the cluster; unset means the server picks and remembers one.
+    pub id: Option<u64>,
+    /// Human-readable machine name; unset means the host name.
+    pub name: Option<String>,
+    /// Folder for metadata, the local token and (by default) the folder-disks.
+    pub data_dir: PathBuf,
+    /// Name of the cluster; nodes only join a cluster of the same name.
+    pub cluster_name: String,
+}
+
+impl Default for RawNode {
+    fn default() -> Self {
+        RawNode {
+            id: None,
+            name: None,
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            cluster_name: DEFAULT_CLUSTER_NAME.to_owned(),
+        }
+    }
+}
+
+/// `[api]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawApi {
+    /// Address of the node API; unset means 127.0.0.1:7710 (no file) or 0.0.0.0:7710 (file run).
+    pub listen: Option<SocketAddr>,
+}
+
+/// `[storage]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawStorage {
+    /// Disk folders; empty means six folder-disks inside `data_dir`.
+    pub disks: Vec<PathBuf>,
+    /// Policy for files at or above the small-file threshold.
+    pub default_policy: PolicySpec,
+    /// Files smaller than this many bytes use `small_file_policy`.
+    pub small_file_threshold_bytes: u64,
+    /// Policy for small files.
+    pub small_file_policy: PolicySpec,
+    /// Erasure-coding block size in bytes.
+    pub block_size_bytes: u32,
+    /// Size in bytes of one part of a segment.
+    pub segment_part_bytes: u64,
+    /// Parts beyond k that must be durable before a segment commits.
+    pub write_quorum_extra: u8,
+    /// Free bytes a disk keeps; below this it gets no new parts.
+    pub reserve_free_bytes: u64,
+    /// What to do when a new file's name already exists.
+    pub conflict: ConflictRule,
+}
+
+impl Default for RawStorage {
+    fn default() -> Self {
+        RawStorage {
+            disks: Vec::new(),
+            default_policy: PolicySpec::Auto,
+            small_file_threshold_bytes: MIB,
+            small_file_policy: PolicySpec::Auto,
+            block_size_bytes: 262_144,
+            segment_part_bytes: 64 * MIB,
+            write_quorum_extra: 1,
+            reserve_free_bytes: 256 * MIB,
+            conflict: ConflictRule::Rename,
+        }
+    }
+}
+
+/// `[ingest]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawIngest {
+    /// How long an upload keeps its claim without progress, in milliseconds.
+    pub lease_ms: u64,
+    /// How often leftovers are swept, in milliseconds.
+    pub sweep_interval_ms: u64,
+    /// How old an unreferenced part must be before the sweep deletes it, in milliseconds.
+    pub orphan_grace_ms: u64,
+}
+
+impl Default for RawIngest {
+    fn default() -> Self {
+        RawIngest {
+            lease_ms: 120_000,
+            sweep_interval_ms: 300_000,
+            orphan_grace_ms: 600_000,
+        }
+    }
+}
+
+/// `[raft]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawRaft {
+    /// Leader heartbeat interval in milliseconds.
+    pub heartbeat_interval_ms: u64,
+    /// Lower bound of the randomised election timeout in milliseconds.
+    pub election_timeout_min_ms: u64,
+    /// Upper bound of the randomised election timeout in milliseconds.
+    pub election_timeout_max_ms: u64,
+    /// Take a snapshot after this many log entries.
+    pub snapshot_every_logs: u64,
+    /// Log entries kept after a snapshot, for slow followers.
+    pub max_logs_kept: u64,
+}
+
+impl Default for RawRaft {
+    fn default() -> Self {
+        RawRaft {
+            heartbeat_interval_ms: 250,
+            election_timeout_min_ms: 1500,
+            election_timeout_max_ms: 3000,
+            snapshot_every_logs: 5000,
+            max_logs_kept: 1000,
+        }
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawLog {
+    /// `EnvFilter` directives, e.g. `info` or `info,wormfs=debug`.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: LogFormat,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog {
+            level: "info".to_owned(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// Parses a config file's text. On failure returns a message starting with the line and
+/// column, then the key path, then toml's description.
+pub(crate) fn parse_file(text: &str) -> Result<RawConfig, String> {
+    let deserializer = toml::Deserializer::new(text);
+    serde_path_to_error::deserialize(deserializer).map_err(|err| {
+        let key = err.path().to_string();
+        let inner = err.inner();
+        let mut message = match inner.span() {
+            Some(span) => {
+                let (line, column) = line_column(text, span.start);
+                format!("line {line}, column {column}: ")
+            }
+            None => "(position unknown): ".to_owned(),
+        };
+        // serde_path_to_error renders the root as ".".
+        if !key.is_empty() && key != "." {
+            message.push_str(&key);
+            message.push_str(": ");
+        }
+        message.push_str(&friendly(inner.message()));
+        message
+    })
+}
+
+/// Rewords serde's integer type names for people and joins toml's multi-line messages.
+fn friendly(message: &str) -> String {
+    let message = message.trim_end().replace('\n', "; ");
+    [
+        ("expected u8", "expected a whole number from 0 to 255"),
+        (
+            "expected u32",
+            "expected a whole number from 0 to 4294967295",
+        ),
+        (
+            "expected u64",
+            "expected a whole number from 0 to 18446744073709551615",
+        ),
+    ]
+    .iter()
+    .fold(message, |m, (from, to)| m.replace(from, to))
+}
+
+/// 1-based line and column of byte `offset` in `text`.
+pub(crate) fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rsplit('\n')
+        .next()
+        .map_or(0, |tail| tail.chars().count())
+        + 1;
+    (line, column)
+}
+
+/// Why [`set_key`] refused a value.
+pub(crate) enum SetError {
+    /// No such key.
+    Unknown,
+    /// The key exists but the text is not a valid value for it.
+    Invalid(String),
+}
+
+impl From<String> for SetError {
+    fn from(message: String) -> Self {
+        SetError::Invalid(message)
+    }
+}
+
+/// Parses an unsigned integer of type `T` (digits, `_` separators allowed as in TOML).
+fn int<T: TryFrom<u64>>(text: &str) -> Result<T, String> {
+    let clean = text.trim().replace('_', "");
+    if clean.is_empty() || !clean.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("expected a whole number, got {text:?}"));
+    }
+    let wide: u64 = clean
+        .parse()
+        .map_err(|_| format!("{clean} is too large for a 64-bit number"))?;
+    T::try_from(wide).map_err(|_| format!("{wide} is out of range for this key"))
+}
+
+/// Parses a value with `FromStr`, passing its error message through.
+fn text_value<T>(text: &str) -> Result<T, String>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    text.trim().parse::<T>().map_err(|e| e.to_string())
+}
+
+/// Sets the key `path` (`section.key`, lower case) from its text form, as given in an
+/// environment variable. Returns the canonical key path.
+pub(crate) fn set_key(
+    raw: &mut RawConfig,
+    path: &str,
+    text: &str,
+) -> Result<&'static str, SetError> {
+    let key = KEYS
+        .iter()
+        .copied()
+        .find(|k| *k == path)
+        .ok_or(SetError::Unknown)?;
+    match key {
+        "node.id" => {
+            raw.node.id = if text.trim().is_empty() {
+                None
+            } else {
+                Some(int(text)?)
+            }
+        }
+        "node.name" => {
+            raw.node.name = if text.is_empty() {
+                None
+            } else {
+                Some(text.to_owned())
+            }
+        }
+        "node.data_dir" => raw.node.data_dir = PathBuf::from(text),
+        "node.cluster_name" => raw.node.cluster_name = text.to_owned(),
+        "api.listen" => {
+            raw.api.listen = Some(text.trim().parse().map_err(|_| {
+                format!("expected an address and port like 0.0.0.0:7710, got {text:?}")
+            })?)
+        }
+        "storage.disks" => {
+            raw.storage.disks = text
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from)
+                .collect()
+        }
+        "storage.default_policy" => raw.storage.default_policy = text_value(text)?,
+        "storage.small_file_threshold_bytes" => raw.storage.small_file_threshold_bytes = int(text)?,
+        "storage.small_file_policy" => raw.storage.small_file_policy = text_value(text)?,
+        "storage.block_size_bytes" => raw.storage.block_size_bytes = int(text)?,
+        "storage.segment_part_bytes" => raw.storage.segment_part_bytes = int(text)?,
+        "storage.write_quorum_extra" => raw.storage.write_quorum_extra = int(text)?,
+        "storage.reserve_free_bytes" => raw.storage.reserve_free_bytes = int(text)?,
+        "storage.conflict" => raw.storage.conflict = text_value(text)?,
+        "ingest.lease_ms" => raw.ingest.lease_ms = int(text)?,
+        "ingest.sweep_interval_ms" => raw.ingest.sweep_interval_ms = int(text)?,
+        "ingest.orphan_grace_ms" => raw.ingest.orphan_grace_ms = int(text)?,
+        "raft.heartbeat_interval_ms" => raw.raft.heartbeat_interval_ms = int(text)?,
+        "raft.election_timeout_min_ms" => raw.raft.election_timeout_min_ms = int(text)?,
+        "raft.election_timeout_max_ms" => raw.raft.election_timeout_max_ms = int(text)?,
+        "raft.snapshot_every_logs" => raw.raft.snapshot_every_logs = int(text)?,
+        "raft.max_logs_kept" => raw.raft.max_logs_kept = int(text)?,
+        "log.level" => raw.log.level = text.to_owned(),
+        "log.format" => raw.log.format = text_value(text)?,
+        // KEYS and this match are kept in step by the `every_key_is_settable` test.
+        _ => return Err(SetError::Unknown),
+    }
+    Ok(key)
+}

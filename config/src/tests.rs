@@ -1,0 +1,519 @@
+//! Tests of loading, layering and validation, on real temporary files. The environment is
+//! passed in as a list, so tests never touch the process environment.
+
+use super::*;
+use std::path::Path;
+
+/// No environment variables.
+fn no_env() -> Vec<(String, String)> {
+    Vec::new()
+}
+
+/// An environment made of these pairs.
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// A temporary folder holding `wormfs.toml` with `text`.
+fn config_file(text: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("wormfs.toml");
+    fs::write(&path, text).expect("write config");
+    (dir, path)
+}
+
+fn load_text(text: &str) -> Result<Config, ConfigError> {
+    let (_dir, path) = config_file(text);
+    load(Some(&path), no_env(), &Overrides::default())
+}
+
+/// Loads `text` and returns the error's message, failing if it loads.
+fn error_of(text: &str) -> (ConfigError, String) {
+    match load_text(text) {
+        Ok(config) => panic!("expected an error, loaded {config:?}"),
+        Err(err) => {
+            let message = err.to_string();
+            (err, message)
+        }
+    }
+}
+
+#[test]
+fn embedded_defaults() {
+    let config = load(None, no_env(), &Overrides::default()).expect("defaults load");
+    assert_eq!(config.source, ConfigSource::Embedded);
+    assert_eq!(config.node.data_dir, PathBuf::from("./wormfs-data"));
+    assert_eq!(config.node.cluster_name, "wormfs");
+    assert_eq!(config.node.id, None);
+    assert_eq!(config.api.listen, "127.0.0.1:7710".parse().expect("addr"));
+    let s = &config.storage;
+    assert!(s.disks.is_empty());
+    assert_eq!(s.default_policy, PolicySpec::Auto);
+    assert_eq!(s.small_file_policy, PolicySpec::Auto);
+    assert_eq!(s.small_file_threshold_bytes, 1_048_576);
+    assert_eq!(s.block_size_bytes, 262_144);
+    assert_eq!(s.segment_part_bytes, 64 * 1024 * 1024);
+    assert_eq!(s.write_quorum_extra, 1);
+    assert_eq!(s.reserve_free_bytes, 256 * 1024 * 1024);
+    assert_eq!(s.conflict, ConflictRule::Rename);
+    assert_eq!(
+        config.ingest,
+        IngestConfig {
+            lease_ms: 120_000,
+            sweep_interval_ms: 300_000,
+            orphan_grace_ms: 600_000
+        }
+    );
+    assert_eq!(
+        config.raft,
+        RaftConfig {
+            heartbeat_interval_ms: 250,
+            election_timeout_min_ms: 1500,
+            election_timeout_max_ms: 3000,
+            snapshot_every_logs: 5000,
+            max_logs_kept: 1000
+        }
+    );
+    assert_eq!(config.log.level, "info");
+    assert_eq!(config.log.format, LogFormat::Text);
+}
+
+#[test]
+fn empty_file_listens_on_all_interfaces() {
+    let (dir, path) = config_file("");
+    let config = load(Some(&path), no_env(), &Overrides::default()).expect("loads");
+    assert_eq!(config.source, ConfigSource::File(path.clone()));
+    assert_eq!(config.api.listen, "0.0.0.0:7710".parse().expect("addr"));
+    assert_eq!(config.node.data_dir, dir.path().join("wormfs-data"));
+}
+
+#[test]
+fn full_file_parses() {
+    let text = r#"
+[node]
+id = 7
+name = "attic"
+data_dir = "/srv/wormfs"
+cluster_name = "home-01"
+
+[api]
+listen = "192.168.1.5:9000"
+
+[storage]
+disks = ["/mnt/a", "/mnt/b"]
+default_policy = "ec:4+2"
+small_file_threshold_bytes = 65536
+small_file_policy = "copies:2"
+block_size_bytes = 131072
+segment_part_bytes = 1048576
+write_quorum_extra = 2
+reserve_free_bytes = 0
+conflict = "skip"
+
+[ingest]
+lease_ms = 1000
+sweep_interval_ms = 2000
+orphan_grace_ms = 3000
+
+[raft]
+heartbeat_interval_ms = 100
+election_timeout_min_ms = 500
+election_timeout_max_ms = 900
+snapshot_every_logs = 10
+max_logs_kept = 20
+
+[log]
+level = "debug,hyper=info"
+format = "json"
+"#;
+    let config = load_text(text).expect("full file loads");
+    assert_eq!(config.node.id, Some(7));
+    assert_eq!(config.node.name.as_deref(), Some("attic"));
+    assert_eq!(config.node.data_dir, PathBuf::from("/srv/wormfs"));
+    assert_eq!(config.node.cluster_name, "home-01");
+    assert_eq!(config.api.listen, "192.168.1.5:9000".parse().expect("addr"));
+    assert_eq!(
+        config.storage,
+        StorageConfig {
+            disks: vec![PathBuf::from("/mnt/a"), PathBuf::from("/mnt/b")],
+            default_policy: PolicySpec::Ec { k: 4, m: 2 },
+            small_file_threshold_bytes: 65536,
+            small_file_policy: PolicySpec::Copies { n: 2 },
+            block_size_bytes: 131_072,
+            segment_part_bytes: 1_048_576,
+            write_quorum_extra: 2,
+            reserve_free_bytes: 0,
+            conflict: ConflictRule::Skip,
+        }
+    );
+    assert_eq!(config.ingest.orphan_grace_ms, 3000);
+    assert_eq!(config.raft.election_timeout_max_ms, 900);
+    assert_eq!(config.raft.max_logs_kept, 20);
+    assert_eq!(config.log.level, "debug,hyper=info");
+    assert_eq!(config.log.format, LogFormat::Json);
+}
+
+#[test]
+fn example_parses_to_file_run_defaults() {
+    let (dir, path) = config_file(example());
+    let from_example = load(Some(&path), no_env(), &Overrides::default()).expect("example loads");
+    let empty = dir.path().join("empty.toml");
+    fs::write(&empty, "").expect("write");
+    let mut defaults = load(Some(&empty), no_env(), &Overrides::default()).expect("empty loads");
+    defaults.source = from_example.source.clone();
+    assert_eq!(from_example, defaults);
+}
+
+#[test]
+fn example_mentions_every_key_and_every_key_is_settable_from_env() {
+    // Every raw field is in KEYS: serialise a raw config with every optional field set.
+    let mut raw = RawConfig::default();
+    raw.node.id = Some(1);
+    raw.node.name = Some("n".to_owned());
+    raw.api.listen = Some("127.0.0.1:1".parse().expect("addr"));
+    let table = toml::Table::try_from(&raw).expect("serialise raw");
+    let mut fields = Vec::new();
+    for (section, value) in &table {
+        let inner = value.as_table().expect("section is a table");
+        fields.extend(inner.keys().map(|k| format!("{section}.{k}")));
+    }
+    let mut keys: Vec<String> = raw::KEYS.iter().map(|k| (*k).to_owned()).collect();
+    fields.sort();
+    keys.sort();
+    assert_eq!(
+        fields, keys,
+        "raw::KEYS is out of step with the raw structs"
+    );
+
+    for key in raw::KEYS {
+        let (section, field) = key.split_once('.').expect("dotted");
+        let header = format!("[{section}]");
+        let start = example().find(&header).expect("section in example");
+        let body = &example()[start..];
+        let body = body[header.len()..].split("\n[").next().unwrap_or("");
+        let written = body.lines().any(|l| {
+            l.trim_start_matches("# ")
+                .starts_with(&format!("{field} = "))
+        });
+        assert!(written, "example() does not show {key}");
+
+        let var = format!(
+            "WORMFS_{}__{}",
+            section.to_uppercase(),
+            field.to_uppercase()
+        );
+        let value = match *key {
+            "api.listen" => "127.0.0.1:1",
+            "storage.disks" => "/x,/y",
+            "storage.default_policy" | "storage.small_file_policy" => "copies:2",
+            "storage.conflict" => "replace",
+            "log.format" => "json",
+            "node.name" | "node.cluster_name" | "log.level" | "node.data_dir" => "abc",
+            "storage.block_size_bytes" => "4096",
+            "storage.segment_part_bytes" => "524288",
+            "raft.election_timeout_max_ms" => "100000",
+            "raft.heartbeat_interval_ms" => "1",
+            "ingest.orphan_grace_ms" => "1000000",
+            _ => "3",
+        };
+        let result = load(None, env(&[(&var, value)]), &Overrides::default());
+        assert!(result.is_ok(), "{var}={value}: {result:?}");
+    }
+}
+
+#[test]
+fn unknown_key_names_key_and_line() {
+    let (err, message) =
+        error_of("[node]\ncluster_name = \"a\"\n\n[storage]\nblok_size_bytes = 4096\n");
+    assert!(matches!(err, ConfigError::Parse { .. }), "{err:?}");
+    assert!(message.contains("line 5"), "{message}");
+    assert!(message.contains("blok_size_bytes"), "{message}");
+    assert!(message.contains("wormfs.toml"), "{message}");
+
+    let (_, message) = error_of("cluster_name = \"a\"\n");
+    assert!(
+        message.contains("line 1") && message.contains("cluster_name"),
+        "{message}"
+    );
+}
+
+#[test]
+fn mistyped_values_name_key_and_line() {
+    let (err, message) = error_of("[storage]\n\nblock_size_bytes = \"big\"\n");
+    assert!(matches!(err, ConfigError::Parse { .. }), "{err:?}");
+    assert!(message.contains("line 3"), "{message}");
+    assert!(message.contains("storage.block_size_bytes"), "{message}");
+    assert!(message.contains("expected a whole number"), "{message}");
+
+    let (_, message) = error_of("[storage]\ndefault_policy = \"ec:4+x\"\n");
+    assert!(message.contains("line 2"), "{message}");
+    assert!(message.contains("storage.default_policy"), "{message}");
+    assert!(
+        message.contains(r#"invalid policy "ec:4+x": expected "auto", "ec:K+M" or "copies:N""#),
+        "{message}"
+    );
+
+    let (_, message) = error_of("[storage]\nconflict = \"merge\"\n");
+    assert!(
+        message.contains("line 2") && message.contains("storage.conflict"),
+        "{message}"
+    );
+
+    let (_, message) = error_of("[storage]\nwrite_quorum_extra = 300\n");
+    assert!(
+        message.contains("line 2") && message.contains("write_quorum_extra"),
+        "{message}"
+    );
+}
+
+#[test]
+fn block_size_not_multiple_of_64_is_refused_with_line() {
+    let (err, message) = error_of("[node]\n\n[storage]\n# comment\nblock_size_bytes = 4100\n");
+    match &err {
+        ConfigError::Invalid { key, line, .. } => {
+            assert_eq!(key, "storage.block_size_bytes");
+            assert_eq!(*line, Some(5));
+        }
+        other => panic!("wrong error {other:?}"),
+    }
+    assert!(
+        message.ends_with(
+            "wormfs.toml line 5: storage.block_size_bytes: must be a multiple of 64, got 4100"
+        ),
+        "{message}"
+    );
+    // Dotted and inline forms are located too.
+    let (_, message) = error_of("storage.block_size_bytes = 1000\n");
+    assert!(
+        message.contains("line 1: storage.block_size_bytes"),
+        "{message}"
+    );
+    let (_, message) = error_of("\nstorage = { block_size_bytes = 2048 }\n");
+    assert!(
+        message.contains("line 2: storage.block_size_bytes: must be between"),
+        "{message}"
+    );
+}
+
+#[test]
+fn other_semantic_checks() {
+    for (text, key) in [
+        (
+            "[storage]\nsegment_part_bytes = 1000\n",
+            "storage.segment_part_bytes",
+        ),
+        (
+            "[storage]\nsegment_part_bytes = 0\n",
+            "storage.segment_part_bytes",
+        ),
+        (
+            "[storage]\nsegment_part_bytes = 2147483648\n",
+            "storage.segment_part_bytes",
+        ),
+        (
+            "[storage]\nblock_size_bytes = 33554432\n",
+            "storage.block_size_bytes",
+        ),
+        (
+            "[raft]\nelection_timeout_max_ms = 1500\n",
+            "raft.election_timeout_max_ms",
+        ),
+        (
+            "[raft]\nheartbeat_interval_ms = 1500\n",
+            "raft.heartbeat_interval_ms",
+        ),
+        ("[node]\ncluster_name = \"Home\"\n", "node.cluster_name"),
+        ("[node]\ncluster_name = \"\"\n", "node.cluster_name"),
+        ("[ingest]\norphan_grace_ms = 1\n", "ingest.orphan_grace_ms"),
+        ("[log]\nlevel = \"\"\n", "log.level"),
+    ] {
+        match load_text(text) {
+            Err(ConfigError::Invalid { key: got, line, .. }) => {
+                assert_eq!(got, key, "{text}");
+                assert_eq!(line, Some(2), "{text}");
+            }
+            other => panic!("{text}: expected Invalid for {key}, got {other:?}"),
+        }
+    }
+    // A default that becomes invalid because of another key says so.
+    let (_, message) = error_of("[storage]\nblock_size_bytes = 4160\n");
+    assert!(
+        message.contains("storage.segment_part_bytes") && message.contains("(the default value)"),
+        "{message}"
+    );
+}
+
+#[test]
+fn env_override_works() {
+    let (_dir, path) = config_file("[storage]\nblock_size_bytes = 65536\n");
+    let config = load(
+        Some(&path),
+        env(&[
+            ("WORMFS_STORAGE__BLOCK_SIZE_BYTES", "131072"),
+            ("WORMFS_storage__disks", "/a, /b,"),
+            ("WORMFS_API__LISTEN", "127.0.0.1:9000"),
+            ("WORMFS_STORAGE__DEFAULT_POLICY", "ec:8+3"),
+            ("WORMFS_TOKEN", "secret"),
+            ("WORMFS_DATA_DIR", "/ignored"),
+            ("HOME", "/root"),
+        ]),
+        &Overrides::default(),
+    )
+    .expect("loads");
+    assert_eq!(config.storage.block_size_bytes, 131_072);
+    assert_eq!(
+        config.storage.disks,
+        vec![PathBuf::from("/a"), PathBuf::from("/b")]
+    );
+    assert_eq!(config.api.listen, "127.0.0.1:9000".parse().expect("addr"));
+    assert_eq!(config.storage.default_policy, PolicySpec::Ec { k: 8, m: 3 });
+    assert_ne!(config.node.data_dir, PathBuf::from("/ignored"));
+}
+
+#[test]
+fn unknown_env_key_is_an_error() {
+    for var in ["WORMFS_X__Y", "WORMFS_STORAGE__BLOCK_SIZE", "WORMFS__X"] {
+        match load(None, env(&[(var, "1")]), &Overrides::default()) {
+            Err(ConfigError::Env { var: got, message }) => {
+                assert_eq!(got, var);
+                assert!(message.contains("names no configuration key"), "{message}");
+            }
+            other => panic!("{var}: expected Env error, got {other:?}"),
+        }
+    }
+    let err = load(
+        None,
+        env(&[("WORMFS_STORAGE__BLOK", "1")]),
+        &Overrides::default(),
+    )
+    .expect_err("unknown key");
+    assert!(
+        err.to_string().contains("WORMFS_STORAGE__BLOCK_SIZE_BYTES"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_env_values_name_the_variable() {
+    for (var, value, needle) in [
+        (
+            "WORMFS_STORAGE__BLOCK_SIZE_BYTES",
+            "big",
+            "expected a whole number",
+        ),
+        (
+            "WORMFS_STORAGE__BLOCK_SIZE_BYTES",
+            "1000",
+            "must be a multiple of 64, got 1000",
+        ),
+        ("WORMFS_STORAGE__WRITE_QUORUM_EXTRA", "300", "out of range"),
+        ("WORMFS_STORAGE__DEFAULT_POLICY", "ec:4+x", "invalid policy"),
+        ("WORMFS_API__LISTEN", "localhost", "expected an address"),
+        ("WORMFS_STORAGE__DISKS", "/a,/a", "listed twice"),
+    ] {
+        let err =
+            load(None, env(&[(var, value)]), &Overrides::default()).expect_err("bad value refused");
+        let message = err.to_string();
+        assert!(
+            matches!(&err, ConfigError::Env { var: got, .. } if got == var),
+            "{var}={value}: {err:?}"
+        );
+        assert!(message.contains(needle), "{var}={value}: {message}");
+    }
+}
+
+#[test]
+fn overrides_beat_env_beat_file() {
+    let (_dir, path) =
+        config_file("[api]\nlisten = \"10.0.0.1:1\"\n[node]\ndata_dir = \"/file\"\n");
+    let vars = env(&[
+        ("WORMFS_API__LISTEN", "10.0.0.2:2"),
+        ("WORMFS_NODE__DATA_DIR", "/env"),
+    ]);
+
+    let file_only = load(Some(&path), no_env(), &Overrides::default()).expect("loads");
+    assert_eq!(file_only.api.listen, "10.0.0.1:1".parse().expect("addr"));
+    assert_eq!(file_only.node.data_dir, PathBuf::from("/file"));
+
+    let with_env = load(Some(&path), vars.clone(), &Overrides::default()).expect("loads");
+    assert_eq!(with_env.api.listen, "10.0.0.2:2".parse().expect("addr"));
+    assert_eq!(with_env.node.data_dir, PathBuf::from("/env"));
+
+    let overrides = Overrides {
+        data_dir: Some(PathBuf::from("/flag")),
+        disks: vec![PathBuf::from("/d1")],
+        listen: Some("10.0.0.3:3".parse().expect("addr")),
+    };
+    let with_flags = load(Some(&path), vars, &overrides).expect("loads");
+    assert_eq!(with_flags.api.listen, "10.0.0.3:3".parse().expect("addr"));
+    assert_eq!(with_flags.node.data_dir, PathBuf::from("/flag"));
+    assert_eq!(with_flags.storage.disks, vec![PathBuf::from("/d1")]);
+}
+
+#[test]
+fn relative_disk_paths_resolve_against_the_config_folder() {
+    let (dir, path) = config_file("[storage]\ndisks = [\"disk-a\", \"./b/\", \"/abs\"]\n");
+    let config = load(Some(&path), no_env(), &Overrides::default()).expect("loads");
+    assert_eq!(
+        config.storage.disks,
+        vec![
+            dir.path().join("disk-a"),
+            dir.path().join("b"),
+            PathBuf::from("/abs")
+        ]
+    );
+    // Paths from the environment or flags stay as given (relative to the working directory).
+    let config = load(
+        Some(&path),
+        env(&[("WORMFS_STORAGE__DISKS", "rel")]),
+        &Overrides::default(),
+    )
+    .expect("loads");
+    assert_eq!(config.storage.disks, vec![PathBuf::from("rel")]);
+}
+
+#[test]
+fn duplicate_disks_are_refused() {
+    let (err, message) =
+        error_of("[storage]\ndisks = [\n  \"/mnt/a\",\n  \"/mnt/b\",\n  \"/mnt/a/\",\n]\n");
+    match &err {
+        ConfigError::Invalid { key, line, .. } => {
+            assert_eq!(key, "storage.disks");
+            assert_eq!(*line, Some(5), "{message}");
+        }
+        other => panic!("wrong error {other:?}"),
+    }
+    assert!(message.contains("listed twice"), "{message}");
+
+    // Relative and absolute spellings of the same folder are the same disk.
+    let (dir, path) = config_file("");
+    let abs = dir.path().join("d");
+    fs::write(
+        &path,
+        format!(
+            "[storage]\ndisks = [\"d\", {:?}]\n",
+            abs.display().to_string()
+        ),
+    )
+    .expect("write");
+    let err = load(Some(&path), no_env(), &Overrides::default()).expect_err("duplicate");
+    assert!(err.to_string().contains("listed twice"), "{err}");
+
+    let overrides = Overrides {
+        disks: vec![PathBuf::from("/x"), PathBuf::from("/x")],
+        ..Overrides::default()
+    };
+    let err = load(None, no_env(), &overrides).expect_err("duplicate flags");
+    assert!(err.to_string().contains("--disk"), "{err}");
+}
+
+#[test]
+fn missing_file_is_a_read_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("absent.toml");
+    let err = load(Some(Path::new(&path)), no_env(), &Overrides::default()).expect_err("missing");
+    assert!(matches!(err, ConfigError::Read { .. }), "{err:?}");
+}

@@ -1,0 +1,269 @@
+//! Raft commands and their results: the serialized, versioned vocabulary of the metadata log.
+//!
+//! The proposer decides everything that is not deterministic (ids, times, placement, the resolved
+//! policy); apply only reads these values. A command that cannot apply is answered with a
+//! [`Rejection`], never an error (openraft treats a state-machine error as fatal). New variants
+//! may be added to `CommandV1`; a change of meaning needs a `V2`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{ClusterId, DiskId, FileId, NodeId};
+use crate::layout::Geometry;
+
+/// A command in the Raft log, with its format version.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    /// Version 1 of the command set.
+    V1(CommandV1),
+}
+
+/// What to do when a file is committed under a name that is taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Conflict {
+    /// Store as "name (1).ext", "name (2).ext", ...
+    Rename,
+    /// Replace the existing file (never a directory).
+    Replace,
+    /// Keep the existing file and drop the new one.
+    Skip,
+    /// Refuse with `AlreadyExists`.
+    Fail,
+}
+
+/// Where a file came from; recorded at commit so a restarted drop folder can recognise it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SourceIdentity {
+    /// Uploaded by a client (CLI, API, WebDAV).
+    Upload {
+        /// Who uploaded it (user or "api").
+        client: String,
+    },
+    /// Taken from a drop folder.
+    DropFolder {
+        /// The absolute path of the original.
+        path: String,
+        /// Its size in bytes.
+        size: u64,
+        /// Its mtime in nanoseconds since the epoch.
+        mtime_ns: i128,
+        /// Its inode number.
+        inode: u64,
+        /// Its device number.
+        dev: u64,
+    },
+}
+
+/// A segment written by an ingest, ready to commit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewSegment {
+    /// Index of the segment within the file.
+    pub index: u32,
+    /// Logical bytes in the segment.
+    pub data_len: u64,
+    /// BLAKE3 of the segment's bytes, hex.
+    pub blake3: String,
+    /// For each part index, the disk holding it, or `None` if the part is missing (to repair).
+    pub parts: Vec<Option<DiskId>>,
+}
+
+/// Version 1 of the commands.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum CommandV1 {
+    /// Records the cluster id; applied once, first.
+    InitCluster {
+        /// The new cluster's id.
+        cluster_id: ClusterId,
+        /// When.
+        time_ms: u64,
+    },
+    /// Registers or updates a node.
+    RegisterNode {
+        /// The node.
+        node_id: NodeId,
+        /// Its display name.
+        name: String,
+        /// Its API address.
+        api_addr: String,
+        /// When.
+        time_ms: u64,
+    },
+    /// Registers a disk (or records its new path or node).
+    RegisterDisk {
+        /// The disk.
+        disk_id: DiskId,
+        /// The node it is attached to.
+        node_id: NodeId,
+        /// Its path on that node.
+        path: String,
+        /// The failure domain: folders on one filesystem share it.
+        fs_dev: u64,
+        /// When.
+        time_ms: u64,
+    },
+    /// Creates a directory (and, with `parents`, its missing ancestors).
+    Mkdir {
+        /// The directory.
+        path: String,
+        /// Create missing ancestors and accept an existing directory.
+        parents: bool,
+        /// When.
+        time_ms: u64,
+    },
+    /// Sets (or clears, with `None`) the policy of a directory for files written afterwards.
+    SetPolicy {
+        /// The directory.
+        path: String,
+        /// The policy text (`ec:4+2`, `copies:3`) or `None` to inherit.
+        policy: Option<String>,
+    },
+    /// Records an ingest intent before any part is written.
+    BeginIngest {
+        /// The file id minted by the writer.
+        file_id: FileId,
+        /// The writing node.
+        writer: NodeId,
+        /// The destination path.
+        path: String,
+        /// The file appended to, for an append (whose parts carry that file's id).
+        append_to: Option<FileId>,
+        /// The lease end (ms since epoch); the writer renews it.
+        lease_until_ms: u64,
+        /// When.
+        time_ms: u64,
+    },
+    /// Extends an intent's lease.
+    RenewLease {
+        /// The intent.
+        file_id: FileId,
+        /// The new lease end.
+        lease_until_ms: u64,
+    },
+    /// Drops an intent (the writer gave up); its parts become orphans for the sweeper.
+    AbortIngest {
+        /// The intent.
+        file_id: FileId,
+    },
+    /// Drops intents whose lease ended before `now_ms`, and every intent of `writer` if given
+    /// (a restarted node has no live ingest).
+    ExpireIntents {
+        /// The proposer's clock.
+        now_ms: u64,
+        /// A writer whose every intent is dead.
+        writer: Option<NodeId>,
+    },
+    /// Makes an ingested file visible.
+    CommitFile {
+        /// The file (must have an intent).
+        file_id: FileId,
+        /// Where it goes.
+        path: String,
+        /// What to do if the name is taken.
+        conflict: Conflict,
+        /// The resolved policy, as text.
+        policy: String,
+        /// Its segment geometry.
+        geometry: Geometry,
+        /// Total bytes.
+        size: u64,
+        /// BLAKE3 of the whole content, hex.
+        content_blake3: String,
+        /// The segments.
+        segments: Vec<NewSegment>,
+        /// Where it came from.
+        source: SourceIdentity,
+        /// When.
+        time_ms: u64,
+    },
+    /// Adds segments to the end of a committed file.
+    AppendSegments {
+        /// The appending ingest's intent.
+        intent_id: FileId,
+        /// The file appended to.
+        file_id: FileId,
+        /// The size the appender started from (refused if the file changed meanwhile).
+        expected_size: u64,
+        /// The new segments.
+        segments: Vec<NewSegment>,
+        /// When.
+        time_ms: u64,
+    },
+    /// Removes a file or directory.
+    Remove {
+        /// What to remove.
+        path: String,
+        /// Remove a non-empty directory and all inside it.
+        recursive: bool,
+        /// When.
+        time_ms: u64,
+    },
+    /// Renames a file or directory (metadata only).
+    Rename {
+        /// From.
+        from: String,
+        /// To (must not exist unless `replace`).
+        to: String,
+        /// Replace an existing file at `to`.
+        replace: bool,
+        /// When.
+        time_ms: u64,
+    },
+}
+
+/// Why a command was not applied (a normal result).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Rejection {
+    /// No such file or directory.
+    #[error("{0}: no such file or directory")]
+    NotFound(String),
+    /// The name is taken.
+    #[error("{0}: already exists")]
+    AlreadyExists(String),
+    /// A path component is a file.
+    #[error("{0}: not a directory")]
+    NotADirectory(String),
+    /// A file operation named a directory.
+    #[error("{0}: is a directory")]
+    IsADirectory(String),
+    /// A directory is not empty.
+    #[error("{0}: directory not empty")]
+    NotEmpty(String),
+    /// The path is unusable (root, or inside itself).
+    #[error("{0}: invalid path for this operation")]
+    InvalidPath(String),
+    /// The ingest's intent is gone (its lease ran out).
+    #[error("ingest {0} has no live intent (lease expired?)")]
+    NoIntent(String),
+    /// An append raced another change.
+    #[error("{0}: changed since the append started")]
+    Changed(String),
+    /// The cluster id was already set to another value.
+    #[error("cluster already initialised")]
+    AlreadyInitialised,
+    /// A value in the command is invalid.
+    #[error("invalid command: {0}")]
+    Invalid(String),
+}
+
+/// The result of applying one command.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Outcome {
+    /// Applied; nothing more to say.
+    #[default]
+    Done,
+    /// A file was committed at `path` (which the rename rule may have changed).
+    Committed {
+        /// The final path.
+        path: String,
+        /// The file id that now lives there.
+        file_id: FileId,
+        /// Whether an existing file was replaced.
+        replaced: bool,
+    },
+    /// The name was taken and the rule was "skip": nothing was stored.
+    Skipped {
+        /// The path that was taken.
+        path: String,
+    },
+    /// Not applied.
+    Rejected(Rejection),
+}

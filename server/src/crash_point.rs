@@ -1,0 +1,17 @@
+//! Named crash points for the crash-safety tests (feature `crash-points`).
+//!
+//! With the feature on, setting `WORMFS_CRASH_AT=<name>` makes the process abort the moment it
+//! reaches that point, as a power cut or `kill -9` would. Without the feature this compiles to
+//! nothing.
+
+/// Aborts the process if `WORMFS_CRASH_AT` names this point (feature `crash-points` only).
+#[inline]
+pub fn crash_point(name: &str) {
+    #[cfg(feature = "crash-points")]
+    if std::env::var("WORMFS_CRASH_AT").is_ok_and(|v| v == name) {
+        eprintln!("crash point {name}: aborting");
+        std::process::abort();
+    }
+    #[cfg(not(feature = "crash-points"))]
+    let _ = name;
+}

@@ -1,0 +1,340 @@
+//! Local disks: identity files, the identity check before every write, space and state.
+//!
+//! Each disk root holds `wormfs-disk.json` (cluster id, disk id). A path that the metadata knows
+//! as a disk but whose identity file is gone (an unmounted disk showing its empty mount point) is
+//! marked missing and never written to, so parts never land on the root filesystem by accident.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{ClusterId, DiskId, FileId};
+use crate::part_format::part_file_name;
+
+/// Name of the identity file at a disk's root.
+pub const IDENTITY_FILE: &str = "wormfs-disk.json";
+/// Folder holding part files inside a disk.
+pub const PARTS_DIR: &str = "parts";
+
+/// The content of a disk's identity file.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DiskIdentity {
+    /// Identity file format.
+    pub format: u32,
+    /// The cluster the disk belongs to.
+    pub cluster_id: ClusterId,
+    /// The disk's id.
+    pub disk_id: DiskId,
+    /// When it was made, ms since epoch.
+    pub created_ms: u64,
+}
+
+/// What a node sees of one of its disks (not replicated).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DiskState {
+    /// Takes new parts.
+    Active,
+    /// Less free space than the reserve: no new parts.
+    Full,
+    /// Mounted read-only or not writable: no new parts.
+    ReadOnly,
+    /// The identity file is gone or belongs to another disk: nothing is read or written.
+    Missing,
+}
+
+/// Why a disk cannot take a write.
+#[derive(Debug, thiserror::Error)]
+pub enum DiskError {
+    /// The identity file is gone.
+    #[error("disk {path}: identity file missing (unmounted?)")]
+    Missing {
+        /// The disk root.
+        path: PathBuf,
+    },
+    /// The identity file names another disk or cluster.
+    #[error("disk {path}: identity file belongs to disk {found} of cluster {cluster}, expected {expected}")]
+    Swapped {
+        /// The disk root.
+        path: PathBuf,
+        /// Disk id found.
+        found: DiskId,
+        /// Cluster id found.
+        cluster: ClusterId,
+        /// Disk id expected.
+        expected: DiskId,
+    },
+    /// The root moved to another filesystem since the disk was opened.
+    #[error("disk {path}: now on another filesystem (device {now}, was {was})")]
+    DeviceChanged {
+        /// The disk root.
+        path: PathBuf,
+        /// Device now.
+        now: u64,
+        /// Device at open.
+        was: u64,
+    },
+    /// Not enough free space.
+    #[error("disk {path}: full ({free} bytes free, {reserve} reserved)")]
+    Full {
+        /// The disk root.
+        path: PathBuf,
+        /// Free bytes.
+        free: u64,
+        /// Reserve.
+        reserve: u64,
+    },
+    /// Not writable.
+    #[error("disk {path}: read-only")]
+    ReadOnly {
+        /// The disk root.
+        path: PathBuf,
+    },
+    /// A directory that is not empty and has no identity file.
+    #[error("disk {path}: not empty and not a WormFS disk; refusing to initialise it")]
+    NotEmpty {
+        /// The disk root.
+        path: PathBuf,
+    },
+    /// Another I/O failure.
+    #[error("disk {path}: {source}")]
+    Io {
+        /// The disk root.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// A disk attached to this node.
+#[derive(Debug)]
+pub struct LocalDisk {
+    /// Its id.
+    pub id: DiskId,
+    /// Its root folder.
+    pub root: PathBuf,
+    /// The device of the root folder at open (its failure domain).
+    pub fs_dev: u64,
+    /// Free space below which it takes no new parts.
+    pub reserve_bytes: u64,
+    state: Mutex<(DiskState, String)>,
+    /// Bytes read from part files.
+    pub bytes_read: AtomicU64,
+    /// Bytes written to part files.
+    pub bytes_written: AtomicU64,
+    /// Failed or corrupt reads.
+    pub read_errors: AtomicU64,
+}
+
+/// Space on a disk's filesystem.
+#[derive(Clone, Copy, Debug, Serialize, Default)]
+pub struct Space {
+    /// Filesystem size.
+    pub total_bytes: u64,
+    /// Bytes available to us.
+    pub free_bytes: u64,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DiskError + '_ {
+    move |source| DiskError::Io { path: path.to_owned(), source }
+}
+
+/// Reads a disk's identity file, if any.
+pub fn read_identity(root: &Path) -> Result<Option<DiskIdentity>, DiskError> {
+    match std::fs::read(root.join(IDENTITY_FILE)) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| DiskError::Io { path: root.to_owned(), source: std::io::Error::other(e) }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io(root)(e)),
+    }
+}
+
+impl LocalDisk {
+    /// Opens the disk at `root`.
+    ///
+    /// `known` is the disk id the metadata has for this path: if the identity file is missing
+    /// there, the disk is opened as missing. An unknown path without identity is initialised as
+    /// a new disk, but only when it is empty (a `lost+found` is allowed).
+    pub fn open(root: &Path, cluster: ClusterId, known: Option<DiskId>, reserve_bytes: u64) -> Result<Self, DiskError> {
+        let ident = read_identity(root)?;
+        let (id, state) = match (ident, known) {
+            (Some(i), _) if i.cluster_id != cluster => {
+                return Err(DiskError::Swapped { path: root.to_owned(), found: i.disk_id, cluster: i.cluster_id, expected: known.unwrap_or(i.disk_id) })
+            }
+            (Some(i), Some(k)) if i.disk_id != k => (k, (DiskState::Missing, format!("identity names disk {}", i.disk_id))),
+            (Some(i), _) => (i.disk_id, (DiskState::Active, String::new())),
+            (None, Some(k)) => (k, (DiskState::Missing, "identity file missing (unmounted?)".to_owned())),
+            (None, None) => (Self::initialise(root, cluster)?, (DiskState::Active, String::new())),
+        };
+        let fs_dev = std::fs::metadata(root).map(|m| m.dev()).unwrap_or(0);
+        let disk = Self {
+            id,
+            root: root.to_owned(),
+            fs_dev,
+            reserve_bytes,
+            state: Mutex::new(state),
+            bytes_read: AtomicU64::new(0),
+            bytes_written: AtomicU64::new(0),
+            read_errors: AtomicU64::new(0),
+        };
+        if disk.state().0 == DiskState::Missing {
+            tracing::error!(disk = %disk.root.display(), reason = %disk.state().1, "disk is missing: it gets no parts");
+        } else {
+            disk.refresh();
+        }
+        Ok(disk)
+    }
+
+    fn initialise(root: &Path, cluster: ClusterId) -> Result<DiskId, DiskError> {
+        std::fs::create_dir_all(root).map_err(io(root))?;
+        let mut entries = std::fs::read_dir(root).map_err(io(root))?;
+        if entries.any(|e| e.map(|e| e.file_name() != "lost+found").unwrap_or(true)) {
+            return Err(DiskError::NotEmpty { path: root.to_owned() });
+        }
+        let ident = DiskIdentity { format: 1, cluster_id: cluster, disk_id: DiskId::random(), created_ms: crate::fsutil::now_ms() };
+        let json = serde_json::to_vec_pretty(&ident).map_err(|e| io(root)(std::io::Error::other(e)))?;
+        crate::fsutil::write_durably(&root.join(IDENTITY_FILE), &json)
+            .map_err(|e| io(root)(std::io::Error::other(format!("{e:#}"))))?;
+        std::fs::create_dir_all(root.join(PARTS_DIR)).map_err(io(root))?;
+        tracing::info!(disk = %root.display(), id = %ident.disk_id, "initialised a new disk");
+        Ok(ident.disk_id)
+    }
+
+    /// The observed state and its reason.
+    pub fn state(&self) -> (DiskState, String) {
+        match self.state.lock() {
+            Ok(s) => s.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    fn set_state(&self, s: DiskState, why: String) {
+        let mut g = match self.state.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if g.0 != s {
+            tracing::warn!(disk = %self.root.display(), from = ?g.0, to = ?s, reason = %why, "disk state changed");
+        }
+        *g = (s, why);
+    }
+
+    /// Space on the disk's filesystem.
+    pub fn space(&self) -> Result<Space, DiskError> {
+        let st = rustix::fs::statvfs(&self.root).map_err(|e| io(&self.root)(e.into()))?;
+        Ok(Space { total_bytes: st.f_blocks * st.f_frsize, free_bytes: st.f_bavail * st.f_frsize })
+    }
+
+    /// Checks that this is still the same disk and that it can take `needed` bytes.
+    pub fn verify_for_write(&self, needed: u64) -> Result<(), DiskError> {
+        let res = self.check(needed);
+        match &res {
+            Ok(()) => {
+                if self.state().0 != DiskState::Active {
+                    self.set_state(DiskState::Active, String::new());
+                }
+            }
+            Err(DiskError::Full { .. }) => self.set_state(DiskState::Full, res.as_ref().err().map(|e| e.to_string()).unwrap_or_default()),
+            Err(DiskError::ReadOnly { .. }) => self.set_state(DiskState::ReadOnly, "read-only".into()),
+            Err(e @ (DiskError::Missing { .. } | DiskError::Swapped { .. } | DiskError::DeviceChanged { .. })) => {
+                self.set_state(DiskState::Missing, e.to_string())
+            }
+            Err(_) => {}
+        }
+        res
+    }
+
+    fn check(&self, needed: u64) -> Result<(), DiskError> {
+        match read_identity(&self.root)? {
+            None => return Err(DiskError::Missing { path: self.root.clone() }),
+            Some(i) if i.disk_id != self.id => {
+                return Err(DiskError::Swapped { path: self.root.clone(), found: i.disk_id, cluster: i.cluster_id, expected: self.id })
+            }
+            Some(_) => {}
+        }
+        let dev = std::fs::metadata(&self.root).map_err(io(&self.root))?.dev();
+        if dev != self.fs_dev {
+            return Err(DiskError::DeviceChanged { path: self.root.clone(), now: dev, was: self.fs_dev });
+        }
+        let st = rustix::fs::statvfs(&self.root).map_err(|e| io(&self.root)(e.into()))?;
+        if st.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY) {
+            return Err(DiskError::ReadOnly { path: self.root.clone() });
+        }
+        let free = st.f_bavail * st.f_frsize;
+        if free < self.reserve_bytes.saturating_add(needed) {
+            return Err(DiskError::Full { path: self.root.clone(), free, reserve: self.reserve_bytes });
+        }
+        Ok(())
+    }
+
+    /// Re-checks identity, writability and space (the periodic health check).
+    pub fn refresh(&self) {
+        let _ = self.verify_for_write(0);
+    }
+
+    /// Whether the disk may be read (its identity still checks out).
+    pub fn readable(&self) -> bool {
+        self.state().0 != DiskState::Missing
+    }
+
+    /// Where a part lives on this disk.
+    pub fn part_path(&self, file_id: FileId, segment: u32, part: u16) -> PathBuf {
+        let name = part_file_name(file_id, segment, part);
+        self.root.join(PARTS_DIR).join(&name[..2]).join(name)
+    }
+
+    /// The folder holding all parts.
+    pub fn parts_dir(&self) -> PathBuf {
+        self.root.join(PARTS_DIR)
+    }
+
+    /// Counts bytes read.
+    pub fn count_read(&self, n: u64) {
+        self.bytes_read.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_empty_dir_is_initialised_and_known_missing_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let cluster = ClusterId::random();
+        let root = t.path().join("d1");
+        let d = LocalDisk::open(&root, cluster, None, 0).unwrap();
+        assert_eq!(d.state().0, DiskState::Active);
+        d.verify_for_write(1).unwrap();
+        // The identity vanishes (the disk was unmounted): writes are refused.
+        std::fs::remove_file(root.join(IDENTITY_FILE)).unwrap();
+        assert!(matches!(d.verify_for_write(1), Err(DiskError::Missing { .. })));
+        assert_eq!(d.state().0, DiskState::Missing);
+        // Reopened with the metadata's knowledge, it stays missing and is not re-initialised.
+        let again = LocalDisk::open(&root, cluster, Some(d.id), 0).unwrap();
+        assert_eq!(again.state().0, DiskState::Missing);
+        assert!(read_identity(&root).unwrap().is_none());
+    }
+
+    #[test]
+    fn non_empty_foreign_dir_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(t.path().join("film.mkv"), b"x").unwrap();
+        assert!(matches!(
+            LocalDisk::open(t.path(), ClusterId::random(), None, 0),
+            Err(DiskError::NotEmpty { .. })
+        ));
+    }
+
+    #[test]
+    fn full_disk_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let d = LocalDisk::open(t.path(), ClusterId::random(), None, u64::MAX / 2).unwrap();
+        assert!(matches!(d.verify_for_write(1), Err(DiskError::Full { .. })));
+        assert_eq!(d.state().0, DiskState::Full);
+    }
+}

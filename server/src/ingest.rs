@@ -1,0 +1,588 @@
+//! The ingest pipeline (DESIGN.md "Ingest: the crash-safety protocol").
+//!
+//! 1. record an intent with a lease (renewed while the ingest runs);
+//! 2. stream the bytes through the encoder, writing parts as rows fill, hashing on the way;
+//!    every part is fsynced with its directory before it counts;
+//! 3. commit the file through Raft (only then is it visible);
+//! 4. the caller removes the source, if it has one.
+//!
+//! Memory is bounded: one batch of rows is encoded while the next is read.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio_util::sync::CancellationToken;
+
+use crate::codec;
+use crate::command::{CommandV1, Conflict, NewSegment, Outcome, SourceIdentity};
+use crate::crash_point::crash_point;
+use crate::fsutil::now_ms;
+use crate::ids::{DiskId, FileId};
+use crate::layout::Geometry;
+use crate::part_format::{region_len, PartHeader};
+use crate::part_io::{LocalPartWriter, PartWriter};
+use crate::placement::place;
+use crate::policy::Policy;
+use crate::store::{Store, StoreError};
+use crate::tree_path::TreePath;
+
+/// Bytes of file data encoded per batch (rounded to whole rows).
+const BATCH_TARGET_BYTES: u64 = 8 << 20;
+
+/// What to ingest.
+#[derive(Clone, Debug)]
+pub struct IngestRequest {
+    /// Destination.
+    pub path: TreePath,
+    /// A policy chosen by the client (else the directory's or the default).
+    pub policy: Option<Policy>,
+    /// The conflict rule.
+    pub conflict: Conflict,
+    /// Where the bytes come from.
+    pub source: SourceIdentity,
+    /// The size announced by the client, checked at the end if given.
+    pub expected_size: Option<u64>,
+}
+
+/// A committed ingest.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct IngestResult {
+    /// Where the file is now (or the taken path, if skipped).
+    pub path: String,
+    /// Its id.
+    pub file_id: FileId,
+    /// Bytes.
+    pub size: u64,
+    /// BLAKE3 of the content, hex.
+    pub blake3: String,
+    /// The policy used.
+    pub policy: String,
+    /// Whether the name was taken and the "skip" rule dropped the file.
+    pub skipped: bool,
+    /// Whether an existing file was replaced.
+    pub replaced: bool,
+    /// Parts that could not be written and wait for repair.
+    pub missing_parts: usize,
+}
+
+/// The bytes in: a buffered head (used to tell small files) then the rest of the stream.
+struct Source<R> {
+    head: Vec<u8>,
+    head_pos: usize,
+    rest: R,
+    eof: bool,
+    total: u64,
+}
+
+impl<R: AsyncRead + Unpin> Source<R> {
+    /// Reads until `buf` holds `want` bytes or the stream ends.
+    async fn fill(&mut self, buf: &mut Vec<u8>, want: usize) -> std::io::Result<()> {
+        while buf.len() < want {
+            if self.head_pos < self.head.len() {
+                let n = (want - buf.len()).min(self.head.len() - self.head_pos);
+                buf.extend_from_slice(&self.head[self.head_pos..self.head_pos + n]);
+                self.head_pos += n;
+                self.total += n as u64;
+                continue;
+            }
+            if self.eof {
+                break;
+            }
+            let start = buf.len();
+            buf.resize(want, 0);
+            let n = self.rest.read(&mut buf[start..]).await?;
+            buf.truncate(start + n);
+            self.total += n as u64;
+            if n == 0 {
+                self.eof = true;
+            }
+        }
+        Ok(())
+    }
+
+    fn exhausted(&self) -> bool {
+        self.eof && self.head_pos >= self.head.len()
+    }
+}
+
+/// The parts of one segment being written.
+struct SegmentWriter {
+    geo: Geometry,
+    index: u32,
+    file_id: FileId,
+    disks: Vec<Option<DiskId>>,
+    writers: Vec<Option<Box<dyn PartWriter>>>,
+    hasher: blake3::Hasher,
+    len: u64,
+    quorum: usize,
+    shards: Vec<Vec<u8>>,
+    parity: Vec<Vec<u8>>,
+}
+
+impl SegmentWriter {
+    fn live(&self) -> usize {
+        self.writers.iter().filter(|w| w.is_some()).count()
+    }
+
+    fn fail_part(&mut self, i: usize, err: &anyhow::Error) {
+        tracing::warn!(file = %self.file_id, segment = self.index, part = i, "part write failed: {err:#}");
+        if let Some(w) = self.writers[i].take() {
+            w.abort();
+        }
+        self.disks[i] = None;
+    }
+
+    /// Encodes and writes one batch (whole rows, the last one zero-padded). Blocking.
+    fn write_batch(&mut self, data: &[u8]) -> anyhow::Result<()> {
+        self.hasher.update(data);
+        self.len += data.len() as u64;
+        if self.geo.is_replica() {
+            for i in 0..self.writers.len() {
+                if let Some(w) = self.writers[i].as_mut() {
+                    if let Err(e) = w.write(data) {
+                        self.fail_part(i, &e);
+                    }
+                }
+            }
+        } else {
+            let k = usize::from(self.geo.k);
+            let bs = self.geo.block_size as usize;
+            let rows = (data.len() as u64).div_ceil(self.geo.row_bytes()) as usize;
+            for s in self.shards.iter_mut() {
+                s.clear();
+                s.resize(rows * bs, 0);
+            }
+            for r in 0..rows {
+                for j in 0..k {
+                    let start = r * k * bs + j * bs;
+                    if start >= data.len() {
+                        break;
+                    }
+                    let end = (start + bs).min(data.len());
+                    self.shards[j][r * bs..r * bs + (end - start)].copy_from_slice(&data[start..end]);
+                }
+            }
+            let refs: Vec<&[u8]> = self.shards.iter().map(Vec::as_slice).collect();
+            codec::encode_into(&refs, &mut self.parity)?;
+            for i in 0..self.writers.len() {
+                let res = match self.writers[i].as_mut() {
+                    Some(w) => w.write(if i < k { &self.shards[i] } else { &self.parity[i - k] }),
+                    None => Ok(()),
+                };
+                if let Err(e) = res {
+                    self.fail_part(i, &e);
+                }
+            }
+        }
+        anyhow::ensure!(
+            self.live() >= self.quorum,
+            "only {} of {} parts still writable, {} needed",
+            self.live(),
+            self.geo.width(),
+            self.quorum
+        );
+        Ok(())
+    }
+
+    /// Makes every part durable. Blocking (parts finish in parallel threads).
+    fn finish(mut self, cluster: crate::ids::ClusterId, path: &str) -> anyhow::Result<NewSegment> {
+        let hash = self.hasher.finalize();
+        let created = now_ms();
+        let header_len = region_len(self.geo.max_blocks_per_part());
+        let results: Vec<(usize, anyhow::Result<()>)> = std::thread::scope(|s| {
+            let handles: Vec<_> = self
+                .writers
+                .iter_mut()
+                .enumerate()
+                .filter_map(|(i, w)| w.take().map(|w| (i, w)))
+                .map(|(i, w)| {
+                    let header = PartHeader {
+                        codec: self.geo.codec,
+                        header_len,
+                        cluster_id: cluster,
+                        file_id: self.file_id,
+                        segment_index: self.index,
+                        part_index: i as u16,
+                        k: self.geo.k,
+                        m: self.geo.m,
+                        block_size: self.geo.block_size,
+                        segment_data_len: self.len,
+                        part_data_len: self.geo.part_data_len(self.len),
+                        created_ms: created,
+                        segment_blake3: *hash.as_bytes(),
+                        path: path.to_owned(),
+                    };
+                    (i, s.spawn(move || w.finish(header)))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|(i, h)| (i, h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("part writer panicked")))))
+                .collect()
+        });
+        for (i, r) in results {
+            if let Err(e) = r {
+                tracing::warn!(file = %self.file_id, segment = self.index, part = i, "part finish failed: {e:#}");
+                self.disks[i] = None;
+            }
+        }
+        let durable = self.disks.iter().filter(|d| d.is_some()).count();
+        anyhow::ensure!(durable >= self.quorum, "only {durable} parts durable, {} needed", self.quorum);
+        Ok(NewSegment { index: self.index, data_len: self.len, blake3: hash.to_hex().to_string(), parts: self.disks })
+    }
+
+    fn abort(mut self) {
+        for w in self.writers.iter_mut() {
+            if let Some(w) = w.take() {
+                w.abort();
+            }
+        }
+    }
+}
+
+impl Store {
+    fn quorum(&self, geo: &Geometry) -> usize {
+        usize::from(geo.k) + usize::from(self.storage.write_quorum_extra).min(usize::from(geo.m))
+    }
+
+    /// Opens part writers for segment `index` on disks chosen by placement.
+    fn open_segment(self: &Arc<Self>, geo: Geometry, file_id: FileId, index: u32) -> Result<SegmentWriter, StoreError> {
+        let part_bytes = geo.part_capacity + u64::from(region_len(geo.max_blocks_per_part()));
+        let cands = self.candidates(part_bytes);
+        let mut order = place(&cands, cands.len(), &mut rand::rng())
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?
+            .into_iter();
+        let width = geo.width();
+        let quorum = self.quorum(&geo);
+        let header_len = region_len(geo.max_blocks_per_part());
+        let mut disks = Vec::with_capacity(width);
+        let mut writers: Vec<Option<Box<dyn PartWriter>>> = Vec::with_capacity(width);
+        for part in 0..width {
+            let mut opened = None;
+            for disk_id in order.by_ref() {
+                let Some(disk) = self.disk(disk_id) else { continue };
+                let dest = disk.part_path(file_id, index, part as u16);
+                match LocalPartWriter::create(disk.clone(), dest, header_len, geo.block_size, part_bytes) {
+                    Ok(w) => {
+                        opened = Some((disk_id, w));
+                        break;
+                    }
+                    Err(e) => tracing::warn!(disk = %disk.root.display(), "cannot start a part: {e:#}"),
+                }
+            }
+            match opened {
+                Some((d, w)) => {
+                    disks.push(Some(d));
+                    writers.push(Some(Box::new(w)));
+                }
+                None => {
+                    disks.push(None);
+                    writers.push(None);
+                }
+            }
+        }
+        let live = writers.iter().filter(|w| w.is_some()).count();
+        if live < quorum {
+            for w in writers.into_iter().flatten() {
+                w.abort();
+            }
+            return Err(StoreError::Unavailable(format!(
+                "only {live} disks can take a part of a {} segment, {quorum} needed (disks full, missing or read-only?)",
+                if geo.is_replica() { format!("copies:{width}") } else { format!("ec:{}+{}", geo.k, geo.m) }
+            )));
+        }
+        let k = usize::from(geo.k);
+        Ok(SegmentWriter {
+            geo,
+            index,
+            file_id,
+            disks,
+            writers,
+            hasher: blake3::Hasher::new(),
+            len: 0,
+            quorum,
+            shards: if geo.is_replica() { Vec::new() } else { vec![Vec::new(); k] },
+            parity: if geo.is_replica() { Vec::new() } else { vec![Vec::new(); usize::from(geo.m)] },
+        })
+    }
+
+    /// Streams `src` into segments, starting at segment `first_index`. Returns the segments,
+    /// the byte count and the BLAKE3 of everything read.
+    async fn write_segments<R: AsyncRead + Unpin>(
+        self: &Arc<Self>,
+        geo: Geometry,
+        file_id: FileId,
+        first_index: u32,
+        path: &str,
+        src: &mut Source<R>,
+    ) -> Result<(Vec<NewSegment>, blake3::Hash), StoreError> {
+        let rows_per_batch = (BATCH_TARGET_BYTES / geo.row_bytes()).max(1);
+        let batch = (rows_per_batch * geo.row_bytes()) as usize;
+        let mut hasher = blake3::Hasher::new();
+        let mut segments = Vec::new();
+        let mut index = first_index;
+        let mut spare: Option<Vec<u8>> = None;
+        let mut next = Vec::with_capacity(batch);
+        src.fill(&mut next, batch.min(geo.segment_capacity() as usize)).await.map_err(read_err)?;
+        while !next.is_empty() {
+            let mut seg = self.open_segment(geo, file_id, index)?;
+            let mut seg_len = 0u64;
+            loop {
+                let buf = std::mem::take(&mut next);
+                seg_len += buf.len() as u64;
+                hasher.update(&buf);
+                let mut w = seg;
+                let h = tokio::task::spawn_blocking(move || {
+                    let r = w.write_batch(&buf);
+                    (w, buf, r)
+                });
+                // Read the next batch while this one is encoded and written.
+                let room = geo.segment_capacity() - seg_len;
+                let mut nb = spare.take().unwrap_or_else(|| Vec::with_capacity(batch));
+                nb.clear();
+                let read = src.fill(&mut nb, batch.min(room as usize)).await;
+                let (w, old, r) = join_handle(h).await?;
+                seg = w;
+                spare = Some(old);
+                if let Err(e) = r {
+                    seg.abort();
+                    return Err(StoreError::Unavailable(format!("{e:#}")));
+                }
+                if let Err(e) = read {
+                    seg.abort();
+                    return Err(read_err(e));
+                }
+                next = nb;
+                if next.is_empty() || room == 0 {
+                    break;
+                }
+            }
+            let cluster = self.cluster_id;
+            let p = path.to_owned();
+            let done = tokio::task::spawn_blocking(move || seg.finish(cluster, &p))
+                .await
+                .map_err(|e| StoreError::Other(e.into()))?
+                .map_err(|e| StoreError::Unavailable(format!("{e:#}")))?;
+            segments.push(done);
+            index += 1;
+            if next.is_empty() && !src.exhausted() {
+                src.fill(&mut next, batch.min(geo.segment_capacity() as usize)).await.map_err(read_err)?;
+            }
+        }
+        Ok((segments, hasher.finalize()))
+    }
+
+    /// Records an intent and keeps its lease alive until the returned token is cancelled.
+    async fn begin_intent(self: &Arc<Self>, file_id: FileId, path: &TreePath, append_to: Option<FileId>) -> Result<CancellationToken, StoreError> {
+        let lease = self.ingest.lease_ms;
+        self.propose(CommandV1::BeginIngest {
+            file_id,
+            writer: self.node_id,
+            path: path.to_string(),
+            append_to,
+            lease_until_ms: now_ms() + lease,
+            time_ms: now_ms(),
+        })
+        .await?;
+        let stop = CancellationToken::new();
+        let me = self.clone();
+        let s = stop.clone();
+        tokio::spawn(async move {
+            let every = Duration::from_millis((lease / 3).max(100));
+            loop {
+                tokio::select! {
+                    _ = s.cancelled() => break,
+                    _ = tokio::time::sleep(every) => {
+                        let cmd = CommandV1::RenewLease { file_id, lease_until_ms: now_ms() + lease };
+                        if let Err(e) = me.propose(cmd).await {
+                            tracing::warn!(file = %file_id, "lease renewal failed: {e}");
+                        }
+                    }
+                }
+            }
+        });
+        Ok(stop)
+    }
+
+    /// Ingests a byte stream as a new file.
+    #[tracing::instrument(skip_all, fields(path = %req.path))]
+    pub async fn ingest<R: AsyncRead + Unpin>(self: &Arc<Self>, req: IngestRequest, src: R) -> Result<IngestResult, StoreError> {
+        let res = self.ingest_inner(req, src).await;
+        match &res {
+            Ok(r) => {
+                self.counters.ingests_committed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(path = %r.path, size = r.size, policy = %r.policy, skipped = r.skipped, "ingest committed");
+            }
+            Err(e) => {
+                self.counters.ingests_failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!("ingest failed: {e}");
+            }
+        }
+        res
+    }
+
+    async fn ingest_inner<R: AsyncRead + Unpin>(self: &Arc<Self>, req: IngestRequest, rest: R) -> Result<IngestResult, StoreError> {
+        if req.path.is_root() {
+            return Err(StoreError::BadRequest("cannot write a file at /".into()));
+        }
+        let threshold = self.storage.small_file_threshold_bytes;
+        let mut src = Source { head: Vec::new(), head_pos: 0, rest, eof: false, total: 0 };
+        let mut head = Vec::new();
+        src.fill(&mut head, (threshold + 1) as usize).await.map_err(read_err)?;
+        let small = (head.len() as u64) <= threshold && src.eof;
+        src.head = head;
+        src.total = 0;
+        let policy = self.policy_for(&req.path, small, req.policy).await?;
+        policy.check_fits(self.disks.len()).map_err(|e| StoreError::BadRequest(e.to_string()))?;
+        let geo = Geometry::for_policy(policy, self.storage.block_size_bytes, self.storage.segment_part_bytes);
+        let file_id = FileId::mint();
+        let lease = self.begin_intent(file_id, &req.path, None).await?;
+        let _stop_lease = lease.drop_guard();
+        crash_point("ingest-after-intent");
+        let written = self.write_segments(geo, file_id, 0, &req.path.to_string(), &mut src).await;
+        let (segments, hash) = match written {
+            Ok(v) => v,
+            Err(e) => {
+                self.abandon(file_id).await;
+                return Err(e);
+            }
+        };
+        if let Some(want) = req.expected_size {
+            if want != src.total {
+                self.abandon(file_id).await;
+                self.delete_parts(file_id, &segments);
+                return Err(StoreError::BadRequest(format!("received {} bytes, {} announced", src.total, want)));
+            }
+        }
+        crash_point("ingest-after-parts");
+        let missing_parts = segments.iter().map(|s| s.parts.iter().filter(|p| p.is_none()).count()).sum();
+        let outcome = self
+            .propose(CommandV1::CommitFile {
+                file_id,
+                path: req.path.to_string(),
+                conflict: req.conflict,
+                policy: policy.to_string(),
+                geometry: geo,
+                size: src.total,
+                content_blake3: hash.to_hex().to_string(),
+                segments: segments.clone(),
+                source: req.source.clone(),
+                time_ms: now_ms(),
+            })
+            .await;
+        crash_point("ingest-after-commit");
+        let (path, skipped, replaced) = match outcome {
+            Ok(Outcome::Committed { path, replaced, .. }) => (path, false, replaced),
+            Ok(Outcome::Skipped { path }) => {
+                self.delete_parts(file_id, &segments);
+                (path, true, false)
+            }
+            Ok(other) => return Err(StoreError::Other(anyhow::anyhow!("unexpected commit outcome {other:?}"))),
+            Err(e) => {
+                if matches!(e, StoreError::Rejected(_)) {
+                    self.delete_parts(file_id, &segments);
+                }
+                return Err(e);
+            }
+        };
+        Ok(IngestResult {
+            path,
+            file_id,
+            size: src.total,
+            blake3: hash.to_hex().to_string(),
+            policy: policy.to_string(),
+            skipped,
+            replaced,
+            missing_parts,
+        })
+    }
+
+    /// Appends a byte stream to an existing file as new segments.
+    #[tracing::instrument(skip_all, fields(path = %path))]
+    pub async fn append<R: AsyncRead + Unpin>(self: &Arc<Self>, path: &TreePath, rest: R) -> Result<IngestResult, StoreError> {
+        let entry = self.meta.lookup(path).await?.ok_or_else(|| crate::command::Rejection::NotFound(path.to_string()))?;
+        let file_id = entry.file_id.ok_or_else(|| crate::command::Rejection::IsADirectory(path.to_string()))?;
+        let rec = self.meta.file(file_id).await?.ok_or_else(|| crate::command::Rejection::NotFound(path.to_string()))?;
+        let intent = FileId::mint();
+        let lease = self.begin_intent(intent, path, Some(file_id)).await?;
+        let _stop_lease = lease.drop_guard();
+        let mut src = Source { head: Vec::new(), head_pos: 0, rest, eof: false, total: 0 };
+        let first = rec.segments.last().map_or(0, |s| s.index + 1);
+        let (segments, hash) = match self.write_segments(rec.geometry, file_id, first, &path.to_string(), &mut src).await {
+            Ok(v) => v,
+            Err(e) => {
+                self.abandon(intent).await;
+                return Err(e);
+            }
+        };
+        if segments.is_empty() {
+            self.abandon(intent).await;
+            return Ok(IngestResult {
+                path: path.to_string(),
+                file_id,
+                size: rec.size,
+                blake3: rec.content_blake3.unwrap_or_default(),
+                policy: rec.policy,
+                skipped: false,
+                replaced: false,
+                missing_parts: 0,
+            });
+        }
+        let missing_parts = segments.iter().map(|s| s.parts.iter().filter(|p| p.is_none()).count()).sum();
+        let res = self
+            .propose(CommandV1::AppendSegments {
+                intent_id: intent,
+                file_id,
+                expected_size: rec.size,
+                segments: segments.clone(),
+                time_ms: now_ms(),
+            })
+            .await;
+        if let Err(e) = res {
+            if matches!(e, StoreError::Rejected(_)) {
+                self.delete_parts(file_id, &segments);
+            }
+            return Err(e);
+        }
+        let _ = hash;
+        Ok(IngestResult {
+            path: path.to_string(),
+            file_id,
+            size: rec.size + src.total,
+            blake3: String::new(),
+            policy: rec.policy,
+            skipped: false,
+            replaced: false,
+            missing_parts,
+        })
+    }
+
+    async fn abandon(&self, intent: FileId) {
+        if let Err(e) = self.consensus.write(CommandV1::AbortIngest { file_id: intent }).await {
+            tracing::warn!(file = %intent, "could not drop the intent (the sweeper will): {e}");
+        }
+    }
+
+    /// Deletes the local parts of segments that will never be committed (best effort; the
+    /// sweeper removes anything left).
+    fn delete_parts(&self, file_id: FileId, segments: &[NewSegment]) {
+        for s in segments {
+            for (i, d) in s.parts.iter().enumerate() {
+                if let Some(disk) = d.and_then(|d| self.disk(d)) {
+                    let _ = std::fs::remove_file(disk.part_path(file_id, s.index, i as u16));
+                }
+            }
+        }
+    }
+}
+
+fn read_err(e: std::io::Error) -> StoreError {
+    StoreError::BadRequest(format!("reading the upload failed: {e}"))
+}
+
+type Joined = (SegmentWriter, Vec<u8>, anyhow::Result<()>);
+
+async fn join_handle(h: tokio::task::JoinHandle<Joined>) -> Result<Joined, StoreError> {
+    h.await.map_err(|e| StoreError::Other(anyhow::anyhow!("encoder task failed: {e}")))
+}

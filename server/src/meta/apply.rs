@@ -1,0 +1,548 @@
+//! Deterministic application of Raft commands to SQLite.
+//!
+//! Everything here reads only the command and the database, so every replica that applies the
+//! same log ends with the same database. A command that cannot apply returns
+//! [`Outcome::Rejected`]; only a failure of SQLite itself is an error (fatal to the node).
+
+use sqlx::{Row, SqliteConnection};
+
+use crate::command::{CommandV1, Conflict, NewSegment, Outcome, Rejection, SourceIdentity};
+use crate::ids::FileId;
+use crate::tree_path::TreePath;
+
+/// Result of resolving a path.
+#[derive(Debug, Clone)]
+pub(crate) struct Resolved {
+    pub id: i64,
+    pub is_dir: bool,
+    pub file_id: Option<FileId>,
+}
+
+type Res<T> = Result<T, sqlx::Error>;
+
+macro_rules! reject {
+    ($e:expr) => {
+        return Ok(Outcome::Rejected($e))
+    };
+}
+
+/// Looks up one name in a directory.
+pub(crate) async fn lookup_child(c: &mut SqliteConnection, parent: i64, name: &str) -> Res<Option<Resolved>> {
+    let row = sqlx::query("SELECT id, is_dir, file_id FROM entries WHERE parent = ? AND name = ?")
+        .bind(parent)
+        .bind(name)
+        .fetch_optional(&mut *c)
+        .await?;
+    Ok(row.map(|r| Resolved {
+        id: r.get(0),
+        is_dir: r.get::<i64, _>(1) != 0,
+        file_id: r.get::<Option<Vec<u8>>, _>(2).and_then(|b| FileId::from_slice(&b)),
+    }))
+}
+
+/// Outcome of walking a path.
+pub(crate) enum Walk {
+    Found(Resolved),
+    /// A component is missing; holds the deepest existing directory's id and the index of the
+    /// first missing component.
+    Missing { dir: i64, at: usize },
+    /// A component before the last is a file.
+    NotDir(usize),
+}
+
+/// Walks `path` from the root.
+pub(crate) async fn walk(c: &mut SqliteConnection, path: &TreePath) -> Res<Walk> {
+    let mut cur = Resolved { id: 1, is_dir: true, file_id: None };
+    for (i, name) in path.components().iter().enumerate() {
+        if !cur.is_dir {
+            return Ok(Walk::NotDir(i - 1));
+        }
+        match lookup_child(c, cur.id, name).await? {
+            Some(r) => cur = r,
+            None => return Ok(Walk::Missing { dir: cur.id, at: i }),
+        }
+    }
+    Ok(Walk::Found(cur))
+}
+
+fn prefix(path: &TreePath, n: usize) -> String {
+    let mut s = String::new();
+    for c in &path.components()[..=n.min(path.components().len().saturating_sub(1))] {
+        s.push('/');
+        s.push_str(c);
+    }
+    if s.is_empty() {
+        s.push('/');
+    }
+    s
+}
+
+fn parse_path(p: &str) -> Result<TreePath, Rejection> {
+    TreePath::parse(p).map_err(|e| Rejection::Invalid(e.to_string()))
+}
+
+/// Creates the missing directories of `path` (all of it); `Err` rejection if a file is in the way.
+async fn mkdir_all(c: &mut SqliteConnection, path: &TreePath, time_ms: i64) -> Res<Result<i64, Rejection>> {
+    let mut cur = 1i64;
+    for (i, name) in path.components().iter().enumerate() {
+        match lookup_child(c, cur, name).await? {
+            Some(r) if r.is_dir => cur = r.id,
+            Some(_) => return Ok(Err(Rejection::NotADirectory(prefix(path, i)))),
+            None => {
+                cur = insert_dir(c, cur, name, time_ms).await?;
+            }
+        }
+    }
+    Ok(Ok(cur))
+}
+
+async fn insert_dir(c: &mut SqliteConnection, parent: i64, name: &str, time_ms: i64) -> Res<i64> {
+    let r = sqlx::query("INSERT INTO entries (parent, name, is_dir, mtime_ms) VALUES (?, ?, 1, ?)")
+        .bind(parent)
+        .bind(name)
+        .bind(time_ms)
+        .execute(&mut *c)
+        .await?;
+    Ok(r.last_insert_rowid())
+}
+
+async fn delete_file_rows(c: &mut SqliteConnection, file_id: FileId) -> Res<()> {
+    let id = file_id.to_bytes().to_vec();
+    for sql in [
+        "DELETE FROM files WHERE file_id = ?",
+        "DELETE FROM segments WHERE file_id = ?",
+        "DELETE FROM parts WHERE file_id = ?",
+        "DELETE FROM sources WHERE file_id = ?",
+    ] {
+        sqlx::query(sql).bind(&id).execute(&mut *c).await?;
+    }
+    Ok(())
+}
+
+fn etag_for(size: u64, segment_hashes: &[String]) -> String {
+    let mut h = blake3::Hasher::new();
+    h.update(b"wormfs-etag-v1");
+    h.update(&size.to_le_bytes());
+    for s in segment_hashes {
+        h.update(s.as_bytes());
+    }
+    h.finalize().to_hex()[..32].to_owned()
+}
+
+/// The key under which a drop-folder source is remembered.
+pub(crate) fn source_key(s: &SourceIdentity) -> Option<String> {
+    match s {
+        SourceIdentity::DropFolder { path, size, mtime_ns, inode, dev } => {
+            Some(format!("drop:{dev}:{inode}:{size}:{mtime_ns}:{path}"))
+        }
+        SourceIdentity::Upload { .. } => None,
+    }
+}
+
+async fn insert_segments(c: &mut SqliteConnection, file_id: FileId, start_offset: u64, segs: &[NewSegment]) -> Res<u64> {
+    let id = file_id.to_bytes().to_vec();
+    let mut offset = start_offset;
+    for s in segs {
+        sqlx::query("INSERT INTO segments (file_id, seg, offset, data_len, blake3) VALUES (?, ?, ?, ?, ?)")
+            .bind(&id)
+            .bind(i64::from(s.index))
+            .bind(offset as i64)
+            .bind(s.data_len as i64)
+            .bind(&s.blake3)
+            .execute(&mut *c)
+            .await?;
+        for (p, disk) in s.parts.iter().enumerate() {
+            sqlx::query("INSERT INTO parts (file_id, seg, part, disk_id, state) VALUES (?, ?, ?, ?, ?)")
+                .bind(&id)
+                .bind(i64::from(s.index))
+                .bind(p as i64)
+                .bind(disk.map(|d| d.to_string()))
+                .bind(if disk.is_some() { 0i64 } else { 1 })
+                .execute(&mut *c)
+                .await?;
+        }
+        offset += s.data_len;
+    }
+    Ok(offset)
+}
+
+/// Picks "stem (n).ext" for the first free n.
+async fn free_name(c: &mut SqliteConnection, dir: i64, name: &str) -> Res<String> {
+    let (stem, ext) = match name.rfind('.') {
+        Some(i) if i > 0 => (&name[..i], &name[i..]),
+        _ => (name, ""),
+    };
+    let mut n = 1u64;
+    loop {
+        let cand = format!("{stem} ({n}){ext}");
+        if lookup_child(c, dir, &cand).await?.is_none() {
+            return Ok(cand);
+        }
+        n += 1;
+    }
+}
+
+async fn intent_exists(c: &mut SqliteConnection, id: FileId) -> Res<bool> {
+    Ok(sqlx::query("SELECT 1 FROM intents WHERE file_id = ?")
+        .bind(id.to_bytes().to_vec())
+        .fetch_optional(&mut *c)
+        .await?
+        .is_some())
+}
+
+async fn delete_intent(c: &mut SqliteConnection, id: FileId) -> Res<()> {
+    sqlx::query("DELETE FROM intents WHERE file_id = ?")
+        .bind(id.to_bytes().to_vec())
+        .execute(&mut *c)
+        .await?;
+    Ok(())
+}
+
+async fn kv_get(c: &mut SqliteConnection, key: &str) -> Res<Option<String>> {
+    let r = sqlx::query("SELECT value FROM kv WHERE key = ?").bind(key).fetch_optional(&mut *c).await?;
+    Ok(r.map(|r| r.get(0)))
+}
+
+pub(crate) async fn kv_set(c: &mut SqliteConnection, key: &str, value: &str) -> Res<()> {
+    sqlx::query("INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value")
+        .bind(key)
+        .bind(value)
+        .execute(&mut *c)
+        .await?;
+    Ok(())
+}
+
+/// Applies one command.
+pub(crate) async fn apply_command(c: &mut SqliteConnection, cmd: &CommandV1) -> Res<Outcome> {
+    match cmd {
+        CommandV1::InitCluster { cluster_id, .. } => {
+            let want = cluster_id.to_string();
+            match kv_get(c, "cluster_id").await? {
+                Some(have) if have != want => reject!(Rejection::AlreadyInitialised),
+                Some(_) => {}
+                None => kv_set(c, "cluster_id", &want).await?,
+            }
+            Ok(Outcome::Done)
+        }
+        CommandV1::RegisterNode { node_id, name, api_addr, time_ms } => {
+            sqlx::query(
+                "INSERT INTO nodes (node_id, name, api_addr, joined_ms) VALUES (?, ?, ?, ?)
+                 ON CONFLICT(node_id) DO UPDATE SET name = excluded.name, api_addr = excluded.api_addr",
+            )
+            .bind(*node_id as i64)
+            .bind(name)
+            .bind(api_addr)
+            .bind(*time_ms as i64)
+            .execute(&mut *c)
+            .await?;
+            Ok(Outcome::Done)
+        }
+        CommandV1::RegisterDisk { disk_id, node_id, path, fs_dev, time_ms } => {
+            sqlx::query(
+                "INSERT INTO disks (disk_id, node_id, path, fs_dev, state, added_ms) VALUES (?, ?, ?, ?, 'active', ?)
+                 ON CONFLICT(disk_id) DO UPDATE SET node_id = excluded.node_id, path = excluded.path, fs_dev = excluded.fs_dev",
+            )
+            .bind(disk_id.to_string())
+            .bind(*node_id as i64)
+            .bind(path)
+            .bind(*fs_dev as i64)
+            .bind(*time_ms as i64)
+            .execute(&mut *c)
+            .await?;
+            Ok(Outcome::Done)
+        }
+        CommandV1::Mkdir { path, parents, time_ms } => {
+            let path = match parse_path(path) {
+                Ok(p) => p,
+                Err(r) => reject!(r),
+            };
+            if path.is_root() {
+                return Ok(if *parents { Outcome::Done } else { Outcome::Rejected(Rejection::AlreadyExists("/".into())) });
+            }
+            match walk(c, &path).await? {
+                Walk::Found(r) if r.is_dir && *parents => Ok(Outcome::Done),
+                Walk::Found(r) if r.is_dir => reject!(Rejection::AlreadyExists(path.to_string())),
+                Walk::Found(_) => reject!(Rejection::AlreadyExists(path.to_string())),
+                Walk::NotDir(i) => reject!(Rejection::NotADirectory(prefix(&path, i))),
+                Walk::Missing { dir, at } => {
+                    if at + 1 < path.components().len() && !*parents {
+                        reject!(Rejection::NotFound(prefix(&path, at)));
+                    }
+                    let mut cur = dir;
+                    for name in &path.components()[at..] {
+                        cur = insert_dir(c, cur, name, *time_ms as i64).await?;
+                    }
+                    Ok(Outcome::Done)
+                }
+            }
+        }
+        CommandV1::SetPolicy { path, policy } => {
+            let path = match parse_path(path) {
+                Ok(p) => p,
+                Err(r) => reject!(r),
+            };
+            match walk(c, &path).await? {
+                Walk::Found(r) if r.is_dir => {
+                    sqlx::query("UPDATE entries SET policy = ? WHERE id = ?")
+                        .bind(policy)
+                        .bind(r.id)
+                        .execute(&mut *c)
+                        .await?;
+                    Ok(Outcome::Done)
+                }
+                Walk::Found(_) => reject!(Rejection::NotADirectory(path.to_string())),
+                _ => reject!(Rejection::NotFound(path.to_string())),
+            }
+        }
+        CommandV1::BeginIngest { file_id, writer, path, append_to, lease_until_ms, time_ms } => {
+            sqlx::query(
+                "INSERT OR REPLACE INTO intents (file_id, target_file_id, writer, path, append, lease_until_ms, created_ms)
+                 VALUES (?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(file_id.to_bytes().to_vec())
+            .bind(append_to.unwrap_or(*file_id).to_bytes().to_vec())
+            .bind(*writer as i64)
+            .bind(path)
+            .bind(i64::from(append_to.is_some()))
+            .bind(*lease_until_ms as i64)
+            .bind(*time_ms as i64)
+            .execute(&mut *c)
+            .await?;
+            Ok(Outcome::Done)
+        }
+        CommandV1::RenewLease { file_id, lease_until_ms } => {
+            let r = sqlx::query("UPDATE intents SET lease_until_ms = ? WHERE file_id = ?")
+                .bind(*lease_until_ms as i64)
+                .bind(file_id.to_bytes().to_vec())
+                .execute(&mut *c)
+                .await?;
+            if r.rows_affected() == 0 {
+                reject!(Rejection::NoIntent(file_id.to_string()));
+            }
+            Ok(Outcome::Done)
+        }
+        CommandV1::AbortIngest { file_id } => {
+            delete_intent(c, *file_id).await?;
+            Ok(Outcome::Done)
+        }
+        CommandV1::ExpireIntents { now_ms, writer } => {
+            sqlx::query("DELETE FROM intents WHERE lease_until_ms < ? OR writer = ?")
+                .bind(*now_ms as i64)
+                .bind(writer.map(|w| w as i64))
+                .execute(&mut *c)
+                .await?;
+            Ok(Outcome::Done)
+        }
+        CommandV1::CommitFile {
+            file_id,
+            path,
+            conflict,
+            policy,
+            geometry,
+            size,
+            content_blake3,
+            segments,
+            source,
+            time_ms,
+        } => {
+            if !intent_exists(c, *file_id).await? {
+                reject!(Rejection::NoIntent(file_id.to_string()));
+            }
+            delete_intent(c, *file_id).await?;
+            let path = match parse_path(path) {
+                Ok(p) if !p.is_root() => p,
+                Ok(p) => reject!(Rejection::InvalidPath(p.to_string())),
+                Err(r) => reject!(r),
+            };
+            let dir = match mkdir_all(c, &path.parent(), *time_ms as i64).await? {
+                Ok(d) => d,
+                Err(r) => reject!(r),
+            };
+            let mut name = path.name().unwrap_or_default().to_owned();
+            let mut replaced = false;
+            if let Some(existing) = lookup_child(c, dir, &name).await? {
+                match conflict {
+                    Conflict::Rename => name = free_name(c, dir, &name).await?,
+                    Conflict::Skip => return Ok(Outcome::Skipped { path: path.to_string() }),
+                    Conflict::Fail => reject!(Rejection::AlreadyExists(path.to_string())),
+                    Conflict::Replace if existing.is_dir => reject!(Rejection::IsADirectory(path.to_string())),
+                    Conflict::Replace => {
+                        if let Some(old) = existing.file_id {
+                            delete_file_rows(c, old).await?;
+                        }
+                        sqlx::query("DELETE FROM entries WHERE id = ?").bind(existing.id).execute(&mut *c).await?;
+                        replaced = true;
+                    }
+                }
+            }
+            let hashes: Vec<String> = segments.iter().map(|s| s.blake3.clone()).collect();
+            let geometry_json = serde_json::to_string(geometry).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+            let source_json = serde_json::to_string(source).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+            let id = file_id.to_bytes().to_vec();
+            sqlx::query(
+                "INSERT INTO files (file_id, size, policy, geometry, content_blake3, etag, created_ms, mtime_ms, source)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&id)
+            .bind(*size as i64)
+            .bind(policy)
+            .bind(geometry_json)
+            .bind(content_blake3)
+            .bind(etag_for(*size, &hashes))
+            .bind(*time_ms as i64)
+            .bind(*time_ms as i64)
+            .bind(source_json)
+            .execute(&mut *c)
+            .await?;
+            insert_segments(c, *file_id, 0, segments).await?;
+            sqlx::query("INSERT INTO entries (parent, name, is_dir, file_id, mtime_ms) VALUES (?, ?, 0, ?, ?)")
+                .bind(dir)
+                .bind(&name)
+                .bind(&id)
+                .bind(*time_ms as i64)
+                .execute(&mut *c)
+                .await?;
+            if let Some(key) = source_key(source) {
+                sqlx::query("INSERT OR REPLACE INTO sources (key, file_id) VALUES (?, ?)")
+                    .bind(key)
+                    .bind(&id)
+                    .execute(&mut *c)
+                    .await?;
+            }
+            let final_path = path.parent().join(&name).map(|p| p.to_string()).unwrap_or_else(|_| path.to_string());
+            Ok(Outcome::Committed { path: final_path, file_id: *file_id, replaced })
+        }
+        CommandV1::AppendSegments { intent_id, file_id, expected_size, segments, time_ms } => {
+            if !intent_exists(c, *intent_id).await? {
+                reject!(Rejection::NoIntent(intent_id.to_string()));
+            }
+            delete_intent(c, *intent_id).await?;
+            let id = file_id.to_bytes().to_vec();
+            let row = sqlx::query("SELECT size FROM files WHERE file_id = ?").bind(&id).fetch_optional(&mut *c).await?;
+            let Some(row) = row else {
+                reject!(Rejection::NotFound(file_id.to_string()));
+            };
+            let size: i64 = row.get(0);
+            if size as u64 != *expected_size {
+                reject!(Rejection::Changed(file_id.to_string()));
+            }
+            let first_new = sqlx::query("SELECT COALESCE(MAX(seg) + 1, 0) FROM segments WHERE file_id = ?")
+                .bind(&id)
+                .fetch_one(&mut *c)
+                .await?
+                .get::<i64, _>(0);
+            if segments.first().map(|s| i64::from(s.index)) != Some(first_new) {
+                reject!(Rejection::Changed(file_id.to_string()));
+            }
+            let new_size = insert_segments(c, *file_id, *expected_size, segments).await?;
+            let hashes: Vec<String> = sqlx::query("SELECT blake3 FROM segments WHERE file_id = ? ORDER BY seg")
+                .bind(&id)
+                .fetch_all(&mut *c)
+                .await?
+                .into_iter()
+                .map(|r| r.get(0))
+                .collect();
+            sqlx::query("UPDATE files SET size = ?, content_blake3 = NULL, etag = ?, mtime_ms = ? WHERE file_id = ?")
+                .bind(new_size as i64)
+                .bind(etag_for(new_size, &hashes))
+                .bind(*time_ms as i64)
+                .bind(&id)
+                .execute(&mut *c)
+                .await?;
+            sqlx::query("UPDATE entries SET mtime_ms = ? WHERE file_id = ?")
+                .bind(*time_ms as i64)
+                .bind(&id)
+                .execute(&mut *c)
+                .await?;
+            Ok(Outcome::Done)
+        }
+        CommandV1::Remove { path, recursive, .. } => {
+            let path = match parse_path(path) {
+                Ok(p) if !p.is_root() => p,
+                Ok(p) => reject!(Rejection::InvalidPath(p.to_string())),
+                Err(r) => reject!(r),
+            };
+            let r = match walk(c, &path).await? {
+                Walk::Found(r) => r,
+                _ => reject!(Rejection::NotFound(path.to_string())),
+            };
+            if r.is_dir {
+                let has_child = sqlx::query("SELECT 1 FROM entries WHERE parent = ? LIMIT 1")
+                    .bind(r.id)
+                    .fetch_optional(&mut *c)
+                    .await?
+                    .is_some();
+                if has_child && !*recursive {
+                    reject!(Rejection::NotEmpty(path.to_string()));
+                }
+                let ids: Vec<Vec<u8>> = sqlx::query(
+                    "WITH RECURSIVE sub(id) AS (SELECT ? UNION ALL SELECT e.id FROM entries e JOIN sub ON e.parent = sub.id)
+                     SELECT file_id FROM entries WHERE id IN sub AND file_id IS NOT NULL",
+                )
+                .bind(r.id)
+                .fetch_all(&mut *c)
+                .await?
+                .into_iter()
+                .map(|row| row.get(0))
+                .collect();
+                for id in ids {
+                    if let Some(f) = FileId::from_slice(&id) {
+                        delete_file_rows(c, f).await?;
+                    }
+                }
+                sqlx::query(
+                    "WITH RECURSIVE sub(id) AS (SELECT ? UNION ALL SELECT e.id FROM entries e JOIN sub ON e.parent = sub.id)
+                     DELETE FROM entries WHERE id IN sub",
+                )
+                .bind(r.id)
+                .execute(&mut *c)
+                .await?;
+            } else {
+                if let Some(f) = r.file_id {
+                    delete_file_rows(c, f).await?;
+                }
+                sqlx::query("DELETE FROM entries WHERE id = ?").bind(r.id).execute(&mut *c).await?;
+            }
+            Ok(Outcome::Done)
+        }
+        CommandV1::Rename { from, to, replace, time_ms } => {
+            let (from, to) = match (parse_path(from), parse_path(to)) {
+                (Ok(f), Ok(t)) => (f, t),
+                (Err(r), _) | (_, Err(r)) => reject!(r),
+            };
+            if from.is_root() || to.is_root() || (to.starts_with(&from) && to != from) {
+                reject!(Rejection::InvalidPath(to.to_string()));
+            }
+            let src = match walk(c, &from).await? {
+                Walk::Found(r) => r,
+                _ => reject!(Rejection::NotFound(from.to_string())),
+            };
+            let parent = match walk(c, &to.parent()).await? {
+                Walk::Found(r) if r.is_dir => r,
+                Walk::Found(_) => reject!(Rejection::NotADirectory(to.parent().to_string())),
+                _ => reject!(Rejection::NotFound(to.parent().to_string())),
+            };
+            let name = to.name().unwrap_or_default();
+            if let Some(existing) = lookup_child(c, parent.id, name).await? {
+                if existing.id == src.id {
+                    return Ok(Outcome::Done);
+                }
+                if !*replace || existing.is_dir || src.is_dir {
+                    reject!(Rejection::AlreadyExists(to.to_string()));
+                }
+                if let Some(f) = existing.file_id {
+                    delete_file_rows(c, f).await?;
+                }
+                sqlx::query("DELETE FROM entries WHERE id = ?").bind(existing.id).execute(&mut *c).await?;
+            }
+            sqlx::query("UPDATE entries SET parent = ?, name = ?, mtime_ms = ? WHERE id = ?")
+                .bind(parent.id)
+                .bind(name)
+                .bind(*time_ms as i64)
+                .bind(src.id)
+                .execute(&mut *c)
+                .await?;
+            Ok(Outcome::Done)
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! The metadata store: SQLite through sqlx. This is the only module that touches SQLite.
+//!
+//! `metadata.db` holds the namespace (the Raft state machine) and `raft-log.db` the Raft log and
+//! vote; both run with `synchronous=FULL` and WAL, so a commit is on disk before it returns.
+
+mod apply;
+mod query;
+mod raft_store;
+
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::SqlSafeStr;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+
+pub use query::{DirEntry, DiskRecord, EntryKind, FileRecord, IntentRecord, PartRecord, SegmentRecord, Totals};
+pub use raft_store::{LogStore, StateMachineStore};
+
+const NAMESPACE_SQL: &str = include_str!("../../migrations/0001_namespace.sql");
+const RAFT_LOG_SQL: &str = include_str!("../../migrations/0002_raft_log.sql");
+
+/// An error from the metadata store.
+pub type MetaError = sqlx::Error;
+
+/// Opens a SQLite file with WormFS's durability settings.
+async fn open_pool(path: &Path, max_connections: u32) -> anyhow::Result<SqlitePool> {
+    let opts = SqliteConnectOptions::from_str("sqlite://")
+        .context("build sqlite options")?
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .busy_timeout(Duration::from_secs(30))
+        .foreign_keys(false);
+    SqlitePoolOptions::new()
+        .max_connections(max_connections)
+        .min_connections(1)
+        .connect_with(opts)
+        .await
+        .with_context(|| format!("open SQLite database {}", path.display()))
+}
+
+fn migrator(version: i64, description: &'static str, sql: &'static str) -> Migrator {
+    Migrator::with_migrations(vec![Migration::new(
+        version,
+        Cow::Borrowed(description),
+        MigrationType::Simple,
+        sqlx::AssertSqlSafe(sql).into_sql_str(),
+        false,
+    )])
+}
+
+/// The namespace database (the state machine's data), shared by apply and readers.
+#[derive(Clone)]
+pub struct MetaDb {
+    inner: Arc<MetaDbInner>,
+}
+
+struct MetaDbInner {
+    path: PathBuf,
+    pool: RwLock<SqlitePool>,
+}
+
+impl MetaDb {
+    /// Opens (creating and migrating if needed) the namespace database at `path`.
+    pub async fn open(path: &Path) -> anyhow::Result<Self> {
+        let pool = open_pool(path, 8).await?;
+        migrator(1, "namespace", NAMESPACE_SQL)
+            .run(&pool)
+            .await
+            .with_context(|| format!("migrate {}", path.display()))?;
+        Ok(Self {
+            inner: Arc::new(MetaDbInner {
+                path: path.to_owned(),
+                pool: RwLock::new(pool),
+            }),
+        })
+    }
+
+    /// The current connection pool (replaced when a snapshot is installed).
+    pub fn pool(&self) -> SqlitePool {
+        match self.inner.pool.read() {
+            Ok(p) => p.clone(),
+            Err(poison) => poison.into_inner().clone(),
+        }
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Replaces the whole database with the SQLite file at `from` (an installed snapshot).
+    async fn replace_with(&self, from: &Path) -> anyhow::Result<()> {
+        let old = self.pool();
+        old.close().await;
+        let path = self.inner.path.clone();
+        let src = from.to_owned();
+        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            for ext in ["-wal", "-shm"] {
+                let mut p = path.clone().into_os_string();
+                p.push(ext);
+                match std::fs::remove_file(&p) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e).context("remove SQLite side file"),
+                }
+            }
+            let tmp = path.with_extension("db.installing");
+            std::fs::copy(&src, &tmp).context("copy snapshot into place")?;
+            std::fs::File::open(&tmp)?.sync_all()?;
+            std::fs::rename(&tmp, &path).context("rename snapshot into place")?;
+            crate::fsutil::sync_dir(path.parent().unwrap_or(Path::new(".")))?;
+            Ok(())
+        })
+        .await
+        .context("join snapshot install")??;
+        let pool = open_pool(&self.inner.path, 8).await?;
+        match self.inner.pool.write() {
+            Ok(mut p) => *p = pool,
+            Err(poison) => *poison.into_inner() = pool,
+        }
+        Ok(())
+    }
+
+    /// Closes the pool (shutdown).
+    pub async fn close(&self) {
+        self.pool().close().await;
+    }
+}

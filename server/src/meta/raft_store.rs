@@ -1,0 +1,421 @@
+//! openraft storage on SQLite: the durable log store and the state machine with file snapshots.
+//!
+//! The log lives in `raft-log.db` (synchronous=FULL: an append is on disk before openraft is told
+//! it is flushed). The state machine is the namespace database itself: each batch of entries is
+//! applied in one transaction that also records the last applied log id and the membership. A
+//! snapshot is a `VACUUM INTO` copy of that database, fsynced and renamed into `snapshots/`, and
+//! carries its own last log id and membership inside it.
+
+use std::fmt::Debug;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
+use openraft::{
+    AnyError, Entry, EntryPayload, LogId, OptionalSend, RaftLogReader, RaftSnapshotBuilder, SnapshotMeta,
+    StorageError, StorageIOError, StoredMembership, Vote,
+};
+use sqlx::sqlite::SqlitePool;
+use sqlx::{Row, SqlSafeStr};
+
+use super::apply::{apply_command, kv_set};
+use super::{migrator, open_pool, MetaDb, RAFT_LOG_SQL};
+use crate::command::{Command, Outcome};
+use crate::fsutil::sync_dir;
+use crate::raft_types::TypeConfig;
+
+type NodeId = u64;
+type SErr = StorageError<NodeId>;
+
+fn io_err<E: std::error::Error + 'static>(f: fn(AnyError) -> StorageIOError<NodeId>, e: E) -> SErr {
+    f(AnyError::new(&e)).into()
+}
+fn any_err(f: fn(AnyError) -> StorageIOError<NodeId>, e: anyhow::Error) -> SErr {
+    f(AnyError::error(format!("{e:#}"))).into()
+}
+
+/// The Raft log and vote, in their own SQLite file.
+#[derive(Clone)]
+pub struct LogStore {
+    pool: SqlitePool,
+}
+
+impl LogStore {
+    /// Opens (creating if needed) the log database at `path`.
+    pub async fn open(path: &Path) -> anyhow::Result<Self> {
+        let pool = open_pool(path, 2).await?;
+        migrator(2, "raft_log", RAFT_LOG_SQL)
+            .run(&pool)
+            .await
+            .with_context(|| format!("migrate {}", path.display()))?;
+        Ok(Self { pool })
+    }
+
+    async fn state_get<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, SErr> {
+        let row = sqlx::query("SELECT value FROM log_state WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| io_err(StorageIOError::read, e))?;
+        match row {
+            None => Ok(None),
+            Some(r) => serde_json::from_str(&r.get::<String, _>(0))
+                .map(Some)
+                .map_err(|e| io_err(StorageIOError::read, e)),
+        }
+    }
+
+    async fn state_set<T: serde::Serialize>(&self, key: &str, v: &T) -> Result<(), SErr> {
+        let json = serde_json::to_string(v).map_err(|e| io_err(StorageIOError::write, e))?;
+        sqlx::query("INSERT INTO log_state (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value")
+            .bind(key)
+            .bind(json)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| io_err(StorageIOError::write, e))?;
+        Ok(())
+    }
+
+    /// Closes the database.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<TypeConfig>>, SErr> {
+        let start = match range.start_bound() {
+            Bound::Included(x) => *x,
+            Bound::Excluded(x) => x + 1,
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(x) => x.saturating_add(1),
+            Bound::Excluded(x) => *x,
+            Bound::Unbounded => u64::MAX,
+        };
+        let end = end.min(i64::MAX as u64);
+        let rows = sqlx::query("SELECT entry FROM log WHERE idx >= ? AND idx < ? ORDER BY idx")
+            .bind(start as i64)
+            .bind(end as i64)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| io_err(StorageIOError::read_logs, e))?;
+        rows.iter()
+            .map(|r| serde_json::from_str(&r.get::<String, _>(0)).map_err(|e| io_err(StorageIOError::read_logs, e)))
+            .collect()
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, SErr> {
+        let last_purged: Option<LogId<NodeId>> = self.state_get("last_purged").await?;
+        let row = sqlx::query("SELECT entry FROM log ORDER BY idx DESC LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| io_err(StorageIOError::read_logs, e))?;
+        let last = match row {
+            Some(r) => {
+                let e: Entry<TypeConfig> =
+                    serde_json::from_str(&r.get::<String, _>(0)).map_err(|e| io_err(StorageIOError::read_logs, e))?;
+                Some(e.log_id)
+            }
+            None => last_purged,
+        };
+        Ok(LogState { last_purged_log_id: last_purged, last_log_id: last })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), SErr> {
+        self.state_set("vote", vote).await
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, SErr> {
+        self.state_get("vote").await
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<(), SErr> {
+        self.state_set("committed", &committed).await
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, SErr> {
+        Ok(self.state_get::<Option<LogId<NodeId>>>("committed").await?.flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), SErr>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut tx = self.pool.begin().await.map_err(|e| io_err(StorageIOError::write_logs, e))?;
+        for e in entries {
+            let json = serde_json::to_string(&e).map_err(|e| io_err(StorageIOError::write_logs, e))?;
+            sqlx::query("INSERT OR REPLACE INTO log (idx, entry) VALUES (?, ?)")
+                .bind(e.log_id.index as i64)
+                .bind(json)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| io_err(StorageIOError::write_logs, e))?;
+        }
+        // synchronous=FULL: the commit returns once the WAL is fsynced.
+        let res = tx.commit().await;
+        match res {
+            Ok(()) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                callback.log_io_completed(Err(io::Error::other(e.to_string())));
+                Err(io_err(StorageIOError::write_logs, e))
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), SErr> {
+        sqlx::query("DELETE FROM log WHERE idx >= ?")
+            .bind(log_id.index as i64)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| io_err(StorageIOError::write_logs, e))?;
+        Ok(())
+    }
+
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), SErr> {
+        self.state_set("last_purged", &Some(log_id)).await?;
+        sqlx::query("DELETE FROM log WHERE idx <= ?")
+            .bind(log_id.index as i64)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| io_err(StorageIOError::write_logs, e))?;
+        Ok(())
+    }
+}
+
+/// The state machine: the namespace database plus its snapshots directory.
+pub struct StateMachineStore {
+    db: MetaDb,
+    snapshot_dir: PathBuf,
+    receiving: Option<PathBuf>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SnapshotSidecar {
+    meta: SnapshotMeta<NodeId, openraft::BasicNode>,
+    file: String,
+}
+
+impl StateMachineStore {
+    /// A state machine over `db`, keeping snapshots in `snapshot_dir`.
+    pub async fn new(db: MetaDb, snapshot_dir: PathBuf) -> anyhow::Result<Self> {
+        tokio::fs::create_dir_all(&snapshot_dir)
+            .await
+            .with_context(|| format!("create {}", snapshot_dir.display()))?;
+        Ok(Self { db, snapshot_dir, receiving: None })
+    }
+
+    fn current_sidecar(&self) -> PathBuf {
+        self.snapshot_dir.join("current.json")
+    }
+}
+
+async fn read_applied(pool: &SqlitePool) -> anyhow::Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, openraft::BasicNode>)> {
+    let get = |key: &'static str| async move {
+        sqlx::query("SELECT value FROM kv WHERE key = ?")
+            .bind(key)
+            .fetch_optional(pool)
+            .await
+            .map(|r| r.map(|r| r.get::<String, _>(0)))
+    };
+    let applied = match get("raft_last_applied").await? {
+        Some(s) => serde_json::from_str(&s)?,
+        None => None,
+    };
+    let membership = match get("raft_membership").await? {
+        Some(s) => serde_json::from_str(&s)?,
+        None => StoredMembership::default(),
+    };
+    Ok((applied, membership))
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, openraft::BasicNode>), SErr> {
+        read_applied(&self.db.pool()).await.map_err(|e| any_err(StorageIOError::read_state_machine, e))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Outcome>, SErr>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let werr = |e: sqlx::Error| io_err(StorageIOError::write_state_machine, e);
+        let pool = self.db.pool();
+        let mut tx = pool.begin().await.map_err(werr)?;
+        let mut out = Vec::new();
+        let mut last = None;
+        for entry in entries {
+            last = Some(entry.log_id);
+            match entry.payload {
+                EntryPayload::Blank => out.push(Outcome::Done),
+                EntryPayload::Normal(Command::V1(cmd)) => {
+                    let outcome = apply_command(&mut tx, &cmd).await.map_err(werr)?;
+                    if let Outcome::Rejected(r) = &outcome {
+                        tracing::info!(log_index = entry.log_id.index, "command rejected: {r}");
+                    }
+                    out.push(outcome);
+                }
+                EntryPayload::Membership(m) => {
+                    let sm = StoredMembership::new(Some(entry.log_id), m);
+                    let json = serde_json::to_string(&sm).map_err(|e| io_err(StorageIOError::write_state_machine, e))?;
+                    kv_set(&mut tx, "raft_membership", &json).await.map_err(werr)?;
+                    out.push(Outcome::Done);
+                }
+            }
+        }
+        if let Some(last) = last {
+            let json = serde_json::to_string(&Some(last)).map_err(|e| io_err(StorageIOError::write_state_machine, e))?;
+            kv_set(&mut tx, "raft_last_applied", &json).await.map_err(werr)?;
+        }
+        tx.commit().await.map_err(werr)?;
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder { db: self.db.clone(), dir: self.snapshot_dir.clone() }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, SErr> {
+        let path = self.snapshot_dir.join(format!("receiving-{:016x}.db", rand::random::<u64>()));
+        let f = tokio::fs::File::create(&path).await.map_err(|e| io_err(StorageIOError::write_snapshot_none, e))?;
+        self.receiving = Some(path);
+        Ok(Box::new(f))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, openraft::BasicNode>,
+        snapshot: Box<tokio::fs::File>,
+    ) -> Result<(), SErr> {
+        let werr = |e: anyhow::Error| any_err(StorageIOError::write_snapshot_none, e);
+        snapshot.sync_all().await.map_err(|e| io_err(StorageIOError::write_snapshot_none, e))?;
+        drop(snapshot);
+        let received = self
+            .receiving
+            .take()
+            .ok_or_else(|| werr(anyhow::anyhow!("install_snapshot without begin_receiving_snapshot")))?;
+        let name = format!("snap-{}.db", meta.snapshot_id);
+        let dest = self.snapshot_dir.join(&name);
+        tokio::fs::rename(&received, &dest).await.map_err(|e| io_err(StorageIOError::write_snapshot_none, e))?;
+        write_sidecar(&self.current_sidecar(), meta, &name).await.map_err(werr)?;
+        self.db.replace_with(&dest).await.map_err(werr)?;
+        tracing::warn!(snapshot = %meta.snapshot_id, "installed a snapshot: the namespace was replaced");
+        prune_snapshots(&self.snapshot_dir, &name).await;
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, SErr> {
+        let rerr = |e: io::Error| io_err(StorageIOError::read_snapshot_none, e);
+        let side = match tokio::fs::read(self.current_sidecar()).await {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(rerr(e)),
+        };
+        let side: SnapshotSidecar = serde_json::from_slice(&side).map_err(|e| io_err(StorageIOError::read_snapshot_none, e))?;
+        let f = tokio::fs::File::open(self.snapshot_dir.join(&side.file)).await.map_err(rerr)?;
+        Ok(Some(Snapshot { meta: side.meta, snapshot: Box::new(f) }))
+    }
+}
+
+trait NoneSig {
+    fn write_snapshot_none(e: AnyError) -> Self;
+    fn read_snapshot_none(e: AnyError) -> Self;
+}
+impl NoneSig for StorageIOError<NodeId> {
+    fn write_snapshot_none(e: AnyError) -> Self {
+        StorageIOError::write_snapshot(None, e)
+    }
+    fn read_snapshot_none(e: AnyError) -> Self {
+        StorageIOError::read_snapshot(None, e)
+    }
+}
+
+async fn write_sidecar(path: &Path, meta: &SnapshotMeta<NodeId, openraft::BasicNode>, file: &str) -> anyhow::Result<()> {
+    let json = serde_json::to_vec_pretty(&SnapshotSidecar { meta: meta.clone(), file: file.to_owned() })?;
+    let p = path.to_owned();
+    tokio::task::spawn_blocking(move || crate::fsutil::write_durably(&p, &json)).await??;
+    Ok(())
+}
+
+async fn prune_snapshots(dir: &Path, keep: &str) {
+    let Ok(mut rd) = tokio::fs::read_dir(dir).await else { return };
+    while let Ok(Some(e)) = rd.next_entry().await {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".db") && name != keep && (name.starts_with("snap-") || name.starts_with("receiving-")) {
+            if let Err(err) = tokio::fs::remove_file(e.path()).await {
+                tracing::warn!(file = %name, "remove old snapshot: {err}");
+            }
+        }
+    }
+}
+
+/// Builds snapshots: a consistent `VACUUM INTO` copy of the namespace database.
+pub struct SnapshotBuilder {
+    db: MetaDb,
+    dir: PathBuf,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, SErr> {
+        let werr = |e: anyhow::Error| any_err(StorageIOError::write_snapshot_none, e);
+        let tmp = self.dir.join(format!("building-{:016x}.tmp", rand::random::<u64>()));
+        let sql = format!("VACUUM INTO '{}'", tmp.display().to_string().replace('\'', "''"));
+        sqlx::query(sqlx::AssertSqlSafe(sql).into_sql_str())
+            .execute(&self.db.pool())
+            .await
+            .map_err(|e| io_err(StorageIOError::write_snapshot_none, e))?;
+        // The copy carries its own last applied log id and membership.
+        let copy = open_pool(&tmp, 1).await.map_err(werr)?;
+        let (last, membership) = read_applied(&copy).await.map_err(werr)?;
+        copy.close().await;
+        let id = match last {
+            Some(l) => format!("{}-{}-{}-{:08x}", l.leader_id.term, l.leader_id.node_id, l.index, rand::random::<u32>()),
+            None => format!("0-0-0-{:08x}", rand::random::<u32>()),
+        };
+        let name = format!("snap-{id}.db");
+        let dest = self.dir.join(&name);
+        let (t, d, dir) = (tmp.clone(), dest.clone(), self.dir.clone());
+        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            for ext in ["-wal", "-shm"] {
+                let mut p = t.clone().into_os_string();
+                p.push(ext);
+                let _ = std::fs::remove_file(p);
+            }
+            std::fs::File::open(&t)?.sync_all()?;
+            std::fs::rename(&t, &d)?;
+            sync_dir(&dir)?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| werr(e.into()))?
+        .map_err(werr)?;
+        let meta = SnapshotMeta { last_log_id: last, last_membership: membership, snapshot_id: id };
+        write_sidecar(&self.dir.join("current.json"), &meta, &name).await.map_err(werr)?;
+        prune_snapshots(&self.dir, &name).await;
+        let f = tokio::fs::File::open(&dest).await.map_err(|e| io_err(StorageIOError::read_snapshot_none, e))?;
+        tracing::info!(snapshot = %meta.snapshot_id, "built a metadata snapshot");
+        Ok(Snapshot { meta, snapshot: Box::new(f) })
+    }
+}

@@ -1,0 +1,188 @@
+//! Writing and reading part files on local disks.
+//!
+//! [`PartWriter`] is the seam for the cluster: a remote writer is another implementation. A
+//! local part is written to a temporary name (data first, header last), fsynced, renamed and its
+//! directory fsynced; a failed or aborted write leaves nothing behind.
+
+use std::fs::File;
+use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::disk::LocalDisk;
+use crate::part_format::{FormatError, PartHeader, TABLE_OFFSET};
+
+/// Writes one part: blocks in, then `finish` (durable) or `abort` (nothing left).
+pub trait PartWriter: Send {
+    /// Appends part data (whole blocks; a copy's last block may be short).
+    fn write(&mut self, data: &[u8]) -> anyhow::Result<()>;
+    /// Writes the header, makes the part durable and gives it its final name.
+    fn finish(self: Box<Self>, header: PartHeader) -> anyhow::Result<()>;
+    /// Discards the part.
+    fn abort(self: Box<Self>);
+}
+
+/// A part being written on a local disk.
+pub struct LocalPartWriter {
+    disk: Arc<LocalDisk>,
+    file: Option<File>,
+    tmp: PathBuf,
+    dest: PathBuf,
+    block_size: u64,
+    written: u64,
+    crcs: Vec<u32>,
+    partial_crc: u32,
+}
+
+impl LocalPartWriter {
+    /// Starts a part at `dest` on `disk`, after checking the disk's identity and space.
+    pub fn create(disk: Arc<LocalDisk>, dest: PathBuf, header_len: u32, block_size: u32, expected_bytes: u64) -> anyhow::Result<Self> {
+        disk.verify_for_write(expected_bytes)?;
+        let dir = dest.parent().context("part path has no parent")?;
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let tmp = dir.join(format!(".{name}.tmp{:08x}", rand::random::<u32>()));
+        let mut file = File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?;
+        file.seek(SeekFrom::Start(u64::from(header_len)))?;
+        Ok(Self { disk, file: Some(file), tmp, dest, block_size: u64::from(block_size), written: 0, crcs: Vec::new(), partial_crc: 0 })
+    }
+
+    fn update_crcs(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            let in_block = (self.written % self.block_size) as usize;
+            let take = data.len().min(self.block_size as usize - in_block);
+            self.partial_crc = crc32c::crc32c_append(self.partial_crc, &data[..take]);
+            self.written += take as u64;
+            if self.written % self.block_size == 0 {
+                self.crcs.push(self.partial_crc);
+                self.partial_crc = 0;
+            }
+            data = &data[take..];
+        }
+    }
+}
+
+impl PartWriter for LocalPartWriter {
+    fn write(&mut self, data: &[u8]) -> anyhow::Result<()> {
+        let f = self.file.as_mut().context("part already closed")?;
+        f.write_all(data).with_context(|| format!("write {}", self.tmp.display()))?;
+        self.disk.bytes_written.fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.update_crcs(data);
+        Ok(())
+    }
+
+    fn finish(mut self: Box<Self>, header: PartHeader) -> anyhow::Result<()> {
+        let res = (|| -> anyhow::Result<()> {
+            if self.written % self.block_size != 0 {
+                self.crcs.push(self.partial_crc);
+            }
+            anyhow::ensure!(self.written == header.part_data_len, "part length {} != header {}", self.written, header.part_data_len);
+            let f = self.file.take().context("part already closed")?;
+            f.write_all_at(&header.encode(&self.crcs), 0).with_context(|| format!("write header {}", self.tmp.display()))?;
+            f.sync_all().with_context(|| format!("fsync {}", self.tmp.display()))?;
+            drop(f);
+            std::fs::rename(&self.tmp, &self.dest).with_context(|| format!("rename {}", self.dest.display()))?;
+            crate::fsutil::sync_dir(self.dest.parent().unwrap_or(Path::new(".")))
+        })();
+        if res.is_err() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+        res
+    }
+
+    fn abort(mut self: Box<Self>) {
+        self.file.take();
+        let _ = std::fs::remove_file(&self.tmp);
+    }
+}
+
+impl Drop for LocalPartWriter {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// Why a block could not be read from a part.
+#[derive(Debug, thiserror::Error)]
+pub enum PartReadError {
+    /// The part file is absent.
+    #[error("part missing")]
+    Missing,
+    /// An I/O error.
+    #[error("read error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The header does not verify.
+    #[error("bad header: {0}")]
+    Format(#[from] FormatError),
+    /// The header names another part.
+    #[error("header names another part")]
+    WrongPart,
+    /// A block's checksum does not match (or the file is truncated).
+    #[error("block {0} corrupt or truncated")]
+    Corrupt(u64),
+}
+
+/// An open, verified part file.
+pub struct OpenPart {
+    file: File,
+    /// Its header.
+    pub header: PartHeader,
+    table: Vec<u32>,
+    disk: Arc<LocalDisk>,
+}
+
+impl OpenPart {
+    /// Opens `path` on `disk` and verifies its header and block table.
+    pub fn open(disk: Arc<LocalDisk>, path: &Path) -> Result<Self, PartReadError> {
+        let file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(PartReadError::Missing),
+            Err(e) => return Err(e.into()),
+        };
+        let mut head = vec![0u8; TABLE_OFFSET];
+        read_exact_at(&file, &mut head, 0)?;
+        let header = PartHeader::decode(&head)?;
+        let mut region = vec![0u8; header.header_len as usize];
+        read_exact_at(&file, &mut region, 0)?;
+        let table = header.decode_table(&region)?;
+        disk.count_read(u64::from(header.header_len));
+        Ok(Self { file, header, table, disk })
+    }
+
+    /// Reads `count` consecutive blocks from block `first`, verifying each checksum.
+    pub fn read_blocks(&self, first: u64, count: u64) -> Result<Vec<u8>, PartReadError> {
+        let bs = u64::from(self.header.block_size);
+        let end = (first + count).min(self.header.block_count());
+        if first >= end {
+            return Err(PartReadError::Corrupt(first));
+        }
+        let start_off = first * bs;
+        let len: u64 = (first..end).map(|b| self.header.stored_block_len(b)).sum();
+        let mut buf = vec![0u8; len as usize];
+        match read_exact_at(&self.file, &mut buf, u64::from(self.header.header_len) + start_off) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(PartReadError::Corrupt(first)),
+            Err(e) => return Err(e.into()),
+        }
+        self.disk.count_read(len);
+        let mut off = 0usize;
+        for b in first..end {
+            let l = self.header.stored_block_len(b) as usize;
+            if crc32c::crc32c(&buf[off..off + l]) != self.table[b as usize] {
+                self.disk.read_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return Err(PartReadError::Corrupt(b));
+            }
+            off += l;
+        }
+        Ok(buf)
+    }
+}
+
+fn read_exact_at(f: &File, buf: &mut [u8], off: u64) -> std::io::Result<()> {
+    f.read_exact_at(buf, off)
+}

@@ -1,0 +1,217 @@
+//! The storage engine of one node: its disks, the metadata, and consensus, with the namespace
+//! operations that go through Raft. Ingest and reads are in `ingest.rs` and `read.rs`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use serde::Serialize;
+use wormfs_config::{IngestConfig, StorageConfig};
+
+use crate::command::{CommandV1, Outcome, Rejection};
+use crate::consensus::{Consensus, ConsensusError};
+use crate::disk::{DiskState, LocalDisk, Space};
+use crate::fsutil::now_ms;
+use crate::ids::{ClusterId, DiskId, NodeId};
+use crate::meta::{MetaDb, MetaError};
+use crate::placement::Candidate;
+use crate::policy::Policy;
+use crate::tree_path::TreePath;
+
+/// An error of a namespace operation; the API maps each kind to a status.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The command was refused (not found, exists...).
+    #[error("{0}")]
+    Rejected(#[from] Rejection),
+    /// A bad request.
+    #[error("{0}")]
+    BadRequest(String),
+    /// Consensus failed.
+    #[error(transparent)]
+    Consensus(#[from] ConsensusError),
+    /// The metadata store failed.
+    #[error("metadata: {0}")]
+    Meta(#[from] MetaError),
+    /// Not enough healthy storage.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Anything else.
+    #[error("{0:#}")]
+    Other(#[from] anyhow::Error),
+}
+
+/// Counters exported by status and metrics.
+#[derive(Debug, Default, Serialize)]
+pub struct Counters {
+    /// Files committed.
+    pub ingests_committed: AtomicU64,
+    /// Ingests that failed.
+    pub ingests_failed: AtomicU64,
+    /// Parts found missing, unreadable or corrupt during reads.
+    pub damaged_part_reads: AtomicU64,
+    /// Rows decoded around a damaged part.
+    pub degraded_rows: AtomicU64,
+    /// Reads that could not be served.
+    pub unreadable: AtomicU64,
+    /// Orphan parts removed by the sweeper.
+    pub orphans_swept: AtomicU64,
+}
+
+/// One node's storage engine.
+pub struct Store {
+    /// The cluster.
+    pub cluster_id: ClusterId,
+    /// This node.
+    pub node_id: NodeId,
+    /// This node's disks.
+    pub disks: Vec<Arc<LocalDisk>>,
+    /// The metadata database.
+    pub meta: MetaDb,
+    /// Raft.
+    pub consensus: Consensus,
+    /// Storage settings.
+    pub storage: StorageConfig,
+    /// Ingest settings.
+    pub ingest: IngestConfig,
+    /// Counters.
+    pub counters: Counters,
+}
+
+impl Store {
+    /// Proposes a command; a rejection becomes `Err(StoreError::Rejected)`.
+    pub async fn propose(&self, cmd: CommandV1) -> Result<Outcome, StoreError> {
+        match self.consensus.write(cmd).await? {
+            Outcome::Rejected(r) => Err(StoreError::Rejected(r)),
+            o => Ok(o),
+        }
+    }
+
+    /// The local disk with this id.
+    pub fn disk(&self, id: DiskId) -> Option<&Arc<LocalDisk>> {
+        self.disks.iter().find(|d| d.id == id)
+    }
+
+    /// A map of this node's disks by id.
+    pub fn disk_map(&self) -> HashMap<DiskId, Arc<LocalDisk>> {
+        self.disks.iter().map(|d| (d.id, d.clone())).collect()
+    }
+
+    /// Disks that can take a part of `part_bytes`, for placement.
+    pub fn candidates(&self, part_bytes: u64) -> Vec<Candidate> {
+        self.disks
+            .iter()
+            .filter(|d| d.verify_for_write(part_bytes).is_ok())
+            .filter_map(|d| {
+                let space = d.space().ok()?;
+                Some(Candidate {
+                    disk: d.id,
+                    node: self.node_id,
+                    domain: d.fs_dev,
+                    free_bytes: space.free_bytes.saturating_sub(d.reserve_bytes),
+                })
+            })
+            .collect()
+    }
+
+    /// Number of disks that can take parts now.
+    pub fn writable_disks(&self) -> usize {
+        self.disks.iter().filter(|d| d.state().0 == DiskState::Active).count()
+    }
+
+    /// Resolves the policy for a new file at `path`.
+    pub async fn policy_for(&self, path: &TreePath, small: bool, explicit: Option<Policy>) -> Result<Policy, StoreError> {
+        if let Some(p) = explicit {
+            return Ok(p);
+        }
+        let disks = self.disks.len();
+        if small {
+            return Ok(Policy::resolve(self.storage.small_file_policy, disks, true));
+        }
+        match self.meta.effective_policy(&path.parent()).await? {
+            Some(text) => text.parse().map_err(StoreError::BadRequest),
+            None => Ok(Policy::resolve(self.storage.default_policy, disks, false)),
+        }
+    }
+
+    /// Creates a directory.
+    pub async fn mkdir(&self, path: &TreePath, parents: bool) -> Result<(), StoreError> {
+        self.propose(CommandV1::Mkdir { path: path.to_string(), parents, time_ms: now_ms() }).await?;
+        Ok(())
+    }
+
+    /// Removes a file or directory.
+    pub async fn remove(&self, path: &TreePath, recursive: bool) -> Result<(), StoreError> {
+        self.propose(CommandV1::Remove { path: path.to_string(), recursive, time_ms: now_ms() }).await?;
+        Ok(())
+    }
+
+    /// Renames a file or directory.
+    pub async fn rename(&self, from: &TreePath, to: &TreePath, replace: bool) -> Result<(), StoreError> {
+        self.propose(CommandV1::Rename { from: from.to_string(), to: to.to_string(), replace, time_ms: now_ms() })
+            .await?;
+        Ok(())
+    }
+
+    /// Sets or clears a directory's policy, refusing one that cannot be placed.
+    pub async fn set_policy(&self, path: &TreePath, policy: Option<Policy>) -> Result<(), StoreError> {
+        if let Some(p) = policy {
+            p.check_fits(self.disks.len()).map_err(|e| StoreError::BadRequest(e.to_string()))?;
+        }
+        self.propose(CommandV1::SetPolicy { path: path.to_string(), policy: policy.map(|p| p.to_string()) }).await?;
+        Ok(())
+    }
+
+    /// Disk reports: metadata joined with what this node sees.
+    pub async fn disk_reports(&self) -> Result<Vec<DiskReport>, StoreError> {
+        let records = self.meta.disks().await?;
+        Ok(records
+            .into_iter()
+            .map(|r| {
+                let local = self.disk(r.disk_id);
+                let space = local.and_then(|d| d.space().ok()).unwrap_or_default();
+                let (state, reason) = local.map(|d| d.state()).unwrap_or((DiskState::Missing, "not attached".into()));
+                DiskReport {
+                    disk_id: r.disk_id,
+                    node_id: r.node_id,
+                    path: r.path,
+                    filesystem: r.fs_dev,
+                    space,
+                    state,
+                    reason,
+                    parts: r.parts,
+                    bytes_read: local.map(|d| d.bytes_read.load(Ordering::Relaxed)).unwrap_or(0),
+                    bytes_written: local.map(|d| d.bytes_written.load(Ordering::Relaxed)).unwrap_or(0),
+                    read_errors: local.map(|d| d.read_errors.load(Ordering::Relaxed)).unwrap_or(0),
+                }
+            })
+            .collect())
+    }
+}
+
+/// A disk as `wormfs disks` shows it.
+#[derive(Debug, Serialize)]
+pub struct DiskReport {
+    /// Id.
+    pub disk_id: DiskId,
+    /// Node.
+    pub node_id: NodeId,
+    /// Path on the node.
+    pub path: String,
+    /// Filesystem device (failure domain).
+    pub filesystem: u64,
+    /// Capacity and free space.
+    pub space: Space,
+    /// Observed state.
+    pub state: DiskState,
+    /// Why, when not active.
+    pub reason: String,
+    /// Parts it holds.
+    pub parts: u64,
+    /// Bytes read since start.
+    pub bytes_read: u64,
+    /// Bytes written since start.
+    pub bytes_written: u64,
+    /// Corrupt or failed block reads since start.
+    pub read_errors: u64,
+}

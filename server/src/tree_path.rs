@@ -1,0 +1,143 @@
+//! Paths in the WormFS tree: validated, NFC-normalised, always absolute.
+
+use std::fmt;
+
+use unicode_normalization::UnicodeNormalization;
+
+/// Longest name (one component), in bytes.
+pub const NAME_MAX_BYTES: usize = 255;
+/// Longest path, in bytes.
+pub const PATH_MAX_BYTES: usize = 4096;
+
+/// A validated path in the tree: `/` or `/a/b/c`, each component NFC-normalised.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TreePath {
+    components: Vec<String>,
+}
+
+/// Why a path was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PathError {
+    /// `a//b`.
+    #[error("path {0:?} has an empty component")]
+    EmptyComponent(String),
+    /// `.` or `..`.
+    #[error("path {0:?} contains a \".\" or \"..\" component")]
+    DotComponent(String),
+    /// A NUL, a backslash or another control character.
+    #[error("path {0:?} contains a NUL, backslash or control character")]
+    BadCharacter(String),
+    /// Too long.
+    #[error("path {0:?} is too long")]
+    TooLong(String),
+}
+
+impl TreePath {
+    /// The root directory.
+    pub fn root() -> Self {
+        Self {
+            components: Vec::new(),
+        }
+    }
+
+    /// Parses and normalises a client path. A leading `/` is optional; one trailing `/` is allowed.
+    pub fn parse(raw: &str) -> Result<Self, PathError> {
+        let s = raw.strip_prefix('/').unwrap_or(raw);
+        let s = s.strip_suffix('/').unwrap_or(s);
+        if raw.len() > PATH_MAX_BYTES {
+            return Err(PathError::TooLong(raw.to_owned()));
+        }
+        if s.is_empty() {
+            return Ok(Self::root());
+        }
+        let mut components = Vec::new();
+        for c in s.split('/') {
+            if c.is_empty() {
+                return Err(PathError::EmptyComponent(raw.to_owned()));
+            }
+            if c == "." || c == ".." {
+                return Err(PathError::DotComponent(raw.to_owned()));
+            }
+            if c.chars().any(|ch| ch == '\\' || ch.is_control()) {
+                return Err(PathError::BadCharacter(raw.to_owned()));
+            }
+            let n: String = c.nfc().collect();
+            if n.len() > NAME_MAX_BYTES {
+                return Err(PathError::TooLong(raw.to_owned()));
+            }
+            components.push(n);
+        }
+        Ok(Self { components })
+    }
+
+    /// The components, root first.
+    pub fn components(&self) -> &[String] {
+        &self.components
+    }
+
+    /// Whether this is `/`.
+    pub fn is_root(&self) -> bool {
+        self.components.is_empty()
+    }
+
+    /// The last component, if not root.
+    pub fn name(&self) -> Option<&str> {
+        self.components.last().map(String::as_str)
+    }
+
+    /// The parent directory (root's parent is root).
+    pub fn parent(&self) -> TreePath {
+        let mut c = self.components.clone();
+        c.pop();
+        Self { components: c }
+    }
+
+    /// This path with one more component (which must be a valid name).
+    pub fn join(&self, name: &str) -> Result<TreePath, PathError> {
+        TreePath::parse(&format!("{self}/{name}"))
+    }
+
+    /// Whether `self` is `other` or inside it.
+    pub fn starts_with(&self, other: &TreePath) -> bool {
+        self.components.starts_with(&other.components)
+    }
+}
+
+impl fmt::Display for TreePath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.components.is_empty() {
+            return f.write_str("/");
+        }
+        for c in &self.components {
+            write!(f, "/{c}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for TreePath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_normalises() {
+        assert_eq!(TreePath::parse("/").unwrap().to_string(), "/");
+        assert_eq!(TreePath::parse("a/b/").unwrap().to_string(), "/a/b");
+        let nfd = "/Cafe\u{301}.txt";
+        assert_eq!(TreePath::parse(nfd).unwrap().to_string(), "/Caf\u{e9}.txt");
+    }
+
+    #[test]
+    fn refuses_bad_paths() {
+        for bad in ["/a/../b", "/a//b", "/a/./b", "/a\0b", "/a\\b", "..", "/x/\u{7}"] {
+            assert!(TreePath::parse(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(TreePath::parse(&"x".repeat(300)).is_err());
+    }
+}

@@ -395,6 +395,28 @@ impl Ctx<'_> {
         }
     }
 
+    /// Whether `key` was given anywhere (file, environment or flag) rather than defaulted.
+    fn is_set(&self, key: &str) -> bool {
+        self.origins.contains_key(key) || self.file.is_some_and(|f| f.line_of(key, None).is_some())
+    }
+
+    /// Fails with `message` unless `ok`, for a rule relating two keys. The error is about
+    /// `first` unless only `second` was set by the user.
+    fn check_pair(
+        &self,
+        ok: bool,
+        first: &'static str,
+        second: &'static str,
+        message: impl FnOnce() -> String,
+    ) -> Result<(), ConfigError> {
+        let key = if !self.is_set(first) && self.is_set(second) {
+            second
+        } else {
+            first
+        };
+        self.check(ok, key, message)
+    }
+
     /// Fails with `message` about `key` unless `ok`.
     fn check(
         &self,
@@ -534,14 +556,18 @@ fn build_storage(storage: RawStorage, ctx: &Ctx<'_>) -> Result<StorageConfig, Co
         || format!("must be between {MIN_BLOCK} and {MAX_BLOCK} (16 MiB), got {block_size_bytes}"),
     )?;
     ctx.check(
-        segment_part_bytes > 0
-            && segment_part_bytes % u64::from(block_size_bytes) == 0
-            && segment_part_bytes <= MAX_SEGMENT_PART,
+        segment_part_bytes > 0 && segment_part_bytes <= MAX_SEGMENT_PART,
         "storage.segment_part_bytes",
+        || format!("must be between 1 and {MAX_SEGMENT_PART} (1 GiB), got {segment_part_bytes}"),
+    )?;
+    ctx.check_pair(
+        segment_part_bytes % u64::from(block_size_bytes) == 0,
+        "storage.segment_part_bytes",
+        "storage.block_size_bytes",
         || {
             format!(
-                "must be a positive multiple of storage.block_size_bytes ({block_size_bytes}) \
-                 and at most {MAX_SEGMENT_PART} (1 GiB), got {segment_part_bytes}"
+                "storage.segment_part_bytes ({segment_part_bytes}) must be a multiple of \
+                 storage.block_size_bytes ({block_size_bytes})"
             )
         },
     )?;
@@ -576,13 +602,14 @@ fn build_ingest(ingest: RawIngest, ctx: &Ctx<'_>) -> Result<IngestConfig, Config
     ctx.check(sweep_interval_ms > 0, "ingest.sweep_interval_ms", || {
         "must be positive, got 0".to_owned()
     })?;
-    ctx.check(
+    ctx.check_pair(
         orphan_grace_ms >= lease_ms,
         "ingest.orphan_grace_ms",
+        "ingest.lease_ms",
         || {
             format!(
-                "must be at least ingest.lease_ms ({lease_ms}) so a live upload's parts are never \
-             swept, got {orphan_grace_ms}"
+                "ingest.orphan_grace_ms ({orphan_grace_ms}) must be at least ingest.lease_ms \
+                 ({lease_ms}) so a live upload's parts are never swept"
             )
         },
     )?;
@@ -606,23 +633,25 @@ fn build_raft(raft: RawRaft, ctx: &Ctx<'_>) -> Result<RaftConfig, ConfigError> {
         "raft.heartbeat_interval_ms",
         || "must be positive, got 0".to_owned(),
     )?;
-    ctx.check(
+    ctx.check_pair(
         heartbeat_interval_ms < election_timeout_min_ms,
         "raft.heartbeat_interval_ms",
+        "raft.election_timeout_min_ms",
         || {
             format!(
-                "must be less than raft.election_timeout_min_ms ({election_timeout_min_ms}), \
-                 got {heartbeat_interval_ms}"
+                "raft.heartbeat_interval_ms ({heartbeat_interval_ms}) must be less than \
+                 raft.election_timeout_min_ms ({election_timeout_min_ms})"
             )
         },
     )?;
-    ctx.check(
+    ctx.check_pair(
         election_timeout_min_ms < election_timeout_max_ms,
         "raft.election_timeout_max_ms",
+        "raft.election_timeout_min_ms",
         || {
             format!(
-                "must be greater than raft.election_timeout_min_ms ({election_timeout_min_ms}), \
-                 got {election_timeout_max_ms}"
+                "raft.election_timeout_max_ms ({election_timeout_max_ms}) must be greater than \
+                 raft.election_timeout_min_ms ({election_timeout_min_ms})"
             )
         },
     )?;

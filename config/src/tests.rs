@@ -216,6 +216,7 @@ fn example_mentions_every_key_and_every_key_is_settable_from_env() {
             "storage.segment_part_bytes" => "524288",
             "raft.election_timeout_max_ms" => "100000",
             "raft.heartbeat_interval_ms" => "1",
+            "raft.election_timeout_min_ms" => "300",
             "ingest.orphan_grace_ms" => "1000000",
             _ => "3",
         };
@@ -338,12 +339,34 @@ fn other_semantic_checks() {
             other => panic!("{text}: expected Invalid for {key}, got {other:?}"),
         }
     }
-    // A default that becomes invalid because of another key says so.
-    let (_, message) = error_of("[storage]\nblock_size_bytes = 4160\n");
+    // A rule between two keys blames the one the user set.
+    match load_text("[storage]\nblock_size_bytes = 4160\n") {
+        Err(ConfigError::Invalid {
+            key, line, message, ..
+        }) => {
+            assert_eq!(key, "storage.block_size_bytes");
+            assert_eq!(line, Some(2));
+            assert!(message.contains("must be a multiple of"), "{message}");
+        }
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+    let err = load(
+        None,
+        env(&[("WORMFS_RAFT__ELECTION_TIMEOUT_MIN_MS", "100")]),
+        &Overrides::default(),
+    )
+    .expect_err("heartbeat 250 >= min 100");
     assert!(
-        message.contains("storage.segment_part_bytes") && message.contains("(the default value)"),
-        "{message}"
+        matches!(&err, ConfigError::Env { var, .. } if var == "WORMFS_RAFT__ELECTION_TIMEOUT_MIN_MS"),
+        "{err:?}"
     );
+    let err = load(
+        None,
+        env(&[("WORMFS_INGEST__LEASE_MS", "700000")]),
+        &Overrides::default(),
+    )
+    .expect_err("grace below lease");
+    assert!(err.to_string().contains("WORMFS_INGEST__LEASE_MS"), "{err}");
 }
 
 #[test]

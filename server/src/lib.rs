@@ -20,3 +20,7 @@ pub mod crash_point;
 pub mod ingest;
 pub mod store;
 pub mod read;
+pub mod node;
+pub mod sweeper;
+pub mod api;
+pub mod cli;

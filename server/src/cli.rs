@@ -1,0 +1,556 @@
+//! The `wormfs` command line: `serve`, and client commands that talk to a node's API.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use futures::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::Value;
+use tokio::io::AsyncWriteExt;
+
+/// Exit codes (documented in docs/cli.md).
+pub mod exit {
+    /// Success.
+    pub const OK: i32 = 0;
+    /// Any other failure.
+    pub const FAILURE: i32 = 1;
+    /// Bad usage or a bad request.
+    pub const USAGE: i32 = 2;
+    /// No such file or directory.
+    pub const NOT_FOUND: i32 = 3;
+    /// Exists or conflicts.
+    pub const CONFLICT: i32 = 4;
+    /// The node cannot serve it now (no quorum, not enough disks, unreadable).
+    pub const UNAVAILABLE: i32 = 5;
+    /// Wrong or missing token.
+    pub const AUTH: i32 = 6;
+}
+
+/// WormFS: a write-once storage cluster for home media.
+#[derive(Parser, Debug)]
+#[command(name = "wormfs", version, about)]
+pub struct Cli {
+    /// The node to talk to.
+    #[arg(long, global = true, env = "WORMFS_NODE", default_value = "http://127.0.0.1:7710")]
+    pub node: String,
+    /// API token (default: read from DATA_DIR/admin-token).
+    #[arg(long, global = true, env = "WORMFS_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print JSON for scripts.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// The command.
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+/// Options shared by `serve` and by token discovery.
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Config file (without one, the embedded default: one node on ./wormfs-data, 127.0.0.1).
+    #[arg(long, env = "WORMFS_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data folder.
+    #[arg(long, env = "WORMFS_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// A disk root (repeatable).
+    #[arg(long = "disk", env = "WORMFS_DISKS", value_delimiter = ',')]
+    pub disks: Vec<PathBuf>,
+    /// Node API address.
+    #[arg(long, env = "WORMFS_LISTEN")]
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+/// The commands.
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Run a node.
+    Serve(ServeArgs),
+    /// Configuration helpers.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+    /// Store a local file or folder tree at DEST.
+    Put {
+        /// Local file or folder.
+        src: PathBuf,
+        /// Destination path in WormFS.
+        dest: String,
+        /// Policy (ec:K+M, copies:N); default: the directory's.
+        #[arg(long)]
+        policy: Option<String>,
+        /// If DEST exists: rename, replace, skip or fail.
+        #[arg(long, default_value = "fail")]
+        conflict: String,
+    },
+    /// Read a file (to a local path, or - for stdout).
+    Get {
+        /// Path in WormFS.
+        src: String,
+        /// Local destination, or -.
+        dest: PathBuf,
+        /// A byte range START-END (inclusive) or START-.
+        #[arg(long)]
+        range: Option<String>,
+    },
+    /// Append a local file to a file in WormFS.
+    Append {
+        /// Local file.
+        src: PathBuf,
+        /// Path in WormFS.
+        dest: String,
+    },
+    /// List a directory.
+    Ls {
+        /// Directory.
+        #[arg(default_value = "/")]
+        path: String,
+    },
+    /// Show a file's size, hash, policy, segments, parts and fault tolerance.
+    Stat {
+        /// Path.
+        path: String,
+    },
+    /// Remove a file or directory.
+    Rm {
+        /// Path.
+        path: String,
+        /// Remove a directory and everything in it.
+        #[arg(short, long)]
+        recursive: bool,
+    },
+    /// Make a directory.
+    Mkdir {
+        /// Path.
+        path: String,
+        /// Make parents as needed; no error if it exists.
+        #[arg(short, long)]
+        parents: bool,
+    },
+    /// Move or rename.
+    Mv {
+        /// From.
+        from: String,
+        /// To.
+        to: String,
+    },
+    /// Directory policies.
+    #[command(subcommand)]
+    Policy(PolicyCmd),
+    /// List disks.
+    Disks,
+    /// Show the node's status.
+    Status,
+    /// Maintenance.
+    #[command(subcommand)]
+    Admin(AdminCmd),
+}
+
+/// `wormfs config ...`
+#[derive(Subcommand, Debug)]
+pub enum ConfigCmd {
+    /// Print a complete, commented example config.
+    Example,
+    /// Check a config file and print the result.
+    Check {
+        /// The file.
+        file: PathBuf,
+    },
+}
+
+/// `wormfs policy ...`
+#[derive(Subcommand, Debug)]
+pub enum PolicyCmd {
+    /// Show a directory's policy.
+    Get {
+        /// Directory.
+        #[arg(default_value = "/")]
+        dir: String,
+    },
+    /// Set a directory's policy (ec:K+M, copies:N, or inherit).
+    Set {
+        /// Directory.
+        dir: String,
+        /// The policy.
+        policy: String,
+    },
+}
+
+/// `wormfs admin ...`
+#[derive(Subcommand, Debug)]
+pub enum AdminCmd {
+    /// Build a metadata snapshot and purge the Raft log up to it.
+    Snapshot,
+    /// Remove orphan parts now.
+    Sweep,
+}
+
+/// A failed API call, with its exit code.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct CliError {
+    /// Exit code.
+    pub code: i32,
+    /// Message.
+    pub message: String,
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+    json: bool,
+}
+
+/// Percent-encodes a WormFS path for a URL (keeps `/`).
+fn enc(path: &str) -> String {
+    let p = path.trim_start_matches('/');
+    let mut out = String::new();
+    for b in p.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => out.push(b as char),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+fn bar(len: u64, msg: String) -> ProgressBar {
+    let b = ProgressBar::new(len);
+    b.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    b.set_message(msg);
+    b
+}
+
+impl Client {
+    async fn check(&self, r: reqwest::Response) -> anyhow::Result<reqwest::Response> {
+        if r.status().is_success() {
+            return Ok(r);
+        }
+        let status = r.status();
+        let body: Value = r.json().await.unwrap_or(Value::Null);
+        let msg = body.get("error").and_then(Value::as_str).unwrap_or(status.as_str()).to_owned();
+        let code = match status.as_u16() {
+            400 | 416 => exit::USAGE,
+            401 | 403 => exit::AUTH,
+            404 => exit::NOT_FOUND,
+            409 => exit::CONFLICT,
+            503 | 507 => exit::UNAVAILABLE,
+            _ => exit::FAILURE,
+        };
+        Err(CliError { code, message: msg }.into())
+    }
+
+    fn req(&self, m: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        // "/api/v1/list/" (the root) is "/api/v1/list"; a query may follow.
+        let path = match path.split_once('?') {
+            Some((p, q)) => format!("{}?{q}", p.trim_end_matches('/')),
+            None => path.trim_end_matches('/').to_owned(),
+        };
+        self.http.request(m, format!("{}{}", self.base, path)).bearer_auth(&self.token)
+    }
+
+    async fn get_json(&self, path: &str) -> anyhow::Result<Value> {
+        let r = self.req(reqwest::Method::GET, path).send().await.with_context(|| format!("connect to {}", self.base))?;
+        Ok(self.check(r).await?.json().await?)
+    }
+
+    async fn put_file(&self, src: &Path, dest: &str, policy: Option<&str>, conflict: &str) -> anyhow::Result<Value> {
+        let f = tokio::fs::File::open(src).await.with_context(|| format!("open {}", src.display()))?;
+        let len = f.metadata().await?.len();
+        let pb = if self.json { ProgressBar::hidden() } else { bar(len, dest.to_owned()) };
+        let pb2 = pb.clone();
+        let stream = tokio_util::io::ReaderStream::with_capacity(f, 1 << 20).inspect(move |c| {
+            if let Ok(c) = c {
+                pb2.inc(c.len() as u64);
+            }
+        });
+        let mut url = format!("/api/v1/files/{}?conflict={conflict}", enc(dest));
+        if let Some(p) = policy {
+            url.push_str(&format!("&policy={p}"));
+        }
+        let r = self
+            .req(reqwest::Method::PUT, &url)
+            .header("x-wormfs-size", len)
+            .body(reqwest::Body::wrap_stream(stream))
+            .send()
+            .await
+            .with_context(|| format!("upload to {}", self.base))?;
+        let r = self.check(r).await;
+        pb.finish_and_clear();
+        Ok(r?.json().await?)
+    }
+}
+
+fn walk_files(root: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+    for e in std::fs::read_dir(root).with_context(|| format!("read {}", root.display()))? {
+        let e = e?;
+        let t = e.file_type()?;
+        if t.is_dir() {
+            walk_files(&e.path(), out)?;
+        } else if t.is_file() {
+            out.push(e.path());
+        }
+    }
+    Ok(())
+}
+
+fn human(n: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < units.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", units[i])
+    }
+}
+
+fn print_json(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+/// Finds the token: the flag or env, else `DATA_DIR/admin-token`.
+fn find_token(flag: Option<String>) -> anyhow::Result<String> {
+    if let Some(t) = flag {
+        return Ok(t);
+    }
+    let dir = std::env::var_os("WORMFS_DATA_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("wormfs-data"));
+    crate::node::read_token(&dir).map_err(|e| {
+        CliError { code: exit::AUTH, message: format!("no API token: {e:#} (give --token, WORMFS_TOKEN or WORMFS_DATA_DIR)") }.into()
+    })
+}
+
+/// Runs a client command.
+pub async fn run_client(cli: Cli) -> anyhow::Result<()> {
+    let c = Client {
+        http: reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).build()?,
+        base: cli.node.trim_end_matches('/').to_owned(),
+        token: find_token(cli.token)?,
+        json: cli.json,
+    };
+    match cli.cmd {
+        Cmd::Serve(_) | Cmd::Config(_) => unreachable!("handled in main"),
+        Cmd::Put { src, dest, policy, conflict } => {
+            let meta = std::fs::metadata(&src).with_context(|| format!("read {}", src.display()))?;
+            let mut results = Vec::new();
+            if meta.is_dir() {
+                let mut files = Vec::new();
+                walk_files(&src, &mut files)?;
+                files.sort();
+                for f in files {
+                    let rel = f.strip_prefix(&src)?.to_string_lossy().into_owned();
+                    let d = format!("{}/{}", dest.trim_end_matches('/'), rel);
+                    let r = c.put_file(&f, &d, policy.as_deref(), &conflict).await?;
+                    if !c.json {
+                        println!("{} -> {} ({})", f.display(), r["path"].as_str().unwrap_or(&d), human(r["size"].as_u64().unwrap_or(0)));
+                    }
+                    results.push(r);
+                }
+            } else {
+                let r = c.put_file(&src, &dest, policy.as_deref(), &conflict).await?;
+                if !c.json {
+                    println!(
+                        "{} -> {} ({}, {}, blake3 {})",
+                        src.display(),
+                        r["path"].as_str().unwrap_or(&dest),
+                        human(r["size"].as_u64().unwrap_or(0)),
+                        r["policy"].as_str().unwrap_or(""),
+                        r["blake3"].as_str().unwrap_or("")
+                    );
+                    if r["missing_parts"].as_u64().unwrap_or(0) > 0 {
+                        println!("warning: {} part(s) could not be written and wait for repair", r["missing_parts"]);
+                    }
+                }
+                results.push(r);
+            }
+            if c.json {
+                print_json(&Value::Array(results));
+            }
+        }
+        Cmd::Append { src, dest } => {
+            let f = tokio::fs::File::open(&src).await.with_context(|| format!("open {}", src.display()))?;
+            let r = c
+                .req(reqwest::Method::POST, &format!("/api/v1/append/{}", enc(&dest)))
+                .body(reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(f, 1 << 20)))
+                .send()
+                .await?;
+            let v: Value = c.check(r).await?.json().await?;
+            if c.json {
+                print_json(&v);
+            } else {
+                println!("{} now {}", dest, human(v["size"].as_u64().unwrap_or(0)));
+            }
+        }
+        Cmd::Get { src, dest, range } => {
+            let mut rq = c.req(reqwest::Method::GET, &format!("/api/v1/files/{}", enc(&src)));
+            if let Some(r) = &range {
+                if !r.contains('-') {
+                    bail!(CliError { code: exit::USAGE, message: format!("--range {r:?}: expected START-END or START-") });
+                }
+                rq = rq.header("range", format!("bytes={r}"));
+            }
+            let resp = c.check(rq.send().await.with_context(|| format!("connect to {}", c.base))?).await?;
+            let len = resp.content_length().unwrap_or(0);
+            let to_stdout = dest.as_os_str() == "-";
+            let pb = if c.json || to_stdout { ProgressBar::hidden() } else { bar(len, src.clone()) };
+            let tmp = dest.with_file_name(format!(".{}.wormfs-part", dest.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
+            let mut out: Box<dyn tokio::io::AsyncWrite + Unpin> =
+                if to_stdout { Box::new(tokio::io::stdout()) } else { Box::new(tokio::fs::File::create(&tmp).await.with_context(|| format!("create {}", tmp.display()))?) };
+            let mut got = 0u64;
+            let mut body = resp.bytes_stream();
+            while let Some(chunk) = body.next().await {
+                let chunk = match chunk {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = tokio::fs::remove_file(&tmp).await;
+                        bail!(CliError { code: exit::UNAVAILABLE, message: format!("read of {src} failed after {got} bytes: {e}") });
+                    }
+                };
+                out.write_all(&chunk).await?;
+                got += chunk.len() as u64;
+                pb.inc(chunk.len() as u64);
+            }
+            out.flush().await?;
+            drop(out);
+            pb.finish_and_clear();
+            if got != len {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                bail!(CliError { code: exit::UNAVAILABLE, message: format!("read of {src} ended after {got} of {len} bytes") });
+            }
+            if !to_stdout {
+                tokio::fs::rename(&tmp, &dest).await.with_context(|| format!("rename to {}", dest.display()))?;
+                if c.json {
+                    print_json(&serde_json::json!({"path": src, "dest": dest, "bytes": got}));
+                }
+            }
+        }
+        Cmd::Ls { path } => {
+            let v = c.get_json(&format!("/api/v1/list/{}", enc(&path))).await?;
+            if c.json {
+                print_json(&v);
+            } else {
+                for e in v["entries"].as_array().into_iter().flatten() {
+                    let dir = e["kind"] == "dir";
+                    println!("{:>10}  {}{}", if dir { "-".into() } else { human(e["size"].as_u64().unwrap_or(0)) }, e["name"].as_str().unwrap_or(""), if dir { "/" } else { "" });
+                }
+            }
+        }
+        Cmd::Stat { path } => {
+            let v = c.get_json(&format!("/api/v1/stat/{}", enc(&path))).await?;
+            if c.json {
+                print_json(&v);
+            } else if v["kind"] == "dir" {
+                println!("{}: directory, policy {}", v["path"].as_str().unwrap_or(""), v["effective_policy"].as_str().unwrap_or("default"));
+            } else {
+                println!("path:     {}", v["path"].as_str().unwrap_or(""));
+                println!("size:     {} ({} bytes)", human(v["size"].as_u64().unwrap_or(0)), v["size"]);
+                println!("policy:   {}", v["policy"].as_str().unwrap_or(""));
+                println!("blake3:   {}", v["blake3"].as_str().unwrap_or("(not kept after an append; see segment hashes)"));
+                println!("etag:     {}", v["etag"].as_str().unwrap_or(""));
+                println!("file id:  {}", v["file_id"].as_str().unwrap_or(""));
+                println!("survives: {}", v["tolerance"]["summary"].as_str().unwrap_or(""));
+                for s in v["segments"].as_array().into_iter().flatten() {
+                    println!("segment {} @{} {} blake3 {}", s["index"], s["offset"], human(s["size"].as_u64().unwrap_or(0)), s["blake3"].as_str().unwrap_or(""));
+                    for p in s["parts"].as_array().into_iter().flatten() {
+                        println!(
+                            "  part {:>2}: {}{}",
+                            p["index"],
+                            p["disk_path"].as_str().unwrap_or("(none)"),
+                            if p["missing"] == true { "  MISSING" } else { "" }
+                        );
+                    }
+                }
+            }
+        }
+        Cmd::Rm { path, recursive } => {
+            let r = c.req(reqwest::Method::DELETE, &format!("/api/v1/files/{}?recursive={recursive}", enc(&path))).send().await?;
+            c.check(r).await?;
+        }
+        Cmd::Mkdir { path, parents } => {
+            let r = c.req(reqwest::Method::POST, &format!("/api/v1/mkdir/{}?parents={parents}", enc(&path))).send().await?;
+            c.check(r).await?;
+        }
+        Cmd::Mv { from, to } => {
+            let r = c.req(reqwest::Method::POST, "/api/v1/mv").json(&serde_json::json!({"from": from, "to": to})).send().await?;
+            c.check(r).await?;
+        }
+        Cmd::Policy(PolicyCmd::Get { dir }) => {
+            let v = c.get_json(&format!("/api/v1/policy/{}", enc(&dir))).await?;
+            if c.json {
+                print_json(&v);
+            } else {
+                println!(
+                    "{}: {}{} (files under {} bytes: {})",
+                    v["path"].as_str().unwrap_or(""),
+                    v["effective"].as_str().unwrap_or(""),
+                    if v["inherited"] == true { " (inherited)" } else { "" },
+                    v["small_file_threshold_bytes"],
+                    v["small_files"].as_str().unwrap_or("")
+                );
+            }
+        }
+        Cmd::Policy(PolicyCmd::Set { dir, policy }) => {
+            let p = if policy == "inherit" { Value::Null } else { Value::String(policy) };
+            let r = c.req(reqwest::Method::PUT, &format!("/api/v1/policy/{}", enc(&dir))).json(&serde_json::json!({"policy": p})).send().await?;
+            c.check(r).await?;
+        }
+        Cmd::Disks => {
+            let v = c.get_json("/api/v1/disks").await?;
+            if c.json {
+                print_json(&v);
+            } else {
+                println!("{:<36}  {:<8} {:>10} {:>10} {:>7}  {:<8} PATH", "ID", "FS", "CAPACITY", "USED", "PARTS", "STATE");
+                for d in v["disks"].as_array().into_iter().flatten() {
+                    let total = d["space"]["total_bytes"].as_u64().unwrap_or(0);
+                    let free = d["space"]["free_bytes"].as_u64().unwrap_or(0);
+                    println!(
+                        "{:<36}  {:<8x} {:>10} {:>10} {:>7}  {:<8} {}{}",
+                        d["disk_id"].as_str().unwrap_or(""),
+                        d["filesystem"].as_u64().unwrap_or(0),
+                        human(total),
+                        human(total.saturating_sub(free)),
+                        d["parts"],
+                        d["state"].as_str().unwrap_or(""),
+                        d["path"].as_str().unwrap_or(""),
+                        d["reason"].as_str().filter(|r| !r.is_empty()).map(|r| format!("  ({r})")).unwrap_or_default()
+                    );
+                }
+            }
+        }
+        Cmd::Status => {
+            let v = c.get_json("/api/v1/status").await?;
+            if c.json {
+                print_json(&v);
+            } else {
+                println!("cluster:  {}  node {}", v["cluster_id"].as_str().unwrap_or(""), v["node_id"]);
+                println!("health:   {}", v["health"].as_str().unwrap_or(""));
+                println!("files:    {} in {} directories, {}", v["files"], v["directories"], human(v["logical_bytes"].as_u64().unwrap_or(0)));
+                println!("disks:    {} ({} active), {} used", v["disks"], v["disks_active"], human(v["disk_bytes_used"].as_u64().unwrap_or(0)));
+                println!("missing parts: {}   ingests in progress: {}", v["missing_parts"], v["ingests_in_progress"]);
+                println!("raft:     term {} leader {} applied {}", v["raft"]["term"], v["raft"]["leader"], v["raft"]["last_applied"]);
+            }
+        }
+        Cmd::Admin(a) => {
+            let path = match a {
+                AdminCmd::Snapshot => "/api/v1/admin/snapshot",
+                AdminCmd::Sweep => "/api/v1/admin/sweep",
+            };
+            let r = c.req(reqwest::Method::POST, path).send().await?;
+            let v: Value = c.check(r).await?.json().await?;
+            print_json(&v);
+        }
+    }
+    std::io::stdout().flush()?;
+    Ok(())
+}

@@ -1,0 +1,232 @@
+//! Starting and stopping a node: the data folder, identity, token, disks, Raft, and the
+//! background tasks, in a written order.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use wormfs_config::{Config, ConfigSource};
+
+use crate::command::CommandV1;
+use crate::consensus::Consensus;
+use crate::disk::LocalDisk;
+use crate::fsutil::{now_ms, write_durably};
+use crate::ids::{ClusterId, NodeId};
+use crate::meta::MetaDb;
+use crate::store::{Counters, Store};
+
+/// Name of the admin token file in the data folder.
+pub const TOKEN_FILE: &str = "admin-token";
+/// Folder-disks made inside the data folder when no disk is configured.
+pub const DEFAULT_FOLDER_DISKS: usize = 6;
+
+/// The node's identity file, `node.json`.
+#[derive(Debug, Serialize, Deserialize)]
+struct NodeIdentity {
+    format: u32,
+    node_id: NodeId,
+    cluster_id: ClusterId,
+}
+
+/// A running node.
+pub struct Node {
+    /// The storage engine.
+    pub store: Arc<Store>,
+    /// The API token.
+    pub token: String,
+    /// Cancelled at shutdown.
+    pub shutdown: CancellationToken,
+    tasks: TaskTracker,
+    _lock: std::fs::File,
+}
+
+/// Generates a random token of 32 hex digits... twice.
+fn new_token() -> String {
+    format!("{:032x}{:032x}", rand::random::<u128>(), rand::random::<u128>())
+}
+
+/// Reads the token file, refusing one that others can read.
+pub fn read_token(data_dir: &Path) -> anyhow::Result<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = data_dir.join(TOKEN_FILE);
+    let meta = std::fs::metadata(&path).with_context(|| format!("read {}", path.display()))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        bail!("{} is readable by other users (mode {:o}); run chmod 600 on it", path.display(), meta.permissions().mode() & 0o777);
+    }
+    Ok(std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?.trim().to_owned())
+}
+
+fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
+    let path = dir.join("wormfs.lock");
+    let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).with_context(|| format!("open {}", path.display()))?;
+    rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+        .map_err(|_| anyhow::anyhow!("another wormfs node is already using {}", dir.display()))?;
+    Ok(f)
+}
+
+/// The disk roots to use: the configured ones, or six folder-disks in the data folder.
+pub fn disk_roots(cfg: &Config) -> Vec<PathBuf> {
+    if cfg.storage.disks.is_empty() {
+        (0..DEFAULT_FOLDER_DISKS).map(|i| cfg.node.data_dir.join("disks").join(format!("disk-{i}"))).collect()
+    } else {
+        cfg.storage.disks.clone()
+    }
+}
+
+impl Node {
+    /// Starts a node from its configuration.
+    pub async fn start(cfg: &Config) -> anyhow::Result<Node> {
+        let data = &cfg.node.data_dir;
+        std::fs::create_dir_all(data).with_context(|| format!("create data folder {}", data.display()))?;
+        let lock = lock_data_dir(data)?;
+        let ident_path = data.join("node.json");
+        let ident: NodeIdentity = match std::fs::read(&ident_path) {
+            Ok(b) => serde_json::from_slice(&b).with_context(|| format!("parse {}", ident_path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let id = NodeIdentity {
+                    format: 1,
+                    node_id: cfg.node.id.unwrap_or_else(|| rand::random::<u64>() >> 1),
+                    cluster_id: ClusterId::random(),
+                };
+                write_durably(&ident_path, &serde_json::to_vec_pretty(&id)?)?;
+                id
+            }
+            Err(e) => return Err(e).with_context(|| format!("read {}", ident_path.display())),
+        };
+        if let Some(want) = cfg.node.id {
+            if want != ident.node_id {
+                bail!("node.id is {want} but {} says this node is {}", ident_path.display(), ident.node_id);
+            }
+        }
+        let token_path = data.join(TOKEN_FILE);
+        let token = if token_path.exists() {
+            read_token(data)?
+        } else {
+            let t = new_token();
+            write_secret(&token_path, &t)?;
+            eprintln!("\n  Admin API token (printed once; also in {}, mode 0600):\n    {t}\n", token_path.display());
+            t
+        };
+        let meta_dir = data.join("meta");
+        std::fs::create_dir_all(&meta_dir).with_context(|| format!("create {}", meta_dir.display()))?;
+        let db = MetaDb::open(&meta_dir.join("metadata.db")).await?;
+        let consensus = Consensus::start(ident.node_id, &meta_dir, db.clone(), &cfg.raft, &cfg.api.listen.to_string()).await?;
+        let cmd = |c| consensus.write(c);
+        match db.cluster_id().await? {
+            None => {
+                cmd(CommandV1::InitCluster { cluster_id: ident.cluster_id, time_ms: now_ms() }).await?;
+            }
+            Some(c) if c != ident.cluster_id.to_string() => bail!("metadata belongs to cluster {c}, node.json to {}", ident.cluster_id),
+            Some(_) => {}
+        }
+        let name = cfg.node.name.clone().unwrap_or_else(|| rustix::system::uname().nodename().to_string_lossy().into_owned());
+        cmd(CommandV1::RegisterNode { node_id: ident.node_id, name, api_addr: cfg.api.listen.to_string(), time_ms: now_ms() }).await?;
+        // A restarted node has no live ingest: its old intents are dead.
+        cmd(CommandV1::ExpireIntents { now_ms: now_ms(), writer: Some(ident.node_id) }).await?;
+
+        let known = db.disks().await?;
+        let mut disks = Vec::new();
+        for root in disk_roots(cfg) {
+            let root_s = root.display().to_string();
+            let prior = known.iter().find(|d| d.node_id == ident.node_id && d.path == root_s).map(|d| d.disk_id);
+            let disk = LocalDisk::open(&root, ident.cluster_id, prior, cfg.storage.reserve_free_bytes)
+                .with_context(|| format!("open disk {root_s}"))?;
+            if prior.is_none() {
+                cmd(CommandV1::RegisterDisk { disk_id: disk.id, node_id: ident.node_id, path: root_s, fs_dev: disk.fs_dev, time_ms: now_ms() })
+                    .await?;
+            }
+            disks.push(Arc::new(disk));
+        }
+        let mut devs: Vec<u64> = disks.iter().map(|d| d.fs_dev).collect();
+        devs.sort_unstable();
+        devs.dedup();
+        if matches!(cfg.source, ConfigSource::Embedded) || devs.len() < disks.len() {
+            eprintln!(
+                "\n  NOTE: {} disk folders share {} filesystem(s). Folders on one disk protect against lost or\n  corrupt parts, not against that disk failing. Give WormFS folders on separate disks for that.\n",
+                disks.len(),
+                devs.len()
+            );
+        }
+        if disks.len() == 1 {
+            tracing::warn!("only one disk: files are stored as copies:1 and a disk failure loses them");
+        }
+        let store = Arc::new(Store {
+            cluster_id: ident.cluster_id,
+            node_id: ident.node_id,
+            disks,
+            meta: db,
+            consensus,
+            storage: cfg.storage.clone(),
+            ingest: cfg.ingest.clone(),
+            counters: Counters::default(),
+        });
+        let node = Node { store, token, shutdown: CancellationToken::new(), tasks: TaskTracker::new(), _lock: lock };
+        node.spawn_background();
+        Ok(node)
+    }
+
+    fn spawn_background(&self) {
+        let store = self.store.clone();
+        let stop = self.shutdown.clone();
+        let every = Duration::from_millis(self.store.ingest.sweep_interval_ms);
+        self.tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(every) => {
+                        match crate::sweeper::sweep(&store).await {
+                            Ok(r) if r.removed > 0 => tracing::info!(removed = r.removed, "sweep done"),
+                            Ok(_) => {}
+                            Err(e) => tracing::warn!("sweep failed: {e}"),
+                        }
+                    }
+                }
+            }
+        });
+        let store = self.store.clone();
+        let stop = self.shutdown.clone();
+        self.tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_secs(30)) => {
+                        let s = store.clone();
+                        let _ = tokio::task::spawn_blocking(move || s.disks.iter().for_each(|d| d.refresh())).await;
+                    }
+                }
+            }
+        });
+    }
+
+    /// Stops background tasks, then Raft, then closes the metadata, in that order.
+    pub async fn stop(self) {
+        tracing::info!("shutdown: stopping background tasks");
+        self.shutdown.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+        tracing::info!("shutdown: stopping raft");
+        self.store.consensus.shutdown().await;
+        tracing::info!("shutdown: closing metadata");
+        self.store.meta.close().await;
+        tracing::info!("shutdown complete");
+    }
+}
+
+/// Writes a secret file with mode 0600.
+pub fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("create {}", path.display()))?;
+    writeln!(f, "{secret}")?;
+    f.sync_all()?;
+    crate::fsutil::sync_dir(path.parent().unwrap_or(Path::new(".")))
+}

@@ -150,7 +150,6 @@ impl OpenPart {
         let mut region = vec![0u8; header.header_len as usize];
         read_exact_at(&file, &mut region, 0)?;
         let table = header.decode_table(&region)?;
-        disk.count_read(u64::from(header.header_len));
         Ok(Self { file, header, table, disk })
     }
 

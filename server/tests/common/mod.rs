@@ -1,0 +1,71 @@
+//! Shared helpers for the in-process engine tests.
+#![allow(dead_code, missing_docs)]
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rand::{RngCore, SeedableRng};
+use wormfs_server::command::{Conflict, SourceIdentity};
+use wormfs_server::ingest::{IngestRequest, IngestResult};
+use wormfs_server::node::Node;
+use wormfs_server::read::FileReader;
+use wormfs_server::store::{Store, StoreError};
+use wormfs_server::tree_path::TreePath;
+
+/// A config for a node in `dir` with small blocks and segments, so tests cross many boundaries.
+pub fn config(dir: &Path, block: u32, part_bytes: u64) -> wormfs_config::Config {
+    let overrides = wormfs_config::Overrides { data_dir: Some(dir.join("data")), disks: vec![], listen: None };
+    let mut cfg = wormfs_config::load(None, Vec::<(String, String)>::new(), &overrides).expect("embedded config");
+    cfg.storage.block_size_bytes = block;
+    cfg.storage.segment_part_bytes = part_bytes;
+    cfg.storage.reserve_free_bytes = 0;
+    cfg
+}
+
+pub fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut v = vec![0u8; n];
+    rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut v);
+    v
+}
+
+pub fn req(path: &str, policy: Option<&str>) -> IngestRequest {
+    IngestRequest {
+        path: TreePath::parse(path).unwrap(),
+        policy: policy.map(|p| p.parse().unwrap()),
+        conflict: Conflict::Fail,
+        source: SourceIdentity::Upload { client: "test".into() },
+        expected_size: None,
+    }
+}
+
+pub async fn put(store: &Arc<Store>, path: &str, policy: Option<&str>, data: &[u8]) -> Result<IngestResult, StoreError> {
+    store.ingest(req(path, policy), data).await
+}
+
+pub async fn read(store: &Arc<Store>, path: &str, start: u64, end: u64) -> Result<Vec<u8>, String> {
+    let e = store.meta.lookup(&TreePath::parse(path).unwrap()).await.unwrap().ok_or("not found")?;
+    let rec = store.meta.file(e.file_id.ok_or("dir")?).await.unwrap().ok_or("no file")?;
+    FileReader::new(store.clone(), rec).read_range(start, end).await.map_err(|e| e.to_string())
+}
+
+pub fn bytes_read(store: &Store) -> u64 {
+    store.disks.iter().map(|d| d.bytes_read.load(std::sync::atomic::Ordering::Relaxed)).sum()
+}
+
+pub async fn start(cfg: &wormfs_config::Config) -> Node {
+    Node::start(cfg).await.expect("node starts")
+}
+
+/// Part files currently on the node's disks.
+pub fn part_files(store: &Store) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for d in &store.disks {
+        let Ok(top) = std::fs::read_dir(d.parts_dir()) else { continue };
+        for sub in top.flatten() {
+            for f in std::fs::read_dir(sub.path()).into_iter().flatten().flatten() {
+                out.push(f.path());
+            }
+        }
+    }
+    out
+}

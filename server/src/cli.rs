@@ -205,16 +205,19 @@ struct Client {
 }
 
 /// Percent-encodes a WormFS path for a URL (keeps `/`).
-fn enc(path: &str) -> String {
+fn enc(path: &str) -> anyhow::Result<String> {
+    // Checked here too: a URL library would quietly resolve "a/../b" to "b".
+    crate::tree_path::TreePath::parse(path).map_err(|e| CliError { code: exit::USAGE, message: e.to_string() })?;
     let p = path.trim_start_matches('/');
     let mut out = String::new();
     for b in p.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => out.push(b as char),
+            // '.' is encoded too, so no URL normalisation can turn "a/../b" into "b": the node refuses it.
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'~' | b'/' => out.push(b as char),
             _ => out.push_str(&format!("%{b:02X}")),
         }
     }
-    out
+    Ok(out)
 }
 
 fn bar(len: u64, msg: String) -> ProgressBar {
@@ -271,7 +274,7 @@ impl Client {
                 pb2.inc(c.len() as u64);
             }
         });
-        let mut url = format!("/api/v1/files/{}?conflict={conflict}", enc(dest));
+        let mut url = format!("/api/v1/files/{}?conflict={conflict}", enc(dest)?);
         if let Some(p) = policy {
             url.push_str(&format!("&policy={p}"));
         }
@@ -381,7 +384,7 @@ pub async fn run_client(cli: Cli) -> anyhow::Result<()> {
         Cmd::Append { src, dest } => {
             let f = tokio::fs::File::open(&src).await.with_context(|| format!("open {}", src.display()))?;
             let r = c
-                .req(reqwest::Method::POST, &format!("/api/v1/append/{}", enc(&dest)))
+                .req(reqwest::Method::POST, &format!("/api/v1/append/{}", enc(&dest)?))
                 .body(reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(f, 1 << 20)))
                 .send()
                 .await?;
@@ -393,7 +396,7 @@ pub async fn run_client(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Cmd::Get { src, dest, range } => {
-            let mut rq = c.req(reqwest::Method::GET, &format!("/api/v1/files/{}", enc(&src)));
+            let mut rq = c.req(reqwest::Method::GET, &format!("/api/v1/files/{}", enc(&src)?));
             if let Some(r) = &range {
                 if !r.contains('-') {
                     bail!(CliError { code: exit::USAGE, message: format!("--range {r:?}: expected START-END or START-") });
@@ -436,7 +439,7 @@ pub async fn run_client(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Cmd::Ls { path } => {
-            let v = c.get_json(&format!("/api/v1/list/{}", enc(&path))).await?;
+            let v = c.get_json(&format!("/api/v1/list/{}", enc(&path)?)).await?;
             if c.json {
                 print_json(&v);
             } else {
@@ -447,7 +450,7 @@ pub async fn run_client(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Cmd::Stat { path } => {
-            let v = c.get_json(&format!("/api/v1/stat/{}", enc(&path))).await?;
+            let v = c.get_json(&format!("/api/v1/stat/{}", enc(&path)?)).await?;
             if c.json {
                 print_json(&v);
             } else if v["kind"] == "dir" {
@@ -474,11 +477,11 @@ pub async fn run_client(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Cmd::Rm { path, recursive } => {
-            let r = c.req(reqwest::Method::DELETE, &format!("/api/v1/files/{}?recursive={recursive}", enc(&path))).send().await?;
+            let r = c.req(reqwest::Method::DELETE, &format!("/api/v1/files/{}?recursive={recursive}", enc(&path)?)).send().await?;
             c.check(r).await?;
         }
         Cmd::Mkdir { path, parents } => {
-            let r = c.req(reqwest::Method::POST, &format!("/api/v1/mkdir/{}?parents={parents}", enc(&path))).send().await?;
+            let r = c.req(reqwest::Method::POST, &format!("/api/v1/mkdir/{}?parents={parents}", enc(&path)?)).send().await?;
             c.check(r).await?;
         }
         Cmd::Mv { from, to } => {
@@ -486,7 +489,7 @@ pub async fn run_client(cli: Cli) -> anyhow::Result<()> {
             c.check(r).await?;
         }
         Cmd::Policy(PolicyCmd::Get { dir }) => {
-            let v = c.get_json(&format!("/api/v1/policy/{}", enc(&dir))).await?;
+            let v = c.get_json(&format!("/api/v1/policy/{}", enc(&dir)?)).await?;
             if c.json {
                 print_json(&v);
             } else {
@@ -502,7 +505,7 @@ pub async fn run_client(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::Policy(PolicyCmd::Set { dir, policy }) => {
             let p = if policy == "inherit" { Value::Null } else { Value::String(policy) };
-            let r = c.req(reqwest::Method::PUT, &format!("/api/v1/policy/{}", enc(&dir))).json(&serde_json::json!({"policy": p})).send().await?;
+            let r = c.req(reqwest::Method::PUT, &format!("/api/v1/policy/{}", enc(&dir)?)).json(&serde_json::json!({"policy": p})).send().await?;
             c.check(r).await?;
         }
         Cmd::Disks => {

@@ -19,6 +19,7 @@ use openraft::{
 };
 use sqlx::sqlite::SqlitePool;
 use sqlx::{Row, SqlSafeStr};
+use tokio::io::AsyncSeekExt;
 
 use super::apply::{apply_command, kv_set};
 use super::{migrator, open_pool, MetaDb, RAFT_LOG_SQL};
@@ -310,12 +311,20 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         snapshot: Box<tokio::fs::File>,
     ) -> Result<(), SErr> {
         let werr = |e: anyhow::Error| any_err(StorageIOError::write_snapshot_none, e);
-        snapshot.sync_all().await.map_err(|e| io_err(StorageIOError::write_snapshot_none, e))?;
-        drop(snapshot);
-        let received = self
-            .receiving
-            .take()
-            .ok_or_else(|| werr(anyhow::anyhow!("install_snapshot without begin_receiving_snapshot")))?;
+        let ioerr = |e: io::Error| io_err(StorageIOError::write_snapshot_none, e);
+        // Copy from whatever file object we were handed (it need not be the one
+        // begin_receiving_snapshot made) into a file of our own, durably.
+        let mut src = snapshot;
+        src.seek(io::SeekFrom::Start(0)).await.map_err(ioerr)?;
+        let received = self.snapshot_dir.join(format!("receiving-{:016x}.db", rand::random::<u64>()));
+        let mut dst = tokio::fs::File::create(&received).await.map_err(ioerr)?;
+        tokio::io::copy(&mut *src, &mut dst).await.map_err(ioerr)?;
+        dst.sync_all().await.map_err(ioerr)?;
+        drop(dst);
+        drop(src);
+        if let Some(old) = self.receiving.take() {
+            let _ = tokio::fs::remove_file(old).await;
+        }
         let name = format!("snap-{}.db", meta.snapshot_id);
         let dest = self.snapshot_dir.join(&name);
         tokio::fs::rename(&received, &dest).await.map_err(|e| io_err(StorageIOError::write_snapshot_none, e))?;

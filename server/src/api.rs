@@ -53,14 +53,24 @@ impl From<StoreError> for ApiError {
             StoreError::Rejected(r) => match r {
                 Rejection::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
                 Rejection::AlreadyExists(_) => (StatusCode::CONFLICT, "already_exists"),
-                Rejection::NotADirectory(_) | Rejection::IsADirectory(_) | Rejection::NotEmpty(_) => (StatusCode::CONFLICT, "conflict"),
-                Rejection::NoIntent(_) | Rejection::Changed(_) | Rejection::AlreadyInitialised => (StatusCode::CONFLICT, "conflict"),
-                Rejection::InvalidPath(_) | Rejection::Invalid(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+                Rejection::NotADirectory(_)
+                | Rejection::IsADirectory(_)
+                | Rejection::NotEmpty(_) => (StatusCode::CONFLICT, "conflict"),
+                Rejection::NoIntent(_) | Rejection::Changed(_) | Rejection::AlreadyInitialised => {
+                    (StatusCode::CONFLICT, "conflict")
+                }
+                Rejection::InvalidPath(_) | Rejection::Invalid(_) => {
+                    (StatusCode::BAD_REQUEST, "bad_request")
+                }
             },
             StoreError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            StoreError::Consensus(ConsensusError::NoQuorum(_)) => (StatusCode::SERVICE_UNAVAILABLE, "no_quorum"),
+            StoreError::Consensus(ConsensusError::NoQuorum(_)) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "no_quorum")
+            }
             StoreError::Consensus(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-            StoreError::Unavailable(_) => (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage"),
+            StoreError::Unavailable(_) => {
+                (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")
+            }
             StoreError::Meta(_) | StoreError::Other(_) => {
                 tracing::error!("internal error: {msg}");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
@@ -85,7 +95,10 @@ pub fn router(state: ApiState) -> Router {
     let authed = Router::new()
         .route("/api/v1/status", get(status))
         .route("/api/v1/disks", get(disks))
-        .route("/api/v1/files/{*path}", get(get_file).head(get_file).put(put_file).delete(delete))
+        .route(
+            "/api/v1/files/{*path}",
+            get(get_file).head(get_file).put(put_file).delete(delete),
+        )
         .route("/api/v1/append/{*path}", post(append))
         .route("/api/v1/stat", get(stat_root))
         .route("/api/v1/stat/{*path}", get(stat))
@@ -99,9 +112,18 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/admin/sweep", post(admin_sweep))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
-        .route("/api/v1/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .route(
+            "/api/v1/health",
+            get(|| async { Json(json!({"status": "ok"})) }),
+        )
         .merge(authed)
-        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "not_found", "no such API endpoint".into()) })
+        .fallback(|| async {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such API endpoint".into(),
+            )
+        })
         .with_state(state)
         .layer(middleware::from_fn(trace_request))
 }
@@ -127,11 +149,24 @@ async fn auth(State(st): State<ApiState>, req: Request, next: Next) -> Response 
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     match given {
-        Some(t) if constant_time_eq(t.trim().as_bytes(), st.token.as_bytes()) => next.run(req).await,
-        Some(_) => ApiError(StatusCode::UNAUTHORIZED, "unauthorized", "wrong API token".into()).into_response(),
+        Some(t) if constant_time_eq(t.trim().as_bytes(), st.token.as_bytes()) => {
+            next.run(req).await
+        }
+        Some(_) => ApiError(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "wrong API token".into(),
+        )
+        .into_response(),
         None => {
-            let mut r = ApiError(StatusCode::UNAUTHORIZED, "unauthorized", "missing API token (Authorization: Bearer ...)".into()).into_response();
-            r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            let mut r = ApiError(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "missing API token (Authorization: Bearer ...)".into(),
+            )
+            .into_response();
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             r
         }
     }
@@ -149,7 +184,15 @@ async fn status(State(st): State<ApiState>) -> ApiResult<Json<serde_json::Value>
         .sum();
     let m = st.store.consensus.metrics();
     let c = &st.store.counters;
-    let health = if t.missing_parts > 0 || disks.iter().any(|d| d.state != crate::disk::DiskState::Active) { "degraded" } else { "healthy" };
+    let health = if t.missing_parts > 0
+        || disks
+            .iter()
+            .any(|d| d.state != crate::disk::DiskState::Active)
+    {
+        "degraded"
+    } else {
+        "healthy"
+    };
     Ok(Json(json!({
         "cluster_id": st.store.cluster_id,
         "node_id": st.store.node_id,
@@ -192,7 +235,9 @@ fn parse_conflict(s: &str) -> Result<Conflict, ApiError> {
         "replace" => Ok(Conflict::Replace),
         "skip" => Ok(Conflict::Skip),
         "fail" => Ok(Conflict::Fail),
-        other => Err(bad(format!("conflict must be rename, replace, skip or fail, not {other:?}"))),
+        other => Err(bad(format!(
+            "conflict must be rename, replace, skip or fail, not {other:?}"
+        ))),
     }
 }
 
@@ -205,10 +250,18 @@ fn default_conflict(c: wormfs_config::ConflictRule) -> Conflict {
 }
 
 fn announced_len(h: &HeaderMap) -> Result<Option<u64>, ApiError> {
-    for name in ["x-wormfs-size", "x-expected-entity-length", "content-length"] {
+    for name in [
+        "x-wormfs-size",
+        "x-expected-entity-length",
+        "content-length",
+    ] {
         if let Some(v) = h.get(name) {
             let s = v.to_str().map_err(|_| bad(format!("bad {name} header")))?;
-            return s.trim().parse().map(Some).map_err(|_| bad(format!("bad {name} header {s:?}")));
+            return s
+                .trim()
+                .parse()
+                .map(Some)
+                .map_err(|_| bad(format!("bad {name} header {s:?}")));
         }
     }
     Ok(None)
@@ -218,25 +271,52 @@ fn body_reader(body: Body) -> impl tokio::io::AsyncRead + Unpin + Send + 'static
     StreamReader::new(body.into_data_stream().map_err(std::io::Error::other))
 }
 
-async fn put_file(State(st): State<ApiState>, Path(p): Path<String>, Query(q): Query<PutQuery>, headers: HeaderMap, body: Body) -> ApiResult<Response> {
+async fn put_file(
+    State(st): State<ApiState>,
+    Path(p): Path<String>,
+    Query(q): Query<PutQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
     let path = parse_path(&p)?;
-    let policy = q.policy.as_deref().map(str::parse::<Policy>).transpose().map_err(bad)?;
+    let policy = q
+        .policy
+        .as_deref()
+        .map(str::parse::<Policy>)
+        .transpose()
+        .map_err(bad)?;
     let conflict = match q.conflict.as_deref() {
         Some(c) => parse_conflict(c)?,
         None => default_conflict(st.store.storage.conflict),
     };
-    let req = IngestRequest { path, policy, conflict, source: SourceIdentity::Upload { client: "api".into() }, expected_size: announced_len(&headers)? };
+    let req = IngestRequest {
+        path,
+        policy,
+        conflict,
+        source: SourceIdentity::Upload {
+            client: "api".into(),
+        },
+        expected_size: announced_len(&headers)?,
+    };
     // The write runs in its own task: a client that goes away must not cancel it half-way.
     let store = st.store.clone();
     let reader = body_reader(body);
     let res = tokio::spawn(async move { store.ingest(req, reader).await })
         .await
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??;
-    let status = if res.skipped { StatusCode::OK } else { StatusCode::CREATED };
+    let status = if res.skipped {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
     Ok((status, Json(res)).into_response())
 }
 
-async fn append(State(st): State<ApiState>, Path(p): Path<String>, body: Body) -> ApiResult<Response> {
+async fn append(
+    State(st): State<ApiState>,
+    Path(p): Path<String>,
+    body: Body,
+) -> ApiResult<Response> {
     let path = parse_path(&p)?;
     let store = st.store.clone();
     let reader = body_reader(body);
@@ -254,7 +334,11 @@ fn parse_range(h: &str, size: u64) -> Option<Result<(u64, u64), ()>> {
     }
     let (a, b) = spec.split_once('-')?;
     let r = match (a.trim(), b.trim()) {
-        ("", n) => n.parse::<u64>().ok().filter(|&n| n > 0).map(|n| (size.saturating_sub(n), size)),
+        ("", n) => n
+            .parse::<u64>()
+            .ok()
+            .filter(|&n| n > 0)
+            .map(|n| (size.saturating_sub(n), size)),
         (a, "") => a.parse::<u64>().ok().map(|a| (a, size)),
         (a, b) => match (a.parse::<u64>(), b.parse::<u64>()) {
             (Ok(a), Ok(b)) if a <= b => Some((a, (b + 1).min(size))),
@@ -267,20 +351,51 @@ fn parse_range(h: &str, size: u64) -> Option<Result<(u64, u64), ()>> {
     })
 }
 
-async fn get_file(State(st): State<ApiState>, Path(p): Path<String>, method: axum::http::Method, headers: HeaderMap) -> ApiResult<Response> {
+async fn get_file(
+    State(st): State<ApiState>,
+    Path(p): Path<String>,
+    method: axum::http::Method,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
     let path = parse_path(&p)?;
-    let entry = st.store.meta.lookup(&path).await.map_err(StoreError::from)?.ok_or_else(|| StoreError::from(Rejection::NotFound(path.to_string())))?;
-    let file_id = entry.file_id.ok_or_else(|| StoreError::from(Rejection::IsADirectory(path.to_string())))?;
-    let rec = st.store.meta.file(file_id).await.map_err(StoreError::from)?.ok_or_else(|| StoreError::from(Rejection::NotFound(path.to_string())))?;
+    let entry = st
+        .store
+        .meta
+        .lookup(&path)
+        .await
+        .map_err(StoreError::from)?
+        .ok_or_else(|| StoreError::from(Rejection::NotFound(path.to_string())))?;
+    let file_id = entry
+        .file_id
+        .ok_or_else(|| StoreError::from(Rejection::IsADirectory(path.to_string())))?;
+    let rec = st
+        .store
+        .meta
+        .file(file_id)
+        .await
+        .map_err(StoreError::from)?
+        .ok_or_else(|| StoreError::from(Rejection::NotFound(path.to_string())))?;
     let size = rec.size;
     let etag = format!("\"{}\"", rec.etag);
-    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok()).and_then(|h| parse_range(h, size));
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|h| parse_range(h, size));
     let (status, start, end) = match range {
         None => (StatusCode::OK, 0, size),
         Some(Ok((a, b))) => (StatusCode::PARTIAL_CONTENT, a, b),
         Some(Err(())) => {
-            let mut r = ApiError(StatusCode::RANGE_NOT_SATISFIABLE, "bad_range", format!("range not satisfiable for {size} bytes")).into_response();
-            r.headers_mut().insert(header::CONTENT_RANGE, HeaderValue::from_str(&format!("bytes */{size}")).unwrap_or(HeaderValue::from_static("bytes */0")));
+            let mut r = ApiError(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "bad_range",
+                format!("range not satisfiable for {size} bytes"),
+            )
+            .into_response();
+            r.headers_mut().insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes */{size}"))
+                    .unwrap_or(HeaderValue::from_static("bytes */0")),
+            );
             return Ok(r);
         }
     };
@@ -291,7 +406,10 @@ async fn get_file(State(st): State<ApiState>, Path(p): Path<String>, method: axu
         .header(header::ETAG, etag)
         .header(header::CONTENT_TYPE, "application/octet-stream");
     if status == StatusCode::PARTIAL_CONTENT {
-        b = b.header(header::CONTENT_RANGE, format!("bytes {}-{}/{}", start, end - 1, size));
+        b = b.header(
+            header::CONTENT_RANGE,
+            format!("bytes {}-{}/{}", start, end - 1, size),
+        );
     }
     let body = if method == axum::http::Method::HEAD {
         Body::empty()
@@ -304,7 +422,8 @@ async fn get_file(State(st): State<ApiState>, Path(p): Path<String>, method: axu
             std::io::Error::other(e.to_string())
         }))
     };
-    b.body(body).map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
+    b.body(body)
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
 }
 
 /// Query of a DELETE.
@@ -314,7 +433,11 @@ struct RmQuery {
     recursive: bool,
 }
 
-async fn delete(State(st): State<ApiState>, Path(p): Path<String>, Query(q): Query<RmQuery>) -> ApiResult<StatusCode> {
+async fn delete(
+    State(st): State<ApiState>,
+    Path(p): Path<String>,
+    Query(q): Query<RmQuery>,
+) -> ApiResult<StatusCode> {
     st.store.remove(&parse_path(&p)?, q.recursive).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -326,7 +449,11 @@ struct MkdirQuery {
     parents: bool,
 }
 
-async fn mkdir(State(st): State<ApiState>, Path(p): Path<String>, Query(q): Query<MkdirQuery>) -> ApiResult<StatusCode> {
+async fn mkdir(
+    State(st): State<ApiState>,
+    Path(p): Path<String>,
+    Query(q): Query<MkdirQuery>,
+) -> ApiResult<StatusCode> {
     st.store.mkdir(&parse_path(&p)?, q.parents).await?;
     Ok(StatusCode::CREATED)
 }
@@ -341,7 +468,9 @@ struct MvBody {
 }
 
 async fn mv(State(st): State<ApiState>, Json(b): Json<MvBody>) -> ApiResult<StatusCode> {
-    st.store.rename(&parse_path(&b.from)?, &parse_path(&b.to)?, b.replace).await?;
+    st.store
+        .rename(&parse_path(&b.from)?, &parse_path(&b.to)?, b.replace)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -349,7 +478,10 @@ async fn list_root(st: State<ApiState>) -> ApiResult<Json<serde_json::Value>> {
     list(st, Path(String::new())).await
 }
 
-async fn list(State(st): State<ApiState>, Path(p): Path<String>) -> ApiResult<Json<serde_json::Value>> {
+async fn list(
+    State(st): State<ApiState>,
+    Path(p): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
     let path = parse_path(&p)?;
     match st.store.meta.list(&path).await.map_err(StoreError::from)? {
         None => Err(StoreError::from(Rejection::NotFound(path.to_string())).into()),
@@ -375,18 +507,47 @@ struct Tolerance {
     summary: String,
 }
 
-async fn stat(State(st): State<ApiState>, Path(p): Path<String>) -> ApiResult<Json<serde_json::Value>> {
+async fn stat(
+    State(st): State<ApiState>,
+    Path(p): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
     let path = parse_path(&p)?;
-    let entry = st.store.meta.lookup(&path).await.map_err(StoreError::from)?.ok_or_else(|| StoreError::from(Rejection::NotFound(path.to_string())))?;
+    let entry = st
+        .store
+        .meta
+        .lookup(&path)
+        .await
+        .map_err(StoreError::from)?
+        .ok_or_else(|| StoreError::from(Rejection::NotFound(path.to_string())))?;
     if entry.kind == EntryKind::Dir {
-        let policy = st.store.meta.effective_policy(&path).await.map_err(StoreError::from)?;
-        return Ok(Json(json!({"path": path.to_string(), "kind": "dir", "mtime_ms": entry.mtime_ms, "policy": entry.policy, "effective_policy": policy})));
+        let policy = st
+            .store
+            .meta
+            .effective_policy(&path)
+            .await
+            .map_err(StoreError::from)?;
+        return Ok(Json(
+            json!({"path": path.to_string(), "kind": "dir", "mtime_ms": entry.mtime_ms, "policy": entry.policy, "effective_policy": policy}),
+        ));
     }
-    let Some(fid) = entry.file_id else { return Err(bad("entry without file")) };
-    let rec = st.store.meta.file(fid).await.map_err(StoreError::from)?.ok_or_else(|| StoreError::from(Rejection::NotFound(path.to_string())))?;
+    let Some(fid) = entry.file_id else {
+        return Err(bad("entry without file"));
+    };
+    let rec = st
+        .store
+        .meta
+        .file(fid)
+        .await
+        .map_err(StoreError::from)?
+        .ok_or_else(|| StoreError::from(Rejection::NotFound(path.to_string())))?;
     let disks = st.store.meta.disks().await.map_err(StoreError::from)?;
     let k = usize::from(rec.geometry.k);
-    let mut tol = Tolerance { parts: usize::MAX, disks: usize::MAX, machines: usize::MAX, summary: String::new() };
+    let mut tol = Tolerance {
+        parts: usize::MAX,
+        disks: usize::MAX,
+        machines: usize::MAX,
+        summary: String::new(),
+    };
     let mut segs = Vec::new();
     for s in &rec.segments {
         let mut per_domain: std::collections::HashMap<(u64, u64), usize> = Default::default();
@@ -394,7 +555,9 @@ async fn stat(State(st): State<ApiState>, Path(p): Path<String>) -> ApiResult<Js
         let mut healthy = 0usize;
         let mut parts = Vec::new();
         for p in &s.parts {
-            let d = p.disk_id.and_then(|id| disks.iter().find(|d| d.disk_id == id));
+            let d = p
+                .disk_id
+                .and_then(|id| disks.iter().find(|d| d.disk_id == id));
             if let (Some(d), false) = (d, p.missing) {
                 healthy += 1;
                 *per_domain.entry((d.node_id, d.fs_dev)).or_default() += 1;
@@ -403,12 +566,23 @@ async fn stat(State(st): State<ApiState>, Path(p): Path<String>) -> ApiResult<Js
             parts.push(json!({"index": p.index, "disk_id": p.disk_id, "disk_path": d.map(|d| d.path.clone()), "node_id": d.map(|d| d.node_id), "missing": p.missing}));
         }
         tol.parts = tol.parts.min(healthy.saturating_sub(k));
-        tol.disks = tol.disks.min(domains_tolerated(&per_domain.values().copied().collect::<Vec<_>>(), k));
-        tol.machines = tol.machines.min(domains_tolerated(&per_node.values().copied().collect::<Vec<_>>(), k));
+        tol.disks = tol.disks.min(domains_tolerated(
+            &per_domain.values().copied().collect::<Vec<_>>(),
+            k,
+        ));
+        tol.machines = tol.machines.min(domains_tolerated(
+            &per_node.values().copied().collect::<Vec<_>>(),
+            k,
+        ));
         segs.push(json!({"index": s.index, "offset": s.offset, "size": s.data_len, "blake3": s.blake3, "parts": parts}));
     }
     if rec.segments.is_empty() {
-        tol = Tolerance { parts: 0, disks: 0, machines: 0, summary: String::new() };
+        tol = Tolerance {
+            parts: 0,
+            disks: 0,
+            machines: 0,
+            summary: String::new(),
+        };
     }
     tol.summary = if rec.segments.is_empty() {
         "empty file: nothing to lose".into()
@@ -439,13 +613,27 @@ async fn policy_get_root(st: State<ApiState>) -> ApiResult<Json<serde_json::Valu
     policy_get(st, Path(String::new())).await
 }
 
-async fn policy_get(State(st): State<ApiState>, Path(p): Path<String>) -> ApiResult<Json<serde_json::Value>> {
+async fn policy_get(
+    State(st): State<ApiState>,
+    Path(p): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
     let path = parse_path(&p)?;
-    let entry = st.store.meta.lookup(&path).await.map_err(StoreError::from)?.ok_or_else(|| StoreError::from(Rejection::NotFound(path.to_string())))?;
+    let entry = st
+        .store
+        .meta
+        .lookup(&path)
+        .await
+        .map_err(StoreError::from)?
+        .ok_or_else(|| StoreError::from(Rejection::NotFound(path.to_string())))?;
     if entry.kind != EntryKind::Dir {
         return Err(StoreError::from(Rejection::NotADirectory(path.to_string())).into());
     }
-    let eff = st.store.meta.effective_policy(&path).await.map_err(StoreError::from)?;
+    let eff = st
+        .store
+        .meta
+        .effective_policy(&path)
+        .await
+        .map_err(StoreError::from)?;
     let n = st.store.disks.len();
     let default = Policy::resolve(st.store.storage.default_policy, n, false).to_string();
     let small = Policy::resolve(st.store.storage.small_file_policy, n, true).to_string();
@@ -470,15 +658,29 @@ async fn policy_set_root(st: State<ApiState>, b: Json<PolicyBody>) -> ApiResult<
     policy_set(st, Path(String::new()), b).await
 }
 
-async fn policy_set(State(st): State<ApiState>, Path(p): Path<String>, Json(b): Json<PolicyBody>) -> ApiResult<StatusCode> {
+async fn policy_set(
+    State(st): State<ApiState>,
+    Path(p): Path<String>,
+    Json(b): Json<PolicyBody>,
+) -> ApiResult<StatusCode> {
     let path = parse_path(&p)?;
-    let policy = b.policy.as_deref().map(str::parse::<Policy>).transpose().map_err(bad)?;
+    let policy = b
+        .policy
+        .as_deref()
+        .map(str::parse::<Policy>)
+        .transpose()
+        .map_err(bad)?;
     st.store.set_policy(&path, policy).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn admin_snapshot(State(st): State<ApiState>) -> ApiResult<Json<serde_json::Value>> {
-    let upto = st.store.consensus.snapshot_and_purge().await.map_err(StoreError::from)?;
+    let upto = st
+        .store
+        .consensus
+        .snapshot_and_purge()
+        .await
+        .map_err(StoreError::from)?;
     Ok(Json(json!({"snapshot_index": upto})))
 }
 

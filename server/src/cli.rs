@@ -34,7 +34,12 @@ pub mod exit {
 #[command(name = "wormfs", version, about)]
 pub struct Cli {
     /// The node to talk to.
-    #[arg(long, global = true, env = "WORMFS_NODE", default_value = "http://127.0.0.1:7710")]
+    #[arg(
+        long,
+        global = true,
+        env = "WORMFS_NODE",
+        default_value = "http://127.0.0.1:7710"
+    )]
     pub node: String,
     /// API token (default: read from DATA_DIR/admin-token).
     #[arg(long, global = true, env = "WORMFS_TOKEN", hide_env_values = true)]
@@ -207,13 +212,18 @@ struct Client {
 /// Percent-encodes a WormFS path for a URL (keeps `/`).
 fn enc(path: &str) -> anyhow::Result<String> {
     // Checked here too: a URL library would quietly resolve "a/../b" to "b".
-    crate::tree_path::TreePath::parse(path).map_err(|e| CliError { code: exit::USAGE, message: e.to_string() })?;
+    crate::tree_path::TreePath::parse(path).map_err(|e| CliError {
+        code: exit::USAGE,
+        message: e.to_string(),
+    })?;
     let p = path.trim_start_matches('/');
     let mut out = String::new();
     for b in p.bytes() {
         match b {
             // '.' is encoded too, so no URL normalisation can turn "a/../b" into "b": the node refuses it.
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'~' | b'/' => out.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'~' | b'/' => {
+                out.push(b as char)
+            }
             _ => out.push_str(&format!("%{b:02X}")),
         }
     }
@@ -223,9 +233,11 @@ fn enc(path: &str) -> anyhow::Result<String> {
 fn bar(len: u64, msg: String) -> ProgressBar {
     let b = ProgressBar::new(len);
     b.set_style(
-        ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
     );
     b.set_message(msg);
     b
@@ -238,7 +250,11 @@ impl Client {
         }
         let status = r.status();
         let body: Value = r.json().await.unwrap_or(Value::Null);
-        let msg = body.get("error").and_then(Value::as_str).unwrap_or(status.as_str()).to_owned();
+        let msg = body
+            .get("error")
+            .and_then(Value::as_str)
+            .unwrap_or(status.as_str())
+            .to_owned();
         let code = match status.as_u16() {
             400 | 416 => exit::USAGE,
             401 | 403 => exit::AUTH,
@@ -256,18 +272,36 @@ impl Client {
             Some((p, q)) => format!("{}?{q}", p.trim_end_matches('/')),
             None => path.trim_end_matches('/').to_owned(),
         };
-        self.http.request(m, format!("{}{}", self.base, path)).bearer_auth(&self.token)
+        self.http
+            .request(m, format!("{}{}", self.base, path))
+            .bearer_auth(&self.token)
     }
 
     async fn get_json(&self, path: &str) -> anyhow::Result<Value> {
-        let r = self.req(reqwest::Method::GET, path).send().await.with_context(|| format!("connect to {}", self.base))?;
+        let r = self
+            .req(reqwest::Method::GET, path)
+            .send()
+            .await
+            .with_context(|| format!("connect to {}", self.base))?;
         Ok(self.check(r).await?.json().await?)
     }
 
-    async fn put_file(&self, src: &Path, dest: &str, policy: Option<&str>, conflict: &str) -> anyhow::Result<Value> {
-        let f = tokio::fs::File::open(src).await.with_context(|| format!("open {}", src.display()))?;
+    async fn put_file(
+        &self,
+        src: &Path,
+        dest: &str,
+        policy: Option<&str>,
+        conflict: &str,
+    ) -> anyhow::Result<Value> {
+        let f = tokio::fs::File::open(src)
+            .await
+            .with_context(|| format!("open {}", src.display()))?;
         let len = f.metadata().await?.len();
-        let pb = if self.json { ProgressBar::hidden() } else { bar(len, dest.to_owned()) };
+        let pb = if self.json {
+            ProgressBar::hidden()
+        } else {
+            bar(len, dest.to_owned())
+        };
         let pb2 = pb.clone();
         let stream = tokio_util::io::ReaderStream::with_capacity(f, 1 << 20).inspect(move |c| {
             if let Ok(c) = c {
@@ -328,24 +362,38 @@ fn find_token(flag: Option<String>) -> anyhow::Result<String> {
     if let Some(t) = flag {
         return Ok(t);
     }
-    let dir = std::env::var_os("WORMFS_DATA_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("wormfs-data"));
+    let dir = std::env::var_os("WORMFS_DATA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("wormfs-data"));
     crate::node::read_token(&dir).map_err(|e| {
-        CliError { code: exit::AUTH, message: format!("no API token: {e:#} (give --token, WORMFS_TOKEN or WORMFS_DATA_DIR)") }.into()
+        CliError {
+            code: exit::AUTH,
+            message: format!("no API token: {e:#} (give --token, WORMFS_TOKEN or WORMFS_DATA_DIR)"),
+        }
+        .into()
     })
 }
 
 /// Runs a client command.
 pub async fn run_client(cli: Cli) -> anyhow::Result<()> {
     let c = Client {
-        http: reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).build()?,
+        http: reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .build()?,
         base: cli.node.trim_end_matches('/').to_owned(),
         token: find_token(cli.token)?,
         json: cli.json,
     };
     match cli.cmd {
         Cmd::Serve(_) | Cmd::Config(_) => unreachable!("handled in main"),
-        Cmd::Put { src, dest, policy, conflict } => {
-            let meta = std::fs::metadata(&src).with_context(|| format!("read {}", src.display()))?;
+        Cmd::Put {
+            src,
+            dest,
+            policy,
+            conflict,
+        } => {
+            let meta =
+                std::fs::metadata(&src).with_context(|| format!("read {}", src.display()))?;
             let mut results = Vec::new();
             if meta.is_dir() {
                 let mut files = Vec::new();
@@ -356,12 +404,19 @@ pub async fn run_client(cli: Cli) -> anyhow::Result<()> {
                     let d = format!("{}/{}", dest.trim_end_matches('/'), rel);
                     let r = c.put_file(&f, &d, policy.as_deref(), &conflict).await?;
                     if !c.json {
-                        println!("{} -> {} ({})", f.display(), r["path"].as_str().unwrap_or(&d), human(r["size"].as_u64().unwrap_or(0)));
+                        println!(
+                            "{} -> {} ({})",
+                            f.display(),
+                            r["path"].as_str().unwrap_or(&d),
+                            human(r["size"].as_u64().unwrap_or(0))
+                        );
                     }
                     results.push(r);
                 }
             } else {
-                let r = c.put_file(&src, &dest, policy.as_deref(), &conflict).await?;
+                let r = c
+                    .put_file(&src, &dest, policy.as_deref(), &conflict)
+                    .await?;
                 if !c.json {
                     println!(
                         "{} -> {} ({}, {}, blake3 {})",
@@ -372,7 +427,10 @@ pub async fn run_client(cli: Cli) -> anyhow::Result<()> {
                         r["blake3"].as_str().unwrap_or("")
                     );
                     if r["missing_parts"].as_u64().unwrap_or(0) > 0 {
-                        println!("warning: {} part(s) could not be written and wait for repair", r["missing_parts"]);
+                        println!(
+                            "warning: {} part(s) could not be written and wait for repair",
+                            r["missing_parts"]
+                        );
                     }
                 }
                 results.push(r);
@@ -382,10 +440,17 @@ pub async fn run_client(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Cmd::Append { src, dest } => {
-            let f = tokio::fs::File::open(&src).await.with_context(|| format!("open {}", src.display()))?;
+            let f = tokio::fs::File::open(&src)
+                .await
+                .with_context(|| format!("open {}", src.display()))?;
             let r = c
-                .req(reqwest::Method::POST, &format!("/api/v1/append/{}", enc(&dest)?))
-                .body(reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(f, 1 << 20)))
+                .req(
+                    reqwest::Method::POST,
+                    &format!("/api/v1/append/{}", enc(&dest)?),
+                )
+                .body(reqwest::Body::wrap_stream(
+                    tokio_util::io::ReaderStream::with_capacity(f, 1 << 20),
+                ))
                 .send()
                 .await?;
             let v: Value = c.check(r).await?.json().await?;
@@ -396,20 +461,48 @@ pub async fn run_client(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Cmd::Get { src, dest, range } => {
-            let mut rq = c.req(reqwest::Method::GET, &format!("/api/v1/files/{}", enc(&src)?));
+            let mut rq = c.req(
+                reqwest::Method::GET,
+                &format!("/api/v1/files/{}", enc(&src)?),
+            );
             if let Some(r) = &range {
                 if !r.contains('-') {
-                    bail!(CliError { code: exit::USAGE, message: format!("--range {r:?}: expected START-END or START-") });
+                    bail!(CliError {
+                        code: exit::USAGE,
+                        message: format!("--range {r:?}: expected START-END or START-")
+                    });
                 }
                 rq = rq.header("range", format!("bytes={r}"));
             }
-            let resp = c.check(rq.send().await.with_context(|| format!("connect to {}", c.base))?).await?;
+            let resp = c
+                .check(
+                    rq.send()
+                        .await
+                        .with_context(|| format!("connect to {}", c.base))?,
+                )
+                .await?;
             let len = resp.content_length().unwrap_or(0);
             let to_stdout = dest.as_os_str() == "-";
-            let pb = if c.json || to_stdout { ProgressBar::hidden() } else { bar(len, src.clone()) };
-            let tmp = dest.with_file_name(format!(".{}.wormfs-part", dest.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
-            let mut out: Box<dyn tokio::io::AsyncWrite + Unpin> =
-                if to_stdout { Box::new(tokio::io::stdout()) } else { Box::new(tokio::fs::File::create(&tmp).await.with_context(|| format!("create {}", tmp.display()))?) };
+            let pb = if c.json || to_stdout {
+                ProgressBar::hidden()
+            } else {
+                bar(len, src.clone())
+            };
+            let tmp = dest.with_file_name(format!(
+                ".{}.wormfs-part",
+                dest.file_name()
+                    .map(|n| n.to_string_lossy())
+                    .unwrap_or_default()
+            ));
+            let mut out: Box<dyn tokio::io::AsyncWrite + Unpin> = if to_stdout {
+                Box::new(tokio::io::stdout())
+            } else {
+                Box::new(
+                    tokio::fs::File::create(&tmp)
+                        .await
+                        .with_context(|| format!("create {}", tmp.display()))?,
+                )
+            };
             let mut got = 0u64;
             let mut body = resp.bytes_stream();
             while let Some(chunk) = body.next().await {
@@ -417,7 +510,10 @@ pub async fn run_client(cli: Cli) -> anyhow::Result<()> {
                     Ok(c) => c,
                     Err(e) => {
                         let _ = tokio::fs::remove_file(&tmp).await;
-                        bail!(CliError { code: exit::UNAVAILABLE, message: format!("read of {src} failed after {got} bytes: {e}") });
+                        bail!(CliError {
+                            code: exit::UNAVAILABLE,
+                            message: format!("read of {src} failed after {got} bytes: {e}")
+                        });
                     }
                 };
                 out.write_all(&chunk).await?;
@@ -429,10 +525,15 @@ pub async fn run_client(cli: Cli) -> anyhow::Result<()> {
             pb.finish_and_clear();
             if got != len {
                 let _ = tokio::fs::remove_file(&tmp).await;
-                bail!(CliError { code: exit::UNAVAILABLE, message: format!("read of {src} ended after {got} of {len} bytes") });
+                bail!(CliError {
+                    code: exit::UNAVAILABLE,
+                    message: format!("read of {src} ended after {got} of {len} bytes")
+                });
             }
             if !to_stdout {
-                tokio::fs::rename(&tmp, &dest).await.with_context(|| format!("rename to {}", dest.display()))?;
+                tokio::fs::rename(&tmp, &dest)
+                    .await
+                    .with_context(|| format!("rename to {}", dest.display()))?;
                 if c.json {
                     print_json(&serde_json::json!({"path": src, "dest": dest, "bytes": got}));
                 }
@@ -445,7 +546,16 @@ pub async fn run_client(cli: Cli) -> anyhow::Result<()> {
             } else {
                 for e in v["entries"].as_array().into_iter().flatten() {
                     let dir = e["kind"] == "dir";
-                    println!("{:>10}  {}{}", if dir { "-".into() } else { human(e["size"].as_u64().unwrap_or(0)) }, e["name"].as_str().unwrap_or(""), if dir { "/" } else { "" });
+                    println!(
+                        "{:>10}  {}{}",
+                        if dir {
+                            "-".into()
+                        } else {
+                            human(e["size"].as_u64().unwrap_or(0))
+                        },
+                        e["name"].as_str().unwrap_or(""),
+                        if dir { "/" } else { "" }
+                    );
                 }
             }
         }
@@ -454,42 +564,86 @@ pub async fn run_client(cli: Cli) -> anyhow::Result<()> {
             if c.json {
                 print_json(&v);
             } else if v["kind"] == "dir" {
-                println!("{}: directory, policy {}", v["path"].as_str().unwrap_or(""), v["effective_policy"].as_str().unwrap_or("default"));
+                println!(
+                    "{}: directory, policy {}",
+                    v["path"].as_str().unwrap_or(""),
+                    v["effective_policy"].as_str().unwrap_or("default")
+                );
             } else {
                 println!("path:     {}", v["path"].as_str().unwrap_or(""));
-                println!("size:     {} ({} bytes)", human(v["size"].as_u64().unwrap_or(0)), v["size"]);
+                println!(
+                    "size:     {} ({} bytes)",
+                    human(v["size"].as_u64().unwrap_or(0)),
+                    v["size"]
+                );
                 println!("policy:   {}", v["policy"].as_str().unwrap_or(""));
-                println!("blake3:   {}", v["blake3"].as_str().unwrap_or("(not kept after an append; see segment hashes)"));
+                println!(
+                    "blake3:   {}",
+                    v["blake3"]
+                        .as_str()
+                        .unwrap_or("(not kept after an append; see segment hashes)")
+                );
                 println!("etag:     {}", v["etag"].as_str().unwrap_or(""));
                 println!("file id:  {}", v["file_id"].as_str().unwrap_or(""));
-                println!("survives: {}", v["tolerance"]["summary"].as_str().unwrap_or(""));
+                println!(
+                    "survives: {}",
+                    v["tolerance"]["summary"].as_str().unwrap_or("")
+                );
                 for s in v["segments"].as_array().into_iter().flatten() {
-                    println!("segment {} @{} {} blake3 {}", s["index"], s["offset"], human(s["size"].as_u64().unwrap_or(0)), s["blake3"].as_str().unwrap_or(""));
+                    println!(
+                        "segment {} @{} {} blake3 {}",
+                        s["index"],
+                        s["offset"],
+                        human(s["size"].as_u64().unwrap_or(0)),
+                        s["blake3"].as_str().unwrap_or("")
+                    );
                     for p in s["parts"].as_array().into_iter().flatten() {
                         println!(
                             "  part {:>2}: {}{}",
                             p["index"],
                             p["disk_path"].as_str().unwrap_or("(none)"),
-                            if p["missing"] == true { "  MISSING" } else { "" }
+                            if p["missing"] == true {
+                                "  MISSING"
+                            } else {
+                                ""
+                            }
                         );
                     }
                 }
             }
         }
         Cmd::Rm { path, recursive } => {
-            let r = c.req(reqwest::Method::DELETE, &format!("/api/v1/files/{}?recursive={recursive}", enc(&path)?)).send().await?;
+            let r = c
+                .req(
+                    reqwest::Method::DELETE,
+                    &format!("/api/v1/files/{}?recursive={recursive}", enc(&path)?),
+                )
+                .send()
+                .await?;
             c.check(r).await?;
         }
         Cmd::Mkdir { path, parents } => {
-            let r = c.req(reqwest::Method::POST, &format!("/api/v1/mkdir/{}?parents={parents}", enc(&path)?)).send().await?;
+            let r = c
+                .req(
+                    reqwest::Method::POST,
+                    &format!("/api/v1/mkdir/{}?parents={parents}", enc(&path)?),
+                )
+                .send()
+                .await?;
             c.check(r).await?;
         }
         Cmd::Mv { from, to } => {
-            let r = c.req(reqwest::Method::POST, "/api/v1/mv").json(&serde_json::json!({"from": from, "to": to})).send().await?;
+            let r = c
+                .req(reqwest::Method::POST, "/api/v1/mv")
+                .json(&serde_json::json!({"from": from, "to": to}))
+                .send()
+                .await?;
             c.check(r).await?;
         }
         Cmd::Policy(PolicyCmd::Get { dir }) => {
-            let v = c.get_json(&format!("/api/v1/policy/{}", enc(&dir)?)).await?;
+            let v = c
+                .get_json(&format!("/api/v1/policy/{}", enc(&dir)?))
+                .await?;
             if c.json {
                 print_json(&v);
             } else {
@@ -497,15 +651,30 @@ pub async fn run_client(cli: Cli) -> anyhow::Result<()> {
                     "{}: {}{} (files under {} bytes: {})",
                     v["path"].as_str().unwrap_or(""),
                     v["effective"].as_str().unwrap_or(""),
-                    if v["inherited"] == true { " (inherited)" } else { "" },
+                    if v["inherited"] == true {
+                        " (inherited)"
+                    } else {
+                        ""
+                    },
                     v["small_file_threshold_bytes"],
                     v["small_files"].as_str().unwrap_or("")
                 );
             }
         }
         Cmd::Policy(PolicyCmd::Set { dir, policy }) => {
-            let p = if policy == "inherit" { Value::Null } else { Value::String(policy) };
-            let r = c.req(reqwest::Method::PUT, &format!("/api/v1/policy/{}", enc(&dir)?)).json(&serde_json::json!({"policy": p})).send().await?;
+            let p = if policy == "inherit" {
+                Value::Null
+            } else {
+                Value::String(policy)
+            };
+            let r = c
+                .req(
+                    reqwest::Method::PUT,
+                    &format!("/api/v1/policy/{}", enc(&dir)?),
+                )
+                .json(&serde_json::json!({"policy": p}))
+                .send()
+                .await?;
             c.check(r).await?;
         }
         Cmd::Disks => {
@@ -513,7 +682,10 @@ pub async fn run_client(cli: Cli) -> anyhow::Result<()> {
             if c.json {
                 print_json(&v);
             } else {
-                println!("{:<36}  {:<8} {:>10} {:>10} {:>7}  {:<8} PATH", "ID", "FS", "CAPACITY", "USED", "PARTS", "STATE");
+                println!(
+                    "{:<36}  {:<8} {:>10} {:>10} {:>7}  {:<8} PATH",
+                    "ID", "FS", "CAPACITY", "USED", "PARTS", "STATE"
+                );
                 for d in v["disks"].as_array().into_iter().flatten() {
                     let total = d["space"]["total_bytes"].as_u64().unwrap_or(0);
                     let free = d["space"]["free_bytes"].as_u64().unwrap_or(0);
@@ -526,7 +698,11 @@ pub async fn run_client(cli: Cli) -> anyhow::Result<()> {
                         d["parts"],
                         d["state"].as_str().unwrap_or(""),
                         d["path"].as_str().unwrap_or(""),
-                        d["reason"].as_str().filter(|r| !r.is_empty()).map(|r| format!("  ({r})")).unwrap_or_default()
+                        d["reason"]
+                            .as_str()
+                            .filter(|r| !r.is_empty())
+                            .map(|r| format!("  ({r})"))
+                            .unwrap_or_default()
                     );
                 }
             }
@@ -536,12 +712,32 @@ pub async fn run_client(cli: Cli) -> anyhow::Result<()> {
             if c.json {
                 print_json(&v);
             } else {
-                println!("cluster:  {}  node {}", v["cluster_id"].as_str().unwrap_or(""), v["node_id"]);
+                println!(
+                    "cluster:  {}  node {}",
+                    v["cluster_id"].as_str().unwrap_or(""),
+                    v["node_id"]
+                );
                 println!("health:   {}", v["health"].as_str().unwrap_or(""));
-                println!("files:    {} in {} directories, {}", v["files"], v["directories"], human(v["logical_bytes"].as_u64().unwrap_or(0)));
-                println!("disks:    {} ({} active), {} used", v["disks"], v["disks_active"], human(v["disk_bytes_used"].as_u64().unwrap_or(0)));
-                println!("missing parts: {}   ingests in progress: {}", v["missing_parts"], v["ingests_in_progress"]);
-                println!("raft:     term {} leader {} applied {}", v["raft"]["term"], v["raft"]["leader"], v["raft"]["last_applied"]);
+                println!(
+                    "files:    {} in {} directories, {}",
+                    v["files"],
+                    v["directories"],
+                    human(v["logical_bytes"].as_u64().unwrap_or(0))
+                );
+                println!(
+                    "disks:    {} ({} active), {} used",
+                    v["disks"],
+                    v["disks_active"],
+                    human(v["disk_bytes_used"].as_u64().unwrap_or(0))
+                );
+                println!(
+                    "missing parts: {}   ingests in progress: {}",
+                    v["missing_parts"], v["ingests_in_progress"]
+                );
+                println!(
+                    "raft:     term {} leader {} applied {}",
+                    v["raft"]["term"], v["raft"]["leader"], v["raft"]["last_applied"]
+                );
             }
         }
         Cmd::Admin(a) => {

@@ -186,7 +186,14 @@ mod tests {
         let data = random_shards(4, 256, 7);
         let refs: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
         let parity = encode(&refs, 2).unwrap();
-        let avail = vec![None, None, None, Some(refs[3]), Some(&parity[0][..]), Some(&parity[1][..])];
+        let avail = vec![
+            None,
+            None,
+            None,
+            Some(refs[3]),
+            Some(&parity[0][..]),
+            Some(&parity[1][..]),
+        ];
         assert!(matches!(
             reconstruct_data(4, 2, &avail),
             Err(CodecError::NotEnoughShards { have: 3, need: 4 })

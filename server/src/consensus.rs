@@ -9,7 +9,10 @@ use std::time::Duration;
 use anyhow::Context;
 use openraft::error::{InstallSnapshotError, RPCError, RaftError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest, VoteResponse};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
 use openraft::{BasicNode, Raft, SnapshotPolicy};
 use wormfs_config::RaftConfig;
 
@@ -39,7 +42,13 @@ pub struct Consensus {
 
 impl Consensus {
     /// Starts Raft over the stores in `dir` and, on first start, initialises a one-voter cluster.
-    pub async fn start(node_id: NodeId, dir: &Path, db: MetaDb, cfg: &RaftConfig, addr: &str) -> anyhow::Result<Self> {
+    pub async fn start(
+        node_id: NodeId,
+        dir: &Path,
+        db: MetaDb,
+        cfg: &RaftConfig,
+        addr: &str,
+    ) -> anyhow::Result<Self> {
         let log = LogStore::open(&dir.join("raft-log.db")).await?;
         let sm = StateMachineStore::new(db, dir.join("snapshots")).await?;
         let config = openraft::Config {
@@ -59,7 +68,9 @@ impl Consensus {
         if !raft.is_initialized().await.context("raft state")? {
             let mut members = BTreeMap::new();
             members.insert(node_id, BasicNode::new(addr));
-            raft.initialize(members).await.context("initialise one-voter cluster")?;
+            raft.initialize(members)
+                .await
+                .context("initialise one-voter cluster")?;
             tracing::info!(node_id, "initialised a new one-voter cluster");
         }
         raft.wait(Some(Duration::from_secs(60)))
@@ -91,15 +102,26 @@ impl Consensus {
     /// Builds a snapshot now and purges the log up to it (operators and tests).
     pub async fn snapshot_and_purge(&self) -> anyhow::Result<u64> {
         let before = self.metrics().snapshot.map(|s| s.index);
-        self.raft.trigger().snapshot().await.context("trigger snapshot")?;
+        self.raft
+            .trigger()
+            .snapshot()
+            .await
+            .context("trigger snapshot")?;
         let m = self
             .raft
             .wait(Some(Duration::from_secs(120)))
-            .metrics(|m| m.snapshot.map(|s| s.index) != before && m.snapshot.is_some(), "snapshot built")
+            .metrics(
+                |m| m.snapshot.map(|s| s.index) != before && m.snapshot.is_some(),
+                "snapshot built",
+            )
             .await
             .context("wait for snapshot")?;
         let upto = m.snapshot.map(|s| s.index).unwrap_or(0);
-        self.raft.trigger().purge_log(upto).await.context("purge log")?;
+        self.raft
+            .trigger()
+            .purge_log(upto)
+            .await
+            .context("purge log")?;
         self.raft
             .wait(Some(Duration::from_secs(60)))
             .metrics(|m| m.purged.map(|p| p.index) >= Some(upto), "log purged")
@@ -130,7 +152,9 @@ impl RaftNetworkFactory<TypeConfig> for NoNetwork {
 }
 
 fn unreachable<E: std::error::Error>() -> RPCError<NodeId, BasicNode, E> {
-    RPCError::Unreachable(Unreachable::new(&std::io::Error::other("single-node cluster has no peer network")))
+    RPCError::Unreachable(Unreachable::new(&std::io::Error::other(
+        "single-node cluster has no peer network",
+    )))
 }
 
 impl RaftNetwork<TypeConfig> for NoPeer {
@@ -146,7 +170,10 @@ impl RaftNetwork<TypeConfig> for NoPeer {
         &mut self,
         _rpc: InstallSnapshotRequest<TypeConfig>,
         _option: RPCOption,
-    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>> {
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
+    > {
         Err(unreachable())
     }
 

@@ -139,7 +139,10 @@ pub struct Space {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DiskError + '_ {
-    move |source| DiskError::Io { path: path.to_owned(), source }
+    move |source| DiskError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// Reads a disk's identity file, if any.
@@ -147,7 +150,10 @@ pub fn read_identity(root: &Path) -> Result<Option<DiskIdentity>, DiskError> {
     match std::fs::read(root.join(IDENTITY_FILE)) {
         Ok(b) => serde_json::from_slice(&b)
             .map(Some)
-            .map_err(|e| DiskError::Io { path: root.to_owned(), source: std::io::Error::other(e) }),
+            .map_err(|e| DiskError::Io {
+                path: root.to_owned(),
+                source: std::io::Error::other(e),
+            }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io(root)(e)),
     }
@@ -159,16 +165,41 @@ impl LocalDisk {
     /// `known` is the disk id the metadata has for this path: if the identity file is missing
     /// there, the disk is opened as missing. An unknown path without identity is initialised as
     /// a new disk, but only when it is empty (a `lost+found` is allowed).
-    pub fn open(root: &Path, cluster: ClusterId, known: Option<DiskId>, reserve_bytes: u64) -> Result<Self, DiskError> {
+    pub fn open(
+        root: &Path,
+        cluster: ClusterId,
+        known: Option<DiskId>,
+        reserve_bytes: u64,
+    ) -> Result<Self, DiskError> {
         let ident = read_identity(root)?;
         let (id, state) = match (ident, known) {
             (Some(i), _) if i.cluster_id != cluster => {
-                return Err(DiskError::Swapped { path: root.to_owned(), found: i.disk_id, cluster: i.cluster_id, expected: known.unwrap_or(i.disk_id) })
+                return Err(DiskError::Swapped {
+                    path: root.to_owned(),
+                    found: i.disk_id,
+                    cluster: i.cluster_id,
+                    expected: known.unwrap_or(i.disk_id),
+                })
             }
-            (Some(i), Some(k)) if i.disk_id != k => (k, (DiskState::Missing, format!("identity names disk {}", i.disk_id))),
+            (Some(i), Some(k)) if i.disk_id != k => (
+                k,
+                (
+                    DiskState::Missing,
+                    format!("identity names disk {}", i.disk_id),
+                ),
+            ),
             (Some(i), _) => (i.disk_id, (DiskState::Active, String::new())),
-            (None, Some(k)) => (k, (DiskState::Missing, "identity file missing (unmounted?)".to_owned())),
-            (None, None) => (Self::initialise(root, cluster)?, (DiskState::Active, String::new())),
+            (None, Some(k)) => (
+                k,
+                (
+                    DiskState::Missing,
+                    "identity file missing (unmounted?)".to_owned(),
+                ),
+            ),
+            (None, None) => (
+                Self::initialise(root, cluster)?,
+                (DiskState::Active, String::new()),
+            ),
         };
         let fs_dev = std::fs::metadata(root).map(|m| m.dev()).unwrap_or(0);
         let disk = Self {
@@ -193,10 +224,18 @@ impl LocalDisk {
         std::fs::create_dir_all(root).map_err(io(root))?;
         let mut entries = std::fs::read_dir(root).map_err(io(root))?;
         if entries.any(|e| e.map(|e| e.file_name() != "lost+found").unwrap_or(true)) {
-            return Err(DiskError::NotEmpty { path: root.to_owned() });
+            return Err(DiskError::NotEmpty {
+                path: root.to_owned(),
+            });
         }
-        let ident = DiskIdentity { format: 1, cluster_id: cluster, disk_id: DiskId::random(), created_ms: crate::fsutil::now_ms() };
-        let json = serde_json::to_vec_pretty(&ident).map_err(|e| io(root)(std::io::Error::other(e)))?;
+        let ident = DiskIdentity {
+            format: 1,
+            cluster_id: cluster,
+            disk_id: DiskId::random(),
+            created_ms: crate::fsutil::now_ms(),
+        };
+        let json =
+            serde_json::to_vec_pretty(&ident).map_err(|e| io(root)(std::io::Error::other(e)))?;
         crate::fsutil::write_durably(&root.join(IDENTITY_FILE), &json)
             .map_err(|e| io(root)(std::io::Error::other(format!("{e:#}"))))?;
         std::fs::create_dir_all(root.join(PARTS_DIR)).map_err(io(root))?;
@@ -226,7 +265,10 @@ impl LocalDisk {
     /// Space on the disk's filesystem.
     pub fn space(&self) -> Result<Space, DiskError> {
         let st = rustix::fs::statvfs(&self.root).map_err(|e| io(&self.root)(e.into()))?;
-        Ok(Space { total_bytes: st.f_blocks * st.f_frsize, free_bytes: st.f_bavail * st.f_frsize })
+        Ok(Space {
+            total_bytes: st.f_blocks * st.f_frsize,
+            free_bytes: st.f_bavail * st.f_frsize,
+        })
     }
 
     /// Checks that this is still the same disk and that it can take `needed` bytes.
@@ -238,11 +280,21 @@ impl LocalDisk {
                     self.set_state(DiskState::Active, String::new());
                 }
             }
-            Err(DiskError::Full { .. }) => self.set_state(DiskState::Full, res.as_ref().err().map(|e| e.to_string()).unwrap_or_default()),
-            Err(DiskError::ReadOnly { .. }) => self.set_state(DiskState::ReadOnly, "read-only".into()),
-            Err(e @ (DiskError::Missing { .. } | DiskError::Swapped { .. } | DiskError::DeviceChanged { .. })) => {
-                self.set_state(DiskState::Missing, e.to_string())
+            Err(DiskError::Full { .. }) => self.set_state(
+                DiskState::Full,
+                res.as_ref()
+                    .err()
+                    .map(|e| e.to_string())
+                    .unwrap_or_default(),
+            ),
+            Err(DiskError::ReadOnly { .. }) => {
+                self.set_state(DiskState::ReadOnly, "read-only".into())
             }
+            Err(
+                e @ (DiskError::Missing { .. }
+                | DiskError::Swapped { .. }
+                | DiskError::DeviceChanged { .. }),
+            ) => self.set_state(DiskState::Missing, e.to_string()),
             Err(_) => {}
         }
         res
@@ -250,23 +302,42 @@ impl LocalDisk {
 
     fn check(&self, needed: u64) -> Result<(), DiskError> {
         match read_identity(&self.root)? {
-            None => return Err(DiskError::Missing { path: self.root.clone() }),
+            None => {
+                return Err(DiskError::Missing {
+                    path: self.root.clone(),
+                })
+            }
             Some(i) if i.disk_id != self.id => {
-                return Err(DiskError::Swapped { path: self.root.clone(), found: i.disk_id, cluster: i.cluster_id, expected: self.id })
+                return Err(DiskError::Swapped {
+                    path: self.root.clone(),
+                    found: i.disk_id,
+                    cluster: i.cluster_id,
+                    expected: self.id,
+                })
             }
             Some(_) => {}
         }
         let dev = std::fs::metadata(&self.root).map_err(io(&self.root))?.dev();
         if dev != self.fs_dev {
-            return Err(DiskError::DeviceChanged { path: self.root.clone(), now: dev, was: self.fs_dev });
+            return Err(DiskError::DeviceChanged {
+                path: self.root.clone(),
+                now: dev,
+                was: self.fs_dev,
+            });
         }
         let st = rustix::fs::statvfs(&self.root).map_err(|e| io(&self.root)(e.into()))?;
         if st.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY) {
-            return Err(DiskError::ReadOnly { path: self.root.clone() });
+            return Err(DiskError::ReadOnly {
+                path: self.root.clone(),
+            });
         }
         let free = st.f_bavail * st.f_frsize;
         if free < self.reserve_bytes.saturating_add(needed) {
-            return Err(DiskError::Full { path: self.root.clone(), free, reserve: self.reserve_bytes });
+            return Err(DiskError::Full {
+                path: self.root.clone(),
+                free,
+                reserve: self.reserve_bytes,
+            });
         }
         Ok(())
     }
@@ -312,7 +383,10 @@ mod tests {
         d.verify_for_write(1).unwrap();
         // The identity vanishes (the disk was unmounted): writes are refused.
         std::fs::remove_file(root.join(IDENTITY_FILE)).unwrap();
-        assert!(matches!(d.verify_for_write(1), Err(DiskError::Missing { .. })));
+        assert!(matches!(
+            d.verify_for_write(1),
+            Err(DiskError::Missing { .. })
+        ));
         assert_eq!(d.state().0, DiskState::Missing);
         // Reopened with the metadata's knowledge, it stays missing and is not re-initialised.
         let again = LocalDisk::open(&root, cluster, Some(d.id), 0).unwrap();

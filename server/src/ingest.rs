@@ -160,14 +160,19 @@ impl SegmentWriter {
                         break;
                     }
                     let end = (start + bs).min(data.len());
-                    self.shards[j][r * bs..r * bs + (end - start)].copy_from_slice(&data[start..end]);
+                    self.shards[j][r * bs..r * bs + (end - start)]
+                        .copy_from_slice(&data[start..end]);
                 }
             }
             let refs: Vec<&[u8]> = self.shards.iter().map(Vec::as_slice).collect();
             codec::encode_into(&refs, &mut self.parity)?;
             for i in 0..self.writers.len() {
                 let res = match self.writers[i].as_mut() {
-                    Some(w) => w.write(if i < k { &self.shards[i] } else { &self.parity[i - k] }),
+                    Some(w) => w.write(if i < k {
+                        &self.shards[i]
+                    } else {
+                        &self.parity[i - k]
+                    }),
                     None => Ok(()),
                 };
                 if let Err(e) = res {
@@ -218,7 +223,13 @@ impl SegmentWriter {
                 .collect();
             handles
                 .into_iter()
-                .map(|(i, h)| (i, h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("part writer panicked")))))
+                .map(|(i, h)| {
+                    (
+                        i,
+                        h.join()
+                            .unwrap_or_else(|_| Err(anyhow::anyhow!("part writer panicked"))),
+                    )
+                })
                 .collect()
         });
         for (i, r) in results {
@@ -228,8 +239,17 @@ impl SegmentWriter {
             }
         }
         let durable = self.disks.iter().filter(|d| d.is_some()).count();
-        anyhow::ensure!(durable >= self.quorum, "only {durable} parts durable, {} needed", self.quorum);
-        Ok(NewSegment { index: self.index, data_len: self.len, blake3: hash.to_hex().to_string(), parts: self.disks })
+        anyhow::ensure!(
+            durable >= self.quorum,
+            "only {durable} parts durable, {} needed",
+            self.quorum
+        );
+        Ok(NewSegment {
+            index: self.index,
+            data_len: self.len,
+            blake3: hash.to_hex().to_string(),
+            parts: self.disks,
+        })
     }
 
     fn abort(mut self) {
@@ -247,7 +267,12 @@ impl Store {
     }
 
     /// Opens part writers for segment `index` on disks chosen by placement.
-    fn open_segment(self: &Arc<Self>, geo: Geometry, file_id: FileId, index: u32) -> Result<SegmentWriter, StoreError> {
+    fn open_segment(
+        self: &Arc<Self>,
+        geo: Geometry,
+        file_id: FileId,
+        index: u32,
+    ) -> Result<SegmentWriter, StoreError> {
         let part_bytes = geo.part_capacity + u64::from(region_len(geo.max_blocks_per_part()));
         let cands = self.candidates(part_bytes);
         let mut order = place(&cands, cands.len(), &mut rand::rng())
@@ -261,14 +286,24 @@ impl Store {
         for part in 0..width {
             let mut opened = None;
             for disk_id in order.by_ref() {
-                let Some(disk) = self.disk(disk_id) else { continue };
+                let Some(disk) = self.disk(disk_id) else {
+                    continue;
+                };
                 let dest = disk.part_path(file_id, index, part as u16);
-                match LocalPartWriter::create(disk.clone(), dest, header_len, geo.block_size, part_bytes) {
+                match LocalPartWriter::create(
+                    disk.clone(),
+                    dest,
+                    header_len,
+                    geo.block_size,
+                    part_bytes,
+                ) {
                     Ok(w) => {
                         opened = Some((disk_id, w));
                         break;
                     }
-                    Err(e) => tracing::warn!(disk = %disk.root.display(), "cannot start a part: {e:#}"),
+                    Err(e) => {
+                        tracing::warn!(disk = %disk.root.display(), "cannot start a part: {e:#}")
+                    }
                 }
             }
             match opened {
@@ -302,8 +337,16 @@ impl Store {
             hasher: blake3::Hasher::new(),
             len: 0,
             quorum,
-            shards: if geo.is_replica() { Vec::new() } else { vec![Vec::new(); k] },
-            parity: if geo.is_replica() { Vec::new() } else { vec![Vec::new(); usize::from(geo.m)] },
+            shards: if geo.is_replica() {
+                Vec::new()
+            } else {
+                vec![Vec::new(); k]
+            },
+            parity: if geo.is_replica() {
+                Vec::new()
+            } else {
+                vec![Vec::new(); usize::from(geo.m)]
+            },
         })
     }
 
@@ -324,7 +367,9 @@ impl Store {
         let mut index = first_index;
         let mut spare: Option<Vec<u8>> = None;
         let mut next = Vec::with_capacity(batch);
-        src.fill(&mut next, batch.min(geo.segment_capacity() as usize)).await.map_err(read_err)?;
+        src.fill(&mut next, batch.min(geo.segment_capacity() as usize))
+            .await
+            .map_err(read_err)?;
         while !next.is_empty() {
             let mut seg = self.open_segment(geo, file_id, index)?;
             let mut seg_len = 0u64;
@@ -367,14 +412,21 @@ impl Store {
             segments.push(done);
             index += 1;
             if next.is_empty() && !src.exhausted() {
-                src.fill(&mut next, batch.min(geo.segment_capacity() as usize)).await.map_err(read_err)?;
+                src.fill(&mut next, batch.min(geo.segment_capacity() as usize))
+                    .await
+                    .map_err(read_err)?;
             }
         }
         Ok((segments, hasher.finalize()))
     }
 
     /// Records an intent and keeps its lease alive until the returned token is cancelled.
-    async fn begin_intent(self: &Arc<Self>, file_id: FileId, path: &TreePath, append_to: Option<FileId>) -> Result<CancellationToken, StoreError> {
+    async fn begin_intent(
+        self: &Arc<Self>,
+        file_id: FileId,
+        path: &TreePath,
+        append_to: Option<FileId>,
+    ) -> Result<CancellationToken, StoreError> {
         let lease = self.ingest.lease_ms;
         self.propose(CommandV1::BeginIngest {
             file_id,
@@ -407,40 +459,68 @@ impl Store {
 
     /// Ingests a byte stream as a new file.
     #[tracing::instrument(skip_all, fields(path = %req.path))]
-    pub async fn ingest<R: AsyncRead + Unpin>(self: &Arc<Self>, req: IngestRequest, src: R) -> Result<IngestResult, StoreError> {
+    pub async fn ingest<R: AsyncRead + Unpin>(
+        self: &Arc<Self>,
+        req: IngestRequest,
+        src: R,
+    ) -> Result<IngestResult, StoreError> {
         let res = self.ingest_inner(req, src).await;
         match &res {
             Ok(r) => {
-                self.counters.ingests_committed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.counters
+                    .ingests_committed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::info!(path = %r.path, size = r.size, policy = %r.policy, skipped = r.skipped, "ingest committed");
             }
             Err(e) => {
-                self.counters.ingests_failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.counters
+                    .ingests_failed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::warn!("ingest failed: {e}");
             }
         }
         res
     }
 
-    async fn ingest_inner<R: AsyncRead + Unpin>(self: &Arc<Self>, req: IngestRequest, rest: R) -> Result<IngestResult, StoreError> {
+    async fn ingest_inner<R: AsyncRead + Unpin>(
+        self: &Arc<Self>,
+        req: IngestRequest,
+        rest: R,
+    ) -> Result<IngestResult, StoreError> {
         if req.path.is_root() {
             return Err(StoreError::BadRequest("cannot write a file at /".into()));
         }
         let threshold = self.storage.small_file_threshold_bytes;
-        let mut src = Source { head: Vec::new(), head_pos: 0, rest, eof: false, total: 0 };
+        let mut src = Source {
+            head: Vec::new(),
+            head_pos: 0,
+            rest,
+            eof: false,
+            total: 0,
+        };
         let mut head = Vec::new();
-        src.fill(&mut head, (threshold + 1) as usize).await.map_err(read_err)?;
+        src.fill(&mut head, (threshold + 1) as usize)
+            .await
+            .map_err(read_err)?;
         let small = (head.len() as u64) <= threshold && src.eof;
         src.head = head;
         src.total = 0;
         let policy = self.policy_for(&req.path, small, req.policy).await?;
-        policy.check_fits(self.disks.len()).map_err(|e| StoreError::BadRequest(e.to_string()))?;
-        let geo = Geometry::for_policy(policy, self.storage.block_size_bytes, self.storage.segment_part_bytes);
+        policy
+            .check_fits(self.disks.len())
+            .map_err(|e| StoreError::BadRequest(e.to_string()))?;
+        let geo = Geometry::for_policy(
+            policy,
+            self.storage.block_size_bytes,
+            self.storage.segment_part_bytes,
+        );
         let file_id = FileId::mint();
         let lease = self.begin_intent(file_id, &req.path, None).await?;
         let _stop_lease = lease.drop_guard();
         crash_point("ingest-after-intent");
-        let written = self.write_segments(geo, file_id, 0, &req.path.to_string(), &mut src).await;
+        let written = self
+            .write_segments(geo, file_id, 0, &req.path.to_string(), &mut src)
+            .await;
         let (segments, hash) = match written {
             Ok(v) => v,
             Err(e) => {
@@ -452,11 +532,17 @@ impl Store {
             if want != src.total {
                 self.abandon(file_id).await;
                 self.delete_parts(file_id, &segments);
-                return Err(StoreError::BadRequest(format!("received {} bytes, {} announced", src.total, want)));
+                return Err(StoreError::BadRequest(format!(
+                    "received {} bytes, {} announced",
+                    src.total, want
+                )));
             }
         }
         crash_point("ingest-after-parts");
-        let missing_parts = segments.iter().map(|s| s.parts.iter().filter(|p| p.is_none()).count()).sum();
+        let missing_parts = segments
+            .iter()
+            .map(|s| s.parts.iter().filter(|p| p.is_none()).count())
+            .sum();
         let outcome = self
             .propose(CommandV1::CommitFile {
                 file_id,
@@ -478,7 +564,11 @@ impl Store {
                 self.delete_parts(file_id, &segments);
                 (path, true, false)
             }
-            Ok(other) => return Err(StoreError::Other(anyhow::anyhow!("unexpected commit outcome {other:?}"))),
+            Ok(other) => {
+                return Err(StoreError::Other(anyhow::anyhow!(
+                    "unexpected commit outcome {other:?}"
+                )))
+            }
             Err(e) => {
                 if matches!(e, StoreError::Rejected(_)) {
                     self.delete_parts(file_id, &segments);
@@ -500,16 +590,39 @@ impl Store {
 
     /// Appends a byte stream to an existing file as new segments.
     #[tracing::instrument(skip_all, fields(path = %path))]
-    pub async fn append<R: AsyncRead + Unpin>(self: &Arc<Self>, path: &TreePath, rest: R) -> Result<IngestResult, StoreError> {
-        let entry = self.meta.lookup(path).await?.ok_or_else(|| crate::command::Rejection::NotFound(path.to_string()))?;
-        let file_id = entry.file_id.ok_or_else(|| crate::command::Rejection::IsADirectory(path.to_string()))?;
-        let rec = self.meta.file(file_id).await?.ok_or_else(|| crate::command::Rejection::NotFound(path.to_string()))?;
+    pub async fn append<R: AsyncRead + Unpin>(
+        self: &Arc<Self>,
+        path: &TreePath,
+        rest: R,
+    ) -> Result<IngestResult, StoreError> {
+        let entry = self
+            .meta
+            .lookup(path)
+            .await?
+            .ok_or_else(|| crate::command::Rejection::NotFound(path.to_string()))?;
+        let file_id = entry
+            .file_id
+            .ok_or_else(|| crate::command::Rejection::IsADirectory(path.to_string()))?;
+        let rec = self
+            .meta
+            .file(file_id)
+            .await?
+            .ok_or_else(|| crate::command::Rejection::NotFound(path.to_string()))?;
         let intent = FileId::mint();
         let lease = self.begin_intent(intent, path, Some(file_id)).await?;
         let _stop_lease = lease.drop_guard();
-        let mut src = Source { head: Vec::new(), head_pos: 0, rest, eof: false, total: 0 };
+        let mut src = Source {
+            head: Vec::new(),
+            head_pos: 0,
+            rest,
+            eof: false,
+            total: 0,
+        };
         let first = rec.segments.last().map_or(0, |s| s.index + 1);
-        let (segments, hash) = match self.write_segments(rec.geometry, file_id, first, &path.to_string(), &mut src).await {
+        let (segments, hash) = match self
+            .write_segments(rec.geometry, file_id, first, &path.to_string(), &mut src)
+            .await
+        {
             Ok(v) => v,
             Err(e) => {
                 self.abandon(intent).await;
@@ -529,7 +642,10 @@ impl Store {
                 missing_parts: 0,
             });
         }
-        let missing_parts = segments.iter().map(|s| s.parts.iter().filter(|p| p.is_none()).count()).sum();
+        let missing_parts = segments
+            .iter()
+            .map(|s| s.parts.iter().filter(|p| p.is_none()).count())
+            .sum();
         let res = self
             .propose(CommandV1::AppendSegments {
                 intent_id: intent,
@@ -559,7 +675,11 @@ impl Store {
     }
 
     async fn abandon(&self, intent: FileId) {
-        if let Err(e) = self.consensus.write(CommandV1::AbortIngest { file_id: intent }).await {
+        if let Err(e) = self
+            .consensus
+            .write(CommandV1::AbortIngest { file_id: intent })
+            .await
+        {
             tracing::warn!(file = %intent, "could not drop the intent (the sweeper will): {e}");
         }
     }
@@ -584,5 +704,6 @@ fn read_err(e: std::io::Error) -> StoreError {
 type Joined = (SegmentWriter, Vec<u8>, anyhow::Result<()>);
 
 async fn join_handle(h: tokio::task::JoinHandle<Joined>) -> Result<Joined, StoreError> {
-    h.await.map_err(|e| StoreError::Other(anyhow::anyhow!("encoder task failed: {e}")))
+    h.await
+        .map_err(|e| StoreError::Other(anyhow::anyhow!("encoder task failed: {e}")))
 }

@@ -11,7 +11,10 @@ use wormfs_server::node::Node;
 
 fn main() {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("wormfs: cannot start the runtime: {e}");
@@ -27,7 +30,10 @@ fn main() {
             }
             Cmd::Config(ConfigCmd::Check { file }) => {
                 let cfg = wormfs_config::load(Some(&file), std::env::vars(), &Overrides::default())
-                    .map_err(|e| CliError { code: exit::USAGE, message: e.to_string() })?;
+                    .map_err(|e| CliError {
+                        code: exit::USAGE,
+                        message: e.to_string(),
+                    })?;
                 println!("{}: OK\n{cfg:#?}", file.display());
                 Ok(())
             }
@@ -35,7 +41,9 @@ fn main() {
         }
     });
     if let Err(e) = res {
-        let code = e.downcast_ref::<CliError>().map_or(exit::FAILURE, |c| c.code);
+        let code = e
+            .downcast_ref::<CliError>()
+            .map_or(exit::FAILURE, |c| c.code);
         eprintln!("wormfs: {e:#}");
         std::process::exit(code);
     }
@@ -44,10 +52,16 @@ fn main() {
 fn init_tracing(level: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("WORMFS_LOG").unwrap_or_else(|_| {
         // openraft is chatty at info; keep it at warn unless the level names it.
-        let directive = if level.contains("openraft") { level.to_owned() } else { format!("{level},openraft=warn") };
+        let directive = if level.contains("openraft") {
+            level.to_owned()
+        } else {
+            format!("{level},openraft=warn")
+        };
         tracing_subscriber::EnvFilter::new(directive)
     });
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => b.json().init(),
         LogFormat::Text => b.init(),
@@ -55,9 +69,18 @@ fn init_tracing(level: &str, format: LogFormat) {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let overrides = Overrides { data_dir: args.data_dir, disks: args.disks, listen: args.listen };
-    let cfg = wormfs_config::load(args.config.as_deref(), std::env::vars(), &overrides)
-        .map_err(|e| CliError { code: exit::USAGE, message: e.to_string() })?;
+    let overrides = Overrides {
+        data_dir: args.data_dir,
+        disks: args.disks,
+        listen: args.listen,
+    };
+    let cfg =
+        wormfs_config::load(args.config.as_deref(), std::env::vars(), &overrides).map_err(|e| {
+            CliError {
+                code: exit::USAGE,
+                message: e.to_string(),
+            }
+        })?;
     init_tracing(&cfg.log.level, cfg.log.format);
     // A panicking task must not leave a half-alive node: abort, and let the supervisor restart.
     let default_hook = std::panic::take_hook();
@@ -69,20 +92,29 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(data_dir = %cfg.node.data_dir.display(), "no config file: running the embedded default (one node, folder-disks, 127.0.0.1, mDNS off)");
     }
     let node = Node::start(&cfg).await?;
-    let state = ApiState { store: node.store.clone(), token: Arc::new(node.token.clone()) };
-    let listener = tokio::net::TcpListener::bind(cfg.api.listen).await.with_context(|| format!("listen on {}", cfg.api.listen))?;
+    let state = ApiState {
+        store: node.store.clone(),
+        token: Arc::new(node.token.clone()),
+    };
+    let listener = tokio::net::TcpListener::bind(cfg.api.listen)
+        .await
+        .with_context(|| format!("listen on {}", cfg.api.listen))?;
     tracing::info!(addr = %cfg.api.listen, "node API listening");
-    eprintln!("WormFS node {} serving the API on http://{}", node.store.node_id, cfg.api.listen);
+    eprintln!(
+        "WormFS node {} serving the API on http://{}",
+        node.store.node_id, cfg.api.listen
+    );
     let stop = node.shutdown.clone();
     let app = router(state);
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!("cannot watch SIGTERM: {e}");
-                return std::future::pending().await;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!("cannot watch SIGTERM: {e}");
+                    return std::future::pending().await;
+                }
+            };
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
             _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: shutting down"),

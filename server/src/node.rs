@@ -46,7 +46,11 @@ pub struct Node {
 
 /// Generates a random token of 32 hex digits... twice.
 fn new_token() -> String {
-    format!("{:032x}{:032x}", rand::random::<u128>(), rand::random::<u128>())
+    format!(
+        "{:032x}{:032x}",
+        rand::random::<u128>(),
+        rand::random::<u128>()
+    )
 }
 
 /// Reads the token file, refusing one that others can read.
@@ -55,14 +59,26 @@ pub fn read_token(data_dir: &Path) -> anyhow::Result<String> {
     let path = data_dir.join(TOKEN_FILE);
     let meta = std::fs::metadata(&path).with_context(|| format!("read {}", path.display()))?;
     if meta.permissions().mode() & 0o077 != 0 {
-        bail!("{} is readable by other users (mode {:o}); run chmod 600 on it", path.display(), meta.permissions().mode() & 0o777);
+        bail!(
+            "{} is readable by other users (mode {:o}); run chmod 600 on it",
+            path.display(),
+            meta.permissions().mode() & 0o777
+        );
     }
-    Ok(std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?.trim().to_owned())
+    Ok(std::fs::read_to_string(&path)
+        .with_context(|| format!("read {}", path.display()))?
+        .trim()
+        .to_owned())
 }
 
 fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
     let path = dir.join("wormfs.lock");
-    let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).with_context(|| format!("open {}", path.display()))?;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("open {}", path.display()))?;
     rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive)
         .map_err(|_| anyhow::anyhow!("another wormfs node is already using {}", dir.display()))?;
     Ok(f)
@@ -71,7 +87,9 @@ fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
 /// The disk roots to use: the configured ones, or six folder-disks in the data folder.
 pub fn disk_roots(cfg: &Config) -> Vec<PathBuf> {
     if cfg.storage.disks.is_empty() {
-        (0..DEFAULT_FOLDER_DISKS).map(|i| cfg.node.data_dir.join("disks").join(format!("disk-{i}"))).collect()
+        (0..DEFAULT_FOLDER_DISKS)
+            .map(|i| cfg.node.data_dir.join("disks").join(format!("disk-{i}")))
+            .collect()
     } else {
         cfg.storage.disks.clone()
     }
@@ -81,11 +99,13 @@ impl Node {
     /// Starts a node from its configuration.
     pub async fn start(cfg: &Config) -> anyhow::Result<Node> {
         let data = &cfg.node.data_dir;
-        std::fs::create_dir_all(data).with_context(|| format!("create data folder {}", data.display()))?;
+        std::fs::create_dir_all(data)
+            .with_context(|| format!("create data folder {}", data.display()))?;
         let lock = lock_data_dir(data)?;
         let ident_path = data.join("node.json");
         let ident: NodeIdentity = match std::fs::read(&ident_path) {
-            Ok(b) => serde_json::from_slice(&b).with_context(|| format!("parse {}", ident_path.display()))?,
+            Ok(b) => serde_json::from_slice(&b)
+                .with_context(|| format!("parse {}", ident_path.display()))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let id = NodeIdentity {
                     format: 1,
@@ -99,7 +119,11 @@ impl Node {
         };
         if let Some(want) = cfg.node.id {
             if want != ident.node_id {
-                bail!("node.id is {want} but {} says this node is {}", ident_path.display(), ident.node_id);
+                bail!(
+                    "node.id is {want} but {} says this node is {}",
+                    ident_path.display(),
+                    ident.node_id
+                );
             }
         }
         let token_path = data.join(TOKEN_FILE);
@@ -108,36 +132,83 @@ impl Node {
         } else {
             let t = new_token();
             write_secret(&token_path, &t)?;
-            eprintln!("\n  Admin API token (printed once; also in {}, mode 0600):\n    {t}\n", token_path.display());
+            eprintln!(
+                "\n  Admin API token (printed once; also in {}, mode 0600):\n    {t}\n",
+                token_path.display()
+            );
             t
         };
         let meta_dir = data.join("meta");
-        std::fs::create_dir_all(&meta_dir).with_context(|| format!("create {}", meta_dir.display()))?;
+        std::fs::create_dir_all(&meta_dir)
+            .with_context(|| format!("create {}", meta_dir.display()))?;
         let db = MetaDb::open(&meta_dir.join("metadata.db")).await?;
-        let consensus = Consensus::start(ident.node_id, &meta_dir, db.clone(), &cfg.raft, &cfg.api.listen.to_string()).await?;
+        let consensus = Consensus::start(
+            ident.node_id,
+            &meta_dir,
+            db.clone(),
+            &cfg.raft,
+            &cfg.api.listen.to_string(),
+        )
+        .await?;
         let cmd = |c| consensus.write(c);
         match db.cluster_id().await? {
             None => {
-                cmd(CommandV1::InitCluster { cluster_id: ident.cluster_id, time_ms: now_ms() }).await?;
+                cmd(CommandV1::InitCluster {
+                    cluster_id: ident.cluster_id,
+                    time_ms: now_ms(),
+                })
+                .await?;
             }
-            Some(c) if c != ident.cluster_id.to_string() => bail!("metadata belongs to cluster {c}, node.json to {}", ident.cluster_id),
+            Some(c) if c != ident.cluster_id.to_string() => bail!(
+                "metadata belongs to cluster {c}, node.json to {}",
+                ident.cluster_id
+            ),
             Some(_) => {}
         }
-        let name = cfg.node.name.clone().unwrap_or_else(|| rustix::system::uname().nodename().to_string_lossy().into_owned());
-        cmd(CommandV1::RegisterNode { node_id: ident.node_id, name, api_addr: cfg.api.listen.to_string(), time_ms: now_ms() }).await?;
+        let name = cfg.node.name.clone().unwrap_or_else(|| {
+            rustix::system::uname()
+                .nodename()
+                .to_string_lossy()
+                .into_owned()
+        });
+        cmd(CommandV1::RegisterNode {
+            node_id: ident.node_id,
+            name,
+            api_addr: cfg.api.listen.to_string(),
+            time_ms: now_ms(),
+        })
+        .await?;
         // A restarted node has no live ingest: its old intents are dead.
-        cmd(CommandV1::ExpireIntents { now_ms: now_ms(), writer: Some(ident.node_id) }).await?;
+        cmd(CommandV1::ExpireIntents {
+            now_ms: now_ms(),
+            writer: Some(ident.node_id),
+        })
+        .await?;
 
         let known = db.disks().await?;
         let mut disks = Vec::new();
         for root in disk_roots(cfg) {
             let root_s = root.display().to_string();
-            let prior = known.iter().find(|d| d.node_id == ident.node_id && d.path == root_s).map(|d| d.disk_id);
-            let disk = LocalDisk::open(&root, ident.cluster_id, prior, cfg.storage.reserve_free_bytes)
-                .with_context(|| format!("open disk {root_s}"))?;
+            let prior = known
+                .iter()
+                .find(|d| d.node_id == ident.node_id && d.path == root_s)
+                .map(|d| d.disk_id);
+            let disk = LocalDisk::open(
+                &root,
+                ident.cluster_id,
+                prior,
+                cfg.storage.reserve_free_bytes,
+            )
+            .with_context(|| format!("open disk {root_s}"))?;
             if prior.is_none() {
-                cmd(CommandV1::RegisterDisk { disk_id: disk.id, node_id: ident.node_id, path: root_s, fs_dev: disk.fs_dev, time_ms: now_ms() })
-                    .await?;
+                cmd(CommandV1::RegisterDisk {
+                    disk_id: disk.id,
+                    node_id: ident.node_id,
+                    path: root_s,
+                    fs_dev: disk.fs_dev,
+                    time_ms: now_ms(),
+                })
+                .await?;
             }
             disks.push(Arc::new(disk));
         }
@@ -152,7 +223,9 @@ impl Node {
             );
         }
         if disks.len() == 1 {
-            tracing::warn!("only one disk: files are stored as copies:1 and a disk failure loses them");
+            tracing::warn!(
+                "only one disk: files are stored as copies:1 and a disk failure loses them"
+            );
         }
         let store = Arc::new(Store {
             cluster_id: ident.cluster_id,
@@ -164,7 +237,13 @@ impl Node {
             ingest: cfg.ingest.clone(),
             counters: Counters::default(),
         });
-        let node = Node { store, token, shutdown: CancellationToken::new(), tasks: TaskTracker::new(), _lock: lock };
+        let node = Node {
+            store,
+            token,
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            _lock: lock,
+        };
         node.spawn_background();
         Ok(node)
     }

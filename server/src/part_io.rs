@@ -39,15 +39,33 @@ pub struct LocalPartWriter {
 
 impl LocalPartWriter {
     /// Starts a part at `dest` on `disk`, after checking the disk's identity and space.
-    pub fn create(disk: Arc<LocalDisk>, dest: PathBuf, header_len: u32, block_size: u32, expected_bytes: u64) -> anyhow::Result<Self> {
+    pub fn create(
+        disk: Arc<LocalDisk>,
+        dest: PathBuf,
+        header_len: u32,
+        block_size: u32,
+        expected_bytes: u64,
+    ) -> anyhow::Result<Self> {
         disk.verify_for_write(expected_bytes)?;
         let dir = dest.parent().context("part path has no parent")?;
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-        let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let tmp = dir.join(format!(".{name}.tmp{:08x}", rand::random::<u32>()));
         let mut file = File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?;
         file.seek(SeekFrom::Start(u64::from(header_len)))?;
-        Ok(Self { disk, file: Some(file), tmp, dest, block_size: u64::from(block_size), written: 0, crcs: Vec::new(), partial_crc: 0 })
+        Ok(Self {
+            disk,
+            file: Some(file),
+            tmp,
+            dest,
+            block_size: u64::from(block_size),
+            written: 0,
+            crcs: Vec::new(),
+            partial_crc: 0,
+        })
     }
 
     fn update_crcs(&mut self, mut data: &[u8]) {
@@ -68,8 +86,11 @@ impl LocalPartWriter {
 impl PartWriter for LocalPartWriter {
     fn write(&mut self, data: &[u8]) -> anyhow::Result<()> {
         let f = self.file.as_mut().context("part already closed")?;
-        f.write_all(data).with_context(|| format!("write {}", self.tmp.display()))?;
-        self.disk.bytes_written.fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        f.write_all(data)
+            .with_context(|| format!("write {}", self.tmp.display()))?;
+        self.disk
+            .bytes_written
+            .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
         self.update_crcs(data);
         Ok(())
     }
@@ -79,12 +100,20 @@ impl PartWriter for LocalPartWriter {
             if self.written % self.block_size != 0 {
                 self.crcs.push(self.partial_crc);
             }
-            anyhow::ensure!(self.written == header.part_data_len, "part length {} != header {}", self.written, header.part_data_len);
+            anyhow::ensure!(
+                self.written == header.part_data_len,
+                "part length {} != header {}",
+                self.written,
+                header.part_data_len
+            );
             let f = self.file.take().context("part already closed")?;
-            f.write_all_at(&header.encode(&self.crcs), 0).with_context(|| format!("write header {}", self.tmp.display()))?;
-            f.sync_all().with_context(|| format!("fsync {}", self.tmp.display()))?;
+            f.write_all_at(&header.encode(&self.crcs), 0)
+                .with_context(|| format!("write header {}", self.tmp.display()))?;
+            f.sync_all()
+                .with_context(|| format!("fsync {}", self.tmp.display()))?;
             drop(f);
-            std::fs::rename(&self.tmp, &self.dest).with_context(|| format!("rename {}", self.dest.display()))?;
+            std::fs::rename(&self.tmp, &self.dest)
+                .with_context(|| format!("rename {}", self.dest.display()))?;
             crate::fsutil::sync_dir(self.dest.parent().unwrap_or(Path::new(".")))
         })();
         if res.is_err() {
@@ -141,7 +170,9 @@ impl OpenPart {
     pub fn open(disk: Arc<LocalDisk>, path: &Path) -> Result<Self, PartReadError> {
         let file = match File::open(path) {
             Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(PartReadError::Missing),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(PartReadError::Missing)
+            }
             Err(e) => return Err(e.into()),
         };
         let mut head = vec![0u8; TABLE_OFFSET];
@@ -150,7 +181,12 @@ impl OpenPart {
         let mut region = vec![0u8; header.header_len as usize];
         read_exact_at(&file, &mut region, 0)?;
         let table = header.decode_table(&region)?;
-        Ok(Self { file, header, table, disk })
+        Ok(Self {
+            file,
+            header,
+            table,
+            disk,
+        })
     }
 
     /// Reads `count` consecutive blocks from block `first`, verifying each checksum.
@@ -163,9 +199,15 @@ impl OpenPart {
         let start_off = first * bs;
         let len: u64 = (first..end).map(|b| self.header.stored_block_len(b)).sum();
         let mut buf = vec![0u8; len as usize];
-        match read_exact_at(&self.file, &mut buf, u64::from(self.header.header_len) + start_off) {
+        match read_exact_at(
+            &self.file,
+            &mut buf,
+            u64::from(self.header.header_len) + start_off,
+        ) {
             Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(PartReadError::Corrupt(first)),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Err(PartReadError::Corrupt(first))
+            }
             Err(e) => return Err(e.into()),
         }
         self.disk.count_read(len);
@@ -173,7 +215,9 @@ impl OpenPart {
         for b in first..end {
             let l = self.header.stored_block_len(b) as usize;
             if crc32c::crc32c(&buf[off..off + l]) != self.table[b as usize] {
-                self.disk.read_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.disk
+                    .read_errors
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 return Err(PartReadError::Corrupt(b));
             }
             off += l;

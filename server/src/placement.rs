@@ -34,21 +34,41 @@ pub struct NotEnoughDisks {
 }
 
 /// Chooses `n` distinct disks.
-pub fn place(cands: &[Candidate], n: usize, rng: &mut impl Rng) -> Result<Vec<DiskId>, NotEnoughDisks> {
+pub fn place(
+    cands: &[Candidate],
+    n: usize,
+    rng: &mut impl Rng,
+) -> Result<Vec<DiskId>, NotEnoughDisks> {
     if cands.len() < n {
-        return Err(NotEnoughDisks { needed: n, available: cands.len() });
+        return Err(NotEnoughDisks {
+            needed: n,
+            available: cands.len(),
+        });
     }
     let mut left: Vec<&Candidate> = cands.iter().collect();
     let mut per_node: HashMap<NodeId, usize> = HashMap::new();
     let mut per_domain: HashMap<(NodeId, u64), usize> = HashMap::new();
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
-        let key = |c: &Candidate, pn: &HashMap<NodeId, usize>, pd: &HashMap<(NodeId, u64), usize>| {
-            (pn.get(&c.node).copied().unwrap_or(0), pd.get(&(c.node, c.domain)).copied().unwrap_or(0))
-        };
-        let best = left.iter().map(|c| key(c, &per_node, &per_domain)).min().unwrap_or((0, 0));
-        let pool: Vec<usize> = (0..left.len()).filter(|&i| key(left[i], &per_node, &per_domain) == best).collect();
-        let total: u128 = pool.iter().map(|&i| u128::from(left[i].free_bytes.max(1))).sum();
+        let key =
+            |c: &Candidate, pn: &HashMap<NodeId, usize>, pd: &HashMap<(NodeId, u64), usize>| {
+                (
+                    pn.get(&c.node).copied().unwrap_or(0),
+                    pd.get(&(c.node, c.domain)).copied().unwrap_or(0),
+                )
+            };
+        let best = left
+            .iter()
+            .map(|c| key(c, &per_node, &per_domain))
+            .min()
+            .unwrap_or((0, 0));
+        let pool: Vec<usize> = (0..left.len())
+            .filter(|&i| key(left[i], &per_node, &per_domain) == best)
+            .collect();
+        let total: u128 = pool
+            .iter()
+            .map(|&i| u128::from(left[i].free_bytes.max(1)))
+            .sum();
         let mut pick = rng.random_range(0..total);
         let mut chosen = pool[0];
         for &i in &pool {
@@ -96,7 +116,12 @@ mod tests {
     use rand::SeedableRng;
 
     fn cand(i: u8, node: u64, domain: u64, free: u64) -> Candidate {
-        Candidate { disk: DiskId(uuid::Uuid::from_bytes([i; 16])), node, domain, free_bytes: free }
+        Candidate {
+            disk: DiskId(uuid::Uuid::from_bytes([i; 16])),
+            node,
+            domain,
+            free_bytes: free,
+        }
     }
 
     #[test]
@@ -109,14 +134,22 @@ mod tests {
             p.dedup();
             assert_eq!(p.len(), 6);
         }
-        assert_eq!(place(&c, 7, &mut rng), Err(NotEnoughDisks { needed: 7, available: 6 }));
+        assert_eq!(
+            place(&c, 7, &mut rng),
+            Err(NotEnoughDisks {
+                needed: 7,
+                available: 6
+            })
+        );
     }
 
     #[test]
     fn weighted_by_free_space() {
         let c = vec![cand(1, 1, 1, 300), cand(2, 1, 2, 100)];
         let mut rng = rand::rngs::StdRng::seed_from_u64(2);
-        let first = (0..4000).filter(|_| place(&c, 1, &mut rng).unwrap()[0] == c[0].disk).count();
+        let first = (0..4000)
+            .filter(|_| place(&c, 1, &mut rng).unwrap()[0] == c[0].disk)
+            .count();
         assert!((2700..3300).contains(&first), "{first}");
     }
 

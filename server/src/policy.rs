@@ -119,7 +119,9 @@ mod tests {
 
     #[test]
     fn defaults_by_disk_count() {
-        let want = ["copies:1", "copies:2", "ec:2+1", "ec:2+2", "ec:3+2", "ec:4+2", "ec:4+2"];
+        let want = [
+            "copies:1", "copies:2", "ec:2+1", "ec:2+2", "ec:3+2", "ec:4+2", "ec:4+2",
+        ];
         for (i, w) in want.iter().enumerate() {
             assert_eq!(Policy::default_for_disks(i + 1).to_string(), *w);
         }
@@ -131,7 +133,10 @@ mod tests {
     fn too_wide_is_refused() {
         let p: Policy = "ec:8+3".parse().unwrap();
         let e = p.check_fits(6).unwrap_err();
-        assert_eq!(e.to_string(), "policy ec:8+3 needs 11 disks but only 6 can take new parts");
+        assert_eq!(
+            e.to_string(),
+            "policy ec:8+3 needs 11 disks but only 6 can take new parts"
+        );
         assert!("auto".parse::<Policy>().is_err());
     }
 }

@@ -121,7 +121,11 @@ impl FileReader {
             store,
             file,
             parts: Mutex::new(HashMap::new()),
-            cache: Mutex::new(BlockCache { map: HashMap::new(), order: VecDeque::new(), cap }),
+            cache: Mutex::new(BlockCache {
+                map: HashMap::new(),
+                order: VecDeque::new(),
+                cap,
+            }),
         })
     }
 
@@ -135,7 +139,10 @@ impl FileReader {
         let bs = u64::from(g.block_size);
         let mut out = Vec::new();
         let mut pos = start;
-        let first = self.file.segments.partition_point(|s| s.offset + s.data_len <= start);
+        let first = self
+            .file
+            .segments
+            .partition_point(|s| s.offset + s.data_len <= start);
         for (si, seg) in self.file.segments.iter().enumerate().skip(first) {
             if pos >= end {
                 break;
@@ -161,10 +168,18 @@ impl FileReader {
     }
 
     /// Streams bytes `start..end` of the file.
-    pub fn stream(self: Arc<Self>, start: u64, end: u64) -> impl Stream<Item = Result<Bytes, ReadError>> + Send + 'static {
+    pub fn stream(
+        self: Arc<Self>,
+        start: u64,
+        end: u64,
+    ) -> impl Stream<Item = Result<Bytes, ReadError>> + Send + 'static {
         let size = self.file.size;
         let bad = (start > end || end > size).then_some(ReadError::Range { start, end, size });
-        let blocks = if bad.is_some() { Vec::new() } else { self.blocks(start, end) };
+        let blocks = if bad.is_some() {
+            Vec::new()
+        } else {
+            self.blocks(start, end)
+        };
         let head = futures::stream::iter(bad.map(Err));
         let body = futures::stream::iter(blocks)
             .map(move |b| {
@@ -197,16 +212,27 @@ impl FileReader {
                 PartSlot::Bad(why) => Err(why.clone()),
             };
         }
-        let rec = self.file.segments.iter().find(|s| s.index == seg).and_then(|s| s.parts.get(usize::from(part)));
+        let rec = self
+            .file
+            .segments
+            .iter()
+            .find(|s| s.index == seg)
+            .and_then(|s| s.parts.get(usize::from(part)));
         let res = match rec.and_then(|p| p.disk_id) {
             None => Err("recorded as missing".to_owned()),
             Some(d) => match self.store.disk(d) {
                 None => Err(format!("disk {d} not attached")),
-                Some(disk) if !disk.readable() => Err(format!("disk {} missing", disk.root.display())),
+                Some(disk) if !disk.readable() => {
+                    Err(format!("disk {} missing", disk.root.display()))
+                }
                 Some(disk) => {
                     let path = disk.part_path(self.file.file_id, seg, part);
                     match OpenPart::open(disk.clone(), &path) {
-                        Ok(p) if p.header.file_id == self.file.file_id && p.header.segment_index == seg && p.header.part_index == part => {
+                        Ok(p)
+                            if p.header.file_id == self.file.file_id
+                                && p.header.segment_index == seg
+                                && p.header.part_index == part =>
+                        {
                             Ok(Arc::new(p))
                         }
                         Ok(_) => Err(PartReadError::WrongPart.to_string()),
@@ -227,7 +253,10 @@ impl FileReader {
     }
 
     fn damaged(&self, seg: u32, part: u16, why: &str) {
-        self.store.counters.damaged_part_reads.fetch_add(1, Ordering::Relaxed);
+        self.store
+            .counters
+            .damaged_part_reads
+            .fetch_add(1, Ordering::Relaxed);
         tracing::warn!(file = %self.file.file_id, segment = seg, part, "damaged part, reading around it: {why}");
     }
 
@@ -246,7 +275,10 @@ impl FileReader {
         if g.is_replica() {
             let mut why = Vec::new();
             for copy in 0..g.width() as u16 {
-                match self.open_part(seg.index, copy).and_then(|p| p.read_blocks(b.row, 1).map_err(|e| e.to_string())) {
+                match self
+                    .open_part(seg.index, copy)
+                    .and_then(|p| p.read_blocks(b.row, 1).map_err(|e| e.to_string()))
+                {
                     Ok(v) => return Ok(Bytes::from(v)),
                     Err(e) => {
                         why.push(format!("copy {copy}: {e}"));
@@ -254,10 +286,23 @@ impl FileReader {
                     }
                 }
             }
-            self.store.counters.unreadable.fetch_add(1, Ordering::Relaxed);
-            return Err(ReadError::Unavailable { file: self.file.file_id, segment: seg.index, row: b.row, have: 0, need: 1, detail: why.join("; ") });
+            self.store
+                .counters
+                .unreadable
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(ReadError::Unavailable {
+                file: self.file.file_id,
+                segment: seg.index,
+                row: b.row,
+                have: 0,
+                need: 1,
+                detail: why.join("; "),
+            });
         }
-        match self.open_part(seg.index, b.part).and_then(|p| p.read_blocks(b.row, 1).map_err(|e| e.to_string())) {
+        match self
+            .open_part(seg.index, b.part)
+            .and_then(|p| p.read_blocks(b.row, 1).map_err(|e| e.to_string()))
+        {
             Ok(v) => return Ok(Bytes::from(v)),
             Err(e) => self.mark_bad(seg.index, b.part, e),
         }
@@ -280,7 +325,10 @@ impl FileReader {
             if have == k {
                 break;
             }
-            match self.open_part(seg.index, p as u16).and_then(|op| op.read_blocks(b.row, n).map_err(|e| e.to_string())) {
+            match self
+                .open_part(seg.index, p as u16)
+                .and_then(|op| op.read_blocks(b.row, n).map_err(|e| e.to_string()))
+            {
                 Ok(v) => {
                     shards[p] = Some(v);
                     have += 1;
@@ -292,12 +340,26 @@ impl FileReader {
             }
         }
         if have < k {
-            self.store.counters.unreadable.fetch_add(1, Ordering::Relaxed);
-            return Err(ReadError::Unavailable { file: self.file.file_id, segment: seg.index, row: b.row, have, need: k, detail: why.join("; ") });
+            self.store
+                .counters
+                .unreadable
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(ReadError::Unavailable {
+                file: self.file.file_id,
+                segment: seg.index,
+                row: b.row,
+                have,
+                need: k,
+                detail: why.join("; "),
+            });
         }
         let refs: Vec<Option<&[u8]>> = shards.iter().map(|s| s.as_deref()).collect();
-        let data = codec::reconstruct_data(k, m, &refs).map_err(|e| ReadError::Internal(e.to_string()))?;
-        self.store.counters.degraded_rows.fetch_add(n, Ordering::Relaxed);
+        let data =
+            codec::reconstruct_data(k, m, &refs).map_err(|e| ReadError::Internal(e.to_string()))?;
+        self.store
+            .counters
+            .degraded_rows
+            .fetch_add(n, Ordering::Relaxed);
         let mut cache = lock(&self.cache);
         let mut want = None;
         for (j, d) in data.into_iter().enumerate() {

@@ -116,11 +116,19 @@ impl Store {
 
     /// Number of disks that can take parts now.
     pub fn writable_disks(&self) -> usize {
-        self.disks.iter().filter(|d| d.state().0 == DiskState::Active).count()
+        self.disks
+            .iter()
+            .filter(|d| d.state().0 == DiskState::Active)
+            .count()
     }
 
     /// Resolves the policy for a new file at `path`.
-    pub async fn policy_for(&self, path: &TreePath, small: bool, explicit: Option<Policy>) -> Result<Policy, StoreError> {
+    pub async fn policy_for(
+        &self,
+        path: &TreePath,
+        small: bool,
+        explicit: Option<Policy>,
+    ) -> Result<Policy, StoreError> {
         if let Some(p) = explicit {
             return Ok(p);
         }
@@ -136,29 +144,58 @@ impl Store {
 
     /// Creates a directory.
     pub async fn mkdir(&self, path: &TreePath, parents: bool) -> Result<(), StoreError> {
-        self.propose(CommandV1::Mkdir { path: path.to_string(), parents, time_ms: now_ms() }).await?;
+        self.propose(CommandV1::Mkdir {
+            path: path.to_string(),
+            parents,
+            time_ms: now_ms(),
+        })
+        .await?;
         Ok(())
     }
 
     /// Removes a file or directory.
     pub async fn remove(&self, path: &TreePath, recursive: bool) -> Result<(), StoreError> {
-        self.propose(CommandV1::Remove { path: path.to_string(), recursive, time_ms: now_ms() }).await?;
+        self.propose(CommandV1::Remove {
+            path: path.to_string(),
+            recursive,
+            time_ms: now_ms(),
+        })
+        .await?;
         Ok(())
     }
 
     /// Renames a file or directory.
-    pub async fn rename(&self, from: &TreePath, to: &TreePath, replace: bool) -> Result<(), StoreError> {
-        self.propose(CommandV1::Rename { from: from.to_string(), to: to.to_string(), replace, time_ms: now_ms() })
-            .await?;
+    pub async fn rename(
+        &self,
+        from: &TreePath,
+        to: &TreePath,
+        replace: bool,
+    ) -> Result<(), StoreError> {
+        self.propose(CommandV1::Rename {
+            from: from.to_string(),
+            to: to.to_string(),
+            replace,
+            time_ms: now_ms(),
+        })
+        .await?;
         Ok(())
     }
 
     /// Sets or clears a directory's policy, refusing one that cannot be placed.
-    pub async fn set_policy(&self, path: &TreePath, policy: Option<Policy>) -> Result<(), StoreError> {
+    pub async fn set_policy(
+        &self,
+        path: &TreePath,
+        policy: Option<Policy>,
+    ) -> Result<(), StoreError> {
         if let Some(p) = policy {
-            p.check_fits(self.disks.len()).map_err(|e| StoreError::BadRequest(e.to_string()))?;
+            p.check_fits(self.disks.len())
+                .map_err(|e| StoreError::BadRequest(e.to_string()))?;
         }
-        self.propose(CommandV1::SetPolicy { path: path.to_string(), policy: policy.map(|p| p.to_string()) }).await?;
+        self.propose(CommandV1::SetPolicy {
+            path: path.to_string(),
+            policy: policy.map(|p| p.to_string()),
+        })
+        .await?;
         Ok(())
     }
 
@@ -170,7 +207,9 @@ impl Store {
             .map(|r| {
                 let local = self.disk(r.disk_id);
                 let space = local.and_then(|d| d.space().ok()).unwrap_or_default();
-                let (state, reason) = local.map(|d| d.state()).unwrap_or((DiskState::Missing, "not attached".into()));
+                let (state, reason) = local
+                    .map(|d| d.state())
+                    .unwrap_or((DiskState::Missing, "not attached".into()));
                 DiskReport {
                     disk_id: r.disk_id,
                     node_id: r.node_id,
@@ -180,9 +219,15 @@ impl Store {
                     state,
                     reason,
                     parts: r.parts,
-                    bytes_read: local.map(|d| d.bytes_read.load(Ordering::Relaxed)).unwrap_or(0),
-                    bytes_written: local.map(|d| d.bytes_written.load(Ordering::Relaxed)).unwrap_or(0),
-                    read_errors: local.map(|d| d.read_errors.load(Ordering::Relaxed)).unwrap_or(0),
+                    bytes_read: local
+                        .map(|d| d.bytes_read.load(Ordering::Relaxed))
+                        .unwrap_or(0),
+                    bytes_written: local
+                        .map(|d| d.bytes_written.load(Ordering::Relaxed))
+                        .unwrap_or(0),
+                    read_errors: local
+                        .map(|d| d.read_errors.load(Ordering::Relaxed))
+                        .unwrap_or(0),
                 }
             })
             .collect())

@@ -32,8 +32,19 @@ pub struct SweepReport {
 /// Runs one sweep over this node's disks.
 #[tracing::instrument(skip_all)]
 pub async fn sweep(store: &Arc<Store>) -> Result<SweepReport, StoreError> {
-    store.propose(CommandV1::ExpireIntents { now_ms: now_ms(), writer: None }).await?;
-    let live: HashSet<_> = store.meta.intents().await?.into_iter().map(|i| i.target_file_id).collect();
+    store
+        .propose(CommandV1::ExpireIntents {
+            now_ms: now_ms(),
+            writer: None,
+        })
+        .await?;
+    let live: HashSet<_> = store
+        .meta
+        .intents()
+        .await?
+        .into_iter()
+        .map(|i| i.target_file_id)
+        .collect();
     let grace = Duration::from_millis(store.ingest.orphan_grace_ms);
     let mut report = SweepReport::default();
     for disk in &store.disks {
@@ -71,7 +82,9 @@ pub async fn sweep(store: &Arc<Store>) -> Result<SweepReport, StoreError> {
                         }
                         continue;
                     }
-                    let Some((fid, seg, part)) = parse_part_file_name(&name) else { continue };
+                    let Some((fid, seg, part)) = parse_part_file_name(&name) else {
+                        continue;
+                    };
                     rep.scanned += 1;
                     if known.contains(&(fid, seg, part)) || live.contains(&fid) {
                         continue;
@@ -95,6 +108,9 @@ pub async fn sweep(store: &Arc<Store>) -> Result<SweepReport, StoreError> {
         report.temp_removed += r.temp_removed;
         report.kept_young += r.kept_young;
     }
-    store.counters.orphans_swept.fetch_add(report.removed, Ordering::Relaxed);
+    store
+        .counters
+        .orphans_swept
+        .fetch_add(report.removed, Ordering::Relaxed);
     Ok(report)
 }

@@ -135,7 +135,9 @@ mod tests {
 
     #[test]
     fn refuses_bad_paths() {
-        for bad in ["/a/../b", "/a//b", "/a/./b", "/a\0b", "/a\\b", "..", "/x/\u{7}"] {
+        for bad in [
+            "/a/../b", "/a//b", "/a/./b", "/a\0b", "/a\\b", "..", "/x/\u{7}",
+        ] {
             assert!(TreePath::parse(bad).is_err(), "{bad:?} accepted");
         }
         assert!(TreePath::parse(&"x".repeat(300)).is_err());

@@ -7,7 +7,11 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_wormfs");
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 struct Server {
@@ -19,8 +23,13 @@ struct Server {
 
 impl Server {
     fn start(cwd: &Path, port: u16, extra: &[&str]) -> Server {
-        let log = std::fs::File::create(cwd.join(format!("serve-{port}-{}.log", rand_suffix()))).unwrap();
-        let mut args = vec!["serve".to_string(), "--listen".into(), format!("127.0.0.1:{port}")];
+        let log =
+            std::fs::File::create(cwd.join(format!("serve-{port}-{}.log", rand_suffix()))).unwrap();
+        let mut args = vec![
+            "serve".to_string(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+        ];
         args.extend(extra.iter().map(|s| s.to_string()));
         let child = Command::new(BIN)
             .args(&args)
@@ -30,7 +39,12 @@ impl Server {
             .stderr(log)
             .spawn()
             .unwrap();
-        let s = Server { child, url: format!("http://127.0.0.1:{port}"), cwd: cwd.to_owned(), port };
+        let s = Server {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            cwd: cwd.to_owned(),
+            port,
+        };
         s.wait_healthy();
         s
     }
@@ -47,12 +61,23 @@ impl Server {
     }
 
     fn cli(&self, args: &[&str]) -> Output {
-        Command::new(BIN).arg("--node").arg(&self.url).args(args).current_dir(&self.cwd).env_remove("WORMFS_TOKEN").output().unwrap()
+        Command::new(BIN)
+            .arg("--node")
+            .arg(&self.url)
+            .args(args)
+            .current_dir(&self.cwd)
+            .env_remove("WORMFS_TOKEN")
+            .output()
+            .unwrap()
     }
 
     fn ok(&self, args: &[&str]) -> String {
         let o = self.cli(args);
-        assert!(o.status.success(), "wormfs {args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "wormfs {args:?} failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
@@ -68,7 +93,11 @@ impl Server {
     }
 
     fn term(mut self) -> std::process::ExitStatus {
-        rustix::process::kill_process(rustix::process::Pid::from_child(&self.child), rustix::process::Signal::TERM).unwrap();
+        rustix::process::kill_process(
+            rustix::process::Pid::from_child(&self.child),
+            rustix::process::Signal::TERM,
+        )
+        .unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(s) = self.child.try_wait().unwrap() {
@@ -93,7 +122,10 @@ fn cli_against_a_live_node() {
     let s = Server::start(t.path(), free_port(), &[]);
     // Token made at first start, mode 0600, found by the CLI in ./wormfs-data.
     let tok = t.path().join("wormfs-data/admin-token");
-    assert_eq!(std::fs::metadata(&tok).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&tok).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
     std::fs::write(t.path().join("film.mkv"), &data).unwrap();
     std::fs::create_dir_all(t.path().join("tree/sub")).unwrap();
@@ -107,19 +139,37 @@ fn cli_against_a_live_node() {
     s.ok(&["put", "tree", "/Shows"]);
     s.ok(&["get", "/Films/Film (2001).mkv", "back.mkv"]);
     assert_eq!(std::fs::read(t.path().join("back.mkv")).unwrap(), data);
-    s.ok(&["get", "/Films/Film (2001).mkv", "range.bin", "--range", "65000-131999"]);
-    assert_eq!(std::fs::read(t.path().join("range.bin")).unwrap(), &data[65000..132000]);
+    s.ok(&[
+        "get",
+        "/Films/Film (2001).mkv",
+        "range.bin",
+        "--range",
+        "65000-131999",
+    ]);
+    assert_eq!(
+        std::fs::read(t.path().join("range.bin")).unwrap(),
+        &data[65000..132000]
+    );
     let st = s.json(&["stat", "/Films/Film (2001).mkv"]);
     assert_eq!(st["segments"][0]["parts"].as_array().unwrap().len(), 6);
     assert_eq!(st["tolerance"]["parts"], 2);
-    assert_eq!(st["tolerance"]["disks"], 0, "six folders on one filesystem survive no disk failure");
+    assert_eq!(
+        st["tolerance"]["disks"], 0,
+        "six folders on one filesystem survive no disk failure"
+    );
     let human = s.ok(&["stat", "/Films/Film (2001).mkv"]);
-    assert!(human.contains("survives") && human.contains("ec:4+2"), "{human}");
+    assert!(
+        human.contains("survives") && human.contains("ec:4+2"),
+        "{human}"
+    );
     let ls = s.json(&["ls", "/Shows/sub"]);
     assert_eq!(ls["entries"][0]["name"], "b.srt");
     s.ok(&["mkdir", "-p", "/Music/Albums"]);
     s.ok(&["policy", "set", "/Music", "copies:2"]);
-    assert_eq!(s.json(&["policy", "get", "/Music/Albums"])["effective"], "copies:2");
+    assert_eq!(
+        s.json(&["policy", "get", "/Music/Albums"])["effective"],
+        "copies:2"
+    );
     s.ok(&["mv", "/Shows/a.nfo", "/Music/a.nfo"]);
     s.ok(&["append", "tree/a.nfo", "/Music/a.nfo"]);
     s.ok(&["get", "/Music/a.nfo", "a2"]);
@@ -132,12 +182,25 @@ fn cli_against_a_live_node() {
     // Exit codes.
     let code = |o: Output| o.status.code().unwrap();
     assert_eq!(code(s.cli(&["stat", "/nope"])), 3);
-    assert_eq!(code(s.cli(&["put", "film.mkv", "/Films/Film (2001).mkv"])), 4);
+    assert_eq!(
+        code(s.cli(&["put", "film.mkv", "/Films/Film (2001).mkv"])),
+        4
+    );
     assert_eq!(code(s.cli(&["policy", "set", "/Music", "ec:8+3"])), 2);
     assert_eq!(code(s.cli(&["--token", "wrong", "status"])), 6);
     assert_eq!(code(s.cli(&["mkdir", "/a/../b"])), 2);
-    assert_eq!(code(s.cli(&["rm", "/Shows"])), 4, "non-empty directory without -r");
-    let o = Command::new(BIN).args(["--node", &s.url, "status"]).current_dir("/").env_remove("WORMFS_TOKEN").env_remove("WORMFS_DATA_DIR").output().unwrap();
+    assert_eq!(
+        code(s.cli(&["rm", "/Shows"])),
+        4,
+        "non-empty directory without -r"
+    );
+    let o = Command::new(BIN)
+        .args(["--node", &s.url, "status"])
+        .current_dir("/")
+        .env_remove("WORMFS_TOKEN")
+        .env_remove("WORMFS_DATA_DIR")
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(6), "no token found");
 
     let status = s.term();
@@ -148,20 +211,53 @@ fn cli_against_a_live_node() {
 #[test]
 fn config_errors_and_example() {
     let t = tempfile::tempdir().unwrap();
-    let ex = Command::new(BIN).args(["config", "example"]).output().unwrap();
+    let ex = Command::new(BIN)
+        .args(["config", "example"])
+        .output()
+        .unwrap();
     assert!(ex.status.success());
     std::fs::write(t.path().join("ex.toml"), &ex.stdout).unwrap();
-    let ok = Command::new(BIN).args(["config", "check"]).arg(t.path().join("ex.toml")).output().unwrap();
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
-    std::fs::write(t.path().join("bad.toml"), "[storage]\nblock_size_bytes = 262144\ndefualt_policy = \"ec:4+2\"\n").unwrap();
-    let bad = Command::new(BIN).args(["serve", "--config"]).arg(t.path().join("bad.toml")).output().unwrap();
+    let ok = Command::new(BIN)
+        .args(["config", "check"])
+        .arg(t.path().join("ex.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    std::fs::write(
+        t.path().join("bad.toml"),
+        "[storage]\nblock_size_bytes = 262144\ndefualt_policy = \"ec:4+2\"\n",
+    )
+    .unwrap();
+    let bad = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(t.path().join("bad.toml"))
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&bad.stderr);
     assert_eq!(bad.status.code(), Some(2));
-    assert!(err.contains("defualt_policy") && err.contains("line 3"), "{err}");
-    std::fs::write(t.path().join("bad2.toml"), "[storage]\ndefault_policy = \"ec:4+x\"\n").unwrap();
-    let bad = Command::new(BIN).args(["serve", "--config"]).arg(t.path().join("bad2.toml")).output().unwrap();
+    assert!(
+        err.contains("defualt_policy") && err.contains("line 3"),
+        "{err}"
+    );
+    std::fs::write(
+        t.path().join("bad2.toml"),
+        "[storage]\ndefault_policy = \"ec:4+x\"\n",
+    )
+    .unwrap();
+    let bad = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(t.path().join("bad2.toml"))
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&bad.stderr);
-    assert!(err.contains("default_policy") && err.contains("line 2") && err.contains("ec:4+x"), "{err}");
+    assert!(
+        err.contains("default_policy") && err.contains("line 2") && err.contains("ec:4+x"),
+        "{err}"
+    );
 }
 
 /// kill -9 during a stream of commits: after a restart, every acknowledged write is there.
@@ -173,11 +269,20 @@ fn kill_9_loses_nothing_acknowledged() {
     std::fs::write(t.path().join("f"), vec![42u8; 200_000]).unwrap();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let (url, cwd, st, ak) = (s.url.clone(), t.path().to_owned(), stop.clone(), acked.clone());
+    let (url, cwd, st, ak) = (
+        s.url.clone(),
+        t.path().to_owned(),
+        stop.clone(),
+        acked.clone(),
+    );
     let writer = std::thread::spawn(move || {
         let mut i = 0;
         while !st.load(std::sync::atomic::Ordering::Relaxed) && i < 400 {
-            let o = Command::new(BIN).args(["--node", &url, "put", "f", &format!("/k/f{i}")]).current_dir(&cwd).output().unwrap();
+            let o = Command::new(BIN)
+                .args(["--node", &url, "put", "f", &format!("/k/f{i}")])
+                .current_dir(&cwd)
+                .output()
+                .unwrap();
             if o.status.success() {
                 ak.lock().unwrap().push(i);
             }
@@ -195,14 +300,25 @@ fn kill_9_loses_nothing_acknowledged() {
     let acked = acked.lock().unwrap().clone();
     let s = Server::start(t.path(), port, &[]);
     let ls = s.json(&["ls", "/k"]);
-    let names: Vec<String> = ls["entries"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap().to_owned()).collect();
+    let names: Vec<String> = ls["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap().to_owned())
+        .collect();
     for i in &acked {
-        assert!(names.contains(&format!("f{i}")), "acknowledged /k/f{i} lost after kill -9");
+        assert!(
+            names.contains(&format!("f{i}")),
+            "acknowledged /k/f{i} lost after kill -9"
+        );
     }
     // Nothing half-visible: every listed file reads back whole.
     for n in &names {
         s.ok(&["get", &format!("/k/{n}"), "x"]);
-        assert_eq!(std::fs::read(t.path().join("x")).unwrap(), vec![42u8; 200_000]);
+        assert_eq!(
+            std::fs::read(t.path().join("x")).unwrap(),
+            vec![42u8; 200_000]
+        );
     }
     assert!(s.term().success());
 }

@@ -17,21 +17,31 @@ async fn round_trips_under_several_policies() {
     let store = node.store.clone();
     let mut rng = rand::rngs::StdRng::seed_from_u64(9);
     let sizes = [0usize, 1, 4095, 4096, 16_384, 100_003, 1_048_577, 3_000_001];
-    for policy in ["ec:4+2", "ec:2+1", "ec:3+2", "copies:2", "copies:1", "ec:5+1"] {
+    for policy in [
+        "ec:4+2", "ec:2+1", "ec:3+2", "copies:2", "copies:1", "ec:5+1",
+    ] {
         for (i, &size) in sizes.iter().enumerate() {
             let data = random_bytes(size, i as u64);
             let path = format!("/{policy}/f{i}");
             let r = put(&store, &path, Some(policy), &data).await.unwrap();
             assert_eq!(r.size, size as u64);
             assert_eq!(r.blake3, blake3::hash(&data).to_hex().to_string());
-            assert_eq!(read(&store, &path, 0, size as u64).await.unwrap(), data, "{path}");
+            assert_eq!(
+                read(&store, &path, 0, size as u64).await.unwrap(),
+                data,
+                "{path}"
+            );
             for _ in 0..8 {
                 if size == 0 {
                     break;
                 }
                 let a = rng.random_range(0..size);
                 let b = rng.random_range(a..=size.min(a + 200_000));
-                assert_eq!(read(&store, &path, a as u64, b as u64).await.unwrap(), &data[a..b], "{path} {a}..{b}");
+                assert_eq!(
+                    read(&store, &path, a as u64, b as u64).await.unwrap(),
+                    &data[a..b],
+                    "{path} {a}..{b}"
+                );
             }
         }
     }
@@ -50,7 +60,9 @@ async fn large_file_round_trip() {
     let store = node.store.clone();
     let size = 300 * 1024 * 1024 + 12_345;
     let data = random_bytes(size, 77);
-    let r = put(&store, "/big.mkv", Some("ec:4+2"), &data).await.unwrap();
+    let r = put(&store, "/big.mkv", Some("ec:4+2"), &data)
+        .await
+        .unwrap();
     assert_eq!(r.blake3, blake3::hash(&data).to_hex().to_string());
     let rec = store.meta.file(r.file_id).await.unwrap().unwrap();
     assert_eq!(rec.segments.len(), 5, "300 MiB in 64 MiB segments");
@@ -74,20 +86,32 @@ async fn reads_touch_only_the_blocks_they_need() {
         let before = bytes_read(&store);
         let got = read(&store, "/f", a, a + bs).await.unwrap();
         assert_eq!(got, &data[a as usize..(a + bs) as usize]);
-        assert!(bytes_read(&store) - before <= 2 * bs, "healthy 64 KiB range read {} bytes", bytes_read(&store) - before);
+        assert!(
+            bytes_read(&store) - before <= 2 * bs,
+            "healthy 64 KiB range read {} bytes",
+            bytes_read(&store) - before
+        );
     }
     // Delete data part 1 of segment 0: a block of it is decoded from k parts per row.
     let rec = store.meta.file(r.file_id).await.unwrap().unwrap();
-    let d = store.disk(rec.segments[0].parts[1].disk_id.unwrap()).unwrap();
+    let d = store
+        .disk(rec.segments[0].parts[1].disk_id.unwrap())
+        .unwrap();
     std::fs::remove_file(d.part_path(r.file_id, 0, 1)).unwrap();
     let before = bytes_read(&store);
     let rows_before = store.counters.degraded_rows.load(Ordering::Relaxed);
     let a = bs; // block 1 of row 0 lives in part 1
-    assert_eq!(read(&store, "/f", a, a + bs).await.unwrap(), &data[a as usize..(a + bs) as usize]);
+    assert_eq!(
+        read(&store, "/f", a, a + bs).await.unwrap(),
+        &data[a as usize..(a + bs) as usize]
+    );
     let rows = store.counters.degraded_rows.load(Ordering::Relaxed) - rows_before;
     assert!(rows >= 1);
     let used = bytes_read(&store) - before;
-    assert!(used <= 4 * bs * rows, "degraded read used {used} bytes for {rows} rows");
+    assert!(
+        used <= 4 * bs * rows,
+        "degraded read used {used} bytes for {rows} rows"
+    );
     node.stop().await;
 }
 
@@ -101,7 +125,11 @@ fn damage(kind: &str, path: &std::path::Path) {
         }
         "corrupt" => {
             use std::os::unix::fs::FileExt;
-            let f = std::fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path)
+                .unwrap();
             let len = f.metadata().unwrap().len();
             let mut b = [0u8; 1];
             f.read_exact_at(&mut b, len - 100).unwrap();
@@ -124,7 +152,10 @@ async fn damaged_parts_are_decoded_around_up_to_m() {
     let t = tempfile::tempdir().unwrap();
     let node = start(&config(t.path(), 4096, 64 * 1024)).await;
     let store = node.store.clone();
-    for (n, kind) in ["delete", "truncate", "corrupt", "header"].iter().enumerate() {
+    for (n, kind) in ["delete", "truncate", "corrupt", "header"]
+        .iter()
+        .enumerate()
+    {
         let data = random_bytes(700_001, n as u64);
         let path = format!("/d/{kind}");
         let r = put(&store, &path, Some("ec:4+2"), &data).await.unwrap();
@@ -137,25 +168,42 @@ async fn damaged_parts_are_decoded_around_up_to_m() {
             }
         }
         let before = store.counters.damaged_part_reads.load(Ordering::Relaxed);
-        assert_eq!(read(&store, &path, 0, data.len() as u64).await.unwrap(), data, "{kind}");
-        assert!(store.counters.damaged_part_reads.load(Ordering::Relaxed) > before, "{kind}: damage not reported");
+        assert_eq!(
+            read(&store, &path, 0, data.len() as u64).await.unwrap(),
+            data,
+            "{kind}"
+        );
+        assert!(
+            store.counters.damaged_part_reads.load(Ordering::Relaxed) > before,
+            "{kind}: damage not reported"
+        );
         // One more part lost in segment 0: unreadable, with a clear error.
         let s = &rec.segments[0];
         let d = store.disk(s.parts[3].disk_id.unwrap()).unwrap();
         std::fs::remove_file(d.part_path(r.file_id, s.index, 3)).unwrap();
         let err = read(&store, &path, 0, data.len() as u64).await.unwrap_err();
-        assert!(err.contains("unreadable") && err.contains("needed"), "{kind}: {err}");
+        assert!(
+            err.contains("unreadable") && err.contains("needed"),
+            "{kind}: {err}"
+        );
     }
     // Copies: all but one copy lost still reads; all lost is an error.
     let data = random_bytes(50_000, 99);
     let r = put(&store, "/c", Some("copies:3"), &data).await.unwrap();
     let rec = store.meta.file(r.file_id).await.unwrap().unwrap();
     for p in 0..2 {
-        let d = store.disk(rec.segments[0].parts[p].disk_id.unwrap()).unwrap();
-        damage(if p == 0 { "corrupt" } else { "delete" }, &d.part_path(r.file_id, 0, p as u16));
+        let d = store
+            .disk(rec.segments[0].parts[p].disk_id.unwrap())
+            .unwrap();
+        damage(
+            if p == 0 { "corrupt" } else { "delete" },
+            &d.part_path(r.file_id, 0, p as u16),
+        );
     }
     assert_eq!(read(&store, "/c", 0, 50_000).await.unwrap(), data);
-    let d = store.disk(rec.segments[0].parts[2].disk_id.unwrap()).unwrap();
+    let d = store
+        .disk(rec.segments[0].parts[2].disk_id.unwrap())
+        .unwrap();
     damage("delete", &d.part_path(r.file_id, 0, 2));
     assert!(read(&store, "/c", 0, 50_000).await.is_err());
     node.stop().await;
@@ -169,9 +217,16 @@ async fn full_disks_fail_the_ingest_cleanly() {
     cfg.storage.reserve_free_bytes = u64::MAX / 4;
     let node = start(&cfg).await;
     let store = node.store.clone();
-    let err = put(&store, "/x", Some("ec:4+2"), &random_bytes(300_000, 1)).await.unwrap_err();
+    let err = put(&store, "/x", Some("ec:4+2"), &random_bytes(300_000, 1))
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
-    assert!(store.meta.lookup(&TreePath::parse("/x").unwrap()).await.unwrap().is_none());
+    assert!(store
+        .meta
+        .lookup(&TreePath::parse("/x").unwrap())
+        .await
+        .unwrap()
+        .is_none());
     assert!(store.meta.intents().await.unwrap().is_empty());
     assert!(part_files(&store).is_empty(), "{:?}", part_files(&store));
     node.stop().await;
@@ -187,12 +242,27 @@ async fn vanished_disk_gets_no_parts() {
     let gone = store.disks[2].clone();
     std::fs::remove_file(gone.root.join(wormfs_server::disk::IDENTITY_FILE)).unwrap();
     for i in 0..10 {
-        let r = put(&store, &format!("/f{i}"), Some("ec:3+2"), &random_bytes(100_000, i)).await.unwrap();
+        let r = put(
+            &store,
+            &format!("/f{i}"),
+            Some("ec:3+2"),
+            &random_bytes(100_000, i),
+        )
+        .await
+        .unwrap();
         let rec = store.meta.file(r.file_id).await.unwrap().unwrap();
-        assert!(rec.segments.iter().all(|s| s.parts.iter().all(|p| p.disk_id != Some(gone.id))));
+        assert!(rec
+            .segments
+            .iter()
+            .all(|s| s.parts.iter().all(|p| p.disk_id != Some(gone.id))));
     }
-    let err = put(&store, "/wide", Some("ec:8+3"), &random_bytes(10, 1)).await.unwrap_err();
-    assert!(err.to_string().contains("needs 11 disks but only 6"), "{err}");
+    let err = put(&store, "/wide", Some("ec:8+3"), &random_bytes(10, 1))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("needs 11 disks but only 6"),
+        "{err}"
+    );
     node.stop().await;
 }
 
@@ -209,9 +279,18 @@ async fn append_adds_segments_without_rewriting() {
     let before = store.meta.file(r.file_id).await.unwrap().unwrap();
     let snap: Vec<_> = part_files(&store)
         .into_iter()
-        .map(|p| (p.clone(), std::fs::metadata(&p).unwrap().ino(), std::fs::read(&p).unwrap()))
+        .map(|p| {
+            (
+                p.clone(),
+                std::fs::metadata(&p).unwrap().ino(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
         .collect();
-    store.append(&TreePath::parse("/log").unwrap(), &b[..]).await.unwrap();
+    store
+        .append(&TreePath::parse("/log").unwrap(), &b[..])
+        .await
+        .unwrap();
     let after = store.meta.file(r.file_id).await.unwrap().unwrap();
     assert_eq!(after.size, 500_000);
     assert!(after.segments.len() > before.segments.len());
@@ -224,7 +303,10 @@ async fn append_adds_segments_without_rewriting() {
     let mut all = a.clone();
     all.extend_from_slice(&b);
     assert_eq!(read(&store, "/log", 0, 500_000).await.unwrap(), all);
-    assert_eq!(read(&store, "/log", 299_000, 301_000).await.unwrap(), &all[299_000..301_000]);
+    assert_eq!(
+        read(&store, "/log", 299_000, 301_000).await.unwrap(),
+        &all[299_000..301_000]
+    );
     node.stop().await;
 }
 
@@ -239,8 +321,14 @@ async fn conflict_rules() {
     assert!(put(&store, "/a/film.mkv", None, b"two").await.is_err());
     let mut r = req("/a/film.mkv", None);
     r.conflict = Conflict::Rename;
-    assert_eq!(store.ingest(r.clone(), &b"two"[..]).await.unwrap().path, "/a/film (1).mkv");
-    assert_eq!(store.ingest(r, &b"three"[..]).await.unwrap().path, "/a/film (2).mkv");
+    assert_eq!(
+        store.ingest(r.clone(), &b"two"[..]).await.unwrap().path,
+        "/a/film (1).mkv"
+    );
+    assert_eq!(
+        store.ingest(r, &b"three"[..]).await.unwrap().path,
+        "/a/film (2).mkv"
+    );
     let mut r = req("/a/film.mkv", None);
     r.conflict = Conflict::Skip;
     assert!(store.ingest(r, &b"four"[..]).await.unwrap().skipped);
@@ -262,24 +350,46 @@ async fn restart_keeps_everything_also_after_snapshot() {
     let store = node.store.clone();
     let data = random_bytes(123_457, 3);
     for i in 0..20 {
-        put(&store, &format!("/dir{}/f{i}", i % 3), None, &data).await.unwrap();
+        put(&store, &format!("/dir{}/f{i}", i % 3), None, &data)
+            .await
+            .unwrap();
     }
-    store.mkdir(&TreePath::parse("/empty").unwrap(), false).await.unwrap();
+    store
+        .mkdir(&TreePath::parse("/empty").unwrap(), false)
+        .await
+        .unwrap();
     store.consensus.snapshot_and_purge().await.unwrap();
     for i in 20..25 {
-        put(&store, &format!("/late/f{i}"), None, &data).await.unwrap();
+        put(&store, &format!("/late/f{i}"), None, &data)
+            .await
+            .unwrap();
     }
     drop(store);
     node.stop().await;
     let node = start(&cfg).await;
     let store = node.store.clone();
     for i in 0..20 {
-        assert_eq!(read(&store, &format!("/dir{}/f{i}", i % 3), 0, data.len() as u64).await.unwrap(), data);
+        assert_eq!(
+            read(&store, &format!("/dir{}/f{i}", i % 3), 0, data.len() as u64)
+                .await
+                .unwrap(),
+            data
+        );
     }
     for i in 20..25 {
-        assert_eq!(read(&store, &format!("/late/f{i}"), 0, data.len() as u64).await.unwrap(), data);
+        assert_eq!(
+            read(&store, &format!("/late/f{i}"), 0, data.len() as u64)
+                .await
+                .unwrap(),
+            data
+        );
     }
-    assert!(store.meta.lookup(&TreePath::parse("/empty").unwrap()).await.unwrap().is_some());
+    assert!(store
+        .meta
+        .lookup(&TreePath::parse("/empty").unwrap())
+        .await
+        .unwrap()
+        .is_some());
     node.stop().await;
 }
 
@@ -291,10 +401,17 @@ async fn sweeper_removes_orphans_only() {
     cfg.ingest.orphan_grace_ms = cfg.ingest.lease_ms;
     let node = start(&cfg).await;
     let store = node.store.clone();
-    put(&store, "/keep", Some("ec:4+2"), &random_bytes(100_000, 1)).await.unwrap();
-    put(&store, "/gone", Some("ec:4+2"), &random_bytes(100_000, 2)).await.unwrap();
+    put(&store, "/keep", Some("ec:4+2"), &random_bytes(100_000, 1))
+        .await
+        .unwrap();
+    put(&store, "/gone", Some("ec:4+2"), &random_bytes(100_000, 2))
+        .await
+        .unwrap();
     let all = part_files(&store).len();
-    store.remove(&TreePath::parse("/gone").unwrap(), false).await.unwrap();
+    store
+        .remove(&TreePath::parse("/gone").unwrap(), false)
+        .await
+        .unwrap();
     // Young orphans are kept for the grace time.
     let r = wormfs_server::sweeper::sweep(&store).await.unwrap();
     assert_eq!((r.removed, r.kept_young), (0, 6));
@@ -307,6 +424,9 @@ async fn sweeper_removes_orphans_only() {
     let r = wormfs_server::sweeper::sweep(&store).await.unwrap();
     assert_eq!(r.removed, 6);
     assert_eq!(part_files(&store).len(), all - 6);
-    assert_eq!(read(&store, "/keep", 0, 100_000).await.unwrap(), random_bytes(100_000, 1));
+    assert_eq!(
+        read(&store, "/keep", 0, 100_000).await.unwrap(),
+        random_bytes(100_000, 1)
+    );
     node.stop().await;
 }

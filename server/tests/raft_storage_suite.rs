@@ -8,11 +8,19 @@ use wormfs_server::raft_types::TypeConfig;
 struct Builder;
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> for Builder {
-    async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError<u64>> {
+    async fn build(
+        &self,
+    ) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError<u64>> {
         let dir = tempfile::tempdir().expect("tempdir");
-        let log = LogStore::open(&dir.path().join("raft-log.db")).await.expect("open log");
-        let db = MetaDb::open(&dir.path().join("metadata.db")).await.expect("open metadata");
-        let sm = StateMachineStore::new(db, dir.path().join("snapshots")).await.expect("state machine");
+        let log = LogStore::open(&dir.path().join("raft-log.db"))
+            .await
+            .expect("open log");
+        let db = MetaDb::open(&dir.path().join("metadata.db"))
+            .await
+            .expect("open metadata");
+        let sm = StateMachineStore::new(db, dir.path().join("snapshots"))
+            .await
+            .expect("state machine");
         Ok((dir, log, sm))
     }
 }

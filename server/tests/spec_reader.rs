@@ -80,7 +80,9 @@ mod spec {
         if path_len > 1024 {
             return Err("path_len".into());
         }
-        let path = std::str::from_utf8(&b[128..128 + path_len]).map_err(|_| "path not utf-8")?.to_owned();
+        let path = std::str::from_utf8(&b[128..128 + path_len])
+            .map_err(|_| "path not utf-8")?
+            .to_owned();
         let h = Header {
             codec: le16(b, 10),
             header_len: le32(b, 12),
@@ -111,7 +113,9 @@ mod spec {
         if u64::from(h.block_count) != h.part_data_len.div_ceil(u64::from(h.block_size)) {
             return Err("block_count".into());
         }
-        if h.header_len % 4096 != 0 || u64::from(h.header_len) < TABLE_OFFSET as u64 + 4 * u64::from(h.block_count) {
+        if h.header_len % 4096 != 0
+            || u64::from(h.header_len) < TABLE_OFFSET as u64 + 4 * u64::from(h.block_count)
+        {
             return Err("header_len".into());
         }
         Ok(h)
@@ -137,8 +141,15 @@ mod spec {
             if crc32c::crc32c(table_bytes) != le32(&bytes, 1152) {
                 return Err("table crc mismatch".into());
             }
-            let table = table_bytes.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
-            Ok(Part { header, table, bytes })
+            let table = table_bytes
+                .chunks_exact(4)
+                .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+                .collect();
+            Ok(Part {
+                header,
+                table,
+                bytes,
+            })
         }
 
         /// Stored length of block `b` (section 3.2).
@@ -152,7 +163,8 @@ mod spec {
             if b >= u64::from(self.header.block_count) {
                 return None;
             }
-            let start = self.header.header_len as usize + (b * u64::from(self.header.block_size)) as usize;
+            let start =
+                self.header.header_len as usize + (b * u64::from(self.header.block_size)) as usize;
             let bytes = self.bytes.get(start..start + self.stored_len(b))?;
             (crc32c::crc32c(bytes) == self.table[b as usize]).then_some(bytes)
         }
@@ -173,14 +185,22 @@ mod spec {
         let stem = name.strip_suffix(".wp")?;
         let (id, rest) = stem.split_once("-s")?;
         let (seg, part) = rest.split_once("-p")?;
-        if id.len() != 32 || !id.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)) {
+        if id.len() != 32
+            || !id
+                .bytes()
+                .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+        {
             return None;
         }
         let digits = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit());
         if !digits(seg) || !digits(part) {
             return None;
         }
-        Some(PartName { file_id: u128::from_str_radix(id, 16).ok()?, segment: seg.parse().ok()?, part: part.parse().ok()? })
+        Some(PartName {
+            file_id: u128::from_str_radix(id, 16).ok()?,
+            segment: seg.parse().ok()?,
+            part: part.parse().ok()?,
+        })
     }
 
     /// A part file found on a disk.
@@ -203,11 +223,15 @@ mod spec {
     pub fn scan(disk_roots: &[PathBuf]) -> Scan {
         let mut out = Scan::default();
         for root in disk_roots {
-            let Ok(prefixes) = std::fs::read_dir(root.join("parts")) else { continue };
+            let Ok(prefixes) = std::fs::read_dir(root.join("parts")) else {
+                continue;
+            };
             for prefix in prefixes.flatten() {
                 let dir = prefix.path();
                 let pfx = prefix.file_name().to_string_lossy().into_owned();
-                let Ok(files) = std::fs::read_dir(&dir) else { continue };
+                let Ok(files) = std::fs::read_dir(&dir) else {
+                    continue;
+                };
                 for f in files.flatten() {
                     let name = f.file_name().to_string_lossy().into_owned();
                     if name.starts_with('.') {
@@ -216,7 +240,11 @@ mod spec {
                     }
                     if let Some(n) = parse_name(&name) {
                         assert_eq!(pfx, name[..2], "part {name} is in folder {pfx}");
-                        out.parts.push(Found { disk_root: root.clone(), path: f.path(), name: n });
+                        out.parts.push(Found {
+                            disk_root: root.clone(),
+                            path: f.path(),
+                            name: n,
+                        });
                     }
                 }
             }
@@ -235,14 +263,36 @@ mod spec {
     /// Reads one segment from whatever parts are given (`parts[i]` = part index `i`, `None` when
     /// missing), per sections 4, 5 and 7, and checks its BLAKE3.
     pub fn read_segment(parts: &BTreeMap<u16, Part>) -> Result<SegmentRead, String> {
-        let any = parts.values().next().ok_or("no part of the segment is usable")?;
+        let any = parts
+            .values()
+            .next()
+            .ok_or("no part of the segment is usable")?;
         let h0 = any.header.clone();
         for p in parts.values() {
             let h = &p.header;
-            if (h.codec, h.k, h.m, h.block_size, h.segment_data_len, h.segment_blake3, h.file_id, h.segment_index)
-                != (h0.codec, h0.k, h0.m, h0.block_size, h0.segment_data_len, h0.segment_blake3, h0.file_id, h0.segment_index)
-            {
-                return Err(format!("part {} disagrees with part {}", h.part_index, h0.part_index));
+            if (
+                h.codec,
+                h.k,
+                h.m,
+                h.block_size,
+                h.segment_data_len,
+                h.segment_blake3,
+                h.file_id,
+                h.segment_index,
+            ) != (
+                h0.codec,
+                h0.k,
+                h0.m,
+                h0.block_size,
+                h0.segment_data_len,
+                h0.segment_blake3,
+                h0.file_id,
+                h0.segment_index,
+            ) {
+                return Err(format!(
+                    "part {} disagrees with part {}",
+                    h.part_index, h0.part_index
+                ));
             }
         }
         let k = usize::from(h0.k);
@@ -266,18 +316,28 @@ mod spec {
                         break;
                     }
                 }
-                out.bytes.extend_from_slice(got.ok_or(format!("block {b}: no copy verifies"))?);
+                out.bytes
+                    .extend_from_slice(got.ok_or(format!("block {b}: no copy verifies"))?);
             }
         } else {
             let rows = seg_len.div_ceil(k * bs);
             for p in parts.values() {
                 if p.header.part_data_len != (rows * bs) as u64 {
-                    return Err(format!("part {} part_data_len {} != rows*B", p.header.part_index, p.header.part_data_len));
+                    return Err(format!(
+                        "part {} part_data_len {} != rows*B",
+                        p.header.part_index, p.header.part_data_len
+                    ));
                 }
             }
             // Which parts have a verified block in each row.
             let avail = |r: usize| -> Vec<bool> {
-                (0..k + m).map(|i| parts.get(&(i as u16)).is_some_and(|p| p.block(r as u64).is_some())).collect()
+                (0..k + m)
+                    .map(|i| {
+                        parts
+                            .get(&(i as u16))
+                            .is_some_and(|p| p.block(r as u64).is_some())
+                    })
+                    .collect()
             };
             out.bytes = vec![0u8; rows * k * bs];
             let mut r = 0;
@@ -298,19 +358,27 @@ mod spec {
                 }
                 let have: Vec<usize> = (0..k + m).filter(|&i| mask[i]).collect();
                 if have.len() < k {
-                    return Err(format!("rows {r}..{end}: only {} of {} parts verify", have.len(), k));
+                    return Err(format!(
+                        "rows {r}..{end}: only {} of {} parts verify",
+                        have.len(),
+                        k
+                    ));
                 }
                 let n = end - r;
                 let shard = |i: usize| -> Vec<u8> {
                     let p = &parts[&(i as u16)];
-                    (r..end).flat_map(|row| p.block(row as u64).unwrap().iter().copied()).collect()
+                    (r..end)
+                        .flat_map(|row| p.block(row as u64).unwrap().iter().copied())
+                        .collect()
                 };
                 let mut dec = ReedSolomonDecoder::new(k, m, n * bs).map_err(|e| e.to_string())?;
                 for &i in have.iter().take(k) {
                     if i < k {
-                        dec.add_original_shard(i, shard(i)).map_err(|e| e.to_string())?;
+                        dec.add_original_shard(i, shard(i))
+                            .map_err(|e| e.to_string())?;
                     } else {
-                        dec.add_recovery_shard(i - k, shard(i)).map_err(|e| e.to_string())?;
+                        dec.add_recovery_shard(i - k, shard(i))
+                            .map_err(|e| e.to_string())?;
                     }
                 }
                 let res = dec.decode().map_err(|e| e.to_string())?;
@@ -318,10 +386,13 @@ mod spec {
                     let data: Vec<u8> = if have.iter().take(k).any(|&i| i == j) {
                         shard(j)
                     } else {
-                        res.restored_original(j).ok_or(format!("data part {j} not restored"))?.to_vec()
+                        res.restored_original(j)
+                            .ok_or(format!("data part {j} not restored"))?
+                            .to_vec()
                     };
                     for row in 0..n {
-                        out.bytes[(r + row) * k * bs + j * bs..][..bs].copy_from_slice(&data[row * bs..(row + 1) * bs]);
+                        out.bytes[(r + row) * k * bs + j * bs..][..bs]
+                            .copy_from_slice(&data[row * bs..(row + 1) * bs]);
                     }
                 }
                 out.degraded += n as u64;
@@ -362,29 +433,52 @@ fn seeded(len: usize, seed: u64) -> Vec<u8> {
 
 /// A node on six folder-disks with a small block size and part capacity.
 async fn start_node(dir: &Path) -> anyhow::Result<Node> {
-    let overrides = wormfs_config::Overrides { data_dir: Some(dir.join("data")), disks: vec![], listen: None };
+    let overrides = wormfs_config::Overrides {
+        data_dir: Some(dir.join("data")),
+        disks: vec![],
+        listen: None,
+    };
     let mut cfg = wormfs_config::load(None, Vec::<(String, String)>::new(), &overrides)?;
     cfg.storage.block_size_bytes = BLOCK;
     cfg.storage.segment_part_bytes = PART_CAPACITY;
     Node::start(&cfg).await
 }
 
-async fn put(store: &Arc<Store>, path: &str, policy: &str, data: &[u8]) -> anyhow::Result<FileRecord> {
+async fn put(
+    store: &Arc<Store>,
+    path: &str,
+    policy: &str,
+    data: &[u8],
+) -> anyhow::Result<FileRecord> {
     let req = wormfs_server::ingest::IngestRequest {
         path: wormfs_server::tree_path::TreePath::parse(path)?,
         policy: Some(policy.parse().map_err(anyhow::Error::msg)?),
         conflict: wormfs_server::command::Conflict::Fail,
-        source: wormfs_server::command::SourceIdentity::Upload { client: "test".into() },
+        source: wormfs_server::command::SourceIdentity::Upload {
+            client: "test".into(),
+        },
         expected_size: None,
     };
     let res = store.ingest(req, data).await?;
     ensure!(res.size == data.len() as u64);
-    store.meta.file(res.file_id).await?.context("committed file has no record")
+    store
+        .meta
+        .file(res.file_id)
+        .await?
+        .context("committed file has no record")
 }
 
 fn disk_roots(dir: &Path) -> Vec<PathBuf> {
     let mut roots: Vec<PathBuf> = std::fs::read_dir(dir.join("data").join("disks"))
-        .map(|rd| rd.flatten().map(|e| e.path()).filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("disk-"))).collect())
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("disk-"))
+                })
+                .collect()
+        })
         .unwrap_or_default();
     roots.sort();
     roots
@@ -392,7 +486,8 @@ fn disk_roots(dir: &Path) -> Vec<PathBuf> {
 
 /// The identity file of a disk (section 2): (cluster id bytes, disk id text).
 fn disk_identity(root: &Path) -> anyhow::Result<([u8; 16], String)> {
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(root.join("wormfs-disk.json"))?)?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("wormfs-disk.json"))?)?;
     ensure!(v["format"] == 1, "identity format");
     let cluster = uuid::Uuid::parse_str(v["cluster_id"].as_str().context("cluster_id")?)?;
     let disk = v["disk_id"].as_str().context("disk_id")?.to_owned();
@@ -402,10 +497,17 @@ fn disk_identity(root: &Path) -> anyhow::Result<([u8; 16], String)> {
 /// The parts of one file found on the disks, by segment then part index.
 fn parts_of(dir: &Path, file_id: u128) -> BTreeMap<u32, BTreeMap<u16, Found>> {
     let scan = spec::scan(&disk_roots(dir));
-    assert!(scan.temporaries.is_empty(), "unfinished writes left behind: {:?}", scan.temporaries);
+    assert!(
+        scan.temporaries.is_empty(),
+        "unfinished writes left behind: {:?}",
+        scan.temporaries
+    );
     let mut out: BTreeMap<u32, BTreeMap<u16, Found>> = BTreeMap::new();
     for f in scan.parts.into_iter().filter(|f| f.name.file_id == file_id) {
-        let prev = out.entry(f.name.segment).or_default().insert(f.name.part, f.clone());
+        let prev = out
+            .entry(f.name.segment)
+            .or_default()
+            .insert(f.name.part, f.clone());
         assert!(prev.is_none(), "part {:?} found twice", f.name);
     }
     out
@@ -422,23 +524,61 @@ fn file_id_of(rec: &FileRecord) -> u128 {
 fn check_conformance(found: &Found, part: &Part, want_path: &str) -> anyhow::Result<()> {
     let h = &part.header;
     let b = &part.bytes;
-    ensure!(PartName { file_id: h.file_id, segment: h.segment_index, part: h.part_index } == found.name, "header names another part");
+    ensure!(
+        PartName {
+            file_id: h.file_id,
+            segment: h.segment_index,
+            part: h.part_index
+        } == found.name,
+        "header names another part"
+    );
     let (cluster, _) = disk_identity(&found.disk_root)?;
-    ensure!(h.cluster_id == cluster, "cluster id differs from the disk's identity file");
-    ensure!(h.flags == 0 && b[86..88] == [0, 0], "flags / reserved not zero");
-    ensure!(b[1160..2048].iter().all(|&x| x == 0), "reserved 1160..2048 not zero");
-    ensure!(b[128 + h.path.len()..1152].iter().all(|&x| x == 0), "path tail not zero");
+    ensure!(
+        h.cluster_id == cluster,
+        "cluster id differs from the disk's identity file"
+    );
+    ensure!(
+        h.flags == 0 && b[86..88] == [0, 0],
+        "flags / reserved not zero"
+    );
+    ensure!(
+        b[1160..2048].iter().all(|&x| x == 0),
+        "reserved 1160..2048 not zero"
+    );
+    ensure!(
+        b[128 + h.path.len()..1152].iter().all(|&x| x == 0),
+        "path tail not zero"
+    );
     let table_end = 2048 + 4 * h.block_count as usize;
-    ensure!(b[table_end..h.header_len as usize].iter().all(|&x| x == 0), "table padding not zero");
-    ensure!(b.len() as u64 == u64::from(h.header_len) + h.part_data_len, "file length != header_len + part_data_len");
+    ensure!(
+        b[table_end..h.header_len as usize].iter().all(|&x| x == 0),
+        "table padding not zero"
+    );
+    ensure!(
+        b.len() as u64 == u64::from(h.header_len) + h.part_data_len,
+        "file length != header_len + part_data_len"
+    );
     ensure!(h.path == want_path, "path {:?}", h.path);
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;
-    ensure!(h.created_ms <= now && h.created_ms + 600_000 > now, "created_ms {}", h.created_ms);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as u64;
+    ensure!(
+        h.created_ms <= now && h.created_ms + 600_000 > now,
+        "created_ms {}",
+        h.created_ms
+    );
     ensure!(h.block_size == BLOCK);
     let max_blocks = PART_CAPACITY.div_ceil(u64::from(BLOCK));
-    ensure!(u64::from(h.header_len) == (2048 + 4 * max_blocks).div_ceil(4096) * 4096, "header_len {}", h.header_len);
+    ensure!(
+        u64::from(h.header_len) == (2048 + 4 * max_blocks).div_ceil(4096) * 4096,
+        "header_len {}",
+        h.header_len
+    );
     for blk in 0..u64::from(h.block_count) {
-        ensure!(part.block(blk).is_some(), "block {blk} of a healthy part does not verify");
+        ensure!(
+            part.block(blk).is_some(),
+            "block {blk} of a healthy part does not verify"
+        );
     }
     Ok(())
 }
@@ -447,7 +587,15 @@ fn check_conformance(found: &Found, part: &Part, want_path: &str) -> anyhow::Res
 fn open_all(found: &BTreeMap<u32, BTreeMap<u16, Found>>) -> BTreeMap<u32, BTreeMap<u16, Part>> {
     found
         .iter()
-        .map(|(s, parts)| (*s, parts.iter().filter_map(|(i, f)| Part::open(&f.path).ok().map(|p| (*i, p))).collect()))
+        .map(|(s, parts)| {
+            (
+                *s,
+                parts
+                    .iter()
+                    .filter_map(|(i, f)| Part::open(&f.path).ok().map(|p| (*i, p)))
+                    .collect(),
+            )
+        })
         .collect()
 }
 
@@ -478,31 +626,58 @@ fn etag(size: u64, segment_hashes: &[String]) -> String {
 
 /// The metadata agrees with the headers: offsets are prefix sums, lengths and hashes match, and
 /// each part is on the disk the metadata names (by the disk's identity file).
-fn check_metadata(rec: &FileRecord, found: &BTreeMap<u32, BTreeMap<u16, Found>>, parts: &BTreeMap<u32, BTreeMap<u16, Part>>) -> anyhow::Result<()> {
-    ensure!(rec.segments.len() == parts.len(), "{} segments in metadata, {} on disk", rec.segments.len(), parts.len());
+fn check_metadata(
+    rec: &FileRecord,
+    found: &BTreeMap<u32, BTreeMap<u16, Found>>,
+    parts: &BTreeMap<u32, BTreeMap<u16, Part>>,
+) -> anyhow::Result<()> {
+    ensure!(
+        rec.segments.len() == parts.len(),
+        "{} segments in metadata, {} on disk",
+        rec.segments.len(),
+        parts.len()
+    );
     let mut offset = 0;
     for seg in &rec.segments {
         let on_disk = &parts[&seg.index];
         let h = &on_disk.values().next().context("no parts")?.header;
-        ensure!(seg.offset == offset, "segment {} offset {} != prefix sum {offset}", seg.index, seg.offset);
+        ensure!(
+            seg.offset == offset,
+            "segment {} offset {} != prefix sum {offset}",
+            seg.index,
+            seg.offset
+        );
         ensure!(seg.data_len == h.segment_data_len);
         ensure!(seg.blake3 == hex::encode(h.segment_blake3));
         for p in &seg.parts {
             if let (Some(d), Some(f)) = (p.disk_id, found[&seg.index].get(&p.index)) {
-                ensure!(disk_identity(&f.disk_root)?.1 == d.to_string(), "segment {} part {} on another disk", seg.index, p.index);
+                ensure!(
+                    disk_identity(&f.disk_root)?.1 == d.to_string(),
+                    "segment {} part {} on another disk",
+                    seg.index,
+                    p.index
+                );
             }
         }
         offset += seg.data_len;
     }
     ensure!(offset == rec.size);
     let hashes: Vec<String> = rec.segments.iter().map(|s| s.blake3.clone()).collect();
-    ensure!(rec.etag == etag(rec.size, &hashes), "etag {} differs from the documented derivation", rec.etag);
+    ensure!(
+        rec.etag == etag(rec.size, &hashes),
+        "etag {} differs from the documented derivation",
+        rec.etag
+    );
     Ok(())
 }
 
 /// Finds file offset `x` through section 4.4, reading the byte straight from the part file.
 fn byte_at(rec: &FileRecord, parts: &BTreeMap<u32, BTreeMap<u16, Part>>, x: u64) -> u8 {
-    let seg = rec.segments.iter().find(|s| s.offset <= x && x < s.offset + s.data_len).unwrap();
+    let seg = rec
+        .segments
+        .iter()
+        .find(|s| s.offset <= x && x < s.offset + s.data_len)
+        .unwrap();
     let off = x - seg.offset;
     let seg_parts = &parts[&seg.index];
     let h = &seg_parts.values().next().unwrap().header;
@@ -531,9 +706,16 @@ async fn ec_file_reads_back_from_data_parts_alone() -> anyhow::Result<()> {
     let id = file_id_of(&rec);
     let found = parts_of(dir.path(), id);
     let segment_capacity = 4 * PART_CAPACITY;
-    assert_eq!(found.len() as u64, (data.len() as u64).div_ceil(segment_capacity));
+    assert_eq!(
+        found.len() as u64,
+        (data.len() as u64).div_ceil(segment_capacity)
+    );
     for (s, seg) in &found {
-        assert_eq!(seg.keys().copied().collect::<Vec<_>>(), (0..6).collect::<Vec<u16>>(), "segment {s}");
+        assert_eq!(
+            seg.keys().copied().collect::<Vec<_>>(),
+            (0..6).collect::<Vec<u16>>(),
+            "segment {s}"
+        );
     }
     let parts = open_all(&found);
     for (s, seg) in &parts {
@@ -542,13 +724,20 @@ async fn ec_file_reads_back_from_data_parts_alone() -> anyhow::Result<()> {
             check_conformance(&found[s][i], p, "/a/film.mkv")?;
             let h = &p.header;
             assert_eq!((h.codec, h.k, h.m), (spec::CODEC_RS, 4, 2));
-            let want_len = if u64::from(*s) + 1 < found.len() as u64 { segment_capacity } else { data.len() as u64 % segment_capacity };
+            let want_len = if u64::from(*s) + 1 < found.len() as u64 {
+                segment_capacity
+            } else {
+                data.len() as u64 % segment_capacity
+            };
             assert_eq!(h.segment_data_len, want_len);
             assert_eq!(h.segment_data_len, rec.segments[*s as usize].data_len);
         }
     }
     check_metadata(&rec, &found, &parts)?;
-    assert_eq!(rec.content_blake3.as_deref(), Some(blake3::hash(&data).to_hex().as_str()));
+    assert_eq!(
+        rec.content_blake3.as_deref(),
+        Some(blake3::hash(&data).to_hex().as_str())
+    );
 
     // Parity part k+i is recovery shard i over the k whole data parts, and the code is
     // position-wise: encoding one row alone gives that row's parity blocks.
@@ -562,7 +751,11 @@ async fn ec_file_reads_back_from_data_parts_alone() -> anyhow::Result<()> {
         }
         let res = enc.encode()?;
         for i in 0..2u16 {
-            assert!(res.recovery(usize::from(i)).unwrap() == data_of(4 + i), "parity part {} differs", 4 + i);
+            assert!(
+                res.recovery(usize::from(i)).unwrap() == data_of(4 + i),
+                "parity part {} differs",
+                4 + i
+            );
         }
         let row = len / bs - 1;
         let mut enc = ReedSolomonEncoder::new(4, 2, bs)?;
@@ -574,14 +767,18 @@ async fn ec_file_reads_back_from_data_parts_alone() -> anyhow::Result<()> {
     }
 
     // Healthy read: data parts only (parity removed from view), no decoding.
-    let data_only: BTreeMap<u32, BTreeMap<u16, Part>> =
-        parts.into_iter().map(|(s, seg)| (s, seg.into_iter().filter(|(i, _)| *i < 4).collect())).collect();
+    let data_only: BTreeMap<u32, BTreeMap<u16, Part>> = parts
+        .into_iter()
+        .map(|(s, seg)| (s, seg.into_iter().filter(|(i, _)| *i < 4).collect()))
+        .collect();
     let (back, degraded) = reassemble(&data_only)?;
     assert_eq!(degraded, 0);
     assert!(back == data, "reassembled bytes differ");
 
     // Byte lookups through row = off / (k*B), part = (off % (k*B)) / B.
-    for x in [0u64, 1, 4095, 4096, 16_383, 16_384, 262_143, 262_144, 300_000, 999_999, 1_000_002] {
+    for x in [
+        0u64, 1, 4095, 4096, 16_383, 16_384, 262_143, 262_144, 300_000, 999_999, 1_000_002,
+    ] {
         assert_eq!(byte_at(&rec, &data_only, x), data[x as usize], "byte {x}");
     }
     Ok(())
@@ -606,14 +803,22 @@ async fn ec_file_survives_losing_m_parts_per_segment() -> anyhow::Result<()> {
         std::fs::write(p, b)?;
         Ok(())
     };
-    let header_len = u64::from(Part::open(&path(0, 0)).map_err(anyhow::Error::msg)?.header.header_len);
+    let header_len = u64::from(
+        Part::open(&path(0, 0))
+            .map_err(anyhow::Error::msg)?
+            .header
+            .header_len,
+    );
     // Segment 0: two data parts gone.
     std::fs::remove_file(path(0, 0))?;
     std::fs::remove_file(path(0, 1))?;
     // Segment 1: a data part gone, a parity part whose header no longer verifies.
     std::fs::remove_file(path(1, 2))?;
     flip(&path(1, 4), 100)?;
-    assert!(Part::open(&path(1, 4)).is_err(), "a header with a bad checksum must be rejected");
+    assert!(
+        Part::open(&path(1, 4)).is_err(),
+        "a header with a bad checksum must be rejected"
+    );
     // Segment 2: a parity part gone, and one corrupt block in each of two data parts (rows 3 and 5).
     std::fs::remove_file(path(2, 5))?;
     flip(&path(2, 3), header_len + 3 * u64::from(BLOCK) + 17)?;
@@ -623,9 +828,18 @@ async fn ec_file_survives_losing_m_parts_per_segment() -> anyhow::Result<()> {
     std::fs::remove_file(path(3, 3))?;
 
     let mut parts = open_all(&parts_of(dir.path(), id));
-    assert_eq!(parts.values().map(BTreeMap::len).collect::<Vec<_>>(), vec![4, 4, 5, 4]);
-    assert!(parts[&2][&3].block(3).is_none() && parts[&2][&0].block(5).is_none(), "corrupt blocks must not verify");
-    assert!(parts[&2][&3].block(2).is_some(), "other blocks of a damaged part stay usable");
+    assert_eq!(
+        parts.values().map(BTreeMap::len).collect::<Vec<_>>(),
+        vec![4, 4, 5, 4]
+    );
+    assert!(
+        parts[&2][&3].block(3).is_none() && parts[&2][&0].block(5).is_none(),
+        "corrupt blocks must not verify"
+    );
+    assert!(
+        parts[&2][&3].block(2).is_some(),
+        "other blocks of a damaged part stay usable"
+    );
     let (back, degraded) = reassemble(&parts)?;
     assert!(degraded > 0);
     assert!(back == data, "decoded bytes differ");
@@ -648,7 +862,10 @@ async fn copies_file_reads_from_any_one_copy() -> anyhow::Result<()> {
     node.stop().await;
     let id = file_id_of(&rec);
     let found = parts_of(dir.path(), id);
-    assert_eq!(found.len() as u64, (data.len() as u64).div_ceil(PART_CAPACITY));
+    assert_eq!(
+        found.len() as u64,
+        (data.len() as u64).div_ceil(PART_CAPACITY)
+    );
     let parts = open_all(&found);
     for (s, seg) in &parts {
         assert_eq!(seg.len(), 3);
@@ -656,12 +873,18 @@ async fn copies_file_reads_from_any_one_copy() -> anyhow::Result<()> {
             check_conformance(&found[s][i], p, "/b/notes.txt")?;
             let h = &p.header;
             assert_eq!((h.codec, h.k, h.m), (spec::CODEC_REPLICA, 1, 2));
-            assert_eq!(h.part_data_len, h.segment_data_len, "a copy stores exactly the segment bytes");
+            assert_eq!(
+                h.part_data_len, h.segment_data_len,
+                "a copy stores exactly the segment bytes"
+            );
         }
     }
     check_metadata(&rec, &found, &parts)?;
     let last = &parts[&(found.len() as u32 - 1)][&0];
-    assert!(last.stored_len(u64::from(last.header.block_count) - 1) < BLOCK as usize, "the last block of a copy is short");
+    assert!(
+        last.stored_len(u64::from(last.header.block_count) - 1) < BLOCK as usize,
+        "the last block of a copy is short"
+    );
     assert_eq!(byte_at(&rec, &parts, 300_006), data[300_006]);
 
     for copy in 0..3u16 {
@@ -686,11 +909,17 @@ async fn copies_file_reads_from_any_one_copy() -> anyhow::Result<()> {
     std::fs::remove_file(&found[&1][&2].path)?;
     let p10 = &found[&1][&0].path;
     let mut b = std::fs::read(p10)?;
-    let hl = Part::open(p10).map_err(anyhow::Error::msg)?.header.header_len as usize;
+    let hl = Part::open(p10)
+        .map_err(anyhow::Error::msg)?
+        .header
+        .header_len as usize;
     b[hl + 2 * BLOCK as usize + 5] ^= 1;
     std::fs::write(p10, b)?;
     let (back, degraded) = reassemble(&open_all(&parts_of(dir.path(), id)))?;
-    assert_eq!(degraded, 1, "exactly the corrupt block comes from the other copy");
+    assert_eq!(
+        degraded, 1,
+        "exactly the corrupt block comes from the other copy"
+    );
     assert!(back == data);
     Ok(())
 }
@@ -706,7 +935,10 @@ async fn empty_file_has_no_segments_and_no_parts() -> anyhow::Result<()> {
     assert_eq!(rec.size, 0);
     assert!(rec.segments.is_empty());
     assert!(parts_of(dir.path(), file_id_of(&rec)).is_empty());
-    assert_eq!(rec.content_blake3.as_deref(), Some(blake3::hash(b"").to_hex().as_str()));
+    assert_eq!(
+        rec.content_blake3.as_deref(),
+        Some(blake3::hash(b"").to_hex().as_str())
+    );
     assert_eq!(rec.etag, etag(0, &[]));
     Ok(())
 }
@@ -723,15 +955,30 @@ async fn append_adds_segments_and_changes_the_etag() -> anyhow::Result<()> {
     let before = put(&node.store, "/a/log.bin", "ec:4+2", &first).await?;
     let path = wormfs_server::tree_path::TreePath::parse("/a/log.bin")?;
     node.store.append(&path, &more[..]).await?;
-    let after = node.store.meta.file(before.file_id).await?.context("record")?;
+    let after = node
+        .store
+        .meta
+        .file(before.file_id)
+        .await?
+        .context("record")?;
     node.stop().await;
 
     assert_eq!(before.segments.len(), 1);
     assert_eq!(after.size, 400_004);
-    assert_eq!(after.segments.iter().map(|s| s.data_len).collect::<Vec<_>>(), vec![100_003, 262_144, 37_857]);
+    assert_eq!(
+        after
+            .segments
+            .iter()
+            .map(|s| s.data_len)
+            .collect::<Vec<_>>(),
+        vec![100_003, 262_144, 37_857]
+    );
     assert_eq!(after.content_blake3, None);
     assert_ne!(after.etag, before.etag);
-    assert_eq!(after.segments[0].blake3, before.segments[0].blake3, "a segment's hash never changes");
+    assert_eq!(
+        after.segments[0].blake3, before.segments[0].blake3,
+        "a segment's hash never changes"
+    );
 
     let found = parts_of(dir.path(), file_id_of(&after));
     let parts = open_all(&found);

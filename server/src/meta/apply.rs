@@ -27,7 +27,11 @@ macro_rules! reject {
 }
 
 /// Looks up one name in a directory.
-pub(crate) async fn lookup_child(c: &mut SqliteConnection, parent: i64, name: &str) -> Res<Option<Resolved>> {
+pub(crate) async fn lookup_child(
+    c: &mut SqliteConnection,
+    parent: i64,
+    name: &str,
+) -> Res<Option<Resolved>> {
     let row = sqlx::query("SELECT id, is_dir, file_id FROM entries WHERE parent = ? AND name = ?")
         .bind(parent)
         .bind(name)
@@ -36,7 +40,9 @@ pub(crate) async fn lookup_child(c: &mut SqliteConnection, parent: i64, name: &s
     Ok(row.map(|r| Resolved {
         id: r.get(0),
         is_dir: r.get::<i64, _>(1) != 0,
-        file_id: r.get::<Option<Vec<u8>>, _>(2).and_then(|b| FileId::from_slice(&b)),
+        file_id: r
+            .get::<Option<Vec<u8>>, _>(2)
+            .and_then(|b| FileId::from_slice(&b)),
     }))
 }
 
@@ -45,14 +51,21 @@ pub(crate) enum Walk {
     Found(Resolved),
     /// A component is missing; holds the deepest existing directory's id and the index of the
     /// first missing component.
-    Missing { dir: i64, at: usize },
+    Missing {
+        dir: i64,
+        at: usize,
+    },
     /// A component before the last is a file.
     NotDir(usize),
 }
 
 /// Walks `path` from the root.
 pub(crate) async fn walk(c: &mut SqliteConnection, path: &TreePath) -> Res<Walk> {
-    let mut cur = Resolved { id: 1, is_dir: true, file_id: None };
+    let mut cur = Resolved {
+        id: 1,
+        is_dir: true,
+        file_id: None,
+    };
     for (i, name) in path.components().iter().enumerate() {
         if !cur.is_dir {
             return Ok(Walk::NotDir(i - 1));
@@ -82,7 +95,11 @@ fn parse_path(p: &str) -> Result<TreePath, Rejection> {
 }
 
 /// Creates the missing directories of `path` (all of it); `Err` rejection if a file is in the way.
-async fn mkdir_all(c: &mut SqliteConnection, path: &TreePath, time_ms: i64) -> Res<Result<i64, Rejection>> {
+async fn mkdir_all(
+    c: &mut SqliteConnection,
+    path: &TreePath,
+    time_ms: i64,
+) -> Res<Result<i64, Rejection>> {
     let mut cur = 1i64;
     for (i, name) in path.components().iter().enumerate() {
         match lookup_child(c, cur, name).await? {
@@ -132,34 +149,47 @@ fn etag_for(size: u64, segment_hashes: &[String]) -> String {
 /// The key under which a drop-folder source is remembered.
 pub(crate) fn source_key(s: &SourceIdentity) -> Option<String> {
     match s {
-        SourceIdentity::DropFolder { path, size, mtime_ns, inode, dev } => {
-            Some(format!("drop:{dev}:{inode}:{size}:{mtime_ns}:{path}"))
-        }
+        SourceIdentity::DropFolder {
+            path,
+            size,
+            mtime_ns,
+            inode,
+            dev,
+        } => Some(format!("drop:{dev}:{inode}:{size}:{mtime_ns}:{path}")),
         SourceIdentity::Upload { .. } => None,
     }
 }
 
-async fn insert_segments(c: &mut SqliteConnection, file_id: FileId, start_offset: u64, segs: &[NewSegment]) -> Res<u64> {
+async fn insert_segments(
+    c: &mut SqliteConnection,
+    file_id: FileId,
+    start_offset: u64,
+    segs: &[NewSegment],
+) -> Res<u64> {
     let id = file_id.to_bytes().to_vec();
     let mut offset = start_offset;
     for s in segs {
-        sqlx::query("INSERT INTO segments (file_id, seg, offset, data_len, blake3) VALUES (?, ?, ?, ?, ?)")
+        sqlx::query(
+            "INSERT INTO segments (file_id, seg, offset, data_len, blake3) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&id)
+        .bind(i64::from(s.index))
+        .bind(offset as i64)
+        .bind(s.data_len as i64)
+        .bind(&s.blake3)
+        .execute(&mut *c)
+        .await?;
+        for (p, disk) in s.parts.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO parts (file_id, seg, part, disk_id, state) VALUES (?, ?, ?, ?, ?)",
+            )
             .bind(&id)
             .bind(i64::from(s.index))
-            .bind(offset as i64)
-            .bind(s.data_len as i64)
-            .bind(&s.blake3)
+            .bind(p as i64)
+            .bind(disk.map(|d| d.to_string()))
+            .bind(if disk.is_some() { 0i64 } else { 1 })
             .execute(&mut *c)
             .await?;
-        for (p, disk) in s.parts.iter().enumerate() {
-            sqlx::query("INSERT INTO parts (file_id, seg, part, disk_id, state) VALUES (?, ?, ?, ?, ?)")
-                .bind(&id)
-                .bind(i64::from(s.index))
-                .bind(p as i64)
-                .bind(disk.map(|d| d.to_string()))
-                .bind(if disk.is_some() { 0i64 } else { 1 })
-                .execute(&mut *c)
-                .await?;
         }
         offset += s.data_len;
     }
@@ -199,7 +229,10 @@ async fn delete_intent(c: &mut SqliteConnection, id: FileId) -> Res<()> {
 }
 
 async fn kv_get(c: &mut SqliteConnection, key: &str) -> Res<Option<String>> {
-    let r = sqlx::query("SELECT value FROM kv WHERE key = ?").bind(key).fetch_optional(&mut *c).await?;
+    let r = sqlx::query("SELECT value FROM kv WHERE key = ?")
+        .bind(key)
+        .fetch_optional(&mut *c)
+        .await?;
     Ok(r.map(|r| r.get(0)))
 }
 
@@ -224,7 +257,12 @@ pub(crate) async fn apply_command(c: &mut SqliteConnection, cmd: &CommandV1) -> 
             }
             Ok(Outcome::Done)
         }
-        CommandV1::RegisterNode { node_id, name, api_addr, time_ms } => {
+        CommandV1::RegisterNode {
+            node_id,
+            name,
+            api_addr,
+            time_ms,
+        } => {
             sqlx::query(
                 "INSERT INTO nodes (node_id, name, api_addr, joined_ms) VALUES (?, ?, ?, ?)
                  ON CONFLICT(node_id) DO UPDATE SET name = excluded.name, api_addr = excluded.api_addr",
@@ -237,7 +275,13 @@ pub(crate) async fn apply_command(c: &mut SqliteConnection, cmd: &CommandV1) -> 
             .await?;
             Ok(Outcome::Done)
         }
-        CommandV1::RegisterDisk { disk_id, node_id, path, fs_dev, time_ms } => {
+        CommandV1::RegisterDisk {
+            disk_id,
+            node_id,
+            path,
+            fs_dev,
+            time_ms,
+        } => {
             sqlx::query(
                 "INSERT INTO disks (disk_id, node_id, path, fs_dev, state, added_ms) VALUES (?, ?, ?, ?, 'active', ?)
                  ON CONFLICT(disk_id) DO UPDATE SET node_id = excluded.node_id, path = excluded.path, fs_dev = excluded.fs_dev",
@@ -251,13 +295,21 @@ pub(crate) async fn apply_command(c: &mut SqliteConnection, cmd: &CommandV1) -> 
             .await?;
             Ok(Outcome::Done)
         }
-        CommandV1::Mkdir { path, parents, time_ms } => {
+        CommandV1::Mkdir {
+            path,
+            parents,
+            time_ms,
+        } => {
             let path = match parse_path(path) {
                 Ok(p) => p,
                 Err(r) => reject!(r),
             };
             if path.is_root() {
-                return Ok(if *parents { Outcome::Done } else { Outcome::Rejected(Rejection::AlreadyExists("/".into())) });
+                return Ok(if *parents {
+                    Outcome::Done
+                } else {
+                    Outcome::Rejected(Rejection::AlreadyExists("/".into()))
+                });
             }
             match walk(c, &path).await? {
                 Walk::Found(r) if r.is_dir && *parents => Ok(Outcome::Done),
@@ -294,7 +346,14 @@ pub(crate) async fn apply_command(c: &mut SqliteConnection, cmd: &CommandV1) -> 
                 _ => reject!(Rejection::NotFound(path.to_string())),
             }
         }
-        CommandV1::BeginIngest { file_id, writer, path, append_to, lease_until_ms, time_ms } => {
+        CommandV1::BeginIngest {
+            file_id,
+            writer,
+            path,
+            append_to,
+            lease_until_ms,
+            time_ms,
+        } => {
             sqlx::query(
                 "INSERT OR REPLACE INTO intents (file_id, target_file_id, writer, path, append, lease_until_ms, created_ms)
                  VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -310,7 +369,10 @@ pub(crate) async fn apply_command(c: &mut SqliteConnection, cmd: &CommandV1) -> 
             .await?;
             Ok(Outcome::Done)
         }
-        CommandV1::RenewLease { file_id, lease_until_ms } => {
+        CommandV1::RenewLease {
+            file_id,
+            lease_until_ms,
+        } => {
             let r = sqlx::query("UPDATE intents SET lease_until_ms = ? WHERE file_id = ?")
                 .bind(*lease_until_ms as i64)
                 .bind(file_id.to_bytes().to_vec())
@@ -363,21 +425,32 @@ pub(crate) async fn apply_command(c: &mut SqliteConnection, cmd: &CommandV1) -> 
             if let Some(existing) = lookup_child(c, dir, &name).await? {
                 match conflict {
                     Conflict::Rename => name = free_name(c, dir, &name).await?,
-                    Conflict::Skip => return Ok(Outcome::Skipped { path: path.to_string() }),
+                    Conflict::Skip => {
+                        return Ok(Outcome::Skipped {
+                            path: path.to_string(),
+                        })
+                    }
                     Conflict::Fail => reject!(Rejection::AlreadyExists(path.to_string())),
-                    Conflict::Replace if existing.is_dir => reject!(Rejection::IsADirectory(path.to_string())),
+                    Conflict::Replace if existing.is_dir => {
+                        reject!(Rejection::IsADirectory(path.to_string()))
+                    }
                     Conflict::Replace => {
                         if let Some(old) = existing.file_id {
                             delete_file_rows(c, old).await?;
                         }
-                        sqlx::query("DELETE FROM entries WHERE id = ?").bind(existing.id).execute(&mut *c).await?;
+                        sqlx::query("DELETE FROM entries WHERE id = ?")
+                            .bind(existing.id)
+                            .execute(&mut *c)
+                            .await?;
                         replaced = true;
                     }
                 }
             }
             let hashes: Vec<String> = segments.iter().map(|s| s.blake3.clone()).collect();
-            let geometry_json = serde_json::to_string(geometry).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-            let source_json = serde_json::to_string(source).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+            let geometry_json =
+                serde_json::to_string(geometry).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+            let source_json =
+                serde_json::to_string(source).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
             let id = file_id.to_bytes().to_vec();
             sqlx::query(
                 "INSERT INTO files (file_id, size, policy, geometry, content_blake3, etag, created_ms, mtime_ms, source)
@@ -409,16 +482,33 @@ pub(crate) async fn apply_command(c: &mut SqliteConnection, cmd: &CommandV1) -> 
                     .execute(&mut *c)
                     .await?;
             }
-            let final_path = path.parent().join(&name).map(|p| p.to_string()).unwrap_or_else(|_| path.to_string());
-            Ok(Outcome::Committed { path: final_path, file_id: *file_id, replaced })
+            let final_path = path
+                .parent()
+                .join(&name)
+                .map(|p| p.to_string())
+                .unwrap_or_else(|_| path.to_string());
+            Ok(Outcome::Committed {
+                path: final_path,
+                file_id: *file_id,
+                replaced,
+            })
         }
-        CommandV1::AppendSegments { intent_id, file_id, expected_size, segments, time_ms } => {
+        CommandV1::AppendSegments {
+            intent_id,
+            file_id,
+            expected_size,
+            segments,
+            time_ms,
+        } => {
             if !intent_exists(c, *intent_id).await? {
                 reject!(Rejection::NoIntent(intent_id.to_string()));
             }
             delete_intent(c, *intent_id).await?;
             let id = file_id.to_bytes().to_vec();
-            let row = sqlx::query("SELECT size FROM files WHERE file_id = ?").bind(&id).fetch_optional(&mut *c).await?;
+            let row = sqlx::query("SELECT size FROM files WHERE file_id = ?")
+                .bind(&id)
+                .fetch_optional(&mut *c)
+                .await?;
             let Some(row) = row else {
                 reject!(Rejection::NotFound(file_id.to_string()));
             };
@@ -426,22 +516,24 @@ pub(crate) async fn apply_command(c: &mut SqliteConnection, cmd: &CommandV1) -> 
             if size as u64 != *expected_size {
                 reject!(Rejection::Changed(file_id.to_string()));
             }
-            let first_new = sqlx::query("SELECT COALESCE(MAX(seg) + 1, 0) FROM segments WHERE file_id = ?")
-                .bind(&id)
-                .fetch_one(&mut *c)
-                .await?
-                .get::<i64, _>(0);
+            let first_new =
+                sqlx::query("SELECT COALESCE(MAX(seg) + 1, 0) FROM segments WHERE file_id = ?")
+                    .bind(&id)
+                    .fetch_one(&mut *c)
+                    .await?
+                    .get::<i64, _>(0);
             if segments.first().map(|s| i64::from(s.index)) != Some(first_new) {
                 reject!(Rejection::Changed(file_id.to_string()));
             }
             let new_size = insert_segments(c, *file_id, *expected_size, segments).await?;
-            let hashes: Vec<String> = sqlx::query("SELECT blake3 FROM segments WHERE file_id = ? ORDER BY seg")
-                .bind(&id)
-                .fetch_all(&mut *c)
-                .await?
-                .into_iter()
-                .map(|r| r.get(0))
-                .collect();
+            let hashes: Vec<String> =
+                sqlx::query("SELECT blake3 FROM segments WHERE file_id = ? ORDER BY seg")
+                    .bind(&id)
+                    .fetch_all(&mut *c)
+                    .await?
+                    .into_iter()
+                    .map(|r| r.get(0))
+                    .collect();
             sqlx::query("UPDATE files SET size = ?, content_blake3 = NULL, etag = ?, mtime_ms = ? WHERE file_id = ?")
                 .bind(new_size as i64)
                 .bind(etag_for(new_size, &hashes))
@@ -456,7 +548,9 @@ pub(crate) async fn apply_command(c: &mut SqliteConnection, cmd: &CommandV1) -> 
                 .await?;
             Ok(Outcome::Done)
         }
-        CommandV1::Remove { path, recursive, .. } => {
+        CommandV1::Remove {
+            path, recursive, ..
+        } => {
             let path = match parse_path(path) {
                 Ok(p) if !p.is_root() => p,
                 Ok(p) => reject!(Rejection::InvalidPath(p.to_string())),
@@ -501,11 +595,19 @@ pub(crate) async fn apply_command(c: &mut SqliteConnection, cmd: &CommandV1) -> 
                 if let Some(f) = r.file_id {
                     delete_file_rows(c, f).await?;
                 }
-                sqlx::query("DELETE FROM entries WHERE id = ?").bind(r.id).execute(&mut *c).await?;
+                sqlx::query("DELETE FROM entries WHERE id = ?")
+                    .bind(r.id)
+                    .execute(&mut *c)
+                    .await?;
             }
             Ok(Outcome::Done)
         }
-        CommandV1::Rename { from, to, replace, time_ms } => {
+        CommandV1::Rename {
+            from,
+            to,
+            replace,
+            time_ms,
+        } => {
             let (from, to) = match (parse_path(from), parse_path(to)) {
                 (Ok(f), Ok(t)) => (f, t),
                 (Err(r), _) | (_, Err(r)) => reject!(r),
@@ -533,7 +635,10 @@ pub(crate) async fn apply_command(c: &mut SqliteConnection, cmd: &CommandV1) -> 
                 if let Some(f) = existing.file_id {
                     delete_file_rows(c, f).await?;
                 }
-                sqlx::query("DELETE FROM entries WHERE id = ?").bind(existing.id).execute(&mut *c).await?;
+                sqlx::query("DELETE FROM entries WHERE id = ?")
+                    .bind(existing.id)
+                    .execute(&mut *c)
+                    .await?;
             }
             sqlx::query("UPDATE entries SET parent = ?, name = ?, mtime_ms = ? WHERE id = ?")
                 .bind(parent.id)

@@ -15,10 +15,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use sqlx::SqlSafeStr;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
-pub use query::{DirEntry, DiskRecord, EntryKind, FileRecord, IntentRecord, PartRecord, SegmentRecord, Totals};
+pub use query::{
+    DirEntry, DiskRecord, EntryKind, FileRecord, IntentRecord, PartRecord, SegmentRecord, Totals,
+};
 pub use raft_store::{LogStore, StateMachineStore};
 
 const NAMESPACE_SQL: &str = include_str!("../../migrations/0001_namespace.sql");

@@ -144,7 +144,8 @@ pub struct Totals {
 type Res<T> = Result<T, sqlx::Error>;
 
 fn fid(row: &sqlx::sqlite::SqliteRow, i: usize) -> Option<FileId> {
-    row.get::<Option<Vec<u8>>, _>(i).and_then(|b| FileId::from_slice(&b))
+    row.get::<Option<Vec<u8>>, _>(i)
+        .and_then(|b| FileId::from_slice(&b))
 }
 
 fn parse_disk(s: Option<String>) -> Option<DiskId> {
@@ -199,11 +200,12 @@ impl MetaDb {
             .await?
             .get(0);
         for name in dir.components() {
-            let row = sqlx::query("SELECT id, is_dir, policy FROM entries WHERE parent = ? AND name = ?")
-                .bind(cur)
-                .bind(name)
-                .fetch_optional(&mut *c)
-                .await?;
+            let row =
+                sqlx::query("SELECT id, is_dir, policy FROM entries WHERE parent = ? AND name = ?")
+                    .bind(cur)
+                    .bind(name)
+                    .fetch_optional(&mut *c)
+                    .await?;
             let Some(row) = row else { break };
             if row.get::<i64, _>(1) == 0 {
                 break;
@@ -231,15 +233,20 @@ impl MetaDb {
         };
         let decode = |e: serde_json::Error| sqlx::Error::Decode(Box::new(e));
         let geometry: Geometry = serde_json::from_str(&row.get::<String, _>(2)).map_err(decode)?;
-        let source: SourceIdentity = serde_json::from_str(&row.get::<String, _>(7)).map_err(decode)?;
-        let segs = sqlx::query("SELECT seg, offset, data_len, blake3 FROM segments WHERE file_id = ? ORDER BY seg")
-            .bind(&id)
-            .fetch_all(&mut *c)
-            .await?;
-        let parts = sqlx::query("SELECT seg, part, disk_id, state FROM parts WHERE file_id = ? ORDER BY seg, part")
-            .bind(&id)
-            .fetch_all(&mut *c)
-            .await?;
+        let source: SourceIdentity =
+            serde_json::from_str(&row.get::<String, _>(7)).map_err(decode)?;
+        let segs = sqlx::query(
+            "SELECT seg, offset, data_len, blake3 FROM segments WHERE file_id = ? ORDER BY seg",
+        )
+        .bind(&id)
+        .fetch_all(&mut *c)
+        .await?;
+        let parts = sqlx::query(
+            "SELECT seg, part, disk_id, state FROM parts WHERE file_id = ? ORDER BY seg, part",
+        )
+        .bind(&id)
+        .fetch_all(&mut *c)
+        .await?;
         let mut segments: Vec<SegmentRecord> = segs
             .iter()
             .map(|s| SegmentRecord {
@@ -306,15 +313,23 @@ impl MetaDb {
             .await?;
         Ok(rows
             .iter()
-            .filter_map(|r| Some((fid(r, 0)?, r.get::<i64, _>(1) as u32, r.get::<i64, _>(2) as u16)))
+            .filter_map(|r| {
+                Some((
+                    fid(r, 0)?,
+                    r.get::<i64, _>(1) as u32,
+                    r.get::<i64, _>(2) as u16,
+                ))
+            })
             .collect())
     }
 
     /// All intents.
     pub async fn intents(&self) -> Res<Vec<IntentRecord>> {
-        let rows = sqlx::query("SELECT file_id, target_file_id, writer, path, lease_until_ms FROM intents")
-            .fetch_all(&self.pool())
-            .await?;
+        let rows = sqlx::query(
+            "SELECT file_id, target_file_id, writer, path, lease_until_ms FROM intents",
+        )
+        .fetch_all(&self.pool())
+        .await?;
         Ok(rows
             .iter()
             .filter_map(|r| {
@@ -354,7 +369,12 @@ impl MetaDb {
         let pool = self.pool();
         let one = |sql: &'static str| {
             let pool = pool.clone();
-            async move { sqlx::query(sql).fetch_one(&pool).await.map(|r| r.get::<i64, _>(0) as u64) }
+            async move {
+                sqlx::query(sql)
+                    .fetch_one(&pool)
+                    .await
+                    .map(|r| r.get::<i64, _>(0) as u64)
+            }
         };
         Ok(Totals {
             files: one("SELECT COUNT(*) FROM files").await?,
@@ -380,7 +400,11 @@ fn entry_from_row(row: &sqlx::sqlite::SqliteRow) -> DirEntry {
     let is_dir = row.get::<i64, _>(1) != 0;
     DirEntry {
         name: row.get(0),
-        kind: if is_dir { EntryKind::Dir } else { EntryKind::File },
+        kind: if is_dir {
+            EntryKind::Dir
+        } else {
+            EntryKind::File
+        },
         file_id: fid(row, 2),
         mtime_ms: row.get::<i64, _>(3) as u64,
         policy: row.get(4),

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
 use openraft::{
-    AnyError, Entry, EntryPayload, LogId, OptionalSend, RaftLogReader, RaftSnapshotBuilder, SnapshotMeta,
-    StorageError, StorageIOError, StoredMembership, Vote,
+    AnyError, Entry, EntryPayload, LogId, OptionalSend, RaftLogReader, RaftSnapshotBuilder,
+    SnapshotMeta, StorageError, StorageIOError, StoredMembership, Vote,
 };
 use sqlx::sqlite::SqlitePool;
 use sqlx::{Row, SqlSafeStr};
@@ -54,7 +54,10 @@ impl LogStore {
         Ok(Self { pool })
     }
 
-    async fn state_get<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, SErr> {
+    async fn state_get<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<T>, SErr> {
         let row = sqlx::query("SELECT value FROM log_state WHERE key = ?")
             .bind(key)
             .fetch_optional(&self.pool)
@@ -108,7 +111,10 @@ impl RaftLogReader<TypeConfig> for LogStore {
             .await
             .map_err(|e| io_err(StorageIOError::read_logs, e))?;
         rows.iter()
-            .map(|r| serde_json::from_str(&r.get::<String, _>(0)).map_err(|e| io_err(StorageIOError::read_logs, e)))
+            .map(|r| {
+                serde_json::from_str(&r.get::<String, _>(0))
+                    .map_err(|e| io_err(StorageIOError::read_logs, e))
+            })
             .collect()
     }
 }
@@ -124,13 +130,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(|e| io_err(StorageIOError::read_logs, e))?;
         let last = match row {
             Some(r) => {
-                let e: Entry<TypeConfig> =
-                    serde_json::from_str(&r.get::<String, _>(0)).map_err(|e| io_err(StorageIOError::read_logs, e))?;
+                let e: Entry<TypeConfig> = serde_json::from_str(&r.get::<String, _>(0))
+                    .map_err(|e| io_err(StorageIOError::read_logs, e))?;
                 Some(e.log_id)
             }
             None => last_purged,
         };
-        Ok(LogState { last_purged_log_id: last_purged, last_log_id: last })
+        Ok(LogState {
+            last_purged_log_id: last_purged,
+            last_log_id: last,
+        })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -150,7 +159,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, SErr> {
-        Ok(self.state_get::<Option<LogId<NodeId>>>("committed").await?.flatten())
+        Ok(self
+            .state_get::<Option<LogId<NodeId>>>("committed")
+            .await?
+            .flatten())
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), SErr>
@@ -158,9 +170,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut tx = self.pool.begin().await.map_err(|e| io_err(StorageIOError::write_logs, e))?;
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(|e| io_err(StorageIOError::write_logs, e))?;
         for e in entries {
-            let json = serde_json::to_string(&e).map_err(|e| io_err(StorageIOError::write_logs, e))?;
+            let json =
+                serde_json::to_string(&e).map_err(|e| io_err(StorageIOError::write_logs, e))?;
             sqlx::query("INSERT OR REPLACE INTO log (idx, entry) VALUES (?, ?)")
                 .bind(e.log_id.index as i64)
                 .bind(json)
@@ -221,7 +238,11 @@ impl StateMachineStore {
         tokio::fs::create_dir_all(&snapshot_dir)
             .await
             .with_context(|| format!("create {}", snapshot_dir.display()))?;
-        Ok(Self { db, snapshot_dir, receiving: None })
+        Ok(Self {
+            db,
+            snapshot_dir,
+            receiving: None,
+        })
     }
 
     fn current_sidecar(&self) -> PathBuf {
@@ -229,7 +250,12 @@ impl StateMachineStore {
     }
 }
 
-async fn read_applied(pool: &SqlitePool) -> anyhow::Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, openraft::BasicNode>)> {
+async fn read_applied(
+    pool: &SqlitePool,
+) -> anyhow::Result<(
+    Option<LogId<NodeId>>,
+    StoredMembership<NodeId, openraft::BasicNode>,
+)> {
     let get = |key: &'static str| async move {
         sqlx::query("SELECT value FROM kv WHERE key = ?")
             .bind(key)
@@ -253,8 +279,16 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 
     async fn applied_state(
         &mut self,
-    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, openraft::BasicNode>), SErr> {
-        read_applied(&self.db.pool()).await.map_err(|e| any_err(StorageIOError::read_state_machine, e))
+    ) -> Result<
+        (
+            Option<LogId<NodeId>>,
+            StoredMembership<NodeId, openraft::BasicNode>,
+        ),
+        SErr,
+    > {
+        read_applied(&self.db.pool())
+            .await
+            .map_err(|e| any_err(StorageIOError::read_state_machine, e))
     }
 
     async fn apply<I>(&mut self, entries: I) -> Result<Vec<Outcome>, SErr>
@@ -280,27 +314,40 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 }
                 EntryPayload::Membership(m) => {
                     let sm = StoredMembership::new(Some(entry.log_id), m);
-                    let json = serde_json::to_string(&sm).map_err(|e| io_err(StorageIOError::write_state_machine, e))?;
-                    kv_set(&mut tx, "raft_membership", &json).await.map_err(werr)?;
+                    let json = serde_json::to_string(&sm)
+                        .map_err(|e| io_err(StorageIOError::write_state_machine, e))?;
+                    kv_set(&mut tx, "raft_membership", &json)
+                        .await
+                        .map_err(werr)?;
                     out.push(Outcome::Done);
                 }
             }
         }
         if let Some(last) = last {
-            let json = serde_json::to_string(&Some(last)).map_err(|e| io_err(StorageIOError::write_state_machine, e))?;
-            kv_set(&mut tx, "raft_last_applied", &json).await.map_err(werr)?;
+            let json = serde_json::to_string(&Some(last))
+                .map_err(|e| io_err(StorageIOError::write_state_machine, e))?;
+            kv_set(&mut tx, "raft_last_applied", &json)
+                .await
+                .map_err(werr)?;
         }
         tx.commit().await.map_err(werr)?;
         Ok(out)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        SnapshotBuilder { db: self.db.clone(), dir: self.snapshot_dir.clone() }
+        SnapshotBuilder {
+            db: self.db.clone(),
+            dir: self.snapshot_dir.clone(),
+        }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, SErr> {
-        let path = self.snapshot_dir.join(format!("receiving-{:016x}.db", rand::random::<u64>()));
-        let f = tokio::fs::File::create(&path).await.map_err(|e| io_err(StorageIOError::write_snapshot_none, e))?;
+        let path = self
+            .snapshot_dir
+            .join(format!("receiving-{:016x}.db", rand::random::<u64>()));
+        let f = tokio::fs::File::create(&path)
+            .await
+            .map_err(|e| io_err(StorageIOError::write_snapshot_none, e))?;
         self.receiving = Some(path);
         Ok(Box::new(f))
     }
@@ -316,7 +363,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         // begin_receiving_snapshot made) into a file of our own, durably.
         let mut src = snapshot;
         src.seek(io::SeekFrom::Start(0)).await.map_err(ioerr)?;
-        let received = self.snapshot_dir.join(format!("receiving-{:016x}.db", rand::random::<u64>()));
+        let received = self
+            .snapshot_dir
+            .join(format!("receiving-{:016x}.db", rand::random::<u64>()));
         let mut dst = tokio::fs::File::create(&received).await.map_err(ioerr)?;
         tokio::io::copy(&mut *src, &mut dst).await.map_err(ioerr)?;
         dst.sync_all().await.map_err(ioerr)?;
@@ -327,8 +376,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         }
         let name = format!("snap-{}.db", meta.snapshot_id);
         let dest = self.snapshot_dir.join(&name);
-        tokio::fs::rename(&received, &dest).await.map_err(|e| io_err(StorageIOError::write_snapshot_none, e))?;
-        write_sidecar(&self.current_sidecar(), meta, &name).await.map_err(werr)?;
+        tokio::fs::rename(&received, &dest)
+            .await
+            .map_err(|e| io_err(StorageIOError::write_snapshot_none, e))?;
+        write_sidecar(&self.current_sidecar(), meta, &name)
+            .await
+            .map_err(werr)?;
         self.db.replace_with(&dest).await.map_err(werr)?;
         tracing::warn!(snapshot = %meta.snapshot_id, "installed a snapshot: the namespace was replaced");
         prune_snapshots(&self.snapshot_dir, &name).await;
@@ -342,9 +395,15 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(rerr(e)),
         };
-        let side: SnapshotSidecar = serde_json::from_slice(&side).map_err(|e| io_err(StorageIOError::read_snapshot_none, e))?;
-        let f = tokio::fs::File::open(self.snapshot_dir.join(&side.file)).await.map_err(rerr)?;
-        Ok(Some(Snapshot { meta: side.meta, snapshot: Box::new(f) }))
+        let side: SnapshotSidecar = serde_json::from_slice(&side)
+            .map_err(|e| io_err(StorageIOError::read_snapshot_none, e))?;
+        let f = tokio::fs::File::open(self.snapshot_dir.join(&side.file))
+            .await
+            .map_err(rerr)?;
+        Ok(Some(Snapshot {
+            meta: side.meta,
+            snapshot: Box::new(f),
+        }))
     }
 }
 
@@ -361,18 +420,30 @@ impl NoneSig for StorageIOError<NodeId> {
     }
 }
 
-async fn write_sidecar(path: &Path, meta: &SnapshotMeta<NodeId, openraft::BasicNode>, file: &str) -> anyhow::Result<()> {
-    let json = serde_json::to_vec_pretty(&SnapshotSidecar { meta: meta.clone(), file: file.to_owned() })?;
+async fn write_sidecar(
+    path: &Path,
+    meta: &SnapshotMeta<NodeId, openraft::BasicNode>,
+    file: &str,
+) -> anyhow::Result<()> {
+    let json = serde_json::to_vec_pretty(&SnapshotSidecar {
+        meta: meta.clone(),
+        file: file.to_owned(),
+    })?;
     let p = path.to_owned();
     tokio::task::spawn_blocking(move || crate::fsutil::write_durably(&p, &json)).await??;
     Ok(())
 }
 
 async fn prune_snapshots(dir: &Path, keep: &str) {
-    let Ok(mut rd) = tokio::fs::read_dir(dir).await else { return };
+    let Ok(mut rd) = tokio::fs::read_dir(dir).await else {
+        return;
+    };
     while let Ok(Some(e)) = rd.next_entry().await {
         let name = e.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".db") && name != keep && (name.starts_with("snap-") || name.starts_with("receiving-")) {
+        if name.ends_with(".db")
+            && name != keep
+            && (name.starts_with("snap-") || name.starts_with("receiving-"))
+        {
             if let Err(err) = tokio::fs::remove_file(e.path()).await {
                 tracing::warn!(file = %name, "remove old snapshot: {err}");
             }
@@ -389,8 +460,13 @@ pub struct SnapshotBuilder {
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, SErr> {
         let werr = |e: anyhow::Error| any_err(StorageIOError::write_snapshot_none, e);
-        let tmp = self.dir.join(format!("building-{:016x}.tmp", rand::random::<u64>()));
-        let sql = format!("VACUUM INTO '{}'", tmp.display().to_string().replace('\'', "''"));
+        let tmp = self
+            .dir
+            .join(format!("building-{:016x}.tmp", rand::random::<u64>()));
+        let sql = format!(
+            "VACUUM INTO '{}'",
+            tmp.display().to_string().replace('\'', "''")
+        );
         sqlx::query(sqlx::AssertSqlSafe(sql).into_sql_str())
             .execute(&self.db.pool())
             .await
@@ -400,7 +476,13 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let (last, membership) = read_applied(&copy).await.map_err(werr)?;
         copy.close().await;
         let id = match last {
-            Some(l) => format!("{}-{}-{}-{:08x}", l.leader_id.term, l.leader_id.node_id, l.index, rand::random::<u32>()),
+            Some(l) => format!(
+                "{}-{}-{}-{:08x}",
+                l.leader_id.term,
+                l.leader_id.node_id,
+                l.index,
+                rand::random::<u32>()
+            ),
             None => format!("0-0-0-{:08x}", rand::random::<u32>()),
         };
         let name = format!("snap-{id}.db");
@@ -420,11 +502,22 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         .await
         .map_err(|e| werr(e.into()))?
         .map_err(werr)?;
-        let meta = SnapshotMeta { last_log_id: last, last_membership: membership, snapshot_id: id };
-        write_sidecar(&self.dir.join("current.json"), &meta, &name).await.map_err(werr)?;
+        let meta = SnapshotMeta {
+            last_log_id: last,
+            last_membership: membership,
+            snapshot_id: id,
+        };
+        write_sidecar(&self.dir.join("current.json"), &meta, &name)
+            .await
+            .map_err(werr)?;
         prune_snapshots(&self.dir, &name).await;
-        let f = tokio::fs::File::open(&dest).await.map_err(|e| io_err(StorageIOError::read_snapshot_none, e))?;
+        let f = tokio::fs::File::open(&dest)
+            .await
+            .map_err(|e| io_err(StorageIOError::read_snapshot_none, e))?;
         tracing::info!(snapshot = %meta.snapshot_id, "built a metadata snapshot");
-        Ok(Snapshot { meta, snapshot: Box::new(f) })
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(f),
+        })
     }
 }

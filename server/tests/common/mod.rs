@@ -14,8 +14,13 @@ use wormfs_server::tree_path::TreePath;
 
 /// A config for a node in `dir` with small blocks and segments, so tests cross many boundaries.
 pub fn config(dir: &Path, block: u32, part_bytes: u64) -> wormfs_config::Config {
-    let overrides = wormfs_config::Overrides { data_dir: Some(dir.join("data")), disks: vec![], listen: None };
-    let mut cfg = wormfs_config::load(None, Vec::<(String, String)>::new(), &overrides).expect("embedded config");
+    let overrides = wormfs_config::Overrides {
+        data_dir: Some(dir.join("data")),
+        disks: vec![],
+        listen: None,
+    };
+    let mut cfg = wormfs_config::load(None, Vec::<(String, String)>::new(), &overrides)
+        .expect("embedded config");
     cfg.storage.block_size_bytes = block;
     cfg.storage.segment_part_bytes = part_bytes;
     cfg.storage.reserve_free_bytes = 0;
@@ -33,23 +38,47 @@ pub fn req(path: &str, policy: Option<&str>) -> IngestRequest {
         path: TreePath::parse(path).unwrap(),
         policy: policy.map(|p| p.parse().unwrap()),
         conflict: Conflict::Fail,
-        source: SourceIdentity::Upload { client: "test".into() },
+        source: SourceIdentity::Upload {
+            client: "test".into(),
+        },
         expected_size: None,
     }
 }
 
-pub async fn put(store: &Arc<Store>, path: &str, policy: Option<&str>, data: &[u8]) -> Result<IngestResult, StoreError> {
+pub async fn put(
+    store: &Arc<Store>,
+    path: &str,
+    policy: Option<&str>,
+    data: &[u8],
+) -> Result<IngestResult, StoreError> {
     store.ingest(req(path, policy), data).await
 }
 
 pub async fn read(store: &Arc<Store>, path: &str, start: u64, end: u64) -> Result<Vec<u8>, String> {
-    let e = store.meta.lookup(&TreePath::parse(path).unwrap()).await.unwrap().ok_or("not found")?;
-    let rec = store.meta.file(e.file_id.ok_or("dir")?).await.unwrap().ok_or("no file")?;
-    FileReader::new(store.clone(), rec).read_range(start, end).await.map_err(|e| e.to_string())
+    let e = store
+        .meta
+        .lookup(&TreePath::parse(path).unwrap())
+        .await
+        .unwrap()
+        .ok_or("not found")?;
+    let rec = store
+        .meta
+        .file(e.file_id.ok_or("dir")?)
+        .await
+        .unwrap()
+        .ok_or("no file")?;
+    FileReader::new(store.clone(), rec)
+        .read_range(start, end)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 pub fn bytes_read(store: &Store) -> u64 {
-    store.disks.iter().map(|d| d.bytes_read.load(std::sync::atomic::Ordering::Relaxed)).sum()
+    store
+        .disks
+        .iter()
+        .map(|d| d.bytes_read.load(std::sync::atomic::Ordering::Relaxed))
+        .sum()
 }
 
 pub async fn start(cfg: &wormfs_config::Config) -> Node {
@@ -60,9 +89,15 @@ pub async fn start(cfg: &wormfs_config::Config) -> Node {
 pub fn part_files(store: &Store) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for d in &store.disks {
-        let Ok(top) = std::fs::read_dir(d.parts_dir()) else { continue };
+        let Ok(top) = std::fs::read_dir(d.parts_dir()) else {
+            continue;
+        };
         for sub in top.flatten() {
-            for f in std::fs::read_dir(sub.path()).into_iter().flatten().flatten() {
+            for f in std::fs::read_dir(sub.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
                 out.push(f.path());
             }
         }

@@ -173,13 +173,13 @@ impl PartHeader {
             segment_blake3: hash,
             path,
         };
-        if h.block_size == 0 || h.block_size % 64 != 0 {
+        if h.block_size == 0 || !h.block_size.is_multiple_of(64) {
             return Err(FormatError::Invalid("block_size"));
         }
         if h.k == 0 || h.part_index >= h.k.saturating_add(h.m) {
             return Err(FormatError::Invalid("part_index"));
         }
-        if h.header_len as usize % REGION_ALIGN != 0
+        if !(h.header_len as usize).is_multiple_of(REGION_ALIGN)
             || (h.header_len as u64) < TABLE_OFFSET as u64 + 4 * h.block_count()
         {
             return Err(FormatError::Invalid("header_len"));

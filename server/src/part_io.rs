@@ -74,7 +74,7 @@ impl LocalPartWriter {
             let take = data.len().min(self.block_size as usize - in_block);
             self.partial_crc = crc32c::crc32c_append(self.partial_crc, &data[..take]);
             self.written += take as u64;
-            if self.written % self.block_size == 0 {
+            if self.written.is_multiple_of(self.block_size) {
                 self.crcs.push(self.partial_crc);
                 self.partial_crc = 0;
             }
@@ -97,7 +97,7 @@ impl PartWriter for LocalPartWriter {
 
     fn finish(mut self: Box<Self>, header: PartHeader) -> anyhow::Result<()> {
         let res = (|| -> anyhow::Result<()> {
-            if self.written % self.block_size != 0 {
+            if !self.written.is_multiple_of(self.block_size) {
                 self.crcs.push(self.partial_crc);
             }
             anyhow::ensure!(

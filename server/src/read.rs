@@ -321,6 +321,7 @@ impl FileReader {
         let mut shards: Vec<Option<Vec<u8>>> = vec![None; k + m];
         let mut have = 0;
         let mut why = Vec::new();
+        #[allow(clippy::needless_range_loop)] // p is also the part index on disk
         for p in 0..(k + m) {
             if have == k {
                 break;

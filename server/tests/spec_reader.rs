@@ -104,7 +104,7 @@ mod spec {
         if h.codec != CODEC_REPLICA && h.codec != CODEC_RS {
             return Err(format!("unknown codec {}", h.codec));
         }
-        if h.block_size == 0 || h.block_size % 64 != 0 {
+        if h.block_size == 0 || !h.block_size.is_multiple_of(64) {
             return Err("block_size".into());
         }
         if h.k == 0 || u32::from(h.part_index) >= u32::from(h.k) + u32::from(h.m) {
@@ -113,7 +113,7 @@ mod spec {
         if u64::from(h.block_count) != h.part_data_len.div_ceil(u64::from(h.block_size)) {
             return Err("block_count".into());
         }
-        if h.header_len % 4096 != 0
+        if !h.header_len.is_multiple_of(4096)
             || u64::from(h.header_len) < TABLE_OFFSET as u64 + 4 * u64::from(h.block_count)
         {
             return Err("header_len".into());

@@ -310,7 +310,8 @@ impl Client {
         });
         let mut url = format!("/api/v1/files/{}?conflict={conflict}", enc(dest)?);
         if let Some(p) = policy {
-            url.push_str(&format!("&policy={p}"));
+            // '+' would arrive as a space in a query string.
+            url.push_str(&format!("&policy={}", p.replace('+', "%2B")));
         }
         let r = self
             .req(reqwest::Method::PUT, &url)

@@ -322,3 +322,43 @@ fn kill_9_loses_nothing_acknowledged() {
     }
     assert!(s.term().success());
 }
+
+/// Peak memory stays bounded: after a 1 GiB streaming ingest into ec:8+3 (eleven folder-disks)
+/// and a full read back, the node's VmHWM is under 256 MiB.
+#[test]
+fn peak_memory_of_a_1_gib_ingest_is_bounded() {
+    let t = tempfile::tempdir().unwrap();
+    let mut args = Vec::new();
+    for i in 0..11 {
+        args.push("--disk".to_string());
+        args.push(t.path().join(format!("d{i}")).display().to_string());
+    }
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let s = Server::start(t.path(), free_port(), &a);
+    let size = 1usize << 30;
+    {
+        use std::io::Write;
+        let mut f = std::io::BufWriter::new(std::fs::File::create(t.path().join("big")).unwrap());
+        let mut block = vec![0u8; 1 << 20];
+        for i in 0..(size >> 20) {
+            block
+                .iter_mut()
+                .enumerate()
+                .for_each(|(j, b)| *b = (i * 31 + j * 7) as u8);
+            f.write_all(&block).unwrap();
+        }
+    }
+    s.ok(&["put", "big", "/big", "--policy", "ec:8+3"]);
+    s.ok(&["get", "/big", "/dev/null"]);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", s.child.id())).unwrap();
+    let hwm_kib: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap()
+        .parse()
+        .unwrap();
+    println!("node VmHWM after 1 GiB ec:8+3 ingest and read: {hwm_kib} KiB");
+    assert!(hwm_kib < 256 * 1024, "peak RSS {hwm_kib} KiB");
+    assert!(s.term().success());
+}

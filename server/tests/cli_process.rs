@@ -23,6 +23,10 @@ struct Server {
 
 impl Server {
     fn start(cwd: &Path, port: u16, extra: &[&str]) -> Server {
+        Self::start_env(cwd, port, extra, &[])
+    }
+
+    fn start_env(cwd: &Path, port: u16, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let log =
             std::fs::File::create(cwd.join(format!("serve-{port}-{}.log", rand_suffix()))).unwrap();
         let mut args = vec![
@@ -35,6 +39,7 @@ impl Server {
             .args(&args)
             .current_dir(cwd)
             .env_remove("WORMFS_TOKEN")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -361,4 +366,92 @@ fn peak_memory_of_a_1_gib_ingest_is_bounded() {
     println!("node VmHWM after 1 GiB ec:8+3 ingest and read: {hwm_kib} KiB");
     assert!(hwm_kib < 256 * 1024, "peak RSS {hwm_kib} KiB");
     assert!(s.term().success());
+}
+
+fn part_count(dir: &Path) -> usize {
+    fn walk(d: &Path, n: &mut usize) {
+        for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, n);
+            } else if p.extension().is_some_and(|x| x == "wp") {
+                *n += 1;
+            }
+        }
+    }
+    let mut n = 0;
+    walk(dir, &mut n);
+    n
+}
+
+/// Killed at each named point of the ingest protocol and restarted, the node shows the file
+/// fully and exactly once (crash after commit) or not at all (before), the source is kept, and
+/// no orphan part survives the sweep.
+#[test]
+fn crash_points_of_the_ingest_protocol() {
+    assert!(
+        cfg!(feature = "crash-points"),
+        "this test needs the crash-points feature: run the suite with tests/run-all.sh (--features wormfs-server/crash-points)"
+    );
+    let fast_sweep = [
+        ("WORMFS_INGEST__LEASE_MS", "1"),
+        ("WORMFS_INGEST__ORPHAN_GRACE_MS", "1"),
+    ];
+    for (i, point) in [
+        "ingest-after-intent",
+        "ingest-after-parts",
+        "ingest-after-commit",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let t = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let data: Vec<u8> = (0..2_500_000u32)
+            .map(|x| (x % 253) as u8 ^ i as u8)
+            .collect();
+        std::fs::write(t.path().join("src.mkv"), &data).unwrap();
+        let mut env = fast_sweep.to_vec();
+        env.push(("WORMFS_CRASH_AT", point));
+        let mut s = Server::start_env(t.path(), port, &[], &env);
+        let o = s.cli(&["put", "src.mkv", "/f.mkv"]);
+        assert!(
+            !o.status.success(),
+            "{point}: the put should not be acknowledged"
+        );
+        let st = s.child.wait().unwrap();
+        assert!(!st.success(), "{point}: the node should have aborted");
+        assert_eq!(
+            std::fs::read(t.path().join("src.mkv")).unwrap(),
+            data,
+            "{point}: source changed"
+        );
+        let s = Server::start_env(t.path(), port, &[], &fast_sweep);
+        let ls = s.json(&["ls", "/"]);
+        let names: Vec<&str> = ls["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["name"].as_str().unwrap())
+            .collect();
+        s.ok(&["admin", "sweep"]);
+        let parts = part_count(&t.path().join("wormfs-data/disks"));
+        if *point == "ingest-after-commit" {
+            assert_eq!(names, vec!["f.mkv"], "{point}");
+            s.ok(&["get", "/f.mkv", "back"]);
+            assert_eq!(
+                std::fs::read(t.path().join("back")).unwrap(),
+                data,
+                "{point}"
+            );
+            assert_eq!(
+                parts, 6,
+                "{point}: exactly the committed file's parts remain"
+            );
+        } else {
+            assert!(names.is_empty(), "{point}: half-visible file {names:?}");
+            assert_eq!(parts, 0, "{point}: orphan parts left after the sweep");
+        }
+        assert!(s.term().success());
+    }
 }

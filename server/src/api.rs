@@ -358,23 +358,7 @@ async fn get_file(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let path = parse_path(&p)?;
-    let entry = st
-        .store
-        .meta
-        .lookup(&path)
-        .await
-        .map_err(StoreError::from)?
-        .ok_or_else(|| StoreError::from(Rejection::NotFound(path.to_string())))?;
-    let file_id = entry
-        .file_id
-        .ok_or_else(|| StoreError::from(Rejection::IsADirectory(path.to_string())))?;
-    let rec = st
-        .store
-        .meta
-        .file(file_id)
-        .await
-        .map_err(StoreError::from)?
-        .ok_or_else(|| StoreError::from(Rejection::NotFound(path.to_string())))?;
+    let rec = st.store.file_at(&path).await?;
     let size = rec.size;
     let etag = format!("\"{}\"", rec.etag);
     let range = headers

@@ -76,6 +76,16 @@ struct Source<R> {
 }
 
 impl<R: AsyncRead + Unpin> Source<R> {
+    fn new(rest: R) -> Self {
+        Self {
+            head: Vec::new(),
+            head_pos: 0,
+            rest,
+            eof: false,
+            total: 0,
+        }
+    }
+
     /// Reads until `buf` holds `want` bytes or the stream ends.
     async fn fill(&mut self, buf: &mut Vec<u8>, want: usize) -> std::io::Result<()> {
         while buf.len() < want {
@@ -491,13 +501,7 @@ impl Store {
             return Err(StoreError::BadRequest("cannot write a file at /".into()));
         }
         let threshold = self.storage.small_file_threshold_bytes;
-        let mut src = Source {
-            head: Vec::new(),
-            head_pos: 0,
-            rest,
-            eof: false,
-            total: 0,
-        };
+        let mut src = Source::new(rest);
         let mut head = Vec::new();
         src.fill(&mut head, (threshold + 1) as usize)
             .await
@@ -595,31 +599,14 @@ impl Store {
         path: &TreePath,
         rest: R,
     ) -> Result<IngestResult, StoreError> {
-        let entry = self
-            .meta
-            .lookup(path)
-            .await?
-            .ok_or_else(|| crate::command::Rejection::NotFound(path.to_string()))?;
-        let file_id = entry
-            .file_id
-            .ok_or_else(|| crate::command::Rejection::IsADirectory(path.to_string()))?;
-        let rec = self
-            .meta
-            .file(file_id)
-            .await?
-            .ok_or_else(|| crate::command::Rejection::NotFound(path.to_string()))?;
+        let rec = self.file_at(path).await?;
+        let file_id = rec.file_id;
         let intent = FileId::mint();
         let lease = self.begin_intent(intent, path, Some(file_id)).await?;
         let _stop_lease = lease.drop_guard();
-        let mut src = Source {
-            head: Vec::new(),
-            head_pos: 0,
-            rest,
-            eof: false,
-            total: 0,
-        };
+        let mut src = Source::new(rest);
         let first = rec.segments.last().map_or(0, |s| s.index + 1);
-        let (segments, hash) = match self
+        let (segments, _appended_hash) = match self
             .write_segments(rec.geometry, file_id, first, &path.to_string(), &mut src)
             .await
         {
@@ -661,7 +648,6 @@ impl Store {
             }
             return Err(e);
         }
-        let _ = hash;
         Ok(IngestResult {
             path: path.to_string(),
             file_id,

@@ -265,6 +265,29 @@ impl FileReader {
         lock(&self.parts).insert((seg, part), PartSlot::Bad(why));
     }
 
+    /// Counts and builds the error for a row that cannot be served.
+    fn unreadable(
+        &self,
+        segment: u32,
+        row: u64,
+        have: usize,
+        need: usize,
+        why: &[String],
+    ) -> ReadError {
+        self.store
+            .counters
+            .unreadable
+            .fetch_add(1, Ordering::Relaxed);
+        ReadError::Unavailable {
+            file: self.file.file_id,
+            segment,
+            row,
+            have,
+            need,
+            detail: why.join("; "),
+        }
+    }
+
     fn read_block(&self, b: BlockRef) -> Result<Bytes, ReadError> {
         let seg = &self.file.segments[b.seg];
         let key = (seg.index, b.row, b.part);
@@ -286,18 +309,7 @@ impl FileReader {
                     }
                 }
             }
-            self.store
-                .counters
-                .unreadable
-                .fetch_add(1, Ordering::Relaxed);
-            return Err(ReadError::Unavailable {
-                file: self.file.file_id,
-                segment: seg.index,
-                row: b.row,
-                have: 0,
-                need: 1,
-                detail: why.join("; "),
-            });
+            return Err(self.unreadable(seg.index, b.row, 0, 1, &why));
         }
         match self
             .open_part(seg.index, b.part)
@@ -341,18 +353,7 @@ impl FileReader {
             }
         }
         if have < k {
-            self.store
-                .counters
-                .unreadable
-                .fetch_add(1, Ordering::Relaxed);
-            return Err(ReadError::Unavailable {
-                file: self.file.file_id,
-                segment: seg.index,
-                row: b.row,
-                have,
-                need: k,
-                detail: why.join("; "),
-            });
+            return Err(self.unreadable(seg.index, b.row, have, k, &why));
         }
         let refs: Vec<Option<&[u8]>> = shards.iter().map(|s| s.as_deref()).collect();
         let data =

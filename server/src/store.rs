@@ -13,7 +13,7 @@ use crate::consensus::{Consensus, ConsensusError};
 use crate::disk::{DiskState, LocalDisk, Space};
 use crate::fsutil::now_ms;
 use crate::ids::{ClusterId, DiskId, NodeId};
-use crate::meta::{MetaDb, MetaError};
+use crate::meta::{FileRecord, MetaDb, MetaError};
 use crate::placement::Candidate;
 use crate::policy::Policy;
 use crate::tree_path::TreePath;
@@ -140,6 +140,23 @@ impl Store {
             Some(text) => text.parse().map_err(StoreError::BadRequest),
             None => Ok(Policy::resolve(self.storage.default_policy, disks, false)),
         }
+    }
+
+    /// The committed file at `path`: `NotFound` if nothing is there, `IsADirectory` for a directory.
+    pub async fn file_at(&self, path: &TreePath) -> Result<FileRecord, StoreError> {
+        let entry = self
+            .meta
+            .lookup(path)
+            .await?
+            .ok_or_else(|| Rejection::NotFound(path.to_string()))?;
+        let file_id = entry
+            .file_id
+            .ok_or_else(|| Rejection::IsADirectory(path.to_string()))?;
+        Ok(self
+            .meta
+            .file(file_id)
+            .await?
+            .ok_or_else(|| Rejection::NotFound(path.to_string()))?)
     }
 
     /// Creates a directory.

@@ -73,6 +73,8 @@ struct Source<R> {
     rest: R,
     eof: bool,
     total: u64,
+    /// The size the client announced, if any (to size the space checks of each segment).
+    size_hint: Option<u64>,
 }
 
 impl<R: AsyncRead + Unpin> Source<R> {
@@ -83,6 +85,7 @@ impl<R: AsyncRead + Unpin> Source<R> {
             rest,
             eof: false,
             total: 0,
+            size_hint: None,
         }
     }
 
@@ -282,8 +285,11 @@ impl Store {
         geo: Geometry,
         file_id: FileId,
         index: u32,
+        segment_estimate: u64,
     ) -> Result<SegmentWriter, StoreError> {
-        let part_bytes = geo.part_capacity + u64::from(region_len(geo.max_blocks_per_part()));
+        // Each chosen disk must have room for its part of a segment of the estimated size.
+        let part_bytes =
+            geo.part_data_len(segment_estimate) + u64::from(region_len(geo.max_blocks_per_part()));
         let cands = self.candidates(part_bytes);
         let mut order = place(&cands, cands.len(), &mut rand::rng())
             .map_err(|e| StoreError::Unavailable(e.to_string()))?
@@ -381,7 +387,16 @@ impl Store {
             .await
             .map_err(read_err)?;
         while !next.is_empty() {
-            let mut seg = self.open_segment(geo, file_id, index)?;
+            let cap = geo.segment_capacity();
+            let estimate = if src.exhausted() {
+                next.len() as u64
+            } else {
+                let before = src.total - next.len() as u64;
+                src.size_hint.map_or(cap, |h| {
+                    h.saturating_sub(before).clamp(next.len() as u64, cap)
+                })
+            };
+            let mut seg = self.open_segment(geo, file_id, index, estimate)?;
             let mut seg_len = 0u64;
             loop {
                 let buf = std::mem::take(&mut next);
@@ -509,6 +524,7 @@ impl Store {
         let small = (head.len() as u64) <= threshold && src.eof;
         src.head = head;
         src.total = 0;
+        src.size_hint = req.expected_size;
         let policy = self.policy_for(&req.path, small, req.policy).await?;
         policy
             .check_fits(self.disks.len())

@@ -1,122 +1,12 @@
 //! Real-binary tests: `wormfs serve` as a process, driven by the `wormfs` CLI.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_wormfs");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Server {
-    child: Child,
-    url: String,
-    cwd: PathBuf,
-    port: u16,
-}
-
-impl Server {
-    fn start(cwd: &Path, port: u16, extra: &[&str]) -> Server {
-        Self::start_env(cwd, port, extra, &[])
-    }
-
-    fn start_env(cwd: &Path, port: u16, extra: &[&str], env: &[(&str, &str)]) -> Server {
-        let log =
-            std::fs::File::create(cwd.join(format!("serve-{port}-{}.log", rand_suffix()))).unwrap();
-        let mut args = vec![
-            "serve".to_string(),
-            "--listen".into(),
-            format!("127.0.0.1:{port}"),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let child = Command::new(BIN)
-            .args(&args)
-            .current_dir(cwd)
-            .env_remove("WORMFS_TOKEN")
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let s = Server {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            cwd: cwd.to_owned(),
-            port,
-        };
-        s.wait_healthy();
-        s
-    }
-
-    fn wait_healthy(&self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            assert!(Instant::now() < deadline, "node did not come up");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn cli(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .arg("--node")
-            .arg(&self.url)
-            .args(args)
-            .current_dir(&self.cwd)
-            .env_remove("WORMFS_TOKEN")
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.cli(args);
-        assert!(
-            o.status.success(),
-            "wormfs {args:?} failed: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-
-    fn json(&self, args: &[&str]) -> serde_json::Value {
-        let mut a = vec!["--json"];
-        a.extend_from_slice(args);
-        serde_json::from_str(&self.ok(&a)).unwrap()
-    }
-
-    fn kill9(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    fn term(mut self) -> std::process::ExitStatus {
-        rustix::process::kill_process(
-            rustix::process::Pid::from_child(&self.child),
-            rustix::process::Signal::TERM,
-        )
-        .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return s;
-            }
-            assert!(Instant::now() < deadline, "no exit after SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-fn rand_suffix() -> u32 {
-    rand::random::<u32>()
-}
+use common::process::{free_port, Server, BIN};
 
 /// The embedded default runs, the CLI does every namespace operation, bad input gets the
 /// documented exit codes, and SIGTERM shuts down cleanly.

@@ -104,3 +104,4 @@ pub fn part_files(store: &Store) -> Vec<std::path::PathBuf> {
     }
     out
 }
+pub mod process;

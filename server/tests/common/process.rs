@@ -1,0 +1,193 @@
+//! A `wormfs serve` process driven through the `wormfs` CLI, for real-binary tests.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_wormfs");
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Server {
+    pub child: Child,
+    pub url: String,
+    pub cwd: PathBuf,
+    pub port: u16,
+}
+
+impl Server {
+    pub fn start(cwd: &Path, port: u16, extra: &[&str]) -> Server {
+        Self::start_env(cwd, port, extra, &[])
+    }
+
+    pub fn start_env(cwd: &Path, port: u16, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut cmd = Command::new(BIN);
+        cmd.args(serve_args(port, extra)).envs(env.iter().copied());
+        Self::spawn(cmd, cwd, port)
+    }
+
+    /// Starts the node in its own user and mount namespace (`unshare -rm`, no root needed where
+    /// user namespaces are allowed) with a tmpfs of the given size mounted at each directory, so
+    /// a test has real filesystems of chosen sizes that vanish with the process.
+    pub fn start_with_tmpfs(
+        cwd: &Path,
+        port: u16,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        mounts: &[(PathBuf, u64)],
+    ) -> Server {
+        let mut script = String::from("set -e\n");
+        for (dir, size) in mounts {
+            std::fs::create_dir_all(dir).unwrap();
+            script.push_str(&format!(
+                "mount -t tmpfs -o size={size} wormfs-test '{}'\n",
+                dir.display()
+            ));
+        }
+        script.push_str("exec \"$0\" \"$@\"\n");
+        let mut cmd = Command::new("unshare");
+        cmd.args([
+            "--user",
+            "--map-root-user",
+            "--mount",
+            "sh",
+            "-c",
+            &script,
+            BIN,
+        ])
+        .args(serve_args(port, extra))
+        .envs(env.iter().copied());
+        Self::spawn(cmd, cwd, port)
+    }
+
+    /// Lazily unmounts `dir` inside the node's mount namespace, as a disk pulled out would.
+    pub fn unmount(&self, dir: &Path) {
+        let pid = self.child.id().to_string();
+        let o = Command::new("nsenter")
+            .args([
+                "--target",
+                &pid,
+                "--user",
+                "--mount",
+                "--preserve-credentials",
+                "umount",
+                "-l",
+            ])
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "umount {}: {}",
+            dir.display(),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+
+    fn spawn(mut cmd: Command, cwd: &Path, port: u16) -> Server {
+        let log =
+            std::fs::File::create(cwd.join(format!("serve-{port}-{}.log", rand_suffix()))).unwrap();
+        let child = cmd
+            .current_dir(cwd)
+            .env_remove("WORMFS_TOKEN")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut s = Server {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            cwd: cwd.to_owned(),
+            port,
+        };
+        s.wait_healthy();
+        s
+    }
+
+    /// Waits until the API port accepts connections; fails at once if the process died.
+    pub fn wait_healthy(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!(
+                    "node exited at start ({status}); see serve-{}-*.log in {}",
+                    self.port,
+                    self.cwd.display()
+                );
+            }
+            assert!(Instant::now() < deadline, "node did not come up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .arg("--node")
+            .arg(&self.url)
+            .args(args)
+            .current_dir(&self.cwd)
+            .env_remove("WORMFS_TOKEN")
+            .output()
+            .unwrap()
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.cli(args);
+        assert!(
+            o.status.success(),
+            "wormfs {args:?} failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        serde_json::from_str(&self.ok(&a)).unwrap()
+    }
+
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    pub fn term(mut self) -> std::process::ExitStatus {
+        rustix::process::kill_process(
+            rustix::process::Pid::from_child(&self.child),
+            rustix::process::Signal::TERM,
+        )
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "no exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn serve_args(port: u16, extra: &[&str]) -> Vec<String> {
+    let mut args = vec![
+        "serve".to_string(),
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+fn rand_suffix() -> u32 {
+    rand::random::<u32>()
+}

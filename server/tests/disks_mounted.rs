@@ -1,0 +1,153 @@
+//! Disk tests on real filesystems: tmpfs mounts of chosen sizes, made in the node's own mount
+//! namespace (`unshare`), so they need no root where user namespaces are allowed and vanish
+//! with the process.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::process::{free_port, Server};
+
+const MIB: u64 = 1 << 20;
+/// Small disks: keep 1 MiB free instead of the default 256 MiB.
+const RESERVE: [(&str, &str); 1] = [("WORMFS_STORAGE__RESERVE_FREE_BYTES", "1048576")];
+
+fn disk_args(dirs: &[PathBuf]) -> Vec<String> {
+    dirs.iter()
+        .flat_map(|d| ["--disk".to_string(), d.display().to_string()])
+        .collect()
+}
+
+/// Disks of unequal sizes fill in proportion to their free space, and once they are full an
+/// ingest fails cleanly: an error, nothing visible, the local source untouched.
+#[test]
+fn unequal_disks_fill_in_proportion_and_full_fails_cleanly() {
+    let t = tempfile::tempdir().unwrap();
+    let sizes = [24 * MIB, 24 * MIB, 48 * MIB, 48 * MIB, 96 * MIB, 96 * MIB];
+    let dirs: Vec<PathBuf> = (0..sizes.len())
+        .map(|i| t.path().join(format!("disk{i}")))
+        .collect();
+    let mounts: Vec<(PathBuf, u64)> = dirs.iter().cloned().zip(sizes).collect();
+    let args = disk_args(&dirs);
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let s = Server::start_with_tmpfs(t.path(), free_port(), &a, &RESERVE, &mounts);
+    let data = vec![7u8; 3 * MIB as usize];
+    std::fs::write(t.path().join("f"), &data).unwrap();
+    // ec:2+1 over six disks: each file puts 1.5 MiB-ish parts on three of them.
+    for i in 0..40 {
+        s.ok(&["put", "f", &format!("/fill/f{i}"), "--policy", "ec:2+1"]);
+    }
+    let disks = s.json(&["disks"]);
+    let used: Vec<f64> = disks["disks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            let total = d["space"]["total_bytes"].as_u64().unwrap() as f64;
+            let free = d["space"]["free_bytes"].as_u64().unwrap() as f64;
+            (total - free) / total
+        })
+        .collect();
+    let mean = used.iter().sum::<f64>() / used.len() as f64;
+    for u in &used {
+        assert!(
+            *u > mean * 0.5 && *u < mean * 1.6,
+            "fill fractions not proportional: {used:?}"
+        );
+    }
+    // Keep writing until the disks are full: the failure is clean.
+    let mut failed = None;
+    for i in 40..200 {
+        let o = s.cli(&["put", "f", &format!("/fill/f{i}"), "--policy", "ec:2+1"]);
+        if !o.status.success() {
+            failed = Some((i, o));
+            break;
+        }
+    }
+    let (i, o) = failed.expect("the disks never filled up");
+    assert_eq!(
+        o.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("disks") || err.contains("full"), "{err}");
+    assert_eq!(
+        std::fs::read(t.path().join("f")).unwrap(),
+        data,
+        "source changed"
+    );
+    let st = s.cli(&["stat", &format!("/fill/f{i}")]);
+    assert_eq!(
+        st.status.code(),
+        Some(3),
+        "a failed ingest left a visible file"
+    );
+    assert_eq!(s.json(&["status"])["ingests_in_progress"], 0);
+    assert!(s.term().success());
+}
+
+/// A disk that is unmounted while the node runs gets no part: its mount point (now a plain
+/// folder on the parent filesystem) stays empty, the disk shows as missing, and ingest goes on
+/// with the other disks.
+#[test]
+fn unmounted_disk_receives_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let dirs: Vec<PathBuf> = (0..6).map(|i| t.path().join(format!("disk{i}"))).collect();
+    let mounts: Vec<(PathBuf, u64)> = dirs.iter().map(|d| (d.clone(), 64 * MIB)).collect();
+    let args = disk_args(&dirs);
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let s = Server::start_with_tmpfs(t.path(), free_port(), &a, &RESERVE, &mounts);
+    std::fs::write(t.path().join("f"), vec![1u8; 400_000]).unwrap();
+    s.ok(&["put", "f", "/before", "--policy", "ec:3+2"]);
+    s.unmount(&dirs[5]);
+    for i in 0..12 {
+        s.ok(&["put", "f", &format!("/after{i}"), "--policy", "ec:3+2"]);
+    }
+    // Outside the node's namespace the mount point is the bare folder underneath.
+    let under: Vec<_> = walk(&dirs[5]);
+    assert!(
+        under.is_empty(),
+        "parts landed on the parent filesystem: {under:?}"
+    );
+    let disks = s.json(&["disks"]);
+    let gone = disks["disks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["path"].as_str() == Some(dirs[5].to_str().unwrap()))
+        .unwrap()
+        .clone();
+    assert_eq!(gone["state"], "missing", "{gone}");
+    for i in 0..12 {
+        let st = s.json(&["stat", &format!("/after{i}")]);
+        for p in st["segments"][0]["parts"].as_array().unwrap() {
+            assert_ne!(
+                p["disk_path"].as_str(),
+                dirs[5].to_str(),
+                "a part was placed on the unmounted disk"
+            );
+        }
+    }
+    // Files written before still read (from the surviving parts).
+    s.ok(&["get", "/before", "back"]);
+    assert_eq!(
+        std::fs::read(t.path().join("back")).unwrap(),
+        vec![1u8; 400_000]
+    );
+    assert!(s.term().success());
+}
+
+fn walk(d: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

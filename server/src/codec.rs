@@ -70,63 +70,117 @@ pub fn encode(data: &[&[u8]], m: usize) -> Result<Vec<Vec<u8>>, CodecError> {
     Ok(result.recovery_iter().map(<[u8]>::to_vec).collect())
 }
 
-/// Encodes into caller-owned parity buffers (avoids an allocation per batch).
-pub fn encode_into(data: &[&[u8]], parity: &mut [Vec<u8>]) -> Result<(), CodecError> {
-    if parity.is_empty() {
-        return Ok(());
-    }
-    let shard_len = data.first().map_or(0, |d| d.len());
-    let mut enc = ReedSolomonEncoder::new(data.len(), parity.len(), shard_len)?;
-    for d in data {
-        enc.add_original_shard(d)?;
-    }
-    let result = enc.encode()?;
-    for (dst, src) in parity.iter_mut().zip(result.recovery_iter()) {
-        dst.clear();
-        dst.extend_from_slice(src);
-    }
-    Ok(())
+/// A reusable encoder: its work buffers are kept between calls of the same shape.
+#[derive(Default)]
+pub struct Encoder {
+    inner: Option<(usize, usize, usize, ReedSolomonEncoder)>,
 }
 
-/// Rebuilds the missing data shards of a `k+m` code.
-///
-/// `shards[i]` is `Some` for every available shard (indices `0..k` data, `k..k+m` parity), all of
-/// the same length. Returns all `k` data shards, in order.
+impl Encoder {
+    /// Encodes `data` (k shards of equal length, a multiple of 64 bytes) and hands each of the
+    /// `m` parity shards to `sink(parity_index, bytes)` without copying them.
+    pub fn encode_with(
+        &mut self,
+        data: &[&[u8]],
+        m: usize,
+        mut sink: impl FnMut(usize, &[u8]),
+    ) -> Result<(), CodecError> {
+        if m == 0 {
+            return Ok(());
+        }
+        let k = data.len();
+        let len = data.first().map_or(0, |d| d.len());
+        let enc = match &mut self.inner {
+            Some((ik, im, il, enc)) if (*ik, *im, *il) == (k, m, len) => enc,
+            Some((ik, im, il, enc)) => {
+                enc.reset(k, m, len)?;
+                (*ik, *im, *il) = (k, m, len);
+                enc
+            }
+            None => {
+                &mut self
+                    .inner
+                    .insert((k, m, len, ReedSolomonEncoder::new(k, m, len)?))
+                    .3
+            }
+        };
+        for d in data {
+            enc.add_original_shard(d)?;
+        }
+        let result = enc.encode()?;
+        for (i, p) in result.recovery_iter().enumerate() {
+            sink(i, p);
+        }
+        Ok(())
+    }
+}
+
+/// A reusable decoder.
+#[derive(Default)]
+pub struct Decoder {
+    inner: Option<ReedSolomonDecoder>,
+}
+
+impl Decoder {
+    /// Rebuilds the missing data shards of a `k+m` code.
+    ///
+    /// `shards[i]` is `Some` for every available shard (indices `0..k` data, `k..k+m` parity), all
+    /// of the same length. Returns `(index, bytes)` for each data shard that was missing.
+    pub fn restore(
+        &mut self,
+        k: usize,
+        m: usize,
+        shards: &[Option<&[u8]>],
+    ) -> Result<Vec<(usize, Vec<u8>)>, CodecError> {
+        let have = shards.iter().filter(|s| s.is_some()).count();
+        if have < k {
+            return Err(CodecError::NotEnoughShards { have, need: k });
+        }
+        if shards[..k].iter().all(Option::is_some) {
+            return Ok(Vec::new());
+        }
+        let len = shards.iter().flatten().next().map_or(0, |s| s.len());
+        let dec = match &mut self.inner {
+            Some(d) => {
+                d.reset(k, m, len)?;
+                d
+            }
+            None => self.inner.insert(ReedSolomonDecoder::new(k, m, len)?),
+        };
+        for (i, s) in shards.iter().enumerate() {
+            if let Some(s) = s {
+                if i < k {
+                    dec.add_original_shard(i, s)?;
+                } else {
+                    dec.add_recovery_shard(i - k, s)?;
+                }
+            }
+        }
+        let result = dec.decode()?;
+        let mut out = Vec::new();
+        for i in (0..k).filter(|&i| shards[i].is_none()) {
+            let r = result
+                .restored_original(i)
+                .ok_or(CodecError::NotEnoughShards { have, need: k })?;
+            out.push((i, r.to_vec()));
+        }
+        Ok(out)
+    }
+}
+
+/// Rebuilds all `k` data shards, in order (tests and tools; the reader uses [`Decoder`]).
 pub fn reconstruct_data(
     k: usize,
     m: usize,
     shards: &[Option<&[u8]>],
 ) -> Result<Vec<Vec<u8>>, CodecError> {
-    let have = shards.iter().filter(|s| s.is_some()).count();
-    if have < k {
-        return Err(CodecError::NotEnoughShards { have, need: k });
-    }
-    let shard_len = shards.iter().flatten().next().map_or(0, |s| s.len());
-    if shards[..k].iter().all(Option::is_some) {
-        return Ok(shards[..k].iter().flatten().map(|s| s.to_vec()).collect());
-    }
-    let mut dec = ReedSolomonDecoder::new(k, m, shard_len)?;
-    for (i, s) in shards.iter().enumerate() {
-        if let Some(s) = s {
-            if i < k {
-                dec.add_original_shard(i, s)?;
-            } else {
-                dec.add_recovery_shard(i - k, s)?;
-            }
-        }
-    }
-    let result = dec.decode()?;
-    let mut out = Vec::with_capacity(k);
-    for (i, s) in shards[..k].iter().enumerate() {
-        match s {
-            Some(s) => out.push(s.to_vec()),
-            None => out.push(
-                result
-                    .restored_original(i)
-                    .ok_or(CodecError::NotEnoughShards { have, need: k })?
-                    .to_vec(),
-            ),
-        }
+    let restored = Decoder::default().restore(k, m, shards)?;
+    let mut out: Vec<Vec<u8>> = shards[..k]
+        .iter()
+        .map(|s| s.map(<[u8]>::to_vec).unwrap_or_default())
+        .collect();
+    for (i, v) in restored {
+        out[i] = v;
     }
     Ok(out)
 }

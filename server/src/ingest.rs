@@ -102,10 +102,10 @@ impl<R: AsyncRead + Unpin> Source<R> {
             if self.eof {
                 break;
             }
-            let start = buf.len();
-            buf.resize(want, 0);
-            let n = self.rest.read(&mut buf[start..]).await?;
-            buf.truncate(start + n);
+            // Read into spare capacity: no zero-filling of the rest of the batch per read.
+            let room = want - buf.len();
+            buf.reserve(room);
+            let n = (&mut self.rest).take(room as u64).read_buf(buf).await?;
             self.total += n as u64;
             if n == 0 {
                 self.eof = true;
@@ -130,7 +130,7 @@ struct SegmentWriter {
     len: u64,
     quorum: usize,
     shards: Vec<Vec<u8>>,
-    parity: Vec<Vec<u8>>,
+    encoder: codec::Encoder,
 }
 
 impl SegmentWriter {
@@ -162,35 +162,41 @@ impl SegmentWriter {
             let k = usize::from(self.geo.k);
             let bs = self.geo.block_size as usize;
             let rows = (data.len() as u64).div_ceil(self.geo.row_bytes()) as usize;
-            for s in self.shards.iter_mut() {
-                s.clear();
-                s.resize(rows * bs, 0);
-            }
-            for r in 0..rows {
-                for j in 0..k {
-                    let start = r * k * bs + j * bs;
-                    if start >= data.len() {
-                        break;
+            // Gather the row-major input into one contiguous shard per data part; only the
+            // padding of a short last row is zeroed (the buffers are reused between batches).
+            for (j, shard) in self.shards.iter_mut().enumerate() {
+                shard.resize(rows * bs, 0);
+                for r in 0..rows {
+                    let start = (r * k + j) * bs;
+                    let dst = &mut shard[r * bs..(r + 1) * bs];
+                    let n = data.len().saturating_sub(start).min(bs);
+                    if n > 0 {
+                        dst[..n].copy_from_slice(&data[start..start + n]);
                     }
-                    let end = (start + bs).min(data.len());
-                    self.shards[j][r * bs..r * bs + (end - start)]
-                        .copy_from_slice(&data[start..end]);
+                    dst[n..].fill(0);
                 }
             }
-            let refs: Vec<&[u8]> = self.shards.iter().map(Vec::as_slice).collect();
-            codec::encode_into(&refs, &mut self.parity)?;
-            for i in 0..self.writers.len() {
-                let res = match self.writers[i].as_mut() {
-                    Some(w) => w.write(if i < k {
-                        &self.shards[i]
-                    } else {
-                        &self.parity[i - k]
-                    }),
-                    None => Ok(()),
-                };
-                if let Err(e) = res {
-                    self.fail_part(i, &e);
+            for i in 0..k {
+                if let Some(w) = self.writers[i].as_mut() {
+                    if let Err(e) = w.write(&self.shards[i]) {
+                        self.fail_part(i, &e);
+                    }
                 }
+            }
+            // Parity goes from the encoder's buffers straight to the part files.
+            let refs: Vec<&[u8]> = self.shards.iter().map(Vec::as_slice).collect();
+            let writers = &mut self.writers;
+            let mut failed = Vec::new();
+            self.encoder
+                .encode_with(&refs, usize::from(self.geo.m), |p, bytes| {
+                    if let Some(w) = writers[k + p].as_mut() {
+                        if let Err(e) = w.write(bytes) {
+                            failed.push((k + p, e));
+                        }
+                    }
+                })?;
+            for (i, e) in failed {
+                self.fail_part(i, &e);
             }
         }
         anyhow::ensure!(
@@ -358,11 +364,7 @@ impl Store {
             } else {
                 vec![Vec::new(); k]
             },
-            parity: if geo.is_replica() {
-                Vec::new()
-            } else {
-                vec![Vec::new(); usize::from(geo.m)]
-            },
+            encoder: codec::Encoder::default(),
         })
     }
 
@@ -382,6 +384,7 @@ impl Store {
         let mut segments = Vec::new();
         let mut index = first_index;
         let mut spare: Option<Vec<u8>> = None;
+        let mut finishing: Option<tokio::task::JoinHandle<anyhow::Result<NewSegment>>> = None;
         let mut next = Vec::with_capacity(batch);
         src.fill(&mut next, batch.min(geo.segment_capacity() as usize))
             .await
@@ -430,17 +433,20 @@ impl Store {
             }
             let cluster = self.cluster_id;
             let p = path.to_owned();
-            let done = tokio::task::spawn_blocking(move || seg.finish(cluster, &p))
-                .await
-                .map_err(|e| StoreError::Other(e.into()))?
-                .map_err(|e| StoreError::Unavailable(format!("{e:#}")))?;
-            segments.push(done);
+            // The segment's fsyncs run while the next segment is written (one in flight).
+            if let Some(prev) = finishing.take() {
+                segments.push(finished(prev).await?);
+            }
+            finishing = Some(tokio::task::spawn_blocking(move || seg.finish(cluster, &p)));
             index += 1;
             if next.is_empty() && !src.exhausted() {
                 src.fill(&mut next, batch.min(geo.segment_capacity() as usize))
                     .await
                     .map_err(read_err)?;
             }
+        }
+        if let Some(prev) = finishing.take() {
+            segments.push(finished(prev).await?);
         }
         Ok((segments, hasher.finalize()))
     }
@@ -697,6 +703,14 @@ impl Store {
             }
         }
     }
+}
+
+async fn finished(
+    h: tokio::task::JoinHandle<anyhow::Result<NewSegment>>,
+) -> Result<NewSegment, StoreError> {
+    h.await
+        .map_err(|e| StoreError::Other(e.into()))?
+        .map_err(|e| StoreError::Unavailable(format!("{e:#}")))
 }
 
 fn read_err(e: std::io::Error) -> StoreError {

@@ -82,6 +82,8 @@ pub struct FileReader {
     file: FileRecord,
     parts: Mutex<HashMap<(u32, u16), PartSlot>>,
     cache: Mutex<BlockCache>,
+    /// Held while decoding (one decode at a time per reader), with its reusable decoder.
+    decoding: Mutex<codec::Decoder>,
 }
 
 struct BlockCache {
@@ -121,6 +123,7 @@ impl FileReader {
             store,
             file,
             parts: Mutex::new(HashMap::new()),
+            decoding: Mutex::new(codec::Decoder::default()),
             cache: Mutex::new(BlockCache {
                 map: HashMap::new(),
                 order: VecDeque::new(),
@@ -318,11 +321,17 @@ impl FileReader {
             Ok(v) => return Ok(Bytes::from(v)),
             Err(e) => self.mark_bad(seg.index, b.part, e),
         }
-        self.decode_rows(b)
+        // One decode at a time per reader: concurrent read-ahead of blocks in the same window
+        // would otherwise decode it several times over (and hold that much memory).
+        let mut decoder = lock(&self.decoding);
+        if let Some(hit) = lock(&self.cache).get(&key) {
+            return Ok(hit);
+        }
+        self.decode_rows(b, &mut decoder)
     }
 
     /// Decodes a window of rows around a damaged block from any k readable parts.
-    fn decode_rows(&self, b: BlockRef) -> Result<Bytes, ReadError> {
+    fn decode_rows(&self, b: BlockRef, decoder: &mut codec::Decoder) -> Result<Bytes, ReadError> {
         let seg = &self.file.segments[b.seg];
         let g = self.file.geometry;
         let k = usize::from(g.k);
@@ -356,18 +365,16 @@ impl FileReader {
             return Err(self.unreadable(seg.index, b.row, have, k, &why));
         }
         let refs: Vec<Option<&[u8]>> = shards.iter().map(|s| s.as_deref()).collect();
-        let data =
-            codec::reconstruct_data(k, m, &refs).map_err(|e| ReadError::Internal(e.to_string()))?;
+        let restored = decoder
+            .restore(k, m, &refs)
+            .map_err(|e| ReadError::Internal(e.to_string()))?;
         self.store
             .counters
             .degraded_rows
             .fetch_add(n, Ordering::Relaxed);
         let mut cache = lock(&self.cache);
         let mut want = None;
-        for (j, d) in data.into_iter().enumerate() {
-            if shards[j].is_some() && j != usize::from(b.part) {
-                continue;
-            }
+        for (j, d) in restored {
             let whole = Bytes::from(d);
             for r in 0..n {
                 let blk = whole.slice(r as usize * bs..(r as usize + 1) * bs);

@@ -372,9 +372,16 @@ impl FileReader {
             .counters
             .degraded_rows
             .fetch_add(n, Ordering::Relaxed);
+        drop(refs);
+        // Keep the healthy data blocks read for the decode too: the reader asks for them next.
+        let healthy = shards
+            .into_iter()
+            .enumerate()
+            .take(k)
+            .filter_map(|(j, s)| s.map(|s| (j, s)));
         let mut cache = lock(&self.cache);
         let mut want = None;
-        for (j, d) in restored {
+        for (j, d) in restored.into_iter().chain(healthy) {
             let whole = Bytes::from(d);
             for r in 0..n {
                 let blk = whole.slice(r as usize * bs..(r as usize + 1) * bs);

@@ -484,33 +484,48 @@ pub async fn run_client(cli: Cli) -> anyhow::Result<()> {
                 .await?;
             let len = resp.content_length().unwrap_or(0);
             let to_stdout = dest.as_os_str() == "-";
+            // A regular file is written under a temporary name and renamed when complete; an
+            // existing device or pipe (/dev/null, a FIFO) is written directly, never replaced.
+            let special =
+                !to_stdout && std::fs::metadata(&dest).is_ok_and(|m| !m.is_file() && !m.is_dir());
             let pb = if c.json || to_stdout {
                 ProgressBar::hidden()
             } else {
                 bar(len, src.clone())
             };
-            let tmp = dest.with_file_name(format!(
-                ".{}.wormfs-part",
-                dest.file_name()
-                    .map(|n| n.to_string_lossy())
-                    .unwrap_or_default()
-            ));
-            let mut out: Box<dyn tokio::io::AsyncWrite + Unpin> = if to_stdout {
-                Box::new(tokio::io::stdout())
+            let tmp = if to_stdout || special {
+                None
             } else {
-                Box::new(
-                    tokio::fs::File::create(&tmp)
-                        .await
-                        .with_context(|| format!("create {}", tmp.display()))?,
-                )
+                Some(dest.with_file_name(format!(
+                    ".{}.wormfs-part",
+                    dest.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+                )))
             };
+            let file: Box<dyn tokio::io::AsyncWrite + Unpin> = match &tmp {
+                None if to_stdout => Box::new(tokio::io::stdout()),
+                None => Box::new(
+                    tokio::fs::OpenOptions::new()
+                        .write(true)
+                        .open(&dest)
+                        .await
+                        .with_context(|| format!("open {}", dest.display()))?,
+                ),
+                Some(t) => Box::new(
+                    tokio::fs::File::create(t)
+                        .await
+                        .with_context(|| format!("create {}", t.display()))?,
+                ),
+            };
+            let mut out = tokio::io::BufWriter::with_capacity(4 << 20, file);
             let mut got = 0u64;
             let mut body = resp.bytes_stream();
             while let Some(chunk) = body.next().await {
                 let chunk = match chunk {
                     Ok(c) => c,
                     Err(e) => {
-                        let _ = tokio::fs::remove_file(&tmp).await;
+                        if let Some(t) = &tmp {
+                            let _ = tokio::fs::remove_file(t).await;
+                        }
                         bail!(CliError {
                             code: exit::UNAVAILABLE,
                             message: format!("read of {src} failed after {got} bytes: {e}")
@@ -525,19 +540,21 @@ pub async fn run_client(cli: Cli) -> anyhow::Result<()> {
             drop(out);
             pb.finish_and_clear();
             if got != len {
-                let _ = tokio::fs::remove_file(&tmp).await;
+                if let Some(t) = &tmp {
+                    let _ = tokio::fs::remove_file(t).await;
+                }
                 bail!(CliError {
                     code: exit::UNAVAILABLE,
                     message: format!("read of {src} ended after {got} of {len} bytes")
                 });
             }
-            if !to_stdout {
-                tokio::fs::rename(&tmp, &dest)
+            if let Some(t) = &tmp {
+                tokio::fs::rename(t, &dest)
                     .await
                     .with_context(|| format!("rename to {}", dest.display()))?;
-                if c.json {
-                    print_json(&serde_json::json!({"path": src, "dest": dest, "bytes": got}));
-                }
+            }
+            if c.json && !to_stdout {
+                print_json(&serde_json::json!({"path": src, "dest": dest, "bytes": got}));
             }
         }
         Cmd::Ls { path } => {

@@ -45,6 +45,24 @@ fn cli_against_a_live_node() {
         std::fs::read(t.path().join("range.bin")).unwrap(),
         &data[65000..132000]
     );
+    // An existing pipe or device (like /dev/null) is written to, never replaced by a file.
+    let fifo = t.path().join("pipe");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(fifo).unwrap())
+    };
+    s.ok(&["get", "/Films/Film (2001).mkv", fifo.to_str().unwrap()]);
+    assert_eq!(reader.join().unwrap(), data);
+    use std::os::unix::fs::FileTypeExt;
+    assert!(
+        std::fs::metadata(&fifo).unwrap().file_type().is_fifo(),
+        "the pipe was replaced"
+    );
     let st = s.json(&["stat", "/Films/Film (2001).mkv"]);
     assert_eq!(st["segments"][0]["parts"].as_array().unwrap().len(), 6);
     assert_eq!(st["tolerance"]["parts"], 2);

@@ -38,6 +38,7 @@ t_get=$(secs W get /bench.bin /dev/null)
 for f in $(find wormfs-data/disks -name '*-p0.wp'); do rm -f "$f"; done
 find wormfs-data/disks -name '*.wp' -exec cat {} + > /dev/null
 t_deg=$(secs W get /bench.bin /dev/null)
+[ -c /dev/null ] || { echo "FATAL: /dev/null is no longer a character device" >&2; exit 1; }
 hwm=$(grep VmHWM /proc/$PID/status | awk '{print $2}')
 printf 'size: %d MiB\n' "$SIZE_MIB"
 printf 'ingest ec:4+2: %.2f s (%.0f MB/s); dd %d MiB fdatasync: %.2f s; ratio ingest/dd: %.2f (target <= 1.3)\n' "$t_put" "$(echo "$SIZE_MIB*1.048576/$t_put" | bc -l)" "$raw_mib" "$t_dd" "$(echo "$t_put/$t_dd" | bc -l)"

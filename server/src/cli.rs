@@ -713,7 +713,7 @@ pub async fn run_client(cli: Cli) -> anyhow::Result<()> {
                         d["filesystem"].as_u64().unwrap_or(0),
                         human(total),
                         human(total.saturating_sub(free)),
-                        d["parts"],
+                        d["parts"].as_u64().unwrap_or(0),
                         d["state"].as_str().unwrap_or(""),
                         d["path"].as_str().unwrap_or(""),
                         d["reason"]

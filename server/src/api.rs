@@ -129,10 +129,8 @@ pub fn router(state: ApiState) -> Router {
 }
 
 async fn trace_request(req: Request, next: Next) -> Response {
-    let span = tracing::info_span!("api", method = %req.method(), path = %req.uri().path());
-    let _e = span.enter();
-    drop(_e);
     use tracing::Instrument;
+    let span = tracing::info_span!("api", method = %req.method(), path = %req.uri().path());
     let res = next.run(req).instrument(span.clone()).await;
     span.in_scope(|| tracing::debug!(status = res.status().as_u16(), "request done"));
     res

@@ -129,7 +129,8 @@ struct SegmentWriter {
     hasher: blake3::Hasher,
     len: u64,
     quorum: usize,
-    shards: Vec<Vec<u8>>,
+    /// A zero-padded copy of a short last row.
+    pad: Vec<u8>,
     encoder: codec::Encoder,
 }
 
@@ -159,44 +160,43 @@ impl SegmentWriter {
                 }
             }
         } else {
+            // Rows are encoded one at a time straight from the batch (each row's k blocks are
+            // already contiguous there), so data blocks reach the part files without a gather
+            // copy; only a short last row is copied, into a zero-padded row buffer.
             let k = usize::from(self.geo.k);
+            let m = usize::from(self.geo.m);
             let bs = self.geo.block_size as usize;
-            let rows = (data.len() as u64).div_ceil(self.geo.row_bytes()) as usize;
-            // Gather the row-major input into one contiguous shard per data part; only the
-            // padding of a short last row is zeroed (the buffers are reused between batches).
-            for (j, shard) in self.shards.iter_mut().enumerate() {
-                shard.resize(rows * bs, 0);
-                for r in 0..rows {
-                    let start = (r * k + j) * bs;
-                    let dst = &mut shard[r * bs..(r + 1) * bs];
-                    let n = data.len().saturating_sub(start).min(bs);
-                    if n > 0 {
-                        dst[..n].copy_from_slice(&data[start..start + n]);
-                    }
-                    dst[n..].fill(0);
-                }
-            }
-            for i in 0..k {
-                if let Some(w) = self.writers[i].as_mut() {
-                    if let Err(e) = w.write(&self.shards[i]) {
-                        self.fail_part(i, &e);
+            let row_bytes = k * bs;
+            let mut failed: Vec<(usize, anyhow::Error)> = Vec::new();
+            for row in data.chunks(row_bytes) {
+                let row: &[u8] = if row.len() == row_bytes {
+                    row
+                } else {
+                    self.pad.clear();
+                    self.pad.extend_from_slice(row);
+                    self.pad.resize(row_bytes, 0);
+                    &self.pad
+                };
+                let blocks: Vec<&[u8]> = row.chunks(bs).collect();
+                for (i, block) in blocks.iter().enumerate() {
+                    if let Some(w) = self.writers[i].as_mut() {
+                        if let Err(e) = w.write(block) {
+                            failed.push((i, e));
+                        }
                     }
                 }
-            }
-            // Parity goes from the encoder's buffers straight to the part files.
-            let refs: Vec<&[u8]> = self.shards.iter().map(Vec::as_slice).collect();
-            let writers = &mut self.writers;
-            let mut failed = Vec::new();
-            self.encoder
-                .encode_with(&refs, usize::from(self.geo.m), |p, bytes| {
+                // Parity goes from the encoder's buffers straight to the part files.
+                let writers = &mut self.writers;
+                self.encoder.encode_with(&blocks, m, |p, bytes| {
                     if let Some(w) = writers[k + p].as_mut() {
                         if let Err(e) = w.write(bytes) {
                             failed.push((k + p, e));
                         }
                     }
                 })?;
-            for (i, e) in failed {
-                self.fail_part(i, &e);
+                for (i, e) in failed.drain(..) {
+                    self.fail_part(i, &e);
+                }
             }
         }
         anyhow::ensure!(
@@ -349,7 +349,6 @@ impl Store {
                 if geo.is_replica() { format!("copies:{width}") } else { format!("ec:{}+{}", geo.k, geo.m) }
             )));
         }
-        let k = usize::from(geo.k);
         Ok(SegmentWriter {
             geo,
             index,
@@ -359,11 +358,7 @@ impl Store {
             hasher: blake3::Hasher::new(),
             len: 0,
             quorum,
-            shards: if geo.is_replica() {
-                Vec::new()
-            } else {
-                vec![Vec::new(); k]
-            },
+            pad: Vec::new(),
             encoder: codec::Encoder::default(),
         })
     }

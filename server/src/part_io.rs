@@ -198,18 +198,20 @@ impl OpenPart {
         }
         let start_off = first * bs;
         let len: u64 = (first..end).map(|b| self.header.stored_block_len(b)).sum();
-        let mut buf = vec![0u8; len as usize];
-        match read_exact_at(
-            &self.file,
-            &mut buf,
-            u64::from(self.header.header_len) + start_off,
-        ) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                return Err(PartReadError::Corrupt(first))
+        // Read into uninitialised capacity: zero-filling first cost 15% of a sequential read.
+        let mut buf = Vec::with_capacity(len as usize);
+        let base = u64::from(self.header.header_len) + start_off;
+        while (buf.len() as u64) < len {
+            let off = base + buf.len() as u64;
+            match rustix::io::pread(&self.file, rustix::buffer::spare_capacity(&mut buf), off) {
+                Ok(0) => return Err(PartReadError::Corrupt(first)),
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(std::io::Error::from(e).into()),
             }
-            Err(e) => return Err(e.into()),
         }
+        // The allocation may be larger than asked; never keep bytes beyond the range.
+        buf.truncate(len as usize);
         self.disk.count_read(len);
         let mut off = 0usize;
         for b in first..end {

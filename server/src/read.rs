@@ -22,8 +22,10 @@ use crate::store::Store;
 
 /// Blocks fetched ahead of the reader.
 const READ_AHEAD_BLOCKS: usize = 8;
-/// Rows decoded per call when a part is damaged.
-const DEGRADED_ROWS: u64 = 8;
+/// Rows decoded per call when a part is damaged (a decode window; windows are aligned).
+const DEGRADED_ROWS: u64 = 4;
+/// Windows decoded ahead of a sequential degraded reader, on other cores.
+const DECODE_AHEAD_WINDOWS: u64 = 2;
 
 /// A read that cannot be served.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +61,9 @@ pub enum ReadError {
     Internal(String),
 }
 
+/// The lock one decode window is decoded under.
+type WindowGate = Arc<Mutex<()>>;
+
 #[derive(Clone)]
 enum PartSlot {
     Open(Arc<OpenPart>),
@@ -74,6 +79,8 @@ struct BlockRef {
     from: usize,
     /// Bytes wanted from the block.
     len: usize,
+    /// Whether the requested range goes on past this block's decode window in its segment.
+    more: bool,
 }
 
 /// Reads one file; cheap to create, holds open parts and a small block cache.
@@ -82,8 +89,11 @@ pub struct FileReader {
     file: FileRecord,
     parts: Mutex<HashMap<(u32, u16), PartSlot>>,
     cache: Mutex<BlockCache>,
-    /// Held while decoding (one decode at a time per reader), with its reusable decoder.
-    decoding: Mutex<codec::Decoder>,
+    /// Decode windows in flight, each behind its own lock so that a window is decoded once
+    /// while different windows decode in parallel.
+    windows: Mutex<HashMap<(u32, u64), WindowGate>>,
+    /// Reusable decoders.
+    decoders: Mutex<Vec<codec::Decoder>>,
 }
 
 struct BlockCache {
@@ -118,12 +128,16 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl FileReader {
     /// A reader for `file`.
     pub fn new(store: Arc<Store>, file: FileRecord) -> Arc<Self> {
-        let cap = usize::from(file.geometry.k) * DEGRADED_ROWS as usize + 2 * READ_AHEAD_BLOCKS;
+        // The window being read, the windows decoded ahead of it, and the read-ahead.
+        let cap = usize::from(file.geometry.k)
+            * (DEGRADED_ROWS * (1 + DECODE_AHEAD_WINDOWS)) as usize
+            + 2 * READ_AHEAD_BLOCKS;
         Arc::new(Self {
             store,
             file,
             parts: Mutex::new(HashMap::new()),
-            decoding: Mutex::new(codec::Decoder::default()),
+            windows: Mutex::new(HashMap::new()),
+            decoders: Mutex::new(Vec::new()),
             cache: Mutex::new(BlockCache {
                 map: HashMap::new(),
                 order: VecDeque::new(),
@@ -157,12 +171,16 @@ impl FileReader {
                 let bstart = g.block_start(addr);
                 let bend = (bstart + bs).min(seg.data_len);
                 let take_end = (end - seg.offset).min(bend);
+                let window_end = (addr.row - addr.row % DEGRADED_ROWS + DEGRADED_ROWS)
+                    .saturating_mul(g.row_bytes())
+                    .min(seg.data_len);
                 out.push(BlockRef {
                     seg: si,
                     row: if g.is_replica() { local / bs } else { addr.row },
                     part: if g.is_replica() { 0 } else { addr.part },
                     from: (local - bstart) as usize,
                     len: (take_end - local) as usize,
+                    more: end > seg.offset + window_end,
                 });
                 pos = seg.offset + take_end;
             }
@@ -188,7 +206,7 @@ impl FileReader {
             .map(move |b| {
                 let me = self.clone();
                 async move {
-                    let r = tokio::task::spawn_blocking(move || me.read_block(b))
+                    let r = tokio::task::spawn_blocking(move || me.read_block(&b))
                         .await
                         .map_err(|e| ReadError::Internal(e.to_string()))?;
                     r.map(|blk| blk.slice(b.from..b.from + b.len))
@@ -291,10 +309,14 @@ impl FileReader {
         }
     }
 
-    fn read_block(&self, b: BlockRef) -> Result<Bytes, ReadError> {
+    fn read_block(self: &Arc<Self>, b: &BlockRef) -> Result<Bytes, ReadError> {
         let seg = &self.file.segments[b.seg];
         let key = (seg.index, b.row, b.part);
-        if let Some(hit) = lock(&self.cache).get(&key) {
+        let cached = lock(&self.cache).get(&key);
+        if let Some(hit) = cached {
+            if !self.file.geometry.is_replica() && self.is_bad(seg.index, b.part) {
+                self.decode_ahead(b);
+            }
             return Ok(hit);
         }
         let g = self.file.geometry;
@@ -321,24 +343,92 @@ impl FileReader {
             Ok(v) => return Ok(Bytes::from(v)),
             Err(e) => self.mark_bad(seg.index, b.part, e),
         }
-        // One decode at a time per reader: concurrent read-ahead of blocks in the same window
-        // would otherwise decode it several times over (and hold that much memory).
-        let mut decoder = lock(&self.decoding);
-        if let Some(hit) = lock(&self.cache).get(&key) {
-            return Ok(hit);
+        self.decode_ahead(b);
+        let window = b.row - b.row % DEGRADED_ROWS;
+        self.decode_window(b.seg, window, Some((b.row, b.part)))?
+            .ok_or_else(|| ReadError::Internal("decoded block missing".into()))
+    }
+
+    fn is_bad(&self, seg: u32, part: u16) -> bool {
+        matches!(lock(&self.parts).get(&(seg, part)), Some(PartSlot::Bad(_)))
+    }
+
+    /// Starts decoding the windows after `b`'s on other threads, when the reader's range goes
+    /// on there: a sequential degraded read then keeps both cores decoding.
+    fn decode_ahead(self: &Arc<Self>, b: &BlockRef) {
+        if !b.more {
+            return;
         }
-        self.decode_rows(b, &mut decoder)
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let seg = &self.file.segments[b.seg];
+        let rows = self.file.geometry.rows(seg.data_len);
+        let window = b.row - b.row % DEGRADED_ROWS;
+        for ahead in 1..=DECODE_AHEAD_WINDOWS {
+            let w = window + ahead * DEGRADED_ROWS;
+            if w >= rows {
+                break;
+            }
+            if lock(&self.windows).contains_key(&(seg.index, w))
+                || lock(&self.cache).get(&(seg.index, w, b.part)).is_some()
+            {
+                continue;
+            }
+            let me = self.clone();
+            let si = b.seg;
+            rt.spawn_blocking(move || {
+                if let Err(e) = me.decode_window(si, w, None) {
+                    tracing::debug!("decode ahead: {e}");
+                }
+            });
+        }
+    }
+
+    /// Decodes window `window` (its first row) of segment `si` once, however many threads ask
+    /// for it; returns the block `want` (row, data part) of the window if asked.
+    fn decode_window(
+        &self,
+        si: usize,
+        window: u64,
+        want: Option<(u64, u16)>,
+    ) -> Result<Option<Bytes>, ReadError> {
+        let seg_index = self.file.segments[si].index;
+        let gate = lock(&self.windows)
+            .entry((seg_index, window))
+            .or_insert_with(|| Arc::new(Mutex::new(())))
+            .clone();
+        let _decoding = lock(&gate);
+        let (row, part) = want.unwrap_or((window, 0));
+        let cached = lock(&self.cache).get(&(seg_index, row, part));
+        let res = match cached {
+            Some(hit) => Ok(Some(hit)),
+            None => {
+                let mut decoder = lock(&self.decoders).pop().unwrap_or_default();
+                let r = self.decode_rows(si, window, want, &mut decoder);
+                lock(&self.decoders).push(decoder);
+                r
+            }
+        };
+        lock(&self.windows).remove(&(seg_index, window));
+        res
     }
 
     /// Decodes a window of rows around a damaged block from any k readable parts.
-    fn decode_rows(&self, b: BlockRef, decoder: &mut codec::Decoder) -> Result<Bytes, ReadError> {
-        let seg = &self.file.segments[b.seg];
+    fn decode_rows(
+        &self,
+        si: usize,
+        row: u64,
+        want_block: Option<(u64, u16)>,
+        decoder: &mut codec::Decoder,
+    ) -> Result<Option<Bytes>, ReadError> {
+        let seg = &self.file.segments[si];
         let g = self.file.geometry;
         let k = usize::from(g.k);
         let m = usize::from(g.m);
         let bs = g.block_size as usize;
         let rows_in_seg = g.rows(seg.data_len);
-        let n = DEGRADED_ROWS.min(rows_in_seg - b.row);
+        let n = DEGRADED_ROWS.min(rows_in_seg - row);
         let mut shards: Vec<Option<Vec<u8>>> = vec![None; k + m];
         let mut have = 0;
         let mut why = Vec::new();
@@ -349,7 +439,7 @@ impl FileReader {
             }
             match self
                 .open_part(seg.index, p as u16)
-                .and_then(|op| op.read_blocks(b.row, n).map_err(|e| e.to_string()))
+                .and_then(|op| op.read_blocks(row, n).map_err(|e| e.to_string()))
             {
                 Ok(v) => {
                     shards[p] = Some(v);
@@ -362,7 +452,7 @@ impl FileReader {
             }
         }
         if have < k {
-            return Err(self.unreadable(seg.index, b.row, have, k, &why));
+            return Err(self.unreadable(seg.index, row, have, k, &why));
         }
         let refs: Vec<Option<&[u8]>> = shards.iter().map(|s| s.as_deref()).collect();
         let restored = decoder
@@ -385,12 +475,12 @@ impl FileReader {
             let whole = Bytes::from(d);
             for r in 0..n {
                 let blk = whole.slice(r as usize * bs..(r as usize + 1) * bs);
-                if j == usize::from(b.part) && r == 0 {
+                if Some((row + r, j as u16)) == want_block {
                     want = Some(blk.clone());
                 }
-                cache.put((seg.index, b.row + r, j as u16), blk);
+                cache.put((seg.index, row + r, j as u16), blk);
             }
         }
-        want.ok_or_else(|| ReadError::Internal("decoded block missing".into()))
+        Ok(want)
     }
 }

@@ -1,47 +1,95 @@
 #!/usr/bin/env bash
-# End-to-end benchmark: WormFS ingest and read against dd and cat on the same filesystem.
+# End-to-end benchmark: WormFS ingest and read against dd, cat and nginx on the same machine.
 #
-#   bash tests/bench/ingest_vs_dd.sh [SIZE_MIB]   (default 2048)
+#   bash tests/bench/ingest_vs_dd.sh [SIZE_MIB] [RUNS]   (defaults 2048 and 3)
 #
 # Starts a release node on the embedded default (six folder-disks, ec:4+2) in a scratch folder
-# under ./target, then, in one run and interleaved:
+# under ./target, then measures, interleaved and RUNS times each (medians are reported):
 #   - ingest of SIZE_MIB into ec:4+2   vs  dd writing SIZE*1.5 (the raw bytes) with fdatasync
-#   - sequential get to /dev/null       vs  cat of the plain file (both read once just before)
+#   - sequential `wormfs get` to /dev/null  vs  cat of the plain file (both read once just before)
+#     and vs curl fetching the plain file from nginx on loopback (an HTTP reference)
 #   - the same get with one data part of every segment deleted
-# and prints the ratios and the node's peak RSS (VmHWM).
+# and prints the ratios and the node's peak RSS (VmHWM). nginx is installed with apt if missing.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SIZE_MIB=${1:-2048}
+RUNS=${2:-3}
+if ! command -v nginx >/dev/null; then
+    echo "installing nginx (the HTTP reference)..." >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null 2>&1 ||
+        { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null; }
+fi
 cargo build --release -p wormfs-server >/dev/null
 BIN=$PWD/target/release/wormfs
 WORK=$PWD/target/bench-e2e
 rm -rf "$WORK" && mkdir -p "$WORK" && cd "$WORK"
 PORT=17710
+NGINX_PORT=17780
 head -c $((SIZE_MIB * 1024 * 1024)) /dev/urandom > src.bin
+mkdir -p nginx/www nginx/tmp && ln src.bin nginx/www/plain.bin
+cat > nginx/nginx.conf <<EOF
+daemon off;
+worker_processes 1;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log;
+events { worker_connections 64; }
+http {
+    access_log off;
+    sendfile on;
+    client_body_temp_path $WORK/nginx/tmp;
+    proxy_temp_path $WORK/nginx/tmp;
+    fastcgi_temp_path $WORK/nginx/tmp;
+    uwsgi_temp_path $WORK/nginx/tmp;
+    scgi_temp_path $WORK/nginx/tmp;
+    server { listen 127.0.0.1:$NGINX_PORT; root $WORK/nginx/www; }
+}
+EOF
 "$BIN" serve --listen 127.0.0.1:$PORT > serve.log 2>&1 &
 PID=$!
-trap 'kill $PID 2>/dev/null || true' EXIT
-for _ in $(seq 1 200); do curl -sf http://127.0.0.1:$PORT/api/v1/health >/dev/null && break; sleep 0.1; done
+nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" &
+NGINX=$!
+trap 'kill $PID $NGINX 2>/dev/null || true' EXIT
+for _ in $(seq 1 200); do
+    curl -sf http://127.0.0.1:$PORT/api/v1/health >/dev/null &&
+        curl -sfI http://127.0.0.1:$NGINX_PORT/plain.bin >/dev/null && break
+    sleep 0.1
+done
 W() { "$BIN" --node http://127.0.0.1:$PORT "$@"; }
 secs() { local s e; s=$(date +%s.%N); "$@" >/dev/null 2>&1; e=$(date +%s.%N); echo "$e - $s" | bc -l; }
-
-cat src.bin > /dev/null
-t_put=$(secs W put src.bin /bench.bin --policy ec:4+2)
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+warm_parts() { find wormfs-data/disks -name '*.wp' -exec cat {} + > /dev/null; }
 raw_mib=$((SIZE_MIB * 3 / 2))
-t_dd=$(secs dd if=/dev/zero of=dd.bin bs=1M count=$raw_mib conv=fdatasync)
-rm -f dd.bin
-cat src.bin > /dev/null
-t_cat=$(secs cat src.bin)
-find wormfs-data/disks -name '*.wp' -exec cat {} + > /dev/null
-t_get=$(secs W get /bench.bin /dev/null)
-# Degrade: delete data part 0 of every segment.
-for f in $(find wormfs-data/disks -name '*-p0.wp'); do rm -f "$f"; done
-find wormfs-data/disks -name '*.wp' -exec cat {} + > /dev/null
-t_deg=$(secs W get /bench.bin /dev/null)
+
+puts=() dds=() cats=() nginxs=() gets=() degs=()
+for i in $(seq 1 "$RUNS"); do
+    cat src.bin > /dev/null
+    puts+=("$(secs W put src.bin "/bench-$i.bin" --policy ec:4+2)")
+    dds+=("$(secs dd if=/dev/zero of=dd.bin bs=1M count=$raw_mib conv=fdatasync)")
+    rm -f dd.bin
+done
+for i in $(seq 1 "$RUNS"); do
+    cat src.bin > /dev/null
+    cats+=("$(secs cat src.bin)")
+    nginxs+=("$(secs curl -sf -o /dev/null http://127.0.0.1:$NGINX_PORT/plain.bin)")
+    warm_parts
+    gets+=("$(secs W get /bench-1.bin /dev/null)")
+done
+# Degrade: delete data part 0 of every segment of the first file.
+fid=$(W --json stat /bench-1.bin | sed -n 's/.*"file_id": *"\([0-9a-f]*\)".*/\1/p' | head -1)
+[ -n "$fid" ] || { echo "FATAL: no file id from stat" >&2; exit 1; }
+find wormfs-data/disks -name "$fid-s*-p0.wp" -delete
+for i in $(seq 1 "$RUNS"); do
+    warm_parts
+    degs+=("$(secs W get /bench-1.bin /dev/null)")
+done
 [ -c /dev/null ] || { echo "FATAL: /dev/null is no longer a character device" >&2; exit 1; }
 hwm=$(grep VmHWM /proc/$PID/status | awk '{print $2}')
-printf 'size: %d MiB\n' "$SIZE_MIB"
+t_put=$(median "${puts[@]}") t_dd=$(median "${dds[@]}") t_cat=$(median "${cats[@]}")
+t_nginx=$(median "${nginxs[@]}") t_get=$(median "${gets[@]}") t_deg=$(median "${degs[@]}")
+printf 'size: %d MiB, medians of %d runs\n' "$SIZE_MIB" "$RUNS"
 printf 'ingest ec:4+2: %.2f s (%.0f MB/s); dd %d MiB fdatasync: %.2f s; ratio ingest/dd: %.2f (target <= 1.3)\n' "$t_put" "$(echo "$SIZE_MIB*1.048576/$t_put" | bc -l)" "$raw_mib" "$t_dd" "$(echo "$t_put/$t_dd" | bc -l)"
-printf 'get: %.2f s; cat: %.2f s; ratio cat/get: %.2f (target >= 0.8)\n' "$t_get" "$t_cat" "$(echo "$t_cat/$t_get" | bc -l)"
-printf 'degraded get: %.2f s; ratio cat/degraded: %.2f (target >= 0.5)\n' "$t_deg" "$(echo "$t_cat/$t_deg" | bc -l)"
+printf 'get: %.2f s (%.0f MB/s); cat: %.2f s; ratio cat/get: %.2f (target >= 0.8)\n' "$t_get" "$(echo "$SIZE_MIB*1.048576/$t_get" | bc -l)" "$t_cat" "$(echo "$t_cat/$t_get" | bc -l)"
+printf 'nginx+curl over loopback: %.2f s; ratio nginx/get: %.2f\n' "$t_nginx" "$(echo "$t_nginx/$t_get" | bc -l)"
+printf 'degraded get: %.2f s (%.0f MB/s); ratio cat/degraded: %.2f (target >= 0.5)\n' "$t_deg" "$(echo "$SIZE_MIB*1.048576/$t_deg" | bc -l)" "$(echo "$t_cat/$t_deg" | bc -l)"
 printf 'node peak RSS (VmHWM): %d KiB (target < 262144)\n' "$hwm"
+printf 'raw seconds: put %s | dd %s | cat %s | nginx %s | get %s | degraded %s\n' "${puts[*]}" "${dds[*]}" "${cats[*]}" "${nginxs[*]}" "${gets[*]}" "${degs[*]}"

@@ -24,11 +24,13 @@ use std::path::{Component, Path, PathBuf};
 
 pub use error::ConfigError;
 pub use policy::{
-    ConflictRule, LogFormat, ParseChoiceError, PolicyParseError, PolicySpec, MAX_COPIES,
-    MAX_EC_DATA, MAX_EC_PARITY,
+    AfterIngest, ConflictRule, LogFormat, ParseChoiceError, PolicyParseError, PolicySpec,
+    MAX_COPIES, MAX_EC_DATA, MAX_EC_PARITY,
 };
 
-use raw::{RawApi, RawConfig, RawIngest, RawLog, RawNode, RawRaft, RawStorage, SetError};
+use raw::{
+    RawApi, RawConfig, RawDropFolder, RawIngest, RawLog, RawNode, RawRaft, RawStorage, SetError,
+};
 
 /// Where the config came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,6 +116,31 @@ pub struct IngestConfig {
     /// Minimum age of an unreferenced part before a sweep deletes it, in milliseconds
     /// (at least `lease_ms`).
     pub orphan_grace_ms: u64,
+    /// Drop folders (`[[ingest.folders]]`, `--ingest PATH[=TREE]`).
+    pub folders: Vec<DropFolderConfig>,
+}
+
+/// One drop folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DropFolderConfig {
+    /// The folder watched (absolute; relative paths in a file are resolved against its folder).
+    pub path: PathBuf,
+    /// Where its files go in the tree: an absolute tree path such as `/` or `/films`.
+    pub tree: String,
+    /// Policy for its files; `None` means the tree's own (the nearest directory policy).
+    pub policy: Option<PolicySpec>,
+    /// What happens to an original once it is committed.
+    pub after: AfterIngest,
+    /// Where originals are moved with `after = "move"` (absolute).
+    pub done_dir: Option<PathBuf>,
+    /// The rule when a name is taken.
+    pub conflict: ConflictRule,
+    /// Poll (network mounts) instead of inotify.
+    pub poll: bool,
+    /// A file is taken after this long closed and unchanged, in milliseconds.
+    pub settle_ms: u64,
+    /// How often a polled folder is scanned, in milliseconds.
+    pub poll_interval_ms: u64,
 }
 
 /// `[raft]`: the replicated metadata log.
@@ -150,6 +177,8 @@ pub struct Overrides {
     pub disks: Vec<PathBuf>,
     /// `--listen ADDR` / `WORMFS_LISTEN`: replaces `api.listen`.
     pub listen: Option<SocketAddr>,
+    /// `--ingest PATH[=TREE]` (repeatable): when non-empty, replaces `ingest.folders`.
+    pub ingest: Vec<String>,
 }
 
 /// The complete, commented example config.
@@ -323,6 +352,7 @@ fn apply_overrides(
         data_dir,
         disks,
         listen,
+        ingest,
     } = overrides;
     if let Some(data_dir) = data_dir {
         raw.node.data_dir = data_dir.clone();
@@ -338,6 +368,18 @@ fn apply_overrides(
     if let Some(listen) = listen {
         raw.api.listen = Some(*listen);
         origins.insert("api.listen", Origin::Flag("--listen / WORMFS_LISTEN"));
+    }
+    if !ingest.is_empty() {
+        raw.ingest.folders = ingest
+            .iter()
+            .map(|spec| {
+                RawDropFolder::from_spec(spec).unwrap_or_else(|_| RawDropFolder {
+                    path: PathBuf::new(),
+                    ..RawDropFolder::from_spec("x").expect("valid spec")
+                })
+            })
+            .collect();
+        origins.insert("ingest.folders", Origin::Flag("--ingest"));
     }
 }
 
@@ -447,10 +489,18 @@ fn build(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
             Some(file) => ConfigSource::File(file.path.clone()),
             None => ConfigSource::Embedded,
         },
+        ingest: {
+            let data_dir = normalize(&ctx.resolve("node.data_dir", node.data_dir.clone()));
+            let disks: Vec<PathBuf> = storage
+                .disks
+                .iter()
+                .map(|d| normalize(&ctx.resolve("storage.disks", d.clone())))
+                .collect();
+            build_ingest(ingest, storage.conflict, &data_dir, &disks, ctx)?
+        },
         node: build_node(node, ctx)?,
         api: build_api(api, ctx),
         storage: build_storage(storage, ctx)?,
-        ingest: build_ingest(ingest, ctx)?,
         raft: build_raft(raft, ctx)?,
         log: build_log(log, ctx)?,
     })
@@ -590,11 +640,18 @@ fn build_storage(storage: RawStorage, ctx: &Ctx<'_>) -> Result<StorageConfig, Co
     })
 }
 
-fn build_ingest(ingest: RawIngest, ctx: &Ctx<'_>) -> Result<IngestConfig, ConfigError> {
+fn build_ingest(
+    ingest: RawIngest,
+    default_conflict: ConflictRule,
+    data_dir: &Path,
+    disks: &[PathBuf],
+    ctx: &Ctx<'_>,
+) -> Result<IngestConfig, ConfigError> {
     let RawIngest {
         lease_ms,
         sweep_interval_ms,
         orphan_grace_ms,
+        folders,
     } = ingest;
     ctx.check(lease_ms > 0, "ingest.lease_ms", || {
         "must be positive, got 0".to_owned()
@@ -613,11 +670,145 @@ fn build_ingest(ingest: RawIngest, ctx: &Ctx<'_>) -> Result<IngestConfig, Config
             )
         },
     )?;
+    let mut built: Vec<DropFolderConfig> = Vec::with_capacity(folders.len());
+    for (i, f) in folders.into_iter().enumerate() {
+        let folder = build_drop_folder(f, i, default_conflict, data_dir, disks, ctx)?;
+        for (j, other) in built.iter().enumerate() {
+            if folder.path.starts_with(&other.path) || other.path.starts_with(&folder.path) {
+                return Err(ctx.err(
+                    "ingest.folders",
+                    Some(i),
+                    format!(
+                        "drop folder {} overlaps drop folder {} ({}); drop folders must not be \
+                         inside one another",
+                        i + 1,
+                        j + 1,
+                        other.path.display()
+                    ),
+                ));
+            }
+        }
+        built.push(folder);
+    }
     Ok(IngestConfig {
         lease_ms,
         sweep_interval_ms,
         orphan_grace_ms,
+        folders: built,
     })
+}
+
+/// Validates drop folder `i` (0-based; messages count from 1).
+fn build_drop_folder(
+    f: RawDropFolder,
+    i: usize,
+    default_conflict: ConflictRule,
+    data_dir: &Path,
+    disks: &[PathBuf],
+    ctx: &Ctx<'_>,
+) -> Result<DropFolderConfig, ConfigError> {
+    let RawDropFolder {
+        path,
+        tree,
+        policy,
+        after,
+        done_dir,
+        conflict,
+        poll,
+        settle_ms,
+        poll_interval_ms,
+    } = f;
+    let n = i + 1;
+    let bad = |message: String| {
+        ctx.err(
+            "ingest.folders",
+            Some(i),
+            format!("drop folder {n}: {message}"),
+        )
+    };
+    if path.as_os_str().is_empty() {
+        return Err(bad(
+            "path must not be empty (expected PATH or PATH=TREE_PREFIX)".into(),
+        ));
+    }
+    let path = absolute(&ctx.resolve("ingest.folders", path));
+    if path.starts_with(data_dir) || data_dir.starts_with(&path) {
+        return Err(bad(format!(
+            "{} overlaps the data folder {}; a drop folder must be outside it",
+            path.display(),
+            data_dir.display()
+        )));
+    }
+    if let Some(d) = disks
+        .iter()
+        .find(|d| path.starts_with(d) || d.starts_with(&path))
+    {
+        return Err(bad(format!(
+            "{} overlaps the disk {}; a drop folder must be outside every disk folder",
+            path.display(),
+            d.display()
+        )));
+    }
+    if !tree.starts_with('/')
+        || tree
+            .split('/')
+            .any(|c| c == ".." || c == "." || c.contains('\\') || c.contains('\0'))
+    {
+        return Err(bad(format!(
+            "tree = {tree:?}: expected an absolute tree path such as \"/\" or \"/films\""
+        )));
+    }
+    let done_dir = match (after, done_dir) {
+        (AfterIngest::Move, None) => {
+            return Err(bad(
+                r#"after = "move" needs done_dir, the folder originals go to"#.into(),
+            ))
+        }
+        (AfterIngest::Move, Some(d)) => {
+            let d = absolute(&ctx.resolve("ingest.folders", d));
+            if d == path {
+                return Err(bad("done_dir must not be the drop folder itself".into()));
+            }
+            Some(d)
+        }
+        (_, Some(_)) => {
+            return Err(bad(format!(
+                r#"done_dir is only used with after = "move" (after = "{after}")"#
+            )))
+        }
+        (_, None) => None,
+    };
+    if settle_ms == 0 || poll_interval_ms == 0 {
+        return Err(bad("settle_ms and poll_interval_ms must be positive".into()));
+    }
+    Ok(DropFolderConfig {
+        path,
+        tree: trim_tree(&tree),
+        policy,
+        after,
+        done_dir,
+        conflict: conflict.unwrap_or(default_conflict),
+        poll,
+        settle_ms,
+        poll_interval_ms,
+    })
+}
+
+/// `path` made absolute against the working directory, without touching the file system.
+fn absolute(path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        normalize(path)
+    } else {
+        normalize(&std::env::current_dir().unwrap_or_default().join(path))
+    }
+}
+
+/// `"/films/"` -> `"/films"`, `"/"` stays `"/"`.
+fn trim_tree(tree: &str) -> String {
+    match tree.trim_end_matches('/') {
+        "" => "/".to_owned(),
+        t => t.to_owned(),
+    }
 }
 
 fn build_raft(raft: RawRaft, ctx: &Ctx<'_>) -> Result<RaftConfig, ConfigError> {

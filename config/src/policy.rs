@@ -157,6 +157,17 @@ pub enum ConflictRule {
     Skip,
 }
 
+/// What happens to a drop-folder file once it is committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AfterIngest {
+    /// Delete the original (after checking it did not change).
+    Delete,
+    /// Move the original into the folder's `done_dir`, keeping its subfolders.
+    Move,
+    /// Leave it; it is recognised and not taken again unless it changes.
+    Keep,
+}
+
 /// The output format of the server's log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LogFormat {
@@ -218,6 +229,12 @@ choice!(ConflictRule, "conflict rule", r#""rename", "replace" or "skip""#, {
     Skip => "skip",
 });
 
+choice!(AfterIngest, "after-ingest action", r#""delete", "move" or "keep""#, {
+    Delete => "delete",
+    Move => "move",
+    Keep => "keep",
+});
+
 choice!(LogFormat, "log format", r#""text" or "json""#, {
     Text => "text",
     Json => "json",
@@ -263,6 +280,10 @@ serde_as_str!(
     r#"a conflict rule string: "rename", "replace" or "skip""#
 );
 serde_as_str!(LogFormat, r#"a log format string: "text" or "json""#);
+serde_as_str!(
+    AfterIngest,
+    r#"an after-ingest action: "delete", "move" or "keep""#
+);
 
 #[cfg(test)]
 mod tests {

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::policy::{ConflictRule, LogFormat, PolicySpec};
+use crate::policy::{AfterIngest, ConflictRule, LogFormat, PolicySpec};
 
 /// One MiB.
 const MIB: u64 = 1024 * 1024;
@@ -41,6 +41,7 @@ pub(crate) const KEYS: &[&str] = &[
     "ingest.lease_ms",
     "ingest.sweep_interval_ms",
     "ingest.orphan_grace_ms",
+    "ingest.folders",
     "raft.heartbeat_interval_ms",
     "raft.election_timeout_min_ms",
     "raft.election_timeout_max_ms",
@@ -151,6 +152,83 @@ pub(crate) struct RawIngest {
     pub sweep_interval_ms: u64,
     /// How old an unreferenced part must be before the sweep deletes it, in milliseconds.
     pub orphan_grace_ms: u64,
+    /// `[[ingest.folders]]`: drop folders.
+    pub folders: Vec<RawDropFolder>,
+}
+
+/// Default settle time of a drop folder, in milliseconds.
+pub(crate) const DEFAULT_SETTLE_MS: u64 = 5_000;
+/// Default poll interval of a polled drop folder, in milliseconds.
+pub(crate) const DEFAULT_POLL_INTERVAL_MS: u64 = 10_000;
+
+/// One `[[ingest.folders]]` entry.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDropFolder {
+    /// The folder watched.
+    pub path: PathBuf,
+    /// Where its files go in the tree.
+    #[serde(default = "default_tree")]
+    pub tree: String,
+    /// Policy for its files; unset means the tree's own.
+    #[serde(default)]
+    pub policy: Option<PolicySpec>,
+    /// What happens to an original once committed.
+    #[serde(default = "default_after")]
+    pub after: AfterIngest,
+    /// Where originals go with `after = "move"`.
+    #[serde(default)]
+    pub done_dir: Option<PathBuf>,
+    /// The conflict rule for its files; unset means `storage.conflict`.
+    #[serde(default)]
+    pub conflict: Option<ConflictRule>,
+    /// Poll instead of inotify.
+    #[serde(default)]
+    pub poll: bool,
+    /// Settle time in milliseconds.
+    #[serde(default = "default_settle")]
+    pub settle_ms: u64,
+    /// Poll interval in milliseconds.
+    #[serde(default = "default_poll_interval")]
+    pub poll_interval_ms: u64,
+}
+
+fn default_tree() -> String {
+    "/".to_owned()
+}
+fn default_after() -> AfterIngest {
+    AfterIngest::Delete
+}
+fn default_settle() -> u64 {
+    DEFAULT_SETTLE_MS
+}
+fn default_poll_interval() -> u64 {
+    DEFAULT_POLL_INTERVAL_MS
+}
+
+impl RawDropFolder {
+    /// A folder given as `PATH[=TREE]` (command line, environment), with every other setting
+    /// at its default.
+    pub(crate) fn from_spec(spec: &str) -> Result<Self, String> {
+        let (path, tree) = match spec.split_once('=') {
+            Some((p, t)) => (p.trim(), t.trim().to_owned()),
+            None => (spec.trim(), default_tree()),
+        };
+        if path.is_empty() {
+            return Err(format!("expected PATH or PATH=TREE_PREFIX, got {spec:?}"));
+        }
+        Ok(Self {
+            path: PathBuf::from(path),
+            tree,
+            policy: None,
+            after: default_after(),
+            done_dir: None,
+            conflict: None,
+            poll: false,
+            settle_ms: DEFAULT_SETTLE_MS,
+            poll_interval_ms: DEFAULT_POLL_INTERVAL_MS,
+        })
+    }
 }
 
 impl Default for RawIngest {
@@ -159,6 +237,7 @@ impl Default for RawIngest {
             lease_ms: 120_000,
             sweep_interval_ms: 300_000,
             orphan_grace_ms: 600_000,
+            folders: Vec::new(),
         }
     }
 }
@@ -352,6 +431,13 @@ pub(crate) fn set_key(
         "ingest.lease_ms" => raw.ingest.lease_ms = int(text)?,
         "ingest.sweep_interval_ms" => raw.ingest.sweep_interval_ms = int(text)?,
         "ingest.orphan_grace_ms" => raw.ingest.orphan_grace_ms = int(text)?,
+        "ingest.folders" => {
+            raw.ingest.folders = text
+                .split(',')
+                .filter(|s| !s.trim().is_empty())
+                .map(RawDropFolder::from_spec)
+                .collect::<Result<_, _>>()?
+        }
         "raft.heartbeat_interval_ms" => raw.raft.heartbeat_interval_ms = int(text)?,
         "raft.election_timeout_min_ms" => raw.raft.election_timeout_min_ms = int(text)?,
         "raft.election_timeout_max_ms" => raw.raft.election_timeout_max_ms = int(text)?,

@@ -64,7 +64,8 @@ fn embedded_defaults() {
         IngestConfig {
             lease_ms: 120_000,
             sweep_interval_ms: 300_000,
-            orphan_grace_ms: 600_000
+            orphan_grace_ms: 600_000,
+            folders: Vec::new(),
         }
     );
     assert_eq!(
@@ -469,6 +470,7 @@ fn overrides_beat_env_beat_file() {
         data_dir: Some(PathBuf::from("/flag")),
         disks: vec![PathBuf::from("/d1")],
         listen: Some("10.0.0.3:3".parse().expect("addr")),
+        ingest: Vec::new(),
     };
     let with_flags = load(Some(&path), vars, &overrides).expect("loads");
     assert_eq!(with_flags.api.listen, "10.0.0.3:3".parse().expect("addr"));
@@ -539,4 +541,71 @@ fn missing_file_is_a_read_error() {
     let path = dir.path().join("absent.toml");
     let err = load(Some(Path::new(&path)), no_env(), &Overrides::default()).expect_err("missing");
     assert!(matches!(err, ConfigError::Read { .. }), "{err:?}");
+}
+
+#[test]
+fn drop_folders_parse_with_defaults_and_resolve_paths() {
+    let (dir, path) = config_file(
+        "[[ingest.folders]]\npath = \"drop\"\ntree = \"/films/\"\nafter = \"move\"\ndone_dir = \"done\"\n\n[[ingest.folders]]\npath = \"/mnt/smb/in\"\npoll = true\nconflict = \"skip\"\n",
+    );
+    let c = load(Some(&path), no_env(), &Overrides::default()).expect("loads");
+    let f = &c.ingest.folders;
+    assert_eq!(f.len(), 2);
+    assert_eq!(f[0].path, dir.path().join("drop"));
+    assert_eq!(f[0].tree, "/films");
+    assert_eq!(f[0].after, AfterIngest::Move);
+    assert_eq!(f[0].done_dir, Some(dir.path().join("done")));
+    assert_eq!(f[0].conflict, ConflictRule::Rename);
+    assert_eq!(f[0].settle_ms, 5_000);
+    assert!(!f[0].poll);
+    assert_eq!(f[1].tree, "/");
+    assert!(f[1].poll);
+    assert_eq!(f[1].conflict, ConflictRule::Skip);
+    assert_eq!(f[1].after, AfterIngest::Delete);
+    // The command line replaces the file's list.
+    let o = Overrides {
+        ingest: vec!["/srv/a=/music".to_owned(), "/srv/b".to_owned()],
+        ..Overrides::default()
+    };
+    let c = load(Some(&path), no_env(), &o).expect("loads");
+    assert_eq!(c.ingest.folders.len(), 2);
+    assert_eq!(c.ingest.folders[0].path, PathBuf::from("/srv/a"));
+    assert_eq!(c.ingest.folders[0].tree, "/music");
+    assert_eq!(c.ingest.folders[1].tree, "/");
+    // And the environment too.
+    let c = load(
+        None,
+        env(&[("WORMFS_INGEST__FOLDERS", "/x=/y,/z")]),
+        &Overrides::default(),
+    )
+    .expect("loads");
+    assert_eq!(c.ingest.folders.len(), 2);
+    assert_eq!(c.ingest.folders[0].tree, "/y");
+}
+
+#[test]
+fn drop_folder_mistakes_name_the_key_and_line() {
+    let (_, msg) = error_of("[ingest]\n\n[[ingest.folders]]\npath = \"/a\"\naftr = \"keep\"\n");
+    assert!(msg.contains("line 5") && msg.contains("aftr"), "{msg}");
+    let (_, msg) = error_of("[[ingest.folders]]\npath = \"/a\"\nafter = \"shred\"\n");
+    assert!(
+        msg.contains("line 3") && msg.contains("\"delete\", \"move\" or \"keep\""),
+        "{msg}"
+    );
+    let (_, msg) = error_of("\n[[ingest.folders]]\npath = \"/a\"\nafter = \"move\"\n");
+    assert!(
+        msg.contains("line 2") && msg.contains("ingest.folders") && msg.contains("done_dir"),
+        "{msg}"
+    );
+    let (_, msg) = error_of("[[ingest.folders]]\npath = \"/a\"\ntree = \"films/../x\"\n");
+    assert!(msg.contains("tree"), "{msg}");
+    let (_, msg) =
+        error_of("[[ingest.folders]]\npath = \"/a\"\n[[ingest.folders]]\npath = \"/a/b\"\n");
+    assert!(
+        msg.contains("line 3") && msg.contains("inside one another"),
+        "{msg}"
+    );
+    let (_, msg) =
+        error_of("[node]\ndata_dir = \"/srv/w\"\n[[ingest.folders]]\npath = \"/srv/w/drop\"\n");
+    assert!(msg.contains("data folder"), "{msg}");
 }

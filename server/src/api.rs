@@ -35,6 +35,8 @@ pub struct ApiState {
     pub store: Arc<Store>,
     /// The bearer token.
     pub token: Arc<String>,
+    /// The drop folders' ingest status.
+    pub drops: Arc<crate::drop_folders::IngestStatus>,
 }
 
 /// An API error with its status.
@@ -95,6 +97,7 @@ pub fn router(state: ApiState) -> Router {
     let authed = Router::new()
         .route("/api/v1/status", get(status))
         .route("/api/v1/disks", get(disks))
+        .route("/api/v1/ingest", get(ingest_status))
         .route(
             "/api/v1/files/{*path}",
             get(get_file).head(get_file).put(put_file).delete(delete),
@@ -589,6 +592,10 @@ async fn stat(
         "segments": segs,
         "tolerance": tol,
     })))
+}
+
+async fn ingest_status(State(st): State<ApiState>) -> Json<serde_json::Value> {
+    Json(st.drops.snapshot())
 }
 
 async fn policy_get_root(st: State<ApiState>) -> ApiResult<Json<serde_json::Value>> {

@@ -67,6 +67,9 @@ pub struct ServeArgs {
     /// Node API address.
     #[arg(long, env = "WORMFS_LISTEN")]
     pub listen: Option<std::net::SocketAddr>,
+    /// A drop folder, PATH or PATH=TREE_PREFIX (repeatable; replaces the config's folders).
+    #[arg(long = "ingest", value_name = "PATH[=TREE]")]
+    pub ingest: Vec<String>,
 }
 
 /// The commands.
@@ -148,6 +151,12 @@ pub enum Cmd {
     Disks,
     /// Show the node's status.
     Status,
+    /// Show the drop folders' ingest status: queued, in progress, done, failed (with reasons).
+    Ingest {
+        /// Keep showing progress bars until nothing is queued or in progress.
+        #[arg(long)]
+        wait: bool,
+    },
     /// Maintenance.
     #[command(subcommand)]
     Admin(AdminCmd),
@@ -725,6 +734,7 @@ pub async fn run_client(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
+        Cmd::Ingest { wait } => ingest_status(&c, wait).await?,
         Cmd::Status => {
             let v = c.get_json("/api/v1/status").await?;
             if c.json {
@@ -769,5 +779,109 @@ pub async fn run_client(cli: Cli) -> anyhow::Result<()> {
         }
     }
     std::io::stdout().flush()?;
+    Ok(())
+}
+
+fn print_ingest(v: &serde_json::Value) {
+    for f in v["folders"].as_array().into_iter().flatten() {
+        println!(
+            "folder {} -> {}  ({}, after: {})",
+            f["path"].as_str().unwrap_or(""),
+            f["tree"].as_str().unwrap_or(""),
+            f["watch"].as_str().unwrap_or(""),
+            f["after"].as_str().unwrap_or("")
+        );
+    }
+    println!(
+        "queued {}  in progress {}  done {}  failed {}",
+        v["queued"], v["in_progress"], v["done"], v["failed"]
+    );
+    for it in v["items"].as_array().into_iter().flatten() {
+        let state = it["state"].as_str().unwrap_or("");
+        let size = it["size"].as_u64().unwrap_or(0);
+        let extra = match state {
+            "in_progress" => format!(
+                " {}/{} {}/s",
+                human(it["bytes_done"].as_u64().unwrap_or(0)),
+                human(size),
+                human(it["rate"].as_u64().unwrap_or(0))
+            ),
+            _ => format!(" {}", human(size)),
+        };
+        println!(
+            "{:<11} {}{}{}{}",
+            state,
+            it["source"].as_str().unwrap_or(""),
+            it["dest"]
+                .as_str()
+                .filter(|d| !d.is_empty())
+                .map(|d| format!(" -> {d}"))
+                .unwrap_or_default(),
+            extra,
+            it["note"]
+                .as_str()
+                .map(|n| format!("  ({n})"))
+                .unwrap_or_default()
+        );
+    }
+}
+
+/// `wormfs ingest [--wait]`.
+async fn ingest_status(c: &Client, wait: bool) -> anyhow::Result<()> {
+    let mut v = c.get_json("/api/v1/ingest").await?;
+    if wait {
+        let multi = indicatif::MultiProgress::new();
+        if c.json {
+            multi.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        }
+        let mut bars: std::collections::HashMap<String, ProgressBar> = Default::default();
+        loop {
+            let busy = v["queued"].as_u64().unwrap_or(0) + v["in_progress"].as_u64().unwrap_or(0);
+            for it in v["items"].as_array().into_iter().flatten() {
+                let src = it["source"].as_str().unwrap_or("").to_owned();
+                let state = it["state"].as_str().unwrap_or("");
+                let b = bars.entry(src.clone()).or_insert_with(|| {
+                    let name = std::path::Path::new(&src)
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    multi.add(bar(it["size"].as_u64().unwrap_or(0), name))
+                });
+                match state {
+                    "in_progress" => b.set_position(it["bytes_done"].as_u64().unwrap_or(0)),
+                    "done" => {
+                        b.finish_with_message(format!("{} done", it["dest"].as_str().unwrap_or("")))
+                    }
+                    "failed" => b.abandon_with_message(format!(
+                        "failed: {}",
+                        it["note"].as_str().unwrap_or("")
+                    )),
+                    _ => {}
+                }
+            }
+            if busy == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            v = c.get_json("/api/v1/ingest").await?;
+        }
+        for b in bars.values() {
+            if !b.is_finished() {
+                b.finish();
+            }
+        }
+        drop(multi);
+    }
+    if c.json {
+        print_json(&v);
+    } else {
+        print_ingest(&v);
+    }
+    if wait && v["failed"].as_u64().unwrap_or(0) > 0 {
+        bail!(CliError {
+            code: exit::FAILURE,
+            message: format!("{} drop-folder file(s) failed; see above", v["failed"]),
+        });
+    }
     Ok(())
 }

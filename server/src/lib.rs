@@ -9,6 +9,7 @@ pub mod command;
 pub mod consensus;
 pub mod crash_point;
 pub mod disk;
+pub mod drop_folders;
 pub mod fsutil;
 pub mod ids;
 pub mod ingest;

@@ -78,6 +78,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         data_dir: args.data_dir,
         disks: args.disks,
         listen: args.listen,
+        ingest: args.ingest,
     };
     let cfg =
         wormfs_config::load(args.config.as_deref(), std::env::vars(), &overrides).map_err(|e| {
@@ -100,6 +101,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let state = ApiState {
         store: node.store.clone(),
         token: Arc::new(node.token.clone()),
+        drops: node.drops.clone(),
     };
     let listener = tokio::net::TcpListener::bind(cfg.api.listen)
         .await

@@ -40,6 +40,8 @@ pub struct Node {
     pub token: String,
     /// Cancelled at shutdown.
     pub shutdown: CancellationToken,
+    /// The drop folders' ingest status.
+    pub drops: Arc<crate::drop_folders::IngestStatus>,
     tasks: TaskTracker,
     _lock: std::fs::File,
 }
@@ -241,10 +243,18 @@ impl Node {
             store,
             token,
             shutdown: CancellationToken::new(),
+            drops: Arc::default(),
             tasks: TaskTracker::new(),
             _lock: lock,
         };
         node.spawn_background();
+        crate::drop_folders::start(
+            node.store.clone(),
+            node.drops.clone(),
+            cfg.ingest.folders.clone(),
+            node.shutdown.clone(),
+            &node.tasks,
+        )?;
         Ok(node)
     }
 

@@ -437,6 +437,7 @@ async fn start_node(dir: &Path) -> anyhow::Result<Node> {
         data_dir: Some(dir.join("data")),
         disks: vec![],
         listen: None,
+        ingest: vec![],
     };
     let mut cfg = wormfs_config::load(None, Vec::<(String, String)>::new(), &overrides)?;
     cfg.storage.block_size_bytes = BLOCK;

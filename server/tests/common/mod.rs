@@ -18,6 +18,7 @@ pub fn config(dir: &Path, block: u32, part_bytes: u64) -> wormfs_config::Config 
         data_dir: Some(dir.join("data")),
         disks: vec![],
         listen: None,
+        ingest: vec![],
     };
     let mut cfg = wormfs_config::load(None, Vec::<(String, String)>::new(), &overrides)
         .expect("embedded config");

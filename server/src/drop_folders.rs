@@ -412,7 +412,11 @@ impl Worker {
             };
             match self.store.ingest(req, reader).await {
                 Ok(res) if res.skipped => {
-                    Some(format!("{} exists; skipped (conflict rule)", res.path))
+                    // Not stored: the original is the only copy, so it stays where it is.
+                    return Ok(Some(format!(
+                        "{} exists; skipped by the conflict rule, original left in place",
+                        res.path
+                    )));
                 }
                 Ok(res) if res.path != dest.to_string() => Some(format!("stored as {}", res.path)),
                 Ok(_) => None,

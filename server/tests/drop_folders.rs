@@ -348,3 +348,31 @@ fn a_source_changed_while_being_read_is_not_committed() {
     assert!(!path.exists());
     s.term();
 }
+
+/// Under the skip rule a name that exists is not stored, and the original, the only copy of
+/// what was dropped, stays in the drop folder.
+#[test]
+fn skip_rule_leaves_the_original_in_place() {
+    let t = tempfile::tempdir().unwrap();
+    config(t.path(), "/", "conflict = \"skip\"");
+    let s = start(t.path(), free_port(), &[]);
+    std::fs::write(t.path().join("old.bin"), bytes(10_000, 13)).unwrap();
+    s.ok(&["put", "old.bin", "/x.bin"]);
+    std::fs::write(t.path().join("drop/x.bin"), bytes(20_000, 14)).unwrap();
+    let v = wait_done(&s, 1);
+    assert!(
+        v["items"][0]["note"]
+            .as_str()
+            .unwrap_or("")
+            .contains("skipped"),
+        "{v:#}"
+    );
+    assert_eq!(get(&s, "/x.bin"), bytes(10_000, 13));
+    assert_eq!(
+        std::fs::read(t.path().join("drop/x.bin")).unwrap(),
+        bytes(20_000, 14),
+        "the skipped original must stay"
+    );
+    assert_eq!(tree_names(&s, "/"), vec!["x.bin"]);
+    s.term();
+}

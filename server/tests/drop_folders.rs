@@ -376,3 +376,30 @@ fn skip_rule_leaves_the_original_in_place() {
     assert_eq!(tree_names(&s, "/"), vec!["x.bin"]);
     s.term();
 }
+
+/// A polled folder (for SMB/NFS mounts) takes files by scanning: a file that grows between
+/// scans is taken only once it stops changing, with its final content.
+#[test]
+fn a_polled_folder_takes_files_once_they_stop_changing() {
+    let t = tempfile::tempdir().unwrap();
+    config(t.path(), "/p", "poll = true\npoll_interval_ms = 200");
+    let s = start(t.path(), free_port(), &[]);
+    let v = s.json(&["ingest"]);
+    assert_eq!(v["folders"][0]["watch"], "poll", "{v:#}");
+    let path = t.path().join("drop/growing.bin");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let mut all = Vec::new();
+    for i in 0..6u8 {
+        let chunk = bytes(100_000, 20 + i);
+        f.write_all(&chunk).unwrap();
+        f.flush().unwrap();
+        all.extend_from_slice(&chunk);
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    drop(f);
+    wait_done(&s, 1);
+    assert_eq!(get(&s, "/p/growing.bin"), all);
+    assert_eq!(tree_names(&s, "/p"), vec!["growing.bin"]);
+    assert!(!path.exists());
+    s.term();
+}

@@ -153,7 +153,7 @@ pub enum Cmd {
     Status,
     /// Show the drop folders' ingest status: queued, in progress, done, failed (with reasons).
     Ingest {
-        /// Keep showing progress bars until nothing is queued or in progress.
+        /// Show progress bars until nothing is settling, queued or in progress.
         #[arg(long)]
         wait: bool,
     },
@@ -793,8 +793,8 @@ fn print_ingest(v: &serde_json::Value) {
         );
     }
     println!(
-        "queued {}  in progress {}  done {}  failed {}",
-        v["queued"], v["in_progress"], v["done"], v["failed"]
+        "settling {}  queued {}  in progress {}  done {}  failed {}",
+        v["settling"], v["queued"], v["in_progress"], v["done"], v["failed"]
     );
     for it in v["items"].as_array().into_iter().flatten() {
         let state = it["state"].as_str().unwrap_or("");
@@ -836,7 +836,10 @@ async fn ingest_status(c: &Client, wait: bool) -> anyhow::Result<()> {
         }
         let mut bars: std::collections::HashMap<String, ProgressBar> = Default::default();
         loop {
-            let busy = v["queued"].as_u64().unwrap_or(0) + v["in_progress"].as_u64().unwrap_or(0);
+            let busy = ["settling", "queued", "in_progress"]
+                .iter()
+                .map(|k| v[*k].as_u64().unwrap_or(0))
+                .sum::<u64>();
             for it in v["items"].as_array().into_iter().flatten() {
                 let src = it["source"].as_str().unwrap_or("").to_owned();
                 let state = it["state"].as_str().unwrap_or("");

@@ -82,11 +82,12 @@ struct Tracked {
 }
 
 /// The drop folders' status, shared with the API.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct IngestStatus {
     items: Mutex<HashMap<String, Tracked>>,
     finished: Mutex<VecDeque<String>>,
     folders: Mutex<Vec<serde_json::Value>>,
+    watcher: std::sync::OnceLock<Arc<DropWatcher>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -122,8 +123,10 @@ impl IngestStatus {
                 .then(a.source.cmp(&b.source))
         });
         let count = |s: ItemState| list.iter().filter(|i| i.state == s).count();
+        let settling = self.watcher.get().map_or(0, |w| w.settling());
         serde_json::json!({
             "folders": *lock(&self.folders),
+            "settling": settling,
             "queued": count(ItemState::Queued),
             "in_progress": count(ItemState::InProgress),
             "done": count(ItemState::Done),
@@ -249,6 +252,8 @@ pub fn start(
     for f in &folders {
         tracing::info!(folder = %f.path.display(), tree = %f.tree, after = %f.after, watch = if f.poll { "poll" } else { "inotify" }, "watching drop folder");
     }
+    let watcher = Arc::new(watcher);
+    let _ = status.watcher.set(watcher.clone());
     let worker = Worker {
         store,
         status,
@@ -280,7 +285,7 @@ struct Worker {
     store: Arc<Store>,
     status: Arc<IngestStatus>,
     folders: Vec<DropFolderConfig>,
-    watcher: DropWatcher,
+    watcher: Arc<DropWatcher>,
 }
 
 impl Worker {

@@ -36,6 +36,7 @@ fn wait_done(s: &Server, done: u64) -> serde_json::Value {
     loop {
         let v = s.json(&["ingest"]);
         if v["done"].as_u64() == Some(done)
+            && v["settling"].as_u64() == Some(0)
             && v["queued"].as_u64() == Some(0)
             && v["in_progress"].as_u64() == Some(0)
         {
@@ -209,7 +210,11 @@ fn kept_originals_are_not_taken_twice_and_moved_ones_land_in_the_done_folder() {
 
     // move: the original goes to done_dir, keeping its subfolders.
     let t = tempfile::tempdir().unwrap();
-    config(t.path(), "/films", "after = \"move\"\ndone_dir = \"done\"");
+    config(
+        t.path(),
+        "/films",
+        "after = \"move\"\ndone_dir = \"done\"\npolicy = \"copies:2\"",
+    );
     std::fs::create_dir_all(t.path().join("drop/sub")).unwrap();
     std::fs::write(t.path().join("drop/sub/m.mkv"), bytes(50_000, 7)).unwrap();
     let s = start(t.path(), free_port(), &[]);
@@ -223,6 +228,11 @@ fn kept_originals_are_not_taken_twice_and_moved_ones_land_in_the_done_folder() {
         "emptied folder left behind"
     );
     assert_eq!(get(&s, "/films/sub/m.mkv"), bytes(50_000, 7));
+    assert_eq!(
+        s.json(&["stat", "/films/sub/m.mkv"])["policy"],
+        "copies:2",
+        "the folder's policy"
+    );
     s.term();
 }
 

@@ -241,6 +241,11 @@ impl DropWatcher {
         self.shared.tracker().retry_at(path, Instant::now() + delay);
     }
 
+    /// How many files are found but not handed out yet (being written or settling).
+    pub fn settling(&self) -> usize {
+        self.shared.tracker().settling()
+    }
+
     /// Forgets `path` (the node removed or moved it).
     pub fn forget(&self, path: &Path) {
         self.shared.tracker().forget(path);

@@ -139,6 +139,18 @@ impl Tracker {
             .collect()
     }
 
+    /// Files found but not handed out yet in their current state (still being written or
+    /// settling), leaving out temporary names and litter.
+    pub fn settling(&self) -> usize {
+        self.entries
+            .iter()
+            .filter(|(p, e)| {
+                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                e.emitted != Some(e.sig) && !names::is_temporary(name) && !names::is_litter(name)
+            })
+            .count()
+    }
+
     /// Asks for `path` to be handed out again at `at`, even if it does not change.
     pub fn retry_at(&mut self, path: &Path, at: Instant) {
         if let Some(e) = self.entries.get_mut(path) {
@@ -276,6 +288,7 @@ mod tests {
             sig(1, 1),
             t0 + Duration::from_secs(3),
         );
+        assert_eq!(t.settling(), 2, "temporaries and litter are not counted");
         let later = t0 + Duration::from_secs(6);
         assert!(
             t.take_ready(later, |_| SETTLE).is_empty(),

@@ -29,7 +29,8 @@ pub use policy::{
 };
 
 use raw::{
-    RawApi, RawConfig, RawDropFolder, RawIngest, RawLog, RawNode, RawRaft, RawStorage, SetError,
+    RawApi, RawConfig, RawDropFolder, RawIngest, RawLog, RawNode, RawRaft, RawStorage, RawWebdav,
+    SetError,
 };
 
 /// Where the config came from.
@@ -50,6 +51,8 @@ pub struct Config {
     pub node: NodeConfig,
     /// `[api]`.
     pub api: ApiConfig,
+    /// `[webdav]`.
+    pub webdav: WebdavConfig,
     /// `[storage]`.
     pub storage: StorageConfig,
     /// `[ingest]`.
@@ -78,6 +81,13 @@ pub struct NodeConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiConfig {
     /// Listen address: 127.0.0.1:7710 with no config file, 0.0.0.0:7710 for a file run.
+    pub listen: SocketAddr,
+}
+
+/// `[webdav]`: the WebDAV face.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebdavConfig {
+    /// Listen address: 127.0.0.1:7711 with no config file, 0.0.0.0:7711 for a file run.
     pub listen: SocketAddr,
 }
 
@@ -179,6 +189,8 @@ pub struct Overrides {
     pub listen: Option<SocketAddr>,
     /// `--ingest PATH[=TREE]` (repeatable): when non-empty, replaces `ingest.folders`.
     pub ingest: Vec<String>,
+    /// `--webdav-listen ADDR` / `WORMFS_WEBDAV_LISTEN`: replaces `webdav.listen`.
+    pub webdav_listen: Option<SocketAddr>,
 }
 
 /// The complete, commented example config.
@@ -353,6 +365,7 @@ fn apply_overrides(
         disks,
         listen,
         ingest,
+        webdav_listen,
     } = overrides;
     if let Some(data_dir) = data_dir {
         raw.node.data_dir = data_dir.clone();
@@ -368,6 +381,13 @@ fn apply_overrides(
     if let Some(listen) = listen {
         raw.api.listen = Some(*listen);
         origins.insert("api.listen", Origin::Flag("--listen / WORMFS_LISTEN"));
+    }
+    if let Some(listen) = webdav_listen {
+        raw.webdav.listen = Some(*listen);
+        origins.insert(
+            "webdav.listen",
+            Origin::Flag("--webdav-listen / WORMFS_WEBDAV_LISTEN"),
+        );
     }
     if !ingest.is_empty() {
         raw.ingest.folders = ingest
@@ -479,6 +499,7 @@ fn build(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
     let RawConfig {
         node,
         api,
+        webdav,
         storage,
         ingest,
         raft,
@@ -500,6 +521,7 @@ fn build(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
         },
         node: build_node(node, ctx)?,
         api: build_api(api, ctx),
+        webdav: build_webdav(webdav, ctx),
         storage: build_storage(storage, ctx)?,
         raft: build_raft(raft, ctx)?,
         log: build_log(log, ctx)?,
@@ -549,6 +571,18 @@ fn build_api(api: RawApi, ctx: &Ctx<'_>) -> ApiConfig {
     };
     ApiConfig {
         listen: listen.unwrap_or(SocketAddr::new(default_ip, raw::DEFAULT_API_PORT)),
+    }
+}
+
+fn build_webdav(webdav: RawWebdav, ctx: &Ctx<'_>) -> WebdavConfig {
+    let RawWebdav { listen } = webdav;
+    let default_ip = if ctx.file.is_some() {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    } else {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    };
+    WebdavConfig {
+        listen: listen.unwrap_or(SocketAddr::new(default_ip, raw::DEFAULT_WEBDAV_PORT)),
     }
 }
 

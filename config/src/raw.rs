@@ -21,6 +21,8 @@ pub(crate) const DEFAULT_DATA_DIR: &str = "./wormfs-data";
 pub(crate) const DEFAULT_CLUSTER_NAME: &str = "wormfs";
 /// Default API port.
 pub(crate) const DEFAULT_API_PORT: u16 = 7710;
+/// Default WebDAV port.
+pub(crate) const DEFAULT_WEBDAV_PORT: u16 = 7711;
 
 /// Every key, as `section.key`, in file order. Used for error hints and tests.
 pub(crate) const KEYS: &[&str] = &[
@@ -29,6 +31,7 @@ pub(crate) const KEYS: &[&str] = &[
     "node.data_dir",
     "node.cluster_name",
     "api.listen",
+    "webdav.listen",
     "storage.disks",
     "storage.default_policy",
     "storage.small_file_threshold_bytes",
@@ -59,6 +62,8 @@ pub(crate) struct RawConfig {
     pub node: RawNode,
     /// `[api]`: the node API and admin page.
     pub api: RawApi,
+    /// `[webdav]`: the WebDAV face.
+    pub webdav: RawWebdav,
     /// `[storage]`: disks, policies and part layout.
     pub storage: RawStorage,
     /// `[ingest]`: uploads in progress.
@@ -99,6 +104,14 @@ impl Default for RawNode {
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawApi {
     /// Address of the node API; unset means 127.0.0.1:7710 (no file) or 0.0.0.0:7710 (file run).
+    pub listen: Option<SocketAddr>,
+}
+
+/// `[webdav]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawWebdav {
+    /// Address of the WebDAV face; unset means 127.0.0.1:7711 (no file) or 0.0.0.0:7711.
     pub listen: Option<SocketAddr>,
 }
 
@@ -410,6 +423,11 @@ pub(crate) fn set_key(
         "api.listen" => {
             raw.api.listen = Some(text.trim().parse().map_err(|_| {
                 format!("expected an address and port like 0.0.0.0:7710, got {text:?}")
+            })?)
+        }
+        "webdav.listen" => {
+            raw.webdav.listen = Some(text.trim().parse().map_err(|_| {
+                format!("expected an address and port like 0.0.0.0:7711, got {text:?}")
             })?)
         }
         "storage.disks" => {

@@ -49,6 +49,10 @@ fn embedded_defaults() {
     assert_eq!(config.node.cluster_name, "wormfs");
     assert_eq!(config.node.id, None);
     assert_eq!(config.api.listen, "127.0.0.1:7710".parse().expect("addr"));
+    assert_eq!(
+        config.webdav.listen,
+        "127.0.0.1:7711".parse().expect("addr")
+    );
     let s = &config.storage;
     assert!(s.disks.is_empty());
     assert_eq!(s.default_policy, PolicySpec::Auto);
@@ -175,6 +179,7 @@ fn example_mentions_every_key_and_every_key_is_settable_from_env() {
     raw.node.id = Some(1);
     raw.node.name = Some("n".to_owned());
     raw.api.listen = Some("127.0.0.1:1".parse().expect("addr"));
+    raw.webdav.listen = Some("127.0.0.1:2".parse().expect("addr"));
     let table = toml::Table::try_from(&raw).expect("serialise raw");
     let mut fields = Vec::new();
     for (section, value) in &table {
@@ -208,6 +213,7 @@ fn example_mentions_every_key_and_every_key_is_settable_from_env() {
         );
         let value = match *key {
             "api.listen" => "127.0.0.1:1",
+            "webdav.listen" => "127.0.0.1:2",
             "storage.disks" => "/x,/y",
             "storage.default_policy" | "storage.small_file_policy" => "copies:2",
             "storage.conflict" => "replace",
@@ -471,6 +477,7 @@ fn overrides_beat_env_beat_file() {
         disks: vec![PathBuf::from("/d1")],
         listen: Some("10.0.0.3:3".parse().expect("addr")),
         ingest: Vec::new(),
+        webdav_listen: None,
     };
     let with_flags = load(Some(&path), vars, &overrides).expect("loads");
     assert_eq!(with_flags.api.listen, "10.0.0.3:3".parse().expect("addr"));

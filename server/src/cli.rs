@@ -67,6 +67,9 @@ pub struct ServeArgs {
     /// Node API address.
     #[arg(long, env = "WORMFS_LISTEN")]
     pub listen: Option<std::net::SocketAddr>,
+    /// WebDAV address.
+    #[arg(long, env = "WORMFS_WEBDAV_LISTEN")]
+    pub webdav_listen: Option<std::net::SocketAddr>,
     /// A drop folder, PATH or PATH=TREE_PREFIX (repeatable; replaces the config's folders).
     #[arg(long = "ingest", value_name = "PATH[=TREE]")]
     pub ingest: Vec<String>,

@@ -25,3 +25,4 @@ pub mod read;
 pub mod store;
 pub mod sweeper;
 pub mod tree_path;
+pub mod webdav_backend;

@@ -79,6 +79,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         disks: args.disks,
         listen: args.listen,
         ingest: args.ingest,
+        webdav_listen: args.webdav_listen,
     };
     let cfg =
         wormfs_config::load(args.config.as_deref(), std::env::vars(), &overrides).map_err(|e| {
@@ -111,6 +112,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "WormFS node {} serving the API on http://{}",
         node.store.node_id, cfg.api.listen
     );
+    let dav_listener = tokio::net::TcpListener::bind(cfg.webdav.listen)
+        .await
+        .with_context(|| format!("WebDAV: listen on {}", cfg.webdav.listen))?;
+    tracing::info!(addr = %cfg.webdav.listen, "WebDAV listening (read-only)");
+    eprintln!(
+        "WormFS WebDAV (read-only for now) on http://{}",
+        cfg.webdav.listen
+    );
+    let dav = wormfs_webdav::handler(wormfs_server::webdav_backend::StoreBackend::new(
+        node.store.clone(),
+    ));
+    let dav_task = tokio::spawn(wormfs_webdav::serve(
+        dav_listener,
+        dav,
+        node.shutdown.child_token(),
+    ));
     let stop = node.shutdown.clone();
     let app = router(state);
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
@@ -130,6 +147,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     });
     let res = server.await.context("serve the API");
     tracing::info!("shutdown: API stopped accepting requests");
+    node.shutdown.cancel();
+    let _ = dav_task.await;
+    tracing::info!("shutdown: WebDAV stopped");
     node.stop().await;
     res
 }

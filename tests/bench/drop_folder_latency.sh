@@ -15,7 +15,7 @@ WORK=$PWD/target/bench-drop
 rm -rf "$WORK" && mkdir -p "$WORK/drop" && cd "$WORK"
 PORT=17711
 head -c $((SIZE_MIB * 1024 * 1024)) /dev/urandom > src.bin
-"$BIN" serve --listen 127.0.0.1:$PORT --ingest drop=/dropped > serve.log 2>&1 &
+"$BIN" serve --listen 127.0.0.1:$PORT --webdav-listen 127.0.0.1:$((PORT + 100)) --ingest drop=/dropped > serve.log 2>&1 &
 PID=$!
 trap 'kill $PID 2>/dev/null || true' EXIT
 for _ in $(seq 1 200); do curl -sf http://127.0.0.1:$PORT/api/v1/health >/dev/null && break; sleep 0.1; done

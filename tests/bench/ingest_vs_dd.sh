@@ -44,7 +44,7 @@ http {
     server { listen 127.0.0.1:$NGINX_PORT; root $WORK/nginx/www; }
 }
 EOF
-"$BIN" serve --listen 127.0.0.1:$PORT > serve.log 2>&1 &
+"$BIN" serve --listen 127.0.0.1:$PORT --webdav-listen 127.0.0.1:$((PORT + 100)) > serve.log 2>&1 &
 PID=$!
 nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" &
 NGINX=$!

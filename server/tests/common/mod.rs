@@ -19,6 +19,7 @@ pub fn config(dir: &Path, block: u32, part_bytes: u64) -> wormfs_config::Config 
         disks: vec![],
         listen: None,
         ingest: vec![],
+        webdav_listen: None,
     };
     let mut cfg = wormfs_config::load(None, Vec::<(String, String)>::new(), &overrides)
         .expect("embedded config");

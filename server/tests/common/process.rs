@@ -184,8 +184,26 @@ fn serve_args(port: u16, extra: &[&str]) -> Vec<String> {
         "--listen".into(),
         format!("127.0.0.1:{port}"),
     ];
+    // Each node its own WebDAV port (one above the API port when free), so nodes run side by side.
+    if !extra.contains(&"--webdav-listen") {
+        args.push("--webdav-listen".into());
+        args.push(format!("127.0.0.1:{}", webdav_port(port)));
+    }
     args.extend(extra.iter().map(|s| s.to_string()));
     args
+}
+
+/// The WebDAV port the harness gives the node whose API is on `port`.
+pub fn webdav_port(port: u16) -> u16 {
+    use std::sync::Mutex;
+    static PORTS: Mutex<Vec<(u16, u16)>> = Mutex::new(Vec::new());
+    let mut ports = PORTS.lock().unwrap();
+    if let Some((_, w)) = ports.iter().find(|(a, _)| *a == port) {
+        return *w;
+    }
+    let w = free_port();
+    ports.push((port, w));
+    w
 }
 
 fn rand_suffix() -> u32 {

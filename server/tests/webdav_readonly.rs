@@ -135,13 +135,10 @@ fn webdav_serves_the_tree_read_only() {
         .output()
         .unwrap();
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    let size: u64 = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    // Either an error status, or the transfer is cut short (curl exit 18): never a complete
+    // 200 with zero-filled bytes.
     assert!(
-        !o.status.success() || !out.starts_with("200") || size < 3_000_000,
+        !o.status.success() || !out.starts_with('2'),
         "an unreadable file was served as complete: {out}"
     );
     s.term();

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The whole test suite: format and lint checks, then every test of every crate.
-# Needs only the Rust toolchain (cargo-nextest is used when present).
+# Needs the Rust toolchain; the programs tests drive are installed by install-test-tools.sh
+# (cargo-nextest is used when present).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
+bash tests/install-test-tools.sh
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

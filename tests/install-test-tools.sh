@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Installs the programs the tests drive (Debian packages), when missing: curl (WebDAV tests),
+# unshare and nsenter (util-linux: tmpfs disks in a private mount namespace). Fails loudly if
+# one cannot be installed, so no test is ever skipped for lack of a tool.
+set -euo pipefail
+need=()
+command -v curl >/dev/null || need+=(curl)
+{ command -v unshare >/dev/null && command -v nsenter >/dev/null; } || need+=(util-linux)
+[ ${#need[@]} -eq 0 ] && exit 0
+echo "== installing test tools: ${need[*]}"
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get install -y -qq "${need[@]}" >/dev/null 2>&1 ||
+    { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${need[@]}"; }

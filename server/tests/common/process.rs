@@ -21,6 +21,16 @@ pub struct Server {
     pub port: u16,
 }
 
+/// A node left running by a failing test is stopped when its `Server` goes out of scope.
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl Server {
     pub fn start(cwd: &Path, port: u16, extra: &[&str]) -> Server {
         Self::start_env(cwd, port, extra, &[])

@@ -8,6 +8,7 @@
 #   - ingest of SIZE_MIB into ec:4+2   vs  dd writing SIZE*1.5 (the raw bytes) with fdatasync
 #   - sequential `wormfs get` to /dev/null  vs  cat of the plain file (both read once just before)
 #     and vs curl fetching the plain file from nginx on loopback (an HTTP reference)
+#   - a WebDAV GET of the same file with curl (vs nginx)
 #   - the same get with one data part of every segment deleted
 # and prints the ratios and the node's peak RSS (VmHWM). nginx is installed with apt if missing.
 set -euo pipefail
@@ -60,7 +61,7 @@ median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1
 warm_parts() { find wormfs-data/disks -name '*.wp' -exec cat {} + > /dev/null; }
 raw_mib=$((SIZE_MIB * 3 / 2))
 
-puts=() dds=() cats=() nginxs=() gets=() degs=()
+puts=() dds=() cats=() nginxs=() gets=() davs=() degs=()
 for i in $(seq 1 "$RUNS"); do
     cat src.bin > /dev/null
     puts+=("$(secs W put src.bin "/bench-$i.bin" --policy ec:4+2)")
@@ -73,6 +74,8 @@ for i in $(seq 1 "$RUNS"); do
     nginxs+=("$(secs curl -sf -o /dev/null http://127.0.0.1:$NGINX_PORT/plain.bin)")
     warm_parts
     gets+=("$(secs W get /bench-1.bin /dev/null)")
+    warm_parts
+    davs+=("$(secs curl -sf -o /dev/null http://127.0.0.1:$((PORT + 100))/bench-1.bin)")
 done
 # Degrade: delete data part 0 of every segment of the first file.
 fid=$(W --json stat /bench-1.bin | sed -n 's/.*"file_id": *"\([0-9a-f]*\)".*/\1/p' | head -1)
@@ -86,10 +89,12 @@ done
 hwm=$(grep VmHWM /proc/$PID/status | awk '{print $2}')
 t_put=$(median "${puts[@]}") t_dd=$(median "${dds[@]}") t_cat=$(median "${cats[@]}")
 t_nginx=$(median "${nginxs[@]}") t_get=$(median "${gets[@]}") t_deg=$(median "${degs[@]}")
+t_dav=$(median "${davs[@]}")
 printf 'size: %d MiB, medians of %d runs\n' "$SIZE_MIB" "$RUNS"
 printf 'ingest ec:4+2: %.2f s (%.0f MB/s); dd %d MiB fdatasync: %.2f s; ratio ingest/dd: %.2f (target <= 1.3)\n' "$t_put" "$(echo "$SIZE_MIB*1.048576/$t_put" | bc -l)" "$raw_mib" "$t_dd" "$(echo "$t_put/$t_dd" | bc -l)"
 printf 'get: %.2f s (%.0f MB/s); cat: %.2f s; ratio cat/get: %.2f (target >= 0.8)\n' "$t_get" "$(echo "$SIZE_MIB*1.048576/$t_get" | bc -l)" "$t_cat" "$(echo "$t_cat/$t_get" | bc -l)"
 printf 'nginx+curl over loopback: %.2f s; ratio nginx/get: %.2f\n' "$t_nginx" "$(echo "$t_nginx/$t_get" | bc -l)"
+printf 'WebDAV GET (curl): %.2f s (%.0f MB/s); ratio nginx/webdav: %.2f (issue #3 target >= 0.8)\n' "$t_dav" "$(echo "$SIZE_MIB*1.048576/$t_dav" | bc -l)" "$(echo "$t_nginx/$t_dav" | bc -l)"
 printf 'degraded get: %.2f s (%.0f MB/s); ratio cat/degraded: %.2f (target >= 0.5)\n' "$t_deg" "$(echo "$SIZE_MIB*1.048576/$t_deg" | bc -l)" "$(echo "$t_cat/$t_deg" | bc -l)"
 printf 'node peak RSS (VmHWM): %d KiB (target < 262144)\n' "$hwm"
-printf 'raw seconds: put %s | dd %s | cat %s | nginx %s | get %s | degraded %s\n' "${puts[*]}" "${dds[*]}" "${cats[*]}" "${nginxs[*]}" "${gets[*]}" "${degs[*]}"
+printf 'raw seconds: put %s | dd %s | cat %s | nginx %s | get %s | webdav %s | degraded %s\n' "${puts[*]}" "${dds[*]}" "${cats[*]}" "${nginxs[*]}" "${gets[*]}" "${davs[*]}" "${degs[*]}"

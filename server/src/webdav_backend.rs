@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::{Stream, StreamExt};
 use wormfs_webdav::{Backend, BackendError, BoxFut, Entry, ReadFile};
 
 use crate::meta::{DirEntry, EntryKind};
@@ -99,15 +100,35 @@ impl Backend for StoreBackend {
             let file: Arc<dyn ReadFile> = Arc::new(OpenFile {
                 entry: entry(d),
                 reader: FileReader::new(self.store.clone(), rec),
+                seq: tokio::sync::Mutex::new(Sequential::default()),
             });
             Ok(file)
         })
     }
 }
 
+type BlockStream = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, ReadError>> + Send>>;
+
+/// Where the last read ended and, once reads turn out sequential, a stream that keeps reading
+/// ahead between them (a GET is many 1 MiB reads from dav-server).
+#[derive(Default)]
+struct Sequential {
+    next: Option<u64>,
+    stream: Option<BlockStream>,
+    pending: Bytes,
+}
+
 struct OpenFile {
     entry: Entry,
     reader: Arc<FileReader>,
+    seq: tokio::sync::Mutex<Sequential>,
+}
+
+fn read_err(e: ReadError) -> BackendError {
+    match e {
+        ReadError::Unavailable { .. } => BackendError::Unavailable(e.to_string()),
+        other => BackendError::Other(other.to_string()),
+    }
 }
 
 impl ReadFile for OpenFile {
@@ -117,17 +138,49 @@ impl ReadFile for OpenFile {
 
     fn read_at(&self, offset: u64, len: usize) -> BoxFut<'_, Bytes> {
         Box::pin(async move {
-            let end = (offset + len as u64).min(self.reader.file().size);
-            let v = self
-                .reader
-                .clone()
-                .read_range(offset, end)
-                .await
-                .map_err(|e| match e {
-                    ReadError::Unavailable { .. } => BackendError::Unavailable(e.to_string()),
-                    other => BackendError::Other(other.to_string()),
-                })?;
-            Ok(Bytes::from(v))
+            let size = self.reader.file().size;
+            let end = (offset + len as u64).min(size);
+            let mut seq = self.seq.lock().await;
+            if seq.next != Some(offset) {
+                // A first read or a seek: exactly the bytes asked for (a Range request reads no
+                // more than its range).
+                seq.stream = None;
+                seq.pending = Bytes::new();
+                let v = self
+                    .reader
+                    .clone()
+                    .read_range(offset, end)
+                    .await
+                    .map_err(read_err)?;
+                seq.next = Some(end);
+                return Ok(Bytes::from(v));
+            }
+            // A sequential reader: stream from here to the end with read-ahead.
+            if seq.stream.is_none() {
+                seq.stream = Some(Box::pin(self.reader.clone().stream(offset, size)));
+            }
+            let want = (end - offset) as usize;
+            let mut out = bytes::BytesMut::with_capacity(want);
+            while out.len() < want {
+                if seq.pending.is_empty() {
+                    let next = match seq.stream.as_mut() {
+                        Some(s) => s.next().await,
+                        None => None,
+                    };
+                    match next {
+                        Some(Ok(b)) => seq.pending = b,
+                        Some(Err(e)) => {
+                            *seq = Sequential::default();
+                            return Err(read_err(e));
+                        }
+                        None => break,
+                    }
+                }
+                let take = (want - out.len()).min(seq.pending.len());
+                out.extend_from_slice(&seq.pending.split_to(take));
+            }
+            seq.next = Some(offset + out.len() as u64);
+            Ok(out.freeze())
         })
     }
 }

@@ -390,15 +390,7 @@ fn apply_overrides(
         );
     }
     if !ingest.is_empty() {
-        raw.ingest.folders = ingest
-            .iter()
-            .map(|spec| {
-                RawDropFolder::from_spec(spec).unwrap_or_else(|_| RawDropFolder {
-                    path: PathBuf::new(),
-                    ..RawDropFolder::from_spec("x").expect("valid spec")
-                })
-            })
-            .collect();
+        raw.ingest.folders = ingest.iter().map(|s| RawDropFolder::from_spec(s)).collect();
         origins.insert("ingest.folders", Origin::Flag("--ingest"));
     }
 }
@@ -562,27 +554,27 @@ fn build_node(node: RawNode, ctx: &Ctx<'_>) -> Result<NodeConfig, ConfigError> {
     })
 }
 
-fn build_api(api: RawApi, ctx: &Ctx<'_>) -> ApiConfig {
-    let RawApi { listen } = api;
-    let default_ip = if ctx.file.is_some() {
+/// A listener's default: all interfaces for a file run, 127.0.0.1 for the embedded default.
+fn default_listen(ctx: &Ctx<'_>, port: u16) -> SocketAddr {
+    let ip = if ctx.file.is_some() {
         IpAddr::V4(Ipv4Addr::UNSPECIFIED)
     } else {
         IpAddr::V4(Ipv4Addr::LOCALHOST)
     };
+    SocketAddr::new(ip, port)
+}
+
+fn build_api(api: RawApi, ctx: &Ctx<'_>) -> ApiConfig {
+    let RawApi { listen } = api;
     ApiConfig {
-        listen: listen.unwrap_or(SocketAddr::new(default_ip, raw::DEFAULT_API_PORT)),
+        listen: listen.unwrap_or_else(|| default_listen(ctx, raw::DEFAULT_API_PORT)),
     }
 }
 
 fn build_webdav(webdav: RawWebdav, ctx: &Ctx<'_>) -> WebdavConfig {
     let RawWebdav { listen } = webdav;
-    let default_ip = if ctx.file.is_some() {
-        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
-    } else {
-        IpAddr::V4(Ipv4Addr::LOCALHOST)
-    };
     WebdavConfig {
-        listen: listen.unwrap_or(SocketAddr::new(default_ip, raw::DEFAULT_WEBDAV_PORT)),
+        listen: listen.unwrap_or_else(|| default_listen(ctx, raw::DEFAULT_WEBDAV_PORT)),
     }
 }
 

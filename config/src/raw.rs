@@ -221,16 +221,13 @@ fn default_poll_interval() -> u64 {
 
 impl RawDropFolder {
     /// A folder given as `PATH[=TREE]` (command line, environment), with every other setting
-    /// at its default.
-    pub(crate) fn from_spec(spec: &str) -> Result<Self, String> {
+    /// at its default. An empty path is refused by validation, which names the folder.
+    pub(crate) fn from_spec(spec: &str) -> Self {
         let (path, tree) = match spec.split_once('=') {
             Some((p, t)) => (p.trim(), t.trim().to_owned()),
             None => (spec.trim(), default_tree()),
         };
-        if path.is_empty() {
-            return Err(format!("expected PATH or PATH=TREE_PREFIX, got {spec:?}"));
-        }
-        Ok(Self {
+        Self {
             path: PathBuf::from(path),
             tree,
             policy: None,
@@ -240,7 +237,7 @@ impl RawDropFolder {
             poll: false,
             settle_ms: DEFAULT_SETTLE_MS,
             poll_interval_ms: DEFAULT_POLL_INTERVAL_MS,
-        })
+        }
     }
 }
 
@@ -454,7 +451,7 @@ pub(crate) fn set_key(
                 .split(',')
                 .filter(|s| !s.trim().is_empty())
                 .map(RawDropFolder::from_spec)
-                .collect::<Result<_, _>>()?
+                .collect()
         }
         "raft.heartbeat_interval_ms" => raw.raft.heartbeat_interval_ms = int(text)?,
         "raft.election_timeout_min_ms" => raw.raft.election_timeout_min_ms = int(text)?,

@@ -6,7 +6,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::process::{free_port, Server};
+use common::process::{files_under, free_port, Server};
 
 const MIB: u64 = 1 << 20;
 /// Small disks: keep 1 MiB free instead of the default 256 MiB.
@@ -106,7 +106,7 @@ fn unmounted_disk_receives_nothing() {
         s.ok(&["put", "f", &format!("/after{i}"), "--policy", "ec:3+2"]);
     }
     // Outside the node's namespace the mount point is the bare folder underneath.
-    let under: Vec<_> = walk(&dirs[5]);
+    let under: Vec<_> = files_under(&dirs[5]);
     assert!(
         under.is_empty(),
         "parts landed on the parent filesystem: {under:?}"
@@ -137,17 +137,4 @@ fn unmounted_disk_receives_nothing() {
         vec![1u8; 400_000]
     );
     assert!(s.term().success());
-}
-
-fn walk(d: &std::path::Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }

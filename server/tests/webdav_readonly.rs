@@ -6,7 +6,7 @@ mod common;
 
 use std::process::Command;
 
-use common::process::{free_port, webdav_port, Server};
+use common::process::{files_under, free_port, webdav_port, Server};
 
 fn curl(args: &[&str]) -> (String, Vec<u8>) {
     let o = Command::new("curl")
@@ -113,7 +113,7 @@ fn webdav_serves_the_tree_read_only() {
     let stat = s.json(&["stat", "/Films and more/été #1.mkv"]);
     let fid = stat["file_id"].as_str().unwrap().to_owned();
     let mut removed = 0;
-    for e in walk(&t.path().join("wormfs-data/disks")) {
+    for e in files_under(&t.path().join("wormfs-data/disks")) {
         let n = e.file_name().unwrap().to_string_lossy().into_owned();
         if n.starts_with(&fid)
             && (n.ends_with("-p0.wp") || n.ends_with("-p1.wp") || n.ends_with("-p2.wp"))
@@ -142,20 +142,4 @@ fn webdav_serves_the_tree_read_only() {
         "an unreadable file was served as complete: {out}"
     );
     s.term();
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
 }

@@ -16,6 +16,7 @@ use dav_server::{DavHandler, DavMethodSet};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 pub use backend::{Backend, BackendError, BoxFut, Entry, ReadFile};
 pub use davfs::WormDavFs;
@@ -67,12 +68,8 @@ async fn connection(
 ) {
     let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let h = h.clone();
-        async move {
-            let span =
-                tracing::info_span!("webdav", method = %req.method(), path = %req.uri().path());
-            let _ = &span;
-            Ok::<_, std::convert::Infallible>(h.handle(req).await)
-        }
+        let span = tracing::info_span!("webdav", method = %req.method(), path = %req.uri().path());
+        async move { Ok::<_, std::convert::Infallible>(h.handle(req).await) }.instrument(span)
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .max_buf_size(64 * 1024)

@@ -203,6 +203,20 @@ fn serve_args(port: u16, extra: &[&str]) -> Vec<String> {
     args
 }
 
+/// Every regular file under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
 /// The WebDAV port the harness gives the node whose API is on `port`.
 pub fn webdav_port(port: u16) -> u16 {
     use std::sync::Mutex;

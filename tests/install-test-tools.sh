@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Installs the programs the tests drive (Debian packages), when missing: curl (WebDAV tests),
-# unshare and nsenter (util-linux: tmpfs disks in a private mount namespace). Fails loudly if
+# unshare and nsenter (util-linux: tmpfs disks in a private mount namespace), litmus (the
+# WebDAV compliance suite), rclone and cadaver (WebDAV clients). Fails loudly if
 # one cannot be installed, so no test is ever skipped for lack of a tool.
 set -euo pipefail
 need=()
 command -v curl >/dev/null || need+=(curl)
 { command -v unshare >/dev/null && command -v nsenter >/dev/null; } || need+=(util-linux)
+command -v litmus >/dev/null || need+=(litmus)
+command -v rclone >/dev/null || need+=(rclone)
+command -v cadaver >/dev/null || need+=(cadaver)
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "== installing test tools: ${need[*]}"
 SUDO=""

@@ -7,6 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use wormfs_webdav::{DeadProp, LockInfo};
+
 use crate::ids::{ClusterId, DiskId, FileId, NodeId};
 use crate::layout::Geometry;
 
@@ -207,6 +209,54 @@ pub enum CommandV1 {
         /// When.
         time_ms: u64,
     },
+    /// Copies a file: a new entry naming the same immutable file (no part is copied), with the
+    /// source's dead properties.
+    Copy {
+        /// The file copied.
+        from: String,
+        /// The new name (must not exist unless `replace`, and never a directory).
+        to: String,
+        /// Replace an existing file at `to`.
+        replace: bool,
+        /// When.
+        time_ms: u64,
+    },
+    /// Sets and removes dead properties of an entry in order, all or nothing.
+    PatchProps {
+        /// The file or directory.
+        path: String,
+        /// `(true, p)` sets `p` (replacing one of the same namespace and name); `(false, p)`
+        /// removes the property of `p`'s namespace and name.
+        patch: Vec<(bool, DeadProp)>,
+    },
+    /// Takes a WebDAV lock unless a live lock conflicts; locks expired at `now_ms` are dropped.
+    Lock {
+        /// The lock (token, path, owner, expiry...).
+        lock: LockInfo,
+        /// The proposer's clock.
+        now_ms: u64,
+    },
+    /// Drops a lock.
+    Unlock {
+        /// Its token.
+        token: String,
+    },
+    /// Extends a lock.
+    RefreshLock {
+        /// Its token.
+        token: String,
+        /// The new expiry.
+        expires_ms: u64,
+        /// The timeout granted, in seconds.
+        timeout_secs: u64,
+        /// The proposer's clock (an expired lock cannot be refreshed).
+        now_ms: u64,
+    },
+    /// Drops every lock on a path and below (after a DELETE or MOVE).
+    DeleteLocks {
+        /// The path.
+        path: String,
+    },
 }
 
 /// Why a command was not applied (a normal result).
@@ -264,6 +314,10 @@ pub enum Outcome {
         /// The path that was taken.
         path: String,
     },
+    /// A lock was granted or refreshed.
+    Lock(LockInfo),
+    /// A lock was refused: this live lock conflicts.
+    LockConflict(LockInfo),
     /// Not applied.
     Rejected(Rejection),
 }

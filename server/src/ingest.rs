@@ -373,13 +373,34 @@ impl Store {
         path: &str,
         src: &mut Source<R>,
     ) -> Result<(Vec<NewSegment>, blake3::Hash), StoreError> {
+        let mut finishing = None;
+        let r = self
+            .write_segments_with(geo, file_id, first_index, path, src, &mut finishing)
+            .await;
+        if r.is_err() {
+            // A segment still being finished must land before the caller discards the parts.
+            if let Some(h) = finishing.take() {
+                let _ = h.await;
+            }
+        }
+        r
+    }
+
+    async fn write_segments_with<R: AsyncRead + Unpin>(
+        self: &Arc<Self>,
+        geo: Geometry,
+        file_id: FileId,
+        first_index: u32,
+        path: &str,
+        src: &mut Source<R>,
+        finishing: &mut Option<tokio::task::JoinHandle<anyhow::Result<NewSegment>>>,
+    ) -> Result<(Vec<NewSegment>, blake3::Hash), StoreError> {
         let rows_per_batch = (BATCH_TARGET_BYTES / geo.row_bytes()).max(1);
         let batch = (rows_per_batch * geo.row_bytes()) as usize;
         let mut hasher = blake3::Hasher::new();
         let mut segments = Vec::new();
         let mut index = first_index;
         let mut spare: Option<Vec<u8>> = None;
-        let mut finishing: Option<tokio::task::JoinHandle<anyhow::Result<NewSegment>>> = None;
         let mut next = Vec::with_capacity(batch);
         src.fill(&mut next, batch.min(geo.segment_capacity() as usize))
             .await
@@ -432,7 +453,7 @@ impl Store {
             if let Some(prev) = finishing.take() {
                 segments.push(finished(prev).await?);
             }
-            finishing = Some(tokio::task::spawn_blocking(move || seg.finish(cluster, &p)));
+            *finishing = Some(tokio::task::spawn_blocking(move || seg.finish(cluster, &p)));
             index += 1;
             if next.is_empty() && !src.exhausted() {
                 src.fill(&mut next, batch.min(geo.segment_capacity() as usize))
@@ -546,6 +567,7 @@ impl Store {
             Ok(v) => v,
             Err(e) => {
                 self.abandon(file_id).await;
+                self.discard_parts(file_id, geo.width());
                 return Err(e);
             }
         };
@@ -684,6 +706,22 @@ impl Store {
             .await
         {
             tracing::warn!(file = %intent, "could not drop the intent (the sweeper will): {e}");
+        }
+    }
+
+    /// Deletes every local part of an ingest that failed part-way (segments written before the
+    /// failure included), so an upload cut off leaves nothing behind for the sweeper.
+    fn discard_parts(&self, file_id: FileId, width: usize) {
+        for seg in 0u32.. {
+            let mut found = false;
+            for part in 0..width as u16 {
+                for d in &self.disks {
+                    found |= std::fs::remove_file(d.part_path(file_id, seg, part)).is_ok();
+                }
+            }
+            if !found {
+                break;
+            }
         }
     }
 

@@ -26,3 +26,4 @@ pub mod store;
 pub mod sweeper;
 pub mod tree_path;
 pub mod webdav_backend;
+mod webdav_upload;

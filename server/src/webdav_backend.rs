@@ -1,16 +1,24 @@
 //! The node's tree as the WebDAV face's [`Backend`]: lookups and listings from the metadata,
-//! reads through [`FileReader`] (verified blocks, degraded decoding, never zero-filled bytes).
+//! reads through [`FileReader`] (verified blocks, degraded decoding, never zero-filled bytes),
+//! uploads through the ingest pipeline, and namespace changes, dead properties and locks as
+//! Raft commands.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use wormfs_webdav::{Backend, BackendError, BoxFut, Entry, ReadFile};
+use wormfs_webdav::{
+    Backend, BackendError, BoxFut, CreateOptions, DeadProp, Entry, LockInfo, ReadFile, WriteFile,
+};
 
+use crate::command::{CommandV1, Conflict, Outcome, Rejection, SourceIdentity};
+use crate::fsutil::now_ms;
+use crate::ingest::IngestRequest;
 use crate::meta::{DirEntry, EntryKind};
 use crate::read::{FileReader, ReadError};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use crate::tree_path::TreePath;
+use crate::webdav_upload::Upload;
 
 /// The store seen through WebDAV.
 pub struct StoreBackend {
@@ -32,7 +40,31 @@ fn meta_err(e: impl std::fmt::Display) -> BackendError {
     BackendError::Other(format!("metadata: {e}"))
 }
 
-fn entry(d: DirEntry) -> Entry {
+/// Maps a store error to the WebDAV face's kinds; `writing` turns a lack of healthy storage
+/// into "insufficient storage".
+pub(crate) fn store_err(e: StoreError, writing: bool) -> BackendError {
+    match e {
+        StoreError::Rejected(r) => match r {
+            Rejection::NotFound(_) | Rejection::NotADirectory(_) => BackendError::NotFound,
+            Rejection::AlreadyExists(_) => BackendError::Exists,
+            Rejection::IsADirectory(_) | Rejection::NotEmpty(_) | Rejection::InvalidPath(_) => {
+                BackendError::Forbidden(r.to_string())
+            }
+            other => BackendError::Other(other.to_string()),
+        },
+        StoreError::Unavailable(why) if writing => BackendError::InsufficientStorage(why),
+        StoreError::Unavailable(why) => BackendError::Unavailable(why),
+        StoreError::Consensus(c) => BackendError::Unavailable(c.to_string()),
+        other => BackendError::Other(other.to_string()),
+    }
+}
+
+fn werr(e: StoreError) -> BackendError {
+    store_err(e, false)
+}
+
+/// The WebDAV entry of a directory entry.
+pub(crate) fn entry_of(d: DirEntry) -> Entry {
     Entry {
         name: d.name,
         is_dir: matches!(d.kind, EntryKind::Dir),
@@ -60,7 +92,7 @@ impl Backend for StoreBackend {
                 return Ok(root());
             }
             match self.store.meta.lookup(&p).await.map_err(meta_err)? {
-                Some(d) => Ok(entry(d)),
+                Some(d) => Ok(entry_of(d)),
                 None => Err(BackendError::NotFound),
             }
         })
@@ -70,7 +102,7 @@ impl Backend for StoreBackend {
         Box::pin(async move {
             let p = parse(path)?;
             match self.store.meta.list(&p).await.map_err(meta_err)? {
-                Some(Ok(list)) => Ok(list.into_iter().map(entry).collect()),
+                Some(Ok(list)) => Ok(list.into_iter().map(entry_of).collect()),
                 Some(Err(_)) => Err(BackendError::Forbidden(format!("{p} is a file"))),
                 None => Err(BackendError::NotFound),
             }
@@ -98,11 +130,201 @@ impl Backend for StoreBackend {
                 .map_err(meta_err)?
                 .ok_or(BackendError::NotFound)?;
             let file: Arc<dyn ReadFile> = Arc::new(OpenFile {
-                entry: entry(d),
+                entry: entry_of(d),
                 reader: FileReader::new(self.store.clone(), rec),
                 seq: tokio::sync::Mutex::new(Sequential::default()),
             });
             Ok(file)
+        })
+    }
+
+    fn create<'a>(&'a self, path: &'a str, opts: CreateOptions) -> BoxFut<'a, Box<dyn WriteFile>> {
+        Box::pin(async move {
+            let p = parse(path)?;
+            if p.is_root() {
+                return Err(BackendError::Forbidden("/ is a directory".into()));
+            }
+            // Refuse at once what the commit would refuse after the whole body.
+            match self
+                .store
+                .meta
+                .lookup(&p.parent())
+                .await
+                .map_err(meta_err)?
+            {
+                Some(d) if matches!(d.kind, EntryKind::Dir) => {}
+                _ if p.parent().is_root() => {}
+                _ => return Err(BackendError::NotFound),
+            }
+            if let Some(d) = self.store.meta.lookup(&p).await.map_err(meta_err)? {
+                if matches!(d.kind, EntryKind::Dir) {
+                    return Err(BackendError::Forbidden(format!("{p} is a directory")));
+                }
+                if opts.create_new {
+                    return Err(BackendError::Exists);
+                }
+            }
+            let client = match &opts.principal {
+                Some(u) => format!("webdav:{u}"),
+                None => "webdav".into(),
+            };
+            let req = IngestRequest {
+                path: p,
+                policy: None,
+                // Write-once: a PUT over a file commits a whole new version in its place.
+                conflict: if opts.create_new {
+                    Conflict::Fail
+                } else {
+                    Conflict::Replace
+                },
+                source: SourceIdentity::Upload { client },
+                expected_size: opts.expected_size,
+            };
+            let w: Box<dyn WriteFile> = Box::new(Upload::start(self.store.clone(), req));
+            Ok(w)
+        })
+    }
+
+    fn mkdir<'a>(&'a self, path: &'a str) -> BoxFut<'a, ()> {
+        Box::pin(async move {
+            let p = parse(path)?;
+            if p.is_root() {
+                return Err(BackendError::Exists);
+            }
+            self.store.mkdir(&p, false).await.map_err(werr)
+        })
+    }
+
+    fn remove<'a>(&'a self, path: &'a str) -> BoxFut<'a, ()> {
+        Box::pin(async move {
+            let p = parse(path)?;
+            self.store.remove(&p, false).await.map_err(werr)
+        })
+    }
+
+    fn rename<'a>(&'a self, from: &'a str, to: &'a str) -> BoxFut<'a, ()> {
+        Box::pin(async move {
+            let (f, t) = (parse(from)?, parse(to)?);
+            self.store.rename(&f, &t, true).await.map_err(werr)
+        })
+    }
+
+    fn copy<'a>(&'a self, from: &'a str, to: &'a str) -> BoxFut<'a, ()> {
+        Box::pin(async move {
+            let (f, t) = (parse(from)?, parse(to)?);
+            self.store
+                .propose(CommandV1::Copy {
+                    from: f.to_string(),
+                    to: t.to_string(),
+                    replace: true,
+                    time_ms: now_ms(),
+                })
+                .await
+                .map(|_| ())
+                .map_err(werr)
+        })
+    }
+
+    fn props<'a>(&'a self, path: &'a str) -> BoxFut<'a, Vec<DeadProp>> {
+        Box::pin(async move {
+            let p = parse(path)?;
+            self.store
+                .meta
+                .props(&p)
+                .await
+                .map_err(meta_err)?
+                .ok_or(BackendError::NotFound)
+        })
+    }
+
+    fn patch_props<'a>(&'a self, path: &'a str, patch: Vec<(bool, DeadProp)>) -> BoxFut<'a, ()> {
+        Box::pin(async move {
+            let p = parse(path)?;
+            self.store
+                .propose(CommandV1::PatchProps {
+                    path: p.to_string(),
+                    patch,
+                })
+                .await
+                .map(|_| ())
+                .map_err(werr)
+        })
+    }
+
+    fn locks(&self) -> BoxFut<'_, Vec<LockInfo>> {
+        Box::pin(async move { self.store.meta.locks(now_ms()).await.map_err(meta_err) })
+    }
+
+    fn lock(&self, lock: LockInfo) -> BoxFut<'_, Result<LockInfo, LockInfo>> {
+        Box::pin(async move {
+            let out = self
+                .store
+                .propose(CommandV1::Lock {
+                    lock,
+                    now_ms: now_ms(),
+                })
+                .await
+                .map_err(werr)?;
+            match out {
+                Outcome::Lock(l) => Ok(Ok(l)),
+                Outcome::LockConflict(c) => Ok(Err(c)),
+                other => Err(BackendError::Other(format!(
+                    "unexpected lock outcome {other:?}"
+                ))),
+            }
+        })
+    }
+
+    fn unlock<'a>(&'a self, token: &'a str) -> BoxFut<'a, bool> {
+        Box::pin(async move {
+            match self
+                .store
+                .propose(CommandV1::Unlock {
+                    token: token.to_owned(),
+                })
+                .await
+            {
+                Ok(_) => Ok(true),
+                Err(StoreError::Rejected(Rejection::NotFound(_))) => Ok(false),
+                Err(e) => Err(werr(e)),
+            }
+        })
+    }
+
+    fn refresh_lock<'a>(
+        &'a self,
+        token: &'a str,
+        expires_ms: u64,
+        timeout_secs: u64,
+    ) -> BoxFut<'a, Option<LockInfo>> {
+        Box::pin(async move {
+            match self
+                .store
+                .propose(CommandV1::RefreshLock {
+                    token: token.to_owned(),
+                    expires_ms,
+                    timeout_secs,
+                    now_ms: now_ms(),
+                })
+                .await
+            {
+                Ok(Outcome::Lock(l)) => Ok(Some(l)),
+                Ok(_) | Err(StoreError::Rejected(_)) => Ok(None),
+                Err(e) => Err(werr(e)),
+            }
+        })
+    }
+
+    fn delete_locks<'a>(&'a self, path: &'a str) -> BoxFut<'a, ()> {
+        Box::pin(async move {
+            let p = parse(path)?;
+            self.store
+                .propose(CommandV1::DeleteLocks {
+                    path: p.to_string(),
+                })
+                .await
+                .map(|_| ())
+                .map_err(werr)
         })
     }
 }

@@ -1,4 +1,5 @@
-//! The dav-server filesystem over a [`Backend`].
+//! The dav-server filesystem over a [`Backend`]: reads, whole-file writes through the backend's
+//! ingest, namespace changes and dead properties.
 
 use std::io::SeekFrom;
 use std::sync::Arc;
@@ -7,12 +8,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use dav_server::davpath::DavPath;
 use dav_server::fs::{
-    DavDirEntry, DavFile, DavFileSystem, DavMetaData, FsError, FsFuture, FsResult, FsStream,
-    OpenOptions, ReadDirMeta,
+    DavDirEntry, DavFile, DavFileSystem, DavMetaData, DavProp, FsError, FsFuture, FsResult,
+    FsStream, OpenOptions, ReadDirMeta,
 };
 use futures::FutureExt;
 
-use crate::backend::{Backend, BackendError, Entry, ReadFile};
+use http::StatusCode;
+use unicode_normalization::UnicodeNormalization;
+
+use crate::backend::{Backend, BackendError, CreateOptions, DeadProp, Entry, ReadFile, WriteFile};
 
 /// dav-server's view of the tree.
 #[derive(Clone)]
@@ -30,7 +34,12 @@ impl WormDavFs {
 fn fs_err(e: BackendError) -> FsError {
     match e {
         BackendError::NotFound => FsError::NotFound,
+        BackendError::Exists => FsError::Exists,
         BackendError::BadPath(_) | BackendError::Forbidden(_) => FsError::Forbidden,
+        BackendError::InsufficientStorage(why) => {
+            tracing::warn!("webdav: insufficient storage: {why}");
+            FsError::InsufficientStorage
+        }
         BackendError::Unavailable(why) | BackendError::Other(why) => {
             tracing::warn!("webdav backend error: {why}");
             FsError::GeneralFailure
@@ -38,17 +47,19 @@ fn fs_err(e: BackendError) -> FsError {
     }
 }
 
-/// The path as the backend takes it: percent-decoded, UTF-8, without a trailing slash.
-fn tree_path(path: &DavPath) -> FsResult<String> {
+/// The path as the backend takes it: percent-decoded, UTF-8 in NFC, without a trailing slash.
+pub(crate) fn tree_path_of(path: &DavPath) -> FsResult<String> {
     let p = path.as_pathbuf();
     let s = p.to_str().ok_or(FsError::Forbidden)?;
     let s = s.trim_end_matches('/');
     Ok(if s.is_empty() {
         "/".to_owned()
     } else {
-        s.to_owned()
+        s.nfc().collect()
     })
 }
+
+use tree_path_of as tree_path;
 
 #[derive(Clone, Debug)]
 struct Meta(Entry);
@@ -151,6 +162,110 @@ impl DavFile for ReadHandle {
     }
 }
 
+/// A new file being uploaded: bytes stream into the backend's ingest, and `flush` (which
+/// dav-server calls at the end of the body) commits only if the body had the announced length.
+/// Dropped without a commit (the client went away), the upload is discarded.
+struct WriteHandle {
+    file: Box<dyn WriteFile>,
+    expected: Option<u64>,
+    name: String,
+    committed: Option<Entry>,
+}
+
+impl std::fmt::Debug for WriteHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteHandle")
+            .field("name", &self.name)
+            .field("written", &self.file.written())
+            .field("expected", &self.expected)
+            .finish()
+    }
+}
+
+impl DavFile for WriteHandle {
+    fn metadata(&mut self) -> FsFuture<'_, Box<dyn DavMetaData>> {
+        let e = self.committed.clone().unwrap_or_else(|| Entry {
+            name: self.name.clone(),
+            is_dir: false,
+            size: self.file.written(),
+            mtime_ms: 0,
+            etag: None,
+        });
+        futures::future::ready(Ok(Box::new(Meta(e)) as Box<dyn DavMetaData>)).boxed()
+    }
+    fn write_buf(&mut self, mut buf: Box<dyn bytes::Buf + Send>) -> FsFuture<'_, ()> {
+        let b = buf.copy_to_bytes(buf.remaining());
+        self.write_bytes(b)
+    }
+    fn write_bytes(&mut self, buf: Bytes) -> FsFuture<'_, ()> {
+        async move {
+            if self.committed.is_some() {
+                return Err(FsError::GeneralFailure);
+            }
+            if let Some(want) = self.expected {
+                if self.file.written() + buf.len() as u64 > want {
+                    // More than announced: never committed (dav-server then answers 400).
+                    return Err(FsError::TooLarge);
+                }
+            }
+            self.file.write(buf).await.map_err(fs_err)
+        }
+        .boxed()
+    }
+    fn read_bytes(&mut self, _: usize) -> FsFuture<'_, Bytes> {
+        futures::future::ready(Err(FsError::Forbidden)).boxed()
+    }
+    fn seek(&mut self, pos: SeekFrom) -> FsFuture<'_, u64> {
+        // Write-once: only the start of a new file is a valid position.
+        let r = match pos {
+            SeekFrom::Start(0) if self.file.written() == 0 => Ok(0),
+            _ => Err(FsError::Forbidden),
+        };
+        futures::future::ready(r).boxed()
+    }
+    fn flush(&mut self) -> FsFuture<'_, ()> {
+        async move {
+            if self.committed.is_some() {
+                return Ok(());
+            }
+            if let Some(want) = self.expected {
+                if self.file.written() != want {
+                    // A short body: dav-server answers 400 after this; the upload is dropped
+                    // with the handle and nothing becomes visible.
+                    tracing::info!(
+                        written = self.file.written(),
+                        announced = want,
+                        "webdav upload ended early; discarded"
+                    );
+                    return Ok(());
+                }
+            }
+            let e = self.file.commit().await.map_err(fs_err)?;
+            self.committed = Some(e);
+            Ok(())
+        }
+        .boxed()
+    }
+}
+
+fn prop_key(p: &DavProp) -> DeadProp {
+    DeadProp {
+        namespace: p.namespace.clone().unwrap_or_default(),
+        name: p.name.clone(),
+        prefix: p.prefix.clone(),
+        xml: p.xml.clone(),
+    }
+}
+
+fn dav_prop(p: DeadProp, with_content: bool) -> DavProp {
+    DavProp {
+        name: p.name,
+        prefix: p.prefix,
+        namespace: (!p.namespace.is_empty()).then_some(p.namespace),
+        xml: if with_content { p.xml } else { None },
+    }
+}
+
 impl DavFileSystem for WormDavFs {
     fn open<'a>(
         &'a self,
@@ -158,11 +273,46 @@ impl DavFileSystem for WormDavFs {
         options: OpenOptions,
     ) -> FsFuture<'a, Box<dyn DavFile>> {
         async move {
-            if options.write || options.append || options.create || options.truncate {
-                // Writes arrive with the ingest-backed PUT; until then this face is read-only.
+            let p = tree_path(path)?;
+            if options.append {
+                // Write-once: nothing is ever added to an existing file in place.
                 return Err(FsError::Forbidden);
             }
-            let p = tree_path(path)?;
+            if options.write {
+                let opts = CreateOptions {
+                    expected_size: options.size,
+                    create_new: options.create_new,
+                    principal: None,
+                };
+                if !options.create {
+                    // `If-Match: *`: only an existing file may be replaced.
+                    let e = self.backend.stat(&p).await.map_err(fs_err)?;
+                    if e.is_dir {
+                        return Err(FsError::Forbidden);
+                    }
+                }
+                let mut file = self.backend.create(&p, opts).await.map_err(fs_err)?;
+                let name = p.rsplit('/').next().unwrap_or_default().to_owned();
+                if !options.truncate {
+                    // Only LOCK on an unmapped URL opens without truncating (a partial PUT is
+                    // refused before it gets here): it creates an empty file at once.
+                    let e = file.commit().await.map_err(fs_err)?;
+                    let h: Box<dyn DavFile> = Box::new(WriteHandle {
+                        file,
+                        expected: Some(0),
+                        name,
+                        committed: Some(e),
+                    });
+                    return Ok(h);
+                }
+                let h: Box<dyn DavFile> = Box::new(WriteHandle {
+                    file,
+                    expected: options.size,
+                    name,
+                    committed: None,
+                });
+                return Ok(h);
+            }
             let file = self.backend.open(&p).await.map_err(fs_err)?;
             let f: Box<dyn DavFile> = Box::new(ReadHandle { file, pos: 0 });
             Ok(f)
@@ -193,6 +343,99 @@ impl DavFileSystem for WormDavFs {
             let p = tree_path(path)?;
             let e = self.backend.stat(&p).await.map_err(fs_err)?;
             Ok(Box::new(Meta(e)) as Box<dyn DavMetaData>)
+        }
+        .boxed()
+    }
+
+    fn create_dir<'a>(&'a self, path: &'a DavPath) -> FsFuture<'a, ()> {
+        async move {
+            let p = tree_path(path)?;
+            self.backend.mkdir(&p).await.map_err(fs_err)
+        }
+        .boxed()
+    }
+
+    fn remove_dir<'a>(&'a self, path: &'a DavPath) -> FsFuture<'a, ()> {
+        async move {
+            let p = tree_path(path)?;
+            if p == "/" {
+                return Err(FsError::Forbidden);
+            }
+            self.backend.remove(&p).await.map_err(fs_err)
+        }
+        .boxed()
+    }
+
+    fn remove_file<'a>(&'a self, path: &'a DavPath) -> FsFuture<'a, ()> {
+        async move {
+            let p = tree_path(path)?;
+            self.backend.remove(&p).await.map_err(fs_err)
+        }
+        .boxed()
+    }
+
+    fn rename<'a>(&'a self, from: &'a DavPath, to: &'a DavPath) -> FsFuture<'a, ()> {
+        async move {
+            let (f, t) = (tree_path(from)?, tree_path(to)?);
+            self.backend.rename(&f, &t).await.map_err(fs_err)
+        }
+        .boxed()
+    }
+
+    fn copy<'a>(&'a self, from: &'a DavPath, to: &'a DavPath) -> FsFuture<'a, ()> {
+        async move {
+            let (f, t) = (tree_path(from)?, tree_path(to)?);
+            self.backend.copy(&f, &t).await.map_err(fs_err)
+        }
+        .boxed()
+    }
+
+    fn have_props<'a>(
+        &'a self,
+        _path: &'a DavPath,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>> {
+        Box::pin(futures::future::ready(true))
+    }
+
+    fn patch_props<'a>(
+        &'a self,
+        path: &'a DavPath,
+        patch: Vec<(bool, DavProp)>,
+    ) -> FsFuture<'a, Vec<(StatusCode, DavProp)>> {
+        async move {
+            let p = tree_path(path)?;
+            let ops = patch
+                .iter()
+                .map(|(set, prop)| (*set, prop_key(prop)))
+                .collect();
+            self.backend.patch_props(&p, ops).await.map_err(fs_err)?;
+            Ok(patch
+                .into_iter()
+                .map(|(_, prop)| (StatusCode::OK, DavProp { xml: None, ..prop }))
+                .collect())
+        }
+        .boxed()
+    }
+
+    fn get_props<'a>(&'a self, path: &'a DavPath, do_content: bool) -> FsFuture<'a, Vec<DavProp>> {
+        async move {
+            let p = tree_path(path)?;
+            let props = self.backend.props(&p).await.map_err(fs_err)?;
+            Ok(props.into_iter().map(|d| dav_prop(d, do_content)).collect())
+        }
+        .boxed()
+    }
+
+    fn get_prop<'a>(&'a self, path: &'a DavPath, prop: DavProp) -> FsFuture<'a, Vec<u8>> {
+        async move {
+            let p = tree_path(path)?;
+            let want = prop_key(&prop);
+            let props = self.backend.props(&p).await.map_err(fs_err)?;
+            props
+                .into_iter()
+                .find(|d| d.namespace == want.namespace && d.name == want.name)
+                .and_then(|d| d.xml)
+                .ok_or(FsError::NotFound)
         }
         .boxed()
     }

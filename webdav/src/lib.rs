@@ -1,34 +1,52 @@
 //! The WebDAV face: dav-server on hyper over the node's tree.
 //!
-//! This first step serves the tree read-only: OPTIONS, GET and HEAD with ranges, ETag and
-//! Last-Modified (with conditional requests, handled by dav-server), PROPFIND depth 0 and 1, and
-//! an HTML listing for browsers. Reads go to the backend exactly as asked, with a large read
-//! size, and a read that fails is an error, never zero-filled bytes. Writes (PUT through the
-//! ingest pipeline, MKCOL, DELETE, MOVE, COPY, PROPPATCH, LOCK) come with the rest of issue #3.
+//! GET and HEAD with ranges, ETag and Last-Modified (conditional requests are dav-server's),
+//! PROPFIND depth 0 and 1, an HTML listing for browsers; PUT of whole files through the
+//! backend's ingest, committed only when the body ended with its announced length; MKCOL,
+//! DELETE, MOVE, COPY; dead properties and locks kept by the backend (the node keeps them in its
+//! replicated metadata). Requests are checked first ([`guard`]): paths confined to the tree,
+//! no partial writes, no `Depth: infinity`, no `#fragment`.
 
 mod backend;
 mod davfs;
+mod fragment;
+pub mod guard;
+pub mod locks;
+pub mod propfind;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use bytes::Bytes;
+use dav_server::body::Body;
 use dav_server::{DavHandler, DavMethodSet};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-pub use backend::{Backend, BackendError, BoxFut, Entry, ReadFile};
+pub use backend::{
+    Backend, BackendError, BoxFut, CreateOptions, DeadProp, Entry, LockInfo, ReadFile, WriteFile,
+};
 pub use davfs::WormDavFs;
+pub use locks::WormLs;
+
+use fragment::{FragmentSniffer, Fragments};
 
 /// Bytes dav-server asks for per read: large, so a GET is a few big backend reads.
 pub const READ_BUF_SIZE: usize = 1 << 20;
 
 /// The dav-server handler over `backend`.
 pub fn handler(backend: Arc<dyn Backend>) -> DavHandler {
+    let mut methods = DavMethodSet::WEBDAV_RW;
+    methods.remove(dav_server::DavMethod::Patch);
     DavHandler::builder()
-        .filesystem(WormDavFs::new(backend))
-        .methods(DavMethodSet::WEBDAV_RO)
+        .filesystem(WormDavFs::new(backend.clone()))
+        .locksystem(WormLs::new(backend))
+        .methods(methods)
         .autoindex(true)
         .read_buf_size(READ_BUF_SIZE)
         .build_handler()
@@ -66,10 +84,14 @@ async fn connection(
     h: DavHandler,
     stop: CancellationToken,
 ) {
+    let fragments = Fragments::default();
+    let stream = FragmentSniffer::new(stream, fragments.clone());
     let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let h = h.clone();
         let span = tracing::info_span!("webdav", method = %req.method(), path = %req.uri().path());
-        async move { Ok::<_, std::convert::Infallible>(h.handle(req).await) }.instrument(span)
+        let fragment = fragments.take(req.method().as_str(), req.uri().path());
+        async move { Ok::<_, std::convert::Infallible>(respond(h, req, fragment).await) }
+            .instrument(span)
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .max_buf_size(64 * 1024)
@@ -78,5 +100,54 @@ async fn connection(
     tokio::select! {
         r = conn.as_mut() => if let Err(e) = r { tracing::debug!("webdav connection: {e}") },
         _ = stop.cancelled() => conn.as_mut().graceful_shutdown(),
+    }
+}
+
+/// The largest XML request body read (PROPFIND, PROPPATCH, LOCK), as dav-server bounds it.
+const MAX_XML_BODY: usize = 64 * 1024;
+
+fn status_response(status: StatusCode, text: &str) -> Response<Body> {
+    let mut r = Response::new(Body::from(format!("{text}\n")));
+    *r.status_mut() = status;
+    r
+}
+
+/// One request: the guard's checks, then dav-server (with PROPFIND answers completed).
+async fn respond(h: DavHandler, req: Request<Incoming>, fragment: bool) -> Response<Body> {
+    if let Err(refusal) = guard::check(&req, fragment) {
+        tracing::info!(status = %refusal.status, "refused: {}", refusal.reason);
+        return refusal.response();
+    }
+    if req.method().as_str() != "PROPFIND" {
+        return h.handle(req).await;
+    }
+    let (parts, body) = req.into_parts();
+    let body = match Limited::new(body, MAX_XML_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) if e.is::<LengthLimitError>() => {
+            return status_response(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
+        }
+        Err(e) => {
+            tracing::debug!("PROPFIND body: {e}");
+            return status_response(StatusCode::BAD_REQUEST, "request body cut off");
+        }
+    };
+    let wanted = propfind::names_needing_404s(&body);
+    let resp = h.handle(Request::from_parts(parts, Full::new(body))).await;
+    match wanted {
+        Some(w) if resp.status() == StatusCode::MULTI_STATUS => {
+            let (mut parts, body) = resp.into_parts();
+            let xml = match body.collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(e) => {
+                    tracing::warn!("PROPFIND answer: {e}");
+                    return status_response(StatusCode::INTERNAL_SERVER_ERROR, "PROPFIND failed");
+                }
+            };
+            let fixed = propfind::add_missing(&xml, &w).map_or(xml, Bytes::from);
+            parts.headers.remove(http::header::CONTENT_LENGTH);
+            Response::from_parts(parts, Body::from(fixed))
+        }
+        _ => resp,
     }
 }

@@ -6,6 +6,7 @@
 
 use sqlx::{Row, SqliteConnection};
 
+use super::apply_dav;
 use crate::command::{CommandV1, Conflict, NewSegment, Outcome, Rejection, SourceIdentity};
 use crate::ids::FileId;
 use crate::tree_path::TreePath;
@@ -132,6 +133,32 @@ async fn delete_file_rows(c: &mut SqliteConnection, file_id: FileId) -> Res<()> 
         "DELETE FROM sources WHERE file_id = ?",
     ] {
         sqlx::query(sql).bind(&id).execute(&mut *c).await?;
+    }
+    Ok(())
+}
+
+/// Deletes one entry row and its dead properties.
+pub(crate) async fn delete_entry_row(c: &mut SqliteConnection, id: i64) -> Res<()> {
+    sqlx::query("DELETE FROM props WHERE entry = ?")
+        .bind(id)
+        .execute(&mut *c)
+        .await?;
+    sqlx::query("DELETE FROM entries WHERE id = ?")
+        .bind(id)
+        .execute(&mut *c)
+        .await?;
+    Ok(())
+}
+
+/// Drops a file's rows once no entry names it any more (a COPY shares the file).
+pub(crate) async fn release_file(c: &mut SqliteConnection, file_id: FileId) -> Res<()> {
+    let named = sqlx::query("SELECT 1 FROM entries WHERE file_id = ? LIMIT 1")
+        .bind(file_id.to_bytes().to_vec())
+        .fetch_optional(&mut *c)
+        .await?
+        .is_some();
+    if !named {
+        delete_file_rows(c, file_id).await?;
     }
     Ok(())
 }
@@ -422,6 +449,7 @@ pub(crate) async fn apply_command(c: &mut SqliteConnection, cmd: &CommandV1) -> 
             };
             let mut name = path.name().unwrap_or_default().to_owned();
             let mut replaced = false;
+            let mut replaced_entry = None;
             if let Some(existing) = lookup_child(c, dir, &name).await? {
                 match conflict {
                     Conflict::Rename => name = free_name(c, dir, &name).await?,
@@ -435,13 +463,15 @@ pub(crate) async fn apply_command(c: &mut SqliteConnection, cmd: &CommandV1) -> 
                         reject!(Rejection::IsADirectory(path.to_string()))
                     }
                     Conflict::Replace => {
-                        if let Some(old) = existing.file_id {
-                            delete_file_rows(c, old).await?;
-                        }
+                        // The new version keeps the old one's dead properties.
                         sqlx::query("DELETE FROM entries WHERE id = ?")
                             .bind(existing.id)
                             .execute(&mut *c)
                             .await?;
+                        if let Some(old) = existing.file_id {
+                            release_file(c, old).await?;
+                        }
+                        replaced_entry = Some(existing.id);
                         replaced = true;
                     }
                 }
@@ -468,13 +498,21 @@ pub(crate) async fn apply_command(c: &mut SqliteConnection, cmd: &CommandV1) -> 
             .execute(&mut *c)
             .await?;
             insert_segments(c, *file_id, 0, segments).await?;
-            sqlx::query("INSERT INTO entries (parent, name, is_dir, file_id, mtime_ms) VALUES (?, ?, 0, ?, ?)")
+            let entry = sqlx::query("INSERT INTO entries (parent, name, is_dir, file_id, mtime_ms) VALUES (?, ?, 0, ?, ?)")
                 .bind(dir)
                 .bind(&name)
                 .bind(&id)
                 .bind(*time_ms as i64)
                 .execute(&mut *c)
-                .await?;
+                .await?
+                .last_insert_rowid();
+            if let Some(old) = replaced_entry {
+                sqlx::query("UPDATE props SET entry = ? WHERE entry = ?")
+                    .bind(entry)
+                    .bind(old)
+                    .execute(&mut *c)
+                    .await?;
+            }
             if let Some(key) = source_key(source) {
                 sqlx::query("INSERT OR REPLACE INTO sources (key, file_id) VALUES (?, ?)")
                     .bind(key)
@@ -513,6 +551,16 @@ pub(crate) async fn apply_command(c: &mut SqliteConnection, cmd: &CommandV1) -> 
                 reject!(Rejection::NotFound(file_id.to_string()));
             };
             let size: i64 = row.get(0);
+            let names: i64 = sqlx::query("SELECT COUNT(*) FROM entries WHERE file_id = ?")
+                .bind(&id)
+                .fetch_one(&mut *c)
+                .await?
+                .get(0);
+            if names > 1 {
+                reject!(Rejection::Invalid(format!(
+                    "{file_id} is shared with a copy; appending would change the copy too"
+                )));
+            }
             if size as u64 != *expected_size {
                 reject!(Rejection::Changed(file_id.to_string()));
             }
@@ -579,26 +627,25 @@ pub(crate) async fn apply_command(c: &mut SqliteConnection, cmd: &CommandV1) -> 
                 .into_iter()
                 .map(|row| row.get(0))
                 .collect();
-                for id in ids {
-                    if let Some(f) = FileId::from_slice(&id) {
-                        delete_file_rows(c, f).await?;
-                    }
-                }
-                sqlx::query(
-                    "WITH RECURSIVE sub(id) AS (SELECT ? UNION ALL SELECT e.id FROM entries e JOIN sub ON e.parent = sub.id)
-                     DELETE FROM entries WHERE id IN sub",
-                )
-                .bind(r.id)
-                .execute(&mut *c)
-                .await?;
-            } else {
-                if let Some(f) = r.file_id {
-                    delete_file_rows(c, f).await?;
-                }
-                sqlx::query("DELETE FROM entries WHERE id = ?")
+                for table in ["props WHERE entry", "entries WHERE id"] {
+                    sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "WITH RECURSIVE sub(id) AS (SELECT ? UNION ALL SELECT e.id FROM entries e JOIN sub ON e.parent = sub.id)
+                         DELETE FROM {table} IN sub"
+                    )))
                     .bind(r.id)
                     .execute(&mut *c)
                     .await?;
+                }
+                for id in ids {
+                    if let Some(f) = FileId::from_slice(&id) {
+                        release_file(c, f).await?;
+                    }
+                }
+            } else {
+                delete_entry_row(c, r.id).await?;
+                if let Some(f) = r.file_id {
+                    release_file(c, f).await?;
+                }
             }
             Ok(Outcome::Done)
         }
@@ -632,13 +679,10 @@ pub(crate) async fn apply_command(c: &mut SqliteConnection, cmd: &CommandV1) -> 
                 if !*replace || existing.is_dir || src.is_dir {
                     reject!(Rejection::AlreadyExists(to.to_string()));
                 }
+                delete_entry_row(c, existing.id).await?;
                 if let Some(f) = existing.file_id {
-                    delete_file_rows(c, f).await?;
+                    release_file(c, f).await?;
                 }
-                sqlx::query("DELETE FROM entries WHERE id = ?")
-                    .bind(existing.id)
-                    .execute(&mut *c)
-                    .await?;
             }
             sqlx::query("UPDATE entries SET parent = ?, name = ?, mtime_ms = ? WHERE id = ?")
                 .bind(parent.id)
@@ -649,5 +693,21 @@ pub(crate) async fn apply_command(c: &mut SqliteConnection, cmd: &CommandV1) -> 
                 .await?;
             Ok(Outcome::Done)
         }
+        CommandV1::Copy {
+            from,
+            to,
+            replace,
+            time_ms,
+        } => apply_dav::copy(c, from, to, *replace, *time_ms).await,
+        CommandV1::PatchProps { path, patch } => apply_dav::patch_props(c, path, patch).await,
+        CommandV1::Lock { lock, now_ms } => apply_dav::lock(c, lock, *now_ms).await,
+        CommandV1::Unlock { token } => apply_dav::unlock(c, token).await,
+        CommandV1::RefreshLock {
+            token,
+            expires_ms,
+            timeout_secs,
+            now_ms,
+        } => apply_dav::refresh(c, token, *expires_ms, *timeout_secs, *now_ms).await,
+        CommandV1::DeleteLocks { path } => apply_dav::delete_locks(c, path).await,
     }
 }

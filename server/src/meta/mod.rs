@@ -4,6 +4,7 @@
 //! vote; both run with `synchronous=FULL` and WAL, so a commit is on disk before it returns.
 
 mod apply;
+mod apply_dav;
 mod query;
 #[allow(clippy::result_large_err)] // openraft's StorageError is large; its traits return it.
 mod raft_store;
@@ -28,6 +29,7 @@ pub use raft_store::{LogStore, StateMachineStore};
 
 const NAMESPACE_SQL: &str = include_str!("../../migrations/0001_namespace.sql");
 const RAFT_LOG_SQL: &str = include_str!("../../migrations/0002_raft_log.sql");
+const WEBDAV_SQL: &str = include_str!("../../migrations/0003_webdav.sql");
 
 /// An error from the metadata store.
 pub type MetaError = sqlx::Error;
@@ -50,14 +52,18 @@ async fn open_pool(path: &Path, max_connections: u32) -> anyhow::Result<SqlitePo
         .with_context(|| format!("open SQLite database {}", path.display()))
 }
 
-fn migrator(version: i64, description: &'static str, sql: &'static str) -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
+fn migration(version: i64, description: &'static str, sql: &'static str) -> Migration {
+    Migration::new(
         version,
         Cow::Borrowed(description),
         MigrationType::Simple,
         sqlx::AssertSqlSafe(sql).into_sql_str(),
         false,
-    )])
+    )
+}
+
+fn migrator(version: i64, description: &'static str, sql: &'static str) -> Migrator {
+    Migrator::with_migrations(vec![migration(version, description, sql)])
 }
 
 /// The namespace database (the state machine's data), shared by apply and readers.
@@ -75,10 +81,13 @@ impl MetaDb {
     /// Opens (creating and migrating if needed) the namespace database at `path`.
     pub async fn open(path: &Path) -> anyhow::Result<Self> {
         let pool = open_pool(path, 8).await?;
-        migrator(1, "namespace", NAMESPACE_SQL)
-            .run(&pool)
-            .await
-            .with_context(|| format!("migrate {}", path.display()))?;
+        Migrator::with_migrations(vec![
+            migration(1, "namespace", NAMESPACE_SQL),
+            migration(3, "webdav", WEBDAV_SQL),
+        ])
+        .run(&pool)
+        .await
+        .with_context(|| format!("migrate {}", path.display()))?;
         Ok(Self {
             inner: Arc::new(MetaDbInner {
                 path: path.to_owned(),

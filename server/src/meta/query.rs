@@ -5,6 +5,8 @@ use std::collections::HashSet;
 use serde::Serialize;
 use sqlx::Row;
 
+use wormfs_webdav::{DeadProp, LockInfo};
+
 use super::apply::{walk, Walk};
 use super::MetaDb;
 use crate::command::SourceIdentity;
@@ -168,6 +170,41 @@ impl MetaDb {
         .fetch_one(&mut *c)
         .await?;
         Ok(Some(entry_from_row(&row)))
+    }
+
+    /// The dead properties of `path`; `None` if nothing is there.
+    pub async fn props(&self, path: &TreePath) -> Res<Option<Vec<DeadProp>>> {
+        let mut c = self.pool().acquire().await?;
+        let id = match walk(&mut c, path).await? {
+            Walk::Found(r) => r.id,
+            _ => return Ok(None),
+        };
+        let rows = sqlx::query(
+            "SELECT ns, name, prefix, xml FROM props WHERE entry = ? ORDER BY ns, name",
+        )
+        .bind(id)
+        .fetch_all(&mut *c)
+        .await?;
+        Ok(Some(
+            rows.iter()
+                .map(|r| DeadProp {
+                    namespace: r.get(0),
+                    name: r.get(1),
+                    prefix: r.get(2),
+                    xml: r.get(3),
+                })
+                .collect(),
+        ))
+    }
+
+    /// Every WebDAV lock that has not expired at `now_ms`.
+    pub async fn locks(&self, now_ms: u64) -> Res<Vec<LockInfo>> {
+        let mut c = self.pool().acquire().await?;
+        Ok(super::apply_dav::all_locks(&mut c)
+            .await?
+            .into_iter()
+            .filter(|l| l.expires_ms > now_ms)
+            .collect())
     }
 
     /// Lists a directory; `None` if it does not exist, `Some(Err)` if it is a file.

@@ -1,0 +1,448 @@
+//! WebDAV locks: the rules deciding who may lock or change what (pure functions over the list
+//! of locks, so the node's state machine applies exactly the same rules), and dav-server's lock
+//! system over the [`Backend`], which keeps the locks in the replicated metadata.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use dav_server::davpath::DavPath;
+use dav_server::ls::{DavLock, DavLockSystem, LsFuture};
+use futures::FutureExt;
+use xmltree::{Element, Namespace};
+
+use crate::backend::{Backend, LockInfo};
+use crate::davfs::tree_path_of;
+
+/// The longest lock granted: a client asking for more (or for "Infinite") gets this and must
+/// refresh, so a crashed client cannot block a file for ever.
+pub const MAX_LOCK_SECS: u64 = 3600;
+
+/// Whether `anc` is `path` or one of its ancestors (both in tree form).
+pub fn is_ancestor_or_self(anc: &str, path: &str) -> bool {
+    anc == "/"
+        || path == anc
+        || (path.starts_with(anc) && path.as_bytes().get(anc.len()) == Some(&b'/'))
+}
+
+fn live(l: &LockInfo, now_ms: u64) -> bool {
+    l.expires_ms > now_ms
+}
+
+fn holds(l: &LockInfo, principal: Option<&str>, ignore_principal: bool, tokens: &[String]) -> bool {
+    tokens.iter().any(|t| t == &l.token)
+        && (ignore_principal || principal == l.principal.as_deref())
+}
+
+/// Live locks that cover `path`: those on it, and deep ones on its ancestors.
+pub fn covering<'a>(locks: &'a [LockInfo], path: &str, now_ms: u64) -> Vec<&'a LockInfo> {
+    locks
+        .iter()
+        .filter(|l| live(l, now_ms))
+        .filter(|l| l.path == path || (l.deep && is_ancestor_or_self(&l.path, path)))
+        .collect()
+}
+
+/// What a request may do given the locks (RFC 4918 section 6, as dav-server's `MemLs` decides):
+/// every exclusive lock covering `path` must be held (its token submitted, by its owner unless
+/// `ignore_principal`); of shared locks, one held is enough unless `shared_ok` (a new shared
+/// lock coexists with them). With `deep`, locks on `path` and below must all be held too.
+/// Returns a conflicting lock, if any.
+#[allow(clippy::too_many_arguments)]
+pub fn conflict(
+    locks: &[LockInfo],
+    path: &str,
+    principal: Option<&str>,
+    ignore_principal: bool,
+    deep: bool,
+    tokens: &[String],
+    shared_ok: bool,
+    now_ms: u64,
+) -> Option<LockInfo> {
+    let mut held = false;
+    let mut first_shared: Option<&LockInfo> = None;
+    for l in covering(locks, path, now_ms) {
+        if holds(l, principal, ignore_principal, tokens) {
+            held = true;
+        } else if !l.shared {
+            return Some(l.clone());
+        } else if !shared_ok {
+            first_shared.get_or_insert(l);
+        }
+    }
+    if let (false, Some(l)) = (held, first_shared) {
+        return Some(l.clone());
+    }
+    if deep {
+        for l in locks
+            .iter()
+            .filter(|l| live(l, now_ms) && is_ancestor_or_self(path, &l.path))
+        {
+            if (!l.shared || !shared_ok) && !holds(l, principal, ignore_principal, tokens) {
+                return Some(l.clone());
+            }
+        }
+    }
+    None
+}
+
+/// The lock that stops `new` from being granted, if any.
+pub fn conflict_for_new(locks: &[LockInfo], new: &LockInfo, now_ms: u64) -> Option<LockInfo> {
+    conflict(
+        locks,
+        &new.path,
+        None,
+        true,
+        new.deep,
+        &[],
+        new.shared,
+        now_ms,
+    )
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn granted_secs(timeout: Option<Duration>) -> u64 {
+    timeout.map_or(MAX_LOCK_SECS, |d| d.as_secs().clamp(1, MAX_LOCK_SECS))
+}
+
+fn to_dav(l: &LockInfo) -> DavLock {
+    let path = DavPath::new(&l.href)
+        .or_else(|_| DavPath::new("/"))
+        .expect("/ is a valid path");
+    DavLock {
+        token: l.token.clone(),
+        path: Box::new(path),
+        principal: l.principal.clone(),
+        owner: l
+            .owner_xml
+            .as_deref()
+            .and_then(|x| Element::parse(x).ok())
+            .map(Box::new),
+        timeout_at: Some(UNIX_EPOCH + Duration::from_millis(l.expires_ms)),
+        timeout: Some(Duration::from_secs(l.timeout_secs)),
+        shared: l.shared,
+        deep: l.deep,
+    }
+}
+
+/// dav-server's lock system over the backend's replicated locks.
+#[derive(Clone)]
+pub struct WormLs {
+    backend: Arc<dyn Backend>,
+}
+
+impl std::fmt::Debug for WormLs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WormLs")
+    }
+}
+
+impl WormLs {
+    /// A lock system over `backend`.
+    pub fn new(backend: Arc<dyn Backend>) -> Box<Self> {
+        Box::new(Self { backend })
+    }
+
+    async fn live_locks(&self) -> Vec<LockInfo> {
+        match self.backend.locks().await {
+            Ok(l) => l,
+            Err(e) => {
+                // Fail closed: an unknown lock state must not let a write through.
+                tracing::warn!("webdav: cannot read locks: {e}");
+                vec![LockInfo {
+                    token: String::new(),
+                    path: "/".into(),
+                    href: "/".into(),
+                    principal: None,
+                    owner_xml: None,
+                    expires_ms: u64::MAX,
+                    timeout_secs: 0,
+                    shared: false,
+                    deep: true,
+                }]
+            }
+        }
+    }
+}
+
+fn collect_namespaces(e: &Element, ns: &mut Namespace) {
+    match (&e.prefix, &e.namespace) {
+        (Some(p), Some(n)) => ns.put(p.as_str(), n.as_str()),
+        (None, Some(n)) => ns.put("", n.as_str()),
+        _ => true,
+    };
+    for c in e.children.iter().filter_map(xmltree::XMLNode::as_element) {
+        collect_namespaces(c, ns);
+    }
+}
+
+/// The client's `owner` element as standalone XML (its namespaces declared on it).
+fn owner_to_xml(e: &Element) -> Option<Vec<u8>> {
+    let mut e = e.clone();
+    let mut ns = e.namespaces.clone().unwrap_or_else(Namespace::empty);
+    collect_namespaces(&e, &mut ns);
+    e.namespaces = Some(ns);
+    let mut buf = Vec::new();
+    match e.write(&mut buf) {
+        Ok(()) => Some(buf),
+        Err(err) => {
+            tracing::warn!("webdav lock owner not stored: {err}");
+            None
+        }
+    }
+}
+
+fn placeholder(path: &DavPath) -> DavLock {
+    DavLock {
+        token: String::new(),
+        path: Box::new(path.clone()),
+        principal: None,
+        owner: None,
+        timeout_at: None,
+        timeout: None,
+        shared: false,
+        deep: false,
+    }
+}
+
+impl DavLockSystem for WormLs {
+    fn lock(
+        &'_ self,
+        path: &DavPath,
+        principal: Option<&str>,
+        owner: Option<&Element>,
+        timeout: Option<Duration>,
+        shared: bool,
+        deep: bool,
+    ) -> LsFuture<'_, Result<DavLock, DavLock>> {
+        let path = path.clone();
+        let principal = principal.map(str::to_owned);
+        let owner_xml = owner.and_then(owner_to_xml);
+        async move {
+            let Ok(tree) = tree_path_of(&path) else {
+                return Err(placeholder(&path));
+            };
+            let secs = granted_secs(timeout);
+            let info = LockInfo {
+                token: format!("urn:uuid:{}", uuid::Uuid::new_v4()),
+                path: tree,
+                href: path.as_url_string(),
+                principal,
+                owner_xml,
+                expires_ms: now_ms() + secs * 1000,
+                timeout_secs: secs,
+                shared,
+                deep,
+            };
+            match self.backend.lock(info).await {
+                Ok(Ok(l)) => Ok(to_dav(&l)),
+                Ok(Err(conflict)) => Err(to_dav(&conflict)),
+                Err(e) => {
+                    tracing::warn!("webdav lock: {e}");
+                    Err(placeholder(&path))
+                }
+            }
+        }
+        .boxed()
+    }
+
+    fn unlock(&'_ self, path: &DavPath, token: &str) -> LsFuture<'_, Result<(), ()>> {
+        let path = path.clone();
+        let token = token.to_owned();
+        async move {
+            let tree = tree_path_of(&path).map_err(|_| ())?;
+            // The token must cover the request URL.
+            let locks = self.live_locks().await;
+            if !covering(&locks, &tree, now_ms())
+                .iter()
+                .any(|l| l.token == token)
+            {
+                return Err(());
+            }
+            match self.backend.unlock(&token).await {
+                Ok(true) => Ok(()),
+                _ => Err(()),
+            }
+        }
+        .boxed()
+    }
+
+    fn refresh(
+        &'_ self,
+        path: &DavPath,
+        token: &str,
+        timeout: Option<Duration>,
+    ) -> LsFuture<'_, Result<DavLock, ()>> {
+        let path = path.clone();
+        let token = token.to_owned();
+        async move {
+            let tree = tree_path_of(&path).map_err(|_| ())?;
+            let locks = self.live_locks().await;
+            if !covering(&locks, &tree, now_ms())
+                .iter()
+                .any(|l| l.token == token)
+            {
+                return Err(());
+            }
+            let secs = granted_secs(timeout);
+            match self
+                .backend
+                .refresh_lock(&token, now_ms() + secs * 1000, secs)
+                .await
+            {
+                Ok(Some(l)) => Ok(to_dav(&l)),
+                _ => Err(()),
+            }
+        }
+        .boxed()
+    }
+
+    fn check(
+        &'_ self,
+        path: &DavPath,
+        principal: Option<&str>,
+        ignore_principal: bool,
+        deep: bool,
+        submitted_tokens: &[String],
+    ) -> LsFuture<'_, Result<(), DavLock>> {
+        let path = path.clone();
+        let principal = principal.map(str::to_owned);
+        let tokens = submitted_tokens.to_vec();
+        async move {
+            let Ok(tree) = tree_path_of(&path) else {
+                return Err(placeholder(&path));
+            };
+            let locks = self.live_locks().await;
+            match conflict(
+                &locks,
+                &tree,
+                principal.as_deref(),
+                ignore_principal,
+                deep,
+                &tokens,
+                false,
+                now_ms(),
+            ) {
+                Some(l) => Err(to_dav(&l)),
+                None => Ok(()),
+            }
+        }
+        .boxed()
+    }
+
+    fn discover(&'_ self, path: &DavPath) -> LsFuture<'_, Vec<DavLock>> {
+        let path = path.clone();
+        async move {
+            let Ok(tree) = tree_path_of(&path) else {
+                return Vec::new();
+            };
+            match self.backend.locks().await {
+                Ok(locks) => covering(&locks, &tree, now_ms())
+                    .into_iter()
+                    .map(to_dav)
+                    .collect(),
+                Err(_) => Vec::new(),
+            }
+        }
+        .boxed()
+    }
+
+    fn delete(&'_ self, path: &DavPath) -> LsFuture<'_, Result<(), ()>> {
+        let path = path.clone();
+        async move {
+            let tree = tree_path_of(&path).map_err(|_| ())?;
+            self.backend.delete_locks(&tree).await.map_err(|e| {
+                tracing::warn!("webdav: dropping locks under {tree}: {e}");
+            })
+        }
+        .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lock(token: &str, path: &str, shared: bool, deep: bool) -> LockInfo {
+        LockInfo {
+            token: token.into(),
+            path: path.into(),
+            href: path.into(),
+            principal: None,
+            owner_xml: None,
+            expires_ms: 1_000,
+            timeout_secs: 1,
+            shared,
+            deep,
+        }
+    }
+
+    #[test]
+    fn owners_survive_a_round_trip() {
+        let doc = br#"<D:lockinfo xmlns:D="DAV:"><D:owner><D:href>litmus test suite</D:href></D:owner></D:lockinfo>"#;
+        let root = Element::parse(&doc[..]).unwrap();
+        let owner = root.get_child(("owner", "DAV:")).unwrap();
+        let xml = owner_to_xml(owner).unwrap();
+        let back = Element::parse(&xml[..]).unwrap();
+        assert_eq!(back.name, "owner");
+        let href = back.get_child(("href", "DAV:")).unwrap();
+        assert_eq!(href.get_text().unwrap(), "litmus test suite");
+    }
+
+    #[test]
+    fn ancestors_are_whole_components() {
+        assert!(is_ancestor_or_self("/", "/a"));
+        assert!(is_ancestor_or_self("/a", "/a"));
+        assert!(is_ancestor_or_self("/a", "/a/b"));
+        assert!(!is_ancestor_or_self("/a", "/ab"));
+        assert!(!is_ancestor_or_self("/a/b", "/a"));
+    }
+
+    #[test]
+    fn exclusive_lock_blocks_others_until_its_token_is_submitted() {
+        let locks = vec![lock("t1", "/a", false, false)];
+        assert!(conflict(&locks, "/a", None, true, false, &[], false, 0).is_some());
+        assert!(conflict(&locks, "/a", None, true, false, &["t1".into()], false, 0).is_none());
+        // A depth-0 lock does not cover children, a deep one does.
+        assert!(conflict(&locks, "/a/b", None, true, false, &[], false, 0).is_none());
+        let deep = vec![lock("t1", "/a", false, true)];
+        assert!(conflict(&deep, "/a/b", None, true, false, &[], false, 0).is_some());
+        // A deep check (DELETE of /) sees locks below.
+        assert!(conflict(&locks, "/", None, true, true, &[], false, 0).is_some());
+    }
+
+    #[test]
+    fn shared_locks_coexist_but_exclusive_does_not() {
+        let locks = vec![lock("s1", "/f", true, false)];
+        let shared = lock("s2", "/f", true, false);
+        let exclusive = lock("x", "/f", false, false);
+        assert_eq!(conflict_for_new(&locks, &shared, 0), None);
+        assert_eq!(
+            conflict_for_new(&locks, &exclusive, 0).map(|l| l.token),
+            Some("s1".to_owned())
+        );
+    }
+
+    #[test]
+    fn expired_locks_are_ignored() {
+        let locks = vec![lock("t1", "/a", false, true)];
+        assert!(conflict(&locks, "/a", None, true, false, &[], false, 999).is_some());
+        assert!(conflict(&locks, "/a", None, true, false, &[], false, 1_000).is_none());
+    }
+
+    #[test]
+    fn the_owner_must_match_unless_ignored() {
+        let mut l = lock("t1", "/a", false, false);
+        l.principal = Some("ann".into());
+        let locks = vec![l];
+        let t = vec!["t1".to_owned()];
+        assert!(conflict(&locks, "/a", Some("bob"), false, false, &t, false, 0).is_some());
+        assert!(conflict(&locks, "/a", Some("ann"), false, false, &t, false, 0).is_none());
+        assert!(conflict(&locks, "/a", Some("bob"), true, false, &t, false, 0).is_none());
+    }
+}

@@ -24,8 +24,8 @@ use std::path::{Component, Path, PathBuf};
 
 pub use error::ConfigError;
 pub use policy::{
-    AfterIngest, ConflictRule, LogFormat, ParseChoiceError, PolicyParseError, PolicySpec,
-    MAX_COPIES, MAX_EC_DATA, MAX_EC_PARITY,
+    AfterIngest, Anonymous, ConflictRule, LogFormat, ParseChoiceError, PolicyParseError,
+    PolicySpec, Role, MAX_COPIES, MAX_EC_DATA, MAX_EC_PARITY,
 };
 
 use raw::{
@@ -89,6 +89,32 @@ pub struct ApiConfig {
 pub struct WebdavConfig {
     /// Listen address: 127.0.0.1:7711 with no config file, 0.0.0.0:7711 for a file run.
     pub listen: SocketAddr,
+    /// Access without a password (off unless asked for).
+    pub anonymous: Anonymous,
+    /// Users; empty means the node's generated `admin` user (see docs/webdav.md).
+    pub users: Vec<WebdavUser>,
+    /// Certificate and key files: the face speaks HTTPS when set.
+    pub tls: Option<TlsFiles>,
+}
+
+/// A WebDAV user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebdavUser {
+    /// The name.
+    pub name: String,
+    /// The password's Argon2id hash, a PHC string (`$argon2id$v=19$...`).
+    pub password_hash: String,
+    /// What the user may do.
+    pub role: Role,
+}
+
+/// PEM files for TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain.
+    pub cert: PathBuf,
+    /// The private key.
+    pub key: PathBuf,
 }
 
 /// `[storage]`: disks, policies and part layout.
@@ -191,6 +217,8 @@ pub struct Overrides {
     pub ingest: Vec<String>,
     /// `--webdav-listen ADDR` / `WORMFS_WEBDAV_LISTEN`: replaces `webdav.listen`.
     pub webdav_listen: Option<SocketAddr>,
+    /// `--anonymous ro|rw|off`: replaces `webdav.anonymous`.
+    pub anonymous: Option<Anonymous>,
 }
 
 /// The complete, commented example config.
@@ -366,7 +394,12 @@ fn apply_overrides(
         listen,
         ingest,
         webdav_listen,
+        anonymous,
     } = overrides;
+    if let Some(a) = anonymous {
+        raw.webdav.anonymous = *a;
+        origins.insert("webdav.anonymous", Origin::Flag("--anonymous"));
+    }
     if let Some(data_dir) = data_dir {
         raw.node.data_dir = data_dir.clone();
         origins.insert(
@@ -513,7 +546,7 @@ fn build(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
         },
         node: build_node(node, ctx)?,
         api: build_api(api, ctx),
-        webdav: build_webdav(webdav, ctx),
+        webdav: build_webdav(webdav, ctx)?,
         storage: build_storage(storage, ctx)?,
         raft: build_raft(raft, ctx)?,
         log: build_log(log, ctx)?,
@@ -571,11 +604,65 @@ fn build_api(api: RawApi, ctx: &Ctx<'_>) -> ApiConfig {
     }
 }
 
-fn build_webdav(webdav: RawWebdav, ctx: &Ctx<'_>) -> WebdavConfig {
-    let RawWebdav { listen } = webdav;
-    WebdavConfig {
-        listen: listen.unwrap_or_else(|| default_listen(ctx, raw::DEFAULT_WEBDAV_PORT)),
+fn build_webdav(webdav: RawWebdav, ctx: &Ctx<'_>) -> Result<WebdavConfig, ConfigError> {
+    let RawWebdav {
+        listen,
+        anonymous,
+        users,
+        tls_cert,
+        tls_key,
+    } = webdav;
+    let mut out = Vec::with_capacity(users.len());
+    for (i, u) in users.into_iter().enumerate() {
+        let bad = |m: String| Err(ctx.err("webdav.users", Some(i), m));
+        if u.name.is_empty() || u.name.contains(':') || u.name.chars().any(char::is_control) {
+            return bad(format!(
+                "user name {:?}: must be non-empty, without `:` or control characters",
+                u.name
+            ));
+        }
+        if out.iter().any(|o: &WebdavUser| o.name == u.name) {
+            return bad(format!("user {:?} is listed twice", u.name));
+        }
+        if !u.password_hash.starts_with("$argon2") {
+            return bad(format!(
+                "user {:?}: password_hash must be an Argon2 hash ($argon2id$...) as printed by `wormfs webdav hash-password`, not a password",
+                u.name
+            ));
+        }
+        out.push(WebdavUser {
+            name: u.name,
+            password_hash: u.password_hash,
+            role: u.role,
+        });
     }
+    let tls = match (tls_cert, tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert: absolute(&ctx.resolve("webdav.tls_cert", cert)),
+            key: absolute(&ctx.resolve("webdav.tls_key", key)),
+        }),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(ctx.err(
+                "webdav.tls_cert",
+                None,
+                "is set but webdav.tls_key is not: HTTPS needs both".into(),
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(ctx.err(
+                "webdav.tls_key",
+                None,
+                "is set but webdav.tls_cert is not: HTTPS needs both".into(),
+            ))
+        }
+    };
+    Ok(WebdavConfig {
+        listen: listen.unwrap_or_else(|| default_listen(ctx, raw::DEFAULT_WEBDAV_PORT)),
+        anonymous,
+        users: out,
+        tls,
+    })
 }
 
 /// Smallest allowed block size.

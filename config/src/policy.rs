@@ -168,6 +168,27 @@ pub enum AfterIngest {
     Keep,
 }
 
+/// Who may use the WebDAV face without a password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Anonymous {
+    /// Nobody: every request needs a user and password (the default).
+    #[default]
+    Off,
+    /// Anyone may read.
+    ReadOnly,
+    /// Anyone may read and write (a trusted LAN or a test bench only).
+    ReadWrite,
+}
+
+/// What a WebDAV user may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Read only: GET, HEAD, OPTIONS and PROPFIND.
+    ReadOnly,
+    /// Read and write.
+    ReadWrite,
+}
+
 /// The output format of the server's log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LogFormat {
@@ -235,6 +256,17 @@ choice!(AfterIngest, "after-ingest action", r#""delete", "move" or "keep""#, {
     Keep => "keep",
 });
 
+choice!(Anonymous, "anonymous access", r#""off", "ro" or "rw""#, {
+    Off => "off",
+    ReadOnly => "ro",
+    ReadWrite => "rw",
+});
+
+choice!(Role, "role", r#""ro" or "rw""#, {
+    ReadOnly => "ro",
+    ReadWrite => "rw",
+});
+
 choice!(LogFormat, "log format", r#""text" or "json""#, {
     Text => "text",
     Json => "json",
@@ -280,6 +312,8 @@ serde_as_str!(
     r#"a conflict rule string: "rename", "replace" or "skip""#
 );
 serde_as_str!(LogFormat, r#"a log format string: "text" or "json""#);
+serde_as_str!(Anonymous, r#"anonymous access: "off", "ro" or "rw""#);
+serde_as_str!(Role, r#"a role: "ro" or "rw""#);
 serde_as_str!(
     AfterIngest,
     r#"an after-ingest action: "delete", "move" or "keep""#

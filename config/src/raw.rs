@@ -9,7 +9,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::policy::{AfterIngest, ConflictRule, LogFormat, PolicySpec};
+use crate::policy::{
+    AfterIngest, Anonymous, ConflictRule, LogFormat, ParseChoiceError, PolicySpec, Role,
+};
 
 /// One MiB.
 const MIB: u64 = 1024 * 1024;
@@ -32,6 +34,10 @@ pub(crate) const KEYS: &[&str] = &[
     "node.cluster_name",
     "api.listen",
     "webdav.listen",
+    "webdav.anonymous",
+    "webdav.users",
+    "webdav.tls_cert",
+    "webdav.tls_key",
     "storage.disks",
     "storage.default_policy",
     "storage.small_file_threshold_bytes",
@@ -113,6 +119,53 @@ pub(crate) struct RawApi {
 pub(crate) struct RawWebdav {
     /// Address of the WebDAV face; unset means 127.0.0.1:7711 (no file) or 0.0.0.0:7711.
     pub listen: Option<SocketAddr>,
+    /// Access without a password.
+    pub anonymous: Anonymous,
+    /// `[[webdav.users]]`.
+    pub users: Vec<RawUser>,
+    /// PEM certificate chain; with `tls_key`, the face speaks HTTPS.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key.
+    pub tls_key: Option<PathBuf>,
+}
+
+/// One `[[webdav.users]]` entry.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUser {
+    /// The user name.
+    pub name: String,
+    /// The password's Argon2id hash (PHC string), as `wormfs webdav hash-password` prints it.
+    pub password_hash: String,
+    /// What the user may do.
+    #[serde(default = "default_role")]
+    pub role: Role,
+}
+
+fn default_role() -> Role {
+    Role::ReadWrite
+}
+
+impl RawUser {
+    /// Users given as `NAME:ROLE:HASH` separated by `;` (environment).
+    fn parse_list(text: &str) -> Result<Vec<Self>, String> {
+        text.split(';')
+            .filter(|s| !s.trim().is_empty())
+            .map(|u| {
+                let mut it = u.trim().splitn(3, ':');
+                match (it.next(), it.next(), it.next()) {
+                    (Some(name), Some(role), Some(hash)) => Ok(Self {
+                        name: name.to_owned(),
+                        password_hash: hash.to_owned(),
+                        role: role.parse().map_err(|e: ParseChoiceError| e.to_string())?,
+                    }),
+                    _ => Err(format!(
+                        "expected users as NAME:ROLE:HASH separated by `;`, got {u:?}"
+                    )),
+                }
+            })
+            .collect()
+    }
 }
 
 /// `[storage]`.
@@ -388,6 +441,11 @@ where
     text.trim().parse::<T>().map_err(|e| e.to_string())
 }
 
+fn non_empty_path(text: &str) -> Option<PathBuf> {
+    let t = text.trim();
+    (!t.is_empty()).then(|| PathBuf::from(t))
+}
+
 /// Sets the key `path` (`section.key`, lower case) from its text form, as given in an
 /// environment variable. Returns the canonical key path.
 pub(crate) fn set_key(
@@ -427,6 +485,10 @@ pub(crate) fn set_key(
                 format!("expected an address and port like 0.0.0.0:7711, got {text:?}")
             })?)
         }
+        "webdav.anonymous" => raw.webdav.anonymous = text_value(text)?,
+        "webdav.users" => raw.webdav.users = RawUser::parse_list(text)?,
+        "webdav.tls_cert" => raw.webdav.tls_cert = non_empty_path(text),
+        "webdav.tls_key" => raw.webdav.tls_key = non_empty_path(text),
         "storage.disks" => {
             raw.storage.disks = text
                 .split(',')

@@ -180,6 +180,8 @@ fn example_mentions_every_key_and_every_key_is_settable_from_env() {
     raw.node.name = Some("n".to_owned());
     raw.api.listen = Some("127.0.0.1:1".parse().expect("addr"));
     raw.webdav.listen = Some("127.0.0.1:2".parse().expect("addr"));
+    raw.webdav.tls_cert = Some("c.pem".into());
+    raw.webdav.tls_key = Some("k.pem".into());
     let table = toml::Table::try_from(&raw).expect("serialise raw");
     let mut fields = Vec::new();
     for (section, value) in &table {
@@ -225,9 +227,22 @@ fn example_mentions_every_key_and_every_key_is_settable_from_env() {
             "raft.heartbeat_interval_ms" => "1",
             "raft.election_timeout_min_ms" => "300",
             "ingest.orphan_grace_ms" => "1000000",
+            "webdav.anonymous" => "ro",
+            "webdav.users" => "ann:ro:$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA",
+            "webdav.tls_cert" | "webdav.tls_key" => "/x.pem",
             _ => "3",
         };
-        let result = load(None, env(&[(&var, value)]), &Overrides::default());
+        let mut vars = vec![(var.clone(), value)];
+        // HTTPS needs both files: set the other one too.
+        if let Some(other) = match *key {
+            "webdav.tls_cert" => Some("WORMFS_WEBDAV__TLS_KEY"),
+            "webdav.tls_key" => Some("WORMFS_WEBDAV__TLS_CERT"),
+            _ => None,
+        } {
+            vars.push((other.to_owned(), "/y.pem"));
+        }
+        let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        let result = load(None, env(&vars), &Overrides::default());
         assert!(result.is_ok(), "{var}={value}: {result:?}");
     }
 }
@@ -478,6 +493,7 @@ fn overrides_beat_env_beat_file() {
         listen: Some("10.0.0.3:3".parse().expect("addr")),
         ingest: Vec::new(),
         webdav_listen: None,
+        anonymous: None,
     };
     let with_flags = load(Some(&path), vars, &overrides).expect("loads");
     assert_eq!(with_flags.api.listen, "10.0.0.3:3".parse().expect("addr"));
@@ -615,4 +631,21 @@ fn drop_folder_mistakes_name_the_key_and_line() {
     let (_, msg) =
         error_of("[node]\ndata_dir = \"/srv/w\"\n[[ingest.folders]]\npath = \"/srv/w/drop\"\n");
     assert!(msg.contains("data folder"), "{msg}");
+}
+
+#[test]
+fn webdav_users_are_checked_naming_the_line() {
+    let (err, message) = error_of(
+        "[webdav]\nanonymous = \"ro\"\n\n[[webdav.users]]\nname = \"ann\"\npassword_hash = \"hunter2\"\n",
+    );
+    assert!(matches!(err, ConfigError::Invalid { .. }), "{err:?}");
+    assert!(message.contains("webdav.users"), "{message}");
+    assert!(message.contains("line 4"), "{message}");
+    assert!(message.contains("not a password"), "{message}");
+    let (_, message) = error_of("[webdav]\nanonymous = \"yes\"\n");
+    assert!(message.contains("line 2"), "{message}");
+    assert!(message.contains("\"off\", \"ro\" or \"rw\""), "{message}");
+    let (_, message) = error_of("[webdav]\ntls_cert = \"c.pem\"\n");
+    assert!(message.contains("webdav.tls_cert"), "{message}");
+    assert!(message.contains("tls_key"), "{message}");
 }

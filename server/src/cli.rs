@@ -70,6 +70,9 @@ pub struct ServeArgs {
     /// WebDAV address.
     #[arg(long, env = "WORMFS_WEBDAV_LISTEN")]
     pub webdav_listen: Option<std::net::SocketAddr>,
+    /// WebDAV access without a password: off, ro or rw (a trusted LAN or a test bench).
+    #[arg(long, value_name = "off|ro|rw")]
+    pub anonymous: Option<wormfs_config::Anonymous>,
     /// A drop folder, PATH or PATH=TREE_PREFIX (repeatable; replaces the config's folders).
     #[arg(long = "ingest", value_name = "PATH[=TREE]")]
     pub ingest: Vec<String>,
@@ -83,6 +86,9 @@ pub enum Cmd {
     /// Configuration helpers.
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// WebDAV helpers.
+    #[command(subcommand)]
+    Webdav(WebdavCmd),
     /// Store a local file or folder tree at DEST.
     Put {
         /// Local file or folder.
@@ -175,6 +181,14 @@ pub enum ConfigCmd {
         /// The file.
         file: PathBuf,
     },
+}
+
+/// `wormfs webdav ...`
+#[derive(Subcommand, Debug)]
+pub enum WebdavCmd {
+    /// Read a password (first line of standard input, or typed at a prompt) and print its
+    /// Argon2id hash for a `[[webdav.users]]` entry.
+    HashPassword,
 }
 
 /// `wormfs policy ...`
@@ -398,7 +412,7 @@ pub async fn run_client(cli: Cli) -> anyhow::Result<()> {
         json: cli.json,
     };
     match cli.cmd {
-        Cmd::Serve(_) | Cmd::Config(_) => unreachable!("handled in main"),
+        Cmd::Serve(_) | Cmd::Config(_) | Cmd::Webdav(_) => unreachable!("handled in main"),
         Cmd::Put {
             src,
             dest,

@@ -26,4 +26,5 @@ pub mod store;
 pub mod sweeper;
 pub mod tree_path;
 pub mod webdav_backend;
+pub mod webdav_face;
 mod webdav_upload;

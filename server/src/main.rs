@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::Parser;
 use wormfs_config::{ConfigSource, LogFormat, Overrides};
 use wormfs_server::api::{router, ApiState};
-use wormfs_server::cli::{exit, run_client, Cli, CliError, Cmd, ConfigCmd, ServeArgs};
+use wormfs_server::cli::{exit, run_client, Cli, CliError, Cmd, ConfigCmd, ServeArgs, WebdavCmd};
 use wormfs_server::node::Node;
 
 /// mimalloc instead of glibc malloc: glibc keeps per-thread arenas of freed multi-MiB buffers
@@ -40,6 +40,13 @@ fn main() {
                         message: e.to_string(),
                     })?;
                 println!("{}: OK\n{cfg:#?}", file.display());
+                Ok(())
+            }
+            Cmd::Webdav(WebdavCmd::HashPassword) => {
+                println!(
+                    "{}",
+                    wormfs_server::webdav_face::hash_password_from_stdin()?
+                );
                 Ok(())
             }
             _ => run_client(cli).await,
@@ -80,6 +87,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         listen: args.listen,
         ingest: args.ingest,
         webdav_listen: args.webdav_listen,
+        anonymous: args.anonymous,
     };
     let cfg =
         wormfs_config::load(args.config.as_deref(), std::env::vars(), &overrides).map_err(|e| {
@@ -112,20 +120,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "WormFS node {} serving the API on http://{}",
         node.store.node_id, cfg.api.listen
     );
+    let face = wormfs_server::webdav_face::build(&cfg, node.store.clone())?;
     let dav_listener = tokio::net::TcpListener::bind(cfg.webdav.listen)
         .await
         .with_context(|| format!("WebDAV: listen on {}", cfg.webdav.listen))?;
-    tracing::info!(addr = %cfg.webdav.listen, "WebDAV listening (read-only)");
-    eprintln!(
-        "WormFS WebDAV (read-only for now) on http://{}",
-        cfg.webdav.listen
-    );
-    let dav = wormfs_webdav::handler(wormfs_server::webdav_backend::StoreBackend::new(
-        node.store.clone(),
-    ));
+    let scheme = if face.tls.is_some() { "https" } else { "http" };
+    tracing::info!(addr = %cfg.webdav.listen, %scheme, anonymous = %cfg.webdav.anonymous, "WebDAV listening");
+    eprintln!("WormFS WebDAV on {scheme}://{}", cfg.webdav.listen);
     let dav_task = tokio::spawn(wormfs_webdav::serve(
         dav_listener,
-        dav,
+        face,
         node.shutdown.child_token(),
     ));
     let stop = node.shutdown.clone();

@@ -42,6 +42,9 @@ impl Refusal {
         if self.status == StatusCode::METHOD_NOT_ALLOWED {
             b = b.header("allow", ALLOWED);
         }
+        if self.status == StatusCode::UNAUTHORIZED {
+            b = b.header("www-authenticate", crate::auth::CHALLENGE);
+        }
         b.body(Body::from(body)).unwrap_or_else(|_| {
             let mut r = Response::new(Body::empty());
             *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;

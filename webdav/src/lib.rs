@@ -7,27 +7,31 @@
 //! replicated metadata). Requests are checked first ([`guard`]): paths confined to the tree,
 //! no partial writes, no `Depth: infinity`, no `#fragment`.
 
+pub mod auth;
 mod backend;
 mod davfs;
 mod fragment;
 pub mod guard;
 pub mod locks;
 pub mod propfind;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use dav_server::body::Body;
-use dav_server::{DavHandler, DavMethodSet};
+use dav_server::{DavConfig, DavHandler, DavMethodSet};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+pub use auth::{Auth, AuthConfig, User};
 pub use backend::{
     Backend, BackendError, BoxFut, CreateOptions, DeadProp, Entry, LockInfo, ReadFile, WriteFile,
 };
@@ -52,8 +56,22 @@ pub fn handler(backend: Arc<dyn Backend>) -> DavHandler {
         .build_handler()
 }
 
-/// Serves `handler` on `listener` until `stop`; connections get TCP_NODELAY.
-pub async fn serve(listener: TcpListener, handler: DavHandler, stop: CancellationToken) {
+/// Everything a connection needs: dav-server, who may use it, and HTTPS if configured.
+#[derive(Clone)]
+pub struct Face {
+    /// dav-server over the backend.
+    pub handler: DavHandler,
+    /// Authentication and roles.
+    pub auth: Arc<Auth>,
+    /// HTTPS, if configured.
+    pub tls: Option<TlsAcceptor>,
+}
+
+/// How long a client has to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Serves `face` on `listener` until `stop`; connections get TCP_NODELAY.
+pub async fn serve(listener: TcpListener, face: Face, stop: CancellationToken) {
     loop {
         let (stream, peer) = tokio::select! {
             _ = stop.cancelled() => break,
@@ -69,28 +87,35 @@ pub async fn serve(listener: TcpListener, handler: DavHandler, stop: Cancellatio
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!("TCP_NODELAY: {e}");
         }
-        let h = handler.clone();
+        let face = face.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
-            connection(stream, peer, h, stop).await;
+            match face.tls.clone() {
+                None => connection(stream, peer, face, stop).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => connection(tls, peer, face, stop).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, "webdav TLS handshake: {e}"),
+                        Err(_) => tracing::debug!(%peer, "webdav TLS handshake timed out"),
+                    }
+                }
+            }
         });
     }
 }
 
 #[tracing::instrument(name = "webdav_conn", skip_all, fields(%peer))]
-async fn connection(
-    stream: tokio::net::TcpStream,
-    peer: SocketAddr,
-    h: DavHandler,
-    stop: CancellationToken,
-) {
+async fn connection<I>(stream: I, peer: SocketAddr, face: Face, stop: CancellationToken)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let fragments = Fragments::default();
     let stream = FragmentSniffer::new(stream, fragments.clone());
     let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-        let h = h.clone();
-        let span = tracing::info_span!("webdav", method = %req.method(), path = %req.uri().path());
+        let face = face.clone();
+        let span = tracing::info_span!("webdav", method = %req.method(), path = %req.uri().path(), user = tracing::field::Empty);
         let fragment = fragments.take(req.method().as_str(), req.uri().path());
-        async move { Ok::<_, std::convert::Infallible>(respond(h, req, fragment).await) }
+        async move { Ok::<_, std::convert::Infallible>(respond(&face, req, fragment).await) }
             .instrument(span)
     });
     let conn = hyper::server::conn::http1::Builder::new()
@@ -112,14 +137,30 @@ fn status_response(status: StatusCode, text: &str) -> Response<Body> {
     r
 }
 
-/// One request: the guard's checks, then dav-server (with PROPFIND answers completed).
-async fn respond(h: DavHandler, req: Request<Incoming>, fragment: bool) -> Response<Body> {
+/// One request: who is asking, the guard's checks, then dav-server (with PROPFIND answers
+/// completed).
+async fn respond(face: &Face, req: Request<Incoming>, fragment: bool) -> Response<Body> {
+    let caller = match face.auth.admit(req.method(), req.headers()).await {
+        Ok(c) => c,
+        Err(refusal) => {
+            tracing::info!(status = %refusal.status, "refused: {}", refusal.reason);
+            return refusal.response();
+        }
+    };
+    if let Some(u) = &caller.user {
+        tracing::Span::current().record("user", u.as_str());
+    }
     if let Err(refusal) = guard::check(&req, fragment) {
         tracing::info!(status = %refusal.status, "refused: {}", refusal.reason);
         return refusal.response();
     }
+    let mut config = DavConfig::new();
+    if let Some(u) = caller.user {
+        config = config.principal(u);
+    }
+    let h = &face.handler;
     if req.method().as_str() != "PROPFIND" {
-        return h.handle(req).await;
+        return h.handle_with(config, req).await;
     }
     let (parts, body) = req.into_parts();
     let body = match Limited::new(body, MAX_XML_BODY).collect().await {

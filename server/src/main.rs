@@ -112,6 +112,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         token: Arc::new(node.token.clone()),
         drops: node.drops.clone(),
     };
+    // WebDAV is bound before the API, so a caller that sees the API up finds WebDAV up too.
+    let face = wormfs_server::webdav_face::build(&cfg, node.store.clone())?;
+    let dav_listener = tokio::net::TcpListener::bind(cfg.webdav.listen)
+        .await
+        .with_context(|| format!("WebDAV: listen on {}", cfg.webdav.listen))?;
+    let scheme = if face.tls.is_some() { "https" } else { "http" };
+    tracing::info!(addr = %cfg.webdav.listen, %scheme, anonymous = %cfg.webdav.anonymous, "WebDAV listening");
+    eprintln!("WormFS WebDAV on {scheme}://{}", cfg.webdav.listen);
     let listener = tokio::net::TcpListener::bind(cfg.api.listen)
         .await
         .with_context(|| format!("listen on {}", cfg.api.listen))?;
@@ -120,13 +128,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "WormFS node {} serving the API on http://{}",
         node.store.node_id, cfg.api.listen
     );
-    let face = wormfs_server::webdav_face::build(&cfg, node.store.clone())?;
-    let dav_listener = tokio::net::TcpListener::bind(cfg.webdav.listen)
-        .await
-        .with_context(|| format!("WebDAV: listen on {}", cfg.webdav.listen))?;
-    let scheme = if face.tls.is_some() { "https" } else { "http" };
-    tracing::info!(addr = %cfg.webdav.listen, %scheme, anonymous = %cfg.webdav.anonymous, "WebDAV listening");
-    eprintln!("WormFS WebDAV on {scheme}://{}", cfg.webdav.listen);
     let dav_task = tokio::spawn(wormfs_webdav::serve(
         dav_listener,
         face,

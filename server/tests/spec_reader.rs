@@ -439,6 +439,7 @@ async fn start_node(dir: &Path) -> anyhow::Result<Node> {
         listen: None,
         ingest: vec![],
         webdav_listen: None,
+        anonymous: None,
     };
     let mut cfg = wormfs_config::load(None, Vec::<(String, String)>::new(), &overrides)?;
     cfg.storage.block_size_bytes = BLOCK;

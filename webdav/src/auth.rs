@@ -98,7 +98,7 @@ impl Auth {
     pub fn new(cfg: AuthConfig) -> Result<Self, String> {
         let mut users = HashMap::new();
         for u in cfg.users {
-            PasswordHash::new(&u.password_hash)
+            check_hash(&u.password_hash)
                 .map_err(|e| format!("user {:?}: password hash: {e}", u.name))?;
             users.insert(u.name.clone(), u);
         }
@@ -196,6 +196,20 @@ fn parse_basic(v: &[u8]) -> Option<(String, String)> {
     Some((u.to_owned(), p.to_owned()))
 }
 
+/// Checks that a stored hash is a whole Argon2 PHC string (algorithm, parameters, salt and
+/// hash), so a truncated or mistyped one is refused at start, not at the first login.
+fn check_hash(phc: &str) -> Result<(), String> {
+    let h = PasswordHash::new(phc).map_err(|e| e.to_string())?;
+    if !h.algorithm.as_str().starts_with("argon2") {
+        return Err(format!("{} is not an Argon2 hash", h.algorithm));
+    }
+    if h.salt.is_none() || h.hash.is_none() {
+        return Err("the salt or the hash is missing".into());
+    }
+    argon2::Params::try_from(&h).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,16 +276,22 @@ mod tests {
 
     #[test]
     fn a_bad_hash_is_refused_naming_the_user() {
-        let e = Auth::new(AuthConfig {
-            users: vec![User {
-                name: "ann".into(),
-                password_hash: "$argon2id$nonsense".into(),
-                can_write: true,
-            }],
-            anonymous: None,
-        })
-        .err()
-        .unwrap();
-        assert!(e.contains("ann"), "{e}");
+        let good = hash_password("pw").unwrap();
+        let truncated = good[..good.rfind('$').unwrap()].to_string();
+        let with = |hash: &str| {
+            Auth::new(AuthConfig {
+                users: vec![User {
+                    name: "ann".into(),
+                    password_hash: hash.into(),
+                    can_write: true,
+                }],
+                anonymous: None,
+            })
+        };
+        assert!(with(&good).is_ok());
+        for bad in ["$argon2id$nonsense", "plain-password", &truncated] {
+            let e = with(bad).err().unwrap();
+            assert!(e.contains("ann"), "{bad}: {e}");
+        }
     }
 }

@@ -119,7 +119,13 @@ where
             .instrument(span)
     });
     let conn = hyper::server::conn::http1::Builder::new()
-        .max_buf_size(64 * 1024)
+        .timer(hyper_util::rt::TokioTimer::new())
+        // A request head must arrive whole, soon and small: this bounds
+        // what one slow or hostile client can hold.
+        .header_read_timeout(std::time::Duration::from_secs(30))
+        .max_header_size(MAX_HEAD)
+        .max_headers(100)
+        .max_buf_size(MAX_HEAD)
         .serve_connection(TokioIo::new(stream), svc);
     tokio::pin!(conn);
     tokio::select! {
@@ -127,6 +133,10 @@ where
         _ = stop.cancelled() => conn.as_mut().graceful_shutdown(),
     }
 }
+
+/// The largest request head (request line and headers) accepted; a larger
+/// one is answered 431 and the connection closed.
+const MAX_HEAD: usize = 64 * 1024;
 
 /// The largest XML request body read (PROPFIND, PROPPATCH, LOCK), as dav-server bounds it.
 const MAX_XML_BODY: usize = 64 * 1024;

@@ -20,6 +20,7 @@ pub fn config(dir: &Path, block: u32, part_bytes: u64) -> wormfs_config::Config 
         listen: None,
         ingest: vec![],
         webdav_listen: None,
+        anonymous: None,
     };
     let mut cfg = wormfs_config::load(None, Vec::<(String, String)>::new(), &overrides)
         .expect("embedded config");
@@ -106,4 +107,5 @@ pub fn part_files(store: &Store) -> Vec<std::path::PathBuf> {
     }
     out
 }
+pub mod dav;
 pub mod process;

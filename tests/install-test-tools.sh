@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the programs the tests drive (Debian packages), when missing: curl (WebDAV tests),
 # unshare and nsenter (util-linux: tmpfs disks in a private mount namespace), litmus (the
-# WebDAV compliance suite), rclone and cadaver (WebDAV clients), openssl (test certificates). Fails loudly if
+# WebDAV compliance suite), rclone and cadaver (WebDAV clients), openssl (test certificates), ffmpeg and
+# ffprobe (seeking into a video over WebDAV). Fails loudly if
 # one cannot be installed, so no test is ever skipped for lack of a tool.
 set -euo pipefail
 need=()
@@ -11,6 +12,7 @@ command -v litmus >/dev/null || need+=(litmus)
 command -v rclone >/dev/null || need+=(rclone)
 command -v cadaver >/dev/null || need+=(cadaver)
 command -v openssl >/dev/null || need+=(openssl)
+{ command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null; } || need+=(ffmpeg)
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "== installing test tools: ${need[*]}"
 SUDO=""

@@ -24,8 +24,8 @@ use std::path::{Component, Path, PathBuf};
 
 pub use error::ConfigError;
 pub use policy::{
-    AfterIngest, Anonymous, ConflictRule, LogFormat, ParseChoiceError, PolicyParseError,
-    PolicySpec, Role, MAX_COPIES, MAX_EC_DATA, MAX_EC_PARITY,
+    AfterIngest, Anonymous, ConflictRule, LogFormat, MacMetadata, ParseChoiceError,
+    PolicyParseError, PolicySpec, Role, MAX_COPIES, MAX_EC_DATA, MAX_EC_PARITY,
 };
 
 use raw::{
@@ -95,6 +95,8 @@ pub struct WebdavConfig {
     pub users: Vec<WebdavUser>,
     /// Certificate and key files: the face speaks HTTPS when set.
     pub tls: Option<TlsFiles>,
+    /// What happens to Finder's `.DS_Store` and `._name` files.
+    pub macos_metadata: MacMetadata,
 }
 
 /// A WebDAV user.
@@ -611,6 +613,7 @@ fn build_webdav(webdav: RawWebdav, ctx: &Ctx<'_>) -> Result<WebdavConfig, Config
         users,
         tls_cert,
         tls_key,
+        macos_metadata,
     } = webdav;
     let mut out = Vec::with_capacity(users.len());
     for (i, u) in users.into_iter().enumerate() {
@@ -662,6 +665,7 @@ fn build_webdav(webdav: RawWebdav, ctx: &Ctx<'_>) -> Result<WebdavConfig, Config
         anonymous,
         users: out,
         tls,
+        macos_metadata,
     })
 }
 

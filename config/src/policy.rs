@@ -189,6 +189,16 @@ pub enum Role {
     ReadWrite,
 }
 
+/// What the WebDAV face does with the metadata files Finder writes (`.DS_Store`, `._name`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum MacMetadata {
+    /// Store them as small files, like any other (the default: Finder sees what it wrote).
+    #[default]
+    Store,
+    /// Answer the upload as if stored and keep nothing.
+    Discard,
+}
+
 /// The output format of the server's log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LogFormat {
@@ -262,6 +272,11 @@ choice!(Anonymous, "anonymous access", r#""off", "ro" or "rw""#, {
     ReadWrite => "rw",
 });
 
+choice!(MacMetadata, "macOS metadata handling", r#""store" or "discard""#, {
+    Store => "store",
+    Discard => "discard",
+});
+
 choice!(Role, "role", r#""ro" or "rw""#, {
     ReadOnly => "ro",
     ReadWrite => "rw",
@@ -314,6 +329,10 @@ serde_as_str!(
 serde_as_str!(LogFormat, r#"a log format string: "text" or "json""#);
 serde_as_str!(Anonymous, r#"anonymous access: "off", "ro" or "rw""#);
 serde_as_str!(Role, r#"a role: "ro" or "rw""#);
+serde_as_str!(
+    MacMetadata,
+    r#"macOS metadata handling: "store" or "discard""#
+);
 serde_as_str!(
     AfterIngest,
     r#"an after-ingest action: "delete", "move" or "keep""#

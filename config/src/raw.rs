@@ -10,7 +10,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::policy::{
-    AfterIngest, Anonymous, ConflictRule, LogFormat, ParseChoiceError, PolicySpec, Role,
+    AfterIngest, Anonymous, ConflictRule, LogFormat, MacMetadata, ParseChoiceError, PolicySpec,
+    Role,
 };
 
 /// One MiB.
@@ -38,6 +39,7 @@ pub(crate) const KEYS: &[&str] = &[
     "webdav.users",
     "webdav.tls_cert",
     "webdav.tls_key",
+    "webdav.macos_metadata",
     "storage.disks",
     "storage.default_policy",
     "storage.small_file_threshold_bytes",
@@ -127,6 +129,8 @@ pub(crate) struct RawWebdav {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key.
     pub tls_key: Option<PathBuf>,
+    /// `.DS_Store` and `._name` files: stored or discarded.
+    pub macos_metadata: MacMetadata,
 }
 
 /// One `[[webdav.users]]` entry.
@@ -489,6 +493,7 @@ pub(crate) fn set_key(
         "webdav.users" => raw.webdav.users = RawUser::parse_list(text)?,
         "webdav.tls_cert" => raw.webdav.tls_cert = non_empty_path(text),
         "webdav.tls_key" => raw.webdav.tls_key = non_empty_path(text),
+        "webdav.macos_metadata" => raw.webdav.macos_metadata = text_value(text)?,
         "storage.disks" => {
             raw.storage.disks = text
                 .split(',')

@@ -228,6 +228,7 @@ fn example_mentions_every_key_and_every_key_is_settable_from_env() {
             "raft.election_timeout_min_ms" => "300",
             "ingest.orphan_grace_ms" => "1000000",
             "webdav.anonymous" => "ro",
+            "webdav.macos_metadata" => "discard",
             "webdav.users" => "ann:ro:$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA",
             "webdav.tls_cert" | "webdav.tls_key" => "/x.pem",
             _ => "3",

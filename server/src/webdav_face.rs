@@ -100,7 +100,10 @@ pub fn build(cfg: &Config, store: Arc<Store>) -> anyhow::Result<Face> {
         None => None,
     };
     Ok(Face {
-        handler: wormfs_webdav::handler(StoreBackend::new(store)),
+        handler: wormfs_webdav::handler(
+            StoreBackend::new(store),
+            cfg.webdav.macos_metadata == wormfs_config::MacMetadata::Discard,
+        ),
         auth: Arc::new(auth),
         tls,
     })

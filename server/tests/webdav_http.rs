@@ -571,3 +571,106 @@ fn dead_properties_and_locks_survive_a_restart() {
     assert_eq!(dav.curl(&[], "/moved.txt").body, b"v2");
     s.term();
 }
+
+/// What Finder does to copy a file in: LOCK the new name (creating it empty), PUT the body
+/// chunked with `X-Expected-Entity-Length` under the lock, UNLOCK.
+fn finder_copy(dav: &Dav, path: &str, body: &[u8], dir: &Path) -> u16 {
+    let lock = r#"<?xml version="1.0" encoding="utf-8"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope><D:locktype><D:write/></D:locktype><D:owner><D:href>http://www.apple.com/webdav_fs/</D:href></D:owner></D:lockinfo>"#;
+    let a = dav.curl(
+        &[
+            "-X",
+            "LOCK",
+            "-H",
+            "Timeout: Second-600",
+            "--data-binary",
+            lock,
+        ],
+        path,
+    );
+    // 201: the LOCK created the (empty) file.
+    assert_eq!(a.status, 201, "LOCK {path}: {}", a.text());
+    let token = a.header("lock-token").unwrap().to_owned();
+    let f = dir.join("finder-body");
+    std::fs::write(&f, body).unwrap();
+    let put = dav.curl(
+        &[
+            "-T",
+            f.to_str().unwrap(),
+            "-H",
+            "Transfer-Encoding: chunked",
+            "-H",
+            &format!("X-Expected-Entity-Length: {}", body.len()),
+            "-H",
+            &format!("If: ({token})"),
+        ],
+        path,
+    );
+    let a = dav.curl(
+        &["-X", "UNLOCK", "-H", &format!("Lock-Token: {token}")],
+        path,
+    );
+    assert_eq!(a.status, 204, "UNLOCK {path}: {}", a.headers);
+    put.status
+}
+
+#[test]
+fn finder_uploads_and_macos_metadata_stored_or_discarded() {
+    let film = data_of(700_000, 3);
+    let apple_double = data_of(4096, 9);
+    for discard in [false, true] {
+        let t = tempfile::tempdir().unwrap();
+        let env: &[(&str, &str)] = if discard {
+            &[("WORMFS_WEBDAV__MACOS_METADATA", "discard")]
+        } else {
+            &[]
+        };
+        let s = Server::start_env(t.path(), free_port(), &[], env);
+        let dav = Dav::of(&s);
+        assert_eq!(dav.curl(&["-X", "MKCOL"], "/Films").status, 201);
+        assert!(
+            [201, 204].contains(&finder_copy(&dav, "/Films/film.mkv", &film, t.path())),
+            "film upload"
+        );
+        for name in ["._film.mkv", ".DS_Store"] {
+            let status = finder_copy(&dav, &format!("/Films/{name}"), &apple_double, t.path());
+            assert!([201, 204].contains(&status), "{name}: {status}");
+        }
+        // The film is whole either way, and parallel ranges read it back.
+        let got = dav.curl(&[], "/Films/film.mkv");
+        assert!(got.body == film, "film differs");
+        std::thread::scope(|sc| {
+            let hs: Vec<_> = (0..4usize)
+                .map(|i| {
+                    let dav = &dav;
+                    let film = &film;
+                    sc.spawn(move || {
+                        let from = i * 150_000;
+                        let to = from + 65_535;
+                        let a = dav.curl(
+                            &["-H", &format!("Range: bytes={from}-{to}")],
+                            "/Films/film.mkv",
+                        );
+                        assert_eq!(a.status, 206);
+                        assert!(a.body == film[from..=to], "range {i}");
+                    })
+                })
+                .collect();
+            for h in hs {
+                h.join().unwrap();
+            }
+        });
+        let listing = s.ok(&["ls", "/Films"]);
+        for name in ["._film.mkv", ".DS_Store"] {
+            let a = dav.curl(&[], &format!("/Films/{name}"));
+            if discard {
+                assert_eq!(a.status, 404, "{name} was kept");
+                assert!(!listing.contains(name), "{listing}");
+            } else {
+                assert_eq!(a.status, 200, "{name}");
+                assert!(a.body == apple_double, "{name} differs");
+                assert!(listing.contains(name), "{listing}");
+            }
+        }
+        s.term();
+    }
+}

@@ -16,18 +16,61 @@ use futures::FutureExt;
 use http::StatusCode;
 use unicode_normalization::UnicodeNormalization;
 
-use crate::backend::{Backend, BackendError, CreateOptions, DeadProp, Entry, ReadFile, WriteFile};
+use crate::backend::{
+    Backend, BackendError, BoxFut, CreateOptions, DeadProp, Entry, ReadFile, WriteFile,
+};
 
 /// dav-server's view of the tree.
 #[derive(Clone)]
 pub struct WormDavFs {
     backend: Arc<dyn Backend>,
+    discard_mac_metadata: bool,
 }
 
 impl WormDavFs {
-    /// A filesystem over `backend`.
-    pub fn new(backend: Arc<dyn Backend>) -> Box<Self> {
-        Box::new(Self { backend })
+    /// A filesystem over `backend`; with `discard_mac_metadata`, new macOS metadata files
+    /// (`.DS_Store`, `._*`) are accepted and thrown away instead of stored.
+    pub fn new(backend: Arc<dyn Backend>, discard_mac_metadata: bool) -> Box<Self> {
+        Box::new(Self {
+            backend,
+            discard_mac_metadata,
+        })
+    }
+}
+
+/// Whether `name` is a file Finder writes beside the user's files: `.DS_Store` (folder view
+/// settings) or `._name` (AppleDouble: extended attributes and resource fork of `name`).
+pub fn is_mac_metadata(name: &str) -> bool {
+    name == ".DS_Store" || (name.starts_with("._") && name.len() > 2)
+}
+
+/// A write that is answered as if stored and kept nowhere (macOS metadata, when configured).
+struct Discarded {
+    written: u64,
+}
+
+impl WriteFile for Discarded {
+    fn write(&mut self, data: Bytes) -> BoxFut<'_, ()> {
+        self.written += data.len() as u64;
+        Box::pin(async { Ok(()) })
+    }
+    fn commit(&mut self) -> BoxFut<'_, Entry> {
+        let size = self.written;
+        Box::pin(async move {
+            Ok(Entry {
+                name: String::new(),
+                is_dir: false,
+                size,
+                mtime_ms: SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0),
+                etag: None,
+            })
+        })
+    }
+    fn written(&self) -> u64 {
+        self.written
     }
 }
 
@@ -291,8 +334,14 @@ impl DavFileSystem for WormDavFs {
                         return Err(FsError::Forbidden);
                     }
                 }
-                let mut file = self.backend.create(&p, opts).await.map_err(fs_err)?;
                 let name = p.rsplit('/').next().unwrap_or_default().to_owned();
+                let mut file: Box<dyn WriteFile> =
+                    if self.discard_mac_metadata && is_mac_metadata(&name) {
+                        tracing::debug!("discarding macOS metadata {p}");
+                        Box::new(Discarded { written: 0 })
+                    } else {
+                        self.backend.create(&p, opts).await.map_err(fs_err)?
+                    };
                 if !options.truncate {
                     // Only LOCK on an unmapped URL opens without truncating (a partial PUT is
                     // refused before it gets here): it creates an empty file at once.

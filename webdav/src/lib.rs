@@ -35,7 +35,7 @@ pub use auth::{Auth, AuthConfig, User};
 pub use backend::{
     Backend, BackendError, BoxFut, CreateOptions, DeadProp, Entry, LockInfo, ReadFile, WriteFile,
 };
-pub use davfs::WormDavFs;
+pub use davfs::{is_mac_metadata, WormDavFs};
 pub use locks::WormLs;
 
 use fragment::{FragmentSniffer, Fragments};
@@ -43,12 +43,12 @@ use fragment::{FragmentSniffer, Fragments};
 /// Bytes dav-server asks for per read: large, so a GET is a few big backend reads.
 pub const READ_BUF_SIZE: usize = 1 << 20;
 
-/// The dav-server handler over `backend`.
-pub fn handler(backend: Arc<dyn Backend>) -> DavHandler {
+/// The dav-server handler over `backend`; see [`WormDavFs::new`] for `discard_mac_metadata`.
+pub fn handler(backend: Arc<dyn Backend>, discard_mac_metadata: bool) -> DavHandler {
     let mut methods = DavMethodSet::WEBDAV_RW;
     methods.remove(dav_server::DavMethod::Patch);
     DavHandler::builder()
-        .filesystem(WormDavFs::new(backend.clone()))
+        .filesystem(WormDavFs::new(backend.clone(), discard_mac_metadata))
         .locksystem(WormLs::new(backend))
         .methods(methods)
         .autoindex(true)

@@ -53,6 +53,8 @@ pub struct Config {
     pub api: ApiConfig,
     /// `[webdav]`.
     pub webdav: WebdavConfig,
+    /// `[discovery]`.
+    pub discovery: DiscoveryConfig,
     /// `[storage]`.
     pub storage: StorageConfig,
     /// `[ingest]`.
@@ -97,6 +99,15 @@ pub struct WebdavConfig {
     pub tls: Option<TlsFiles>,
     /// What happens to Finder's `.DS_Store` and `._name` files.
     pub macos_metadata: MacMetadata,
+    /// Advertise the face over mDNS (when `discovery.mdns` is on).
+    pub advertise: bool,
+}
+
+/// `[discovery]`: finding and being found on the LAN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiscoveryConfig {
+    /// mDNS: off with no config file, on for a file run unless set.
+    pub mdns: bool,
 }
 
 /// A WebDAV user.
@@ -221,6 +232,8 @@ pub struct Overrides {
     pub webdav_listen: Option<SocketAddr>,
     /// `--anonymous ro|rw|off`: replaces `webdav.anonymous`.
     pub anonymous: Option<Anonymous>,
+    /// `--mdns on|off`: replaces `discovery.mdns`.
+    pub mdns: Option<bool>,
 }
 
 /// The complete, commented example config.
@@ -397,7 +410,12 @@ fn apply_overrides(
         ingest,
         webdav_listen,
         anonymous,
+        mdns,
     } = overrides;
+    if let Some(m) = mdns {
+        raw.discovery.mdns = Some(*m);
+        origins.insert("discovery.mdns", Origin::Flag("--mdns"));
+    }
     if let Some(a) = anonymous {
         raw.webdav.anonymous = *a;
         origins.insert("webdav.anonymous", Origin::Flag("--anonymous"));
@@ -527,6 +545,7 @@ fn build(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
         node,
         api,
         webdav,
+        discovery,
         storage,
         ingest,
         raft,
@@ -549,6 +568,9 @@ fn build(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
         node: build_node(node, ctx)?,
         api: build_api(api, ctx),
         webdav: build_webdav(webdav, ctx)?,
+        discovery: DiscoveryConfig {
+            mdns: discovery.mdns.unwrap_or(ctx.file.is_some()),
+        },
         storage: build_storage(storage, ctx)?,
         raft: build_raft(raft, ctx)?,
         log: build_log(log, ctx)?,
@@ -614,6 +636,7 @@ fn build_webdav(webdav: RawWebdav, ctx: &Ctx<'_>) -> Result<WebdavConfig, Config
         tls_cert,
         tls_key,
         macos_metadata,
+        advertise,
     } = webdav;
     let mut out = Vec::with_capacity(users.len());
     for (i, u) in users.into_iter().enumerate() {
@@ -666,6 +689,7 @@ fn build_webdav(webdav: RawWebdav, ctx: &Ctx<'_>) -> Result<WebdavConfig, Config
         users: out,
         tls,
         macos_metadata,
+        advertise,
     })
 }
 

@@ -40,6 +40,8 @@ pub(crate) const KEYS: &[&str] = &[
     "webdav.tls_cert",
     "webdav.tls_key",
     "webdav.macos_metadata",
+    "webdav.advertise",
+    "discovery.mdns",
     "storage.disks",
     "storage.default_policy",
     "storage.small_file_threshold_bytes",
@@ -72,6 +74,8 @@ pub(crate) struct RawConfig {
     pub api: RawApi,
     /// `[webdav]`: the WebDAV face.
     pub webdav: RawWebdav,
+    /// `[discovery]`: mDNS.
+    pub discovery: RawDiscovery,
     /// `[storage]`: disks, policies and part layout.
     pub storage: RawStorage,
     /// `[ingest]`: uploads in progress.
@@ -116,7 +120,7 @@ pub(crate) struct RawApi {
 }
 
 /// `[webdav]`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawWebdav {
     /// Address of the WebDAV face; unset means 127.0.0.1:7711 (no file) or 0.0.0.0:7711.
@@ -131,6 +135,30 @@ pub(crate) struct RawWebdav {
     pub tls_key: Option<PathBuf>,
     /// `.DS_Store` and `._name` files: stored or discarded.
     pub macos_metadata: MacMetadata,
+    /// Advertise the face as `_webdav._tcp` (`_webdavs._tcp` with TLS) when mDNS is on.
+    pub advertise: bool,
+}
+
+impl Default for RawWebdav {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            anonymous: Anonymous::default(),
+            users: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
+            macos_metadata: MacMetadata::default(),
+            advertise: true,
+        }
+    }
+}
+
+/// `[discovery]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawDiscovery {
+    /// mDNS on the LAN; unset means off with no config file, on for a file run.
+    pub mdns: Option<bool>,
 }
 
 /// One `[[webdav.users]]` entry.
@@ -445,6 +473,15 @@ where
     text.trim().parse::<T>().map_err(|e| e.to_string())
 }
 
+/// `true`/`false` (also `on`/`off`, `yes`/`no`, `1`/`0`), as environment variables spell them.
+fn boolean(text: &str) -> Result<bool, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" | "on" | "yes" | "1" => Ok(true),
+        "false" | "off" | "no" | "0" => Ok(false),
+        _ => Err(format!("expected true or false, got {text:?}")),
+    }
+}
+
 fn non_empty_path(text: &str) -> Option<PathBuf> {
     let t = text.trim();
     (!t.is_empty()).then(|| PathBuf::from(t))
@@ -494,6 +531,14 @@ pub(crate) fn set_key(
         "webdav.tls_cert" => raw.webdav.tls_cert = non_empty_path(text),
         "webdav.tls_key" => raw.webdav.tls_key = non_empty_path(text),
         "webdav.macos_metadata" => raw.webdav.macos_metadata = text_value(text)?,
+        "webdav.advertise" => raw.webdav.advertise = boolean(text)?,
+        "discovery.mdns" => {
+            raw.discovery.mdns = if text.trim().is_empty() {
+                None
+            } else {
+                Some(boolean(text)?)
+            }
+        }
         "storage.disks" => {
             raw.storage.disks = text
                 .split(',')

@@ -182,6 +182,7 @@ fn example_mentions_every_key_and_every_key_is_settable_from_env() {
     raw.webdav.listen = Some("127.0.0.1:2".parse().expect("addr"));
     raw.webdav.tls_cert = Some("c.pem".into());
     raw.webdav.tls_key = Some("k.pem".into());
+    raw.discovery.mdns = Some(true);
     let table = toml::Table::try_from(&raw).expect("serialise raw");
     let mut fields = Vec::new();
     for (section, value) in &table {
@@ -229,6 +230,8 @@ fn example_mentions_every_key_and_every_key_is_settable_from_env() {
             "ingest.orphan_grace_ms" => "1000000",
             "webdav.anonymous" => "ro",
             "webdav.macos_metadata" => "discard",
+            "webdav.advertise" => "false",
+            "discovery.mdns" => "true",
             "webdav.users" => "ann:ro:$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA",
             "webdav.tls_cert" | "webdav.tls_key" => "/x.pem",
             _ => "3",
@@ -495,6 +498,7 @@ fn overrides_beat_env_beat_file() {
         ingest: Vec::new(),
         webdav_listen: None,
         anonymous: None,
+        mdns: None,
     };
     let with_flags = load(Some(&path), vars, &overrides).expect("loads");
     assert_eq!(with_flags.api.listen, "10.0.0.3:3".parse().expect("addr"));
@@ -649,4 +653,43 @@ fn webdav_users_are_checked_naming_the_line() {
     let (_, message) = error_of("[webdav]\ntls_cert = \"c.pem\"\n");
     assert!(message.contains("webdav.tls_cert"), "{message}");
     assert!(message.contains("tls_key"), "{message}");
+}
+
+#[test]
+fn mdns_is_off_embedded_on_for_a_file_and_switchable() {
+    let embedded = load(None, no_env(), &Overrides::default()).expect("loads");
+    assert!(!embedded.discovery.mdns);
+    assert!(embedded.webdav.advertise);
+    let file = load_text("").expect("loads");
+    assert!(file.discovery.mdns);
+    let off = load_text("[discovery]\nmdns = false\n[webdav]\nadvertise = false\n").expect("loads");
+    assert!(!off.discovery.mdns);
+    assert!(!off.webdav.advertise);
+    let (_dir, path) = config_file("[discovery]\nmdns = false\n");
+    let on_by_env = load(
+        Some(&path),
+        env(&[("WORMFS_DISCOVERY__MDNS", "on")]),
+        &Overrides::default(),
+    )
+    .expect("loads");
+    assert!(on_by_env.discovery.mdns);
+    let flag = Overrides {
+        mdns: Some(false),
+        ..Overrides::default()
+    };
+    let off_by_flag =
+        load(Some(&path), env(&[("WORMFS_DISCOVERY__MDNS", "on")]), &flag).expect("loads");
+    assert!(!off_by_flag.discovery.mdns);
+    let (_, message) = error_of("[discovery]\nmdns = \"sometimes\"\n");
+    assert!(
+        message.contains("discovery.mdns") && message.contains("line 2"),
+        "{message}"
+    );
+    let e = load(
+        None,
+        env(&[("WORMFS_DISCOVERY__MDNS", "maybe")]),
+        &Overrides::default(),
+    )
+    .expect_err("refused");
+    assert!(e.to_string().contains("WORMFS_DISCOVERY__MDNS"), "{e}");
 }

@@ -1,1 +1,186 @@
-//! placeholder
+//! Finding and being found on the LAN over mDNS (multicast DNS, RFC 6762, with DNS-SD,
+//! RFC 6763): a node advertises its faces (`_webdav._tcp` for file managers) under a host name
+//! of its own, `wormfs-<node id>.local.` (Avahi on TrueNAS, Unraid and Debian already owns the
+//! machine's `<hostname>.local`), and browses for services.
+//!
+//! mDNS is off in the embedded default; a run with a config file turns it on unless told not to.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use mdns_sd::{ServiceDaemon, ServiceEvent, ServiceInfo};
+use serde::Serialize;
+
+/// DNS-SD type of a plain-HTTP WebDAV face.
+pub const WEBDAV: &str = "_webdav._tcp.local.";
+/// DNS-SD type of a WebDAV face over HTTPS.
+pub const WEBDAVS: &str = "_webdavs._tcp.local.";
+
+/// Why discovery failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    /// The mDNS daemon could not start or answer.
+    #[error("mDNS: {0}")]
+    Mdns(#[from] mdns_sd::Error),
+}
+
+/// The host name a node advertises its services under.
+pub fn host_name(node_id: u64) -> String {
+    format!("wormfs-{node_id:016x}.local.")
+}
+
+/// A service to advertise.
+#[derive(Debug, Clone)]
+pub struct Advert {
+    /// DNS-SD type, e.g. [`WEBDAV`].
+    pub service_type: String,
+    /// Instance name people see, e.g. "WormFS on nas".
+    pub instance: String,
+    /// Host name, from [`host_name`].
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// The one address to advertise, or `None` for every address of the machine (kept up to
+    /// date as interfaces come and go).
+    pub address: Option<IpAddr>,
+    /// TXT record entries, e.g. `path=/`.
+    pub txt: Vec<(String, String)>,
+}
+
+/// A running mDNS responder with the services it advertises.
+pub struct Mdns {
+    daemon: ServiceDaemon,
+    registered: Vec<String>,
+}
+
+impl Mdns {
+    /// Starts the responder (it joins multicast on every interface).
+    pub fn start() -> Result<Self, DiscoveryError> {
+        Ok(Self {
+            daemon: ServiceDaemon::new()?,
+            registered: Vec::new(),
+        })
+    }
+
+    /// Advertises `advert` until [`Mdns::shutdown`].
+    pub fn advertise(&mut self, advert: &Advert) -> Result<(), DiscoveryError> {
+        let addresses: Vec<IpAddr> = advert.address.into_iter().collect();
+        let txt: Vec<(&str, &str)> = advert
+            .txt
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let info = ServiceInfo::new(
+            &advert.service_type,
+            &advert.instance,
+            &advert.host,
+            &addresses[..],
+            advert.port,
+            &txt[..],
+        )?;
+        let info = if advert.address.is_none() {
+            info.enable_addr_auto()
+        } else {
+            info
+        };
+        let name = info.get_fullname().to_owned();
+        self.daemon.register(info)?;
+        tracing::info!(service = %name, host = %advert.host, port = advert.port, "mDNS: advertising");
+        self.registered.push(name);
+        Ok(())
+    }
+
+    /// Withdraws every advertisement (goodbye packets, so browsers drop them at once) and stops.
+    pub fn shutdown(self) {
+        for name in &self.registered {
+            match self.daemon.unregister(name) {
+                Ok(rx) => {
+                    let _ = rx.recv_timeout(Duration::from_secs(2));
+                }
+                Err(e) => tracing::warn!("mDNS: withdraw {name}: {e}"),
+            }
+        }
+        if let Ok(rx) = self.daemon.shutdown() {
+            let _ = rx.recv_timeout(Duration::from_secs(2));
+        }
+    }
+}
+
+/// A service found on the LAN.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Found {
+    /// DNS-SD type.
+    pub service_type: String,
+    /// Full instance name.
+    pub instance: String,
+    /// Host name.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// Addresses (IPv4 first).
+    pub addresses: Vec<IpAddr>,
+    /// TXT record.
+    pub txt: BTreeMap<String, String>,
+}
+
+/// Browses for `service_types` for `wait`, merging the answers per instance (the first answer
+/// may carry only some of a host's addresses). Blocking: call it off the async runtime.
+pub fn browse(service_types: &[&str], wait: Duration) -> Result<Vec<Found>, DiscoveryError> {
+    let daemon = ServiceDaemon::new()?;
+    let receivers = service_types
+        .iter()
+        .map(|t| daemon.browse(t))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut found: BTreeMap<String, Found> = BTreeMap::new();
+    let deadline = Instant::now() + wait;
+    while Instant::now() < deadline {
+        for rx in &receivers {
+            while let Ok(event) = rx.try_recv() {
+                match event {
+                    ServiceEvent::ServiceResolved(s) => {
+                        let entry = found.entry(s.fullname.clone()).or_insert_with(|| Found {
+                            service_type: s.ty_domain.clone(),
+                            instance: s.fullname.clone(),
+                            host: s.host.clone(),
+                            port: s.port,
+                            addresses: Vec::new(),
+                            txt: BTreeMap::new(),
+                        });
+                        entry.host = s.host.clone();
+                        entry.port = s.port;
+                        for a in &s.addresses {
+                            let ip = a.to_ip_addr();
+                            if !entry.addresses.contains(&ip) {
+                                entry.addresses.push(ip);
+                            }
+                        }
+                        entry.addresses.sort_by_key(|ip| (ip.is_ipv6(), *ip));
+                        for p in s.txt_properties.iter() {
+                            entry.txt.insert(p.key().to_owned(), p.val_str().to_owned());
+                        }
+                    }
+                    ServiceEvent::ServiceRemoved(_, name) => {
+                        found.remove(&name);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if let Ok(rx) = daemon.shutdown() {
+        let _ = rx.recv_timeout(Duration::from_secs(2));
+    }
+    Ok(found.into_values().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_names_are_our_own() {
+        assert_eq!(host_name(0x2a), "wormfs-000000000000002a.local.");
+    }
+}

@@ -73,9 +73,20 @@ pub struct ServeArgs {
     /// WebDAV access without a password: off, ro or rw (a trusted LAN or a test bench).
     #[arg(long, value_name = "off|ro|rw")]
     pub anonymous: Option<wormfs_config::Anonymous>,
+    /// mDNS on the LAN: on or off (default: off with no config file, on with one).
+    #[arg(long, value_name = "on|off", value_parser = on_off)]
+    pub mdns: Option<bool>,
     /// A drop folder, PATH or PATH=TREE_PREFIX (repeatable; replaces the config's folders).
     #[arg(long = "ingest", value_name = "PATH[=TREE]")]
     pub ingest: Vec<String>,
+}
+
+fn on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("expected on or off, got {s:?}")),
+    }
 }
 
 /// The commands.
@@ -89,6 +100,12 @@ pub enum Cmd {
     /// WebDAV helpers.
     #[command(subcommand)]
     Webdav(WebdavCmd),
+    /// List WormFS WebDAV faces advertised on the LAN over mDNS.
+    Discover {
+        /// How long to listen for answers, in seconds.
+        #[arg(long, default_value_t = 3.0)]
+        wait: f64,
+    },
     /// Store a local file or folder tree at DEST.
     Put {
         /// Local file or folder.
@@ -412,7 +429,9 @@ pub async fn run_client(cli: Cli) -> anyhow::Result<()> {
         json: cli.json,
     };
     match cli.cmd {
-        Cmd::Serve(_) | Cmd::Config(_) | Cmd::Webdav(_) => unreachable!("handled in main"),
+        Cmd::Serve(_) | Cmd::Config(_) | Cmd::Webdav(_) | Cmd::Discover { .. } => {
+            unreachable!("handled in main")
+        }
         Cmd::Put {
             src,
             dest,

@@ -42,6 +42,7 @@ fn main() {
                 println!("{}: OK\n{cfg:#?}", file.display());
                 Ok(())
             }
+            Cmd::Discover { wait } => discover(wait, cli.json).await,
             Cmd::Webdav(WebdavCmd::HashPassword) => {
                 println!(
                     "{}",
@@ -80,6 +81,99 @@ fn init_tracing(level: &str, format: LogFormat) {
     }
 }
 
+/// Starts mDNS and advertises the WebDAV face, when the config asks for it. A failure is
+/// logged, not fatal: the node serves without being advertised.
+fn advertise(
+    cfg: &wormfs_config::Config,
+    node_id: u64,
+    https: bool,
+) -> Option<wormfs_discovery::Mdns> {
+    if !cfg.discovery.mdns {
+        tracing::info!("mDNS off");
+        return None;
+    }
+    let mut mdns = match wormfs_discovery::Mdns::start() {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!("mDNS could not start; the node is not advertised: {e}");
+            return None;
+        }
+    };
+    if cfg.webdav.advertise {
+        let machine = cfg
+            .node
+            .name
+            .clone()
+            .or_else(|| {
+                rustix::system::uname()
+                    .nodename()
+                    .to_str()
+                    .ok()
+                    .map(str::to_owned)
+            })
+            .unwrap_or_else(|| "node".into());
+        let ip = cfg.webdav.listen.ip();
+        let advert = wormfs_discovery::Advert {
+            service_type: if https {
+                wormfs_discovery::WEBDAVS
+            } else {
+                wormfs_discovery::WEBDAV
+            }
+            .to_owned(),
+            instance: format!("WormFS on {machine}"),
+            host: wormfs_discovery::host_name(node_id),
+            port: cfg.webdav.listen.port(),
+            address: (!ip.is_unspecified()).then_some(ip),
+            txt: vec![("path".into(), "/".into())],
+        };
+        if let Err(e) = mdns.advertise(&advert) {
+            tracing::error!("mDNS: could not advertise WebDAV: {e}");
+        }
+    }
+    Some(mdns)
+}
+
+async fn discover(wait: f64, json: bool) -> anyhow::Result<()> {
+    if !(0.0..=600.0).contains(&wait) {
+        return Err(CliError {
+            code: exit::USAGE,
+            message: format!("--wait: expected 0 to 600 seconds, got {wait}"),
+        }
+        .into());
+    }
+    let found = tokio::task::spawn_blocking(move || {
+        wormfs_discovery::browse(
+            &[wormfs_discovery::WEBDAV, wormfs_discovery::WEBDAVS],
+            std::time::Duration::from_secs_f64(wait),
+        )
+    })
+    .await??;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&found)?);
+        return Ok(());
+    }
+    if found.is_empty() {
+        println!("nothing found in {wait} s");
+    }
+    for f in &found {
+        let scheme = if f.service_type == wormfs_discovery::WEBDAVS {
+            "https"
+        } else {
+            "http"
+        };
+        let path = f.txt.get("path").map_or("/", String::as_str);
+        let name = f.instance.split("._").next().unwrap_or(&f.instance);
+        for a in &f.addresses {
+            let host = match a {
+                std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+                std::net::IpAddr::V4(v4) => v4.to_string(),
+            };
+            println!("{name}\t{scheme}://{host}:{}{path}\t({})", f.port, f.host);
+        }
+    }
+    Ok(())
+}
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let overrides = Overrides {
         data_dir: args.data_dir,
@@ -88,6 +182,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ingest: args.ingest,
         webdav_listen: args.webdav_listen,
         anonymous: args.anonymous,
+        mdns: args.mdns,
     };
     let cfg =
         wormfs_config::load(args.config.as_deref(), std::env::vars(), &overrides).map_err(|e| {
@@ -104,7 +199,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         std::process::abort();
     }));
     if matches!(cfg.source, ConfigSource::Embedded) {
-        tracing::info!(data_dir = %cfg.node.data_dir.display(), "no config file: running the embedded default (one node, folder-disks, 127.0.0.1, mDNS off)");
+        tracing::info!(data_dir = %cfg.node.data_dir.display(), mdns = cfg.discovery.mdns, "no config file: running the embedded default (one node, folder-disks, 127.0.0.1)");
     }
     let node = Node::start(&cfg).await?;
     let state = ApiState {
@@ -128,6 +223,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "WormFS node {} serving the API on http://{}",
         node.store.node_id, cfg.api.listen
     );
+    let mdns = advertise(&cfg, node.store.node_id, face.tls.is_some());
     let dav_task = tokio::spawn(wormfs_webdav::serve(
         dav_listener,
         face,
@@ -155,6 +251,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     node.shutdown.cancel();
     let _ = dav_task.await;
     tracing::info!("shutdown: WebDAV stopped");
+    if let Some(m) = mdns {
+        tokio::task::spawn_blocking(move || m.shutdown()).await.ok();
+        tracing::info!("shutdown: mDNS advertisements withdrawn");
+    }
     node.stop().await;
     res
 }

@@ -440,6 +440,7 @@ async fn start_node(dir: &Path) -> anyhow::Result<Node> {
         ingest: vec![],
         webdav_listen: None,
         anonymous: None,
+        mdns: None,
     };
     let mut cfg = wormfs_config::load(None, Vec::<(String, String)>::new(), &overrides)?;
     cfg.storage.block_size_bytes = BLOCK;

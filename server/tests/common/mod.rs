@@ -21,6 +21,7 @@ pub fn config(dir: &Path, block: u32, part_bytes: u64) -> wormfs_config::Config 
         ingest: vec![],
         webdav_listen: None,
         anonymous: None,
+        mdns: None,
     };
     let mut cfg = wormfs_config::load(None, Vec::<(String, String)>::new(), &overrides)
         .expect("embedded config");

@@ -199,6 +199,11 @@ fn serve_args(port: u16, extra: &[&str]) -> Vec<String> {
         args.push("--webdav-listen".into());
         args.push(format!("127.0.0.1:{}", webdav_port(port)));
     }
+    // mDNS only ever runs inside a network namespace a test made: off unless asked for.
+    if !extra.contains(&"--mdns") {
+        args.push("--mdns".into());
+        args.push("off".into());
+    }
     args.extend(extra.iter().map(|s| s.to_string()));
     args
 }

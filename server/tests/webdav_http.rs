@@ -325,6 +325,15 @@ fn bad_inputs_are_refused_and_lose_nothing() {
     );
     assert_eq!(a.status, 403, "{}", a.headers);
     assert!(a.text().contains("propfind-finite-depth"), "{}", a.text());
+    // No Depth header means infinity (RFC 4918 9.1), and a Depth that is none of the three is
+    // malformed.
+    let a = dav.curl(&["-X", "PROPFIND"], "/");
+    assert_eq!(a.status, 403, "{}", a.headers);
+    assert!(a.text().contains("propfind-finite-depth"), "{}", a.text());
+    assert_eq!(
+        dav.curl(&["-X", "PROPFIND", "-H", "Depth: 2"], "/").status,
+        400
+    );
     // Malformed XML, an oversized body, oversized headers.
     let a = dav.curl(
         &[

@@ -154,12 +154,22 @@ pub fn check<B>(req: &Request<B>, fragment: bool) -> Result<(), Refusal> {
             .get("depth")
             .and_then(|v| v.to_str().ok())
             .map(|v| v.trim().to_ascii_lowercase());
-        if depth.as_deref() == Some("infinity") {
-            return Err(Refusal {
-                status: StatusCode::FORBIDDEN,
-                reason: "PROPFIND with Depth: infinity is not supported".into(),
-                precondition: Some("propfind-finite-depth"),
-            });
+        match depth.as_deref() {
+            Some("0" | "1") => {}
+            // RFC 4918 9.1: no Depth header means infinity (dav-server would instead list the
+            // children without the resource itself).
+            Some("infinity") | None => {
+                return Err(Refusal {
+                    status: StatusCode::FORBIDDEN,
+                    reason: "PROPFIND needs Depth: 0 or 1 (infinity, also implied by no Depth header, is not supported)".into(),
+                    precondition: Some("propfind-finite-depth"),
+                })
+            }
+            Some(other) => {
+                return Err(Refusal::bad(format!(
+                    "Depth: {other:?} is not 0, 1 or infinity"
+                )))
+            }
         }
     }
     Ok(())
@@ -209,6 +219,17 @@ mod tests {
             .body(())
             .unwrap();
         assert_eq!(check(&r, false).unwrap_err().status, StatusCode::FORBIDDEN);
+        let propfind = |depth: Option<&str>| {
+            let mut b = Request::builder().method("PROPFIND").uri("/");
+            if let Some(d) = depth {
+                b = b.header("depth", d);
+            }
+            check(&b.body(()).unwrap(), false).map_err(|r| r.status)
+        };
+        assert_eq!(propfind(None), Err(StatusCode::FORBIDDEN));
+        assert_eq!(propfind(Some("2")), Err(StatusCode::BAD_REQUEST));
+        assert_eq!(propfind(Some("0")), Ok(()));
+        assert_eq!(propfind(Some(" 1 ")), Ok(()));
         let r = Request::builder()
             .method("PUT")
             .uri("/f")

@@ -237,6 +237,21 @@ impl Backend for StoreBackend {
         })
     }
 
+    fn child_props<'a>(
+        &'a self,
+        dir: &'a str,
+    ) -> BoxFut<'a, std::collections::HashMap<String, Vec<DeadProp>>> {
+        Box::pin(async move {
+            let p = parse(dir)?;
+            self.store
+                .meta
+                .child_props(&p)
+                .await
+                .map_err(meta_err)?
+                .ok_or(BackendError::NotFound)
+        })
+    }
+
     fn patch_props<'a>(&'a self, path: &'a str, patch: Vec<(bool, DeadProp)>) -> BoxFut<'a, ()> {
         Box::pin(async move {
             let p = parse(path)?;

@@ -99,11 +99,13 @@ pub fn build(cfg: &Config, store: Arc<Store>) -> anyhow::Result<Face> {
         ),
         None => None,
     };
+    let backend = StoreBackend::new(store);
     Ok(Face {
         handler: wormfs_webdav::handler(
-            StoreBackend::new(store),
+            backend.clone(),
             cfg.webdav.macos_metadata == wormfs_config::MacMetadata::Discard,
         ),
+        backend,
         auth: Arc::new(auth),
         tls,
     })

@@ -540,6 +540,12 @@ fn dead_properties_and_locks_survive_a_restart() {
     let xml = a.text();
     assert!(xml.contains("five stars"), "{xml}");
     assert!(xml.contains("missing") && xml.contains("404"), "{xml}");
+    // A listing (Depth: 1, allprop) shows the child's dead property and its lock too.
+    let a = dav.curl(&["-X", "PROPFIND", "-H", "Depth: 1"], "/");
+    assert_eq!(a.status, 207);
+    let xml = a.text();
+    assert!(xml.contains("five stars"), "{xml}");
+    assert!(xml.contains(token.trim_matches(['<', '>'])), "{xml}");
     // Still locked: a write without the token is refused, with it accepted.
     std::fs::write(t.path().join("f"), b"v2").unwrap();
     assert_eq!(dav.curl(&["-T", f], "/doc.txt").status, 423);

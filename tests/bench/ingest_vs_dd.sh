@@ -56,6 +56,7 @@ for _ in $(seq 1 200); do
     sleep 0.1
 done
 W() { "$BIN" --node http://127.0.0.1:$PORT "$@"; }
+LOGIN="admin:$(sed -n 's/^password = //p' wormfs-data/webdav-admin.txt)"
 secs() { local s e; s=$(date +%s.%N); "$@" >/dev/null 2>&1; e=$(date +%s.%N); echo "$e - $s" | bc -l; }
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 warm_parts() { find wormfs-data/disks -name '*.wp' -exec cat {} + > /dev/null; }
@@ -75,7 +76,7 @@ for i in $(seq 1 "$RUNS"); do
     warm_parts
     gets+=("$(secs W get /bench-1.bin /dev/null)")
     warm_parts
-    davs+=("$(secs curl -sf -o /dev/null http://127.0.0.1:$((PORT + 100))/bench-1.bin)")
+    davs+=("$(secs curl -sf -u "$LOGIN" -o /dev/null http://127.0.0.1:$((PORT + 100))/bench-1.bin)")
 done
 # Degrade: delete data part 0 of every segment of the first file.
 fid=$(W --json stat /bench-1.bin | sed -n 's/.*"file_id": *"\([0-9a-f]*\)".*/\1/p' | head -1)

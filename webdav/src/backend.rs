@@ -145,6 +145,12 @@ pub trait Backend: Send + Sync + 'static {
 
     /// The dead properties of `path`.
     fn props<'a>(&'a self, path: &'a str) -> BoxFut<'a, Vec<DeadProp>>;
+    /// The dead properties of every entry of the directory `dir` that has any, by entry name
+    /// (one call for a whole PROPFIND listing).
+    fn child_props<'a>(
+        &'a self,
+        dir: &'a str,
+    ) -> BoxFut<'a, std::collections::HashMap<String, Vec<DeadProp>>>;
     /// Sets (`true`) and removes (`false`) dead properties of `path` in the order given, all
     /// or nothing.
     fn patch_props<'a>(&'a self, path: &'a str, patch: Vec<(bool, DeadProp)>) -> BoxFut<'a, ()>;

@@ -1,6 +1,7 @@
 //! The dav-server filesystem over a [`Backend`]: reads, whole-file writes through the backend's
 //! ingest, namespace changes and dead properties.
 
+use std::collections::HashMap;
 use std::io::SeekFrom;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -25,7 +26,13 @@ use crate::backend::{
 pub struct WormDavFs {
     backend: Arc<dyn Backend>,
     discard_mac_metadata: bool,
+    /// For a read-only request (PROPFIND): the dead properties of each listed directory's
+    /// entries, read in one call when the directory is listed.
+    listed_props: Option<Arc<ListedProps>>,
 }
+
+/// Dead properties by directory, then by entry name.
+type ListedProps = std::sync::Mutex<HashMap<String, Arc<HashMap<String, Vec<DeadProp>>>>>;
 
 impl WormDavFs {
     /// A filesystem over `backend`; with `discard_mac_metadata`, new macOS metadata files
@@ -34,7 +41,34 @@ impl WormDavFs {
         Box::new(Self {
             backend,
             discard_mac_metadata,
+            listed_props: None,
         })
+    }
+
+    /// A filesystem for one read-only request (PROPFIND): listing a directory also reads its
+    /// entries' dead properties in one call, and their lookups are answered from that.
+    pub fn for_one_read(backend: Arc<dyn Backend>) -> Box<Self> {
+        Box::new(Self {
+            backend,
+            discard_mac_metadata: false,
+            listed_props: Some(Arc::default()),
+        })
+    }
+
+    /// The dead properties of `path` as read with its directory's listing, if it was listed.
+    fn listed_props_of(&self, path: &str) -> Option<Vec<DeadProp>> {
+        let listed = self.listed_props.as_ref()?;
+        let (dir, name) = path.rsplit_once('/')?;
+        let dir = if dir.is_empty() { "/" } else { dir };
+        let map = listed.lock().ok()?.get(dir)?.clone();
+        Some(map.get(name).cloned().unwrap_or_default())
+    }
+
+    async fn props_of(&self, path: &str) -> FsResult<Vec<DeadProp>> {
+        match self.listed_props_of(path) {
+            Some(p) => Ok(p),
+            None => self.backend.props(path).await.map_err(fs_err),
+        }
     }
 }
 
@@ -377,6 +411,12 @@ impl DavFileSystem for WormDavFs {
         async move {
             let p = tree_path(path)?;
             let entries = self.backend.list(&p).await.map_err(fs_err)?;
+            if let Some(listed) = &self.listed_props {
+                let props = self.backend.child_props(&p).await.map_err(fs_err)?;
+                if let Ok(mut l) = listed.lock() {
+                    l.insert(p.clone(), Arc::new(props));
+                }
+            }
             let s: FsStream<Box<dyn DavDirEntry>> = Box::pin(futures::stream::iter(
                 entries
                     .into_iter()
@@ -441,9 +481,14 @@ impl DavFileSystem for WormDavFs {
 
     fn have_props<'a>(
         &'a self,
-        _path: &'a DavPath,
+        path: &'a DavPath,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>> {
-        Box::pin(futures::future::ready(true))
+        // Known to have none (read with its directory's listing): skip the lookups.
+        let none = tree_path(path)
+            .ok()
+            .and_then(|p| self.listed_props_of(&p))
+            .is_some_and(|p| p.is_empty());
+        Box::pin(futures::future::ready(!none))
     }
 
     fn patch_props<'a>(
@@ -469,7 +514,7 @@ impl DavFileSystem for WormDavFs {
     fn get_props<'a>(&'a self, path: &'a DavPath, do_content: bool) -> FsFuture<'a, Vec<DavProp>> {
         async move {
             let p = tree_path(path)?;
-            let props = self.backend.props(&p).await.map_err(fs_err)?;
+            let props = self.props_of(&p).await?;
             Ok(props.into_iter().map(|d| dav_prop(d, do_content)).collect())
         }
         .boxed()
@@ -479,7 +524,7 @@ impl DavFileSystem for WormDavFs {
         async move {
             let p = tree_path(path)?;
             let want = prop_key(&prop);
-            let props = self.backend.props(&p).await.map_err(fs_err)?;
+            let props = self.props_of(&p).await?;
             props
                 .into_iter()
                 .find(|d| d.namespace == want.namespace && d.name == want.name)

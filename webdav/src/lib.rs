@@ -61,6 +61,8 @@ pub fn handler(backend: Arc<dyn Backend>, discard_mac_metadata: bool) -> DavHand
 pub struct Face {
     /// dav-server over the backend.
     pub handler: DavHandler,
+    /// The backend, for the per-request views of read-only requests.
+    pub backend: Arc<dyn Backend>,
     /// Authentication and roles.
     pub auth: Arc<Auth>,
     /// HTTPS, if configured.
@@ -184,7 +186,14 @@ async fn respond(face: &Face, req: Request<Incoming>, fragment: bool) -> Respons
         }
     };
     let wanted = propfind::names_needing_404s(&body);
-    let resp = h.handle(Request::from_parts(parts, Full::new(body))).await;
+    // A PROPFIND changes nothing: it gets a view that reads the locks once and each listed
+    // directory's dead properties in one call.
+    let config = config
+        .filesystem(WormDavFs::for_one_read(face.backend.clone()))
+        .locksystem(WormLs::for_one_read(face.backend.clone()));
+    let resp = h
+        .handle_with(config, Request::from_parts(parts, Full::new(body)))
+        .await;
     match wanted {
         Some(w) if resp.status() == StatusCode::MULTI_STATUS => {
             let (mut parts, body) = resp.into_parts();

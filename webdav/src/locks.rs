@@ -134,6 +134,8 @@ fn to_dav(l: &LockInfo) -> DavLock {
 #[derive(Clone)]
 pub struct WormLs {
     backend: Arc<dyn Backend>,
+    /// For a read-only request (PROPFIND): the locks read once and reused for every entry.
+    snapshot: Option<Arc<tokio::sync::OnceCell<Vec<LockInfo>>>>,
 }
 
 impl std::fmt::Debug for WormLs {
@@ -145,11 +147,31 @@ impl std::fmt::Debug for WormLs {
 impl WormLs {
     /// A lock system over `backend`.
     pub fn new(backend: Arc<dyn Backend>) -> Box<Self> {
-        Box::new(Self { backend })
+        Box::new(Self {
+            backend,
+            snapshot: None,
+        })
+    }
+
+    /// A lock system for one read-only request: the locks are read once, at the first need,
+    /// and that view serves every entry of the answer (a PROPFIND of 10,000 entries would
+    /// otherwise read them 10,000 times).
+    pub fn for_one_read(backend: Arc<dyn Backend>) -> Box<Self> {
+        Box::new(Self {
+            backend,
+            snapshot: Some(Arc::default()),
+        })
+    }
+
+    async fn read_locks(&self) -> Result<Vec<LockInfo>, crate::BackendError> {
+        match &self.snapshot {
+            None => self.backend.locks().await,
+            Some(cell) => cell.get_or_try_init(|| self.backend.locks()).await.cloned(),
+        }
     }
 
     async fn live_locks(&self) -> Vec<LockInfo> {
-        match self.backend.locks().await {
+        match self.read_locks().await {
             Ok(l) => l,
             Err(e) => {
                 // Fail closed: an unknown lock state must not let a write through.
@@ -341,7 +363,7 @@ impl DavLockSystem for WormLs {
             let Ok(tree) = tree_path_of(&path) else {
                 return Vec::new();
             };
-            match self.backend.locks().await {
+            match self.read_locks().await {
                 Ok(locks) => covering(&locks, &tree, now_ms())
                     .into_iter()
                     .map(to_dav)

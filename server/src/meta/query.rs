@@ -1,6 +1,6 @@
 //! Read-side queries on the namespace database.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 use sqlx::Row;
@@ -195,6 +195,33 @@ impl MetaDb {
                 })
                 .collect(),
         ))
+    }
+
+    /// The dead properties of every entry in the directory `dir` that has any, by name, in one
+    /// query (a PROPFIND of a large directory would otherwise make one query per entry).
+    pub async fn child_props(&self, dir: &TreePath) -> Res<Option<HashMap<String, Vec<DeadProp>>>> {
+        let mut c = self.pool().acquire().await?;
+        let id = match walk(&mut c, dir).await? {
+            Walk::Found(r) => r.id,
+            _ => return Ok(None),
+        };
+        let rows = sqlx::query(
+            "SELECT e.name, p.ns, p.name, p.prefix, p.xml FROM entries e \
+             JOIN props p ON p.entry = e.id WHERE e.parent = ? ORDER BY e.name, p.ns, p.name",
+        )
+        .bind(id)
+        .fetch_all(&mut *c)
+        .await?;
+        let mut out: HashMap<String, Vec<DeadProp>> = HashMap::new();
+        for r in &rows {
+            out.entry(r.get(0)).or_default().push(DeadProp {
+                namespace: r.get(1),
+                name: r.get(2),
+                prefix: r.get(3),
+                xml: r.get(4),
+            });
+        }
+        Ok(Some(out))
     }
 
     /// Every WebDAV lock that has not expired at `now_ms`.

@@ -27,4 +27,5 @@ pub mod sweeper;
 pub mod tree_path;
 pub mod webdav_backend;
 pub mod webdav_face;
+mod webdav_lookups;
 mod webdav_upload;

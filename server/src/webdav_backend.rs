@@ -14,21 +14,70 @@ use wormfs_webdav::{
 use crate::command::{CommandV1, Conflict, Outcome, Rejection, SourceIdentity};
 use crate::fsutil::now_ms;
 use crate::ingest::IngestRequest;
-use crate::meta::{DirEntry, EntryKind};
+use crate::meta::{DirEntry, EntryKind, FileRecord};
 use crate::read::{FileReader, ReadError};
 use crate::store::{Store, StoreError};
 use crate::tree_path::TreePath;
+use crate::webdav_lookups::{Found, Lookups};
 use crate::webdav_upload::Upload;
 
 /// The store seen through WebDAV.
 pub struct StoreBackend {
     store: Arc<Store>,
+    lookups: Lookups,
 }
 
 impl StoreBackend {
     /// A backend over `store`.
     pub fn new(store: Arc<Store>) -> Arc<Self> {
-        Arc::new(Self { store })
+        Arc::new(Self {
+            store,
+            lookups: Lookups::default(),
+        })
+    }
+
+    /// The entry at `p`, from the recent lookups while nothing has changed since.
+    async fn lookup(&self, p: &TreePath) -> Result<Found, BackendError> {
+        let key = p.to_string();
+        let generation = self.store.meta.generation();
+        if let Some(f) = self.lookups.get(&key, generation) {
+            return Ok(f);
+        }
+        let entry = self
+            .store
+            .meta
+            .lookup(p)
+            .await
+            .map_err(meta_err)?
+            .ok_or(BackendError::NotFound)?;
+        let found = Found { entry, file: None };
+        self.lookups.put(&key, generation, found.clone());
+        Ok(found)
+    }
+
+    /// The entry at `p` and, for a file, its segments and parts.
+    async fn lookup_file(&self, p: &TreePath) -> Result<(DirEntry, Arc<FileRecord>), BackendError> {
+        let key = p.to_string();
+        let generation = self.store.meta.generation();
+        let mut found = self.lookup(p).await?;
+        if let Some(file) = found.file {
+            return Ok((found.entry, file));
+        }
+        let id = found
+            .entry
+            .file_id
+            .ok_or_else(|| BackendError::Forbidden(format!("{p} is a directory")))?;
+        let rec = Arc::new(
+            self.store
+                .meta
+                .file(id)
+                .await
+                .map_err(meta_err)?
+                .ok_or(BackendError::NotFound)?,
+        );
+        found.file = Some(rec.clone());
+        self.lookups.put(&key, generation, found.clone());
+        Ok((found.entry, rec))
     }
 }
 
@@ -91,10 +140,7 @@ impl Backend for StoreBackend {
             if p.is_root() {
                 return Ok(root());
             }
-            match self.store.meta.lookup(&p).await.map_err(meta_err)? {
-                Some(d) => Ok(entry_of(d)),
-                None => Err(BackendError::NotFound),
-            }
+            Ok(entry_of(self.lookup(&p).await?.entry))
         })
     }
 
@@ -112,26 +158,10 @@ impl Backend for StoreBackend {
     fn open<'a>(&'a self, path: &'a str) -> BoxFut<'a, Arc<dyn ReadFile>> {
         Box::pin(async move {
             let p = parse(path)?;
-            let d = self
-                .store
-                .meta
-                .lookup(&p)
-                .await
-                .map_err(meta_err)?
-                .ok_or(BackendError::NotFound)?;
-            let id = d
-                .file_id
-                .ok_or_else(|| BackendError::Forbidden(format!("{p} is a directory")))?;
-            let rec = self
-                .store
-                .meta
-                .file(id)
-                .await
-                .map_err(meta_err)?
-                .ok_or(BackendError::NotFound)?;
+            let (d, rec) = self.lookup_file(&p).await?;
             let file: Arc<dyn ReadFile> = Arc::new(OpenFile {
                 entry: entry_of(d),
-                reader: FileReader::new(self.store.clone(), rec),
+                reader: FileReader::new(self.store.clone(), (*rec).clone()),
                 seq: tokio::sync::Mutex::new(Sequential::default()),
             });
             Ok(file)

@@ -689,3 +689,36 @@ fn finder_uploads_and_macos_metadata_stored_or_discarded() {
         s.term();
     }
 }
+
+#[test]
+fn reads_follow_changes_made_elsewhere_at_once() {
+    let t = tempfile::tempdir().unwrap();
+    let s = Server::start(t.path(), free_port(), &[]);
+    let dav = Dav::of(&s);
+    let (v1, v2) = (t.path().join("v1"), t.path().join("v2"));
+    std::fs::write(&v1, b"version one").unwrap();
+    std::fs::write(&v2, b"version two, longer").unwrap();
+    s.ok(&["put", v1.to_str().unwrap(), "/x.txt"]);
+    // Read twice (the second from the recent lookups), then change the tree through the API:
+    // every WebDAV read after the change sees it.
+    for _ in 0..2 {
+        assert_eq!(dav.curl(&[], "/x.txt").body, b"version one");
+        assert_eq!(dav.curl(&["-r", "0-6"], "/x.txt").body, b"version");
+    }
+    s.ok(&[
+        "put",
+        v2.to_str().unwrap(),
+        "/x.txt",
+        "--conflict",
+        "replace",
+    ]);
+    assert_eq!(dav.curl(&[], "/x.txt").body, b"version two, longer");
+    assert_eq!(dav.curl(&["-r", "8-10"], "/x.txt").body, b"two");
+    s.ok(&["mv", "/x.txt", "/y.txt"]);
+    assert_eq!(dav.curl(&[], "/x.txt").status, 404);
+    assert_eq!(dav.curl(&[], "/y.txt").body, b"version two, longer");
+    s.ok(&["rm", "/y.txt"]);
+    assert_eq!(dav.curl(&[], "/y.txt").status, 404);
+    assert_eq!(dav.curl(&["-I"], "/y.txt").status, 404);
+    s.term();
+}

@@ -75,6 +75,9 @@ pub struct MetaDb {
 struct MetaDbInner {
     path: PathBuf,
     pool: RwLock<SqlitePool>,
+    /// Bumped after every change is committed (applied commands, an installed snapshot), so
+    /// a cache of reads can tell whether anything changed since it read.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl MetaDb {
@@ -92,8 +95,24 @@ impl MetaDb {
             inner: Arc::new(MetaDbInner {
                 path: path.to_owned(),
                 pool: RwLock::new(pool),
+                generation: std::sync::atomic::AtomicU64::new(0),
             }),
         })
+    }
+
+    /// A number that changes whenever the metadata has changed: read it before a read, and
+    /// the read is still current while it has not changed.
+    pub fn generation(&self) -> u64 {
+        self.inner
+            .generation
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Marks a committed change (after the commit, before its proposer hears of it).
+    pub(crate) fn bump_generation(&self) {
+        self.inner
+            .generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     /// The current connection pool (replaced when a snapshot is installed).
@@ -139,6 +158,7 @@ impl MetaDb {
             Ok(mut p) => *p = pool,
             Err(poison) => *poison.into_inner() = pool,
         }
+        self.bump_generation();
         Ok(())
     }
 

@@ -331,6 +331,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 .map_err(werr)?;
         }
         tx.commit().await.map_err(werr)?;
+        self.db.bump_generation();
         Ok(out)
     }
 

@@ -10,8 +10,8 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::dav::Dav;
-use common::process::{free_port, Server};
+use common::dav::{node, Dav};
+use common::process::Server;
 
 fn run(cmd: &mut Command) -> Output {
     let o = cmd
@@ -62,9 +62,7 @@ fn settled_bytes_read(s: &Server) -> u64 {
 
 #[test]
 fn litmus_passes_every_test_without_warnings() {
-    let t = tempfile::tempdir().unwrap();
-    let s = Server::start(t.path(), free_port(), &[]);
-    let dav = Dav::of(&s);
+    let (t, s, dav) = node();
     s.ok(&["mkdir", "/litmus"]);
     let (user, pw) = user_and_password(&dav);
     let o = Command::new("litmus")
@@ -140,9 +138,7 @@ fn rclone(t: &Path, dav: &Dav) -> Command {
 
 #[test]
 fn rclone_copies_awkward_names_up_and_down() {
-    let t = tempfile::tempdir().unwrap();
-    let s = Server::start(t.path(), free_port(), &[]);
-    let dav = Dav::of(&s);
+    let (t, s, dav) = node();
     let up = t.path().join("up");
     for (i, name) in NAMES.iter().enumerate() {
         let p = up.join(name);
@@ -199,9 +195,7 @@ fn rclone_copies_awkward_names_up_and_down() {
 
 #[test]
 fn cadaver_session_works() {
-    let t = tempfile::tempdir().unwrap();
-    let s = Server::start(t.path(), free_port(), &[]);
-    let dav = Dav::of(&s);
+    let (t, s, dav) = node();
     let (user, pw) = user_and_password(&dav);
     // cadaver takes credentials from ~/.netrc.
     let home = t.path().join("home");
@@ -264,9 +258,7 @@ fn cadaver_session_works() {
 
 #[test]
 fn ffmpeg_seeks_read_little_and_abandoned_reads_stop() {
-    let t = tempfile::tempdir().unwrap();
-    let s = Server::start(t.path(), free_port(), &[]);
-    let dav = Dav::of(&s);
+    let (t, s, dav) = node();
     // Ten seconds of uncompressed video: large, quick to make, and seekable through the
     // Matroska cues.
     let video = t.path().join("film.mkv");

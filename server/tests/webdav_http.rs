@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::dav::{admin_login, Dav};
+use common::dav::{admin_login, node, Dav};
 use common::process::{files_under, free_port, webdav_port, Server, BIN};
 
 fn data_of(n: usize, seed: u32) -> Vec<u8> {
@@ -35,9 +35,7 @@ fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
 
 #[test]
 fn reads_ranges_conditionals_and_unreadable_files() {
-    let t = tempfile::tempdir().unwrap();
-    let s = Server::start(t.path(), free_port(), &[]);
-    let dav = Dav::of(&s);
+    let (t, s, dav) = node();
     let data = data_of(3_000_000, 0);
     std::fs::write(t.path().join("f.bin"), &data).unwrap();
     s.ok(&["mkdir", "/Films and more"]);
@@ -126,9 +124,7 @@ fn reads_ranges_conditionals_and_unreadable_files() {
 
 #[test]
 fn writes_whole_files_and_changes_the_tree() {
-    let t = tempfile::tempdir().unwrap();
-    let s = Server::start(t.path(), free_port(), &[]);
-    let dav = Dav::of(&s);
+    let (t, s, dav) = node();
     let one = data_of(2_500_000, 1);
     let two = data_of(1_200_000, 2);
     std::fs::write(t.path().join("one"), &one).unwrap();
@@ -211,9 +207,7 @@ fn writes_whole_files_and_changes_the_tree() {
 
 #[test]
 fn uploads_cut_off_or_short_leave_nothing() {
-    let t = tempfile::tempdir().unwrap();
-    let s = Server::start(t.path(), free_port(), &[]);
-    let dav = Dav::of(&s);
+    let (t, s, dav) = node();
     let body = data_of(6_000_000, 3);
 
     // The client announces 6 MB, sends 3 MB and goes away.
@@ -269,9 +263,7 @@ fn uploads_cut_off_or_short_leave_nothing() {
 
 #[test]
 fn bad_inputs_are_refused_and_lose_nothing() {
-    let t = tempfile::tempdir().unwrap();
-    let s = Server::start(t.path(), free_port(), &[]);
-    let dav = Dav::of(&s);
+    let (t, s, dav) = node();
     std::fs::write(t.path().join("f"), b"keep me").unwrap();
     s.ok(&["mkdir", "/frag"]);
     s.ok(&["put", "f", "/frag/keep.txt"]);
@@ -692,9 +684,7 @@ fn finder_uploads_and_macos_metadata_stored_or_discarded() {
 
 #[test]
 fn reads_follow_changes_made_elsewhere_at_once() {
-    let t = tempfile::tempdir().unwrap();
-    let s = Server::start(t.path(), free_port(), &[]);
-    let dav = Dav::of(&s);
+    let (t, s, dav) = node();
     let (v1, v2) = (t.path().join("v1"), t.path().join("v2"));
     std::fs::write(&v1, b"version one").unwrap();
     std::fs::write(&v2, b"version two, longer").unwrap();

@@ -15,11 +15,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 SIZE_MIB=${1:-2048}
 RUNS=${2:-3}
-if ! command -v nginx >/dev/null; then
-    echo "installing nginx (the HTTP reference)..." >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null 2>&1 ||
-        { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null; }
-fi
+source tests/bench/lib.sh
+command -v nginx >/dev/null || install_missing nginx-light
 cargo build --release -p wormfs-server >/dev/null
 BIN=$PWD/target/release/wormfs
 WORK=$PWD/target/bench-e2e
@@ -27,24 +24,8 @@ rm -rf "$WORK" && mkdir -p "$WORK" && cd "$WORK"
 PORT=17710
 NGINX_PORT=17780
 head -c $((SIZE_MIB * 1024 * 1024)) /dev/urandom > src.bin
-mkdir -p nginx/www nginx/tmp && ln src.bin nginx/www/plain.bin
-cat > nginx/nginx.conf <<EOF
-daemon off;
-worker_processes 1;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log;
-events { worker_connections 64; }
-http {
-    access_log off;
-    sendfile on;
-    client_body_temp_path $WORK/nginx/tmp;
-    proxy_temp_path $WORK/nginx/tmp;
-    fastcgi_temp_path $WORK/nginx/tmp;
-    uwsgi_temp_path $WORK/nginx/tmp;
-    scgi_temp_path $WORK/nginx/tmp;
-    server { listen 127.0.0.1:$NGINX_PORT; root $WORK/nginx/www; }
-}
-EOF
+mkdir -p nginx/www && ln src.bin nginx/www/plain.bin
+nginx_conf "$WORK/nginx" "127.0.0.1:$NGINX_PORT" "$WORK/nginx/www"
 "$BIN" serve --listen 127.0.0.1:$PORT --webdav-listen 127.0.0.1:$((PORT + 100)) > serve.log 2>&1 &
 PID=$!
 nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" &
@@ -57,9 +38,6 @@ for _ in $(seq 1 200); do
 done
 W() { "$BIN" --node http://127.0.0.1:$PORT "$@"; }
 LOGIN="admin:$(sed -n 's/^password = //p' wormfs-data/webdav-admin.txt)"
-secs() { local s e; s=$(date +%s.%N); "$@" >/dev/null 2>&1; e=$(date +%s.%N); echo "$e - $s" | bc -l; }
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-warm_parts() { find wormfs-data/disks -name '*.wp' -exec cat {} + > /dev/null; }
 raw_mib=$((SIZE_MIB * 3 / 2))
 
 puts=() dds=() cats=() nginxs=() gets=() davs=() degs=()

@@ -18,17 +18,13 @@ cd "$(dirname "$0")/../.."
 SIZE_MIB=${1:-2048}
 RUNS=${2:-3}
 FILES=${3:-10000}
+source tests/bench/lib.sh
 need=()
 command -v nginx >/dev/null || need+=(nginx-light)
 [ -x /usr/sbin/apache2 ] || need+=(apache2)
 command -v curl >/dev/null || need+=(curl)
 command -v bc >/dev/null || need+=(bc)
-if [ ${#need[@]} -gt 0 ]; then
-    echo "installing ${need[*]}..." >&2
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -qq "${need[@]}" >/dev/null 2>&1 ||
-        { apt-get update -qq >/dev/null && apt-get install -y -qq "${need[@]}" >/dev/null; }
-fi
+install_missing "${need[@]}"
 # Debian starts the services it installs: stop them, they would hold ports and CPU.
 { systemctl stop nginx apache2 || service nginx stop || service apache2 stop; } >/dev/null 2>&1 || true
 cargo build --release -p wormfs-server --bin wormfs --example http_bench >/dev/null
@@ -43,28 +39,11 @@ APACHE=127.0.0.1:17881
 
 head -c $((SIZE_MIB * 1024 * 1024)) /dev/urandom > src.bin
 SIZE=$(stat -c %s src.bin)
-mkdir -p www/many nginx/tmp apache/run
+mkdir -p www/many apache/run
 ln src.bin www/plain.bin
 for i in $(seq 1 "$FILES"); do printf 'file %d\n' "$i" > "www/many/file-$i.txt"; done
 
-cat > nginx/nginx.conf <<EOF
-daemon off;
-worker_processes 1;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log;
-events { worker_connections 64; }
-http {
-    access_log off;
-    sendfile on;
-    client_body_temp_path $WORK/nginx/tmp;
-    proxy_temp_path $WORK/nginx/tmp;
-    fastcgi_temp_path $WORK/nginx/tmp;
-    uwsgi_temp_path $WORK/nginx/tmp;
-    scgi_temp_path $WORK/nginx/tmp;
-    keepalive_requests 100000;
-    server { listen $NGINX; root $WORK/www; }
-}
-EOF
+nginx_conf "$WORK/nginx" "$NGINX" "$WORK/www"
 M=/usr/lib/apache2/modules
 cat > apache/httpd.conf <<EOF
 ServerRoot $WORK/apache
@@ -100,9 +79,6 @@ for _ in $(seq 1 300); do
 done
 W() { "$BIN" --node http://127.0.0.1:$PORT "$@"; }
 LOGIN="admin:$(sed -n 's/^password = //p' wormfs-data/webdav-admin.txt)"
-secs() { local s e; s=$(date +%s.%N); "$@" >/dev/null 2>&1; e=$(date +%s.%N); echo "$e - $s" | bc -l; }
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-warm_parts() { find wormfs-data/disks -name '*.wp' -exec cat {} + > /dev/null; }
 
 echo "storing the test data..." >&2
 W put src.bin /big.bin --policy ec:4+2 >/dev/null

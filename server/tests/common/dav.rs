@@ -37,6 +37,14 @@ pub fn admin_login(data_dir: &Path) -> String {
     format!("admin:{}", pw.trim())
 }
 
+/// A node on the embedded default in a new temporary folder, and its WebDAV face.
+pub fn node() -> (tempfile::TempDir, Server, Dav) {
+    let t = tempfile::tempdir().unwrap();
+    let s = Server::start(t.path(), super::process::free_port(), &[]);
+    let dav = Dav::of(&s);
+    (t, s, dav)
+}
+
 /// The WebDAV face of a node.
 pub struct Dav {
     pub base: String,

@@ -1,0 +1,43 @@
+# Shared by the benchmark scripts (sourced, not run).
+
+# install_missing PKG...: apt-get install the Debian packages given, quietly.
+install_missing() {
+    [ $# -eq 0 ] && return 0
+    echo "installing $*..." >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq "$@" >/dev/null 2>&1 ||
+        { apt-get update -qq >/dev/null && apt-get install -y -qq "$@" >/dev/null; }
+}
+
+# nginx_conf DIR LISTEN ROOT: writes DIR/nginx.conf for a foreground nginx (one worker, sendfile,
+# no access log, everything under DIR) serving ROOT on LISTEN. Run it with
+#   nginx -c DIR/nginx.conf -p DIR
+nginx_conf() {
+    local dir=$1 listen=$2 root=$3
+    mkdir -p "$dir/tmp"
+    cat > "$dir/nginx.conf" <<CONF
+daemon off;
+worker_processes 1;
+pid $dir/nginx.pid;
+error_log $dir/error.log;
+events { worker_connections 64; }
+http {
+    access_log off;
+    sendfile on;
+    client_body_temp_path $dir/tmp;
+    proxy_temp_path $dir/tmp;
+    fastcgi_temp_path $dir/tmp;
+    uwsgi_temp_path $dir/tmp;
+    scgi_temp_path $dir/tmp;
+    keepalive_requests 100000;
+    server { listen $listen; root $root; }
+}
+CONF
+}
+
+# secs CMD...: wall-clock seconds CMD takes (its output discarded).
+secs() { local s e; s=$(date +%s.%N); "$@" >/dev/null 2>&1; e=$(date +%s.%N); echo "$e - $s" | bc -l; }
+# median N...: the median of the numbers given.
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+# warm_parts: reads every part file of the node in ./wormfs-data once (into the page cache).
+warm_parts() { find wormfs-data/disks -name '*.wp' -exec cat {} + > /dev/null; }

@@ -83,11 +83,16 @@ struct BlockRef {
     more: bool,
 }
 
+/// The parts of one file opened so far (or found bad), by segment and part index. Readers of
+/// the same file may share them, so a stream of Range requests opens each part once.
+#[derive(Default)]
+pub struct OpenParts(Mutex<HashMap<(u32, u16), PartSlot>>);
+
 /// Reads one file; cheap to create, holds open parts and a small block cache.
 pub struct FileReader {
     store: Arc<Store>,
     file: FileRecord,
-    parts: Mutex<HashMap<(u32, u16), PartSlot>>,
+    parts: Arc<OpenParts>,
     cache: Mutex<BlockCache>,
     /// Decode windows in flight, each behind its own lock so that a window is decoded once
     /// while different windows decode in parallel.
@@ -128,6 +133,16 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl FileReader {
     /// A reader for `file`.
     pub fn new(store: Arc<Store>, file: FileRecord) -> Arc<Self> {
+        Self::with_open_parts(store, file, Arc::default())
+    }
+
+    /// A reader for `file` that uses (and adds to) `parts`, opened by earlier readers of the
+    /// same file. A part found bad stays bad for every reader sharing them.
+    pub fn with_open_parts(
+        store: Arc<Store>,
+        file: FileRecord,
+        parts: Arc<OpenParts>,
+    ) -> Arc<Self> {
         // The window being read, the windows decoded ahead of it, and the read-ahead.
         let cap = usize::from(file.geometry.k)
             * (DEGRADED_ROWS * (1 + DECODE_AHEAD_WINDOWS)) as usize
@@ -135,7 +150,7 @@ impl FileReader {
         Arc::new(Self {
             store,
             file,
-            parts: Mutex::new(HashMap::new()),
+            parts,
             windows: Mutex::new(HashMap::new()),
             decoders: Mutex::new(Vec::new()),
             cache: Mutex::new(BlockCache {
@@ -227,7 +242,7 @@ impl FileReader {
     }
 
     fn open_part(&self, seg: u32, part: u16) -> Result<Arc<OpenPart>, String> {
-        if let Some(slot) = lock(&self.parts).get(&(seg, part)) {
+        if let Some(slot) = lock(&self.parts.0).get(&(seg, part)) {
             return match slot {
                 PartSlot::Open(p) => Ok(p.clone()),
                 PartSlot::Bad(why) => Err(why.clone()),
@@ -269,7 +284,7 @@ impl FileReader {
                 PartSlot::Bad(why.clone())
             }
         };
-        lock(&self.parts).insert((seg, part), slot);
+        lock(&self.parts.0).insert((seg, part), slot);
         res
     }
 
@@ -283,7 +298,7 @@ impl FileReader {
 
     fn mark_bad(&self, seg: u32, part: u16, why: String) {
         self.damaged(seg, part, &why);
-        lock(&self.parts).insert((seg, part), PartSlot::Bad(why));
+        lock(&self.parts.0).insert((seg, part), PartSlot::Bad(why));
     }
 
     /// Counts and builds the error for a row that cannot be served.
@@ -350,7 +365,10 @@ impl FileReader {
     }
 
     fn is_bad(&self, seg: u32, part: u16) -> bool {
-        matches!(lock(&self.parts).get(&(seg, part)), Some(PartSlot::Bad(_)))
+        matches!(
+            lock(&self.parts.0).get(&(seg, part)),
+            Some(PartSlot::Bad(_))
+        )
     }
 
     /// Starts decoding the windows after `b`'s on other threads, when the reader's range goes

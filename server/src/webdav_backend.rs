@@ -158,10 +158,12 @@ impl Backend for StoreBackend {
     fn open<'a>(&'a self, path: &'a str) -> BoxFut<'a, Arc<dyn ReadFile>> {
         Box::pin(async move {
             let p = parse(path)?;
+            let generation = self.store.meta.generation();
             let (d, rec) = self.lookup_file(&p).await?;
+            let parts = self.lookups.open_parts(rec.file_id, generation);
             let file: Arc<dyn ReadFile> = Arc::new(OpenFile {
                 entry: entry_of(d),
-                reader: FileReader::new(self.store.clone(), (*rec).clone()),
+                reader: FileReader::with_open_parts(self.store.clone(), (*rec).clone(), parts),
                 seq: tokio::sync::Mutex::new(Sequential::default()),
             });
             Ok(file)

@@ -7,10 +7,19 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use std::collections::VecDeque;
+
+use crate::ids::FileId;
 use crate::meta::{DirEntry, FileRecord};
+use crate::read::OpenParts;
 
 /// Paths remembered at most; past that the memory is cleared and starts again.
 const MAX_PATHS: usize = 4096;
+/// Files whose opened parts are kept between requests (each holds up to k + m descriptors).
+const MAX_OPEN_FILES: usize = 16;
+/// How long opened parts are reused: a part file removed or a disk pulled meanwhile is noticed
+/// within this time even when nothing else changes.
+const OPEN_PARTS_FOR: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What a lookup found.
 #[derive(Clone)]
@@ -23,6 +32,10 @@ pub(crate) struct Found {
 #[derive(Default)]
 pub(crate) struct Lookups {
     by_path: Mutex<HashMap<String, (u64, Found)>>,
+    /// The most recently read files' opened parts, newest last, with the generation they
+    /// were opened in. A change anywhere drops them all at the next read, and none is kept
+    /// longer than [`OPEN_PARTS_FOR`], so a deleted part is not held open for long.
+    open_parts: Mutex<VecDeque<(FileId, u64, std::time::Instant, Arc<OpenParts>)>>,
 }
 
 impl Lookups {
@@ -33,6 +46,27 @@ impl Lookups {
             Some((g, f)) if *g == generation => Some(f.clone()),
             _ => None,
         }
+    }
+
+    /// The opened parts of `file` to share, current at `generation` (new ones if none).
+    pub fn open_parts(&self, file: FileId, generation: u64) -> Arc<OpenParts> {
+        let Ok(mut open) = self.open_parts.lock() else {
+            return Arc::default();
+        };
+        let now = std::time::Instant::now();
+        open.retain(|(_, g, t, _)| *g == generation && now.duration_since(*t) < OPEN_PARTS_FOR);
+        if let Some(i) = open.iter().position(|(f, _, _, _)| *f == file) {
+            let entry = open.remove(i).expect("position is in range");
+            let parts = entry.3.clone();
+            open.push_back(entry);
+            return parts;
+        }
+        let parts = Arc::<OpenParts>::default();
+        if open.len() >= MAX_OPEN_FILES {
+            open.pop_front();
+        }
+        open.push_back((file, generation, now, parts.clone()));
+        parts
     }
 
     /// Remembers `found` for `path`, as read at `generation` (read before the lookup began).
@@ -66,5 +100,18 @@ mod tests {
         assert!(l.get("/a", 7).is_some());
         assert!(l.get("/a", 8).is_none());
         assert!(l.get("/b", 7).is_none());
+    }
+
+    #[test]
+    fn opened_parts_are_shared_within_a_generation_and_bounded() {
+        let l = Lookups::default();
+        let f = FileId::from_bytes([1; 16]);
+        let a = l.open_parts(f, 1);
+        assert!(Arc::ptr_eq(&a, &l.open_parts(f, 1)));
+        assert!(!Arc::ptr_eq(&a, &l.open_parts(f, 2)), "a change drops them");
+        for i in 0..(MAX_OPEN_FILES as u8 + 4) {
+            l.open_parts(FileId::from_bytes([i + 10; 16]), 2);
+        }
+        assert_eq!(l.open_parts.lock().unwrap().len(), MAX_OPEN_FILES);
     }
 }

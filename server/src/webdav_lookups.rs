@@ -29,13 +29,16 @@ pub(crate) struct Found {
     pub file: Option<Arc<FileRecord>>,
 }
 
+/// A file's opened parts: the file, the generation and time they were opened at.
+type SharedParts = (FileId, u64, std::time::Instant, Arc<OpenParts>);
+
 #[derive(Default)]
 pub(crate) struct Lookups {
     by_path: Mutex<HashMap<String, (u64, Found)>>,
     /// The most recently read files' opened parts, newest last, with the generation they
     /// were opened in. A change anywhere drops them all at the next read, and none is kept
     /// longer than [`OPEN_PARTS_FOR`], so a deleted part is not held open for long.
-    open_parts: Mutex<VecDeque<(FileId, u64, std::time::Instant, Arc<OpenParts>)>>,
+    open_parts: Mutex<VecDeque<SharedParts>>,
 }
 
 impl Lookups {

@@ -231,14 +231,24 @@ impl FileReader {
         head.chain(body)
     }
 
-    /// Reads `start..end` into memory (small ranges).
-    pub async fn read_range(self: Arc<Self>, start: u64, end: u64) -> Result<Vec<u8>, ReadError> {
-        let mut out = Vec::with_capacity((end.saturating_sub(start)) as usize);
+    /// Reads `start..end` into memory (small ranges). A range within one block is that
+    /// block's bytes, not a copy.
+    pub async fn read_range(self: Arc<Self>, start: u64, end: u64) -> Result<Bytes, ReadError> {
         let mut s = Box::pin(self.stream(start, end));
+        let Some(first) = s.next().await else {
+            return Ok(Bytes::new());
+        };
+        let first = first?;
+        let Some(second) = s.next().await else {
+            return Ok(first);
+        };
+        let mut out = bytes::BytesMut::with_capacity((end.saturating_sub(start)) as usize);
+        out.extend_from_slice(&first);
+        out.extend_from_slice(&second?);
         while let Some(b) = s.next().await {
             out.extend_from_slice(&b?);
         }
-        Ok(out)
+        Ok(out.freeze())
     }
 
     fn open_part(&self, seg: u32, part: u16) -> Result<Arc<OpenPart>, String> {

@@ -422,7 +422,7 @@ impl ReadFile for OpenFile {
                     .await
                     .map_err(read_err)?;
                 seq.next = Some(end);
-                return Ok(Bytes::from(v));
+                return Ok(v);
             }
             // A sequential reader: stream from here to the end with read-ahead.
             if seq.stream.is_none() {

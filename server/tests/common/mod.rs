@@ -74,6 +74,7 @@ pub async fn read(store: &Arc<Store>, path: &str, start: u64, end: u64) -> Resul
     FileReader::new(store.clone(), rec)
         .read_range(start, end)
         .await
+        .map(|b| b.to_vec())
         .map_err(|e| e.to_string())
 }
 

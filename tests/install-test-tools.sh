@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
 # Installs the programs the tests drive (Debian packages), when missing: curl (WebDAV tests),
 # unshare and nsenter (util-linux: tmpfs disks in a private mount namespace, mDNS in a private
-# network namespace), ip (iproute2), litmus (the
-# WebDAV compliance suite), rclone and cadaver (WebDAV clients), openssl (test certificates), ffmpeg and
-# ffprobe (seeking into a video over WebDAV). Fails loudly if
-# one cannot be installed, so no test is ever skipped for lack of a tool.
+# network namespace), ip (iproute2), litmus (the WebDAV compliance suite), rclone and cadaver
+# (WebDAV clients), openssl (test certificates), ffmpeg and ffprobe (seeking into a video over
+# WebDAV). Fails loudly if one cannot be installed, so no test is ever skipped for lack of a tool.
 set -euo pipefail
 need=()
 command -v curl >/dev/null || need+=(curl)

@@ -36,10 +36,10 @@ impl StoreBackend {
         })
     }
 
-    /// The entry at `p`, from the recent lookups while nothing has changed since.
-    async fn lookup(&self, p: &TreePath) -> Result<Found, BackendError> {
+    /// The entry at `p`, from the recent lookups while the metadata is still at `generation`
+    /// (read before this call).
+    async fn lookup(&self, p: &TreePath, generation: u64) -> Result<Found, BackendError> {
         let key = p.to_string();
-        let generation = self.store.meta.generation();
         if let Some(f) = self.lookups.get(&key, generation) {
             return Ok(f);
         }
@@ -55,11 +55,13 @@ impl StoreBackend {
         Ok(found)
     }
 
-    /// The entry at `p` and, for a file, its segments and parts.
-    async fn lookup_file(&self, p: &TreePath) -> Result<(DirEntry, Arc<FileRecord>), BackendError> {
-        let key = p.to_string();
-        let generation = self.store.meta.generation();
-        let mut found = self.lookup(p).await?;
+    /// The entry at `p` and, for a file, its segments and parts, as [`Self::lookup`].
+    async fn lookup_file(
+        &self,
+        p: &TreePath,
+        generation: u64,
+    ) -> Result<(DirEntry, Arc<FileRecord>), BackendError> {
+        let mut found = self.lookup(p, generation).await?;
         if let Some(file) = found.file {
             return Ok((found.entry, file));
         }
@@ -76,7 +78,7 @@ impl StoreBackend {
                 .ok_or(BackendError::NotFound)?,
         );
         found.file = Some(rec.clone());
-        self.lookups.put(&key, generation, found.clone());
+        self.lookups.put(&p.to_string(), generation, found.clone());
         Ok((found.entry, rec))
     }
 }
@@ -140,7 +142,8 @@ impl Backend for StoreBackend {
             if p.is_root() {
                 return Ok(root());
             }
-            Ok(entry_of(self.lookup(&p).await?.entry))
+            let generation = self.store.meta.generation();
+            Ok(entry_of(self.lookup(&p, generation).await?.entry))
         })
     }
 
@@ -159,7 +162,7 @@ impl Backend for StoreBackend {
         Box::pin(async move {
             let p = parse(path)?;
             let generation = self.store.meta.generation();
-            let (d, rec) = self.lookup_file(&p).await?;
+            let (d, rec) = self.lookup_file(&p, generation).await?;
             let parts = self.lookups.open_parts(rec.file_id, generation);
             let file: Arc<dyn ReadFile> = Arc::new(OpenFile {
                 entry: entry_of(d),

@@ -509,18 +509,7 @@ fn dead_properties_and_locks_survive_a_restart() {
     let patch = r#"<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:wormfs:test"><D:set><D:prop><Z:rating>five stars</Z:rating></D:prop></D:set></D:propertyupdate>"#;
     let a = dav.curl(&["-X", "PROPPATCH", "--data-binary", patch], "/doc.txt");
     assert_eq!(a.status, 207, "{}", a.text());
-    let lock = r#"<?xml version="1.0"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope><D:locktype><D:write/></D:locktype><D:owner>test</D:owner></D:lockinfo>"#;
-    let a = dav.curl(
-        &[
-            "-X",
-            "LOCK",
-            "-H",
-            "Timeout: Second-600",
-            "--data-binary",
-            lock,
-        ],
-        "/doc.txt",
-    );
+    let a = dav.lock("/doc.txt", "test");
     assert_eq!(a.status, 200, "{}", a.text());
     let token = a.header("lock-token").unwrap().to_owned();
     s.term();
@@ -548,10 +537,7 @@ fn dead_properties_and_locks_survive_a_restart() {
     let a = dav.curl(&["-T", f, "-H", &format!("If: ({token})")], "/doc.txt");
     assert_eq!(a.status, 204, "{}", a.headers);
     // The new version keeps the property; MOVE and COPY carry it along.
-    let a = dav.curl(
-        &["-X", "UNLOCK", "-H", &format!("Lock-Token: {token}")],
-        "/doc.txt",
-    );
+    let a = dav.unlock("/doc.txt", &token);
     assert_eq!(a.status, 204, "{}", a.headers);
     let dest = format!("{}/copy.txt", dav.base);
     assert_eq!(
@@ -585,18 +571,7 @@ fn dead_properties_and_locks_survive_a_restart() {
 /// What Finder does to copy a file in: LOCK the new name (creating it empty), PUT the body
 /// chunked with `X-Expected-Entity-Length` under the lock, UNLOCK.
 fn finder_copy(dav: &Dav, path: &str, body: &[u8], dir: &Path) -> u16 {
-    let lock = r#"<?xml version="1.0" encoding="utf-8"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope><D:locktype><D:write/></D:locktype><D:owner><D:href>http://www.apple.com/webdav_fs/</D:href></D:owner></D:lockinfo>"#;
-    let a = dav.curl(
-        &[
-            "-X",
-            "LOCK",
-            "-H",
-            "Timeout: Second-600",
-            "--data-binary",
-            lock,
-        ],
-        path,
-    );
+    let a = dav.lock(path, "<D:href>http://www.apple.com/webdav_fs/</D:href>");
     // 201: the LOCK created the (empty) file.
     assert_eq!(a.status, 201, "LOCK {path}: {}", a.text());
     let token = a.header("lock-token").unwrap().to_owned();
@@ -615,10 +590,7 @@ fn finder_copy(dav: &Dav, path: &str, body: &[u8], dir: &Path) -> u16 {
         ],
         path,
     );
-    let a = dav.curl(
-        &["-X", "UNLOCK", "-H", &format!("Lock-Token: {token}")],
-        path,
-    );
+    let a = dav.unlock(path, &token);
     assert_eq!(a.status, 204, "UNLOCK {path}: {}", a.headers);
     put.status
 }

@@ -74,7 +74,7 @@ impl WormDavFs {
 
 /// Whether `name` is a file Finder writes beside the user's files: `.DS_Store` (folder view
 /// settings) or `._name` (AppleDouble: extended attributes and resource fork of `name`).
-pub fn is_mac_metadata(name: &str) -> bool {
+fn is_mac_metadata(name: &str) -> bool {
     name == ".DS_Store" || (name.starts_with("._") && name.len() > 2)
 }
 
@@ -95,10 +95,7 @@ impl WriteFile for Discarded {
                 name: String::new(),
                 is_dir: false,
                 size,
-                mtime_ms: SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_millis() as u64)
-                    .unwrap_or(0),
+                mtime_ms: crate::locks::now_ms(),
                 etag: None,
             })
         })

@@ -35,7 +35,7 @@ pub use auth::{Auth, AuthConfig, User};
 pub use backend::{
     Backend, BackendError, BoxFut, CreateOptions, DeadProp, Entry, LockInfo, ReadFile, WriteFile,
 };
-pub use davfs::{is_mac_metadata, WormDavFs};
+pub use davfs::WormDavFs;
 pub use locks::WormLs;
 
 use fragment::{FragmentSniffer, Fragments};

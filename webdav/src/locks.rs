@@ -99,7 +99,7 @@ pub fn conflict_for_new(locks: &[LockInfo], new: &LockInfo, now_ms: u64) -> Opti
     )
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)

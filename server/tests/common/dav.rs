@@ -102,6 +102,32 @@ impl Dav {
         }
     }
 
+    /// An exclusive write LOCK on `path` for 600 s, with `owner` (XML) as its owner.
+    pub fn lock(&self, path: &str, owner: &str) -> Answer {
+        let body = format!(
+            r#"<?xml version="1.0" encoding="utf-8"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope><D:locktype><D:write/></D:locktype><D:owner>{owner}</D:owner></D:lockinfo>"#
+        );
+        self.curl(
+            &[
+                "-X",
+                "LOCK",
+                "-H",
+                "Timeout: Second-600",
+                "--data-binary",
+                &body,
+            ],
+            path,
+        )
+    }
+
+    /// UNLOCK of `path` with the lock token `token` (as the Lock-Token header gave it).
+    pub fn unlock(&self, path: &str, token: &str) -> Answer {
+        self.curl(
+            &["-X", "UNLOCK", "-H", &format!("Lock-Token: {token}")],
+            path,
+        )
+    }
+
     /// Sends `head` (and `body`) on a fresh connection and returns what came back before the
     /// server closed or went quiet.
     pub fn raw(&self, head: &str, body: &[u8]) -> String {

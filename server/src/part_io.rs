@@ -189,18 +189,23 @@ impl OpenPart {
         })
     }
 
-    /// Reads `count` consecutive blocks from block `first`, verifying each checksum.
-    pub fn read_blocks(&self, first: u64, count: u64) -> Result<Vec<u8>, PartReadError> {
-        let bs = u64::from(self.header.block_size);
+    /// The blocks `first..end` (clamped to the part) and their stored length; an empty span
+    /// is a corrupt request.
+    fn span(&self, first: u64, count: u64) -> Result<(u64, u64, u64), PartReadError> {
         let end = (first + count).min(self.header.block_count());
         if first >= end {
             return Err(PartReadError::Corrupt(first));
         }
-        let start_off = first * bs;
         let len: u64 = (first..end).map(|b| self.header.stored_block_len(b)).sum();
+        let base = u64::from(self.header.header_len) + first * u64::from(self.header.block_size);
+        Ok((end, len, base))
+    }
+
+    /// Reads `count` consecutive blocks from block `first`, verifying each checksum.
+    pub fn read_blocks(&self, first: u64, count: u64) -> Result<Vec<u8>, PartReadError> {
+        let (end, len, base) = self.span(first, count)?;
         // Read into uninitialised capacity: zero-filling first cost 15% of a sequential read.
         let mut buf = Vec::with_capacity(len as usize);
-        let base = u64::from(self.header.header_len) + start_off;
         while (buf.len() as u64) < len {
             let off = base + buf.len() as u64;
             match rustix::io::pread(&self.file, rustix::buffer::spare_capacity(&mut buf), off) {
@@ -212,7 +217,52 @@ impl OpenPart {
         }
         // The allocation may be larger than asked; never keep bytes beyond the range.
         buf.truncate(len as usize);
-        self.disk.count_read(len);
+        self.verify(first, end, buf)
+    }
+
+    /// Like [`Self::read_blocks`], but only when every byte is already in the page cache
+    /// (`preadv2` with `RWF_NOWAIT`), so it never waits for a disk and may run on an async
+    /// thread. `None` when anything would have to come from the disk or the read fails (the
+    /// caller then reads the usual way, which reports what went wrong); a checksum mismatch is
+    /// an error as from [`Self::read_blocks`].
+    pub fn read_blocks_cached(
+        &self,
+        first: u64,
+        count: u64,
+    ) -> Option<Result<Vec<u8>, PartReadError>> {
+        #[cfg(target_os = "linux")]
+        {
+            use rustix::io::{preadv2, Errno, ReadWriteFlags};
+            let (end, len, base) = self.span(first, count).ok()?;
+            let mut buf = vec![0u8; len as usize];
+            let mut done = 0usize;
+            while done < buf.len() {
+                let mut io = [std::io::IoSliceMut::new(&mut buf[done..])];
+                match preadv2(
+                    &self.file,
+                    &mut io,
+                    base + done as u64,
+                    ReadWriteFlags::NOWAIT,
+                ) {
+                    Ok(0) => return None,
+                    Ok(n) => done += n,
+                    Err(Errno::INTR) => {}
+                    // EAGAIN: not cached; EOPNOTSUPP: a filesystem without RWF_NOWAIT.
+                    Err(_) => return None,
+                }
+            }
+            Some(self.verify(first, end, buf))
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = (first, count);
+            None
+        }
+    }
+
+    /// Counts the read and checks each block's checksum.
+    fn verify(&self, first: u64, end: u64, buf: Vec<u8>) -> Result<Vec<u8>, PartReadError> {
+        self.disk.count_read(buf.len() as u64);
         let mut off = 0usize;
         for b in first..end {
             let l = self.header.stored_block_len(b) as usize;

@@ -91,7 +91,7 @@ pub struct OpenParts(Mutex<HashMap<(u32, u16), PartSlot>>);
 /// Reads one file; cheap to create, holds open parts and a small block cache.
 pub struct FileReader {
     store: Arc<Store>,
-    file: FileRecord,
+    file: Arc<FileRecord>,
     parts: Arc<OpenParts>,
     cache: Mutex<BlockCache>,
     /// Decode windows in flight, each behind its own lock so that a window is decoded once
@@ -130,9 +130,21 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     }
 }
 
+/// The pieces of a range as one buffer: the piece itself when there is one (no copy).
+fn concat(mut pieces: Vec<Bytes>, len: u64) -> Bytes {
+    if pieces.len() <= 1 {
+        return pieces.pop().unwrap_or_default();
+    }
+    let mut out = bytes::BytesMut::with_capacity(len as usize);
+    for p in pieces {
+        out.extend_from_slice(&p);
+    }
+    out.freeze()
+}
+
 impl FileReader {
     /// A reader for `file`.
-    pub fn new(store: Arc<Store>, file: FileRecord) -> Arc<Self> {
+    pub fn new(store: Arc<Store>, file: impl Into<Arc<FileRecord>>) -> Arc<Self> {
         Self::with_open_parts(store, file, Arc::default())
     }
 
@@ -140,9 +152,10 @@ impl FileReader {
     /// same file. A part found bad stays bad for every reader sharing them.
     pub fn with_open_parts(
         store: Arc<Store>,
-        file: FileRecord,
+        file: impl Into<Arc<FileRecord>>,
         parts: Arc<OpenParts>,
     ) -> Arc<Self> {
+        let file = file.into();
         // The window being read, the windows decoded ahead of it, and the read-ahead.
         let cap = usize::from(file.geometry.k)
             * (DEGRADED_ROWS * (1 + DECODE_AHEAD_WINDOWS)) as usize
@@ -232,23 +245,54 @@ impl FileReader {
     }
 
     /// Reads `start..end` into memory (small ranges). A range within one block is that
-    /// block's bytes, not a copy.
+    /// block's bytes, not a copy. A range of one or two blocks already in the page cache is
+    /// read on the calling thread; anything else goes through [`Self::stream`] on the blocking
+    /// pool, so a slow disk never stalls the runtime.
     pub async fn read_range(self: Arc<Self>, start: u64, end: u64) -> Result<Bytes, ReadError> {
-        let mut s = Box::pin(self.stream(start, end));
-        let Some(first) = s.next().await else {
-            return Ok(Bytes::new());
-        };
-        let first = first?;
-        let Some(second) = s.next().await else {
-            return Ok(first);
-        };
-        let mut out = bytes::BytesMut::with_capacity((end.saturating_sub(start)) as usize);
-        out.extend_from_slice(&first);
-        out.extend_from_slice(&second?);
-        while let Some(b) = s.next().await {
-            out.extend_from_slice(&b?);
+        if start < end && end <= self.file.size {
+            let blocks = self.blocks(start, end);
+            if blocks.len() <= 2 {
+                let mut got = Vec::with_capacity(blocks.len());
+                for b in &blocks {
+                    match self.read_block_now(b) {
+                        Some(blk) => got.push(blk.slice(b.from..b.from + b.len)),
+                        None => break,
+                    }
+                }
+                if got.len() == blocks.len() {
+                    return Ok(concat(got, end - start));
+                }
+            }
         }
-        Ok(out.freeze())
+        let mut got = Vec::new();
+        let mut s = Box::pin(self.stream(start, end));
+        while let Some(b) = s.next().await {
+            got.push(b?);
+        }
+        Ok(concat(got, end.saturating_sub(start)))
+    }
+
+    /// A block that can be had without waiting for a disk: from the block cache, or from an
+    /// already opened, healthy part whose bytes are in the page cache. `None` leaves the block
+    /// to [`Self::read_block`]; a corrupt block marks its part bad first, so that read decodes
+    /// around it.
+    fn read_block_now(&self, b: &BlockRef) -> Option<Bytes> {
+        let seg = &self.file.segments[b.seg];
+        let key = (seg.index, b.row, b.part);
+        if let Some(hit) = lock(&self.cache).get(&key) {
+            return (!self.is_bad(seg.index, b.part)).then_some(hit);
+        }
+        let part = match lock(&self.parts.0).get(&(seg.index, b.part)) {
+            Some(PartSlot::Open(p)) => p.clone(),
+            _ => return None,
+        };
+        match part.read_blocks_cached(b.row, 1)? {
+            Ok(v) => Some(Bytes::from(v)),
+            Err(e) => {
+                self.mark_bad(seg.index, b.part, e.to_string());
+                None
+            }
+        }
     }
 
     fn open_part(&self, seg: u32, part: u16) -> Result<Arc<OpenPart>, String> {

@@ -166,7 +166,7 @@ impl Backend for StoreBackend {
             let parts = self.lookups.open_parts(rec.file_id, generation);
             let file: Arc<dyn ReadFile> = Arc::new(OpenFile {
                 entry: entry_of(d),
-                reader: FileReader::with_open_parts(self.store.clone(), (*rec).clone(), parts),
+                reader: FileReader::with_open_parts(self.store.clone(), rec, parts),
                 seq: tokio::sync::Mutex::new(Sequential::default()),
             });
             Ok(file)

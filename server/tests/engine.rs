@@ -209,6 +209,54 @@ async fn damaged_parts_are_decoded_around_up_to_m() {
     node.stop().await;
 }
 
+/// A reader whose parts are already open (as WebDAV shares them between requests) serves
+/// page-cached blocks without the blocking pool; it must still verify every block: a block
+/// corrupted after the part was opened is noticed once, counted, and decoded around.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_parts_still_verify_every_block() {
+    use std::os::unix::fs::FileExt;
+    let t = tempfile::tempdir().unwrap();
+    let node = start(&config(t.path(), 4096, 64 * 1024)).await;
+    let store = node.store.clone();
+    let data = random_bytes(300_000, 17);
+    let r = put(&store, "/o", Some("ec:4+2"), &data).await.unwrap();
+    let rec = store.meta.file(r.file_id).await.unwrap().unwrap();
+    let parts = std::sync::Arc::new(wormfs_server::read::OpenParts::default());
+    let reader =
+        |rec| wormfs_server::read::FileReader::with_open_parts(store.clone(), rec, parts.clone());
+    // Block 1 of data part 1 (bytes 20480..24576 of segment 0 with 4 KiB blocks, 4 data parts).
+    let (start, end) = (20_480 + 100, 20_480 + 3_000);
+    let first = reader(rec.clone()).read_range(start, end).await.unwrap();
+    assert_eq!(&first[..], &data[start as usize..end as usize]);
+    let seg = &rec.segments[0];
+    let disk = store.disk(seg.parts[1].disk_id.unwrap()).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(disk.part_path(r.file_id, seg.index, 1))
+        .unwrap();
+    let header_len = {
+        let head = std::fs::read(disk.part_path(r.file_id, seg.index, 1)).unwrap();
+        wormfs_server::part_format::PartHeader::decode(&head)
+            .unwrap()
+            .header_len
+    };
+    f.write_all_at(b"rot", u64::from(header_len) + 4096 + 7)
+        .unwrap();
+    let errors = disk.read_errors.load(Ordering::Relaxed);
+    let damaged = store.counters.damaged_part_reads.load(Ordering::Relaxed);
+    for _ in 0..3 {
+        let again = reader(rec.clone()).read_range(start, end).await.unwrap();
+        assert_eq!(&again[..], &data[start as usize..end as usize]);
+    }
+    assert_eq!(
+        disk.read_errors.load(Ordering::Relaxed),
+        errors + 1,
+        "the corrupt block is found once, then its part is read around"
+    );
+    assert!(store.counters.damaged_part_reads.load(Ordering::Relaxed) > damaged);
+    node.stop().await;
+}
+
 /// A long sequential read with a data part missing in every segment decodes windows ahead on
 /// other threads: it must finish with the right bytes (a deadlock here once hung reads), and a
 /// short range must not decode beyond its own window.

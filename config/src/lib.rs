@@ -19,7 +19,7 @@ mod tests;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Component, Path, PathBuf};
 
 pub use error::ConfigError;
@@ -29,8 +29,8 @@ pub use policy::{
 };
 
 use raw::{
-    RawApi, RawConfig, RawDropFolder, RawIngest, RawLog, RawNode, RawRaft, RawStorage, RawWebdav,
-    SetError,
+    RawApi, RawCluster, RawConfig, RawDropFolder, RawIngest, RawLog, RawNode, RawRaft, RawStorage,
+    RawWebdav, SetError,
 };
 
 /// Where the config came from.
@@ -55,6 +55,8 @@ pub struct Config {
     pub webdav: WebdavConfig,
     /// `[discovery]`.
     pub discovery: DiscoveryConfig,
+    /// `[cluster]`.
+    pub cluster: ClusterConfig,
     /// `[storage]`.
     pub storage: StorageConfig,
     /// `[ingest]`.
@@ -108,6 +110,23 @@ pub struct WebdavConfig {
 pub struct DiscoveryConfig {
     /// mDNS: off with no config file, on for a file run unless set.
     pub mdns: bool,
+}
+
+/// `[cluster]`: the peer network and how a cluster forms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// Where this node listens for its peers (the private control plane): 127.0.0.1:7712 with
+    /// no config file, 0.0.0.0:7712 for a file run. Port 0 means any free port.
+    pub peer_listen: SocketAddr,
+    /// Static peers, each `HOST:PORT`: HOST an IPv4 address, a bracketed IPv6 address
+    /// (`[fe80::1]:7712`) or a DNS name, PORT from 1 to 65535. Empty by default.
+    pub peers: Vec<String>,
+    /// The file holding the cluster secret; by default `cluster-secret` in `node.data_dir`. A
+    /// relative path from a config file is already resolved against the file's folder.
+    pub secret_file: PathBuf,
+    /// How long a node with no cluster state looks for peers (static peers and mDNS) before it
+    /// founds a cluster on its own, in milliseconds (0 to 600000).
+    pub formation_wait_ms: u64,
 }
 
 /// A WebDAV user.
@@ -234,6 +253,12 @@ pub struct Overrides {
     pub anonymous: Option<Anonymous>,
     /// `--mdns on|off`: replaces `discovery.mdns`.
     pub mdns: Option<bool>,
+    /// `--peer-listen ADDR`: replaces `cluster.peer_listen`.
+    pub peer_listen: Option<SocketAddr>,
+    /// `--peer HOST:PORT` (repeatable): when non-empty, replaces `cluster.peers`.
+    pub peers: Vec<String>,
+    /// `--cluster-secret-file PATH`: replaces `cluster.secret_file`.
+    pub secret_file: Option<PathBuf>,
 }
 
 /// The complete, commented example config.
@@ -411,10 +436,25 @@ fn apply_overrides(
         webdav_listen,
         anonymous,
         mdns,
+        peer_listen,
+        peers,
+        secret_file,
     } = overrides;
     if let Some(m) = mdns {
         raw.discovery.mdns = Some(*m);
         origins.insert("discovery.mdns", Origin::Flag("--mdns"));
+    }
+    if let Some(listen) = peer_listen {
+        raw.cluster.peer_listen = Some(*listen);
+        origins.insert("cluster.peer_listen", Origin::Flag("--peer-listen"));
+    }
+    if !peers.is_empty() {
+        raw.cluster.peers = peers.clone();
+        origins.insert("cluster.peers", Origin::Flag("--peer"));
+    }
+    if let Some(path) = secret_file {
+        raw.cluster.secret_file = Some(path.clone());
+        origins.insert("cluster.secret_file", Origin::Flag("--cluster-secret-file"));
     }
     if let Some(a) = anonymous {
         raw.webdav.anonymous = *a;
@@ -546,32 +586,43 @@ fn build(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
         api,
         webdav,
         discovery,
+        cluster,
         storage,
         ingest,
         raft,
         log,
     } = raw;
+    // Ingest is checked first, against the raw data folder, as it always was; `cluster` needs
+    // the validated, resolved `node.data_dir` for its default secret file.
+    let source = match ctx.file {
+        Some(file) => ConfigSource::File(file.path.clone()),
+        None => ConfigSource::Embedded,
+    };
+    let ingest = {
+        let data_dir = normalize(&ctx.resolve("node.data_dir", node.data_dir.clone()));
+        let disks: Vec<PathBuf> = storage
+            .disks
+            .iter()
+            .map(|d| normalize(&ctx.resolve("storage.disks", d.clone())))
+            .collect();
+        build_ingest(ingest, storage.conflict, &data_dir, &disks, ctx)?
+    };
+    let node = build_node(node, ctx)?;
+    let api = build_api(api, ctx);
+    let webdav = build_webdav(webdav, ctx)?;
+    let discovery = DiscoveryConfig {
+        mdns: discovery.mdns.unwrap_or(ctx.file.is_some()),
+    };
+    let cluster = build_cluster(cluster, &node.data_dir, ctx)?;
     Ok(Config {
-        source: match ctx.file {
-            Some(file) => ConfigSource::File(file.path.clone()),
-            None => ConfigSource::Embedded,
-        },
-        ingest: {
-            let data_dir = normalize(&ctx.resolve("node.data_dir", node.data_dir.clone()));
-            let disks: Vec<PathBuf> = storage
-                .disks
-                .iter()
-                .map(|d| normalize(&ctx.resolve("storage.disks", d.clone())))
-                .collect();
-            build_ingest(ingest, storage.conflict, &data_dir, &disks, ctx)?
-        },
-        node: build_node(node, ctx)?,
-        api: build_api(api, ctx),
-        webdav: build_webdav(webdav, ctx)?,
-        discovery: DiscoveryConfig {
-            mdns: discovery.mdns.unwrap_or(ctx.file.is_some()),
-        },
+        source,
+        node,
+        api,
+        webdav,
+        discovery,
+        cluster,
         storage: build_storage(storage, ctx)?,
+        ingest,
         raft: build_raft(raft, ctx)?,
         log: build_log(log, ctx)?,
     })
@@ -691,6 +742,89 @@ fn build_webdav(webdav: RawWebdav, ctx: &Ctx<'_>) -> Result<WebdavConfig, Config
         macos_metadata,
         advertise,
     })
+}
+
+/// Largest allowed `cluster.formation_wait_ms` (10 minutes).
+const MAX_FORMATION_WAIT_MS: u64 = 600_000;
+
+/// Validates `[cluster]`; `data_dir` is the validated, resolved `node.data_dir`, which holds the
+/// secret file by default.
+fn build_cluster(
+    cluster: RawCluster,
+    data_dir: &Path,
+    ctx: &Ctx<'_>,
+) -> Result<ClusterConfig, ConfigError> {
+    let RawCluster {
+        peer_listen,
+        peers,
+        secret_file,
+        formation_wait_ms,
+    } = cluster;
+    for (i, peer) in peers.iter().enumerate() {
+        if !is_peer_address(peer) {
+            return Err(ctx.err(
+                "cluster.peers",
+                Some(i),
+                format!(
+                    "must be HOST:PORT like nas2.local:7712 or 192.168.1.20:7712, got {peer:?}"
+                ),
+            ));
+        }
+    }
+    let secret_file = match secret_file {
+        Some(path) => {
+            ctx.check(!path.as_os_str().is_empty(), "cluster.secret_file", || {
+                "must not be empty (leave it unset for cluster-secret in node.data_dir)".to_owned()
+            })?;
+            ctx.resolve("cluster.secret_file", path)
+        }
+        None => data_dir.join(raw::DEFAULT_SECRET_FILE_NAME),
+    };
+    ctx.check(
+        formation_wait_ms <= MAX_FORMATION_WAIT_MS,
+        "cluster.formation_wait_ms",
+        || format!("must be at most {MAX_FORMATION_WAIT_MS} (10 minutes), got {formation_wait_ms}"),
+    )?;
+    Ok(ClusterConfig {
+        peer_listen: peer_listen.unwrap_or_else(|| default_listen(ctx, raw::DEFAULT_PEER_PORT)),
+        peers,
+        secret_file,
+        formation_wait_ms,
+    })
+}
+
+/// Whether `text` is `HOST:PORT`: HOST an IPv4 address, a bracketed IPv6 address or a DNS name
+/// (labels of letters, digits and `-`, joined by `.`), PORT from 1 to 65535.
+fn is_peer_address(text: &str) -> bool {
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return false;
+    };
+    let port_ok = !port.is_empty()
+        && port.bytes().all(|b| b.is_ascii_digit())
+        && port.parse::<u16>().is_ok_and(|p| p != 0);
+    if !port_ok {
+        return false;
+    }
+    if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        return inner.parse::<Ipv6Addr>().is_ok();
+    }
+    if host.parse::<Ipv4Addr>().is_ok() {
+        return true;
+    }
+    // Digits and dots only but not an IPv4 address (`192.168.1.300`): a mistyped address, not
+    // a name.
+    if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return false;
+    }
+    host.len() <= 253
+        && host.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
 }
 
 /// Smallest allowed block size.

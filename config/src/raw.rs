@@ -26,6 +26,12 @@ pub(crate) const DEFAULT_CLUSTER_NAME: &str = "wormfs";
 pub(crate) const DEFAULT_API_PORT: u16 = 7710;
 /// Default WebDAV port.
 pub(crate) const DEFAULT_WEBDAV_PORT: u16 = 7711;
+/// Default peer port (the private control plane between nodes).
+pub(crate) const DEFAULT_PEER_PORT: u16 = 7712;
+/// Default `cluster.formation_wait_ms`.
+pub(crate) const DEFAULT_FORMATION_WAIT_MS: u64 = 3_000;
+/// Name of the cluster secret file inside `node.data_dir`, the default `cluster.secret_file`.
+pub(crate) const DEFAULT_SECRET_FILE_NAME: &str = "cluster-secret";
 
 /// Every key, as `section.key`, in file order. Used for error hints and tests.
 pub(crate) const KEYS: &[&str] = &[
@@ -42,6 +48,10 @@ pub(crate) const KEYS: &[&str] = &[
     "webdav.macos_metadata",
     "webdav.advertise",
     "discovery.mdns",
+    "cluster.peer_listen",
+    "cluster.peers",
+    "cluster.secret_file",
+    "cluster.formation_wait_ms",
     "storage.disks",
     "storage.default_policy",
     "storage.small_file_threshold_bytes",
@@ -76,6 +86,8 @@ pub(crate) struct RawConfig {
     pub webdav: RawWebdav,
     /// `[discovery]`: mDNS.
     pub discovery: RawDiscovery,
+    /// `[cluster]`: the peer network and how a cluster forms.
+    pub cluster: RawCluster,
     /// `[storage]`: disks, policies and part layout.
     pub storage: RawStorage,
     /// `[ingest]`: uploads in progress.
@@ -159,6 +171,33 @@ impl Default for RawWebdav {
 pub(crate) struct RawDiscovery {
     /// mDNS on the LAN; unset means off with no config file, on for a file run.
     pub mdns: Option<bool>,
+}
+
+/// `[cluster]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawCluster {
+    /// Address where this node listens for its peers; unset means 127.0.0.1:7712 (no file) or
+    /// 0.0.0.0:7712 (file run).
+    pub peer_listen: Option<SocketAddr>,
+    /// Static peers, each `HOST:PORT`.
+    pub peers: Vec<String>,
+    /// The file holding the cluster secret; unset means `cluster-secret` in `node.data_dir`.
+    pub secret_file: Option<PathBuf>,
+    /// How long a node with no cluster state looks for peers before founding a cluster alone,
+    /// in milliseconds.
+    pub formation_wait_ms: u64,
+}
+
+impl Default for RawCluster {
+    fn default() -> Self {
+        RawCluster {
+            peer_listen: None,
+            peers: Vec::new(),
+            secret_file: None,
+            formation_wait_ms: DEFAULT_FORMATION_WAIT_MS,
+        }
+    }
 }
 
 /// One `[[webdav.users]]` entry.
@@ -539,6 +578,21 @@ pub(crate) fn set_key(
                 Some(boolean(text)?)
             }
         }
+        "cluster.peer_listen" => {
+            raw.cluster.peer_listen = Some(text.trim().parse().map_err(|_| {
+                format!("expected an address and port like 0.0.0.0:7712, got {text:?}")
+            })?)
+        }
+        "cluster.peers" => {
+            raw.cluster.peers = text
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        }
+        "cluster.secret_file" => raw.cluster.secret_file = non_empty_path(text),
+        "cluster.formation_wait_ms" => raw.cluster.formation_wait_ms = int(text)?,
         "storage.disks" => {
             raw.storage.disks = text
                 .split(',')

@@ -183,6 +183,8 @@ fn example_mentions_every_key_and_every_key_is_settable_from_env() {
     raw.webdav.tls_cert = Some("c.pem".into());
     raw.webdav.tls_key = Some("k.pem".into());
     raw.discovery.mdns = Some(true);
+    raw.cluster.peer_listen = Some("127.0.0.1:3".parse().expect("addr"));
+    raw.cluster.secret_file = Some("s".into());
     let table = toml::Table::try_from(&raw).expect("serialise raw");
     let mut fields = Vec::new();
     for (section, value) in &table {
@@ -232,6 +234,9 @@ fn example_mentions_every_key_and_every_key_is_settable_from_env() {
             "webdav.macos_metadata" => "discard",
             "webdav.advertise" => "false",
             "discovery.mdns" => "true",
+            "cluster.peer_listen" => "127.0.0.1:3",
+            "cluster.peers" => "a:1,b:2",
+            "cluster.secret_file" => "/s",
             "webdav.users" => "ann:ro:$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA",
             "webdav.tls_cert" | "webdav.tls_key" => "/x.pem",
             _ => "3",
@@ -499,6 +504,9 @@ fn overrides_beat_env_beat_file() {
         webdav_listen: None,
         anonymous: None,
         mdns: None,
+        peer_listen: None,
+        peers: Vec::new(),
+        secret_file: None,
     };
     let with_flags = load(Some(&path), vars, &overrides).expect("loads");
     assert_eq!(with_flags.api.listen, "10.0.0.3:3".parse().expect("addr"));
@@ -692,4 +700,287 @@ fn mdns_is_off_embedded_on_for_a_file_and_switchable() {
     )
     .expect_err("refused");
     assert!(e.to_string().contains("WORMFS_DISCOVERY__MDNS"), "{e}");
+}
+
+#[test]
+fn cluster_defaults_embedded_and_file_run() {
+    let embedded = load(None, no_env(), &Overrides::default()).expect("loads");
+    assert_eq!(
+        embedded.cluster,
+        ClusterConfig {
+            peer_listen: "127.0.0.1:7712".parse().expect("addr"),
+            peers: Vec::new(),
+            secret_file: PathBuf::from("./wormfs-data/cluster-secret"),
+            formation_wait_ms: 3000,
+        }
+    );
+    assert_eq!(
+        embedded.cluster.secret_file,
+        embedded.node.data_dir.join("cluster-secret")
+    );
+
+    let (dir, path) = config_file("");
+    let file = load(Some(&path), no_env(), &Overrides::default()).expect("loads");
+    assert_eq!(
+        file.cluster,
+        ClusterConfig {
+            peer_listen: "0.0.0.0:7712".parse().expect("addr"),
+            peers: Vec::new(),
+            secret_file: dir.path().join("wormfs-data").join("cluster-secret"),
+            formation_wait_ms: 3000,
+        }
+    );
+
+    // The default follows node.data_dir, resolved like it.
+    let (dir, path) = config_file("[node]\ndata_dir = \"./store/\"\n");
+    let moved = load(Some(&path), no_env(), &Overrides::default()).expect("loads");
+    assert_eq!(
+        moved.cluster.secret_file,
+        dir.path().join("store").join("cluster-secret")
+    );
+    let by_flag = Overrides {
+        data_dir: Some(PathBuf::from("/srv/w")),
+        ..Overrides::default()
+    };
+    let moved = load(Some(&path), no_env(), &by_flag).expect("loads");
+    assert_eq!(
+        moved.cluster.secret_file,
+        PathBuf::from("/srv/w/cluster-secret")
+    );
+}
+
+#[test]
+fn cluster_file_values_and_relative_secret_file() {
+    let (dir, path) = config_file(
+        "[cluster]\npeer_listen = \"0.0.0.0:0\"\npeers = [\"nas2.local:7712\", \"192.168.1.20:7712\", \"[fe80::1]:7712\", \"[::1]:1\", \"n-1.lan:65535\"]\nsecret_file = \"secrets/./cluster.key\"\nformation_wait_ms = 0\n",
+    );
+    let config = load(Some(&path), no_env(), &Overrides::default()).expect("loads");
+    assert_eq!(
+        config.cluster,
+        ClusterConfig {
+            peer_listen: "0.0.0.0:0".parse().expect("addr"),
+            peers: vec![
+                "nas2.local:7712".to_owned(),
+                "192.168.1.20:7712".to_owned(),
+                "[fe80::1]:7712".to_owned(),
+                "[::1]:1".to_owned(),
+                "n-1.lan:65535".to_owned(),
+            ],
+            secret_file: dir.path().join("secrets").join("cluster.key"),
+            formation_wait_ms: 0,
+        }
+    );
+    // An absolute path stays as written.
+    let config = load_text("[cluster]\nsecret_file = \"/etc/wormfs/secret\"\n").expect("loads");
+    assert_eq!(
+        config.cluster.secret_file,
+        PathBuf::from("/etc/wormfs/secret")
+    );
+    // A relative path from the environment stays relative to the working directory.
+    let config = load(
+        Some(&path),
+        env(&[("WORMFS_CLUSTER__SECRET_FILE", "rel/secret")]),
+        &Overrides::default(),
+    )
+    .expect("loads");
+    assert_eq!(config.cluster.secret_file, PathBuf::from("rel/secret"));
+    // An empty variable means unset: the default in data_dir.
+    let config = load(
+        Some(&path),
+        env(&[("WORMFS_CLUSTER__SECRET_FILE", "")]),
+        &Overrides::default(),
+    )
+    .expect("loads");
+    assert_eq!(
+        config.cluster.secret_file,
+        config.node.data_dir.join("cluster-secret")
+    );
+    let (_, message) = error_of("[cluster]\nsecret_file = \"\"\n");
+    assert!(
+        message.contains("line 2: cluster.secret_file: must not be empty"),
+        "{message}"
+    );
+}
+
+#[test]
+fn bad_peer_names_the_key_and_its_line() {
+    let (err, message) = error_of("[cluster]\npeers = [\n  \"nas2.local:7712\",\n  \"foo\",\n]\n");
+    match &err {
+        ConfigError::Invalid { key, line, .. } => {
+            assert_eq!(key, "cluster.peers");
+            assert_eq!(*line, Some(4), "{message}");
+        }
+        other => panic!("wrong error {other:?}"),
+    }
+    assert!(
+        message.ends_with(
+            "wormfs.toml line 4: cluster.peers: must be HOST:PORT like nas2.local:7712 or \
+             192.168.1.20:7712, got \"foo\""
+        ),
+        "{message}"
+    );
+    for bad in [
+        "nas2.local",
+        "nas2.local:",
+        "nas2.local:0",
+        "nas2.local:65536",
+        "nas2.local:+80",
+        ":7712",
+        "fe80::1:7712",
+        "[fe80::1]",
+        "[nas2.local]:7712",
+        "192.168.1.300:7712",
+        "nas_2.local:7712",
+        "nas2..local:7712",
+        "-nas2.local:7712",
+        " nas2.local:7712",
+        "http://nas2.local:7712",
+    ] {
+        let text = format!("[cluster]\npeers = [{bad:?}]\n");
+        match load_text(&text) {
+            Err(ConfigError::Invalid { key, line, .. }) => {
+                assert_eq!(key, "cluster.peers", "{bad}");
+                assert_eq!(line, Some(2), "{bad}");
+            }
+            other => panic!("{bad:?}: expected Invalid, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn cluster_peers_from_env_and_errors_name_the_variable() {
+    let c = load(
+        None,
+        env(&[("WORMFS_CLUSTER__PEERS", "a:1,b:2")]),
+        &Overrides::default(),
+    )
+    .expect("loads");
+    assert_eq!(c.cluster.peers, vec!["a:1".to_owned(), "b:2".to_owned()]);
+    let (_dir, path) = config_file("[cluster]\npeers = [\"c:3\"]\n");
+    let c = load(
+        Some(&path),
+        env(&[("WORMFS_CLUSTER__PEERS", "")]),
+        &Overrides::default(),
+    )
+    .expect("loads");
+    assert!(c.cluster.peers.is_empty());
+    for (var, value, needle) in [
+        ("WORMFS_CLUSTER__PEERS", "a:1,b", "got \"b\""),
+        (
+            "WORMFS_CLUSTER__PEER_LISTEN",
+            "nas:7712",
+            "expected an address and port like 0.0.0.0:7712",
+        ),
+        (
+            "WORMFS_CLUSTER__FORMATION_WAIT_MS",
+            "soon",
+            "expected a whole number",
+        ),
+    ] {
+        let err =
+            load(None, env(&[(var, value)]), &Overrides::default()).expect_err("bad value refused");
+        assert!(
+            matches!(&err, ConfigError::Env { var: got, .. } if got == var),
+            "{var}={value}: {err:?}"
+        );
+        assert!(err.to_string().contains(needle), "{var}={value}: {err}");
+    }
+}
+
+#[test]
+fn cluster_flags_beat_env_beat_file() {
+    let (_dir, path) = config_file(
+        "[cluster]\npeer_listen = \"10.0.0.1:1\"\npeers = [\"file:1\"]\nsecret_file = \"/file\"\n",
+    );
+    let vars = env(&[
+        ("WORMFS_CLUSTER__PEER_LISTEN", "10.0.0.2:2"),
+        ("WORMFS_CLUSTER__PEERS", "env:2"),
+        ("WORMFS_CLUSTER__SECRET_FILE", "/env"),
+    ]);
+
+    let file_only = load(Some(&path), no_env(), &Overrides::default()).expect("loads");
+    assert_eq!(
+        file_only.cluster.peer_listen,
+        "10.0.0.1:1".parse().expect("addr")
+    );
+    assert_eq!(file_only.cluster.peers, vec!["file:1".to_owned()]);
+    assert_eq!(file_only.cluster.secret_file, PathBuf::from("/file"));
+
+    let with_env = load(Some(&path), vars.clone(), &Overrides::default()).expect("loads");
+    assert_eq!(
+        with_env.cluster.peer_listen,
+        "10.0.0.2:2".parse().expect("addr")
+    );
+    assert_eq!(with_env.cluster.peers, vec!["env:2".to_owned()]);
+    assert_eq!(with_env.cluster.secret_file, PathBuf::from("/env"));
+
+    let flags = Overrides {
+        peer_listen: Some("10.0.0.3:3".parse().expect("addr")),
+        peers: vec!["flag:3".to_owned(), "[::1]:4".to_owned()],
+        secret_file: Some(PathBuf::from("rel/flag")),
+        ..Overrides::default()
+    };
+    let with_flags = load(Some(&path), vars.clone(), &flags).expect("loads");
+    assert_eq!(
+        with_flags.cluster.peer_listen,
+        "10.0.0.3:3".parse().expect("addr")
+    );
+    assert_eq!(
+        with_flags.cluster.peers,
+        vec!["flag:3".to_owned(), "[::1]:4".to_owned()]
+    );
+    // A path from a flag stays relative to the working directory.
+    assert_eq!(with_flags.cluster.secret_file, PathBuf::from("rel/flag"));
+
+    // An empty --peer list leaves the lower layers' list alone.
+    let no_peers = Overrides {
+        peers: Vec::new(),
+        ..flags.clone()
+    };
+    let c = load(Some(&path), vars, &no_peers).expect("loads");
+    assert_eq!(c.cluster.peers, vec!["env:2".to_owned()]);
+
+    // A bad peer from a flag names the flag.
+    let bad = Overrides {
+        peers: vec!["nas2".to_owned()],
+        ..Overrides::default()
+    };
+    let err = load(Some(&path), no_env(), &bad).expect_err("bad peer");
+    let message = err.to_string();
+    assert!(
+        matches!(&err, ConfigError::Invalid { key, line: None, .. } if key == "cluster.peers"),
+        "{err:?}"
+    );
+    assert!(message.contains("(given by --peer)"), "{message}");
+}
+
+#[test]
+fn formation_wait_out_of_range_is_refused() {
+    let (err, message) = error_of("[cluster]\n\nformation_wait_ms = 600001\n");
+    match &err {
+        ConfigError::Invalid { key, line, .. } => {
+            assert_eq!(key, "cluster.formation_wait_ms");
+            assert_eq!(*line, Some(3));
+        }
+        other => panic!("wrong error {other:?}"),
+    }
+    assert!(
+        message.ends_with(
+            "line 3: cluster.formation_wait_ms: must be at most 600000 (10 minutes), got 600001"
+        ),
+        "{message}"
+    );
+    assert!(load_text("[cluster]\nformation_wait_ms = 600000\n").is_ok());
+    let err = load(
+        None,
+        env(&[("WORMFS_CLUSTER__FORMATION_WAIT_MS", "9999999")]),
+        &Overrides::default(),
+    )
+    .expect_err("refused");
+    assert!(
+        err.to_string()
+            .contains("WORMFS_CLUSTER__FORMATION_WAIT_MS")
+            && err.to_string().contains("must be at most 600000"),
+        "{err}"
+    );
 }

@@ -76,9 +76,39 @@ pub struct ServeArgs {
     /// mDNS on the LAN: on or off (default: off with no config file, on with one).
     #[arg(long, value_name = "on|off", value_parser = on_off)]
     pub mdns: Option<bool>,
+    /// Turn mDNS off (the same as `--mdns off`).
+    #[arg(long, conflicts_with = "mdns")]
+    pub no_mdns: bool,
     /// A drop folder, PATH or PATH=TREE_PREFIX (repeatable; replaces the config's folders).
     #[arg(long = "ingest", value_name = "PATH[=TREE]")]
     pub ingest: Vec<String>,
+    /// A peer machine, HOST:PORT (repeatable; replaces `cluster.peers`).
+    #[arg(long = "peer", value_name = "HOST:PORT")]
+    pub peers: Vec<String>,
+    /// Where this node listens for its peers (default port 7712).
+    #[arg(long, env = "WORMFS_PEER_LISTEN")]
+    pub peer_listen: Option<std::net::SocketAddr>,
+    /// The cluster secret file (default DATA_DIR/cluster-secret).
+    #[arg(long, env = "WORMFS_CLUSTER_SECRET_FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
+}
+
+impl ServeArgs {
+    /// The command-line values as config overrides.
+    pub fn overrides(&self) -> wormfs_config::Overrides {
+        wormfs_config::Overrides {
+            data_dir: self.data_dir.clone(),
+            disks: self.disks.clone(),
+            listen: self.listen,
+            ingest: self.ingest.clone(),
+            webdav_listen: self.webdav_listen,
+            anonymous: self.anonymous,
+            mdns: if self.no_mdns { Some(false) } else { self.mdns },
+            peer_listen: self.peer_listen,
+            peers: self.peers.clone(),
+            secret_file: self.cluster_secret_file.clone(),
+        }
+    }
 }
 
 fn on_off(s: &str) -> Result<bool, String> {
@@ -100,6 +130,28 @@ pub enum Cmd {
     /// WebDAV helpers.
     #[command(subcommand)]
     Webdav(WebdavCmd),
+    /// Make this machine's cluster secret (DATA_DIR/cluster-secret by default), or take the
+    /// one a member printed with `wormfs join-token`.
+    Init {
+        /// A join token from `wormfs join-token` on a member of the cluster to join.
+        #[arg(
+            long,
+            value_name = "TOKEN",
+            env = "WORMFS_JOIN_TOKEN",
+            hide_env_values = true
+        )]
+        join: Option<String>,
+        /// Config and data folder, as for `serve`.
+        #[command(flatten)]
+        serve: ServeArgs,
+    },
+    /// Print what another machine needs to join this cluster (its name and secret: keep it
+    /// private).
+    JoinToken {
+        /// Config and data folder, as for `serve`.
+        #[command(flatten)]
+        serve: ServeArgs,
+    },
     /// List WormFS WebDAV faces advertised on the LAN over mDNS.
     Discover {
         /// How long to listen for answers, in seconds.
@@ -429,7 +481,12 @@ pub async fn run_client(cli: Cli) -> anyhow::Result<()> {
         json: cli.json,
     };
     match cli.cmd {
-        Cmd::Serve(_) | Cmd::Config(_) | Cmd::Webdav(_) | Cmd::Discover { .. } => {
+        Cmd::Serve(_)
+        | Cmd::Config(_)
+        | Cmd::Webdav(_)
+        | Cmd::Discover { .. }
+        | Cmd::Init { .. }
+        | Cmd::JoinToken { .. } => {
             unreachable!("handled in main")
         }
         Cmd::Put {

@@ -18,6 +18,7 @@ pub mod meta;
 pub mod node;
 pub mod part_format;
 pub mod part_io;
+pub mod peer;
 pub mod placement;
 pub mod policy;
 pub mod raft_types;

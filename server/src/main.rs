@@ -8,6 +8,7 @@ use wormfs_config::{ConfigSource, LogFormat, Overrides};
 use wormfs_server::api::{router, ApiState};
 use wormfs_server::cli::{exit, run_client, Cli, CliError, Cmd, ConfigCmd, ServeArgs, WebdavCmd};
 use wormfs_server::node::Node;
+use wormfs_server::peer::ClusterSecret;
 
 /// mimalloc instead of glibc malloc: glibc keeps per-thread arenas of freed multi-MiB buffers
 /// (encode batches, decoded rows) that pushed a degraded 2 GiB read to 360-600 MiB of RSS.
@@ -43,6 +44,8 @@ fn main() {
                 Ok(())
             }
             Cmd::Discover { wait } => discover(wait, cli.json).await,
+            Cmd::Init { join, serve } => init(&serve, join.as_deref()),
+            Cmd::JoinToken { serve } => join_token(&serve),
             Cmd::Webdav(WebdavCmd::HashPassword) => {
                 println!(
                     "{}",
@@ -174,16 +177,70 @@ async fn discover(wait: f64, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Loads the config for a local command, as `serve` would.
+fn local_config(args: &ServeArgs) -> anyhow::Result<wormfs_config::Config> {
+    wormfs_config::load(args.config.as_deref(), std::env::vars(), &args.overrides()).map_err(|e| {
+        CliError {
+            code: exit::USAGE,
+            message: e.to_string(),
+        }
+        .into()
+    })
+}
+
+/// `wormfs init [--join TOKEN]`.
+fn init(args: &ServeArgs, join: Option<&str>) -> anyhow::Result<()> {
+    let cfg = local_config(args)?;
+    let path = &cfg.cluster.secret_file;
+    match join {
+        Some(token) => {
+            let (name, secret) = ClusterSecret::from_join_token(token).map_err(|e| CliError {
+                code: exit::USAGE,
+                message: e.to_string(),
+            })?;
+            if name != cfg.node.cluster_name {
+                return Err(CliError {
+                    code: exit::USAGE,
+                    message: format!(
+                        "the token is for cluster {name:?} but this machine's node.cluster_name is \
+                         {:?}: set node.cluster_name = \"{name}\" in its config first",
+                        cfg.node.cluster_name
+                    ),
+                }
+                .into());
+            }
+            secret.write(path)?;
+            println!(
+                "{}: the secret of cluster {name} (fingerprint {}). Start the node; it joins \
+                 the cluster when it sees a member.",
+                path.display(),
+                secret.fingerprint()
+            );
+        }
+        None => {
+            let (secret, made) = ClusterSecret::read_or_create(path)?;
+            let what = if made { "made" } else { "already there" };
+            println!(
+                "{}: cluster secret {what} (fingerprint {}). Other machines join with the \
+                 token `wormfs join-token` prints.",
+                path.display(),
+                secret.fingerprint()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `wormfs join-token`.
+fn join_token(args: &ServeArgs) -> anyhow::Result<()> {
+    let cfg = local_config(args)?;
+    let secret = ClusterSecret::read(&cfg.cluster.secret_file)?;
+    println!("{}", secret.join_token(&cfg.node.cluster_name));
+    Ok(())
+}
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let overrides = Overrides {
-        data_dir: args.data_dir,
-        disks: args.disks,
-        listen: args.listen,
-        ingest: args.ingest,
-        webdav_listen: args.webdav_listen,
-        anonymous: args.anonymous,
-        mdns: args.mdns,
-    };
+    let overrides = args.overrides();
     let cfg =
         wormfs_config::load(args.config.as_deref(), std::env::vars(), &overrides).map_err(|e| {
             CliError {

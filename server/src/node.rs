@@ -12,15 +12,18 @@ use tokio_util::task::TaskTracker;
 use wormfs_config::{Config, ConfigSource};
 
 use crate::command::CommandV1;
-use crate::consensus::Consensus;
+use crate::consensus::{ClusterParams, Consensus, Formation};
 use crate::disk::LocalDisk;
 use crate::fsutil::{now_ms, write_durably};
 use crate::ids::{ClusterId, NodeId};
 use crate::meta::MetaDb;
+use crate::peer::{ClusterSecret, PeerNet};
 use crate::store::{Counters, Store};
 
 /// Name of the admin token file in the data folder.
 pub const TOKEN_FILE: &str = "admin-token";
+/// Name of the node's peer identity key (libp2p) in the data folder.
+pub const PEER_KEY_FILE: &str = "peer-key";
 /// Folder-disks made inside the data folder when no disk is configured.
 pub const DEFAULT_FOLDER_DISKS: usize = 6;
 
@@ -105,7 +108,7 @@ impl Node {
             .with_context(|| format!("create data folder {}", data.display()))?;
         let lock = lock_data_dir(data)?;
         let ident_path = data.join("node.json");
-        let ident: NodeIdentity = match std::fs::read(&ident_path) {
+        let mut ident: NodeIdentity = match std::fs::read(&ident_path) {
             Ok(b) => serde_json::from_slice(&b)
                 .with_context(|| format!("parse {}", ident_path.display()))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -140,32 +143,67 @@ impl Node {
             );
             t
         };
+        let shutdown = CancellationToken::new();
+        let (secret, made) = ClusterSecret::read_or_create(&cfg.cluster.secret_file)?;
+        if made {
+            tracing::info!(
+                file = %cfg.cluster.secret_file.display(),
+                fingerprint = %secret.fingerprint(),
+                "made a new cluster secret (mode 0600); other machines join with `wormfs join-token`"
+            );
+        }
+        let key = crate::peer::net::load_identity(&data.join(PEER_KEY_FILE))?;
+        let (net, inbound) = PeerNet::start(
+            key,
+            secret.psk(),
+            cfg.cluster.peer_listen,
+            shutdown.child_token(),
+        )
+        .await?;
         let meta_dir = data.join("meta");
         std::fs::create_dir_all(&meta_dir)
             .with_context(|| format!("create {}", meta_dir.display()))?;
         let db = MetaDb::open(&meta_dir.join("metadata.db")).await?;
+        let fresh = db.cluster_id().await?.is_none();
         let consensus = Consensus::start(
             ident.node_id,
             &meta_dir,
             db.clone(),
             &cfg.raft,
-            &cfg.api.listen.to_string(),
+            net,
+            inbound,
+            ClusterParams {
+                cluster_name: cfg.node.cluster_name.clone(),
+                peers: cfg.cluster.peers.clone(),
+                formation_wait: Duration::from_millis(cfg.cluster.formation_wait_ms),
+                mdns: cfg.discovery.mdns,
+            },
+            shutdown.clone(),
         )
         .await?;
         let cmd = |c| consensus.write(c);
-        match db.cluster_id().await? {
-            None => {
-                cmd(CommandV1::InitCluster {
-                    cluster_id: ident.cluster_id,
-                    time_ms: now_ms(),
-                })
-                .await?;
+        if consensus.formation() == Formation::Founded {
+            cmd(CommandV1::InitCluster {
+                cluster_id: ident.cluster_id,
+                time_ms: now_ms(),
+            })
+            .await?;
+        }
+        let cluster_id = wait_for_cluster_id(&db, &shutdown).await?;
+        if cluster_id != ident.cluster_id.to_string() {
+            if !fresh {
+                bail!(
+                    "metadata belongs to cluster {cluster_id}, node.json to {}",
+                    ident.cluster_id
+                );
             }
-            Some(c) if c != ident.cluster_id.to_string() => bail!(
-                "metadata belongs to cluster {c}, node.json to {}",
-                ident.cluster_id
-            ),
-            Some(_) => {}
+            // A new machine that joined: it belongs to the cluster it joined.
+            ident.cluster_id = ClusterId(
+                cluster_id
+                    .parse()
+                    .with_context(|| format!("cluster id {cluster_id}"))?,
+            );
+            write_durably(&ident_path, &serde_json::to_vec_pretty(&ident)?)?;
         }
         let name = cfg.node.name.clone().unwrap_or_else(|| {
             rustix::system::uname()
@@ -242,7 +280,7 @@ impl Node {
         let node = Node {
             store,
             token,
-            shutdown: CancellationToken::new(),
+            shutdown,
             drops: Arc::default(),
             tasks: TaskTracker::new(),
             _lock: lock,
@@ -302,6 +340,23 @@ impl Node {
         tracing::info!("shutdown: closing metadata");
         self.store.meta.close().await;
         tracing::info!("shutdown complete");
+    }
+}
+
+/// Waits until the cluster's id has been applied here (a joining machine gets it with the log).
+async fn wait_for_cluster_id(db: &MetaDb, shutdown: &CancellationToken) -> anyhow::Result<String> {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(id) = db.cluster_id().await? {
+            return Ok(id);
+        }
+        if started.elapsed() > Duration::from_secs(120) {
+            bail!("the cluster's id has not reached this node after 120 s");
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => bail!("stopped while joining"),
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
     }
 }
 

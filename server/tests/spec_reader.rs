@@ -435,12 +435,9 @@ fn seeded(len: usize, seed: u64) -> Vec<u8> {
 async fn start_node(dir: &Path) -> anyhow::Result<Node> {
     let overrides = wormfs_config::Overrides {
         data_dir: Some(dir.join("data")),
-        disks: vec![],
-        listen: None,
-        ingest: vec![],
-        webdav_listen: None,
-        anonymous: None,
-        mdns: None,
+        // Any free port for the peer network: tests run side by side.
+        peer_listen: Some("127.0.0.1:0".parse().unwrap()),
+        ..Default::default()
     };
     let mut cfg = wormfs_config::load(None, Vec::<(String, String)>::new(), &overrides)?;
     cfg.storage.block_size_bytes = BLOCK;

@@ -16,12 +16,9 @@ use wormfs_server::tree_path::TreePath;
 pub fn config(dir: &Path, block: u32, part_bytes: u64) -> wormfs_config::Config {
     let overrides = wormfs_config::Overrides {
         data_dir: Some(dir.join("data")),
-        disks: vec![],
-        listen: None,
-        ingest: vec![],
-        webdav_listen: None,
-        anonymous: None,
-        mdns: None,
+        // Any free port for the peer network: tests run side by side.
+        peer_listen: Some("127.0.0.1:0".parse().unwrap()),
+        ..Default::default()
     };
     let mut cfg = wormfs_config::load(None, Vec::<(String, String)>::new(), &overrides)
         .expect("embedded config");

@@ -204,6 +204,11 @@ fn serve_args(port: u16, extra: &[&str]) -> Vec<String> {
         args.push("--mdns".into());
         args.push("off".into());
     }
+    // Any free port for the peer network unless the test places it.
+    if !extra.contains(&"--peer-listen") {
+        args.push("--peer-listen".into());
+        args.push("127.0.0.1:0".into());
+    }
     args.extend(extra.iter().map(|s| s.to_string()));
     args
 }

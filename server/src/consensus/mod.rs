@@ -1,0 +1,344 @@
+//! Consensus: openraft over the SQLite stores, talking to other nodes over the private peer
+//! network. A single machine is a cluster of one; others join it (see [`formation`]). Writes
+//! go through the leader: a follower forwards them and answers only once it has applied them
+//! itself, so a client sees its own writes on the node it talks to.
+
+mod formation;
+mod inbound;
+mod network;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, Raft, SnapshotPolicy};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use wormfs_config::RaftConfig;
+
+use crate::command::{Command, CommandV1, Outcome};
+use crate::ids::NodeId;
+use crate::meta::{LogStore, MetaDb, StateMachineStore};
+use crate::peer::protocol::WriteRefused;
+use crate::peer::{Inbound, PeerNet, PeerRequest, PeerResponse};
+use crate::raft_types::TypeConfig;
+
+pub use formation::Formation;
+
+/// How long a write waits for a leader (an election in progress) before it is refused.
+const LEADER_WAIT: Duration = Duration::from_secs(10);
+/// How long a leader waits for a majority to acknowledge a write.
+const COMMIT_WAIT: Duration = Duration::from_secs(15);
+
+/// A write that did not reach the state machine.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsensusError {
+    /// No leader or no majority.
+    #[error("the cluster has no majority: {0}")]
+    NoQuorum(String),
+    /// Raft stopped (a storage failure or shutdown).
+    #[error("consensus stopped: {0}")]
+    Fatal(String),
+}
+
+/// How this node finds and joins its cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterParams {
+    /// The cluster's name: nodes only join a cluster of the same name.
+    pub cluster_name: String,
+    /// Static peers, `HOST:PORT`.
+    pub peers: Vec<String>,
+    /// How long a node with no cluster state looks for peers before founding a cluster.
+    pub formation_wait: Duration,
+    /// Whether peers may also appear through mDNS (so an empty peer list is not "alone").
+    pub mdns: bool,
+}
+
+/// The node's Raft instance.
+#[derive(Clone)]
+pub struct Consensus {
+    raft: Raft<TypeConfig>,
+    node_id: NodeId,
+    log: LogStore,
+    net: PeerNet,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: MetaDb,
+    params: ClusterParams,
+    formation: std::sync::Mutex<Formation>,
+}
+
+impl Consensus {
+    /// Starts Raft over the stores in `dir`, answers peers from `inbound`, and, when this node
+    /// has no cluster state yet, finds its cluster: joins one of its name or founds one.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn start(
+        node_id: NodeId,
+        dir: &std::path::Path,
+        db: MetaDb,
+        cfg: &RaftConfig,
+        net: PeerNet,
+        inbound: mpsc::Receiver<Inbound>,
+        params: ClusterParams,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let log = LogStore::open(&dir.join("raft-log.db")).await?;
+        let sm = StateMachineStore::new(db.clone(), dir.join("snapshots")).await?;
+        let config = openraft::Config {
+            cluster_name: params.cluster_name.clone(),
+            heartbeat_interval: cfg.heartbeat_interval_ms,
+            election_timeout_min: cfg.election_timeout_min_ms,
+            election_timeout_max: cfg.election_timeout_max_ms,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_every_logs),
+            max_in_snapshot_log_to_keep: cfg.max_logs_kept,
+            // Chunks well under the peer protocol's message limit.
+            snapshot_max_chunk_size: 256 * 1024,
+            ..Default::default()
+        }
+        .validate()
+        .context("raft configuration")?;
+        let raft = Raft::new(
+            node_id,
+            Arc::new(config),
+            network::PeerNetwork { net: net.clone() },
+            log.clone(),
+            sm,
+        )
+        .await
+        .context("start raft")?;
+        let me = Self {
+            raft,
+            node_id,
+            log,
+            net,
+            inner: Arc::new(Inner {
+                db,
+                params,
+                formation: std::sync::Mutex::new(Formation::Starting),
+            }),
+        };
+        tokio::spawn(me.clone().serve_inbound(inbound, shutdown.clone()));
+        tokio::spawn(me.clone().dial_static_peers(shutdown.clone()));
+        me.form(&shutdown).await?;
+        me.wait_for_leader(&shutdown).await?;
+        Ok(me)
+    }
+
+    /// Waits until a leader is known (this node's, or one it follows).
+    async fn wait_for_leader(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let mut rx = self.raft.metrics();
+        let mut last_note = Instant::now();
+        loop {
+            if rx.borrow().current_leader.is_some() {
+                return Ok(());
+            }
+            if last_note.elapsed() > Duration::from_secs(10) {
+                tracing::warn!(
+                    waited_s = started.elapsed().as_secs(),
+                    "waiting for a leader: the cluster has no majority of its voters reachable"
+                );
+                last_note = Instant::now();
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => anyhow::bail!("stopped while waiting for a leader"),
+                _ = rx.changed() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    /// Proposes a command and returns its outcome once applied on this node.
+    pub async fn write(&self, cmd: CommandV1) -> Result<Outcome, ConsensusError> {
+        let cmd = Command::V1(cmd);
+        let deadline = Instant::now() + LEADER_WAIT;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let leader = match self.write_here(cmd.clone()).await {
+                Ok((outcome, _)) => return Ok(outcome),
+                Err(WriteRefused::NotLeader { leader }) => leader,
+                Err(WriteRefused::Failed(e)) => return Err(ConsensusError::Fatal(e)),
+                Err(WriteRefused::NoMajority(e)) => return Err(ConsensusError::NoQuorum(e)),
+            };
+            if let Some(leader) = leader.filter(|l| *l != self.node_id) {
+                match self.forward_write(leader, cmd.clone()).await {
+                    Ok(outcome) => return Ok(outcome),
+                    Err(Forward::Retry(why)) => {
+                        tracing::debug!(leader, "write not forwarded, retrying: {why}")
+                    }
+                    Err(Forward::Fail(e)) => return Err(e),
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(ConsensusError::NoQuorum(format!(
+                    "no leader reachable after {}s (a majority of the voters must be up and \
+                     connected); see `wormfs cluster`",
+                    LEADER_WAIT.as_secs()
+                )));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(500));
+        }
+    }
+
+    /// Writes through this node's Raft if it leads; the outcome and its log index.
+    async fn write_here(&self, cmd: Command) -> Result<(Outcome, u64), WriteRefused> {
+        match tokio::time::timeout(COMMIT_WAIT, self.raft.client_write(cmd)).await {
+            Err(_) => Err(WriteRefused::NoMajority(format!(
+                "no majority acknowledged the write within {}s",
+                COMMIT_WAIT.as_secs()
+            ))),
+            Ok(Ok(resp)) => Ok((resp.data, resp.log_id.index)),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                Err(WriteRefused::NotLeader {
+                    leader: f.leader_id,
+                })
+            }
+            Ok(Err(RaftError::APIError(e))) => Err(WriteRefused::NoMajority(e.to_string())),
+            Ok(Err(RaftError::Fatal(e))) => Err(WriteRefused::Failed(e.to_string())),
+        }
+    }
+
+    /// Sends a write to the leader and waits until this node has applied it.
+    async fn forward_write(&self, leader: NodeId, cmd: Command) -> Result<Outcome, Forward> {
+        let resp = self
+            .ask_member(
+                leader,
+                PeerRequest::Write(cmd),
+                COMMIT_WAIT + Duration::from_secs(5),
+            )
+            .await
+            .map_err(|e| match e {
+                // Not sent: safe to try again.
+                crate::peer::PeerError::Unreachable(_) => Forward::Retry(e.to_string()),
+                // Sent but unanswered: the write may or may not have been committed.
+                other => Forward::Fail(ConsensusError::NoQuorum(format!(
+                    "the leader (node {leader}) did not answer: {other}"
+                ))),
+            })?;
+        let (outcome, index) = match resp {
+            PeerResponse::Write(Ok(v)) => v,
+            PeerResponse::Write(Err(WriteRefused::NotLeader { .. })) => {
+                return Err(Forward::Retry("leadership moved".into()))
+            }
+            PeerResponse::Write(Err(WriteRefused::NoMajority(e))) => {
+                return Err(Forward::Fail(ConsensusError::NoQuorum(e)))
+            }
+            PeerResponse::Write(Err(WriteRefused::Failed(e))) => {
+                return Err(Forward::Fail(ConsensusError::Fatal(e)))
+            }
+            PeerResponse::Refused(why) => return Err(Forward::Retry(why)),
+            other => {
+                return Err(Forward::Fail(ConsensusError::Fatal(format!(
+                    "unexpected answer to a write: {other:?}"
+                ))))
+            }
+        };
+        self.raft
+            .wait(Some(COMMIT_WAIT))
+            .applied_index_at_least(Some(index), "forwarded write applied here")
+            .await
+            .map_err(|e| {
+                Forward::Fail(ConsensusError::NoQuorum(format!(
+                    "the write was committed (log index {index}) but this node has not applied \
+                     it yet: {e}"
+                )))
+            })?;
+        Ok(outcome)
+    }
+
+    /// Sends `req` to member `id` at its recorded address.
+    async fn ask_member(
+        &self,
+        id: NodeId,
+        req: PeerRequest,
+        timeout: Duration,
+    ) -> Result<PeerResponse, crate::peer::PeerError> {
+        let addr = self
+            .metrics()
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| n.addr.clone())
+            .unwrap_or_default();
+        let (peer, addrs) = network::target_of(&addr);
+        let peer = peer.ok_or_else(|| {
+            crate::peer::PeerError::Unreachable(format!("member {id} has no peer address"))
+        })?;
+        self.net.request(peer, addrs, req, timeout).await
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    /// The peer network.
+    pub fn net(&self) -> &PeerNet {
+        &self.net
+    }
+
+    /// How this node came into its cluster (and what stands in the way while it cannot).
+    pub fn formation(&self) -> Formation {
+        self.inner
+            .formation
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Metrics for status pages.
+    pub fn metrics(&self) -> openraft::RaftMetrics<NodeId, BasicNode> {
+        self.raft.metrics().borrow().clone()
+    }
+
+    /// Builds a snapshot now and purges the log up to it (operators and tests).
+    pub async fn snapshot_and_purge(&self) -> anyhow::Result<u64> {
+        let before = self.metrics().snapshot.map(|s| s.index);
+        self.raft
+            .trigger()
+            .snapshot()
+            .await
+            .context("trigger snapshot")?;
+        let m = self
+            .raft
+            .wait(Some(Duration::from_secs(120)))
+            .metrics(
+                |m| m.snapshot.map(|s| s.index) != before && m.snapshot.is_some(),
+                "snapshot built",
+            )
+            .await
+            .context("wait for snapshot")?;
+        let upto = m.snapshot.map(|s| s.index).unwrap_or(0);
+        self.raft
+            .trigger()
+            .purge_log(upto)
+            .await
+            .context("purge log")?;
+        self.raft
+            .wait(Some(Duration::from_secs(60)))
+            .metrics(|m| m.purged.map(|p| p.index) >= Some(upto), "log purged")
+            .await
+            .context("wait for purge")?;
+        Ok(upto)
+    }
+
+    /// Stops Raft and closes the log.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!("raft shutdown: {e}");
+        }
+        self.log.close().await;
+    }
+}
+
+/// Why a forwarded write did not go through.
+enum Forward {
+    /// Nothing was committed; try again (perhaps with another leader).
+    Retry(String),
+    /// Give up with this error.
+    Fail(ConsensusError),
+}

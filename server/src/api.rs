@@ -96,6 +96,7 @@ type ApiResult<T> = Result<T, ApiError>;
 pub fn router(state: ApiState) -> Router {
     let authed = Router::new()
         .route("/api/v1/status", get(status))
+        .route("/api/v1/cluster", get(cluster))
         .route("/api/v1/disks", get(disks))
         .route("/api/v1/ingest", get(ingest_status))
         .route(
@@ -171,6 +172,12 @@ async fn auth(State(st): State<ApiState>, req: Request, next: Next) -> Response 
             r
         }
     }
+}
+
+async fn cluster(State(st): State<ApiState>) -> ApiResult<Json<serde_json::Value>> {
+    let nodes = st.store.meta.nodes().await.map_err(StoreError::from)?;
+    let view = st.store.consensus.view(nodes).await;
+    Ok(Json(json!(view)))
 }
 
 async fn status(State(st): State<ApiState>) -> ApiResult<Json<serde_json::Value>> {

@@ -52,6 +52,57 @@ pub struct Cli {
     pub cmd: Cmd,
 }
 
+fn print_cluster(v: &Value) {
+    let opt = |x: &Value| {
+        if x.is_null() {
+            "-".to_owned()
+        } else {
+            x.to_string().trim_matches('"').to_owned()
+        }
+    };
+    println!(
+        "cluster:  {} ({})",
+        v["cluster_name"].as_str().unwrap_or(""),
+        opt(&v["cluster_id"])
+    );
+    println!(
+        "this node: {}   term {}   leader {}   applied {}",
+        v["node_id"],
+        v["term"],
+        opt(&v["leader"]),
+        opt(&v["last_applied"])
+    );
+    if let Some(f) = v["formation"]["state"].as_str() {
+        if f == "blocked" {
+            println!("BLOCKED:  {}", opt(&v["formation"]["detail"]));
+        }
+    }
+    println!(
+        "{:<20} {:<16} {:<8} {:<7} {:<9} {:>6}  address",
+        "node", "name", "role", "leader", "connected", "lag"
+    );
+    for m in v["members"].as_array().into_iter().flatten() {
+        println!(
+            "{:<20} {:<16} {:<8} {:<7} {:<9} {:>6}  {}",
+            m["node_id"],
+            opt(&m["name"]),
+            m["role"].as_str().unwrap_or(""),
+            if m["leader"].as_bool() == Some(true) {
+                "yes"
+            } else {
+                ""
+            },
+            if m["connected"].as_bool() == Some(true) {
+                "yes"
+            } else {
+                "no"
+            },
+            opt(&m["lag"]),
+            m["addr"].as_str().unwrap_or("")
+        );
+    }
+}
+
 /// Options shared by `serve` and by token discovery.
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
@@ -152,6 +203,8 @@ pub enum Cmd {
         #[command(flatten)]
         serve: ServeArgs,
     },
+    /// The cluster: members, roles, leader, term, each member's lag.
+    Cluster,
     /// List WormFS WebDAV faces advertised on the LAN over mDNS.
     Discover {
         /// How long to listen for answers, in seconds.
@@ -828,6 +881,14 @@ pub async fn run_client(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Cmd::Ingest { wait } => ingest_status(&c, wait).await?,
+        Cmd::Cluster => {
+            let v = c.get_json("/api/v1/cluster").await?;
+            if c.json {
+                print_json(&v);
+            } else {
+                print_cluster(&v);
+            }
+        }
         Cmd::Status => {
             let v = c.get_json("/api/v1/status").await?;
             if c.json {

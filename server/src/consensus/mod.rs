@@ -6,6 +6,7 @@
 mod formation;
 mod inbound;
 mod network;
+mod view;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,6 +26,7 @@ use crate::peer::{Inbound, PeerNet, PeerRequest, PeerResponse};
 use crate::raft_types::TypeConfig;
 
 pub use formation::Formation;
+pub use view::{ClusterView, Member};
 
 /// How long a write waits for a leader (an election in progress) before it is refused.
 const LEADER_WAIT: Duration = Duration::from_secs(10);

@@ -23,7 +23,8 @@ use sqlx::sqlite::{
 use sqlx::SqlSafeStr;
 
 pub use query::{
-    DirEntry, DiskRecord, EntryKind, FileRecord, IntentRecord, PartRecord, SegmentRecord, Totals,
+    DirEntry, DiskRecord, EntryKind, FileRecord, IntentRecord, NodeRecord, PartRecord,
+    SegmentRecord, Totals,
 };
 pub use raft_store::{LogStore, StateMachineStore};
 

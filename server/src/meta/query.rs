@@ -126,6 +126,17 @@ pub struct IntentRecord {
     pub lease_until_ms: u64,
 }
 
+/// A registered machine.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeRecord {
+    /// Its node id.
+    pub node_id: NodeId,
+    /// Its name (host name unless configured).
+    pub name: String,
+    /// Its node API address.
+    pub api_addr: String,
+}
+
 /// Totals for `status`.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Totals {
@@ -418,6 +429,21 @@ impl MetaDb {
             .fetch_optional(&self.pool())
             .await?;
         Ok(row.and_then(|r| fid(&r, 0)))
+    }
+
+    /// The machines registered in the cluster: id, name and API address.
+    pub async fn nodes(&self) -> Res<Vec<NodeRecord>> {
+        let rows = sqlx::query("SELECT node_id, name, api_addr FROM nodes ORDER BY node_id")
+            .fetch_all(&self.pool())
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| NodeRecord {
+                node_id: r.get::<i64, _>(0) as NodeId,
+                name: r.get(1),
+                api_addr: r.get(2),
+            })
+            .collect())
     }
 
     /// The cluster id, once initialised.

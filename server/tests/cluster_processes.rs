@@ -1,0 +1,343 @@
+//! Real `wormfs serve` processes forming a cluster over the private peer network, each
+//! node's control plane on its own loopback address (127.0.0.2, .3, ...) with static peers:
+//! formation (the lowest id founds, the others join), one shared namespace written through any
+//! node, a leader killed with SIGKILL and replaced, a restarted node catching up, and machines
+//! without the secret (or with a plain TCP connection) kept out.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::process::{free_port, Server, BIN};
+use serde_json::Value;
+
+/// A free TCP port on `ip` (a loopback address other than 127.0.0.1).
+fn free_port_on(ip: &str) -> u16 {
+    std::net::TcpListener::bind((ip, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One machine of the test cluster: its folder, API port, node id and peer address.
+struct Machine {
+    dir: PathBuf,
+    api: u16,
+    id: u64,
+    peer: String,
+}
+
+impl Machine {
+    fn new(root: &Path, n: u8, id: u64) -> Machine {
+        let ip = format!("127.0.0.{}", n + 1);
+        let dir = root.join(format!("m{n}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = free_port_on(&ip);
+        Machine {
+            dir,
+            api: free_port(),
+            id,
+            peer: format!("{ip}:{port}"),
+        }
+    }
+
+    fn args<'a>(&'a self, others: &'a [String]) -> Vec<&'a str> {
+        let mut a = vec!["--peer-listen", self.peer.as_str()];
+        for o in others {
+            a.push("--peer");
+            a.push(o.as_str());
+        }
+        a
+    }
+
+    fn start(&self, others: &[String]) -> Server {
+        let id = self.id.to_string();
+        Server::start_env(
+            &self.dir,
+            self.api,
+            &self.args(others),
+            &[("WORMFS_NODE__ID", id.as_str())],
+        )
+    }
+}
+
+/// Runs a local `wormfs` command (no node needed) in `dir`; its stdout.
+fn local(dir: &Path, args: &[&str]) -> String {
+    let o = Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "wormfs {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn cluster(s: &Server) -> Value {
+    s.json(&["cluster"])
+}
+
+/// Polls `f` until it returns `Some`, failing with `what` after `secs`.
+fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {secs}s waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn voters(v: &Value) -> Vec<u64> {
+    v["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "voter")
+        .map(|m| m["node_id"].as_u64().unwrap())
+        .collect()
+}
+
+fn ls(s: &Server, dir: &str) -> Vec<String> {
+    let o = s.cli(&["--json", "ls", dir]);
+    if !o.status.success() {
+        return Vec::new();
+    }
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    v.as_array()
+        .or(v["entries"].as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["name"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn three_machines_form_one_cluster_survive_a_leader_kill_and_keep_strangers_out() {
+    let t = tempfile::tempdir().unwrap();
+    // Ids out of start order: the lowest (1) must found the cluster wherever it starts.
+    let ms: Vec<Machine> = [(1u8, 30u64), (2, 10), (3, 20)]
+        .iter()
+        .map(|&(n, id)| Machine::new(t.path(), n, id))
+        .collect();
+    // The documented way in: a secret made on one machine, its join token taken to the others.
+    local(&ms[0].dir, &["init"]);
+    let token = local(&ms[0].dir, &["join-token"]);
+    for m in &ms[1..] {
+        local(&m.dir, &["init", "--join", token.trim()]);
+    }
+    let peers_of = |i: usize| -> Vec<String> {
+        ms.iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, m)| m.peer.clone())
+            .collect()
+    };
+    // All three at once: each waits for the others (cluster.formation_wait_ms) before founding.
+    let mut servers: Vec<Option<Server>> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..3)
+            .map(|i| {
+                let (m, p) = (&ms[i], peers_of(i));
+                sc.spawn(move || m.start(&p))
+            })
+            .collect();
+        hs.into_iter().map(|h| Some(h.join().unwrap())).collect()
+    });
+
+    // One cluster: three voters, one leader, every member caught up, the same id everywhere.
+    let v = wait_for(60, "three voters and a leader", || {
+        let v = cluster(servers[0].as_ref().unwrap());
+        (voters(&v).len() == 3 && v["leader"].is_u64()).then_some(v)
+    });
+    let cluster_id = v["cluster_id"].as_str().unwrap().to_owned();
+    for (i, m) in ms.iter().enumerate() {
+        let c = cluster(servers[i].as_ref().unwrap());
+        assert_eq!(c["cluster_id"], cluster_id.as_str(), "node {}", m.id);
+        let state = c["formation"]["state"].as_str().unwrap().to_owned();
+        let want = if m.id == 10 { "founded" } else { "joined" };
+        assert_eq!(state, want, "node {}: {c}", m.id);
+        assert_eq!(c["node_id"], m.id);
+    }
+    // Member names are registered through whichever node is leader (writes are forwarded).
+    wait_for(30, "every member registered", || {
+        let c = cluster(servers[2].as_ref().unwrap());
+        c["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["api_addr"].is_string())
+            .then_some(())
+    });
+
+    // A write through each node is visible on every node.
+    for (i, dir) in ["/from-a", "/from-b", "/from-c"].iter().enumerate() {
+        servers[i].as_ref().unwrap().ok(&["mkdir", dir]);
+    }
+    for srv in servers.iter() {
+        let srv = srv.as_ref().unwrap();
+        wait_for(30, "directories replicated", || {
+            let names = ls(srv, "/");
+            ["from-a", "from-b", "from-c"]
+                .iter()
+                .all(|d| names.iter().any(|n| n == d))
+                .then_some(())
+        });
+    }
+    // A file stored through a follower: its record (size, hash) is on every node.
+    let src = t.path().join("small.bin");
+    std::fs::write(&src, b"written through one machine, known to all").unwrap();
+    servers[1]
+        .as_ref()
+        .unwrap()
+        .ok(&["put", src.to_str().unwrap(), "/from-b/small.bin"]);
+    let hash = blake3::hash(b"written through one machine, known to all")
+        .to_hex()
+        .to_string();
+    for srv in servers.iter() {
+        let srv = srv.as_ref().unwrap();
+        let st = wait_for(30, "file record replicated", || {
+            let o = srv.cli(&["--json", "stat", "/from-b/small.bin"]);
+            o.status
+                .success()
+                .then(|| serde_json::from_slice::<Value>(&o.stdout).unwrap())
+        });
+        assert_eq!(st["blake3"], hash.as_str(), "{st}");
+    }
+
+    // SIGKILL the leader: the other two elect a new one and take writes again.
+    let leader_id = cluster(servers[0].as_ref().unwrap())["leader"]
+        .as_u64()
+        .unwrap();
+    let li = ms.iter().position(|m| m.id == leader_id).unwrap();
+    let killed_at = Instant::now();
+    servers[li].take().unwrap().kill9();
+    let survivor = (0..3).find(|&i| i != li).unwrap();
+    let new_leader = wait_for(60, "a new leader", || {
+        let o = servers[survivor]
+            .as_ref()
+            .unwrap()
+            .cli(&["--json", "cluster"]);
+        let v: Value = serde_json::from_slice(&o.stdout).ok()?;
+        v["leader"].as_u64().filter(|l| *l != leader_id)
+    });
+    let took = killed_at.elapsed();
+    eprintln!("new leader {new_leader} {took:?} after the leader was killed (target < 10 s)");
+    servers[survivor]
+        .as_ref()
+        .unwrap()
+        .ok(&["mkdir", "/after-failover"]);
+    for i in (0..3).filter(|&i| i != li) {
+        let srv = servers[i].as_ref().unwrap();
+        wait_for(30, "failover write replicated", || {
+            ls(srv, "/")
+                .iter()
+                .any(|n| n == "after-failover")
+                .then_some(())
+        });
+    }
+    // The killed machine comes back and catches up from the log.
+    servers[li] = Some(ms[li].start(&peers_of(li)));
+    wait_for(60, "the restarted node catches up", || {
+        ls(servers[li].as_ref().unwrap(), "/")
+            .iter()
+            .any(|n| n == "after-failover")
+            .then_some(())
+    });
+    assert_eq!(
+        cluster(servers[li].as_ref().unwrap())["formation"]["state"],
+        "member"
+    );
+
+    // A plain TCP client on the peer port gets nowhere and breaks nothing.
+    {
+        let mut c = std::net::TcpStream::connect(ms[survivor].peer.as_str()).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n/multistream/1.0.0\n");
+        let mut buf = [0u8; 256];
+        let _ = c.read(&mut buf);
+    }
+    // A machine with its own (wrong) secret pointed at the cluster: it says what is missing
+    // and never founds a second cluster.
+    let stranger = Machine::new(t.path(), 4, 5);
+    let log = stranger.dir.join("stranger.log");
+    let mut child = Command::new(BIN)
+        .args(["serve", "--mdns", "off", "--listen"])
+        .arg(format!("127.0.0.1:{}", stranger.api))
+        .arg("--webdav-listen")
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .args(stranger.args(&[ms[survivor].peer.clone()]))
+        .env("WORMFS_NODE__ID", "5")
+        .current_dir(&stranger.dir)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_for(60, "the stranger to say it lacks the secret", || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("lacks the cluster's secret")
+            .then_some(())
+    });
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the stranger must wait, not exit"
+    );
+    assert!(
+        !std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("founded cluster"),
+        "a machine without the secret founded a cluster"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let members = cluster(servers[survivor].as_ref().unwrap())["members"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(members, 3, "the stranger got in");
+
+    // With the join token it gets in: `init --join` refuses to overwrite its own secret,
+    // then takes the cluster's once that is moved away; the fourth machine joins as a learner.
+    let token = token.trim();
+    let init = |dir: &Path| {
+        Command::new(BIN)
+            .args(["init", "--join", token])
+            .current_dir(dir)
+            .output()
+            .unwrap()
+    };
+    let o = init(&stranger.dir);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("another cluster's secret"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    std::fs::remove_file(stranger.dir.join("wormfs-data/cluster-secret")).unwrap();
+    let o = init(&stranger.dir);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let fourth = stranger.start(&[ms[survivor].peer.clone()]);
+    let v = wait_for(60, "the fourth machine as a learner", || {
+        let v = cluster(&fourth);
+        (v["members"].as_array().unwrap().len() == 4).then_some(v)
+    });
+    assert_eq!(voters(&v).len(), 3, "{v}");
+    assert_eq!(v["cluster_id"], cluster_id.as_str());
+    wait_for(30, "the learner has the tree", || {
+        ls(&fourth, "/")
+            .iter()
+            .any(|n| n == "after-failover")
+            .then_some(())
+    });
+}

@@ -16,6 +16,11 @@ use serde::Serialize;
 pub const WEBDAV: &str = "_webdav._tcp.local.";
 /// DNS-SD type of a WebDAV face over HTTPS.
 pub const WEBDAVS: &str = "_webdavs._tcp.local.";
+/// WormFS nodes' private control plane, for machines of a cluster to find each other. The TXT
+/// record carries `v` (record version), `cluster` (name), `cid` (cluster id, once known),
+/// `node` (node id), `peer` (libp2p peer id) and `fp` (the secret's fingerprint, never the
+/// secret).
+pub const WORMFS: &str = "_wormfs._tcp.local.";
 
 /// Why discovery failed.
 #[derive(Debug, thiserror::Error)]
@@ -124,29 +129,42 @@ pub struct Found {
     pub txt: BTreeMap<String, String>,
 }
 
-/// Browses for `service_types` for `wait`, merging the answers per instance (the first answer
-/// may carry only some of a host's addresses). Blocking: call it off the async runtime.
-pub fn browse(service_types: &[&str], wait: Duration) -> Result<Vec<Found>, DiscoveryError> {
-    let daemon = ServiceDaemon::new()?;
-    let receivers = service_types
-        .iter()
-        .map(|t| daemon.browse(t))
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut found: BTreeMap<String, Found> = BTreeMap::new();
-    let deadline = Instant::now() + wait;
-    while Instant::now() < deadline {
-        for rx in &receivers {
+/// Services of the given types seen on the LAN, merged as they resolve: the first resolution
+/// of a service may carry only some of its addresses (only the IPv6 link-local one, say), so
+/// addresses and TXT entries from later ones are added to what is known.
+pub struct Watcher {
+    receivers: Vec<mdns_sd::Receiver<ServiceEvent>>,
+    found: BTreeMap<String, Found>,
+}
+
+impl Watcher {
+    fn new(daemon: &ServiceDaemon, service_types: &[&str]) -> Result<Self, DiscoveryError> {
+        Ok(Self {
+            receivers: service_types
+                .iter()
+                .map(|t| daemon.browse(t))
+                .collect::<Result<Vec<_>, _>>()?,
+            found: BTreeMap::new(),
+        })
+    }
+
+    /// Takes in what has arrived (never waits) and returns every service known now.
+    pub fn poll(&mut self) -> Vec<Found> {
+        for rx in &self.receivers {
             while let Ok(event) = rx.try_recv() {
                 match event {
                     ServiceEvent::ServiceResolved(s) => {
-                        let entry = found.entry(s.fullname.clone()).or_insert_with(|| Found {
-                            service_type: s.ty_domain.clone(),
-                            instance: s.fullname.clone(),
-                            host: s.host.clone(),
-                            port: s.port,
-                            addresses: Vec::new(),
-                            txt: BTreeMap::new(),
-                        });
+                        let entry = self
+                            .found
+                            .entry(s.fullname.clone())
+                            .or_insert_with(|| Found {
+                                service_type: s.ty_domain.clone(),
+                                instance: s.fullname.clone(),
+                                host: s.host.clone(),
+                                port: s.port,
+                                addresses: Vec::new(),
+                                txt: BTreeMap::new(),
+                            });
                         entry.host = s.host.clone();
                         entry.port = s.port;
                         for a in &s.addresses {
@@ -161,23 +179,64 @@ pub fn browse(service_types: &[&str], wait: Duration) -> Result<Vec<Found>, Disc
                         }
                     }
                     ServiceEvent::ServiceRemoved(_, name) => {
-                        found.remove(&name);
+                        self.found.remove(&name);
                     }
                     _ => {}
                 }
             }
         }
+        self.found.values().cloned().collect()
+    }
+}
+
+impl Mdns {
+    /// Starts watching for services of the given types on this daemon.
+    pub fn watch(&self, service_types: &[&str]) -> Result<Watcher, DiscoveryError> {
+        Watcher::new(&self.daemon, service_types)
+    }
+}
+
+/// Addresses worth dialling: IPv6 link-local addresses are left out, as they cannot be used
+/// without the interface they were seen on.
+pub fn dialable(addresses: &[IpAddr]) -> Vec<IpAddr> {
+    addresses
+        .iter()
+        .copied()
+        .filter(|ip| match ip {
+            IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) != 0xfe80,
+            IpAddr::V4(_) => true,
+        })
+        .collect()
+}
+
+/// Browses for `wait` and returns the services found, merged as [`Watcher`] does.
+pub fn browse(service_types: &[&str], wait: Duration) -> Result<Vec<Found>, DiscoveryError> {
+    let daemon = ServiceDaemon::new()?;
+    let mut watcher = Watcher::new(&daemon, service_types)?;
+    let deadline = Instant::now() + wait;
+    while Instant::now() < deadline {
+        watcher.poll();
         std::thread::sleep(Duration::from_millis(50));
     }
+    let found = watcher.poll();
     if let Ok(rx) = daemon.shutdown() {
         let _ = rx.recv_timeout(Duration::from_secs(2));
     }
-    Ok(found.into_values().collect())
+    Ok(found)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn link_local_addresses_are_not_dialled() {
+        let ips: Vec<IpAddr> = ["fe80::1", "192.168.1.20", "fd00::5"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        assert_eq!(dialable(&ips), vec![ips[1], ips[2]]);
+    }
 
     #[test]
     fn host_names_are_our_own() {

@@ -84,56 +84,46 @@ fn init_tracing(level: &str, format: LogFormat) {
     }
 }
 
-/// Starts mDNS and advertises the WebDAV face, when the config asks for it. A failure is
-/// logged, not fatal: the node serves without being advertised.
-fn advertise(
-    cfg: &wormfs_config::Config,
-    node_id: u64,
-    https: bool,
-) -> Option<wormfs_discovery::Mdns> {
-    if !cfg.discovery.mdns {
+/// Advertises the WebDAV face on the node's mDNS daemon, when mDNS is on and the face is to be
+/// advertised. A failure is logged, not fatal: the node serves without being advertised.
+fn advertise(cfg: &wormfs_config::Config, node: &Node, https: bool) {
+    let mut guard = node.mdns.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(mdns) = guard.as_mut() else {
         tracing::info!("mDNS off");
-        return None;
-    }
-    let mut mdns = match wormfs_discovery::Mdns::start() {
-        Ok(m) => m,
-        Err(e) => {
-            tracing::error!("mDNS could not start; the node is not advertised: {e}");
-            return None;
-        }
+        return;
     };
-    if cfg.webdav.advertise {
-        let machine = cfg
-            .node
-            .name
-            .clone()
-            .or_else(|| {
-                rustix::system::uname()
-                    .nodename()
-                    .to_str()
-                    .ok()
-                    .map(str::to_owned)
-            })
-            .unwrap_or_else(|| "node".into());
-        let ip = cfg.webdav.listen.ip();
-        let advert = wormfs_discovery::Advert {
-            service_type: if https {
-                wormfs_discovery::WEBDAVS
-            } else {
-                wormfs_discovery::WEBDAV
-            }
-            .to_owned(),
-            instance: format!("WormFS on {machine}"),
-            host: wormfs_discovery::host_name(node_id),
-            port: cfg.webdav.listen.port(),
-            address: (!ip.is_unspecified()).then_some(ip),
-            txt: vec![("path".into(), "/".into())],
-        };
-        if let Err(e) = mdns.advertise(&advert) {
-            tracing::error!("mDNS: could not advertise WebDAV: {e}");
-        }
+    if !cfg.webdav.advertise {
+        return;
     }
-    Some(mdns)
+    let machine = cfg
+        .node
+        .name
+        .clone()
+        .or_else(|| {
+            rustix::system::uname()
+                .nodename()
+                .to_str()
+                .ok()
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| "node".into());
+    let ip = cfg.webdav.listen.ip();
+    let advert = wormfs_discovery::Advert {
+        service_type: if https {
+            wormfs_discovery::WEBDAVS
+        } else {
+            wormfs_discovery::WEBDAV
+        }
+        .to_owned(),
+        instance: format!("WormFS on {machine}"),
+        host: wormfs_discovery::host_name(node.store.node_id),
+        port: cfg.webdav.listen.port(),
+        address: (!ip.is_unspecified()).then_some(ip),
+        txt: vec![("path".into(), "/".into())],
+    };
+    if let Err(e) = mdns.advertise(&advert) {
+        tracing::error!("mDNS: could not advertise WebDAV: {e}");
+    }
 }
 
 async fn discover(wait: f64, json: bool) -> anyhow::Result<()> {
@@ -280,7 +270,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "WormFS node {} serving the API on http://{}",
         node.store.node_id, cfg.api.listen
     );
-    let mdns = advertise(&cfg, node.store.node_id, face.tls.is_some());
+    advertise(&cfg, &node, face.tls.is_some());
     let dav_task = tokio::spawn(wormfs_webdav::serve(
         dav_listener,
         face,
@@ -308,10 +298,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     node.shutdown.cancel();
     let _ = dav_task.await;
     tracing::info!("shutdown: WebDAV stopped");
-    if let Some(m) = mdns {
-        tokio::task::spawn_blocking(move || m.shutdown()).await.ok();
-        tracing::info!("shutdown: mDNS advertisements withdrawn");
-    }
     node.stop().await;
     res
 }

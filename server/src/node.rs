@@ -45,6 +45,9 @@ pub struct Node {
     pub shutdown: CancellationToken,
     /// The drop folders' ingest status.
     pub drops: Arc<crate::drop_folders::IngestStatus>,
+    /// The mDNS daemon when `discovery.mdns` is on: it advertises `_wormfs._tcp`, and the
+    /// faces add their own records to it.
+    pub mdns: std::sync::Mutex<Option<wormfs_discovery::Mdns>>,
     tasks: TaskTracker,
     _lock: std::fs::File,
 }
@@ -160,6 +163,7 @@ impl Node {
             shutdown.child_token(),
         )
         .await?;
+        let (mdns, watcher) = start_mdns(cfg, ident.node_id, &net, &secret);
         let meta_dir = data.join("meta");
         std::fs::create_dir_all(&meta_dir)
             .with_context(|| format!("create {}", meta_dir.display()))?;
@@ -176,8 +180,10 @@ impl Node {
                 cluster_name: cfg.node.cluster_name.clone(),
                 peers: cfg.cluster.peers.clone(),
                 formation_wait: Duration::from_millis(cfg.cluster.formation_wait_ms),
-                mdns: cfg.discovery.mdns,
+                mdns: watcher.is_some(),
+                fingerprint: secret.fingerprint(),
             },
+            watcher,
             shutdown.clone(),
         )
         .await?;
@@ -282,6 +288,7 @@ impl Node {
             token,
             shutdown,
             drops: Arc::default(),
+            mdns: std::sync::Mutex::new(mdns),
             tasks: TaskTracker::new(),
             _lock: lock,
         };
@@ -335,12 +342,77 @@ impl Node {
         self.shutdown.cancel();
         self.tasks.close();
         self.tasks.wait().await;
+        let mdns = self.mdns.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(m) = mdns {
+            let _ = tokio::task::spawn_blocking(move || m.shutdown()).await;
+            tracing::info!("shutdown: mDNS records withdrawn");
+        }
         tracing::info!("shutdown: stopping raft");
         self.store.consensus.shutdown().await;
         tracing::info!("shutdown: closing metadata");
         self.store.meta.close().await;
         tracing::info!("shutdown complete");
     }
+}
+
+/// Starts mDNS when the config asks for it, advertising this node's control plane
+/// (`_wormfs._tcp`, see [`wormfs_discovery::WORMFS`]) and watching for other nodes. A failure
+/// is logged, not fatal: static peers still work.
+fn start_mdns(
+    cfg: &Config,
+    node_id: NodeId,
+    net: &PeerNet,
+    secret: &ClusterSecret,
+) -> (
+    Option<wormfs_discovery::Mdns>,
+    Option<wormfs_discovery::Watcher>,
+) {
+    if !cfg.discovery.mdns {
+        return (None, None);
+    }
+    let mut mdns = match wormfs_discovery::Mdns::start() {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!("mDNS could not start; only static peers will be found: {e}");
+            return (None, None);
+        }
+    };
+    let port = net
+        .listen_addrs()
+        .iter()
+        .find_map(|a| {
+            a.iter().find_map(|p| match p {
+                libp2p::multiaddr::Protocol::Tcp(port) => Some(port),
+                _ => None,
+            })
+        })
+        .unwrap_or(cfg.cluster.peer_listen.port());
+    let ip = cfg.cluster.peer_listen.ip();
+    let advert = wormfs_discovery::Advert {
+        service_type: wormfs_discovery::WORMFS.to_owned(),
+        instance: format!("wormfs-{node_id:016x}"),
+        host: wormfs_discovery::host_name(node_id),
+        port,
+        address: (!ip.is_unspecified()).then_some(ip),
+        txt: vec![
+            ("v".into(), "1".into()),
+            ("cluster".into(), cfg.node.cluster_name.clone()),
+            ("node".into(), node_id.to_string()),
+            ("peer".into(), net.peer_id().to_string()),
+            ("fp".into(), secret.fingerprint()),
+        ],
+    };
+    if let Err(e) = mdns.advertise(&advert) {
+        tracing::error!("mDNS: could not advertise the peer network: {e}");
+    }
+    let watcher = match mdns.watch(&[wormfs_discovery::WORMFS]) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::error!("mDNS: cannot browse for peers: {e}");
+            None
+        }
+    };
+    (Some(mdns), watcher)
 }
 
 /// Waits until the cluster's id has been applied here (a joining machine gets it with the log).

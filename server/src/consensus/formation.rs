@@ -1,5 +1,6 @@
 //! Finding the cluster. A node with no Raft state looks for peers (static `HOST:PORT` peers,
-//! dialled every few seconds) and asks each who it is. It joins a visible cluster of its name;
+//! dialled every few seconds, and nodes of its cluster's name seen over mDNS) and asks each
+//! who it is. It joins a visible cluster of its name;
 //! it never founds one while a member of its name is visible or while a peer refuses its
 //! handshake (that machine holds a secret this one lacks); among machines with no state, the
 //! lowest node id founds the cluster once the formation wait is over, and the others join it.
@@ -134,7 +135,28 @@ impl Consensus {
                 }
             } else if alone || started.elapsed() >= p.formation_wait {
                 let refused = self.peers_refusing_handshake().await;
-                if !refused.is_empty() {
+                let other_secret: Vec<String> = self
+                    .mdns_nodes()
+                    .into_iter()
+                    .filter(|(_, fp, _)| *fp != p.fingerprint)
+                    .map(|(node, _, addrs)| {
+                        let at = addrs.first().map(|a| a.to_string()).unwrap_or_default();
+                        format!("node {node} at {at}")
+                    })
+                    .collect();
+                if !other_secret.is_empty() {
+                    let msg = format!(
+                        "cluster {} is here ({}); this machine lacks its secret: run `wormfs \
+                         join-token` on a member and `wormfs init --join TOKEN` here",
+                        p.cluster_name,
+                        other_secret.join(", ")
+                    );
+                    if msg != said {
+                        tracing::error!("{msg}");
+                        said = msg.clone();
+                    }
+                    self.set_formation(Formation::Blocked(msg));
+                } else if !refused.is_empty() {
                     let msg = format!(
                         "{} answered but refused the private-network handshake: this machine \
                          lacks the cluster's secret (or holds another one); run `wormfs \
@@ -253,14 +275,50 @@ impl Consensus {
             .collect()
     }
 
-    /// Keeps a connection to every static peer (they may start later or restart).
-    pub(super) async fn dial_static_peers(self, shutdown: CancellationToken) {
-        if self.inner.params.peers.is_empty() {
+    /// Nodes of this cluster's name seen over mDNS: (node id, secret fingerprint, addresses).
+    fn mdns_nodes(&self) -> Vec<(u64, String, Vec<Multiaddr>)> {
+        let Some(w) = &self.inner.mdns else {
+            return Vec::new();
+        };
+        let found = w.lock().unwrap_or_else(|p| p.into_inner()).poll();
+        found
+            .into_iter()
+            .filter(|f| f.txt.get("cluster") == Some(&self.inner.params.cluster_name))
+            .filter_map(|f| {
+                let node: u64 = f.txt.get("node")?.parse().ok()?;
+                (node != self.node_id).then(|| {
+                    let addrs = wormfs_discovery::dialable(&f.addresses)
+                        .into_iter()
+                        .map(|ip| multiaddr_of(std::net::SocketAddr::new(ip, f.port)))
+                        .collect();
+                    (node, f.txt.get("fp").cloned().unwrap_or_default(), addrs)
+                })
+            })
+            .collect()
+    }
+
+    /// Every address worth keeping a connection to: static peers and, over mDNS, nodes of this
+    /// cluster that hold the same secret.
+    async fn peer_addrs(&self) -> Vec<Multiaddr> {
+        let mut out = self.static_addrs().await;
+        for (_, fp, addrs) in self.mdns_nodes() {
+            if fp == self.inner.params.fingerprint {
+                out.extend(addrs);
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Keeps a connection to every peer (they may start later or restart).
+    pub(super) async fn dial_peers(self, shutdown: CancellationToken) {
+        if self.inner.params.peers.is_empty() && self.inner.mdns.is_none() {
             return;
         }
         let own: Vec<Multiaddr> = self.net.listen_addrs();
         loop {
-            for a in self.static_addrs().await {
+            for a in self.peer_addrs().await {
                 let is_self = own
                     .iter()
                     .any(|o| o.to_string().starts_with(&a.to_string()));
@@ -270,7 +328,11 @@ impl Consensus {
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(DIAL_EVERY) => {}
+                _ = tokio::time::sleep(if self.inner.params.peers.is_empty() {
+                    LOOK_EVERY
+                } else {
+                    DIAL_EVERY
+                }) => {}
             }
         }
     }

@@ -55,6 +55,8 @@ pub struct ClusterParams {
     pub formation_wait: Duration,
     /// Whether peers may also appear through mDNS (so an empty peer list is not "alone").
     pub mdns: bool,
+    /// This node's secret fingerprint, to tell a cluster whose secret it lacks.
+    pub fingerprint: String,
 }
 
 /// The node's Raft instance.
@@ -71,6 +73,8 @@ struct Inner {
     db: MetaDb,
     params: ClusterParams,
     formation: std::sync::Mutex<Formation>,
+    /// Nodes seen over mDNS.
+    mdns: Option<std::sync::Mutex<wormfs_discovery::Watcher>>,
 }
 
 impl Consensus {
@@ -85,6 +89,7 @@ impl Consensus {
         net: PeerNet,
         inbound: mpsc::Receiver<Inbound>,
         params: ClusterParams,
+        mdns: Option<wormfs_discovery::Watcher>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
         let log = LogStore::open(&dir.join("raft-log.db")).await?;
@@ -120,10 +125,11 @@ impl Consensus {
                 db,
                 params,
                 formation: std::sync::Mutex::new(Formation::Starting),
+                mdns: mdns.map(std::sync::Mutex::new),
             }),
         };
         tokio::spawn(me.clone().serve_inbound(inbound, shutdown.clone()));
-        tokio::spawn(me.clone().dial_static_peers(shutdown.clone()));
+        tokio::spawn(me.clone().dial_peers(shutdown.clone()));
         me.form(&shutdown).await?;
         me.wait_for_leader(&shutdown).await?;
         Ok(me)

@@ -1,8 +1,9 @@
 //! Real `wormfs serve` processes forming a cluster over the private peer network, each
 //! node's control plane on its own loopback address (127.0.0.2, .3, ...) with static peers:
 //! formation (the lowest id founds, the others join), one shared namespace written through any
-//! node, a leader killed with SIGKILL and replaced, a restarted node catching up, and machines
-//! without the secret (or with a plain TCP connection) kept out.
+//! node, a leader killed with SIGKILL and replaced, a restarted node catching up, machines
+//! without the secret (or with a plain TCP connection) kept out, a join with the token, writes
+//! refused without a majority while reads go on, and every machine killed and restarted.
 
 mod common;
 
@@ -124,7 +125,7 @@ fn ls(s: &Server, dir: &str) -> Vec<String> {
 }
 
 #[test]
-fn three_machines_form_one_cluster_survive_a_leader_kill_and_keep_strangers_out() {
+fn three_machines_form_one_cluster_survive_kills_and_keep_strangers_out() {
     let t = tempfile::tempdir().unwrap();
     // Ids out of start order: the lowest (1) must found the cluster wherever it starts.
     let ms: Vec<Machine> = [(1u8, 30u64), (2, 10), (3, 20)]
@@ -283,12 +284,18 @@ fn three_machines_form_one_cluster_survive_a_leader_kill_and_keep_strangers_out(
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    wait_for(60, "the stranger to say it lacks the secret", || {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("lacks the cluster's secret")
-            .then_some(())
-    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("lacks the cluster's secret")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the stranger never said it lacks the secret: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert!(
         child.try_wait().unwrap().is_none(),
         "the stranger must wait, not exit"
@@ -340,4 +347,53 @@ fn three_machines_form_one_cluster_survive_a_leader_kill_and_keep_strangers_out(
             .any(|n| n == "after-failover")
             .then_some(())
     });
+
+    // Two of the three voters killed: the survivor refuses writes, saying there is no
+    // majority, and still answers reads of what was committed.
+    let v = cluster(&fourth);
+    let voter_ids = voters(&v);
+    let mut killed = Vec::new();
+    for (i, m) in ms.iter().enumerate() {
+        if voter_ids.contains(&m.id) && killed.len() < 2 {
+            servers[i].take().unwrap().kill9();
+            killed.push(i);
+        }
+    }
+    let alive = (0..3).find(|i| !killed.contains(i)).unwrap();
+    let srv = servers[alive].as_ref().unwrap();
+    let o = srv.cli(&["mkdir", "/without-majority"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(5), "{err}");
+    assert!(err.contains("no majority"), "{err}");
+    assert!(ls(srv, "/").iter().any(|n| n == "after-failover"));
+    let st = srv.json(&["stat", "/from-b/small.bin"]);
+    assert_eq!(st["blake3"], hash.as_str());
+
+    // Every machine killed with SIGKILL, then all restarted together: every acknowledged write
+    // is there, and writes work again.
+    servers[alive].take().unwrap().kill9();
+    fourth.kill9();
+    let servers: Vec<Server> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..3)
+            .map(|i| {
+                let (m, p) = (&ms[i], peers_of(i));
+                sc.spawn(move || m.start(&p))
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for srv in &servers {
+        let names = wait_for(60, "the tree after a restart of every machine", || {
+            let names = ls(srv, "/");
+            (!names.is_empty()).then_some(names)
+        });
+        for d in ["from-a", "from-b", "from-c", "after-failover"] {
+            assert!(names.iter().any(|n| n == d), "{d} lost: {names:?}");
+        }
+        assert_eq!(
+            srv.json(&["stat", "/from-b/small.bin"])["blake3"],
+            hash.as_str()
+        );
+    }
+    servers[0].ok(&["mkdir", "/after-full-restart"]);
 }

@@ -15,7 +15,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use super::Consensus;
-use crate::peer::net::{ip_of, multiaddr_of};
+use crate::peer::net::{ip_of, multiaddr_of, DialState};
 use crate::peer::protocol::{Hello, JoinRequest};
 use crate::peer::{PeerRequest, PeerResponse};
 
@@ -45,6 +45,21 @@ pub enum Formation {
 /// peer with another secret resets the connection there), rather than nobody answering.
 fn is_handshake_failure(err: &str) -> bool {
     err.to_ascii_lowercase().contains("handshake failed")
+}
+
+/// Whether a dial error says nothing listens there (the machine is off or not running WormFS).
+/// Anything else (a handshake that times out, say: a peer with another secret may wait for
+/// bytes that never come) is not taken as absence, so no cluster is founded beside it.
+fn is_absent(err: &str) -> bool {
+    let e = err.to_ascii_lowercase();
+    [
+        "connection refused",
+        "no route to host",
+        "network is unreachable",
+        "host is unreachable",
+    ]
+    .iter()
+    .any(|s| e.contains(s))
 }
 
 impl Consensus {
@@ -98,6 +113,7 @@ impl Consensus {
             } else {
                 self.hello_connected().await
             };
+            let answered: Vec<PeerId> = hellos.iter().map(|(p, _)| *p).collect();
             let mut same = Vec::new();
             for (peer, h) in hellos {
                 if h.cluster_name == p.cluster_name {
@@ -134,7 +150,7 @@ impl Consensus {
                     Err(e) => tracing::warn!(via = h.node_id, "joining failed, will retry: {e}"),
                 }
             } else if alone || started.elapsed() >= p.formation_wait {
-                let refused = self.peers_refusing_handshake().await;
+                let (refused, unsettled) = self.static_peer_blockers(&answered).await;
                 let other_secret: Vec<String> = self
                     .mdns_nodes()
                     .into_iter()
@@ -158,7 +174,7 @@ impl Consensus {
                     self.set_formation(Formation::Blocked(msg));
                 } else if !refused.is_empty() {
                     let msg = format!(
-                        "{} answered but refused the private-network handshake: this machine \
+                        "{} answered but did not complete the private-network handshake: this machine \
                          lacks the cluster's secret (or holds another one); run `wormfs \
                          join-token` on a member and `wormfs init --join TOKEN` here",
                         refused.join(", ")
@@ -168,6 +184,9 @@ impl Consensus {
                         said = msg.clone();
                     }
                     self.set_formation(Formation::Blocked(msg));
+                } else if !unsettled.is_empty() {
+                    tracing::debug!(?unsettled, "waiting for static peers to answer");
+                    self.set_formation(Formation::Searching);
                 } else {
                     let lowest = same
                         .iter()
@@ -259,20 +278,30 @@ impl Consensus {
         out
     }
 
-    /// Static peers that accepted a TCP connection but failed the handshake recently.
-    async fn peers_refusing_handshake(&self) -> Vec<String> {
-        self.static_addrs()
-            .await
-            .into_iter()
-            .filter(|a| self.net.peer_at(a).is_none())
-            .filter_map(|a| {
-                let e = self.net.dial_error(&a, DIAL_EVERY * 3)?;
-                is_handshake_failure(&e).then(|| {
+    /// Sorts the static peers by what stands in the way of founding a cluster: those that
+    /// refused or never finished the private-network handshake (they hold another secret), and
+    /// those not settled yet (a dial under way, connected but not yet answering). A peer that
+    /// nothing answers at its address (connection refused, no route) is simply absent.
+    async fn static_peer_blockers(&self, answered: &[PeerId]) -> (Vec<String>, Vec<String>) {
+        let (mut refused, mut unsettled) = (Vec::new(), Vec::new());
+        for a in self.static_addrs().await {
+            match self.net.dial_state(&a, DIAL_EVERY * 3) {
+                DialState::Connected(p) if answered.contains(&p) => {}
+                DialState::Failed(e) if is_handshake_failure(&e) => {
                     tracing::debug!(addr = %a, "handshake failure: {e}");
-                    a.to_string()
-                })
-            })
-            .collect()
+                    refused.push(a.to_string());
+                }
+                DialState::Failed(e) if !is_absent(&e) => {
+                    tracing::debug!(addr = %a, "no handshake: {e}");
+                    refused.push(a.to_string());
+                }
+                DialState::Failed(_) => {}
+                DialState::Connected(_) | DialState::Pending | DialState::Unknown => {
+                    unsettled.push(a.to_string())
+                }
+            }
+        }
+        (refused, unsettled)
     }
 
     /// Nodes of this cluster's name seen over mDNS: (node id, secret fingerprint, addresses).
@@ -346,6 +375,8 @@ mod tests {
     fn refused_connections_are_not_handshake_failures() {
         // As libp2p words them (seen against a node with another secret, and a closed port).
         assert!(!is_handshake_failure("Connection refused (os error 111)"));
+        assert!(is_absent("Connection refused (os error 111)"));
+        assert!(!is_absent("Timeout has been reached"));
         assert!(is_handshake_failure(
             ": Handshake failed: Handshake failed: Connection reset by peer (os error 104)"
         ));

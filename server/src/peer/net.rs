@@ -93,6 +93,21 @@ struct Shared {
     connected: HashMap<PeerId, Vec<Multiaddr>>,
     /// The last failure dialling an address, and when.
     dial_errors: HashMap<Multiaddr, (Instant, String)>,
+    /// Dials under way, by address.
+    dialing: HashMap<Multiaddr, Instant>,
+}
+
+/// Where a dial to an address stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DialState {
+    /// Never dialled (or long forgotten).
+    Unknown,
+    /// Under way.
+    Pending,
+    /// Connected to this peer.
+    Connected(PeerId),
+    /// The last attempt failed, with this error.
+    Failed(String),
 }
 
 /// A handle on the running peer network.
@@ -261,13 +276,19 @@ impl PeerNet {
             .map(|(p, _)| *p)
     }
 
-    /// The last dial failure for `addr` within `recent`.
-    pub fn dial_error(&self, addr: &Multiaddr, recent: Duration) -> Option<String> {
-        lock(&self.shared)
-            .dial_errors
-            .get(addr)
-            .filter(|(at, _)| at.elapsed() < recent)
-            .map(|(_, e)| e.clone())
+    /// Where dialling `addr` stands: connected, under way, or the last failure within `recent`.
+    pub fn dial_state(&self, addr: &Multiaddr, recent: Duration) -> DialState {
+        let s = lock(&self.shared);
+        if let Some((p, _)) = s.connected.iter().find(|(_, a)| a.contains(addr)) {
+            return DialState::Connected(*p);
+        }
+        if s.dialing.contains_key(addr) {
+            return DialState::Pending;
+        }
+        match s.dial_errors.get(addr) {
+            Some((at, e)) if at.elapsed() < recent => DialState::Failed(e.clone()),
+            _ => DialState::Unknown,
+        }
     }
 
     /// Dials `addr` (no peer id needed); the connection shows up in [`Self::connected`].
@@ -351,6 +372,9 @@ impl SwarmTask {
                 }
             }
             Cmd::Dial(addr) => {
+                lock(&self.shared)
+                    .dialing
+                    .insert(addr.clone(), Instant::now());
                 if let Err(e) = self.swarm.dial(addr.clone()) {
                     self.dial_failed(&addr, e.to_string());
                 }
@@ -360,9 +384,9 @@ impl SwarmTask {
 
     fn dial_failed(&mut self, addr: &Multiaddr, why: String) {
         tracing::debug!(%addr, "dial failed: {why}");
-        lock(&self.shared)
-            .dial_errors
-            .insert(addr.clone(), (Instant::now(), why));
+        let mut s = lock(&self.shared);
+        s.dialing.remove(addr);
+        s.dial_errors.insert(addr.clone(), (Instant::now(), why));
     }
 
     async fn event(&mut self, ev: SwarmEvent<request_response::Event<PeerRequest, PeerResponse>>) {
@@ -386,6 +410,7 @@ impl SwarmTask {
                 let mut s = lock(&self.shared);
                 if let ConnectedPoint::Dialer { address, .. } = &endpoint {
                     s.dial_errors.remove(address);
+                    s.dialing.remove(address);
                 }
                 s.connected.entry(peer_id).or_default().push(remote);
             }

@@ -7,6 +7,10 @@
 //!   http_bench propfind HOST:PORT PATH COUNT [USER:PASSWORD]
 //!       COUNT PROPFIND Depth: 1 (allprop) after 3 warm-ups; prints the median in ms and the
 //!       number of <response> elements
+//!   http_bench mkdirs HOST:PORT PREFIX COUNT TOKEN
+//!       COUNT `POST /api/v1/mkdir/PREFIX/dN` (node API, bearer TOKEN), each a Raft command
+//!       committed by a majority and applied on the node asked, after 10% as warm-up; prints
+//!       p50 and p99 in ms
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -27,14 +31,16 @@ impl Conn {
     fn open(host: &str, login: Option<&str>) -> Conn {
         let s = TcpStream::connect(host).unwrap_or_else(|e| panic!("connect {host}: {e}"));
         s.set_nodelay(true).unwrap();
-        let auth = login
-            .map(|l| {
-                format!(
-                    "Authorization: Basic {}\r\n",
-                    base64::engine::general_purpose::STANDARD.encode(l)
-                )
-            })
-            .unwrap_or_default();
+        let auth = match login {
+            Some(l) if l.starts_with("bearer:") => {
+                format!("Authorization: Bearer {}\r\n", &l["bearer:".len()..])
+            }
+            Some(l) => format!(
+                "Authorization: Basic {}\r\n",
+                base64::engine::general_purpose::STANDARD.encode(l)
+            ),
+            None => String::new(),
+        };
         Conn {
             host: host.to_owned(),
             auth,
@@ -176,8 +182,41 @@ fn main() {
                 percentile(&times, 0.5)
             );
         }
+        Some("mkdirs") if args.len() >= 5 => {
+            let (host, prefix) = (&args[1], &args[2]);
+            let count: usize = args[3].parse().expect("COUNT");
+            let mut c = Conn::open(host, Some(&format!("bearer:{}", args[4])));
+            let (status, answer) = c.request("POST", &format!("/api/v1/mkdir{prefix}"), "", b"");
+            assert!(
+                (200..300).contains(&status),
+                "{prefix}: {status} {}",
+                String::from_utf8_lossy(&answer)
+            );
+            let warm = (count / 10).max(5);
+            let mut times = Vec::with_capacity(count);
+            for i in 0..warm + count {
+                let path = format!("/api/v1/mkdir{prefix}/d{i}");
+                let t = Instant::now();
+                let (status, answer) = c.request("POST", &path, "", b"");
+                let ms = t.elapsed().as_secs_f64() * 1000.0;
+                assert!(
+                    (200..300).contains(&status),
+                    "{path}: {status} {}",
+                    String::from_utf8_lossy(&answer)
+                );
+                if i >= warm {
+                    times.push(ms);
+                }
+            }
+            times.sort_by(f64::total_cmp);
+            println!(
+                "p50_ms={:.3} p99_ms={:.3}",
+                percentile(&times, 0.5),
+                percentile(&times, 0.99)
+            );
+        }
         _ => {
-            eprintln!("usage: http_bench ranges HOST:PORT PATH FILE_SIZE COUNT [USER:PASSWORD]\n       http_bench propfind HOST:PORT PATH COUNT [USER:PASSWORD]");
+            eprintln!("usage: http_bench ranges HOST:PORT PATH FILE_SIZE COUNT [USER:PASSWORD]\n       http_bench propfind HOST:PORT PATH COUNT [USER:PASSWORD]\n       http_bench mkdirs HOST:PORT PREFIX COUNT TOKEN");
             std::process::exit(2);
         }
     }

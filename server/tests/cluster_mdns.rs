@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::process::BIN;
+use common::process::{local, wait_for, BIN};
 use serde_json::Value;
 
 /// A user and network namespace (`unshare -rn`, loopback up) kept alive by a shell.
@@ -102,17 +102,6 @@ fn start(ns: &Namespace, dir: &Path, id: u64, base: u16) -> NsNode {
     }
 }
 
-fn local(dir: &Path, args: &[&str]) -> String {
-    std::fs::create_dir_all(dir).unwrap();
-    let o = Command::new(BIN)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
 /// `wormfs cluster --json` against `node`, from inside the namespace; `None` until it answers.
 fn cluster(ns: &Namespace, node: &mut NsNode) -> Option<Value> {
     if let Some(status) = node.child.try_wait().unwrap() {
@@ -131,20 +120,6 @@ fn cluster(ns: &Namespace, node: &mut NsNode) -> Option<Value> {
     o.status
         .success()
         .then(|| serde_json::from_slice(&o.stdout).unwrap())
-}
-
-fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {secs}s waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 #[test]

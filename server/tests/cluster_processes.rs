@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::process::{free_port, Server, BIN};
+use common::process::{free_port, local, wait_for, Server, BIN};
 use serde_json::Value;
 
 /// A free TCP port on `ip` (a loopback address other than 127.0.0.1).
@@ -66,38 +66,8 @@ impl Machine {
     }
 }
 
-/// Runs a local `wormfs` command (no node needed) in `dir`; its stdout.
-fn local(dir: &Path, args: &[&str]) -> String {
-    let o = Command::new(BIN)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "wormfs {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
 fn cluster(s: &Server) -> Value {
     s.json(&["cluster"])
-}
-
-/// Polls `f` until it returns `Some`, failing with `what` after `secs`.
-fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {secs}s waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn voters(v: &Value) -> Vec<u64> {

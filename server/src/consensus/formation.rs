@@ -160,25 +160,24 @@ impl Consensus {
                         format!("node {node} at {at}")
                     })
                     .collect();
-                if !other_secret.is_empty() {
-                    let msg = format!(
-                        "cluster {} is here ({}); this machine lacks its secret: run `wormfs \
-                         join-token` on a member and `wormfs init --join TOKEN` here",
+                let fix = "run `wormfs join-token` on a member and `wormfs init --join TOKEN` here";
+                let blocked = if !other_secret.is_empty() {
+                    Some(format!(
+                        "cluster {} is here ({}); this machine lacks its secret: {fix}",
                         p.cluster_name,
                         other_secret.join(", ")
-                    );
-                    if msg != said {
-                        tracing::error!("{msg}");
-                        said = msg.clone();
-                    }
-                    self.set_formation(Formation::Blocked(msg));
+                    ))
                 } else if !refused.is_empty() {
-                    let msg = format!(
-                        "{} answered but did not complete the private-network handshake: this machine \
-                         lacks the cluster's secret (or holds another one); run `wormfs \
-                         join-token` on a member and `wormfs init --join TOKEN` here",
+                    Some(format!(
+                        "{} answered but did not complete the private-network handshake: this \
+                         machine lacks the cluster's secret (or holds another one); {fix}",
                         refused.join(", ")
-                    );
+                    ))
+                } else {
+                    None
+                };
+                if let Some(msg) = blocked {
+                    // Said once per change, kept in the status until it is fixed.
                     if msg != said {
                         tracing::error!("{msg}");
                         said = msg.clone();

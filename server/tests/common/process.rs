@@ -243,3 +243,35 @@ pub fn webdav_port(port: u16) -> u16 {
 fn rand_suffix() -> u32 {
     rand::random::<u32>()
 }
+
+/// Runs a local `wormfs` command (one that needs no node, such as `init`) in `dir`, which it
+/// creates; fails the test unless it succeeds, and returns its output.
+pub fn local(dir: &Path, args: &[&str]) -> String {
+    std::fs::create_dir_all(dir).unwrap();
+    let o = Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "wormfs {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Polls `f` until it returns `Some`, failing with `what` after `secs`.
+pub fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {secs}s waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -230,6 +230,34 @@ fn three_machines_form_one_cluster_survive_kills_and_keep_strangers_out() {
         "member"
     );
 
+    // A follower that misses entries the leader then purges from its log (after a snapshot)
+    // comes back and catches up by installing the snapshot over the peer network.
+    let lead = cluster(servers[survivor].as_ref().unwrap())["leader"]
+        .as_u64()
+        .unwrap();
+    let lead_i = ms.iter().position(|m| m.id == lead).unwrap();
+    let behind = (0..3).find(|&i| i != lead_i).unwrap();
+    servers[behind].take().unwrap().kill9();
+    for i in 0..20 {
+        servers[lead_i]
+            .as_ref()
+            .unwrap()
+            .ok(&["mkdir", &format!("/missed-{i}")]);
+    }
+    servers[lead_i].as_ref().unwrap().ok(&["admin", "snapshot"]);
+    servers[behind] = Some(ms[behind].start(&peers_of(behind)));
+    wait_for(60, "the returning node installs the snapshot", || {
+        let names = ls(servers[behind].as_ref().unwrap(), "/");
+        (0..20)
+            .all(|i| names.iter().any(|n| *n == format!("missed-{i}")))
+            .then_some(())
+    });
+    let st = servers[behind].as_ref().unwrap().json(&["status"]);
+    assert!(
+        st["raft"]["snapshot"].as_u64().is_some(),
+        "no snapshot on the returning node: {st}"
+    );
+
     // A plain TCP client on the peer port gets nowhere and breaks nothing.
     {
         let mut c = std::net::TcpStream::connect(ms[survivor].peer.as_str()).unwrap();

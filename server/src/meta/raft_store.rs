@@ -346,7 +346,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let path = self
             .snapshot_dir
             .join(format!("receiving-{:016x}.db", rand::random::<u64>()));
-        let f = tokio::fs::File::create(&path)
+        // Read and write: openraft writes the chunks into it, then install_snapshot reads it
+        // back (a write-only file failed there with EBADF once a snapshot came over the wire).
+        let f = tokio::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
             .await
             .map_err(|e| io_err(StorageIOError::write_snapshot_none, e))?;
         self.receiving = Some(path);

@@ -128,11 +128,28 @@ impl Server {
                 return;
             }
             if let Some(status) = self.child.try_wait().unwrap() {
-                panic!(
-                    "node exited at start ({status}); see serve-{}-*.log in {}",
-                    self.port,
-                    self.cwd.display()
-                );
+                // The end of its log says why (the folder goes when the test fails).
+                let prefix = format!("serve-{}-", self.port);
+                let tail: String = std::fs::read_dir(&self.cwd)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                    .filter(|e| {
+                        e.metadata().is_ok_and(|m| {
+                            m.modified().is_ok_and(|t| {
+                                t.elapsed().is_ok_and(|d| d < Duration::from_secs(120))
+                            })
+                        })
+                    })
+                    .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+                    .flat_map(|log| {
+                        let lines: Vec<String> = log.lines().map(str::to_owned).collect();
+                        lines[lines.len().saturating_sub(6)..].to_vec()
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                panic!("node exited at start ({status}); its log ends:\n{tail}");
             }
             assert!(Instant::now() < deadline, "node did not come up");
             std::thread::sleep(Duration::from_millis(50));

@@ -123,6 +123,16 @@ fn offsets(size: u64, count: usize) -> Vec<u64> {
         .collect()
 }
 
+/// Prints the median and 99th percentile of `times` (ms), as the bench scripts parse them.
+fn print_p50_p99(mut times: Vec<f64>) {
+    times.sort_by(f64::total_cmp);
+    println!(
+        "p50_ms={:.3} p99_ms={:.3}",
+        percentile(&times, 0.5),
+        percentile(&times, 0.99)
+    );
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
@@ -148,12 +158,7 @@ fn main() {
                     times.push(ms);
                 }
             }
-            times.sort_by(f64::total_cmp);
-            println!(
-                "p50_ms={:.3} p99_ms={:.3}",
-                percentile(&times, 0.5),
-                percentile(&times, 0.99)
-            );
+            print_p50_p99(times);
         }
         Some("propfind") if args.len() >= 4 => {
             let (host, path) = (&args[1], &args[2]);
@@ -186,34 +191,26 @@ fn main() {
             let (host, prefix) = (&args[1], &args[2]);
             let count: usize = args[3].parse().expect("COUNT");
             let mut c = Conn::open(host, Some(&format!("bearer:{}", args[4])));
-            let (status, answer) = c.request("POST", &format!("/api/v1/mkdir{prefix}"), "", b"");
-            assert!(
-                (200..300).contains(&status),
-                "{prefix}: {status} {}",
-                String::from_utf8_lossy(&answer)
-            );
-            let warm = (count / 10).max(5);
-            let mut times = Vec::with_capacity(count);
-            for i in 0..warm + count {
-                let path = format!("/api/v1/mkdir{prefix}/d{i}");
-                let t = Instant::now();
-                let (status, answer) = c.request("POST", &path, "", b"");
-                let ms = t.elapsed().as_secs_f64() * 1000.0;
+            let mkdir = |c: &mut Conn, path: &str| {
+                let (status, answer) = c.request("POST", &format!("/api/v1/mkdir{path}"), "", b"");
                 assert!(
                     (200..300).contains(&status),
                     "{path}: {status} {}",
                     String::from_utf8_lossy(&answer)
                 );
+            };
+            mkdir(&mut c, prefix);
+            let warm = (count / 10).max(5);
+            let mut times = Vec::with_capacity(count);
+            for i in 0..warm + count {
+                let t = Instant::now();
+                mkdir(&mut c, &format!("{prefix}/d{i}"));
+                let ms = t.elapsed().as_secs_f64() * 1000.0;
                 if i >= warm {
                     times.push(ms);
                 }
             }
-            times.sort_by(f64::total_cmp);
-            println!(
-                "p50_ms={:.3} p99_ms={:.3}",
-                percentile(&times, 0.5),
-                percentile(&times, 0.99)
-            );
+            print_p50_p99(times);
         }
         _ => {
             eprintln!("usage: http_bench ranges HOST:PORT PATH FILE_SIZE COUNT [USER:PASSWORD]\n       http_bench propfind HOST:PORT PATH COUNT [USER:PASSWORD]\n       http_bench mkdirs HOST:PORT PREFIX COUNT TOKEN");

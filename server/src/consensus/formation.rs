@@ -350,7 +350,13 @@ impl Consensus {
                 let is_self = own
                     .iter()
                     .any(|o| o.to_string().starts_with(&a.to_string()));
-                if !is_self && self.net.peer_at(&a).is_none() {
+                // Not while connected, nor while a dial is under way (a handshake with a
+                // peer holding another secret can hang until the transport's timeout).
+                let idle = !matches!(
+                    self.net.dial_state(&a, DIAL_EVERY),
+                    DialState::Connected(_) | DialState::Pending
+                );
+                if !is_self && idle {
                     self.net.dial(a).await;
                 }
             }

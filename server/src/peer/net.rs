@@ -267,15 +267,6 @@ impl PeerNet {
             .collect()
     }
 
-    /// The peer connected through `addr` (a static peer's address), if any.
-    pub fn peer_at(&self, addr: &Multiaddr) -> Option<PeerId> {
-        lock(&self.shared)
-            .connected
-            .iter()
-            .find(|(_, a)| a.contains(addr))
-            .map(|(p, _)| *p)
-    }
-
     /// Where dialling `addr` stands: connected, under way, or the last failure within `recent`.
     pub fn dial_state(&self, addr: &Multiaddr, recent: Duration) -> DialState {
         let s = lock(&self.shared);

@@ -19,6 +19,8 @@ pub struct Server {
     pub url: String,
     pub cwd: PathBuf,
     pub port: u16,
+    /// The node's log (its standard error).
+    pub log: PathBuf,
 }
 
 /// A node left running by a failing test is stopped when its `Server` goes out of scope.
@@ -101,8 +103,8 @@ impl Server {
     }
 
     fn spawn(mut cmd: Command, cwd: &Path, port: u16) -> Server {
-        let log =
-            std::fs::File::create(cwd.join(format!("serve-{port}-{}.log", rand_suffix()))).unwrap();
+        let log_path = cwd.join(format!("serve-{port}-{}.log", rand_suffix()));
+        let log = std::fs::File::create(&log_path).unwrap();
         let child = cmd
             .current_dir(cwd)
             .env_remove("WORMFS_TOKEN")
@@ -115,6 +117,7 @@ impl Server {
             url: format!("http://127.0.0.1:{port}"),
             cwd: cwd.to_owned(),
             port,
+            log: log_path,
         };
         s.wait_healthy();
         s
@@ -129,26 +132,9 @@ impl Server {
             }
             if let Some(status) = self.child.try_wait().unwrap() {
                 // The end of its log says why (the folder goes when the test fails).
-                let prefix = format!("serve-{}-", self.port);
-                let tail: String = std::fs::read_dir(&self.cwd)
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-                    .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-                    .filter(|e| {
-                        e.metadata().is_ok_and(|m| {
-                            m.modified().is_ok_and(|t| {
-                                t.elapsed().is_ok_and(|d| d < Duration::from_secs(120))
-                            })
-                        })
-                    })
-                    .filter_map(|e| std::fs::read_to_string(e.path()).ok())
-                    .flat_map(|log| {
-                        let lines: Vec<String> = log.lines().map(str::to_owned).collect();
-                        lines[lines.len().saturating_sub(6)..].to_vec()
-                    })
-                    .collect::<Vec<_>>()
-                    .join("\n");
+                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                let lines: Vec<&str> = log.lines().collect();
+                let tail = lines[lines.len().saturating_sub(15)..].join("\n");
                 panic!("node exited at start ({status}); its log ends:\n{tail}");
             }
             assert!(Instant::now() < deadline, "node did not come up");

@@ -118,6 +118,10 @@ pub struct ClusterConfig {
     /// Where this node listens for its peers (the private control plane): 127.0.0.1:7712 with
     /// no config file, 0.0.0.0:7712 for a file run. Port 0 means any free port.
     pub peer_listen: SocketAddr,
+    /// Where this node serves part data to its peers (the TLS data plane, mutual TLS with
+    /// certificates pinned in the cluster membership): 127.0.0.1:7713 with no config file,
+    /// 0.0.0.0:7713 for a file run. Port 0 means any free port.
+    pub data_listen: SocketAddr,
     /// Static peers, each `HOST:PORT`: HOST an IPv4 address, a bracketed IPv6 address
     /// (`[fe80::1]:7712`) or a DNS name, PORT from 1 to 65535. Empty by default.
     pub peers: Vec<String>,
@@ -255,6 +259,8 @@ pub struct Overrides {
     pub mdns: Option<bool>,
     /// `--peer-listen ADDR`: replaces `cluster.peer_listen`.
     pub peer_listen: Option<SocketAddr>,
+    /// `--data-listen ADDR`: replaces `cluster.data_listen`.
+    pub data_listen: Option<SocketAddr>,
     /// `--peer HOST:PORT` (repeatable): when non-empty, replaces `cluster.peers`.
     pub peers: Vec<String>,
     /// `--cluster-secret-file PATH`: replaces `cluster.secret_file`.
@@ -437,6 +443,7 @@ fn apply_overrides(
         anonymous,
         mdns,
         peer_listen,
+        data_listen,
         peers,
         secret_file,
     } = overrides;
@@ -447,6 +454,10 @@ fn apply_overrides(
     if let Some(listen) = peer_listen {
         raw.cluster.peer_listen = Some(*listen);
         origins.insert("cluster.peer_listen", Origin::Flag("--peer-listen"));
+    }
+    if let Some(listen) = data_listen {
+        raw.cluster.data_listen = Some(*listen);
+        origins.insert("cluster.data_listen", Origin::Flag("--data-listen"));
     }
     if !peers.is_empty() {
         raw.cluster.peers = peers.clone();
@@ -756,6 +767,7 @@ fn build_cluster(
 ) -> Result<ClusterConfig, ConfigError> {
     let RawCluster {
         peer_listen,
+        data_listen,
         peers,
         secret_file,
         formation_wait_ms,
@@ -787,6 +799,7 @@ fn build_cluster(
     )?;
     Ok(ClusterConfig {
         peer_listen: peer_listen.unwrap_or_else(|| default_listen(ctx, raw::DEFAULT_PEER_PORT)),
+        data_listen: data_listen.unwrap_or_else(|| default_listen(ctx, raw::DEFAULT_DATA_PORT)),
         peers,
         secret_file,
         formation_wait_ms,

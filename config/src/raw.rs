@@ -28,6 +28,8 @@ pub(crate) const DEFAULT_API_PORT: u16 = 7710;
 pub(crate) const DEFAULT_WEBDAV_PORT: u16 = 7711;
 /// Default peer port (the private control plane between nodes).
 pub(crate) const DEFAULT_PEER_PORT: u16 = 7712;
+/// Default data port (the TLS data plane: part data served to peers).
+pub(crate) const DEFAULT_DATA_PORT: u16 = 7713;
 /// Default `cluster.formation_wait_ms`.
 pub(crate) const DEFAULT_FORMATION_WAIT_MS: u64 = 3_000;
 /// Name of the cluster secret file inside `node.data_dir`, the default `cluster.secret_file`.
@@ -49,6 +51,7 @@ pub(crate) const KEYS: &[&str] = &[
     "webdav.advertise",
     "discovery.mdns",
     "cluster.peer_listen",
+    "cluster.data_listen",
     "cluster.peers",
     "cluster.secret_file",
     "cluster.formation_wait_ms",
@@ -180,6 +183,9 @@ pub(crate) struct RawCluster {
     /// Address where this node listens for its peers; unset means 127.0.0.1:7712 (no file) or
     /// 0.0.0.0:7712 (file run).
     pub peer_listen: Option<SocketAddr>,
+    /// Address where this node serves part data to its peers (the TLS data plane); unset means
+    /// 127.0.0.1:7713 (no file) or 0.0.0.0:7713 (file run).
+    pub data_listen: Option<SocketAddr>,
     /// Static peers, each `HOST:PORT`.
     pub peers: Vec<String>,
     /// The file holding the cluster secret; unset means `cluster-secret` in `node.data_dir`.
@@ -193,6 +199,7 @@ impl Default for RawCluster {
     fn default() -> Self {
         RawCluster {
             peer_listen: None,
+            data_listen: None,
             peers: Vec::new(),
             secret_file: None,
             formation_wait_ms: DEFAULT_FORMATION_WAIT_MS,
@@ -581,6 +588,11 @@ pub(crate) fn set_key(
         "cluster.peer_listen" => {
             raw.cluster.peer_listen = Some(text.trim().parse().map_err(|_| {
                 format!("expected an address and port like 0.0.0.0:7712, got {text:?}")
+            })?)
+        }
+        "cluster.data_listen" => {
+            raw.cluster.data_listen = Some(text.trim().parse().map_err(|_| {
+                format!("expected an address and port like 0.0.0.0:7713, got {text:?}")
             })?)
         }
         "cluster.peers" => {

@@ -184,6 +184,7 @@ fn example_mentions_every_key_and_every_key_is_settable_from_env() {
     raw.webdav.tls_key = Some("k.pem".into());
     raw.discovery.mdns = Some(true);
     raw.cluster.peer_listen = Some("127.0.0.1:3".parse().expect("addr"));
+    raw.cluster.data_listen = Some("127.0.0.1:4".parse().expect("addr"));
     raw.cluster.secret_file = Some("s".into());
     let table = toml::Table::try_from(&raw).expect("serialise raw");
     let mut fields = Vec::new();
@@ -235,6 +236,7 @@ fn example_mentions_every_key_and_every_key_is_settable_from_env() {
             "webdav.advertise" => "false",
             "discovery.mdns" => "true",
             "cluster.peer_listen" => "127.0.0.1:3",
+            "cluster.data_listen" => "127.0.0.1:4",
             "cluster.peers" => "a:1,b:2",
             "cluster.secret_file" => "/s",
             "webdav.users" => "ann:ro:$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA",
@@ -505,6 +507,7 @@ fn overrides_beat_env_beat_file() {
         anonymous: None,
         mdns: None,
         peer_listen: None,
+        data_listen: None,
         peers: Vec::new(),
         secret_file: None,
     };
@@ -709,6 +712,7 @@ fn cluster_defaults_embedded_and_file_run() {
         embedded.cluster,
         ClusterConfig {
             peer_listen: "127.0.0.1:7712".parse().expect("addr"),
+            data_listen: "127.0.0.1:7713".parse().expect("addr"),
             peers: Vec::new(),
             secret_file: PathBuf::from("./wormfs-data/cluster-secret"),
             formation_wait_ms: 3000,
@@ -725,6 +729,7 @@ fn cluster_defaults_embedded_and_file_run() {
         file.cluster,
         ClusterConfig {
             peer_listen: "0.0.0.0:7712".parse().expect("addr"),
+            data_listen: "0.0.0.0:7713".parse().expect("addr"),
             peers: Vec::new(),
             secret_file: dir.path().join("wormfs-data").join("cluster-secret"),
             formation_wait_ms: 3000,
@@ -752,13 +757,14 @@ fn cluster_defaults_embedded_and_file_run() {
 #[test]
 fn cluster_file_values_and_relative_secret_file() {
     let (dir, path) = config_file(
-        "[cluster]\npeer_listen = \"0.0.0.0:0\"\npeers = [\"nas2.local:7712\", \"192.168.1.20:7712\", \"[fe80::1]:7712\", \"[::1]:1\", \"n-1.lan:65535\"]\nsecret_file = \"secrets/./cluster.key\"\nformation_wait_ms = 0\n",
+        "[cluster]\npeer_listen = \"0.0.0.0:0\"\ndata_listen = \"[::]:0\"\npeers = [\"nas2.local:7712\", \"192.168.1.20:7712\", \"[fe80::1]:7712\", \"[::1]:1\", \"n-1.lan:65535\"]\nsecret_file = \"secrets/./cluster.key\"\nformation_wait_ms = 0\n",
     );
     let config = load(Some(&path), no_env(), &Overrides::default()).expect("loads");
     assert_eq!(
         config.cluster,
         ClusterConfig {
             peer_listen: "0.0.0.0:0".parse().expect("addr"),
+            data_listen: "[::]:0".parse().expect("addr"),
             peers: vec![
                 "nas2.local:7712".to_owned(),
                 "192.168.1.20:7712".to_owned(),
@@ -848,6 +854,18 @@ fn bad_peer_names_the_key_and_its_line() {
 }
 
 #[test]
+fn bad_listen_address_in_file_names_the_key_and_its_line() {
+    for key in ["peer_listen", "data_listen"] {
+        let (err, message) = error_of(&format!("[cluster]\n\n{key} = \"nas:7713\"\n"));
+        assert!(matches!(err, ConfigError::Parse { .. }), "{err:?}");
+        assert!(
+            message.contains("line 3") && message.contains(&format!("cluster.{key}")),
+            "{message}"
+        );
+    }
+}
+
+#[test]
 fn cluster_peers_from_env_and_errors_name_the_variable() {
     let c = load(
         None,
@@ -872,6 +890,11 @@ fn cluster_peers_from_env_and_errors_name_the_variable() {
             "expected an address and port like 0.0.0.0:7712",
         ),
         (
+            "WORMFS_CLUSTER__DATA_LISTEN",
+            "nas:7713",
+            "cluster.data_listen: expected an address and port like 0.0.0.0:7713",
+        ),
+        (
             "WORMFS_CLUSTER__FORMATION_WAIT_MS",
             "soon",
             "expected a whole number",
@@ -890,10 +913,11 @@ fn cluster_peers_from_env_and_errors_name_the_variable() {
 #[test]
 fn cluster_flags_beat_env_beat_file() {
     let (_dir, path) = config_file(
-        "[cluster]\npeer_listen = \"10.0.0.1:1\"\npeers = [\"file:1\"]\nsecret_file = \"/file\"\n",
+        "[cluster]\npeer_listen = \"10.0.0.1:1\"\ndata_listen = \"10.0.0.1:11\"\npeers = [\"file:1\"]\nsecret_file = \"/file\"\n",
     );
     let vars = env(&[
         ("WORMFS_CLUSTER__PEER_LISTEN", "10.0.0.2:2"),
+        ("WORMFS_CLUSTER__DATA_LISTEN", "10.0.0.2:12"),
         ("WORMFS_CLUSTER__PEERS", "env:2"),
         ("WORMFS_CLUSTER__SECRET_FILE", "/env"),
     ]);
@@ -903,6 +927,10 @@ fn cluster_flags_beat_env_beat_file() {
         file_only.cluster.peer_listen,
         "10.0.0.1:1".parse().expect("addr")
     );
+    assert_eq!(
+        file_only.cluster.data_listen,
+        "10.0.0.1:11".parse().expect("addr")
+    );
     assert_eq!(file_only.cluster.peers, vec!["file:1".to_owned()]);
     assert_eq!(file_only.cluster.secret_file, PathBuf::from("/file"));
 
@@ -911,11 +939,16 @@ fn cluster_flags_beat_env_beat_file() {
         with_env.cluster.peer_listen,
         "10.0.0.2:2".parse().expect("addr")
     );
+    assert_eq!(
+        with_env.cluster.data_listen,
+        "10.0.0.2:12".parse().expect("addr")
+    );
     assert_eq!(with_env.cluster.peers, vec!["env:2".to_owned()]);
     assert_eq!(with_env.cluster.secret_file, PathBuf::from("/env"));
 
     let flags = Overrides {
         peer_listen: Some("10.0.0.3:3".parse().expect("addr")),
+        data_listen: Some("10.0.0.3:13".parse().expect("addr")),
         peers: vec!["flag:3".to_owned(), "[::1]:4".to_owned()],
         secret_file: Some(PathBuf::from("rel/flag")),
         ..Overrides::default()
@@ -924,6 +957,10 @@ fn cluster_flags_beat_env_beat_file() {
     assert_eq!(
         with_flags.cluster.peer_listen,
         "10.0.0.3:3".parse().expect("addr")
+    );
+    assert_eq!(
+        with_flags.cluster.data_listen,
+        "10.0.0.3:13".parse().expect("addr")
     );
     assert_eq!(
         with_flags.cluster.peers,

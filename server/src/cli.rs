@@ -78,12 +78,12 @@ fn print_cluster(v: &Value) {
         }
     }
     println!(
-        "{:<20} {:<16} {:<8} {:<7} {:<9} {:>6}  address",
-        "node", "name", "role", "leader", "connected", "lag"
+        "{:<20} {:<16} {:<8} {:<7} {:<9} {:>6}  {:<21}  peer address",
+        "node", "name", "role", "leader", "connected", "lag", "data"
     );
     for m in v["members"].as_array().into_iter().flatten() {
         println!(
-            "{:<20} {:<16} {:<8} {:<7} {:<9} {:>6}  {}",
+            "{:<20} {:<16} {:<8} {:<7} {:<9} {:>6}  {:<21}  {}",
             m["node_id"],
             opt(&m["name"]),
             m["role"].as_str().unwrap_or(""),
@@ -98,6 +98,7 @@ fn print_cluster(v: &Value) {
                 "no"
             },
             opt(&m["lag"]),
+            opt(&m["data_addr"]),
             m["addr"].as_str().unwrap_or("")
         );
     }
@@ -139,6 +140,9 @@ pub struct ServeArgs {
     /// Where this node listens for its peers (default port 7712).
     #[arg(long, env = "WORMFS_PEER_LISTEN")]
     pub peer_listen: Option<std::net::SocketAddr>,
+    /// Where to serve part data to the other nodes (mutual TLS; default port 7713).
+    #[arg(long, env = "WORMFS_DATA_LISTEN")]
+    pub data_listen: Option<std::net::SocketAddr>,
     /// The cluster secret file (default DATA_DIR/cluster-secret).
     #[arg(long, env = "WORMFS_CLUSTER_SECRET_FILE")]
     pub cluster_secret_file: Option<PathBuf>,
@@ -156,6 +160,7 @@ impl ServeArgs {
             anonymous: self.anonymous,
             mdns: if self.no_mdns { Some(false) } else { self.mdns },
             peer_listen: self.peer_listen,
+            data_listen: self.data_listen,
             peers: self.peers.clone(),
             secret_file: self.cluster_secret_file.clone(),
         }

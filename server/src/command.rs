@@ -86,6 +86,14 @@ pub enum CommandV1 {
         name: String,
         /// Its API address.
         api_addr: String,
+        /// Where it serves part data (`IP:PORT`; an unspecified IP means the address its
+        /// peers reach it at on the control plane).
+        #[serde(default)]
+        data_addr: String,
+        /// The SHA-256 fingerprint of its data-plane certificate, hex: the only certificate
+        /// its peers accept from it.
+        #[serde(default)]
+        data_cert: String,
         /// When.
         time_ms: u64,
     },

@@ -17,6 +17,8 @@ use tokio_util::sync::CancellationToken;
 use crate::codec;
 use crate::command::{CommandV1, Conflict, NewSegment, Outcome, SourceIdentity};
 use crate::crash_point::crash_point;
+use crate::data_plane::wire::NewUpload;
+use crate::data_plane::RemotePartWriter;
 use crate::fsutil::now_ms;
 use crate::ids::{DiskId, FileId};
 use crate::layout::Geometry;
@@ -285,8 +287,9 @@ impl Store {
         usize::from(geo.k) + usize::from(self.storage.write_quorum_extra).min(usize::from(geo.m))
     }
 
-    /// Opens part writers for segment `index` on disks chosen by placement.
-    fn open_segment(
+    /// Opens part writers for segment `index` on disks chosen by placement: this node's and
+    /// other nodes' (through the data plane), distinct machines first.
+    async fn open_segment(
         self: &Arc<Self>,
         geo: Geometry,
         file_id: FileId,
@@ -296,7 +299,10 @@ impl Store {
         // Each chosen disk must have room for its part of a segment of the estimated size.
         let part_bytes =
             geo.part_data_len(segment_estimate) + u64::from(region_len(geo.max_blocks_per_part()));
-        let cands = self.candidates(part_bytes);
+        let mut cands = self.candidates(part_bytes);
+        cands.extend(self.remote_candidates(part_bytes).await);
+        let nodes: std::collections::HashMap<DiskId, crate::ids::NodeId> =
+            cands.iter().map(|c| (c.disk, c.node)).collect();
         let mut order = place(&cands, cands.len(), &mut rand::rng())
             .map_err(|e| StoreError::Unavailable(e.to_string()))?
             .into_iter();
@@ -306,8 +312,30 @@ impl Store {
         let mut disks = Vec::with_capacity(width);
         let mut writers: Vec<Option<Box<dyn PartWriter>>> = Vec::with_capacity(width);
         for part in 0..width {
-            let mut opened = None;
+            let mut opened: Option<(DiskId, Box<dyn PartWriter>)> = None;
             for disk_id in order.by_ref() {
+                let node = nodes.get(&disk_id).copied().unwrap_or(self.node_id);
+                if node != self.node_id {
+                    let req = NewUpload {
+                        disk_id,
+                        file_id,
+                        segment: index,
+                        part: part as u16,
+                        header_len,
+                        block_size: geo.block_size,
+                        expected_bytes: part_bytes,
+                    };
+                    match RemotePartWriter::create(self.data.clone(), node, req).await {
+                        Ok(w) => {
+                            opened = Some((disk_id, Box::new(w)));
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::warn!(node, disk = %disk_id, "cannot start a part: {e}")
+                        }
+                    }
+                    continue;
+                }
                 let Some(disk) = self.disk(disk_id) else {
                     continue;
                 };
@@ -320,7 +348,7 @@ impl Store {
                     part_bytes,
                 ) {
                     Ok(w) => {
-                        opened = Some((disk_id, w));
+                        opened = Some((disk_id, Box::new(w)));
                         break;
                     }
                     Err(e) => {
@@ -331,7 +359,7 @@ impl Store {
             match opened {
                 Some((d, w)) => {
                     disks.push(Some(d));
-                    writers.push(Some(Box::new(w)));
+                    writers.push(Some(w));
                 }
                 None => {
                     disks.push(None);
@@ -415,7 +443,7 @@ impl Store {
                     h.saturating_sub(before).clamp(next.len() as u64, cap)
                 })
             };
-            let mut seg = self.open_segment(geo, file_id, index, estimate)?;
+            let mut seg = self.open_segment(geo, file_id, index, estimate).await?;
             let mut seg_len = 0u64;
             loop {
                 let buf = std::mem::take(&mut next);
@@ -547,9 +575,10 @@ impl Store {
         src.head = head;
         src.total = 0;
         src.size_hint = req.expected_size;
+        self.refresh_directory().await?;
         let policy = self.policy_for(&req.path, small, req.policy).await?;
         policy
-            .check_fits(self.disks.len())
+            .check_fits(self.cluster_disks())
             .map_err(|e| StoreError::BadRequest(e.to_string()))?;
         let geo = Geometry::for_policy(
             policy,

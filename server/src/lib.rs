@@ -8,6 +8,7 @@ pub mod codec;
 pub mod command;
 pub mod consensus;
 pub mod crash_point;
+pub mod data_plane;
 pub mod disk;
 pub mod drop_folders;
 pub mod fsutil;

@@ -9,10 +9,13 @@ use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 use wormfs_config::{Config, ConfigSource};
 
 use crate::command::CommandV1;
 use crate::consensus::{ClusterParams, Consensus, Formation};
+use crate::data_plane::tls::{server_config, CipherPreference};
+use crate::data_plane::{DataClient, Directory, NodeCert};
 use crate::disk::LocalDisk;
 use crate::fsutil::{now_ms, write_durably};
 use crate::ids::{ClusterId, NodeId};
@@ -45,6 +48,8 @@ pub struct Node {
     pub shutdown: CancellationToken,
     /// The drop folders' ingest status.
     pub drops: Arc<crate::drop_folders::IngestStatus>,
+    /// Where the data plane listens.
+    pub data_addr: std::net::SocketAddr,
     /// The mDNS daemon when `discovery.mdns` is on: it advertises `_wormfs._tcp`, and the
     /// faces add their own records to it.
     pub mdns: std::sync::Mutex<Option<wormfs_discovery::Mdns>>,
@@ -163,6 +168,9 @@ impl Node {
             shutdown.child_token(),
         )
         .await?;
+        let cert = NodeCert::load_or_create(data, ident.node_id)?;
+        let data_listener = crate::data_plane::server::bind(cfg.cluster.data_listen).await?;
+        let data_addr = data_listener.local_addr()?;
         let (mdns, watcher) = start_mdns(cfg, ident.node_id, &net, &secret);
         let meta_dir = data.join("meta");
         std::fs::create_dir_all(&meta_dir)
@@ -221,6 +229,8 @@ impl Node {
             node_id: ident.node_id,
             name,
             api_addr: cfg.api.listen.to_string(),
+            data_addr: data_addr.to_string(),
+            data_cert: cert.fingerprint.to_string(),
             time_ms: now_ms(),
         })
         .await?;
@@ -273,6 +283,12 @@ impl Node {
                 "only one disk: files are stored as copies:1 and a disk failure loses them"
             );
         }
+        let directory = Directory::new(ident.node_id, db.clone());
+        directory
+            .refresh(&control_ips(&consensus))
+            .await
+            .context("read the cluster's members")?;
+        let data_client = DataClient::new(cert.clone(), directory.clone(), CipherPreference::Auto);
         let store = Arc::new(Store {
             cluster_id: ident.cluster_id,
             node_id: ident.node_id,
@@ -282,16 +298,27 @@ impl Node {
             storage: cfg.storage.clone(),
             ingest: cfg.ingest.clone(),
             counters: Counters::default(),
+            data: data_client,
         });
         let node = Node {
             store,
             token,
             shutdown,
             drops: Arc::default(),
+            data_addr,
             mdns: std::sync::Mutex::new(mdns),
             tasks: TaskTracker::new(),
             _lock: lock,
         };
+        let tls = server_config(&cert, directory.allowed(), CipherPreference::Auto)?;
+        crate::data_plane::server::start(
+            node.store.clone(),
+            tls,
+            directory.allowed(),
+            data_listener,
+            node.shutdown.child_token(),
+            &node.tasks,
+        )?;
         node.spawn_background();
         crate::drop_folders::start(
             node.store.clone(),
@@ -321,6 +348,24 @@ impl Node {
                 }
             }
         });
+        let store = self.store.clone();
+        let stop = self.shutdown.clone();
+        self.tasks.spawn(
+            async move {
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        // Cheap when nothing changed: the metadata's generation is compared first.
+                        _ = tokio::time::sleep(Duration::from_millis(250)) => {
+                            if let Err(e) = store.refresh_directory().await {
+                                tracing::warn!("data plane: cannot read the members: {e}");
+                            }
+                        }
+                    }
+                }
+            }
+            .instrument(tracing::info_span!("directory_refresh")),
+        );
         let store = self.store.clone();
         let stop = self.shutdown.clone();
         self.tasks.spawn(async move {
@@ -413,6 +458,21 @@ fn start_mdns(
         }
     };
     (Some(mdns), watcher)
+}
+
+/// Each member's IP on the control plane, from the Raft membership.
+pub(crate) fn control_ips(
+    consensus: &Consensus,
+) -> std::collections::HashMap<NodeId, std::net::IpAddr> {
+    let metrics = consensus.metrics();
+    metrics
+        .membership_config
+        .nodes()
+        .filter_map(|(id, n)| {
+            let addr: libp2p::Multiaddr = n.addr.parse().ok()?;
+            Some((*id, crate::peer::net::ip_of(&addr)?))
+        })
+        .collect()
 }
 
 /// Waits until the cluster's id has been applied here (a joining machine gets it with the log).

@@ -26,7 +26,7 @@ pub const TABLE_OFFSET: usize = 2048;
 pub const REGION_ALIGN: usize = 4096;
 
 /// Everything the header of a part records.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PartHeader {
     /// The codec of the segment.
     pub codec: CodecId,

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 
 use crate::codec;
-use crate::ids::FileId;
+use crate::ids::{DiskId, FileId, NodeId};
 use crate::meta::FileRecord;
 use crate::part_io::{OpenPart, PartReadError};
 use crate::store::Store;
@@ -66,8 +66,17 @@ type WindowGate = Arc<Mutex<()>>;
 
 #[derive(Clone)]
 enum PartSlot {
-    Open(Arc<OpenPart>),
+    Open(PartHandle),
     Bad(String),
+}
+
+/// Where a part's blocks come from.
+#[derive(Clone)]
+enum PartHandle {
+    /// An open part file on this node's disk.
+    Local(Arc<OpenPart>),
+    /// A part on another node's disk, read through the data plane.
+    Remote { node: NodeId, disk: DiskId },
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -283,7 +292,7 @@ impl FileReader {
             return (!self.is_bad(seg.index, b.part)).then_some(hit);
         }
         let part = match lock(&self.parts.0).get(&(seg.index, b.part)) {
-            Some(PartSlot::Open(p)) => p.clone(),
+            Some(PartSlot::Open(PartHandle::Local(p))) => p.clone(),
             _ => return None,
         };
         match part.read_blocks_cached(b.row, 1)? {
@@ -295,7 +304,7 @@ impl FileReader {
         }
     }
 
-    fn open_part(&self, seg: u32, part: u16) -> Result<Arc<OpenPart>, String> {
+    fn open_part(&self, seg: u32, part: u16) -> Result<PartHandle, String> {
         if let Some(slot) = lock(&self.parts.0).get(&(seg, part)) {
             return match slot {
                 PartSlot::Open(p) => Ok(p.clone()),
@@ -311,7 +320,12 @@ impl FileReader {
         let res = match rec.and_then(|p| p.disk_id) {
             None => Err("recorded as missing".to_owned()),
             Some(d) => match self.store.disk(d) {
-                None => Err(format!("disk {d} not attached")),
+                None => match self.store.data.directory().disk(d) {
+                    Some((node, _)) if node != self.store.node_id => {
+                        Ok(PartHandle::Remote { node, disk: d })
+                    }
+                    _ => Err(format!("disk {d} not attached")),
+                },
                 Some(disk) if !disk.readable() => {
                     Err(format!("disk {} missing", disk.root.display()))
                 }
@@ -323,7 +337,7 @@ impl FileReader {
                                 && p.header.segment_index == seg
                                 && p.header.part_index == part =>
                         {
-                            Ok(Arc::new(p))
+                            Ok(PartHandle::Local(Arc::new(p)))
                         }
                         Ok(_) => Err(PartReadError::WrongPart.to_string()),
                         Err(e) => Err(e.to_string()),
@@ -340,6 +354,21 @@ impl FileReader {
         };
         lock(&self.parts.0).insert((seg, part), slot);
         res
+    }
+
+    /// Reads `count` blocks from block `first` of a part, wherever it is. Blocking.
+    fn read_part(&self, seg: u32, part: u16, first: u64, count: u64) -> Result<Bytes, String> {
+        match self.open_part(seg, part)? {
+            PartHandle::Local(p) => p
+                .read_blocks(first, count)
+                .map(Bytes::from)
+                .map_err(|e| e.to_string()),
+            PartHandle::Remote { node, disk } => self
+                .store
+                .data
+                .read_blocks_blocking(node, disk, self.file.file_id, seg, part, first, count)
+                .map_err(|e| e.to_string()),
+        }
     }
 
     fn damaged(&self, seg: u32, part: u16, why: &str) {
@@ -392,11 +421,8 @@ impl FileReader {
         if g.is_replica() {
             let mut why = Vec::new();
             for copy in 0..g.width() as u16 {
-                match self
-                    .open_part(seg.index, copy)
-                    .and_then(|p| p.read_blocks(b.row, 1).map_err(|e| e.to_string()))
-                {
-                    Ok(v) => return Ok(Bytes::from(v)),
+                match self.read_part(seg.index, copy, b.row, 1) {
+                    Ok(v) => return Ok(v),
                     Err(e) => {
                         why.push(format!("copy {copy}: {e}"));
                         self.mark_bad(seg.index, copy, e);
@@ -405,11 +431,8 @@ impl FileReader {
             }
             return Err(self.unreadable(seg.index, b.row, 0, 1, &why));
         }
-        match self
-            .open_part(seg.index, b.part)
-            .and_then(|p| p.read_blocks(b.row, 1).map_err(|e| e.to_string()))
-        {
-            Ok(v) => return Ok(Bytes::from(v)),
+        match self.read_part(seg.index, b.part, b.row, 1) {
+            Ok(v) => return Ok(v),
             Err(e) => self.mark_bad(seg.index, b.part, e),
         }
         self.decode_ahead(b);
@@ -501,25 +524,46 @@ impl FileReader {
         let bs = g.block_size as usize;
         let rows_in_seg = g.rows(seg.data_len);
         let n = DEGRADED_ROWS.min(rows_in_seg - row);
-        let mut shards: Vec<Option<Vec<u8>>> = vec![None; k + m];
+        let mut shards: Vec<Option<Bytes>> = vec![None; k + m];
         let mut have = 0;
         let mut why = Vec::new();
-        #[allow(clippy::needless_range_loop)] // p is also the part index on disk
-        for p in 0..(k + m) {
-            if have == k {
-                break;
-            }
-            match self
-                .open_part(seg.index, p as u16)
-                .and_then(|op| op.read_blocks(row, n).map_err(|e| e.to_string()))
-            {
-                Ok(v) => {
-                    shards[p] = Some(v);
-                    have += 1;
-                }
-                Err(e) => {
-                    why.push(format!("part {p}: {e}"));
-                    self.mark_bad(seg.index, p as u16, e);
+        let mut next = 0usize;
+        // Read k parts at once (they may be on several machines), then more for any that
+        // failed, until k are in hand or none are left.
+        while have < k && next < k + m {
+            let batch: Vec<usize> = (next..k + m).take(k - have).collect();
+            next += batch.len();
+            let results: Vec<(usize, Result<Bytes, String>)> = if batch.len() == 1 {
+                batch
+                    .iter()
+                    .map(|&p| (p, self.read_part(seg.index, p as u16, row, n)))
+                    .collect()
+            } else {
+                std::thread::scope(|sc| {
+                    let hs: Vec<_> = batch
+                        .iter()
+                        .map(|&p| {
+                            (
+                                p,
+                                sc.spawn(move || self.read_part(seg.index, p as u16, row, n)),
+                            )
+                        })
+                        .collect();
+                    hs.into_iter()
+                        .map(|(p, h)| (p, h.join().unwrap_or_else(|_| Err("read panicked".into()))))
+                        .collect()
+                })
+            };
+            for (p, r) in results {
+                match r {
+                    Ok(v) => {
+                        shards[p] = Some(v);
+                        have += 1;
+                    }
+                    Err(e) => {
+                        why.push(format!("part {p}: {e}"));
+                        self.mark_bad(seg.index, p as u16, e);
+                    }
                 }
             }
         }
@@ -543,8 +587,8 @@ impl FileReader {
             .filter_map(|(j, s)| s.map(|s| (j, s)));
         let mut cache = lock(&self.cache);
         let mut want = None;
-        for (j, d) in restored.into_iter().chain(healthy) {
-            let whole = Bytes::from(d);
+        let restored = restored.into_iter().map(|(j, d)| (j, Bytes::from(d)));
+        for (j, whole) in restored.chain(healthy) {
             for r in 0..n {
                 let blk = whole.slice(r as usize * bs..(r as usize + 1) * bs);
                 if Some((row + r, j as u16)) == want_block {

@@ -76,6 +76,8 @@ pub struct Store {
     pub ingest: IngestConfig,
     /// Counters.
     pub counters: Counters,
+    /// The data plane's client (other nodes' disks), with its directory of members.
+    pub data: Arc<crate::data_plane::DataClient>,
 }
 
 impl Store {
@@ -114,6 +116,47 @@ impl Store {
             .collect()
     }
 
+    /// Rereads the data plane's directory of members and disks if the metadata changed.
+    pub async fn refresh_directory(&self) -> Result<(), MetaError> {
+        let ips = crate::node::control_ips(&self.consensus);
+        self.data.directory().refresh(&ips).await
+    }
+
+    /// Disks of other nodes that can take a part of `part_bytes` now, asked of each node's
+    /// data server in parallel (an unreachable node offers none).
+    pub async fn remote_candidates(&self, part_bytes: u64) -> Vec<Candidate> {
+        let peers = self.data.directory().peers();
+        let asks = peers.iter().map(|(node, _)| async move {
+            match self.data.disk_offers(*node).await {
+                Ok(offers) => offers
+                    .into_iter()
+                    .filter(|o| o.writable && o.free_bytes >= part_bytes)
+                    .map(|o| Candidate {
+                        disk: o.disk_id,
+                        node: *node,
+                        domain: o.fs_dev,
+                        free_bytes: o.free_bytes,
+                    })
+                    .collect(),
+                Err(e) => {
+                    tracing::debug!("placement: node {node} offers no disks: {e}");
+                    Vec::new()
+                }
+            }
+        });
+        futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    /// Disks registered in the whole cluster (at least this node's), for default policies and
+    /// the width check of a policy.
+    pub fn cluster_disks(&self) -> usize {
+        self.data.directory().disk_count().max(self.disks.len())
+    }
+
     /// Number of disks that can take parts now.
     pub fn writable_disks(&self) -> usize {
         self.disks
@@ -132,7 +175,7 @@ impl Store {
         if let Some(p) = explicit {
             return Ok(p);
         }
-        let disks = self.disks.len();
+        let disks = self.cluster_disks();
         if small {
             return Ok(Policy::resolve(self.storage.small_file_policy, disks, true));
         }
@@ -205,7 +248,7 @@ impl Store {
         policy: Option<Policy>,
     ) -> Result<(), StoreError> {
         if let Some(p) = policy {
-            p.check_fits(self.disks.len())
+            p.check_fits(self.cluster_disks())
                 .map_err(|e| StoreError::BadRequest(e.to_string()))?;
         }
         self.propose(CommandV1::SetPolicy {

@@ -89,6 +89,7 @@ fn start(ns: &Namespace, dir: &Path, id: u64, base: u16) -> NsNode {
         .args(["--listen", &format!("127.0.0.1:{base}")])
         .args(["--webdav-listen", &format!("127.0.0.1:{}", base + 1)])
         .args(["--peer-listen", &format!("127.0.0.1:{}", base + 2)])
+        .args(["--data-listen", &format!("127.0.0.1:{}", base + 3)])
         .env("WORMFS_NODE__ID", id.to_string())
         .current_dir(dir)
         .stdout(Stdio::null())

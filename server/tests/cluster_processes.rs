@@ -8,91 +8,13 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::machines::{cluster, ls, peers_of, share_secret, start_all, voters, Machine};
 use common::process::{free_port, local, wait_for, Server, BIN};
 use serde_json::Value;
-
-/// A free TCP port on `ip` (a loopback address other than 127.0.0.1).
-fn free_port_on(ip: &str) -> u16 {
-    std::net::TcpListener::bind((ip, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// One machine of the test cluster: its folder, API port, node id and peer address.
-struct Machine {
-    dir: PathBuf,
-    api: u16,
-    id: u64,
-    peer: String,
-}
-
-impl Machine {
-    fn new(root: &Path, n: u8, id: u64) -> Machine {
-        let ip = format!("127.0.0.{}", n + 1);
-        let dir = root.join(format!("m{n}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let port = free_port_on(&ip);
-        Machine {
-            dir,
-            api: free_port(),
-            id,
-            peer: format!("{ip}:{port}"),
-        }
-    }
-
-    fn args<'a>(&'a self, others: &'a [String]) -> Vec<&'a str> {
-        let mut a = vec!["--peer-listen", self.peer.as_str()];
-        for o in others {
-            a.push("--peer");
-            a.push(o.as_str());
-        }
-        a
-    }
-
-    fn start(&self, others: &[String]) -> Server {
-        let id = self.id.to_string();
-        Server::start_env(
-            &self.dir,
-            self.api,
-            &self.args(others),
-            &[("WORMFS_NODE__ID", id.as_str())],
-        )
-    }
-}
-
-fn cluster(s: &Server) -> Value {
-    s.json(&["cluster"])
-}
-
-fn voters(v: &Value) -> Vec<u64> {
-    v["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|m| m["role"] == "voter")
-        .map(|m| m["node_id"].as_u64().unwrap())
-        .collect()
-}
-
-fn ls(s: &Server, dir: &str) -> Vec<String> {
-    let o = s.cli(&["--json", "ls", dir]);
-    if !o.status.success() {
-        return Vec::new();
-    }
-    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
-    v.as_array()
-        .or(v["entries"].as_array())
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e["name"].as_str().map(str::to_owned))
-        .collect()
-}
 
 #[test]
 fn three_machines_form_one_cluster_survive_kills_and_keep_strangers_out() {
@@ -103,28 +25,9 @@ fn three_machines_form_one_cluster_survive_kills_and_keep_strangers_out() {
         .map(|&(n, id)| Machine::new(t.path(), n, id))
         .collect();
     // The documented way in: a secret made on one machine, its join token taken to the others.
-    local(&ms[0].dir, &["init"]);
-    let token = local(&ms[0].dir, &["join-token"]);
-    for m in &ms[1..] {
-        local(&m.dir, &["init", "--join", token.trim()]);
-    }
-    let peers_of = |i: usize| -> Vec<String> {
-        ms.iter()
-            .enumerate()
-            .filter(|(j, _)| *j != i)
-            .map(|(_, m)| m.peer.clone())
-            .collect()
-    };
-    // All three at once: each waits for the others (cluster.formation_wait_ms) before founding.
-    let mut servers: Vec<Option<Server>> = std::thread::scope(|sc| {
-        let hs: Vec<_> = (0..3)
-            .map(|i| {
-                let (m, p) = (&ms[i], peers_of(i));
-                sc.spawn(move || m.start(&p))
-            })
-            .collect();
-        hs.into_iter().map(|h| Some(h.join().unwrap())).collect()
-    });
+    share_secret(&ms);
+    let peers_of = |i: usize| peers_of(&ms, i);
+    let mut servers = start_all(&ms);
 
     // One cluster: three voters, one leader, every member caught up, the same id everywhere.
     let v = wait_for(60, "three voters and a leader", || {
@@ -314,6 +217,7 @@ fn three_machines_form_one_cluster_survive_kills_and_keep_strangers_out() {
 
     // With the join token it gets in: `init --join` refuses to overwrite its own secret,
     // then takes the cluster's once that is moved away; the fourth machine joins as a learner.
+    let token = local(&ms[0].dir, &["join-token"]);
     let token = token.trim();
     let init = |dir: &Path| {
         Command::new(BIN)

@@ -437,6 +437,7 @@ async fn start_node(dir: &Path) -> anyhow::Result<Node> {
         data_dir: Some(dir.join("data")),
         // Any free port for the peer network: tests run side by side.
         peer_listen: Some("127.0.0.1:0".parse().unwrap()),
+        data_listen: Some("127.0.0.1:0".parse().unwrap()),
         ..Default::default()
     };
     let mut cfg = wormfs_config::load(None, Vec::<(String, String)>::new(), &overrides)?;

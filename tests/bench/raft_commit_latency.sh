@@ -29,7 +29,7 @@ start() {
     for p in "$@"; do peers+=(--peer "$p"); done
     mkdir -p "$name"
     (cd "$name" && exec "$BIN" serve --mdns off --listen 127.0.0.1:"$api" \
-        --webdav-listen 127.0.0.1:$((api + 1)) --peer-listen "$peer" "${peers[@]}" > serve.log 2>&1) &
+        --webdav-listen 127.0.0.1:$((api + 1)) --peer-listen "$peer" --data-listen "${peer%:*}:$((api + 3))" "${peers[@]}" > serve.log 2>&1) &
     PIDS+=($!)
 }
 up() { for _ in $(seq 1 600); do curl -sf "http://127.0.0.1:$1/api/v1/health" >/dev/null && return 0; sleep 0.1; done; echo "node on $1 did not start" >&2; exit 1; }

@@ -54,6 +54,10 @@ pub struct Member {
     pub addr: String,
     /// Its node API address, once registered.
     pub api_addr: Option<String>,
+    /// Its registered part-data address (an unspecified IP: its control-plane address).
+    pub data_addr: Option<String>,
+    /// The SHA-256 fingerprint of its data-plane certificate, as pinned in the membership.
+    pub data_cert: Option<String>,
     /// Whether this node has a connection to it now (itself: true).
     pub connected: bool,
     /// On the leader: the last log index it has (`None`: nothing replicated yet).
@@ -92,6 +96,12 @@ impl Consensus {
                     leader: m.current_leader == Some(*id),
                     addr: node.addr.clone(),
                     api_addr: reg.map(|r| r.api_addr.clone()),
+                    data_addr: reg
+                        .filter(|r| !r.data_addr.is_empty())
+                        .map(|r| r.data_addr.clone()),
+                    data_cert: reg
+                        .filter(|r| !r.data_cert.is_empty())
+                        .map(|r| r.data_cert.clone()),
                     connected: *id == self.node_id
                         || node
                             .addr

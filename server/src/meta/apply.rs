@@ -288,16 +288,23 @@ pub(crate) async fn apply_command(c: &mut SqliteConnection, cmd: &CommandV1) -> 
             node_id,
             name,
             api_addr,
+            data_addr,
+            data_cert,
             time_ms,
         } => {
             sqlx::query(
-                "INSERT INTO nodes (node_id, name, api_addr, joined_ms) VALUES (?, ?, ?, ?)
-                 ON CONFLICT(node_id) DO UPDATE SET name = excluded.name, api_addr = excluded.api_addr",
+                "INSERT INTO nodes (node_id, name, api_addr, joined_ms, data_addr, data_cert)
+                 VALUES (?, ?, ?, ?, ?, ?)
+                 ON CONFLICT(node_id) DO UPDATE SET name = excluded.name,
+                   api_addr = excluded.api_addr, data_addr = excluded.data_addr,
+                   data_cert = excluded.data_cert",
             )
             .bind(*node_id as i64)
             .bind(name)
             .bind(api_addr)
             .bind(*time_ms as i64)
+            .bind(data_addr)
+            .bind(data_cert)
             .execute(&mut *c)
             .await?;
             Ok(Outcome::Done)

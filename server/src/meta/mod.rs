@@ -31,6 +31,7 @@ pub use raft_store::{LogStore, StateMachineStore};
 const NAMESPACE_SQL: &str = include_str!("../../migrations/0001_namespace.sql");
 const RAFT_LOG_SQL: &str = include_str!("../../migrations/0002_raft_log.sql");
 const WEBDAV_SQL: &str = include_str!("../../migrations/0003_webdav.sql");
+const DATA_PLANE_SQL: &str = include_str!("../../migrations/0004_data_plane.sql");
 
 /// An error from the metadata store.
 pub type MetaError = sqlx::Error;
@@ -88,6 +89,7 @@ impl MetaDb {
         Migrator::with_migrations(vec![
             migration(1, "namespace", NAMESPACE_SQL),
             migration(3, "webdav", WEBDAV_SQL),
+            migration(4, "data_plane", DATA_PLANE_SQL),
         ])
         .run(&pool)
         .await

@@ -135,6 +135,10 @@ pub struct NodeRecord {
     pub name: String,
     /// Its node API address.
     pub api_addr: String,
+    /// Where it serves part data (empty before it registered one).
+    pub data_addr: String,
+    /// The SHA-256 fingerprint of its data-plane certificate, hex (empty before registered).
+    pub data_cert: String,
 }
 
 /// Totals for `status`.
@@ -380,6 +384,24 @@ impl MetaDb {
             .collect())
     }
 
+    /// Each registered disk's node and failure domain (without the part counts of
+    /// [`Self::disks`]).
+    pub async fn disk_nodes(&self) -> Res<Vec<(DiskId, NodeId, u64)>> {
+        let rows = sqlx::query("SELECT disk_id, node_id, fs_dev FROM disks")
+            .fetch_all(&self.pool())
+            .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                Some((
+                    parse_disk(r.get(0))?,
+                    r.get::<i64, _>(1) as NodeId,
+                    r.get::<i64, _>(2) as u64,
+                ))
+            })
+            .collect())
+    }
+
     /// Every (file, segment, part) the metadata places on `disk`.
     pub async fn parts_on_disk(&self, disk: DiskId) -> Res<HashSet<(FileId, u32, u16)>> {
         let rows = sqlx::query("SELECT file_id, seg, part FROM parts WHERE disk_id = ?")
@@ -433,15 +455,19 @@ impl MetaDb {
 
     /// The machines registered in the cluster: id, name and API address.
     pub async fn nodes(&self) -> Res<Vec<NodeRecord>> {
-        let rows = sqlx::query("SELECT node_id, name, api_addr FROM nodes ORDER BY node_id")
-            .fetch_all(&self.pool())
-            .await?;
+        let rows = sqlx::query(
+            "SELECT node_id, name, api_addr, data_addr, data_cert FROM nodes ORDER BY node_id",
+        )
+        .fetch_all(&self.pool())
+        .await?;
         Ok(rows
             .iter()
             .map(|r| NodeRecord {
                 node_id: r.get::<i64, _>(0) as NodeId,
                 name: r.get(1),
                 api_addr: r.get(2),
+                data_addr: r.get(3),
+                data_cert: r.get(4),
             })
             .collect())
     }

@@ -18,6 +18,7 @@ pub fn config(dir: &Path, block: u32, part_bytes: u64) -> wormfs_config::Config 
         data_dir: Some(dir.join("data")),
         // Any free port for the peer network: tests run side by side.
         peer_listen: Some("127.0.0.1:0".parse().unwrap()),
+        data_listen: Some("127.0.0.1:0".parse().unwrap()),
         ..Default::default()
     };
     let mut cfg = wormfs_config::load(None, Vec::<(String, String)>::new(), &overrides)
@@ -107,4 +108,5 @@ pub fn part_files(store: &Store) -> Vec<std::path::PathBuf> {
     out
 }
 pub mod dav;
+pub mod machines;
 pub mod process;

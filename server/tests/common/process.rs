@@ -26,6 +26,15 @@ pub struct Server {
 /// A node left running by a failing test is stopped when its `Server` goes out of scope.
 impl Drop for Server {
     fn drop(&mut self) {
+        // A failing test shows the end of each node's log.
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("--- last lines of {}:", self.log.display());
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
         if let Ok(None) = self.child.try_wait() {
             let _ = self.child.kill();
             let _ = self.child.wait();
@@ -210,6 +219,11 @@ fn serve_args(port: u16, extra: &[&str]) -> Vec<String> {
     // Any free port for the peer network unless the test places it.
     if !extra.contains(&"--peer-listen") {
         args.push("--peer-listen".into());
+        args.push("127.0.0.1:0".into());
+    }
+    // And for the data plane.
+    if !extra.contains(&"--data-listen") {
+        args.push("--data-listen".into());
         args.push("127.0.0.1:0".into());
     }
     args.extend(extra.iter().map(|s| s.to_string()));

@@ -1,0 +1,406 @@
+//! The data client: talks to other nodes' data servers, with a pooled connection per node
+//! (mutual TLS, the node's pinned certificate), timeouts, and retries with exponential
+//! backoff for requests that can be repeated safely.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::cert::NodeCert;
+use super::directory::{Directory, Endpoint};
+use super::tls::{client_config, CipherPreference};
+use super::wire::{DiskOffer, NewUpload, UploadCreated, UploadOffset, CRC_HEADER};
+use crate::ids::{DiskId, FileId, NodeId};
+use crate::part_format::PartHeader;
+
+/// How long to wait for a TCP connection and handshake.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long one request may take (a chunk, a block read, a finish with its fsync).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a block read may take before the block is decoded from other parts instead.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Attempts of a request that can be repeated.
+const ATTEMPTS: u32 = 5;
+/// The first retry's delay; each next one doubles.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// How long a node's disk offers are reused for placement.
+const OFFERS_TTL: Duration = Duration::from_secs(2);
+
+/// A data-plane request that failed.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum DataError {
+    /// The node has no data address or certificate registered.
+    #[error("node {0} has no data-plane address registered")]
+    Unknown(NodeId),
+    /// The node could not be reached or did not answer in time.
+    #[error("node {node} ({addr}) unreachable: {detail}")]
+    Unreachable {
+        /// The node.
+        node: NodeId,
+        /// Its address.
+        addr: String,
+        /// What happened.
+        detail: String,
+    },
+    /// The node answered with an error.
+    #[error("node {node} answered {status}: {message}")]
+    Refused {
+        /// The node.
+        node: NodeId,
+        /// The HTTP status.
+        status: u16,
+        /// Its message.
+        message: String,
+    },
+    /// The bytes received do not match their checksum.
+    #[error("node {0} sent a block whose checksum does not match")]
+    Corrupt(NodeId),
+}
+
+impl DataError {
+    /// Whether trying again may help.
+    fn transient(&self) -> bool {
+        match self {
+            Self::Unreachable { .. } | Self::Corrupt(_) => true,
+            Self::Refused { status, .. } => *status >= 500 && *status != 507,
+            Self::Unknown(_) => false,
+        }
+    }
+
+    /// The HTTP status the node answered, if it answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Refused { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// A node's disk offers and when they were asked for.
+type CachedOffers = (Instant, Result<Vec<DiskOffer>, DataError>);
+
+struct Conn {
+    endpoint: Endpoint,
+    http: reqwest::Client,
+}
+
+/// The client side of the data plane.
+pub struct DataClient {
+    cert: NodeCert,
+    dir: Arc<Directory>,
+    pref: CipherPreference,
+    conns: Mutex<HashMap<NodeId, Arc<Conn>>>,
+    offers: Mutex<HashMap<NodeId, CachedOffers>>,
+    rt: tokio::runtime::Handle,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl DataClient {
+    /// A client presenting `cert`, finding nodes in `dir`. Must be made on the runtime that
+    /// its blocking callers ([`Self::read_blocks_blocking`]) use.
+    pub fn new(cert: NodeCert, dir: Arc<Directory>, pref: CipherPreference) -> Arc<Self> {
+        Arc::new(Self {
+            cert,
+            dir,
+            pref,
+            conns: Mutex::default(),
+            offers: Mutex::default(),
+            rt: tokio::runtime::Handle::current(),
+        })
+    }
+
+    /// The directory it uses.
+    pub fn directory(&self) -> &Arc<Directory> {
+        &self.dir
+    }
+
+    /// The runtime it runs on.
+    pub fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.rt
+    }
+
+    fn conn(&self, node: NodeId) -> Result<Arc<Conn>, DataError> {
+        let endpoint = self.dir.endpoint(node).ok_or(DataError::Unknown(node))?;
+        let mut conns = lock(&self.conns);
+        if let Some(c) = conns.get(&node) {
+            if c.endpoint == endpoint {
+                return Ok(c.clone());
+            }
+        }
+        let unreachable = |detail: String| DataError::Unreachable {
+            node,
+            addr: endpoint.addr.to_string(),
+            detail,
+        };
+        let tls = client_config(&self.cert, endpoint.fingerprint, self.pref)
+            .map_err(|e| unreachable(format!("{e:#}")))?;
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .http1_only()
+            .tcp_nodelay(true)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| unreachable(e.to_string()))?;
+        let c = Arc::new(Conn { endpoint, http });
+        conns.insert(node, c.clone());
+        Ok(c)
+    }
+
+    fn url(c: &Conn, path: &str) -> String {
+        format!("https://{}{path}", c.endpoint.addr)
+    }
+
+    /// Sends a request and turns a non-success answer into [`DataError::Refused`].
+    async fn send(
+        &self,
+        node: NodeId,
+        c: &Conn,
+        req: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, DataError> {
+        let resp = req.send().await.map_err(|e| DataError::Unreachable {
+            node,
+            addr: c.endpoint.addr.to_string(),
+            detail: error_chain(&e),
+        })?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status().as_u16();
+        let message = resp.text().await.unwrap_or_default();
+        Err(DataError::Refused {
+            node,
+            status,
+            message,
+        })
+    }
+
+    /// Runs `op` until it succeeds, fails for good, or [`ATTEMPTS`] run out, doubling the
+    /// delay between attempts.
+    async fn retry<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T, DataError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, DataError>>,
+    {
+        let mut delay = FIRST_BACKOFF;
+        let mut attempt = 1;
+        loop {
+            match op().await {
+                Ok(v) => return Ok(v),
+                Err(e) if e.transient() && attempt < ATTEMPTS => {
+                    tracing::debug!(
+                        attempt,
+                        "data plane: {what} failed, retrying in {delay:?}: {e}"
+                    );
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The disks `node` offers for new parts (reused for a moment; an unreachable node's
+    /// failure too, so placement does not wait on it for every segment).
+    pub async fn disk_offers(&self, node: NodeId) -> Result<Vec<DiskOffer>, DataError> {
+        if let Some((at, r)) = lock(&self.offers).get(&node) {
+            if at.elapsed() < OFFERS_TTL {
+                return r.clone();
+            }
+        }
+        let r = async {
+            let c = self.conn(node)?;
+            let req = c
+                .http
+                .get(Self::url(&c, "/v1/disks"))
+                .timeout(CONNECT_TIMEOUT * 2);
+            let resp = self.send(node, &c, req).await?;
+            resp.json::<Vec<DiskOffer>>()
+                .await
+                .map_err(|e| DataError::Unreachable {
+                    node,
+                    addr: c.endpoint.addr.to_string(),
+                    detail: e.to_string(),
+                })
+        }
+        .await;
+        lock(&self.offers).insert(node, (Instant::now(), r.clone()));
+        r
+    }
+
+    /// Starts a part on `node`; the answer is the upload's id.
+    pub async fn create_upload(&self, node: NodeId, req: &NewUpload) -> Result<u64, DataError> {
+        let c = self.conn(node)?;
+        self.retry("start a part", || async {
+            let r = c
+                .http
+                .post(Self::url(&c, "/v1/uploads"))
+                .json(req)
+                .timeout(REQUEST_TIMEOUT);
+            let resp = self.send(node, &c, r).await?;
+            let created: UploadCreated = resp.json().await.map_err(|e| DataError::Refused {
+                node,
+                status: 200,
+                message: e.to_string(),
+            })?;
+            Ok(created.upload)
+        })
+        .await
+    }
+
+    /// Sends the chunk at `offset` of an upload; answers the offset after it. A chunk whose
+    /// answer was lost is not written twice: the server says where it stands.
+    pub async fn put_chunk(
+        &self,
+        node: NodeId,
+        upload: u64,
+        offset: u64,
+        chunk: Bytes,
+    ) -> Result<u64, DataError> {
+        let c = self.conn(node)?;
+        let end = offset + chunk.len() as u64;
+        self.retry("send part data", || async {
+            let r = c
+                .http
+                .put(Self::url(
+                    &c,
+                    &format!("/v1/uploads/{upload}?offset={offset}"),
+                ))
+                .body(chunk.clone())
+                .timeout(REQUEST_TIMEOUT);
+            match self.send(node, &c, r).await {
+                Ok(resp) => {
+                    let o: UploadOffset = resp.json().await.map_err(|e| DataError::Refused {
+                        node,
+                        status: 200,
+                        message: e.to_string(),
+                    })?;
+                    if o.offset == end {
+                        Ok(end)
+                    } else {
+                        Err(DataError::Refused {
+                            node,
+                            status: 409,
+                            message: format!("upload at {}, expected {end}", o.offset),
+                        })
+                    }
+                }
+                Err(e) => Err(e),
+            }
+        })
+        .await
+    }
+
+    /// Makes an upload's part durable under its final name.
+    pub async fn finish_upload(
+        &self,
+        node: NodeId,
+        upload: u64,
+        header: &PartHeader,
+    ) -> Result<(), DataError> {
+        let c = self.conn(node)?;
+        self.retry("finish a part", || async {
+            let r = c
+                .http
+                .post(Self::url(&c, &format!("/v1/uploads/{upload}/finish")))
+                .json(header)
+                .timeout(REQUEST_TIMEOUT);
+            self.send(node, &c, r).await.map(|_| ())
+        })
+        .await
+    }
+
+    /// Discards an upload (best effort: the server abandons idle uploads anyway).
+    pub async fn abort_upload(&self, node: NodeId, upload: u64) {
+        let Ok(c) = self.conn(node) else { return };
+        let r = c
+            .http
+            .delete(Self::url(&c, &format!("/v1/uploads/{upload}")))
+            .timeout(CONNECT_TIMEOUT * 2);
+        if let Err(e) = self.send(node, &c, r).await {
+            tracing::debug!("data plane: abort upload {upload} on node {node}: {e}");
+        }
+    }
+
+    /// Reads `count` blocks from block `first` of a part on `node`'s disk `disk`; the server
+    /// verifies the blocks' checksums, this side the body's.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn read_blocks(
+        &self,
+        node: NodeId,
+        disk: DiskId,
+        file: FileId,
+        segment: u32,
+        part: u16,
+        first: u64,
+        count: u64,
+    ) -> Result<Bytes, DataError> {
+        let c = self.conn(node)?;
+        let path = format!("/v1/parts/{disk}/{file}/{segment}/{part}?first={first}&count={count}");
+        // Two tries: a pooled connection the server closed fails once; a slow node is then
+        // left to the decoder rather than waited for again.
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let r = c.http.get(Self::url(&c, &path)).timeout(READ_TIMEOUT);
+            let res = async {
+                let resp = self.send(node, &c, r).await?;
+                let crc: Option<u32> = resp
+                    .headers()
+                    .get(CRC_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok());
+                let body = resp.bytes().await.map_err(|e| DataError::Unreachable {
+                    node,
+                    addr: c.endpoint.addr.to_string(),
+                    detail: error_chain(&e),
+                })?;
+                if crc != Some(crc32c::crc32c(&body)) {
+                    return Err(DataError::Corrupt(node));
+                }
+                Ok(body)
+            }
+            .await;
+            match res {
+                Err(e) if e.transient() && tries < 2 => {
+                    tracing::debug!("data plane: block read failed, trying once more: {e}")
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// [`Self::read_blocks`] for a blocking thread (never an async one).
+    #[allow(clippy::too_many_arguments)]
+    pub fn read_blocks_blocking(
+        &self,
+        node: NodeId,
+        disk: DiskId,
+        file: FileId,
+        segment: u32,
+        part: u16,
+        first: u64,
+        count: u64,
+    ) -> Result<Bytes, DataError> {
+        self.rt
+            .block_on(self.read_blocks(node, disk, file, segment, part, first, count))
+    }
+}
+
+/// An error with its sources, which say what really happened (refused, timed out, TLS).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

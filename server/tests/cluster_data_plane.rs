@@ -1,0 +1,251 @@
+//! The part data plane between real `wormfs serve` processes on 127.0.0.2-.4, two disks each:
+//! a file stored through one machine has its parts spread over all three (at most m on one),
+//! reads through any machine return the same bytes, only members' pinned certificates get
+//! past the TLS handshake, a dead machine's parts are decoded around, a write that cannot reach
+//! its quorum fails cleanly, and a machine that comes back reads again.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::path::Path;
+
+use common::machines::{cluster, share_secret, start_all, voters, Machine};
+use common::process::{wait_for, Server};
+use serde_json::Value;
+use wormfs_server::data_plane::tls::{client_config, CipherPreference};
+use wormfs_server::data_plane::{Fingerprint, NodeCert};
+
+fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    use rand::{RngCore, SeedableRng};
+    let mut v = vec![0u8; len];
+    rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut v);
+    v
+}
+
+/// `wormfs get` through `s` into memory.
+fn get(s: &Server, path: &str, range: Option<&str>) -> Vec<u8> {
+    let mut args = vec!["get", path, "-"];
+    if let Some(r) = range {
+        args.extend(["--range", r]);
+    }
+    let o = s.cli(&args);
+    assert!(
+        o.status.success(),
+        "get {path} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o.stdout
+}
+
+/// The registered data-plane certificate of node `id`, as `cluster` shows it.
+fn pinned(v: &Value, id: u64) -> Fingerprint {
+    v["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["node_id"] == id)
+        .and_then(|m| m["data_cert"].as_str())
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// GET /v1/disks on a data server, presenting `cert` and expecting `server`'s fingerprint.
+fn ask_disks(
+    rt: &tokio::runtime::Runtime,
+    addr: &str,
+    cert: &NodeCert,
+    server: Fingerprint,
+) -> Result<Vec<Value>, String> {
+    let tls = client_config(cert, server, CipherPreference::Auto).unwrap();
+    let client = reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let r = client
+            .get(format!("https://{addr}/v1/disks"))
+            .send()
+            .await
+            .map_err(|e| format!("{e:?}"))?;
+        if !r.status().is_success() {
+            return Err(format!("status {}", r.status()));
+        }
+        r.json::<Vec<Value>>().await.map_err(|e| e.to_string())
+    })
+}
+
+fn part_files(dir: &Path) -> usize {
+    common::process::files_under(dir)
+        .iter()
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| !n.starts_with('.') && n.ends_with(".wp"))
+        })
+        .count()
+}
+
+#[test]
+fn parts_spread_over_machines_and_any_machine_reads_them() {
+    let t = tempfile::tempdir().unwrap();
+    let mut ms: Vec<Machine> = (1u8..=3)
+        .map(|n| Machine::new(t.path(), n, u64::from(n)))
+        .collect();
+    for m in &mut ms {
+        m.disks = (0..2)
+            .map(|d| m.dir.join(format!("d{d}")).display().to_string())
+            .collect();
+    }
+    share_secret(&ms);
+    let mut servers = start_all(&ms);
+    // Every node knows every member's data address and certificate.
+    for s in servers.iter().flatten() {
+        wait_for(60, "three voters with data addresses", || {
+            let v = cluster(s);
+            let all = v["members"].as_array()?.iter().all(|m| {
+                m["data_addr"].is_string() && m["data_cert"].as_str().is_some_and(|c| c.len() == 64)
+            });
+            (voters(&v).len() == 3 && all).then_some(())
+        });
+        wait_for(60, "six disks registered", || {
+            let d = s.json(&["disks"]);
+            let n = d.as_array().or(d["disks"].as_array())?.len();
+            (n == 6).then_some(())
+        });
+    }
+
+    // 12 MiB into ec:4+2 through machine 1: six parts per segment over six disks, two per
+    // machine (at most m = 2 on one machine).
+    let data = random_bytes(12 << 20, 7);
+    let src = t.path().join("film.bin");
+    std::fs::write(&src, &data).unwrap();
+    let a = servers[0].as_ref().unwrap();
+    a.ok(&[
+        "put",
+        src.to_str().unwrap(),
+        "/film.bin",
+        "--policy",
+        "ec:4+2",
+    ]);
+    let b = servers[1].as_ref().unwrap();
+    let st = wait_for(30, "the file's record on machine 2", || {
+        let o = b.cli(&["--json", "stat", "/film.bin"]);
+        o.status
+            .success()
+            .then(|| serde_json::from_slice::<Value>(&o.stdout).unwrap())
+    });
+    let segments = st["segments"].as_array().unwrap();
+    assert!(!segments.is_empty());
+    for seg in segments {
+        let mut per_node = std::collections::HashMap::<u64, usize>::new();
+        for p in seg["parts"].as_array().unwrap() {
+            assert_eq!(p["missing"], false, "{seg}");
+            *per_node.entry(p["node_id"].as_u64().unwrap()).or_default() += 1;
+        }
+        assert_eq!(per_node.len(), 3, "parts on every machine: {seg}");
+        assert!(per_node.values().all(|&c| c == 2), "two per machine: {seg}");
+    }
+    // Any two parts, or one machine; the two folders of a machine share a filesystem here, so
+    // they count as one disk.
+    assert_eq!(st["tolerance"]["parts"], 2, "{st}");
+    assert_eq!(st["tolerance"]["machines"], 1, "{st}");
+    assert_eq!(st["tolerance"]["disks"], 1, "{st}");
+    // The other machines really hold parts on their own disks.
+    for m in &ms {
+        assert!(part_files(&m.dir.join("d0")) + part_files(&m.dir.join("d1")) >= 2);
+    }
+
+    // Read through each of the other machines: the same bytes, whole and in a range.
+    let want = blake3::hash(&data);
+    for s in &servers[1..] {
+        let s = s.as_ref().unwrap();
+        assert_eq!(blake3::hash(&get(s, "/film.bin", None)), want);
+        let r = get(s, "/film.bin", Some("3000000-3999999"));
+        assert_eq!(r, &data[3_000_000..4_000_000]);
+    }
+
+    // Only members' certificates get in, and a client trusts only the pinned one.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let v = cluster(b);
+    let member = NodeCert::load_or_create(&ms[0].dir.join("wormfs-data"), 1).unwrap();
+    std::fs::create_dir_all(t.path().join("stranger")).unwrap();
+    let stranger = NodeCert::load_or_create(&t.path().join("stranger"), 99).unwrap();
+    let fp2 = pinned(&v, 2);
+    let disks = ask_disks(&rt, &ms[1].data, &member, fp2).expect("a member is served");
+    assert_eq!(disks.len(), 2);
+    let e = ask_disks(&rt, &ms[1].data, &stranger, fp2).unwrap_err();
+    assert!(e.contains("AccessDenied"), "stranger's certificate: {e}");
+    let e = ask_disks(&rt, &ms[1].data, &member, stranger.fingerprint).unwrap_err();
+    assert!(
+        e.contains("InvalidCertificate"),
+        "wrong pinned server certificate: {e}"
+    );
+    // Plain HTTP on the TLS port gets no answer but a closed connection.
+    let mut tcp = std::net::TcpStream::connect(&ms[1].data).unwrap();
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    tcp.write_all(b"GET /v1/disks HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = tcp.read_to_end(&mut got);
+    assert!(!String::from_utf8_lossy(&got).contains("disk_id"));
+    // Nothing of this hurt the node.
+    assert_eq!(voters(&cluster(b)).len(), 3);
+
+    // Machine 3 dies: its two parts of every segment are decoded around.
+    let leader = cluster(a)["leader"].as_u64().unwrap();
+    let victim = (0..3).rev().find(|&i| ms[i].id != leader).unwrap();
+    let reader = (0..3).find(|&i| i != victim).unwrap();
+    servers[victim].take().unwrap().kill9();
+    let r = servers[reader].as_ref().unwrap();
+    assert_eq!(blake3::hash(&get(r, "/film.bin", None)), want);
+    let status = r.json(&["status"]);
+    assert!(
+        status["counters"]["damaged_part_reads"].as_u64().unwrap() >= 2,
+        "{status}"
+    );
+
+    // With four disks left, an ec:4+2 write (quorum 5) fails cleanly and leaves no file.
+    let small = random_bytes(3 << 20, 8);
+    let src2 = t.path().join("second.bin");
+    std::fs::write(&src2, &small).unwrap();
+    let o = r.cli(&[
+        "put",
+        src2.to_str().unwrap(),
+        "/second.bin",
+        "--policy",
+        "ec:4+2",
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("needed"), "{err}");
+    assert!(!r.cli(&["stat", "/second.bin"]).status.success());
+    // A narrower policy fits the machines left.
+    r.ok(&[
+        "put",
+        src2.to_str().unwrap(),
+        "/second.bin",
+        "--policy",
+        "ec:2+1",
+    ]);
+
+    // Machine 3 comes back and reads both files, its own parts and the others'.
+    let others: Vec<String> = ms
+        .iter()
+        .enumerate()
+        .filter(|(j, _)| *j != victim)
+        .map(|(_, m)| m.peer.clone())
+        .collect();
+    servers[victim] = Some(ms[victim].start(&others));
+    let back = servers[victim].as_ref().unwrap();
+    wait_for(60, "the second file on the returning machine", || {
+        back.cli(&["stat", "/second.bin"])
+            .status
+            .success()
+            .then_some(())
+    });
+    assert_eq!(blake3::hash(&get(back, "/film.bin", None)), want);
+    assert_eq!(get(back, "/second.bin", None), small);
+}

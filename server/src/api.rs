@@ -13,7 +13,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio_util::io::StreamReader;
@@ -407,9 +407,23 @@ async fn get_file(
         Body::empty()
     } else {
         let reader = FileReader::new(st.store.clone(), rec);
-        // A failed read ends the body with an error: the client sees a short, broken transfer,
-        // never zero-filled bytes.
-        Body::from_stream(reader.stream(start, end).map_err(|e| {
+        let mut stream = Box::pin(reader.stream(start, end));
+        // The first piece is read before answering, so a file that cannot be read (parts on
+        // machines that are down) gets an error status and the reason, not a broken 200.
+        let first = match stream.next().await {
+            Some(Err(e)) => {
+                tracing::error!("read failed: {e}");
+                return Err(ApiError(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unreadable",
+                    e.to_string(),
+                ));
+            }
+            first => first,
+        };
+        // A later failure ends the body with an error: the client sees a short, broken
+        // transfer, never zero-filled bytes.
+        Body::from_stream(futures::stream::iter(first).chain(stream).map_err(|e| {
             tracing::error!("read failed: {e}");
             std::io::Error::other(e.to_string())
         }))

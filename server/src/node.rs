@@ -225,22 +225,51 @@ impl Node {
                 .to_string_lossy()
                 .into_owned()
         });
-        cmd(CommandV1::RegisterNode {
+        // What this node tells the cluster about itself: only what changed. A restarted node
+        // does not wait for a majority to hear it (it serves reads without one); a new one
+        // registers before it serves.
+        let mut registration = Vec::new();
+        let me = CommandV1::RegisterNode {
             node_id: ident.node_id,
             name,
             api_addr: cfg.api.listen.to_string(),
             data_addr: data_addr.to_string(),
             data_cert: cert.fingerprint.to_string(),
             time_ms: now_ms(),
-        })
-        .await?;
+        };
+        let known_me = db
+            .nodes()
+            .await?
+            .into_iter()
+            .find(|n| n.node_id == ident.node_id);
+        if let CommandV1::RegisterNode {
+            name,
+            api_addr,
+            data_addr,
+            data_cert,
+            ..
+        } = &me
+        {
+            let same = known_me.is_some_and(|k| {
+                (&k.name, &k.api_addr, &k.data_addr, &k.data_cert)
+                    == (name, api_addr, data_addr, data_cert)
+            });
+            if !same {
+                registration.push(me.clone());
+            }
+        }
         // A restarted node has no live ingest: its old intents are dead.
-        cmd(CommandV1::ExpireIntents {
-            now_ms: now_ms(),
-            writer: Some(ident.node_id),
-        })
-        .await?;
-
+        if db
+            .intents()
+            .await?
+            .iter()
+            .any(|i| i.writer == ident.node_id)
+        {
+            registration.push(CommandV1::ExpireIntents {
+                now_ms: now_ms(),
+                writer: Some(ident.node_id),
+            });
+        }
         let known = db.disks().await?;
         let mut disks = Vec::new();
         for root in disk_roots(cfg) {
@@ -257,16 +286,20 @@ impl Node {
             )
             .with_context(|| format!("open disk {root_s}"))?;
             if prior.is_none() {
-                cmd(CommandV1::RegisterDisk {
+                registration.push(CommandV1::RegisterDisk {
                     disk_id: disk.id,
                     node_id: ident.node_id,
                     path: root_s,
                     fs_dev: disk.fs_dev,
                     time_ms: now_ms(),
-                })
-                .await?;
+                });
             }
             disks.push(Arc::new(disk));
+        }
+        if fresh {
+            for c in registration.drain(..) {
+                cmd(c).await?;
+            }
         }
         let mut devs: Vec<u64> = disks.iter().map(|d| d.fs_dev).collect();
         devs.sort_unstable();
@@ -319,6 +352,7 @@ impl Node {
             node.shutdown.child_token(),
             &node.tasks,
         )?;
+        node.spawn_registration(registration);
         node.spawn_background();
         crate::drop_folders::start(
             node.store.clone(),
@@ -328,6 +362,42 @@ impl Node {
             &node.tasks,
         )?;
         Ok(node)
+    }
+
+    /// Proposes what a restarted node has to tell the cluster (a changed address or
+    /// certificate, its dead intents, new disks), retrying until a majority takes it.
+    fn spawn_registration(&self, commands: Vec<CommandV1>) {
+        if commands.is_empty() {
+            return;
+        }
+        let store = self.store.clone();
+        let stop = self.shutdown.clone();
+        let task = async move {
+            for c in commands {
+                let mut delay = Duration::from_secs(1);
+                loop {
+                    match store.consensus.write(c.clone()).await {
+                        Ok(_) => break,
+                        Err(e) => {
+                            tracing::warn!(
+                                "cannot register with the cluster yet (retrying in {delay:?}): {e}"
+                            );
+                            tokio::select! {
+                                _ = stop.cancelled() => return,
+                                _ = tokio::time::sleep(delay) => {}
+                            }
+                            delay = (delay * 2).min(Duration::from_secs(30));
+                        }
+                    }
+                }
+            }
+            tracing::info!("registered with the cluster");
+            if let Err(e) = store.refresh_directory().await {
+                tracing::warn!("data plane: cannot read the members: {e}");
+            }
+        };
+        self.tasks
+            .spawn(task.instrument(tracing::info_span!("registration")));
     }
 
     fn spawn_background(&self) {

@@ -99,10 +99,13 @@ impl Store {
         self.disks.iter().map(|d| (d.id, d.clone())).collect()
     }
 
-    /// Disks that can take a part of `part_bytes`, for placement.
+    /// Disks that can take a part of `part_bytes`, for placement (only disks the cluster
+    /// knows: a part on an unregistered disk could not be found by the other nodes).
     pub fn candidates(&self, part_bytes: u64) -> Vec<Candidate> {
+        let dir = self.data.directory();
         self.disks
             .iter()
+            .filter(|d| dir.disk(d.id).is_some())
             .filter(|d| d.verify_for_write(part_bytes).is_ok())
             .filter_map(|d| {
                 let space = d.space().ok()?;

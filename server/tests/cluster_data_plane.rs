@@ -116,6 +116,17 @@ fn parts_spread_over_machines_and_any_machine_reads_them() {
         });
     }
 
+    // A small file with a copy on each machine.
+    let note = t.path().join("note.txt");
+    std::fs::write(&note, b"one copy per machine").unwrap();
+    servers[0].as_ref().unwrap().ok(&[
+        "put",
+        note.to_str().unwrap(),
+        "/note.txt",
+        "--policy",
+        "copies:3",
+    ]);
+
     // 12 MiB into ec:4+2 through machine 1: six parts per segment over six disks, two per
     // machine (at most m = 2 on one machine).
     let data = random_bytes(12 << 20, 7);
@@ -248,4 +259,26 @@ fn parts_spread_over_machines_and_any_machine_reads_them() {
     });
     assert_eq!(blake3::hash(&get(back, "/film.bin", None)), want);
     assert_eq!(get(back, "/second.bin", None), small);
+
+    // Every machine stops; one comes back alone. Without a majority it still starts and
+    // serves what its own disks hold, and refuses writes, saying why.
+    for s in servers.iter_mut() {
+        s.take().unwrap().kill9();
+    }
+    let lone = ms[0].start(&[ms[1].peer.clone(), ms[2].peer.clone()]);
+    assert_eq!(get(&lone, "/note.txt", None), b"one copy per machine");
+    let o = lone.cli(&["mkdir", "/no-majority"]);
+    assert_eq!(o.status.code(), Some(5), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no majority"),
+        "{o:?}"
+    );
+    // A file needing parts from the missing machines says so, rather than returning bytes.
+    let o = lone.cli(&["get", "/film.bin", "-"]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("unreadable"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }

@@ -6,7 +6,10 @@
 //! and sequential GETs that each answer a preallocated 1 MiB body, from a reqwest client built
 //! like `DataClient`'s.
 //!
-//!   data_plane_bench [GIB]        (default 2)
+//!   data_plane_bench [GIB [CASE...]]      (default 2 GiB, every case)
+//!
+//! CASE is tcp, tls, chacha, put or get (to profile one; the ratio column is then to the first
+//! case run).
 //!
 //! Each side runs on its own OS thread with its own current-thread tokio runtime, so the
 //! thread's CPU time (the kernel's per-thread runtime, /proc/thread-self/schedstat, the same
@@ -34,6 +37,10 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use wormfs_server::data_plane::tls::{client_config, server_config, Allowed, CipherPreference};
 use wormfs_server::data_plane::NodeCert;
+
+// The allocator the node uses (server/src/main.rs): rustls allocates a buffer per record.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const CHUNK: usize = 1 << 20;
 const GIB: f64 = (1u64 << 30) as f64;
@@ -393,19 +400,36 @@ fn main() {
         .unwrap_or(2.0);
     let bytes = ((gib * GIB) as u64 / CHUNK as u64).max(1) * CHUNK as u64;
     let certs = certs();
-    let cases = [
-        (Case::Tcp, "plain TCP"),
-        (Case::Tls(CipherPreference::Auto), "TLS 1.3, Auto"),
-        (Case::Tls(CipherPreference::ChaCha20), "TLS 1.3, ChaCha20"),
+    let all = [
+        ("tcp", Case::Tcp, "plain TCP"),
+        ("tls", Case::Tls(CipherPreference::Auto), "TLS 1.3, Auto"),
         (
+            "chacha",
+            Case::Tls(CipherPreference::ChaCha20),
+            "TLS 1.3, ChaCha20",
+        ),
+        (
+            "put",
             Case::Put(CipherPreference::Auto),
             "HTTP/1.1 PUT 1 MiB, TLS Auto",
         ),
         (
+            "get",
             Case::Get(CipherPreference::Auto),
             "HTTP/1.1 GET 1 MiB, TLS Auto",
         ),
     ];
+    let chosen: Vec<String> = std::env::args().skip(2).collect();
+    for c in &chosen {
+        assert!(
+            all.iter().any(|(k, _, _)| k == c),
+            "unknown case {c:?}: tcp, tls, chacha, put or get"
+        );
+    }
+    let cases = all
+        .into_iter()
+        .filter(|(k, _, _)| chosen.is_empty() || chosen.iter().any(|c| c == k))
+        .map(|(_, case, name)| (case, name));
     println!(
         "{:.2} GiB per case, one connection on loopback; AES instructions: {}",
         bytes as f64 / GIB,

@@ -87,20 +87,23 @@ fn part_files(dir: &Path) -> usize {
         .count()
 }
 
-#[test]
-fn parts_spread_over_machines_and_any_machine_reads_them() {
-    let t = tempfile::tempdir().unwrap();
+/// Three machines with two disk folders each, sharing a secret, started together; waits until
+/// every node knows every member's data address and all six disks.
+fn three_machines(root: &Path, env: &[(&str, &str)]) -> (Vec<Machine>, Vec<Option<Server>>) {
     let mut ms: Vec<Machine> = (1u8..=3)
-        .map(|n| Machine::new(t.path(), n, u64::from(n)))
+        .map(|n| Machine::new(root, n, u64::from(n)))
         .collect();
     for m in &mut ms {
         m.disks = (0..2)
             .map(|d| m.dir.join(format!("d{d}")).display().to_string())
             .collect();
+        m.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
     }
     share_secret(&ms);
-    let mut servers = start_all(&ms);
-    // Every node knows every member's data address and certificate.
+    let servers = start_all(&ms);
     for s in servers.iter().flatten() {
         wait_for(60, "three voters with data addresses", || {
             let v = cluster(s);
@@ -115,6 +118,13 @@ fn parts_spread_over_machines_and_any_machine_reads_them() {
             (n == 6).then_some(())
         });
     }
+    (ms, servers)
+}
+
+#[test]
+fn parts_spread_over_machines_and_any_machine_reads_them() {
+    let t = tempfile::tempdir().unwrap();
+    let (ms, mut servers) = three_machines(t.path(), &[]);
 
     // A small file with a copy on each machine.
     let note = t.path().join("note.txt");
@@ -281,4 +291,83 @@ fn parts_spread_over_machines_and_any_machine_reads_them() {
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
+}
+
+/// Files under a machine's disks whose names mark a part or a part being written.
+fn parts_and_temps(m: &Machine) -> Vec<String> {
+    m.disks
+        .iter()
+        .flat_map(|d| common::process::files_under(Path::new(d)))
+        .filter_map(|p| p.file_name().and_then(|n| n.to_str()).map(str::to_owned))
+        .filter(|n| n.ends_with(".wp") || n.contains(".tmp"))
+        .collect()
+}
+
+#[test]
+fn a_machine_killed_mid_ingest_fails_it_cleanly_and_the_sweep_leaves_no_orphans() {
+    let t = tempfile::tempdir().unwrap();
+    let (ms, mut servers) = three_machines(
+        t.path(),
+        &[
+            ("WORMFS_INGEST__LEASE_MS", "1000"),
+            ("WORMFS_INGEST__ORPHAN_GRACE_MS", "1000"),
+        ],
+    );
+    let leader = cluster(servers[0].as_ref().unwrap())["leader"]
+        .as_u64()
+        .unwrap();
+    // Write through a machine that stays; kill one that is neither it nor the leader (so the
+    // cluster keeps its majority and the failure is the data plane's alone).
+    let writer = (0..3).find(|&i| ms[i].id == leader).unwrap();
+    let victim = (0..3).find(|&i| i != writer).unwrap();
+    let token = std::fs::read_to_string(ms[writer].dir.join("wormfs-data/admin-token")).unwrap();
+    let data = random_bytes(24 << 20, 9);
+    let mut http = std::net::TcpStream::connect(("127.0.0.1", ms[writer].api)).unwrap();
+    write!(
+        http,
+        "PUT /api/v1/files/big.bin?policy=ec:4%2B2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {}\r\nContent-Length: {}\r\n\r\n",
+        token.trim(),
+        data.len()
+    )
+    .unwrap();
+    http.write_all(&data[..12 << 20]).unwrap();
+    // The victim is receiving its parts when it dies.
+    wait_for(60, "parts being written on the victim", || {
+        (!parts_and_temps(&ms[victim]).is_empty()).then_some(())
+    });
+    servers[victim].take().unwrap().kill9();
+    // The rest of the body (the node may already have given up and closed the connection).
+    let _ = http.write_all(&data[12 << 20..]);
+    http.set_read_timeout(Some(std::time::Duration::from_secs(120)))
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = http.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    let status_line = answer.lines().next().unwrap_or("").to_owned();
+    eprintln!("ingest with a machine killed under it: {status_line}");
+    // Four parts per segment left, five needed (k + 1): the ingest fails, nothing is visible.
+    assert!(
+        status_line.is_empty() || !status_line.contains(" 201 "),
+        "{answer}"
+    );
+    let w = servers[writer].as_ref().unwrap();
+    assert!(!w.cli(&["stat", "/big.bin"]).status.success());
+
+    // The victim returns; after a sweep on every machine no part of the failed ingest is left,
+    // neither finished parts nor the victim's half-written ones.
+    let others: Vec<String> = ms
+        .iter()
+        .enumerate()
+        .filter(|(j, _)| *j != victim)
+        .map(|(_, m)| m.peer.clone())
+        .collect();
+    servers[victim] = Some(ms[victim].start(&others));
+    let left = wait_for(60, "no orphans after sweeps", || {
+        for s in servers.iter().flatten() {
+            s.cli(&["admin", "sweep"]);
+        }
+        let left: Vec<_> = ms.iter().flat_map(parts_and_temps).collect();
+        left.is_empty().then_some(left)
+    });
+    assert!(left.is_empty());
 }

@@ -30,6 +30,8 @@ pub struct Machine {
     pub data: String,
     /// Disk folders (none: the embedded six folder-disks).
     pub disks: Vec<String>,
+    /// More environment for its process (`WORMFS_*` settings).
+    pub env: Vec<(String, String)>,
 }
 
 impl Machine {
@@ -45,6 +47,7 @@ impl Machine {
             peer: format!("{ip}:{port}"),
             data: format!("{ip}:{}", free_port_on(&ip)),
             disks: Vec::new(),
+            env: Vec::new(),
         }
     }
 
@@ -68,12 +71,9 @@ impl Machine {
 
     pub fn start(&self, others: &[String]) -> Server {
         let id = self.id.to_string();
-        Server::start_env(
-            &self.dir,
-            self.api,
-            &self.args(others),
-            &[("WORMFS_NODE__ID", id.as_str())],
-        )
+        let mut env = vec![("WORMFS_NODE__ID", id.as_str())];
+        env.extend(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        Server::start_env(&self.dir, self.api, &self.args(others), &env)
     }
 }
 

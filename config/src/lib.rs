@@ -131,6 +131,10 @@ pub struct ClusterConfig {
     /// How long a node with no cluster state looks for peers (static peers and mDNS) before it
     /// founds a cluster on its own, in milliseconds (0 to 600000).
     pub formation_wait_ms: u64,
+    /// How long the leader waits before it replaces a voter it has not heard from by a
+    /// reachable learner (the dead voter stays a member, as a learner, until
+    /// `wormfs node remove`), in milliseconds (5000 to 86400000).
+    pub voter_replace_after_ms: u64,
 }
 
 /// A WebDAV user.
@@ -757,6 +761,10 @@ fn build_webdav(webdav: RawWebdav, ctx: &Ctx<'_>) -> Result<WebdavConfig, Config
 
 /// Largest allowed `cluster.formation_wait_ms` (10 minutes).
 const MAX_FORMATION_WAIT_MS: u64 = 600_000;
+/// Smallest allowed `cluster.voter_replace_after_ms` (5 s).
+const MIN_VOTER_REPLACE_AFTER_MS: u64 = 5_000;
+/// Largest allowed `cluster.voter_replace_after_ms` (one day).
+const MAX_VOTER_REPLACE_AFTER_MS: u64 = 86_400_000;
 
 /// Validates `[cluster]`; `data_dir` is the validated, resolved `node.data_dir`, which holds the
 /// secret file by default.
@@ -771,6 +779,7 @@ fn build_cluster(
         peers,
         secret_file,
         formation_wait_ms,
+        voter_replace_after_ms,
     } = cluster;
     for (i, peer) in peers.iter().enumerate() {
         if !is_peer_address(peer) {
@@ -797,12 +806,31 @@ fn build_cluster(
         "cluster.formation_wait_ms",
         || format!("must be at most {MAX_FORMATION_WAIT_MS} (10 minutes), got {formation_wait_ms}"),
     )?;
+    ctx.check(
+        voter_replace_after_ms >= MIN_VOTER_REPLACE_AFTER_MS,
+        "cluster.voter_replace_after_ms",
+        || {
+            format!(
+                "must be at least {MIN_VOTER_REPLACE_AFTER_MS} (5 s), got {voter_replace_after_ms}"
+            )
+        },
+    )?;
+    ctx.check(
+        voter_replace_after_ms <= MAX_VOTER_REPLACE_AFTER_MS,
+        "cluster.voter_replace_after_ms",
+        || {
+            format!(
+                "must be at most {MAX_VOTER_REPLACE_AFTER_MS} (one day), got {voter_replace_after_ms}"
+            )
+        },
+    )?;
     Ok(ClusterConfig {
         peer_listen: peer_listen.unwrap_or_else(|| default_listen(ctx, raw::DEFAULT_PEER_PORT)),
         data_listen: data_listen.unwrap_or_else(|| default_listen(ctx, raw::DEFAULT_DATA_PORT)),
         peers,
         secret_file,
         formation_wait_ms,
+        voter_replace_after_ms,
     })
 }
 

@@ -32,6 +32,8 @@ pub(crate) const DEFAULT_PEER_PORT: u16 = 7712;
 pub(crate) const DEFAULT_DATA_PORT: u16 = 7713;
 /// Default `cluster.formation_wait_ms`.
 pub(crate) const DEFAULT_FORMATION_WAIT_MS: u64 = 3_000;
+/// Default `cluster.voter_replace_after_ms` (2 minutes).
+pub(crate) const DEFAULT_VOTER_REPLACE_AFTER_MS: u64 = 120_000;
 /// Name of the cluster secret file inside `node.data_dir`, the default `cluster.secret_file`.
 pub(crate) const DEFAULT_SECRET_FILE_NAME: &str = "cluster-secret";
 
@@ -55,6 +57,7 @@ pub(crate) const KEYS: &[&str] = &[
     "cluster.peers",
     "cluster.secret_file",
     "cluster.formation_wait_ms",
+    "cluster.voter_replace_after_ms",
     "storage.disks",
     "storage.default_policy",
     "storage.small_file_threshold_bytes",
@@ -193,6 +196,9 @@ pub(crate) struct RawCluster {
     /// How long a node with no cluster state looks for peers before founding a cluster alone,
     /// in milliseconds.
     pub formation_wait_ms: u64,
+    /// How long the leader waits before it replaces an unheard-from voter by a reachable
+    /// learner, in milliseconds.
+    pub voter_replace_after_ms: u64,
 }
 
 impl Default for RawCluster {
@@ -203,6 +209,7 @@ impl Default for RawCluster {
             peers: Vec::new(),
             secret_file: None,
             formation_wait_ms: DEFAULT_FORMATION_WAIT_MS,
+            voter_replace_after_ms: DEFAULT_VOTER_REPLACE_AFTER_MS,
         }
     }
 }
@@ -605,6 +612,7 @@ pub(crate) fn set_key(
         }
         "cluster.secret_file" => raw.cluster.secret_file = non_empty_path(text),
         "cluster.formation_wait_ms" => raw.cluster.formation_wait_ms = int(text)?,
+        "cluster.voter_replace_after_ms" => raw.cluster.voter_replace_after_ms = int(text)?,
         "storage.disks" => {
             raw.storage.disks = text
                 .split(',')

@@ -239,6 +239,7 @@ fn example_mentions_every_key_and_every_key_is_settable_from_env() {
             "cluster.data_listen" => "127.0.0.1:4",
             "cluster.peers" => "a:1,b:2",
             "cluster.secret_file" => "/s",
+            "cluster.voter_replace_after_ms" => "86400000",
             "webdav.users" => "ann:ro:$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA",
             "webdav.tls_cert" | "webdav.tls_key" => "/x.pem",
             _ => "3",
@@ -716,6 +717,7 @@ fn cluster_defaults_embedded_and_file_run() {
             peers: Vec::new(),
             secret_file: PathBuf::from("./wormfs-data/cluster-secret"),
             formation_wait_ms: 3000,
+            voter_replace_after_ms: 120_000,
         }
     );
     assert_eq!(
@@ -733,6 +735,7 @@ fn cluster_defaults_embedded_and_file_run() {
             peers: Vec::new(),
             secret_file: dir.path().join("wormfs-data").join("cluster-secret"),
             formation_wait_ms: 3000,
+            voter_replace_after_ms: 120_000,
         }
     );
 
@@ -757,7 +760,7 @@ fn cluster_defaults_embedded_and_file_run() {
 #[test]
 fn cluster_file_values_and_relative_secret_file() {
     let (dir, path) = config_file(
-        "[cluster]\npeer_listen = \"0.0.0.0:0\"\ndata_listen = \"[::]:0\"\npeers = [\"nas2.local:7712\", \"192.168.1.20:7712\", \"[fe80::1]:7712\", \"[::1]:1\", \"n-1.lan:65535\"]\nsecret_file = \"secrets/./cluster.key\"\nformation_wait_ms = 0\n",
+        "[cluster]\npeer_listen = \"0.0.0.0:0\"\ndata_listen = \"[::]:0\"\npeers = [\"nas2.local:7712\", \"192.168.1.20:7712\", \"[fe80::1]:7712\", \"[::1]:1\", \"n-1.lan:65535\"]\nsecret_file = \"secrets/./cluster.key\"\nformation_wait_ms = 0\nvoter_replace_after_ms = 5000\n",
     );
     let config = load(Some(&path), no_env(), &Overrides::default()).expect("loads");
     assert_eq!(
@@ -774,6 +777,7 @@ fn cluster_file_values_and_relative_secret_file() {
             ],
             secret_file: dir.path().join("secrets").join("cluster.key"),
             formation_wait_ms: 0,
+            voter_replace_after_ms: 5000,
         }
     );
     // An absolute path stays as written.
@@ -899,6 +903,11 @@ fn cluster_peers_from_env_and_errors_name_the_variable() {
             "soon",
             "expected a whole number",
         ),
+        (
+            "WORMFS_CLUSTER__VOTER_REPLACE_AFTER_MS",
+            "later",
+            "expected a whole number",
+        ),
     ] {
         let err =
             load(None, env(&[(var, value)]), &Overrides::default()).expect_err("bad value refused");
@@ -1020,4 +1029,56 @@ fn formation_wait_out_of_range_is_refused() {
             && err.to_string().contains("must be at most 600000"),
         "{err}"
     );
+}
+
+#[test]
+fn voter_replace_after_out_of_range_is_refused() {
+    for (value, tail) in [
+        (
+            "4999",
+            "line 3: cluster.voter_replace_after_ms: must be at least 5000 (5 s), got 4999",
+        ),
+        (
+            "86400001",
+            "line 3: cluster.voter_replace_after_ms: must be at most 86400000 (one day), got 86400001",
+        ),
+    ] {
+        let (err, message) = error_of(&format!("[cluster]\n\nvoter_replace_after_ms = {value}\n"));
+        match &err {
+            ConfigError::Invalid { key, line, .. } => {
+                assert_eq!(key, "cluster.voter_replace_after_ms");
+                assert_eq!(*line, Some(3));
+            }
+            other => panic!("wrong error {other:?}"),
+        }
+        assert!(message.ends_with(tail), "{message}");
+    }
+    for ok in ["5000", "86400000"] {
+        let text = format!("[cluster]\nvoter_replace_after_ms = {ok}\n");
+        assert!(load_text(&text).is_ok(), "{ok}");
+    }
+    let c = load(
+        None,
+        env(&[("WORMFS_CLUSTER__VOTER_REPLACE_AFTER_MS", "60000")]),
+        &Overrides::default(),
+    )
+    .expect("loads");
+    assert_eq!(c.cluster.voter_replace_after_ms, 60_000);
+    for (value, needle) in [
+        ("4999", "must be at least 5000 (5 s)"),
+        ("86400001", "must be at most 86400000 (one day)"),
+    ] {
+        let err = load(
+            None,
+            env(&[("WORMFS_CLUSTER__VOTER_REPLACE_AFTER_MS", value)]),
+            &Overrides::default(),
+        )
+        .expect_err("refused");
+        assert!(
+            err.to_string()
+                .contains("WORMFS_CLUSTER__VOTER_REPLACE_AFTER_MS")
+                && err.to_string().contains(needle),
+            "{err}"
+        );
+    }
 }

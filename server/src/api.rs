@@ -114,6 +114,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/policy/{*path}", get(policy_get).put(policy_set))
         .route("/api/v1/admin/snapshot", post(admin_snapshot))
         .route("/api/v1/admin/sweep", post(admin_sweep))
+        .route("/api/v1/admin/nodes/{id}/remove", post(admin_remove_node))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .route(
@@ -697,6 +698,31 @@ async fn admin_snapshot(State(st): State<ApiState>) -> ApiResult<Json<serde_json
 async fn admin_sweep(State(st): State<ApiState>) -> ApiResult<Json<serde_json::Value>> {
     let r = crate::sweeper::sweep(&st.store).await?;
     Ok(Json(json!(r)))
+}
+
+/// Query of a node removal.
+#[derive(Deserialize)]
+struct RemoveQuery {
+    #[serde(default)]
+    force: bool,
+}
+
+async fn admin_remove_node(
+    State(st): State<ApiState>,
+    Path(id): Path<u64>,
+    Query(q): Query<RemoveQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
+    use crate::peer::protocol::RemoveRefused;
+    match st.store.consensus.remove_node(id, q.force).await {
+        Ok(()) => Ok(Json(json!({ "removed": id }))),
+        Err(RemoveRefused::NoMajority(e)) => {
+            Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, "no_majority", e))
+        }
+        Err(RemoveRefused::Refused(e)) => Err(ApiError(StatusCode::CONFLICT, "refused", e)),
+        Err(RemoveRefused::Failed(e)) => {
+            Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, "failed", e))
+        }
+    }
 }
 
 #[cfg(test)]

@@ -78,12 +78,12 @@ fn print_cluster(v: &Value) {
         }
     }
     println!(
-        "{:<20} {:<16} {:<8} {:<7} {:<9} {:>6}  {:<21}  peer address",
-        "node", "name", "role", "leader", "connected", "lag", "data"
+        "{:<20} {:<16} {:<8} {:<7} {:<9} {:>6} {:>8}  {:<21}  peer address",
+        "node", "name", "role", "leader", "connected", "lag", "contact", "data"
     );
     for m in v["members"].as_array().into_iter().flatten() {
         println!(
-            "{:<20} {:<16} {:<8} {:<7} {:<9} {:>6}  {:<21}  {}",
+            "{:<20} {:<16} {:<8} {:<7} {:<9} {:>6} {:>8}  {:<21}  {}",
             m["node_id"],
             opt(&m["name"]),
             m["role"].as_str().unwrap_or(""),
@@ -98,6 +98,10 @@ fn print_cluster(v: &Value) {
                 "no"
             },
             opt(&m["lag"]),
+            m["last_contact_ms"]
+                .as_u64()
+                .map(|ms| format!("{:.1}s", ms as f64 / 1000.0))
+                .unwrap_or_else(|| "-".into()),
             opt(&m["data_addr"]),
             m["addr"].as_str().unwrap_or("")
         );
@@ -296,6 +300,22 @@ pub enum Cmd {
     /// Maintenance.
     #[command(subcommand)]
     Admin(AdminCmd),
+    /// Machines of the cluster.
+    #[command(subcommand)]
+    Node(NodeCmd),
+}
+
+/// `wormfs node ...`
+#[derive(Subcommand, Debug)]
+pub enum NodeCmd {
+    /// Remove a dead machine from the cluster (its parts then count as lost).
+    Remove {
+        /// Its node id (see `wormfs cluster`).
+        id: u64,
+        /// Remove it even though it was heard from in the last few seconds.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// `wormfs config ...`
@@ -935,6 +955,16 @@ pub async fn run_client(cli: Cli) -> anyhow::Result<()> {
             let r = c.req(reqwest::Method::POST, path).send().await?;
             let v: Value = c.check(r).await?.json().await?;
             print_json(&v);
+        }
+        Cmd::Node(NodeCmd::Remove { id, force }) => {
+            let path = format!("/api/v1/admin/nodes/{id}/remove?force={force}");
+            let r = c.req(reqwest::Method::POST, &path).send().await?;
+            let v: Value = c.check(r).await?.json().await?;
+            if c.json {
+                print_json(&v);
+            } else {
+                println!("node {id} removed from the cluster");
+            }
         }
     }
     std::io::stdout().flush()?;

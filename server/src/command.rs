@@ -97,6 +97,14 @@ pub enum CommandV1 {
         /// When.
         time_ms: u64,
     },
+    /// Removes a machine: it is no longer registered (its data-plane certificate is refused)
+    /// and its disks are marked removed (their parts count as lost).
+    RemoveNode {
+        /// The machine.
+        node_id: NodeId,
+        /// When.
+        time_ms: u64,
+    },
     /// Registers a disk (or records its new path or node).
     RegisterDisk {
         /// The disk.

@@ -190,6 +190,7 @@ impl Node {
                 formation_wait: Duration::from_millis(cfg.cluster.formation_wait_ms),
                 mdns: watcher.is_some(),
                 fingerprint: secret.fingerprint(),
+                voter_replace_after: Duration::from_millis(cfg.cluster.voter_replace_after_ms),
             },
             watcher,
             shutdown.clone(),

@@ -90,7 +90,12 @@ fn part_files(dir: &Path) -> usize {
 /// Three machines with two disk folders each, sharing a secret, started together; waits until
 /// every node knows every member's data address and all six disks.
 fn three_machines(root: &Path, env: &[(&str, &str)]) -> (Vec<Machine>, Vec<Option<Server>>) {
-    let mut ms: Vec<Machine> = (1u8..=3)
+    machines(root, 3, env)
+}
+
+/// `n` machines like [`three_machines`].
+fn machines(root: &Path, n: u8, env: &[(&str, &str)]) -> (Vec<Machine>, Vec<Option<Server>>) {
+    let mut ms: Vec<Machine> = (1u8..=n)
         .map(|n| Machine::new(root, n, u64::from(n)))
         .collect();
     for m in &mut ms {
@@ -110,12 +115,14 @@ fn three_machines(root: &Path, env: &[(&str, &str)]) -> (Vec<Machine>, Vec<Optio
             let all = v["members"].as_array()?.iter().all(|m| {
                 m["data_addr"].is_string() && m["data_cert"].as_str().is_some_and(|c| c.len() == 64)
             });
-            (voters(&v).len() == 3 && all).then_some(())
+            let want = if n >= 3 { 3 } else { 1 };
+            (voters(&v).len() == want && v["members"].as_array()?.len() == usize::from(n) && all)
+                .then_some(())
         });
         wait_for(60, "six disks registered", || {
             let d = s.json(&["disks"]);
-            let n = d.as_array().or(d["disks"].as_array())?.len();
-            (n == 6).then_some(())
+            let count = d.as_array().or(d["disks"].as_array())?.len();
+            (count == 2 * ms.len()).then_some(())
         });
     }
     (ms, servers)
@@ -370,4 +377,69 @@ fn a_machine_killed_mid_ingest_fails_it_cleanly_and_the_sweep_leaves_no_orphans(
         left.is_empty().then_some(left)
     });
     assert!(left.is_empty());
+}
+
+#[test]
+fn a_dead_voter_is_replaced_by_a_learner_and_then_removed() {
+    let t = tempfile::tempdir().unwrap();
+    // Four machines: three voters and a learner.
+    let (ms, mut servers) = machines(
+        t.path(),
+        4,
+        &[("WORMFS_CLUSTER__VOTER_REPLACE_AFTER_MS", "5000")],
+    );
+    let v = cluster(servers[0].as_ref().unwrap());
+    let leader = v["leader"].as_u64().unwrap();
+    let vs = voters(&v);
+    let learner = ms.iter().map(|m| m.id).find(|id| !vs.contains(id)).unwrap();
+    let dead = *vs.iter().find(|id| **id != leader).unwrap();
+    let di = ms.iter().position(|m| m.id == dead).unwrap();
+    let alive = ms.iter().position(|m| m.id == leader).unwrap();
+    // A machine that is up is not removed without --force.
+    let o = servers[alive].as_ref().unwrap().cli(&["node", "remove", &dead.to_string()]);
+    assert_eq!(o.status.code(), Some(4), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("is up"),
+        "{o:?}"
+    );
+
+    let victim = servers[di].take().unwrap();
+    victim.kill9();
+    let a = servers[alive].as_ref().unwrap();
+    // After voter_replace_after_ms the learner votes in its place; the dead one is a learner.
+    let v = wait_for(90, "the learner promoted in the dead voter's place", || {
+        let v = cluster(a);
+        let vs = voters(&v);
+        (vs.len() == 3 && vs.contains(&learner) && !vs.contains(&dead)).then_some(v)
+    });
+    let m = v["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["node_id"] == dead)
+        .unwrap()
+        .clone();
+    assert_eq!(m["role"], "learner", "{v}");
+    assert!(
+        m["last_contact_ms"].as_u64().is_none_or(|ms| ms >= 5000),
+        "{m}"
+    );
+
+    // Removed: gone from the members and from the registered nodes, its certificate refused.
+    let fp_alive = pinned(&v, leader);
+    a.ok(&["node", "remove", &dead.to_string()]);
+    let v = wait_for(30, "the dead machine gone", || {
+        let v = cluster(a);
+        let n = v["members"].as_array()?.len();
+        (n == 3).then_some(v)
+    });
+    assert_eq!(voters(&v).len(), 3, "{v}");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let removed = NodeCert::load_or_create(&ms[di].dir.join("wormfs-data"), dead).unwrap();
+    let e = wait_for(30, "the removed machine's certificate refused", || {
+        ask_disks(&rt, &ms[alive].data, &removed, fp_alive).err()
+    });
+    assert!(e.contains("AccessDenied"), "{e}");
+    // Writes go on with the three left.
+    a.ok(&["mkdir", "/after-removal"]);
 }

@@ -9,6 +9,7 @@
 # Issue #4's target: under 30 s for 10,000 files.
 #
 #   bash tests/bench/catch_up.sh [COUNT] [PARALLEL]     (10000, 32)
+# WORMFS_BIN=/abs/path/wormfs uses that binary instead of building target/release/wormfs.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 COUNT=${1:-10000}
@@ -16,7 +17,6 @@ PAR=${2:-32}
 source tests/bench/lib.sh
 command -v curl >/dev/null || install_missing curl
 command -v jq >/dev/null || install_missing jq
-# WORMFS_BIN: a wormfs binary to use instead of building target/release/wormfs.
 if [ -z "${WORMFS_BIN:-}" ]; then cargo build --release -p wormfs-server --bin wormfs >/dev/null; fi
 BIN=$(realpath "${WORMFS_BIN:-target/release/wormfs}")
 WORK=$PWD/target/bench-catch-up
@@ -91,7 +91,12 @@ applied=
 first=
 for _ in $(seq 1 3000); do
     applied=$(cluster "$F" 2>/dev/null | jq -r '.last_applied // 0' 2>/dev/null || true)
-    [ -n "$applied" ] && [ -z "$first" ] && first=$(now) && first_applied=$applied
+    if [ -n "$applied" ] && [ -z "$first" ]; then
+        first=$(now) first_applied=$applied
+        # What a client reading through it sees at that moment.
+        code=$(curl -s -o list.json -w '%{http_code}' -H "Authorization: Bearer $(token "$F")" "http://127.0.0.1:${API[$F]}/api/v1/list/catch" || true)
+        first_listed="HTTP $code, $(jq '.entries | length' list.json 2>/dev/null || echo '?') files"
+    fi
     [ -n "$applied" ] && [ "$applied" -ge "$target" ] && break
     sleep 0.1
 done
@@ -106,5 +111,6 @@ printf '%d files committed through the leader in %.1f s (%.0f files/s, %d concur
     "$COUNT" "$(echo "$e - $s" | bc -l)" "$(echo "$COUNT / ($e - $s)" | bc -l)" "$PAR"
 printf 'follower %s: applied %s before its stop; caught up to %s (%d entries) %.1f s after its start (target < 30 s)\n' \
     "$F" "$before" "$target" "$((target - before))" "$(echo "$e2 - $s2" | bc -l)"
-printf '  its API answered %.1f s after its start, with %s applied\n' "$(echo "$first - $s2" | bc -l)" "$first_applied"
+printf '  its API answered %.1f s after its start, with %s applied (listing /catch through it then: %s)\n' \
+    "$(echo "$first - $s2" | bc -l)" "$first_applied" "$first_listed"
 printf '  it lists all %d files; snapshots it installed: %s\n' "$listed" "$snap"

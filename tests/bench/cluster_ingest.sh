@@ -6,13 +6,13 @@
 # node and compares its SHA-256. Issue #4's target: three machines at >= 0.7x one machine.
 #
 #   bash tests/bench/cluster_ingest.sh [GIB]     (2)
+# WORMFS_BIN=/abs/path/wormfs uses that binary instead of building target/release/wormfs.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 GIB=${1:-2}
 source tests/bench/lib.sh
 command -v curl >/dev/null || install_missing curl
 command -v jq >/dev/null || install_missing jq
-# WORMFS_BIN: a wormfs binary to use instead of building target/release/wormfs.
 if [ -z "${WORMFS_BIN:-}" ]; then cargo build --release -p wormfs-server --bin wormfs >/dev/null; fi
 BIN=$(realpath "${WORMFS_BIN:-target/release/wormfs}")
 WORK=$PWD/target/bench-cluster-ingest

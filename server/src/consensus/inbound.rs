@@ -1,7 +1,6 @@
 //! Answering peers: Raft's calls, hellos, joins and forwarded writes. Each request is answered
 //! on its own task, so a write waiting for a majority never holds up a heartbeat.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use libp2p::multiaddr::Protocol;
@@ -54,14 +53,25 @@ impl Consensus {
         match req {
             PeerRequest::Hello => PeerResponse::Hello(self.hello().await),
             PeerRequest::AppendEntries(r) => {
+                if let Some(from) = r.vote.leader_id().voted_for() {
+                    self.inner.contacts.heard(from);
+                }
                 PeerResponse::AppendEntries(self.raft.append_entries(r).await)
             }
-            PeerRequest::Vote(r) => PeerResponse::Vote(self.raft.vote(r).await),
+            PeerRequest::Vote(r) => {
+                if let Some(from) = r.vote.leader_id().voted_for() {
+                    self.inner.contacts.heard(from);
+                }
+                PeerResponse::Vote(self.raft.vote(r).await)
+            }
             PeerRequest::InstallSnapshot(r) => {
                 PeerResponse::InstallSnapshot(self.raft.install_snapshot(r).await)
             }
             PeerRequest::Join(j) => PeerResponse::Join(self.join(j, remote).await),
             PeerRequest::Write(cmd) => PeerResponse::Write(self.write_here(cmd).await),
+            PeerRequest::RemoveNode { node_id, force } => {
+                PeerResponse::RemoveNode(self.remove_node(node_id, force).await)
+            }
         }
     }
 
@@ -120,29 +130,6 @@ impl Consensus {
             change.map_err(|e| format!("adding node {}: {e}", j.node_id))?;
         }
         self.balance_voters().await
-    }
-
-    /// Promotes learners (lowest ids first) until the cluster has the voters it wants.
-    pub(super) async fn balance_voters(&self) -> Result<(), String> {
-        let m = self.metrics();
-        let membership = m.membership_config.membership();
-        let voters: BTreeSet<u64> = membership.voter_ids().collect();
-        let members: BTreeSet<u64> = membership.nodes().map(|(id, _)| *id).collect();
-        let want = voters_wanted(members.len());
-        if voters.len() >= want {
-            return Ok(());
-        }
-        let add: BTreeSet<u64> = members
-            .difference(&voters)
-            .take(want - voters.len())
-            .copied()
-            .collect();
-        tracing::info!(?add, "promoting learners to voters");
-        self.raft
-            .change_membership(ChangeMembers::AddVoterIds(add), false)
-            .await
-            .map(|_| ())
-            .map_err(|e| format!("promoting voters: {e}"))
     }
 }
 

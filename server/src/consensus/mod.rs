@@ -5,6 +5,7 @@
 
 mod formation;
 mod inbound;
+mod membership;
 mod network;
 mod view;
 
@@ -57,6 +58,8 @@ pub struct ClusterParams {
     pub mdns: bool,
     /// This node's secret fingerprint, to tell a cluster whose secret it lacks.
     pub fingerprint: String,
+    /// How long the leader waits before replacing a voter it has not heard from.
+    pub voter_replace_after: Duration,
 }
 
 /// The node's Raft instance.
@@ -73,6 +76,8 @@ struct Inner {
     db: MetaDb,
     params: ClusterParams,
     formation: std::sync::Mutex<Formation>,
+    /// When each member was last heard from.
+    contacts: network::Contacts,
     /// Nodes seen over mDNS.
     mdns: Option<std::sync::Mutex<wormfs_discovery::Watcher>>,
 }
@@ -107,10 +112,14 @@ impl Consensus {
         }
         .validate()
         .context("raft configuration")?;
+        let contacts = network::Contacts::default();
         let raft = Raft::new(
             node_id,
             Arc::new(config),
-            network::PeerNetwork { net: net.clone() },
+            network::PeerNetwork {
+                net: net.clone(),
+                contacts: contacts.clone(),
+            },
             log.clone(),
             sm,
         )
@@ -125,13 +134,19 @@ impl Consensus {
                 db,
                 params,
                 formation: std::sync::Mutex::new(Formation::Starting),
+                contacts,
                 mdns: mdns.map(std::sync::Mutex::new),
             }),
         };
         tokio::spawn(me.clone().serve_inbound(inbound, shutdown.clone()));
         tokio::spawn(me.clone().dial_peers(shutdown.clone()));
+        tokio::spawn(me.clone().maintain_voters(shutdown.clone()));
         me.form(&shutdown).await?;
-        me.wait_for_leader(&shutdown).await?;
+        // A machine that was already a member starts without a leader if it must: it serves
+        // reads without a majority. One that just founded or joined waits for its leader.
+        if me.formation() != Formation::Member {
+            me.wait_for_leader(&shutdown).await?;
+        }
         Ok(me)
     }
 

@@ -1,7 +1,9 @@
 //! Raft's outbound calls (append entries, vote, snapshot chunks) over the peer network. A
 //! member's address in the membership is its control-plane multiaddr ending in `/p2p/<peer id>`.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use libp2p::{Multiaddr, PeerId};
 use openraft::error::{
@@ -22,11 +24,36 @@ use crate::raft_types::TypeConfig;
 /// Makes one client per Raft target.
 pub(crate) struct PeerNetwork {
     pub(crate) net: PeerNet,
+    pub(crate) contacts: Contacts,
+}
+
+/// When this node last heard from each member (an answer to a Raft call, or a call from it).
+#[derive(Clone, Default)]
+pub(crate) struct Contacts(Arc<Mutex<HashMap<NodeId, Instant>>>);
+
+impl Contacts {
+    /// Records that `node` was heard from now.
+    pub(crate) fn heard(&self, node: NodeId) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(node, Instant::now());
+    }
+
+    /// How long ago `node` was last heard from, if ever since this node started.
+    pub(crate) fn since(&self, node: NodeId) -> Option<Duration> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&node)
+            .map(|t| t.elapsed())
+    }
 }
 
 /// Raft's connection to one member.
 pub(crate) struct PeerClient {
     net: PeerNet,
+    contacts: Contacts,
     target: NodeId,
     peer: Option<PeerId>,
     addrs: Vec<Multiaddr>,
@@ -53,6 +80,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
         let (peer, addrs) = target_of(&node.addr);
         PeerClient {
             net: self.net.clone(),
+            contacts: self.contacts.clone(),
             target,
             peer,
             addrs,
@@ -78,7 +106,10 @@ impl PeerClient {
             )));
         };
         match self.net.request(peer, self.addrs.clone(), req, ttl).await {
-            Ok(r) => Ok(r),
+            Ok(r) => {
+                self.contacts.heard(self.target);
+                Ok(r)
+            }
             Err(e @ PeerError::Unreachable(_)) => Err(RPCError::Unreachable(Unreachable::new(&e))),
             Err(e) => Err(RPCError::Network(NetworkError::new(&e))),
         }

@@ -60,6 +60,9 @@ pub struct Member {
     pub data_cert: Option<String>,
     /// Whether this node has a connection to it now (itself: true).
     pub connected: bool,
+    /// Milliseconds since this node last heard from it (a Raft call or answer; itself: 0;
+    /// `None`: not since this node started).
+    pub last_contact_ms: Option<u64>,
     /// On the leader: the last log index it has (`None`: nothing replicated yet).
     pub matched: Option<u64>,
     /// On the leader: entries it is behind.
@@ -109,6 +112,11 @@ impl Consensus {
                             .ok()
                             .and_then(|a| peer_of(&a))
                             .is_some_and(|p| connected.contains(&p)),
+                    last_contact_ms: if *id == self.node_id {
+                        Some(0)
+                    } else {
+                        self.inner.contacts.since(*id).map(|d| d.as_millis() as u64)
+                    },
                     matched: matched.flatten(),
                     lag: matched.map(|x| last.saturating_sub(x.unwrap_or(0))),
                 }

@@ -309,6 +309,17 @@ pub(crate) async fn apply_command(c: &mut SqliteConnection, cmd: &CommandV1) -> 
             .await?;
             Ok(Outcome::Done)
         }
+        CommandV1::RemoveNode { node_id, .. } => {
+            sqlx::query("DELETE FROM nodes WHERE node_id = ?")
+                .bind(*node_id as i64)
+                .execute(&mut *c)
+                .await?;
+            sqlx::query("UPDATE disks SET state = 'removed' WHERE node_id = ?")
+                .bind(*node_id as i64)
+                .execute(&mut *c)
+                .await?;
+            Ok(Outcome::Done)
+        }
         CommandV1::RegisterDisk {
             disk_id,
             node_id,

@@ -387,9 +387,10 @@ impl MetaDb {
     /// Each registered disk's node and failure domain (without the part counts of
     /// [`Self::disks`]).
     pub async fn disk_nodes(&self) -> Res<Vec<(DiskId, NodeId, u64)>> {
-        let rows = sqlx::query("SELECT disk_id, node_id, fs_dev FROM disks")
-            .fetch_all(&self.pool())
-            .await?;
+        let rows =
+            sqlx::query("SELECT disk_id, node_id, fs_dev FROM disks WHERE state != 'removed'")
+                .fetch_all(&self.pool())
+                .await?;
         Ok(rows
             .iter()
             .filter_map(|r| {

@@ -30,6 +30,13 @@ pub enum PeerRequest {
     Join(JoinRequest),
     /// A write proposed on a follower, for the leader to commit.
     Write(Command),
+    /// Remove a machine from the cluster (handled by the leader; others forward it).
+    RemoveNode {
+        /// The machine.
+        node_id: NodeId,
+        /// Remove it even if it was heard from lately.
+        force: bool,
+    },
 }
 
 /// A node asking to join.
@@ -72,6 +79,8 @@ pub enum PeerResponse {
     ),
     /// To `Join`: the member list it was added to, or why not.
     Join(Result<(), String>),
+    /// To `RemoveNode`: done, or why not.
+    RemoveNode(Result<(), RemoveRefused>),
     /// To `Write`: the outcome and the log index it was committed at, or why not.
     Write(Result<(Outcome, u64), WriteRefused>),
     /// The request could not be handled at all (e.g. the node is still starting).
@@ -91,6 +100,20 @@ pub enum WriteRefused {
     #[error("{0}")]
     NoMajority(String),
     /// Raft stopped or failed on the leader.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Why a machine was not removed.
+#[derive(Debug, Clone, Serialize, Deserialize, thiserror::Error)]
+pub enum RemoveRefused {
+    /// There is no leader (no majority), or it could not be reached.
+    #[error("{0}")]
+    NoMajority(String),
+    /// The removal is refused (the machine is up, or is the leader).
+    #[error("{0}")]
+    Refused(String),
+    /// The membership change failed.
     #[error("{0}")]
     Failed(String),
 }

@@ -67,11 +67,17 @@ fn main() {
 
 fn init_tracing(level: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("WORMFS_LOG").unwrap_or_else(|_| {
-        // openraft is chatty at info; keep it at warn unless the level names it.
+        // openraft is chatty at info; keep it at warn unless the level names it. Its
+        // replication warnings repeat several times a second while a member is down; the
+        // leader logs that member's going and coming back once instead (consensus/membership.rs).
         let directive = if level.contains("openraft") {
             level.to_owned()
         } else {
-            format!("{level},openraft=warn")
+            format!(
+                "{level},openraft=warn,openraft::replication=off,\
+                 openraft::network::snapshot_transport=off,\
+                 openraft::engine::handler::replication_handler=off"
+            )
         };
         tracing_subscriber::EnvFilter::new(directive)
     });

@@ -396,7 +396,10 @@ fn a_dead_voter_is_replaced_by_a_learner_and_then_removed() {
     let di = ms.iter().position(|m| m.id == dead).unwrap();
     let alive = ms.iter().position(|m| m.id == leader).unwrap();
     // A machine that is up is not removed without --force.
-    let o = servers[alive].as_ref().unwrap().cli(&["node", "remove", &dead.to_string()]);
+    let o = servers[alive]
+        .as_ref()
+        .unwrap()
+        .cli(&["node", "remove", &dead.to_string()]);
     assert_eq!(o.status.code(), Some(4), "{o:?}");
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("is up"),

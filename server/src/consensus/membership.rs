@@ -76,6 +76,7 @@ impl Consensus {
         let span = tracing::info_span!("voters", node = self.node_id);
         async move {
             let mut leading_since: Option<Instant> = None;
+            let mut down: BTreeSet<NodeId> = BTreeSet::new();
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
@@ -84,9 +85,11 @@ impl Consensus {
                 let m = self.metrics();
                 if m.current_leader != Some(self.node_id) {
                     leading_since = None;
+                    down.clear();
                     continue;
                 }
                 let since = *leading_since.get_or_insert_with(Instant::now);
+                self.log_reachability(since, &mut down);
                 if let Err(e) = self.replace_dead_voters(since).await {
                     tracing::warn!("replacing an unreachable voter: {e}");
                     continue;
@@ -98,6 +101,36 @@ impl Consensus {
         }
         .instrument(span)
         .await
+    }
+
+    /// Logs once when a member stops answering the leader and once when it is back (openraft's
+    /// own replication warnings, several a second per member, are filtered out).
+    fn log_reachability(&self, leading_since: Instant, down: &mut BTreeSet<NodeId>) {
+        let m = self.metrics();
+        let members: Vec<NodeId> = m
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, _)| *id)
+            .filter(|id| *id != self.node_id)
+            .collect();
+        down.retain(|id| members.contains(id));
+        for id in members {
+            let silent = self
+                .inner
+                .contacts
+                .since(id)
+                .unwrap_or_else(|| leading_since.elapsed());
+            if silent >= ALIVE && down.insert(id) {
+                tracing::warn!(
+                    node = id,
+                    "member {id} does not answer (last heard {} s ago); replicating to it once it is back",
+                    silent.as_secs()
+                );
+            } else if silent < ALIVE && down.remove(&id) {
+                tracing::info!(node = id, "member {id} answers again");
+            }
+        }
     }
 
     async fn replace_dead_voters(&self, leading_since: Instant) -> Result<(), String> {

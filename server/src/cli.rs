@@ -212,6 +212,16 @@ pub enum Cmd {
         #[command(flatten)]
         serve: ServeArgs,
     },
+    /// Last resort when most voters are gone for good: make this (stopped) machine the only
+    /// voter of its cluster. See docs/cluster.md before using it.
+    Recover {
+        /// Confirms that the other voters will never come back with their old data.
+        #[arg(long)]
+        force: bool,
+        /// Config and data folder, as for `serve`.
+        #[command(flatten)]
+        serve: ServeArgs,
+    },
     /// The cluster: members, roles, leader, term, each member's lag.
     Cluster,
     /// List WormFS WebDAV faces advertised on the LAN over mDNS.
@@ -564,7 +574,8 @@ pub async fn run_client(cli: Cli) -> anyhow::Result<()> {
         | Cmd::Webdav(_)
         | Cmd::Discover { .. }
         | Cmd::Init { .. }
-        | Cmd::JoinToken { .. } => {
+        | Cmd::JoinToken { .. }
+        | Cmd::Recover { .. } => {
             unreachable!("handled in main")
         }
         Cmd::Put {

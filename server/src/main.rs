@@ -46,6 +46,7 @@ fn main() {
             Cmd::Discover { wait } => discover(wait, cli.json).await,
             Cmd::Init { join, serve } => init(&serve, join.as_deref()),
             Cmd::JoinToken { serve } => join_token(&serve),
+            Cmd::Recover { force, serve } => recover(&serve, force).await,
             Cmd::Webdav(WebdavCmd::HashPassword) => {
                 println!(
                     "{}",
@@ -224,6 +225,33 @@ fn init(args: &ServeArgs, join: Option<&str>) -> anyhow::Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// `wormfs recover --force`: this stopped machine becomes the only voter.
+async fn recover(args: &ServeArgs, force: bool) -> anyhow::Result<()> {
+    if !force {
+        return Err(CliError {
+            code: exit::USAGE,
+            message: "this makes this machine the only voter of its cluster, dropping the others \
+                      from the membership; they must never run again with their old data. Stop \
+                      this node, read docs/cluster.md (\"When the survivors lack a majority\"), \
+                      then run again with --force"
+                .into(),
+        }
+        .into());
+    }
+    let cfg = local_config(args)?;
+    let data = &cfg.node.data_dir;
+    let _lock = wormfs_server::node::lock_data_dir(data)?;
+    let node_id = wormfs_server::node::read_node_id(data)?;
+    let r = wormfs_server::meta::recovery::force_single_voter(&data.join("meta"), node_id).await?;
+    println!(
+        "node {node_id} is now the only voter (the voters were {:?}; new membership at log index \
+         {}). Start it: it elects itself and takes writes. Then run `wormfs node remove ID` for \
+         each lost machine, and never start those machines again with their old data folder.",
+        r.old_voters, r.index
+    );
     Ok(())
 }
 

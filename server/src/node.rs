@@ -84,7 +84,8 @@ pub fn read_token(data_dir: &Path) -> anyhow::Result<String> {
         .to_owned())
 }
 
-fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
+/// Locks the data folder for this process (refused while a node runs on it).
+pub fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
     let path = dir.join("wormfs.lock");
     let f = std::fs::OpenOptions::new()
         .create(true)
@@ -95,6 +96,15 @@ fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
     rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive)
         .map_err(|_| anyhow::anyhow!("another wormfs node is already using {}", dir.display()))?;
     Ok(f)
+}
+
+/// The node id recorded in the data folder's `node.json`.
+pub fn read_node_id(data_dir: &Path) -> anyhow::Result<NodeId> {
+    let path = data_dir.join("node.json");
+    let bytes = std::fs::read(&path).with_context(|| format!("read {}", path.display()))?;
+    let ident: NodeIdentity =
+        serde_json::from_slice(&bytes).with_context(|| format!("parse {}", path.display()))?;
+    Ok(ident.node_id)
 }
 
 /// The disk roots to use: the configured ones, or six folder-disks in the data folder.

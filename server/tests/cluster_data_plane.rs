@@ -446,3 +446,47 @@ fn a_dead_voter_is_replaced_by_a_learner_and_then_removed() {
     // Writes go on with the three left.
     a.ok(&["mkdir", "/after-removal"]);
 }
+
+#[test]
+fn a_lone_survivor_made_the_only_voter_by_force_takes_writes_again() {
+    let t = tempfile::tempdir().unwrap();
+    let (ms, mut servers) = three_machines(t.path(), &[]);
+    let note = t.path().join("note.txt");
+    std::fs::write(&note, b"kept through the disaster").unwrap();
+    servers[0].as_ref().unwrap().ok(&[
+        "put",
+        note.to_str().unwrap(),
+        "/note.txt",
+        "--policy",
+        "copies:3",
+    ]);
+    // Two machines are lost for good, and the survivor is stopped too.
+    for s in servers.iter_mut() {
+        s.take().unwrap().kill9();
+    }
+    let me = &ms[0];
+    // Without --force it only says what it would do.
+    let o = std::process::Command::new(common::process::BIN)
+        .arg("recover")
+        .current_dir(&me.dir)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--force"));
+    let out = common::process::local(&me.dir, &["recover", "--force"]);
+    assert!(out.contains("only voter"), "{out}");
+
+    let others: Vec<String> = ms[1..].iter().map(|m| m.peer.clone()).collect();
+    let s = me.start(&others);
+    wait_for(60, "the survivor leads", || {
+        (cluster(&s)["leader"].as_u64() == Some(me.id)).then_some(())
+    });
+    s.ok(&["mkdir", "/after-recovery"]);
+    assert_eq!(get(&s, "/note.txt", None), b"kept through the disaster");
+    for m in &ms[1..] {
+        s.ok(&["node", "remove", &m.id.to_string()]);
+    }
+    let v = cluster(&s);
+    assert_eq!(voters(&v), vec![me.id], "{v}");
+    assert_eq!(v["members"].as_array().unwrap().len(), 1, "{v}");
+}

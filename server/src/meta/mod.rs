@@ -8,6 +8,7 @@ mod apply_dav;
 mod query;
 #[allow(clippy::result_large_err)] // openraft's StorageError is large; its traits return it.
 mod raft_store;
+pub mod recovery;
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};

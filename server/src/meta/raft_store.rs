@@ -44,6 +44,11 @@ pub struct LogStore {
 }
 
 impl LogStore {
+    /// Its connection pool (for the offline forced recovery).
+    pub(super) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
     /// Opens (creating if needed) the log database at `path`.
     pub async fn open(path: &Path) -> anyhow::Result<Self> {
         let pool = open_pool(path, 2).await?;
@@ -250,7 +255,7 @@ impl StateMachineStore {
     }
 }
 
-async fn read_applied(
+pub(super) async fn read_applied(
     pool: &SqlitePool,
 ) -> anyhow::Result<(
     Option<LogId<NodeId>>,

@@ -115,7 +115,11 @@ fn machines(root: &Path, n: u8, env: &[(&str, &str)]) -> (Vec<Machine>, Vec<Opti
             let all = v["members"].as_array()?.iter().all(|m| {
                 m["data_addr"].is_string() && m["data_cert"].as_str().is_some_and(|c| c.len() == 64)
             });
-            let want = if n >= 3 { 3 } else { 1 };
+            let want = match n {
+                1 | 2 => 1,
+                3 | 4 => 3,
+                _ => 5,
+            };
             (voters(&v).len() == want && v["members"].as_array()?.len() == usize::from(n) && all)
                 .then_some(())
         });
@@ -489,4 +493,40 @@ fn a_lone_survivor_made_the_only_voter_by_force_takes_writes_again() {
     let v = cluster(&s);
     assert_eq!(voters(&v), vec![me.id], "{v}");
     assert_eq!(v["members"].as_array().unwrap().len(), 1, "{v}");
+}
+
+#[test]
+fn five_machines_vote_five_and_lose_two_without_losing_writes_or_files() {
+    let t = tempfile::tempdir().unwrap();
+    let (ms, mut servers) = machines(t.path(), 5, &[]);
+    let v = cluster(servers[0].as_ref().unwrap());
+    assert_eq!(voters(&v).len(), 5, "{v}");
+    // ec:3+2 over five machines: one part on each, so any two machines can go.
+    let data = random_bytes(6 << 20, 11);
+    let src = t.path().join("five.bin");
+    std::fs::write(&src, &data).unwrap();
+    servers[1].as_ref().unwrap().ok(&[
+        "put",
+        src.to_str().unwrap(),
+        "/five.bin",
+        "--policy",
+        "ec:3+2",
+    ]);
+    let st = servers[3].as_ref().unwrap().json(&["stat", "/five.bin"]);
+    assert_eq!(st["tolerance"]["machines"], 2, "{st}");
+    let leader = v["leader"].as_u64().unwrap();
+    let lost: Vec<usize> = (0..5).filter(|&i| ms[i].id != leader).take(2).collect();
+    for &i in &lost {
+        servers[i].take().unwrap().kill9();
+    }
+    let reader = (0..5)
+        .find(|i| !lost.contains(i) && ms[*i].id != leader)
+        .unwrap();
+    let r = servers[reader].as_ref().unwrap();
+    assert_eq!(
+        blake3::hash(&get(r, "/five.bin", None)),
+        blake3::hash(&data)
+    );
+    // Three of five voters: writes go on.
+    r.ok(&["mkdir", "/two-lost"]);
 }

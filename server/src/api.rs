@@ -69,6 +69,9 @@ impl From<StoreError> for ApiError {
             StoreError::Consensus(ConsensusError::NoQuorum(_)) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "no_quorum")
             }
+            StoreError::Consensus(ConsensusError::ReadOnly(_)) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "read_only")
+            }
             StoreError::Consensus(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             StoreError::Unavailable(_) => {
                 (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")
@@ -215,6 +218,7 @@ async fn status(State(st): State<ApiState>) -> ApiResult<Json<serde_json::Value>
         "disks": disks.len(),
         "disks_active": st.store.writable_disks(),
         "disk_bytes_used": raw,
+        "read_only": st.store.consensus.read_only(),
         "raft": {"term": m.current_term, "leader": m.current_leader, "last_applied": m.last_applied.map(|l| l.index), "snapshot": m.snapshot.map(|l| l.index), "purged": m.purged.map(|l| l.index)},
         "counters": {
             "ingests_committed": c.ingests_committed.load(Ordering::Relaxed),

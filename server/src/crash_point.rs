@@ -15,3 +15,18 @@ pub fn crash_point(name: &str) {
     #[cfg(not(feature = "crash-points"))]
     let _ = name;
 }
+
+/// Whether applying `mkdir PATH` should fail, as a corrupt or full metadata disk would make an
+/// apply fail (`WORMFS_FAIL_APPLY_MKDIR=PATH`; feature `crash-points` only).
+#[inline]
+pub fn fail_apply_mkdir(path: &str) -> bool {
+    #[cfg(feature = "crash-points")]
+    {
+        std::env::var("WORMFS_FAIL_APPLY_MKDIR").is_ok_and(|v| v == path)
+    }
+    #[cfg(not(feature = "crash-points"))]
+    {
+        let _ = path;
+        false
+    }
+}

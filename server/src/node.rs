@@ -183,6 +183,7 @@ impl Node {
         let data_addr = data_listener.local_addr()?;
         let (mdns, watcher) = start_mdns(cfg, ident.node_id, &net, &secret);
         let meta_dir = data.join("meta");
+        resync_if_marked(&meta_dir)?;
         std::fs::create_dir_all(&meta_dir)
             .with_context(|| format!("create {}", meta_dir.display()))?;
         let db = MetaDb::open(&meta_dir.join("metadata.db")).await?;
@@ -539,6 +540,23 @@ fn start_mdns(
         }
     };
     (Some(mdns), watcher)
+}
+
+/// When the state machine failed last time (`meta/RESYNC`), sets the metadata folder aside so
+/// that this node starts empty and catches up from the cluster (the log or a snapshot).
+fn resync_if_marked(meta_dir: &Path) -> anyhow::Result<()> {
+    let marker = meta_dir.join(crate::meta::RESYNC_MARKER);
+    let Ok(why) = std::fs::read_to_string(&marker) else {
+        return Ok(());
+    };
+    let aside = meta_dir.with_file_name(format!("meta.broken-{}", now_ms()));
+    tracing::error!(
+        "the metadata failed last time ({why}); moving it to {} and resyncing from the cluster",
+        aside.display()
+    );
+    std::fs::rename(meta_dir, &aside)
+        .with_context(|| format!("move {} to {}", meta_dir.display(), aside.display()))?;
+    crate::fsutil::sync_dir(meta_dir.parent().unwrap_or(Path::new(".")))
 }
 
 /// Each member's IP on the control plane, from the Raft membership.

@@ -9,7 +9,7 @@ mod common;
 use std::io::{Read, Write};
 use std::path::Path;
 
-use common::machines::{cluster, share_secret, start_all, voters, Machine};
+use common::machines::{cluster, ls, peers_of, share_secret, start_all, voters, Machine};
 use common::process::{wait_for, Server};
 use serde_json::Value;
 use wormfs_server::data_plane::tls::{client_config, CipherPreference};
@@ -529,4 +529,55 @@ fn five_machines_vote_five_and_lose_two_without_losing_writes_or_files() {
     );
     // Three of five voters: writes go on.
     r.ok(&["mkdir", "/two-lost"]);
+}
+
+#[test]
+fn a_node_whose_metadata_cannot_apply_turns_read_only_and_resyncs_at_restart() {
+    let t = tempfile::tempdir().unwrap();
+    let (mut ms, mut servers) = three_machines(t.path(), &[]);
+    let leader = cluster(servers[0].as_ref().unwrap())["leader"]
+        .as_u64()
+        .unwrap();
+    let li = ms.iter().position(|m| m.id == leader).unwrap();
+    let vi = (0..3).find(|&i| i != li).unwrap();
+    // The victim restarts with a metadata that fails to apply `mkdir /poison`.
+    servers[vi].take().unwrap().term();
+    ms[vi]
+        .env
+        .push(("WORMFS_FAIL_APPLY_MKDIR".into(), "/poison".into()));
+    servers[vi] = Some(ms[vi].start(&peers_of(&ms, vi)));
+    let l = servers[li].as_ref().unwrap();
+    l.ok(&["mkdir", "/poison"]);
+    let v = servers[vi].as_ref().unwrap();
+    let why = wait_for(60, "the victim read-only", || {
+        v.json(&["status"])["read_only"].as_str().map(str::to_owned)
+    });
+    assert!(why.contains("restart"), "{why}");
+    // Writes through it are refused, saying why; reads go on.
+    let o = v.cli(&["mkdir", "/through-victim"]);
+    assert_eq!(o.status.code(), Some(5), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("read-only"),
+        "{o:?}"
+    );
+    v.ok(&["ls", "/"]);
+    // The others go on.
+    l.ok(&["mkdir", "/after"]);
+
+    // Restarted (the fault gone), it sets its metadata aside and catches up from the cluster.
+    servers[vi].take().unwrap().term();
+    ms[vi].env.clear();
+    servers[vi] = Some(ms[vi].start(&peers_of(&ms, vi)));
+    let v = servers[vi].as_ref().unwrap();
+    wait_for(60, "the victim resynced", || {
+        let names = ls(v, "/");
+        (names.iter().any(|n| n == "poison") && names.iter().any(|n| n == "after")).then_some(())
+    });
+    assert!(v.json(&["status"])["read_only"].is_null());
+    v.ok(&["mkdir", "/through-victim"]);
+    let aside = std::fs::read_dir(ms[vi].dir.join("wormfs-data"))
+        .unwrap()
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().starts_with("meta.broken-"));
+    assert!(aside, "the failed metadata kept aside");
 }

@@ -43,6 +43,9 @@ pub enum ConsensusError {
     /// Raft stopped (a storage failure or shutdown).
     #[error("consensus stopped: {0}")]
     Fatal(String),
+    /// This node's state machine failed; it serves reads only until it is restarted.
+    #[error("this node is read-only: {0}")]
+    ReadOnly(String),
 }
 
 /// How this node finds and joins its cluster.
@@ -174,8 +177,22 @@ impl Consensus {
         }
     }
 
+    /// Why this node is read-only, if it is: Raft stopped on it (its state machine could not
+    /// apply an entry). It serves reads and refuses writes until restarted, which resyncs it.
+    pub fn read_only(&self) -> Option<String> {
+        match &self.metrics().running_state {
+            Ok(()) => None,
+            Err(e) => Some(format!(
+                "its metadata could not follow the cluster ({e}); restart it to resync from the cluster"
+            )),
+        }
+    }
+
     /// Proposes a command and returns its outcome once applied on this node.
     pub async fn write(&self, cmd: CommandV1) -> Result<Outcome, ConsensusError> {
+        if let Some(why) = self.read_only() {
+            return Err(ConsensusError::ReadOnly(why));
+        }
         let cmd = Command::V1(cmd);
         let deadline = Instant::now() + LEADER_WAIT;
         let mut pause = Duration::from_millis(50);

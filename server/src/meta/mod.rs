@@ -27,7 +27,7 @@ pub use query::{
     DirEntry, DiskRecord, EntryKind, FileRecord, IntentRecord, NodeRecord, PartRecord,
     SegmentRecord, Totals,
 };
-pub use raft_store::{LogStore, StateMachineStore};
+pub use raft_store::{LogStore, StateMachineStore, RESYNC_MARKER};
 
 const NAMESPACE_SQL: &str = include_str!("../../migrations/0001_namespace.sql");
 const RAFT_LOG_SQL: &str = include_str!("../../migrations/0002_raft_log.sql");

@@ -37,6 +37,10 @@ fn any_err(f: fn(AnyError) -> StorageIOError<NodeId>, e: anyhow::Error) -> SErr 
     f(AnyError::error(format!("{e:#}"))).into()
 }
 
+/// A file in the metadata folder that says the state machine failed: at the next start the
+/// folder is set aside and the node resyncs from the cluster.
+pub const RESYNC_MARKER: &str = "RESYNC";
+
 /// The Raft log and vote, in their own SQLite file.
 #[derive(Clone)]
 pub struct LogStore {
@@ -250,6 +254,22 @@ impl StateMachineStore {
         })
     }
 
+    /// An entry could not be applied: this node's state machine can no longer follow the log.
+    /// Raft stops here (the node stays up, read-only) and the next start resyncs it from the
+    /// cluster (see [`RESYNC_MARKER`]).
+    fn apply_failed(&self, index: u64, e: &sqlx::Error) {
+        let why = format!("log entry {index} could not be applied: {e}");
+        tracing::error!(
+            "{why}. This node is read-only from now on; restart it to resync its metadata from the cluster"
+        );
+        if let Some(meta) = self.snapshot_dir.parent() {
+            let marker = meta.join(RESYNC_MARKER);
+            if let Err(e) = crate::fsutil::write_durably(&marker, why.as_bytes()) {
+                tracing::error!("cannot write {}: {e:#}", marker.display());
+            }
+        }
+    }
+
     fn current_sidecar(&self) -> PathBuf {
         self.snapshot_dir.join("current.json")
     }
@@ -311,7 +331,21 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             match entry.payload {
                 EntryPayload::Blank => out.push(Outcome::Done),
                 EntryPayload::Normal(Command::V1(cmd)) => {
-                    let outcome = apply_command(&mut tx, &cmd).await.map_err(werr)?;
+                    let applied = match &cmd {
+                        crate::command::CommandV1::Mkdir { path, .. }
+                            if crate::crash_point::fail_apply_mkdir(path) =>
+                        {
+                            Err(sqlx::Error::Protocol("injected apply failure".into()))
+                        }
+                        _ => apply_command(&mut tx, &cmd).await,
+                    };
+                    let outcome = match applied {
+                        Ok(o) => o,
+                        Err(e) => {
+                            self.apply_failed(entry.log_id.index, &e);
+                            return Err(werr(e));
+                        }
+                    };
                     if let Outcome::Rejected(r) = &outcome {
                         tracing::info!(log_index = entry.log_id.index, "command rejected: {r}");
                     }

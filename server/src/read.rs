@@ -363,11 +363,19 @@ impl FileReader {
                 .read_blocks(first, count)
                 .map(Bytes::from)
                 .map_err(|e| e.to_string()),
-            PartHandle::Remote { node, disk } => self
-                .store
-                .data
-                .read_blocks_blocking(node, disk, self.file.file_id, seg, part, first, count)
-                .map_err(|e| e.to_string()),
+            PartHandle::Remote { node, disk } => {
+                let remote = crate::data_plane::RemotePart {
+                    node,
+                    disk,
+                    file: self.file.file_id,
+                    segment: seg,
+                    part,
+                };
+                self.store
+                    .data
+                    .read_blocks_blocking(&remote, first, count)
+                    .map_err(|e| e.to_string())
+            }
         }
     }
 

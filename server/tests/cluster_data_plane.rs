@@ -22,6 +22,14 @@ fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     v
 }
 
+/// Stores `bytes` at `/NAME` through `s` with `policy` (from a file written in `dir`).
+fn put(s: &Server, dir: &Path, name: &str, bytes: &[u8], policy: &str) {
+    let src = dir.join(name);
+    std::fs::write(&src, bytes).unwrap();
+    let dest = format!("/{name}");
+    s.ok(&["put", src.to_str().unwrap(), &dest, "--policy", policy]);
+}
+
 /// `wormfs get` through `s` into memory.
 fn get(s: &Server, path: &str, range: Option<&str>) -> Vec<u8> {
     let mut args = vec!["get", path, "-"];
@@ -138,15 +146,8 @@ fn parts_spread_over_machines_and_any_machine_reads_them() {
     let (ms, mut servers) = three_machines(t.path(), &[]);
 
     // A small file with a copy on each machine.
-    let note = t.path().join("note.txt");
-    std::fs::write(&note, b"one copy per machine").unwrap();
-    servers[0].as_ref().unwrap().ok(&[
-        "put",
-        note.to_str().unwrap(),
-        "/note.txt",
-        "--policy",
-        "copies:3",
-    ]);
+    let a = servers[0].as_ref().unwrap();
+    put(a, t.path(), "note.txt", b"one copy per machine", "copies:3");
 
     // 12 MiB into ec:4+2 through machine 1: six parts per segment over six disks, two per
     // machine (at most m = 2 on one machine).
@@ -455,15 +456,14 @@ fn a_dead_voter_is_replaced_by_a_learner_and_then_removed() {
 fn a_lone_survivor_made_the_only_voter_by_force_takes_writes_again() {
     let t = tempfile::tempdir().unwrap();
     let (ms, mut servers) = three_machines(t.path(), &[]);
-    let note = t.path().join("note.txt");
-    std::fs::write(&note, b"kept through the disaster").unwrap();
-    servers[0].as_ref().unwrap().ok(&[
-        "put",
-        note.to_str().unwrap(),
-        "/note.txt",
-        "--policy",
+    let a = servers[0].as_ref().unwrap();
+    put(
+        a,
+        t.path(),
+        "note.txt",
+        b"kept through the disaster",
         "copies:3",
-    ]);
+    );
     // Two machines are lost for good, and the survivor is stopped too.
     for s in servers.iter_mut() {
         s.take().unwrap().kill9();

@@ -328,21 +328,20 @@ impl DataClient {
         }
     }
 
-    /// Reads `count` blocks from block `first` of a part on `node`'s disk `disk`; the server
-    /// verifies the blocks' checksums, this side the body's.
-    #[allow(clippy::too_many_arguments)]
+    /// Reads `count` blocks from block `first` of a part on another node; the server verifies
+    /// the blocks' checksums, this side the body's.
     pub async fn read_blocks(
         &self,
-        node: NodeId,
-        disk: DiskId,
-        file: FileId,
-        segment: u32,
-        part: u16,
+        part: &RemotePart,
         first: u64,
         count: u64,
     ) -> Result<Bytes, DataError> {
+        let node = part.node;
         let c = self.conn(node)?;
-        let path = format!("/v1/parts/{disk}/{file}/{segment}/{part}?first={first}&count={count}");
+        let path = format!(
+            "/v1/parts/{}/{}/{}/{}?first={first}&count={count}",
+            part.disk, part.file, part.segment, part.part
+        );
         // Two tries: a pooled connection the server closed fails once; a slow node is then
         // left to the decoder rather than waited for again.
         let mut tries = 0;
@@ -377,20 +376,29 @@ impl DataClient {
     }
 
     /// [`Self::read_blocks`] for a blocking thread (never an async one).
-    #[allow(clippy::too_many_arguments)]
     pub fn read_blocks_blocking(
         &self,
-        node: NodeId,
-        disk: DiskId,
-        file: FileId,
-        segment: u32,
-        part: u16,
+        part: &RemotePart,
         first: u64,
         count: u64,
     ) -> Result<Bytes, DataError> {
-        self.rt
-            .block_on(self.read_blocks(node, disk, file, segment, part, first, count))
+        self.rt.block_on(self.read_blocks(part, first, count))
     }
+}
+
+/// A part on another node's disk.
+#[derive(Clone, Copy, Debug)]
+pub struct RemotePart {
+    /// The node holding it.
+    pub node: NodeId,
+    /// Its disk there.
+    pub disk: DiskId,
+    /// Its file.
+    pub file: FileId,
+    /// Its segment.
+    pub segment: u32,
+    /// Its index in the segment.
+    pub part: u16,
 }
 
 /// An error with its sources, which say what really happened (refused, timed out, TLS).

@@ -20,6 +20,6 @@ pub mod tls;
 pub mod wire;
 
 pub use cert::{Fingerprint, NodeCert};
-pub use client::{DataClient, DataError};
+pub use client::{DataClient, DataError, RemotePart};
 pub use directory::Directory;
 pub use remote_writer::RemotePartWriter;

@@ -30,3 +30,21 @@ pub fn fail_apply_mkdir(path: &str) -> bool {
         false
     }
 }
+
+/// Whether the peer network must act as if `peer` (a libp2p peer id) were unreachable: a
+/// network partition for the tests. `WORMFS_TEST_PARTITION_FILE` names a file listing such
+/// peers, one per line, read at every request so a test can cut and heal the network while the
+/// node runs (feature `crash-points` only).
+pub fn partitioned(peer: &str) -> bool {
+    #[cfg(feature = "crash-points")]
+    {
+        std::env::var_os("WORMFS_TEST_PARTITION_FILE")
+            .and_then(|f| std::fs::read_to_string(f).ok())
+            .is_some_and(|text| text.lines().any(|l| l.trim() == peer))
+    }
+    #[cfg(not(feature = "crash-points"))]
+    {
+        let _ = peer;
+        false
+    }
+}

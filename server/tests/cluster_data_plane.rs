@@ -581,3 +581,73 @@ fn a_node_whose_metadata_cannot_apply_turns_read_only_and_resyncs_at_restart() {
         .any(|e| e.file_name().to_string_lossy().starts_with("meta.broken-"));
     assert!(aside, "the failed metadata kept aside");
 }
+
+#[test]
+fn a_partitioned_minority_refuses_writes_and_catches_up_after_healing() {
+    let t = tempfile::tempdir().unwrap();
+    // Each node reads `partition` in its folder: the peers it cannot reach (test fault
+    // injection in the peer network, feature crash-points).
+    let (ms, servers) = three_machines(t.path(), &[("WORMFS_TEST_PARTITION_FILE", "partition")]);
+    let s = |i: usize| servers[i].as_ref().unwrap();
+    let leader = cluster(s(0))["leader"].as_u64().unwrap();
+    let li = ms.iter().position(|m| m.id == leader).unwrap();
+    let mi = (0..3).find(|&i| i != li).unwrap();
+    let peer_ids: Vec<String> = (0..3)
+        .map(|i| cluster(s(i))["peer_id"].as_str().unwrap().to_owned())
+        .collect();
+    // Cut the minority off: it ignores the others, they ignore it.
+    let others: Vec<usize> = (0..3).filter(|&i| i != mi).collect();
+    let cut = |on: bool| {
+        for (i, m) in ms.iter().enumerate() {
+            let text = if !on {
+                String::new()
+            } else if i == mi {
+                others
+                    .iter()
+                    .map(|&o| format!("{}\n", peer_ids[o]))
+                    .collect()
+            } else {
+                format!("{}\n", peer_ids[mi])
+            };
+            std::fs::write(m.dir.join("partition"), text).unwrap();
+        }
+    };
+    cut(true);
+    let minority = s(mi);
+    let o = minority.cli(&["mkdir", "/from-the-minority"]);
+    assert_eq!(o.status.code(), Some(5), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no majority"),
+        "{o:?}"
+    );
+    // Reads go on there; the majority goes on writing.
+    minority.ok(&["ls", "/"]);
+    let l = s(li);
+    for i in 0..20 {
+        l.ok(&["mkdir", &format!("/during-{i}")]);
+    }
+    l.ok(&["mkdir", "/after-snapshot"]);
+    // Both majority nodes purge their logs behind a snapshot (whichever leads after the healing
+    // election), so the minority must install one.
+    for &i in &others {
+        wait_for(30, "the majority node applied everything", || {
+            ls(s(i), "/")
+                .iter()
+                .any(|n| n == "after-snapshot")
+                .then_some(())
+        });
+        s(i).ok(&["admin", "snapshot"]);
+    }
+    assert!(!ls(minority, "/").iter().any(|n| n == "after-snapshot"));
+
+    cut(false);
+    wait_for(60, "the minority caught up", || {
+        let names = ls(minority, "/");
+        (names.iter().any(|n| n == "after-snapshot") && names.iter().any(|n| n == "during-19"))
+            .then_some(())
+    });
+    let st = minority.json(&["status"]);
+    assert!(st["raft"]["snapshot"].as_u64().is_some(), "{st}");
+    assert!(!ls(l, "/").iter().any(|n| n == "from-the-minority"));
+    minority.ok(&["mkdir", "/from-the-minority"]);
+}

@@ -37,6 +37,10 @@ impl Consensus {
                 _ = shutdown.cancelled() => break,
                 r = inbound.recv() => match r { Some(r) => r, None => break },
             };
+            // A test's network partition: no answer, as if nothing arrived.
+            if crate::crash_point::partitioned(&req.peer.to_string()) {
+                continue;
+            }
             let me = self.clone();
             let span = tracing::debug_span!("peer_request", peer = %req.peer);
             tokio::spawn(

@@ -295,6 +295,11 @@ impl PeerNet {
         req: PeerRequest,
         timeout: Duration,
     ) -> Result<PeerResponse, PeerError> {
+        if crate::crash_point::partitioned(&peer.to_string()) {
+            return Err(PeerError::Unreachable(format!(
+                "{peer}: partitioned (test)"
+            )));
+        }
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Cmd::Request {

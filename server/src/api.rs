@@ -552,6 +552,15 @@ async fn stat(
         .map_err(StoreError::from)?
         .ok_or_else(|| StoreError::from(Rejection::NotFound(path.to_string())))?;
     let disks = st.store.meta.disks().await.map_err(StoreError::from)?;
+    let names: std::collections::HashMap<u64, String> = st
+        .store
+        .meta
+        .nodes()
+        .await
+        .map_err(StoreError::from)?
+        .into_iter()
+        .map(|n| (n.node_id, n.name))
+        .collect();
     let k = usize::from(rec.geometry.k);
     let mut tol = Tolerance {
         parts: usize::MAX,
@@ -574,7 +583,7 @@ async fn stat(
                 *per_domain.entry((d.node_id, d.fs_dev)).or_default() += 1;
                 *per_node.entry(d.node_id).or_default() += 1;
             }
-            parts.push(json!({"index": p.index, "disk_id": p.disk_id, "disk_path": d.map(|d| d.path.clone()), "node_id": d.map(|d| d.node_id), "missing": p.missing}));
+            parts.push(json!({"index": p.index, "disk_id": p.disk_id, "disk_path": d.map(|d| d.path.clone()), "node_id": d.map(|d| d.node_id), "node_name": d.and_then(|d| names.get(&d.node_id)), "missing": p.missing}));
         }
         tol.parts = tol.parts.min(healthy.saturating_sub(k));
         tol.disks = tol.disks.min(domains_tolerated(

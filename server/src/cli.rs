@@ -719,7 +719,11 @@ pub async fn run_client(cli: Cli) -> anyhow::Result<()> {
                         }
                         bail!(CliError {
                             code: exit::UNAVAILABLE,
-                            message: format!("read of {src} failed after {got} bytes: {e}")
+                            message: format!(
+                                "read of {src} failed after {got} bytes: the node cut the \
+                                 transfer short ({e}); a part of the file may be unreadable \
+                                 there: its log says which"
+                            )
                         });
                     }
                 };
@@ -807,8 +811,13 @@ pub async fn run_client(cli: Cli) -> anyhow::Result<()> {
                         s["blake3"].as_str().unwrap_or("")
                     );
                     for p in s["parts"].as_array().into_iter().flatten() {
+                        let machine = match (p["node_id"].as_u64(), p["node_name"].as_str()) {
+                            (Some(id), Some(name)) => format!("node {id} ({name}) "),
+                            (Some(id), None) => format!("node {id} "),
+                            _ => String::new(),
+                        };
                         println!(
-                            "  part {:>2}: {}{}",
+                            "  part {:>2}: {machine}{}{}",
                             p["index"],
                             p["disk_path"].as_str().unwrap_or("(none)"),
                             if p["missing"] == true {

@@ -180,6 +180,11 @@ fn parts_spread_over_machines_and_any_machine_reads_them() {
         assert_eq!(per_node.len(), 3, "parts on every machine: {seg}");
         assert!(per_node.values().all(|&c| c == 2), "two per machine: {seg}");
     }
+    // The human view names the machine of each part.
+    let human = b.ok(&["stat", "/film.bin"]);
+    for m in &ms {
+        assert!(human.contains(&format!("node {} (", m.id)), "{human}");
+    }
     // Any two parts, or one machine; the two folders of a machine share a filesystem here, so
     // they count as one disk.
     assert_eq!(st["tolerance"]["parts"], 2, "{st}");
@@ -295,14 +300,17 @@ fn parts_spread_over_machines_and_any_machine_reads_them() {
         String::from_utf8_lossy(&o.stderr).contains("no majority"),
         "{o:?}"
     );
-    // A file needing parts from the missing machines says so, rather than returning bytes.
+    // A file needing parts from the missing machines fails, rather than returning bytes: at
+    // once with the reason when its first block cannot be read, or as a transfer cut short
+    // where a later one cannot (the first may be on this machine's disks).
     let o = lone.cli(&["get", "/film.bin", "-"]);
     assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        String::from_utf8_lossy(&o.stderr).contains("unreadable"),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
+        err.contains("unreadable") || err.contains("failed after"),
+        "{err}"
     );
+    assert!(o.stdout.len() < data.len());
 }
 
 /// Files under a machine's disks whose names mark a part or a part being written.

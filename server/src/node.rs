@@ -241,34 +241,29 @@ impl Node {
         // does not wait for a majority to hear it (it serves reads without one); a new one
         // registers before it serves.
         let mut registration = Vec::new();
-        let me = CommandV1::RegisterNode {
-            node_id: ident.node_id,
-            name,
-            api_addr: cfg.api.listen.to_string(),
-            data_addr: data_addr.to_string(),
-            data_cert: cert.fingerprint.to_string(),
-            time_ms: now_ms(),
-        };
+        let (api_addr, data_text, data_cert) = (
+            cfg.api.listen.to_string(),
+            data_addr.to_string(),
+            cert.fingerprint.to_string(),
+        );
         let known_me = db
             .nodes()
             .await?
             .into_iter()
             .find(|n| n.node_id == ident.node_id);
-        if let CommandV1::RegisterNode {
-            name,
-            api_addr,
-            data_addr,
-            data_cert,
-            ..
-        } = &me
-        {
-            let same = known_me.is_some_and(|k| {
-                (&k.name, &k.api_addr, &k.data_addr, &k.data_cert)
-                    == (name, api_addr, data_addr, data_cert)
+        let same = known_me.is_some_and(|k| {
+            (&k.name, &k.api_addr, &k.data_addr, &k.data_cert)
+                == (&name, &api_addr, &data_text, &data_cert)
+        });
+        if !same {
+            registration.push(CommandV1::RegisterNode {
+                node_id: ident.node_id,
+                name,
+                api_addr,
+                data_addr: data_text,
+                data_cert,
+                time_ms: now_ms(),
             });
-            if !same {
-                registration.push(me.clone());
-            }
         }
         // A restarted node has no live ingest: its old intents are dead.
         if db

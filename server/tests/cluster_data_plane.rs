@@ -270,13 +270,7 @@ fn parts_spread_over_machines_and_any_machine_reads_them() {
     ]);
 
     // Machine 3 comes back and reads both files, its own parts and the others'.
-    let others: Vec<String> = ms
-        .iter()
-        .enumerate()
-        .filter(|(j, _)| *j != victim)
-        .map(|(_, m)| m.peer.clone())
-        .collect();
-    servers[victim] = Some(ms[victim].start(&others));
+    servers[victim] = Some(ms[victim].start(&peers_of(&ms, victim)));
     let back = servers[victim].as_ref().unwrap();
     wait_for(60, "the second file on the returning machine", || {
         back.cli(&["stat", "/second.bin"])
@@ -292,7 +286,7 @@ fn parts_spread_over_machines_and_any_machine_reads_them() {
     for s in servers.iter_mut() {
         s.take().unwrap().kill9();
     }
-    let lone = ms[0].start(&[ms[1].peer.clone(), ms[2].peer.clone()]);
+    let lone = ms[0].start(&peers_of(&ms, 0));
     assert_eq!(get(&lone, "/note.txt", None), b"one copy per machine");
     let o = lone.cli(&["mkdir", "/no-majority"]);
     assert_eq!(o.status.code(), Some(5), "{o:?}");
@@ -375,13 +369,7 @@ fn a_machine_killed_mid_ingest_fails_it_cleanly_and_the_sweep_leaves_no_orphans(
 
     // The victim returns; after a sweep on every machine no part of the failed ingest is left,
     // neither finished parts nor the victim's half-written ones.
-    let others: Vec<String> = ms
-        .iter()
-        .enumerate()
-        .filter(|(j, _)| *j != victim)
-        .map(|(_, m)| m.peer.clone())
-        .collect();
-    servers[victim] = Some(ms[victim].start(&others));
+    servers[victim] = Some(ms[victim].start(&peers_of(&ms, victim)));
     let left = wait_for(60, "no orphans after sweeps", || {
         for s in servers.iter().flatten() {
             s.cli(&["admin", "sweep"]);
@@ -488,8 +476,7 @@ fn a_lone_survivor_made_the_only_voter_by_force_takes_writes_again() {
     let out = common::process::local(&me.dir, &["recover", "--force"]);
     assert!(out.contains("only voter"), "{out}");
 
-    let others: Vec<String> = ms[1..].iter().map(|m| m.peer.clone()).collect();
-    let s = me.start(&others);
+    let s = me.start(&peers_of(&ms, 0));
     wait_for(60, "the survivor leads", || {
         (cluster(&s)["leader"].as_u64() == Some(me.id)).then_some(())
     });

@@ -15,16 +15,6 @@ use crate::peer::net::ip_of;
 use crate::peer::protocol::{Hello, JoinRequest};
 use crate::peer::{Inbound, PeerRequest, PeerResponse};
 
-/// Voters wanted for a cluster of `members` machines: 1 for one or two (with two voters either
-/// loss stops writes; with one, only the voter's), 3 for three or four, 5 from five.
-pub(crate) fn voters_wanted(members: usize) -> usize {
-    match members {
-        0..=2 => 1,
-        3 | 4 => 3,
-        _ => 5,
-    }
-}
-
 impl Consensus {
     /// Answers inbound requests until shutdown.
     pub(super) async fn serve_inbound(
@@ -157,12 +147,6 @@ fn fill_unspecified(addr: &str, remote: Option<&Multiaddr>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn voters_by_cluster_size() {
-        let got: Vec<usize> = (1..=7).map(voters_wanted).collect();
-        assert_eq!(got, [1, 1, 3, 3, 5, 5, 5]);
-    }
 
     #[test]
     fn unspecified_addresses_take_the_connection_ip() {

@@ -10,7 +10,6 @@ use openraft::ChangeMembers;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::inbound::voters_wanted;
 use super::Consensus;
 use crate::command::CommandV1;
 use crate::fsutil::now_ms;
@@ -22,6 +21,16 @@ use crate::peer::{PeerRequest, PeerResponse};
 const ALIVE: Duration = Duration::from_secs(5);
 /// How often the leader looks at its voters.
 const CHECK_EVERY: Duration = Duration::from_secs(2);
+
+/// Voters wanted for a cluster of `members` machines: 1 for one or two (with two voters either
+/// loss stops writes; with one, only the voter's), 3 for three or four, 5 from five.
+pub(crate) fn voters_wanted(members: usize) -> usize {
+    match members {
+        0..=2 => 1,
+        3 | 4 => 3,
+        _ => 5,
+    }
+}
 
 impl Consensus {
     fn is_alive(&self, id: NodeId) -> bool {
@@ -248,5 +257,16 @@ impl Consensus {
         .await
         .map_err(|e| RemoveRefused::Failed(e.to_string()))?;
         self.balance_voters().await.map_err(RemoveRefused::Failed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn voters_by_cluster_size() {
+        let got: Vec<usize> = (1..=7).map(voters_wanted).collect();
+        assert_eq!(got, [1, 1, 3, 3, 5, 5, 5]);
     }
 }

@@ -68,14 +68,6 @@ impl DataError {
             Self::Unknown(_) => false,
         }
     }
-
-    /// The HTTP status the node answered, if it answered.
-    pub fn status(&self) -> Option<u16> {
-        match self {
-            Self::Refused { status, .. } => Some(*status),
-            _ => None,
-        }
-    }
 }
 
 /// A node's disk offers and when they were asked for.
@@ -117,11 +109,6 @@ impl DataClient {
     /// The directory it uses.
     pub fn directory(&self) -> &Arc<Directory> {
         &self.dir
-    }
-
-    /// The runtime it runs on.
-    pub fn runtime(&self) -> &tokio::runtime::Handle {
-        &self.rt
     }
 
     fn conn(&self, node: NodeId) -> Result<Arc<Conn>, DataError> {
@@ -274,24 +261,20 @@ impl DataClient {
                 ))
                 .body(chunk.clone())
                 .timeout(REQUEST_TIMEOUT);
-            match self.send(node, &c, r).await {
-                Ok(resp) => {
-                    let o: UploadOffset = resp.json().await.map_err(|e| DataError::Refused {
-                        node,
-                        status: 200,
-                        message: e.to_string(),
-                    })?;
-                    if o.offset == end {
-                        Ok(end)
-                    } else {
-                        Err(DataError::Refused {
-                            node,
-                            status: 409,
-                            message: format!("upload at {}, expected {end}", o.offset),
-                        })
-                    }
-                }
-                Err(e) => Err(e),
+            let resp = self.send(node, &c, r).await?;
+            let o: UploadOffset = resp.json().await.map_err(|e| DataError::Refused {
+                node,
+                status: 200,
+                message: e.to_string(),
+            })?;
+            if o.offset == end {
+                Ok(end)
+            } else {
+                Err(DataError::Refused {
+                    node,
+                    status: 409,
+                    message: format!("upload at {}, expected {end}", o.offset),
+                })
             }
         })
         .await

@@ -18,8 +18,6 @@ pub struct Endpoint {
     pub addr: SocketAddr,
     /// Its certificate.
     pub fingerprint: Fingerprint,
-    /// Its name, for messages.
-    pub name: String,
 }
 
 #[derive(Default)]
@@ -54,11 +52,6 @@ impl Directory {
         self.allowed.clone()
     }
 
-    /// This node.
-    pub fn me(&self) -> NodeId {
-        self.me
-    }
-
     /// Rereads the metadata if it changed. `control_ips` gives each member's address on the
     /// control plane, used for a data address registered with an unspecified IP.
     pub async fn refresh(&self, control_ips: &HashMap<NodeId, IpAddr>) -> Result<(), MetaError> {
@@ -87,14 +80,7 @@ impl Directory {
                     None => {}
                 }
             }
-            map.insert(
-                n.node_id,
-                Endpoint {
-                    addr,
-                    fingerprint,
-                    name: n.name,
-                },
-            );
+            map.insert(n.node_id, Endpoint { addr, fingerprint });
         }
         {
             let mut allowed = self.allowed.write().unwrap_or_else(|p| p.into_inner());

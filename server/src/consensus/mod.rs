@@ -85,6 +85,24 @@ struct Inner {
     mdns: Option<std::sync::Mutex<wormfs_discovery::Watcher>>,
 }
 
+/// openraft's configuration for a node of cluster `cluster_name` (the in-process Raft tests use
+/// it too, so they run what a node runs).
+pub fn raft_config(cluster_name: &str, cfg: &RaftConfig) -> anyhow::Result<openraft::Config> {
+    openraft::Config {
+        cluster_name: cluster_name.to_string(),
+        heartbeat_interval: cfg.heartbeat_interval_ms,
+        election_timeout_min: cfg.election_timeout_min_ms,
+        election_timeout_max: cfg.election_timeout_max_ms,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_every_logs),
+        max_in_snapshot_log_to_keep: cfg.max_logs_kept,
+        // Chunks well under the peer protocol's message limit.
+        snapshot_max_chunk_size: 256 * 1024,
+        ..Default::default()
+    }
+    .validate()
+    .context("raft configuration")
+}
+
 impl Consensus {
     /// Starts Raft over the stores in `dir`, answers peers from `inbound`, and, when this node
     /// has no cluster state yet, finds its cluster: joins one of its name or founds one.
@@ -102,19 +120,7 @@ impl Consensus {
     ) -> anyhow::Result<Self> {
         let log = LogStore::open(&dir.join("raft-log.db")).await?;
         let sm = StateMachineStore::new(db.clone(), dir.join("snapshots")).await?;
-        let config = openraft::Config {
-            cluster_name: params.cluster_name.clone(),
-            heartbeat_interval: cfg.heartbeat_interval_ms,
-            election_timeout_min: cfg.election_timeout_min_ms,
-            election_timeout_max: cfg.election_timeout_max_ms,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_every_logs),
-            max_in_snapshot_log_to_keep: cfg.max_logs_kept,
-            // Chunks well under the peer protocol's message limit.
-            snapshot_max_chunk_size: 256 * 1024,
-            ..Default::default()
-        }
-        .validate()
-        .context("raft configuration")?;
+        let config = raft_config(&params.cluster_name, cfg)?;
         let contacts = network::Contacts::default();
         let raft = Raft::new(
             node_id,

@@ -1,0 +1,325 @@
+//! Raft in one process: WormFS's own log store, state machine (SQLite files in temporary
+//! folders), commands and Raft configuration, with nodes talking through an in-memory router that
+//! cuts, drops, delays and loses answers (openraft's own test fixtures are the model). Elections,
+//! minorities, lagging members, snapshots, membership changes and restarts, in seconds rather
+//! than the minutes real processes take.
+
+mod cluster;
+mod router;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use openraft::{ChangeMembers, ServerState};
+use wormfs_server::command::{Command, Outcome};
+
+use cluster::{mkdir, node_addr, root_names, test_raft_config, NodeId, TestCluster, DEADLINE};
+
+fn others(all: &[NodeId], not: NodeId) -> Vec<NodeId> {
+    all.iter().copied().filter(|id| *id != not).collect()
+}
+
+fn name(n: u64) -> String {
+    format!("d{n:05}")
+}
+
+/// Waits until `cond` holds for node `id`'s metrics.
+async fn wait_metrics(
+    c: &TestCluster,
+    id: NodeId,
+    what: &str,
+    cond: impl Fn(&openraft::RaftMetrics<NodeId, openraft::BasicNode>) -> bool + Send,
+) {
+    c.raft(id)
+        .wait(Some(DEADLINE))
+        .metrics(cond, what)
+        .await
+        .unwrap_or_else(|e| panic!("node {id}: {what}: {e}"));
+}
+
+/// An isolated leader loses its leadership to a new one of a higher term; what it proposes
+/// alone is never committed; back in the cluster it follows and drops that entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolated_leader_is_replaced_and_its_lone_write_is_lost() {
+    let all = [1, 2, 3];
+    let mut c = TestCluster::new(test_raft_config(5000, 1000));
+    c.start_voters(&all).await;
+    let old = c.wait_for_leader(&all).await;
+    c.write(old, mkdir(1)).await;
+    let old_term = c.metrics(old).current_term;
+
+    c.router.isolate(old);
+    let rest = others(&all, old);
+    let new = c.wait_for_leader(&rest).await;
+    assert_ne!(new, old);
+    assert!(c.metrics(new).current_term > old_term, "a new term");
+
+    // The old leader alone cannot gather a majority.
+    let lone = tokio::time::timeout(
+        Duration::from_secs(2),
+        c.raft(old).client_write(Command::V1(mkdir(999))),
+    )
+    .await;
+    assert!(
+        !matches!(lone, Ok(Ok(_))),
+        "a write on an isolated leader was acknowledged: {lone:?}"
+    );
+    let (_, index) = c.write(new, mkdir(2)).await;
+
+    c.router.heal();
+    wait_metrics(&c, old, "follows a new leader", move |m| {
+        m.current_leader.is_some_and(|l| l != old) && m.state == ServerState::Follower
+    })
+    .await;
+    c.assert_converged(&all, index).await;
+    let names = root_names(&c, old).await;
+    assert!(
+        names.contains(&name(1)) && names.contains(&name(2)),
+        "{names:?}"
+    );
+    assert!(
+        !names.contains(&name(999)),
+        "the lone write survived: {names:?}"
+    );
+}
+
+/// A follower cut off while the majority writes catches up from the log once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lagging_follower_catches_up_from_the_log() {
+    let all = [1, 2, 3];
+    let mut c = TestCluster::new(test_raft_config(5000, 1000));
+    c.start_voters(&all).await;
+    let leader = c.wait_for_leader(&all).await;
+    let lagging = others(&all, leader)[0];
+    c.router.isolate(lagging);
+    let mut last = 0;
+    for n in 0..50 {
+        last = c.write(leader, mkdir(n)).await.1;
+    }
+    assert!(
+        c.metrics(lagging).last_applied.map(|l| l.index) < Some(last),
+        "the isolated follower applied entries it cannot have received"
+    );
+    c.router.heal();
+    c.assert_converged(&all, last).await;
+    assert_eq!(root_names(&c, lagging).await.len(), 50);
+    assert_eq!(
+        c.router.traffic().snapshot_chunks,
+        0,
+        "no snapshot was needed"
+    );
+}
+
+/// A follower that missed entries the leader has since purged receives a snapshot (a copy of
+/// the SQLite database, sent in chunks), installs it, and keeps it across a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lagging_follower_installs_a_snapshot_after_a_purge() {
+    let all = [1, 2, 3];
+    let mut c = TestCluster::new(test_raft_config(40, 0));
+    c.start_voters(&all).await;
+    let leader = c.wait_for_leader(&all).await;
+    c.write(leader, mkdir(0)).await;
+    let lagging = others(&all, leader)[0];
+    c.router.isolate(lagging);
+    let mut last = 0;
+    for n in 1..=120 {
+        last = c.write(leader, mkdir(n)).await.1;
+    }
+    // Snapshots are built every 40 entries and the log is purged up to them (none kept).
+    c.raft(leader).trigger().snapshot().await.expect("snapshot");
+    wait_metrics(&c, leader, "snapshot of everything", |m| {
+        m.snapshot.map(|s| s.index) >= Some(last)
+    })
+    .await;
+    c.raft(leader)
+        .trigger()
+        .purge_log(last)
+        .await
+        .expect("purge");
+    wait_metrics(&c, leader, "log purged", |m| {
+        m.purged.map(|p| p.index) >= Some(last)
+    })
+    .await;
+
+    c.router.heal();
+    c.assert_converged(&all, last).await;
+    assert!(
+        c.router.traffic().snapshot_chunks > 0,
+        "a snapshot was sent"
+    );
+    assert!(
+        c.metrics(lagging).snapshot.map(|s| s.index) >= Some(last),
+        "the lagging node installed the snapshot: {:?}",
+        c.metrics(lagging).snapshot
+    );
+    assert_eq!(root_names(&c, lagging).await.len(), 121);
+
+    // What it installed is on its disk: after a restart it has everything and goes on.
+    c.stop(lagging).await;
+    let (_, more) = c.write(leader, mkdir(500)).await;
+    c.start(lagging).await;
+    c.assert_converged(&all, more).await;
+    assert_eq!(root_names(&c, lagging).await.len(), 122);
+}
+
+/// Writes go on through a network that drops 10% of requests and of answers and delays the
+/// rest, while one node after another (leaders included) is cut off for a while: every
+/// acknowledged write is on every node at the end, and the databases are identical.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lossy_network_and_rolling_partitions_lose_no_acknowledged_write() {
+    let all = [1, 2, 3];
+    let mut c = TestCluster::new(test_raft_config(30, 5));
+    c.start_voters(&all).await;
+    c.router.set_faults(|f| {
+        f.drop_request = 0.1;
+        f.drop_response = 0.1;
+        f.max_delay = Duration::from_millis(10);
+    });
+    let mut acknowledged = BTreeSet::new();
+    let mut last = 0;
+    for round in 0..4u64 {
+        let cut = all[(round % 3) as usize];
+        if round > 0 {
+            c.router.isolate(cut);
+        }
+        let via = others(&all, cut)[(round % 2) as usize];
+        for i in 0..15 {
+            let n = round * 100 + i;
+            let (outcome, index) = c.write(via, mkdir(n)).await;
+            // A write retried after a lost answer may find its directory made already.
+            assert!(
+                matches!(outcome, Outcome::Done | Outcome::Rejected(_)),
+                "{outcome:?}"
+            );
+            acknowledged.insert(name(n));
+            last = last.max(index);
+        }
+        c.router.set_faults(|f| {
+            f.isolated.clear();
+        });
+    }
+    let traffic = c.router.traffic();
+    assert!(
+        traffic.dropped_requests > 0 && traffic.dropped_responses > 0 && traffic.cut > 0,
+        "the faults happened: {traffic:?}"
+    );
+    c.router.heal();
+    let leader = c.wait_for_leader(&all).await;
+    let (_, index) = c.write(leader, mkdir(9999)).await;
+    acknowledged.insert(name(9999));
+    assert!(index > last);
+    c.assert_converged(&all, index).await;
+    for id in all {
+        let names = root_names(&c, id).await;
+        assert_eq!(names, acknowledged, "node {id}");
+    }
+}
+
+/// A cluster grows from one voter (learners added, caught up, promoted) and shrinks again:
+/// the leader removes itself, a new leader takes over, and the removed node gets nothing more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_grows_from_one_voter_and_shrinks() {
+    let mut c = TestCluster::new(test_raft_config(5000, 1000));
+    c.start_voters(&[1]).await;
+    for n in 0..10 {
+        c.write(1, mkdir(n)).await;
+    }
+    c.start(2).await;
+    c.start(3).await;
+    for id in [2, 3] {
+        c.raft(1)
+            .add_learner(id, node_addr(id), true)
+            .await
+            .expect("add learner");
+    }
+    let (_, index) = c.write(1, mkdir(10)).await;
+    c.assert_converged(&[1, 2, 3], index).await;
+    assert_eq!(c.metrics(2).state, ServerState::Learner);
+
+    c.raft(1)
+        .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([2, 3])), false)
+        .await
+        .expect("promote");
+    let voters: BTreeSet<NodeId> = c
+        .metrics(c.wait_for_leader(&[1, 2, 3]).await)
+        .membership_config
+        .membership()
+        .voter_ids()
+        .collect();
+    assert_eq!(voters, BTreeSet::from([1, 2, 3]));
+
+    // With three voters, one down still leaves a majority.
+    let leader = c.wait_for_leader(&[1, 2, 3]).await;
+    c.router.isolate(others(&[1, 2, 3], leader)[0]);
+    let (_, index) = c.write(leader, mkdir(11)).await;
+    c.router.heal();
+    c.assert_converged(&[1, 2, 3], index).await;
+
+    // The leader removes itself from the cluster.
+    let gone = c.wait_for_leader(&[1, 2, 3]).await;
+    let stay = others(&[1, 2, 3], gone);
+    c.raft(gone)
+        .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([gone])), false)
+        .await
+        .expect("remove the leader");
+    let leader = c.wait_for_leader(&stay).await;
+    let removed_at = c.metrics(gone).last_applied.map(|l| l.index);
+    let (_, index) = c.write(leader, mkdir(12)).await;
+    c.assert_converged(&stay, index).await;
+    let members: Vec<NodeId> = c
+        .metrics(leader)
+        .membership_config
+        .membership()
+        .nodes()
+        .map(|(id, _)| *id)
+        .collect();
+    assert_eq!(members, stay);
+    assert!(
+        c.metrics(gone).last_applied.map(|l| l.index) < Some(index),
+        "the removed node still receives entries (applied {:?} of {index}; {removed_at:?} when removed)",
+        c.metrics(gone).last_applied
+    );
+    assert!(!root_names(&c, gone).await.contains(&name(12)));
+}
+
+/// Every node stopped and started again from its files: the vote, the log and the state
+/// machine come back, a leader is elected, nothing acknowledged is missing, writes go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_cluster_restarts_from_its_files() {
+    let all = [1, 2, 3];
+    let mut c = TestCluster::new(test_raft_config(25, 10));
+    c.start_voters(&all).await;
+    let leader = c.wait_for_leader(&all).await;
+    let mut last = 0;
+    for n in 0..60 {
+        last = c.write(leader, mkdir(n)).await.1;
+    }
+    c.assert_converged(&all, last).await;
+    let terms: BTreeMap<NodeId, u64> = all
+        .iter()
+        .map(|id| (*id, c.metrics(*id).current_term))
+        .collect();
+    let before = c.dump(leader).await;
+    for id in all {
+        c.stop(id).await;
+        let vote = c.saved_vote(id).await.expect("a saved vote");
+        assert_eq!(vote.leader_id().term, terms[&id], "node {id} kept its term");
+    }
+    let started = Instant::now();
+    for id in all {
+        c.start(id).await;
+    }
+    let leader = c.wait_for_leader(&all).await;
+    eprintln!("leader elected {:?} after the restart", started.elapsed());
+    for id in all {
+        c.wait_applied(id, last).await;
+    }
+    let after = c.dump(leader).await;
+    assert_eq!(
+        before["entries"], after["entries"],
+        "the namespace came back whole"
+    );
+    let (_, index) = c.write(leader, mkdir(60)).await;
+    c.assert_converged(&all, index).await;
+    assert_eq!(root_names(&c, leader).await.len(), 61);
+}

@@ -7,10 +7,11 @@
 //!   http_bench propfind HOST:PORT PATH COUNT [USER:PASSWORD]
 //!       COUNT PROPFIND Depth: 1 (allprop) after 3 warm-ups; prints the median in ms and the
 //!       number of <response> elements
-//!   http_bench mkdirs HOST:PORT PREFIX COUNT TOKEN
+//!   http_bench mkdirs HOST:PORT PREFIX COUNT TOKEN [WHILE_PID]
 //!       COUNT `POST /api/v1/mkdir/PREFIX/dN` (node API, bearer TOKEN), each a Raft command
 //!       committed by a majority and applied on the node asked, after 10% as warm-up; prints
-//!       p50 and p99 in ms
+//!       p50, p99 and max in ms and how many were timed. With WHILE_PID, only while that
+//!       process runs (at most COUNT, after 5 as warm-up): latency during, say, an ingest.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -125,11 +126,14 @@ fn offsets(size: u64, count: usize) -> Vec<u64> {
 
 /// Prints the median and 99th percentile of `times` (ms), as the bench scripts parse them.
 fn print_p50_p99(mut times: Vec<f64>) {
+    assert!(!times.is_empty(), "nothing was timed");
     times.sort_by(f64::total_cmp);
     println!(
-        "p50_ms={:.3} p99_ms={:.3}",
+        "p50_ms={:.3} p99_ms={:.3} max_ms={:.3} n={}",
         percentile(&times, 0.5),
-        percentile(&times, 0.99)
+        percentile(&times, 0.99),
+        times[times.len() - 1],
+        times.len()
     );
 }
 
@@ -200,9 +204,22 @@ fn main() {
                 );
             };
             mkdir(&mut c, prefix);
-            let warm = (count / 10).max(5);
+            let while_pid = args.get(5).map(|p| format!("/proc/{p}"));
+            let running = || {
+                while_pid
+                    .as_ref()
+                    .is_none_or(|p| std::path::Path::new(p).exists())
+            };
+            let warm = if while_pid.is_some() {
+                5
+            } else {
+                (count / 10).max(5)
+            };
             let mut times = Vec::with_capacity(count);
             for i in 0..warm + count {
+                if !running() {
+                    break;
+                }
                 let t = Instant::now();
                 mkdir(&mut c, &format!("{prefix}/d{i}"));
                 let ms = t.elapsed().as_secs_f64() * 1000.0;
@@ -213,7 +230,7 @@ fn main() {
             print_p50_p99(times);
         }
         _ => {
-            eprintln!("usage: http_bench ranges HOST:PORT PATH FILE_SIZE COUNT [USER:PASSWORD]\n       http_bench propfind HOST:PORT PATH COUNT [USER:PASSWORD]\n       http_bench mkdirs HOST:PORT PREFIX COUNT TOKEN");
+            eprintln!("usage: http_bench ranges HOST:PORT PATH FILE_SIZE COUNT [USER:PASSWORD]\n       http_bench propfind HOST:PORT PATH COUNT [USER:PASSWORD]\n       http_bench mkdirs HOST:PORT PREFIX COUNT TOKEN [WHILE_PID]");
             std::process::exit(2);
         }
     }

@@ -2,6 +2,7 @@
 # End-to-end benchmark: WormFS ingest and read against dd, cat and nginx on the same machine.
 #
 #   bash tests/bench/ingest_vs_dd.sh [SIZE_MIB] [RUNS]   (defaults 2048 and 3)
+#   WORMFS_BIN=/path/to/wormfs bash tests/bench/ingest_vs_dd.sh ...   (a given build)
 #
 # Starts a release node on the embedded default (six folder-disks, ec:4+2) in a scratch folder
 # under ./target, then measures, interleaved and RUNS times each (medians are reported):
@@ -17,8 +18,11 @@ SIZE_MIB=${1:-2048}
 RUNS=${2:-3}
 source tests/bench/lib.sh
 command -v nginx >/dev/null || install_missing nginx-light
-cargo build --release -p wormfs-server >/dev/null
-BIN=$PWD/target/release/wormfs
+# WORMFS_BIN=PATH runs a given build (to compare two) instead of building target/release/wormfs.
+if [ -n "${WORMFS_BIN:-}" ]; then BIN=$WORMFS_BIN; else
+    cargo build --release -p wormfs-server >/dev/null
+    BIN=$PWD/target/release/wormfs
+fi
 WORK=$PWD/target/bench-e2e
 rm -rf "$WORK" && mkdir -p "$WORK" && cd "$WORK"
 PORT=17710

@@ -68,11 +68,10 @@ via_follower=$("$HB" mkdirs 127.0.0.1:"$(port "$F")" /f "$COUNT" "$(token "$F")"
 
 echo "three nodes during a ${INGEST_MIB} MiB ingest..." >&2
 head -c $((INGEST_MIB * 1024 * 1024)) /dev/urandom > big.bin
-(cd "$L" && "$BIN" --node "http://127.0.0.1:$(port "$L")" put ../big.bin /big.bin >/dev/null 2>&1) &
+(cd "$L" && exec "$BIN" --node "http://127.0.0.1:$(port "$L")" put ../big.bin /big.bin >/dev/null 2>&1) &
 ING=$!
-sleep 1
-during=$("$HB" mkdirs 127.0.0.1:"$(port "$F")" /during "$COUNT" "$(token "$F")")
-still=$(kill -0 $ING 2>/dev/null && echo "ingest still running at the end" || echo "ingest finished before the end")
+# Timed only while the ingest runs (the put process is alive), up to 100x COUNT commands.
+during=$("$HB" mkdirs 127.0.0.1:"$(port "$F")" /during $((COUNT * 100)) "$(token "$F")" "$ING")
 wait $ING
 
 val() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p" <<< "$2"; }
@@ -80,5 +79,5 @@ echo "mkdir commit latency, $COUNT commands each, p50 / p99 ms:"
 printf '  one node alone:                 %s / %s\n' "$(val p50_ms "$solo")" "$(val p99_ms "$solo")"
 printf '  three nodes, through the leader: %s / %s\n' "$(val p50_ms "$via_leader")" "$(val p99_ms "$via_leader")"
 printf '  three nodes, through a follower: %s / %s\n' "$(val p50_ms "$via_follower")" "$(val p99_ms "$via_follower")"
-printf '  same, during a %d MiB ingest:   %s / %s (%s)\n' "$INGEST_MIB" "$(val p50_ms "$during")" "$(val p99_ms "$during")" "$still"
+printf '  same, during a %d MiB ingest:   %s / %s (%s commands while it ran, slowest %s)\n' "$INGEST_MIB" "$(val p50_ms "$during")" "$(val p99_ms "$during")" "$(val n "$during")" "$(val max_ms "$during")"
 echo "target: p99 < 20 ms"

@@ -123,7 +123,7 @@ impl Consensus {
             };
             change.map_err(|e| format!("adding node {}: {e}", j.node_id))?;
         }
-        self.balance_voters().await
+        self.balance_voters(None).await
     }
 }
 

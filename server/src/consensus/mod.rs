@@ -27,6 +27,7 @@ use crate::peer::{Inbound, PeerNet, PeerRequest, PeerResponse};
 use crate::raft_types::TypeConfig;
 
 pub use formation::Formation;
+pub use membership::{plan_voters, VoterChange, VoterFacts};
 pub use view::{ClusterView, Member};
 
 /// How long a write waits for a leader (an election in progress) before it is refused.

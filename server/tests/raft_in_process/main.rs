@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use openraft::{ChangeMembers, ServerState};
 use wormfs_server::command::{Command, Outcome};
+use wormfs_server::consensus::{plan_voters, VoterChange, VoterFacts};
 
 use cluster::{mkdir, node_addr, root_names, test_raft_config, NodeId, TestCluster, DEADLINE};
 
@@ -322,4 +323,162 @@ async fn whole_cluster_restarts_from_its_files() {
     let (_, index) = c.write(leader, mkdir(60)).await;
     c.assert_converged(&all, index).await;
     assert_eq!(root_names(&c, leader).await.len(), 61);
+}
+
+/// Applies the voter planner's changes (what the leader's `maintain_voters` loop does every
+/// few seconds) until it has nothing more to do; members in `lost` have been silent for ten
+/// minutes, the others answered just now. Returns the changes made.
+async fn settle_voters(c: &TestCluster, lost: &BTreeSet<NodeId>) -> Vec<VoterChange> {
+    let mut made = Vec::new();
+    for _ in 0..6 {
+        let alive: Vec<NodeId> = c
+            .nodes
+            .keys()
+            .copied()
+            .filter(|id| !lost.contains(id))
+            .collect();
+        let voters: Vec<NodeId> = voters_of(c, alive[0])
+            .into_iter()
+            .filter(|id| !lost.contains(id))
+            .collect();
+        let leader = c.wait_for_leader(&voters).await;
+        let m = c.metrics(leader);
+        let membership = m.membership_config.membership();
+        let voter_ids: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let members: BTreeSet<NodeId> = membership.nodes().map(|(id, _)| *id).collect();
+        let last_heard = |id: NodeId| {
+            Some(if lost.contains(&id) {
+                Duration::from_secs(600)
+            } else {
+                Duration::ZERO
+            })
+        };
+        let Some(change) = plan_voters(&VoterFacts {
+            leader,
+            voters: &voter_ids,
+            members: &members,
+            last_heard: &last_heard,
+            leading_for: Duration::from_secs(600),
+            replace_after: Duration::from_secs(120),
+        }) else {
+            return made;
+        };
+        let (raft_change, retain) = change.to_raft();
+        c.raft(leader)
+            .change_membership(raft_change, retain)
+            .await
+            .unwrap_or_else(|e| panic!("{change:?}: {e}"));
+        made.push(change);
+    }
+    panic!("the voters did not settle: {made:?}");
+}
+
+fn voters_of(c: &TestCluster, id: NodeId) -> BTreeSet<NodeId> {
+    c.metrics(id)
+        .membership_config
+        .membership()
+        .voter_ids()
+        .collect()
+}
+
+/// WormFS's voter planner (`consensus::plan_voters`) over real Raft membership changes: a
+/// founder alone promotes learners up to three voters (the fourth machine stays a learner), a
+/// voter cut off gives its vote to the learner and writes go on without it, a removed voter's
+/// place is refilled, and a cluster that shrinks to two machines keeps one voter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn voter_planner_drives_real_membership_changes() {
+    let none = BTreeSet::new();
+    let mut c = TestCluster::new(test_raft_config(5000, 1000));
+    c.start_voters(&[1]).await;
+    for id in [2, 3, 4] {
+        c.start(id).await;
+        c.raft(1)
+            .add_learner(id, node_addr(id), true)
+            .await
+            .expect("add learner");
+    }
+    let made = settle_voters(&c, &none).await;
+    assert_eq!(made, vec![VoterChange::Promote(BTreeSet::from([2, 3]))]);
+    assert_eq!(voters_of(&c, 1), BTreeSet::from([1, 2, 3]));
+    assert_eq!(c.metrics(4).state, ServerState::Learner);
+
+    // A voter (not the leader) goes silent: the learner takes its vote.
+    let leader = c.wait_for_leader(&[1, 2, 3]).await;
+    let gone = others(&[1, 2, 3], leader)[0];
+    c.router.isolate(gone);
+    let lost = BTreeSet::from([gone]);
+    let made = settle_voters(&c, &lost).await;
+    let mut want = BTreeSet::from([1, 2, 3, 4]);
+    want.remove(&gone);
+    assert_eq!(
+        made,
+        vec![VoterChange::Replace {
+            voters: want.clone(),
+            swaps: vec![(gone, 4)]
+        }]
+    );
+    let survivors: Vec<NodeId> = want.iter().copied().collect();
+    let leader = c.wait_for_leader(&survivors).await;
+    assert_eq!(voters_of(&c, leader), want);
+    // The new three voters commit without the silent machine, which is still a member.
+    let (_, index) = c.write(leader, mkdir(1)).await;
+    c.assert_converged(&survivors, index).await;
+    assert!(c
+        .metrics(leader)
+        .membership_config
+        .membership()
+        .get_node(&gone)
+        .is_some());
+
+    // It comes back as a learner and catches up; then a voter is removed (as `wormfs node
+    // remove` does) and the planner refills its place from the learner.
+    c.router.heal();
+    c.assert_converged(&[1, 2, 3, 4], index).await;
+    assert_eq!(settle_voters(&c, &none).await, vec![]);
+    let leader = c.wait_for_leader(&survivors).await;
+    let removed = *want.iter().rev().find(|id| **id != leader).unwrap();
+    // As `wormfs node remove` requires, the machine is off first.
+    c.stop(removed).await;
+    c.raft(leader)
+        .change_membership(
+            ChangeMembers::RemoveVoters(BTreeSet::from([removed])),
+            false,
+        )
+        .await
+        .expect("remove a voter");
+    let made = settle_voters(&c, &none).await;
+    assert_eq!(made, vec![VoterChange::Promote(BTreeSet::from([gone]))]);
+
+    // Down to two machines: one voter, the other a learner.
+    let running: Vec<NodeId> = c.nodes.keys().copied().collect();
+    let leader = c.wait_for_leader(&running).await;
+    let third = *voters_of(&c, leader)
+        .iter()
+        .find(|id| **id != leader)
+        .unwrap();
+    c.stop(third).await;
+    c.raft(leader)
+        .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([third])), false)
+        .await
+        .expect("remove another voter");
+    let made = settle_voters(&c, &none).await;
+    assert_eq!(made.len(), 1, "{made:?}");
+    assert!(
+        matches!(&made[0], VoterChange::Demote(d) if d.len() == 1),
+        "{made:?}"
+    );
+    let running: Vec<NodeId> = c.nodes.keys().copied().collect();
+    assert_eq!(running.len(), 2);
+    let leader = c.wait_for_leader(&running).await;
+    assert_eq!(voters_of(&c, leader), BTreeSet::from([leader]));
+    // The learner's loss does not stop writes.
+    let learner = c
+        .metrics(leader)
+        .membership_config
+        .membership()
+        .learner_ids()
+        .next()
+        .expect("a learner");
+    c.router.isolate(learner);
+    c.write(leader, mkdir(2)).await;
 }

@@ -482,3 +482,46 @@ async fn voter_planner_drives_real_membership_changes() {
     c.router.isolate(learner);
     c.write(leader, mkdir(2)).await;
 }
+
+/// Five voters split three against two, the two still talking to each other: the two cannot
+/// commit (not even the old leader among them), the three elect a leader among themselves and
+/// go on, and after healing the two drop what they proposed and hold what the three committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_voters_split_three_two_only_the_majority_commits() {
+    let all = [1, 2, 3, 4, 5];
+    let mut c = TestCluster::new(test_raft_config(5000, 1000));
+    c.start_voters(&all).await;
+    let leader = c.wait_for_leader(&all).await;
+    c.write(leader, mkdir(1)).await;
+    // The leader and one other node form the minority.
+    let minority = [leader, others(&all, leader)[0]];
+    let majority: Vec<NodeId> = all
+        .iter()
+        .copied()
+        .filter(|id| !minority.contains(id))
+        .collect();
+    c.router.partition(&minority, &majority);
+    let new = c.wait_for_leader(&majority).await;
+    for id in minority {
+        let lone = tokio::time::timeout(
+            Duration::from_secs(2),
+            c.raft(id).client_write(Command::V1(mkdir(900 + id))),
+        )
+        .await;
+        assert!(
+            !matches!(lone, Ok(Ok(_))),
+            "node {id} committed a write without a majority: {lone:?}"
+        );
+    }
+    let mut last = 0;
+    for n in 2..12 {
+        last = c.write(new, mkdir(n)).await.1;
+    }
+    c.router.heal();
+    c.assert_converged(&all, last).await;
+    for id in all {
+        let names = root_names(&c, id).await;
+        assert_eq!(names.len(), 11, "node {id}: {names:?}");
+        assert!(minority.iter().all(|m| !names.contains(&name(900 + m))));
+    }
+}

@@ -29,6 +29,8 @@ type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, BasicNode, RaftE
 pub struct Faults {
     /// Nodes cut off from everyone, both ways.
     pub isolated: BTreeSet<NodeId>,
+    /// Links cut, `(from, to)`: calls from `from` to `to` do not arrive.
+    pub cut_links: BTreeSet<(NodeId, NodeId)>,
     /// Share of calls dropped before delivery (0.0 to 1.0).
     pub drop_request: f64,
     /// Share of delivered calls whose answer is lost.
@@ -85,6 +87,18 @@ impl Router {
         });
     }
 
+    /// Splits the network in two: no call crosses between `a` and `b`, either way.
+    pub fn partition(&self, a: &[NodeId], b: &[NodeId]) {
+        self.set_faults(|f| {
+            for x in a {
+                for y in b {
+                    f.cut_links.insert((*x, *y));
+                    f.cut_links.insert((*y, *x));
+                }
+            }
+        });
+    }
+
     /// Ends every fault.
     pub fn heal(&self) {
         self.set_faults(|f| *f = Faults::default());
@@ -111,7 +125,10 @@ impl Router {
     ) -> Result<(Raft<TypeConfig>, Duration, bool), String> {
         let mut st = self.state();
         let mut rng = rand::rng();
-        if st.faults.isolated.contains(&from) || st.faults.isolated.contains(&to) {
+        if st.faults.isolated.contains(&from)
+            || st.faults.isolated.contains(&to)
+            || st.faults.cut_links.contains(&(from, to))
+        {
             st.traffic.cut += 1;
             return Err(format!("{from} -> {to}: partitioned"));
         }

@@ -22,7 +22,7 @@ BIN=$(realpath "${WORMFS_BIN:-target/release/wormfs}")
 WORK=$PWD/target/bench-catch-up
 rm -rf "$WORK" && mkdir -p "$WORK" && cd "$WORK"
 declare -A PID
-trap 'kill "${PID[@]}" 2>/dev/null || true; wait 2>/dev/null || true' EXIT
+trap 'kill "${PID[@]}" 2>/dev/null || true; wait 2>/dev/null || true; cleanup_work "$WORK"' EXIT
 
 declare -A API=([a]=18110 [b]=18120 [c]=18130) PEER=([a]=127.0.0.2:18112 [b]=127.0.0.3:18122 [c]=127.0.0.4:18132)
 # start NAME: the release node in ./NAME, mDNS off, two folder-disks, the others as static

@@ -18,7 +18,7 @@ BIN=$(realpath "${WORMFS_BIN:-target/release/wormfs}")
 WORK=$PWD/target/bench-cluster-ingest
 rm -rf "$WORK" && mkdir -p "$WORK" && cd "$WORK"
 PIDS=()
-trap 'kill "${PIDS[@]}" 2>/dev/null || true; wait 2>/dev/null || true' EXIT
+trap 'kill "${PIDS[@]}" 2>/dev/null || true; wait 2>/dev/null || true; cleanup_work "$WORK"' EXIT
 
 # start NAME API_PORT PEER_ADDR NDISKS [PEER...]: a release node in ./NAME, mDNS off, NDISKS
 # folder-disks, its data plane on the control plane's IP at API_PORT + 3.

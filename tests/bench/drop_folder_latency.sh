@@ -9,6 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SIZE_MIB=${1:-2048}
+source tests/bench/lib.sh
 cargo build --release -p wormfs-server >/dev/null
 BIN=$PWD/target/release/wormfs
 WORK=$PWD/target/bench-drop
@@ -17,7 +18,7 @@ PORT=17711
 head -c $((SIZE_MIB * 1024 * 1024)) /dev/urandom > src.bin
 "$BIN" serve --listen 127.0.0.1:$PORT --webdav-listen 127.0.0.1:$((PORT + 100)) --ingest drop=/dropped > serve.log 2>&1 &
 PID=$!
-trap 'kill $PID 2>/dev/null || true' EXIT
+trap 'kill $PID 2>/dev/null || true; wait 2>/dev/null || true; cleanup_work "$WORK"' EXIT
 for _ in $(seq 1 200); do curl -sf http://127.0.0.1:$PORT/api/v1/health >/dev/null && break; sleep 0.1; done
 W() { "$BIN" --node http://127.0.0.1:$PORT "$@"; }
 cat src.bin > /dev/null

@@ -14,17 +14,19 @@ command -v python3 >/dev/null || install_missing python3
 command -v ionice >/dev/null || install_missing util-linux
 WORK=$PWD/target/bench-fsync
 rm -rf "$WORK" && mkdir -p "$WORK" && cd "$WORK"
-trap 'rm -rf "$WORK"' EXIT
+trap 'wait 2>/dev/null || true; cleanup_work "$WORK"' EXIT
 head -c $((SIZE_MIB * 1024 * 1024)) /dev/urandom > src.bin
 cat > probe.py <<'PY'
 import os, sys, time
 fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 pid, times = int(sys.argv[2]), []
-while os.path.exists(f"/proc/{pid}"):
+while True:  # at least one sample, however quick the writer
     t = time.perf_counter()
     os.write(fd, b"x" * 200)
     os.fsync(fd)
     times.append((time.perf_counter() - t) * 1000)
+    if not os.path.exists(f"/proc/{pid}"):
+        break
 times.sort()
 n = len(times)
 print(f"n={n} p50={times[n // 2]:.2f} ms p99={times[int(n * 0.99)]:.2f} ms max={times[-1]:.2f} ms")

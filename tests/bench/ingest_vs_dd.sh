@@ -34,7 +34,7 @@ nginx_conf "$WORK/nginx" "127.0.0.1:$NGINX_PORT" "$WORK/nginx/www"
 PID=$!
 nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" &
 NGINX=$!
-trap 'kill $PID $NGINX 2>/dev/null || true' EXIT
+trap 'kill $PID $NGINX 2>/dev/null || true; wait 2>/dev/null || true; cleanup_work "$WORK"' EXIT
 for _ in $(seq 1 200); do
     curl -sf http://127.0.0.1:$PORT/api/v1/health >/dev/null &&
         curl -sfI http://127.0.0.1:$NGINX_PORT/plain.bin >/dev/null && break

@@ -41,3 +41,13 @@ secs() { local s e; s=$(date +%s.%N); "$@" >/dev/null 2>&1; e=$(date +%s.%N); ec
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 # warm_parts: reads every part file of the node in ./wormfs-data once (into the page cache).
 warm_parts() { find wormfs-data/disks -name '*.wp' -exec cat {} + > /dev/null; }
+
+# cleanup_work DIR: removes a benchmark's scratch folder (gigabytes of test data and the nodes'
+# disks) when the script ends, unless KEEP_BENCH=1 (to read the nodes' logs afterwards).
+cleanup_work() {
+    if [ "${KEEP_BENCH:-0}" = 1 ]; then
+        echo "kept $1 (KEEP_BENCH=1)" >&2
+    else
+        rm -rf "$1"
+    fi
+}

@@ -19,7 +19,7 @@ HB=$PWD/target/release/examples/http_bench
 WORK=$PWD/target/bench-raft
 rm -rf "$WORK" && mkdir -p "$WORK" && cd "$WORK"
 PIDS=()
-trap 'kill "${PIDS[@]}" 2>/dev/null || true' EXIT
+trap 'kill "${PIDS[@]}" 2>/dev/null || true; wait 2>/dev/null || true; cleanup_work "$WORK"' EXIT
 
 # start NAME API_PORT PEER_ADDR [PEER...]: a release node in ./NAME, mDNS off.
 start() {

@@ -70,7 +70,7 @@ nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" &
 NPID=$!
 /usr/sbin/apache2 -f "$WORK/apache/httpd.conf" -DFOREGROUND &
 APID=$!
-trap 'kill $PID $NPID $APID 2>/dev/null || true' EXIT
+trap 'kill $PID $NPID $APID 2>/dev/null || true; wait 2>/dev/null || true; cleanup_work "$WORK"' EXIT
 for _ in $(seq 1 300); do
     curl -sf http://127.0.0.1:$PORT/api/v1/health >/dev/null &&
         curl -sfI "http://$NGINX/plain.bin" >/dev/null &&

@@ -245,11 +245,20 @@ impl TestCluster {
         for id in &ids[1..] {
             let other = self.dump(*id).await;
             for (table, rows) in &first {
-                assert_eq!(
-                    Some(rows),
-                    other.get(table),
-                    "table {table} differs between node {} and node {id}",
-                    ids[0]
+                let theirs: BTreeSet<&String> = other.get(table).into_iter().flatten().collect();
+                let ours: BTreeSet<&String> = rows.iter().collect();
+                let only = |a: &BTreeSet<&String>, b: &BTreeSet<&String>| -> Vec<String> {
+                    a.difference(b).take(5).map(|r| r.to_string()).collect()
+                };
+                assert!(
+                    ours == theirs && other.get(table).map(Vec::len) == Some(rows.len()),
+                    "table {table} differs between node {} ({} rows) and node {id} ({} rows); \
+                     only on the first (up to 5): {:?}; only on the other: {:?}",
+                    ids[0],
+                    rows.len(),
+                    other.get(table).map_or(0, Vec::len),
+                    only(&ours, &theirs),
+                    only(&theirs, &ours),
                 );
             }
         }

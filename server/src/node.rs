@@ -98,13 +98,23 @@ pub fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
     Ok(f)
 }
 
+/// The identity in `path` (`node.json`), or `None` if there is none yet.
+fn read_identity(path: &Path) -> anyhow::Result<Option<NodeIdentity>> {
+    match std::fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .with_context(|| format!("parse {}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("read {}", path.display())),
+    }
+}
+
 /// The node id recorded in the data folder's `node.json`.
 pub fn read_node_id(data_dir: &Path) -> anyhow::Result<NodeId> {
     let path = data_dir.join("node.json");
-    let bytes = std::fs::read(&path).with_context(|| format!("read {}", path.display()))?;
-    let ident: NodeIdentity =
-        serde_json::from_slice(&bytes).with_context(|| format!("parse {}", path.display()))?;
-    Ok(ident.node_id)
+    read_identity(&path)?
+        .map(|i| i.node_id)
+        .with_context(|| format!("{} is missing: this folder holds no node", path.display()))
 }
 
 /// The disk roots to use: the configured ones, or six folder-disks in the data folder.
@@ -126,10 +136,9 @@ impl Node {
             .with_context(|| format!("create data folder {}", data.display()))?;
         let lock = lock_data_dir(data)?;
         let ident_path = data.join("node.json");
-        let mut ident: NodeIdentity = match std::fs::read(&ident_path) {
-            Ok(b) => serde_json::from_slice(&b)
-                .with_context(|| format!("parse {}", ident_path.display()))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        let mut ident: NodeIdentity = match read_identity(&ident_path)? {
+            Some(id) => id,
+            None => {
                 let id = NodeIdentity {
                     format: 1,
                     node_id: cfg.node.id.unwrap_or_else(|| rand::random::<u64>() >> 1),
@@ -138,7 +147,6 @@ impl Node {
                 write_durably(&ident_path, &serde_json::to_vec_pretty(&id)?)?;
                 id
             }
-            Err(e) => return Err(e).with_context(|| format!("read {}", ident_path.display())),
         };
         if let Some(want) = cfg.node.id {
             if want != ident.node_id {

@@ -288,12 +288,7 @@ fn parts_spread_over_machines_and_any_machine_reads_them() {
     }
     let lone = ms[0].start(&peers_of(&ms, 0));
     assert_eq!(get(&lone, "/note.txt", None), b"one copy per machine");
-    let o = lone.cli(&["mkdir", "/no-majority"]);
-    assert_eq!(o.status.code(), Some(5), "{o:?}");
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("no majority"),
-        "{o:?}"
-    );
+    lone.fails(&["mkdir", "/no-majority"], 5, "no majority");
     // A file needing parts from the missing machines fails, rather than returning bytes: at
     // once with the reason when its first block cannot be read, or as a transfer cut short
     // where a later one cannot (the first may be on this machine's disks).
@@ -397,15 +392,10 @@ fn a_dead_voter_is_replaced_by_a_learner_and_then_removed() {
     let di = ms.iter().position(|m| m.id == dead).unwrap();
     let alive = ms.iter().position(|m| m.id == leader).unwrap();
     // A machine that is up is not removed without --force.
-    let o = servers[alive]
+    servers[alive]
         .as_ref()
         .unwrap()
-        .cli(&["node", "remove", &dead.to_string()]);
-    assert_eq!(o.status.code(), Some(4), "{o:?}");
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("is up"),
-        "{o:?}"
-    );
+        .fails(&["node", "remove", &dead.to_string()], 4, "is up");
 
     let victim = servers[di].take().unwrap();
     victim.kill9();
@@ -549,12 +539,7 @@ fn a_node_whose_metadata_cannot_apply_turns_read_only_and_resyncs_at_restart() {
     });
     assert!(why.contains("restart"), "{why}");
     // Writes through it are refused, saying why; reads go on.
-    let o = v.cli(&["mkdir", "/through-victim"]);
-    assert_eq!(o.status.code(), Some(5), "{o:?}");
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("read-only"),
-        "{o:?}"
-    );
+    v.fails(&["mkdir", "/through-victim"], 5, "read-only");
     v.ok(&["ls", "/"]);
     // The others go on.
     l.ok(&["mkdir", "/after"]);
@@ -609,12 +594,7 @@ fn a_partitioned_minority_refuses_writes_and_catches_up_after_healing() {
     };
     cut(true);
     let minority = s(mi);
-    let o = minority.cli(&["mkdir", "/from-the-minority"]);
-    assert_eq!(o.status.code(), Some(5), "{o:?}");
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("no majority"),
-        "{o:?}"
-    );
+    minority.fails(&["mkdir", "/from-the-minority"], 5, "no majority");
     // Reads go on there; the majority goes on writing.
     minority.ok(&["ls", "/"]);
     let l = s(li);

@@ -11,11 +11,19 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::Consensus;
+use crate::ids::NodeId;
 use crate::peer::net::ip_of;
 use crate::peer::protocol::{Hello, JoinRequest};
 use crate::peer::{Inbound, PeerRequest, PeerResponse};
 
 impl Consensus {
+    /// Records a call from the leader or candidate that `vote` names.
+    fn heard_from(&self, vote: &openraft::Vote<NodeId>) {
+        if let Some(from) = vote.leader_id().voted_for() {
+            self.inner.contacts.heard(from);
+        }
+    }
+
     /// Answers inbound requests until shutdown.
     pub(super) async fn serve_inbound(
         self,
@@ -47,15 +55,11 @@ impl Consensus {
         match req {
             PeerRequest::Hello => PeerResponse::Hello(self.hello().await),
             PeerRequest::AppendEntries(r) => {
-                if let Some(from) = r.vote.leader_id().voted_for() {
-                    self.inner.contacts.heard(from);
-                }
+                self.heard_from(&r.vote);
                 PeerResponse::AppendEntries(self.raft.append_entries(r).await)
             }
             PeerRequest::Vote(r) => {
-                if let Some(from) = r.vote.leader_id().voted_for() {
-                    self.inner.contacts.heard(from);
-                }
+                self.heard_from(&r.vote);
                 PeerResponse::Vote(self.raft.vote(r).await)
             }
             PeerRequest::InstallSnapshot(r) => {

@@ -22,6 +22,17 @@ const ALIVE: Duration = Duration::from_secs(5);
 /// How often the leader looks at its voters.
 const CHECK_EVERY: Duration = Duration::from_secs(2);
 
+/// Whether a member last heard from `last_heard` ago (`None`: never) counts as up.
+fn answers(last_heard: Option<Duration>) -> bool {
+    last_heard.is_some_and(|d| d < ALIVE)
+}
+
+/// How long a member has been silent as a leader sees it: since it was last heard from, or,
+/// never heard from, for as long as this node has led.
+fn silence(last_heard: Option<Duration>, leading_for: Duration) -> Duration {
+    last_heard.unwrap_or(leading_for)
+}
+
 /// Voters wanted for a cluster of `members` machines: 1 for one or two (with two voters either
 /// loss stops writes; with one, only the voter's), 3 for three or four, 5 from five.
 pub(crate) fn voters_wanted(members: usize) -> usize {
@@ -68,12 +79,12 @@ pub struct VoterFacts<'a> {
 impl VoterFacts<'_> {
     /// Heard from within [`ALIVE`].
     fn alive(&self, id: NodeId) -> bool {
-        id == self.leader || (self.last_heard)(id).is_some_and(|d| d < ALIVE)
+        id == self.leader || answers((self.last_heard)(id))
     }
 
     /// A voter silent for `replace_after` (never the leader).
     fn lost(&self, id: NodeId) -> bool {
-        id != self.leader && (self.last_heard)(id).unwrap_or(self.leading_for) >= self.replace_after
+        id != self.leader && silence((self.last_heard)(id), self.leading_for) >= self.replace_after
     }
 }
 
@@ -136,7 +147,7 @@ impl VoterChange {
 
 impl Consensus {
     fn is_alive(&self, id: NodeId) -> bool {
-        id == self.node_id || self.inner.contacts.since(id).is_some_and(|d| d < ALIVE)
+        id == self.node_id || answers(self.inner.contacts.since(id))
     }
 
     /// Makes the change of voters [`plan_voters`] asks for, if any. `leading_since` is when
@@ -188,8 +199,8 @@ impl Consensus {
             .map_err(|e| format!("changing the voters ({change:?}): {e}"))
     }
 
-    /// On the leader, every few seconds: replaces voters not heard from for
-    /// `voter_replace_after` by reachable learners, then balances the voters.
+    /// On the leader, every few seconds: logs members going and coming back, and makes the
+    /// next change of voters [`plan_voters`] asks for (one per round).
     pub(super) async fn maintain_voters(self, shutdown: CancellationToken) {
         let span = tracing::info_span!("voters", node = self.node_id);
         async move {
@@ -230,11 +241,7 @@ impl Consensus {
             .collect();
         down.retain(|id| members.contains(id));
         for id in members {
-            let silent = self
-                .inner
-                .contacts
-                .since(id)
-                .unwrap_or_else(|| leading_since.elapsed());
+            let silent = silence(self.inner.contacts.since(id), leading_since.elapsed());
             if silent >= ALIVE && down.insert(id) {
                 tracing::warn!(
                     node = id,

@@ -48,11 +48,6 @@ pub struct LogStore {
 }
 
 impl LogStore {
-    /// Its connection pool (for the offline forced recovery).
-    pub(super) fn pool(&self) -> &SqlitePool {
-        &self.pool
-    }
-
     /// Opens (creating if needed) the log database at `path`.
     pub async fn open(path: &Path) -> anyhow::Result<Self> {
         let pool = open_pool(path, 2).await?;
@@ -94,6 +89,27 @@ impl LogStore {
     /// Closes the database.
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+
+    /// Writes `entries` (replacing any at the same indexes) in one transaction, on disk when it
+    /// returns (synchronous=FULL). Raft's `append`, and the offline forced recovery.
+    pub(super) async fn write_entries(
+        &self,
+        entries: impl IntoIterator<Item = Entry<TypeConfig>>,
+    ) -> Result<(), SErr> {
+        let werr = |e: sqlx::Error| io_err(StorageIOError::write_logs, e);
+        let mut tx = self.pool.begin().await.map_err(werr)?;
+        for e in entries {
+            let json =
+                serde_json::to_string(&e).map_err(|e| io_err(StorageIOError::write_logs, e))?;
+            sqlx::query("INSERT OR REPLACE INTO log (idx, entry) VALUES (?, ?)")
+                .bind(e.log_id.index as i64)
+                .bind(json)
+                .execute(&mut *tx)
+                .await
+                .map_err(werr)?;
+        }
+        tx.commit().await.map_err(werr)
     }
 }
 
@@ -179,33 +195,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(|e| io_err(StorageIOError::write_logs, e))?;
-        for e in entries {
-            let json =
-                serde_json::to_string(&e).map_err(|e| io_err(StorageIOError::write_logs, e))?;
-            sqlx::query("INSERT OR REPLACE INTO log (idx, entry) VALUES (?, ?)")
-                .bind(e.log_id.index as i64)
-                .bind(json)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| io_err(StorageIOError::write_logs, e))?;
-        }
-        // synchronous=FULL: the commit returns once the WAL is fsynced.
-        let res = tx.commit().await;
-        match res {
-            Ok(()) => {
-                callback.log_io_completed(Ok(()));
-                Ok(())
-            }
-            Err(e) => {
-                callback.log_io_completed(Err(io::Error::other(e.to_string())));
-                Err(io_err(StorageIOError::write_logs, e))
-            }
-        }
+        let res = self.write_entries(entries).await;
+        callback.log_io_completed(match &res {
+            Ok(()) => Ok(()),
+            Err(e) => Err(io::Error::other(e.to_string())),
+        });
+        res
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), SErr> {

@@ -172,6 +172,14 @@ impl Server {
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
+    /// Runs `wormfs ARGS`, which must fail with exit code `code` and say `says` on stderr.
+    pub fn fails(&self, args: &[&str], code: i32, says: &str) -> Output {
+        let o = self.cli(args);
+        assert_eq!(o.status.code(), Some(code), "{o:?}");
+        assert!(String::from_utf8_lossy(&o.stderr).contains(says), "{o:?}");
+        o
+    }
+
     pub fn json(&self, args: &[&str]) -> serde_json::Value {
         let mut a = vec!["--json"];
         a.extend_from_slice(args);

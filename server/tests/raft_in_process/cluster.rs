@@ -184,6 +184,15 @@ impl TestCluster {
         }
     }
 
+    /// [`Self::write`]s `mkdir(n)` for every `n` of `ns` through `via`; the last log index.
+    pub async fn write_many(&self, via: NodeId, ns: impl IntoIterator<Item = u64>) -> u64 {
+        let mut last = 0;
+        for n in ns {
+            last = self.write(via, mkdir(n)).await.1;
+        }
+        last
+    }
+
     /// Waits until node `id` has applied log index `index`.
     pub async fn wait_applied(&self, id: NodeId, index: u64) {
         self.raft(id)
@@ -196,40 +205,22 @@ impl TestCluster {
     /// Every row of node `id`'s namespace database, as sorted text per table.
     pub async fn dump(&self, id: NodeId) -> BTreeMap<String, Vec<String>> {
         let pool = self.nodes[&id].db.pool();
-        let tables: Vec<String> = sqlx::query(
+        let tables = strings(
+            &pool,
             "SELECT name FROM sqlite_master WHERE type = 'table' \
-             AND name NOT LIKE 'sqlite_%' AND name != '_sqlx_migrations'",
+             AND name NOT LIKE 'sqlite_%' AND name != '_sqlx_migrations'"
+                .into(),
         )
-        .fetch_all(&pool)
-        .await
-        .expect("tables")
-        .iter()
-        .map(|r| r.get::<String, _>(0))
-        .collect();
+        .await;
         let mut out = BTreeMap::new();
         for t in tables {
-            let cols: Vec<String> = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT name FROM pragma_table_info('{t}')"
-            )))
-            .fetch_all(&pool)
-            .await
-            .expect("columns")
-            .iter()
-            .map(|r| r.get::<String, _>(0))
-            .collect();
+            let cols = strings(&pool, format!("SELECT name FROM pragma_table_info('{t}')")).await;
             let expr = cols
                 .iter()
                 .map(|c| format!("quote(\"{c}\")"))
                 .collect::<Vec<_>>()
                 .join(" || '|' || ");
-            let mut rows: Vec<String> =
-                sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {expr} FROM \"{t}\"")))
-                    .fetch_all(&pool)
-                    .await
-                    .expect("rows")
-                    .iter()
-                    .map(|r| r.get::<String, _>(0))
-                    .collect();
+            let mut rows = strings(&pool, format!("SELECT {expr} FROM \"{t}\"")).await;
             rows.sort();
             out.insert(t, rows);
         }
@@ -282,10 +273,21 @@ pub fn mkdir(n: u64) -> CommandV1 {
 /// The directory names in node `id`'s root.
 pub async fn root_names(c: &TestCluster, id: NodeId) -> BTreeSet<String> {
     let pool = c.nodes[&id].db.pool();
-    sqlx::query("SELECT name FROM entries WHERE name LIKE 'd%'")
-        .fetch_all(&pool)
+    strings(
+        &pool,
+        "SELECT name FROM entries WHERE name LIKE 'd%'".into(),
+    )
+    .await
+    .into_iter()
+    .collect()
+}
+
+/// The first column of every row `sql` returns, as text.
+async fn strings(pool: &sqlx::SqlitePool, sql: String) -> Vec<String> {
+    sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+        .fetch_all(pool)
         .await
-        .expect("entries")
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
         .iter()
         .map(|r| r.get::<String, _>(0))
         .collect()

@@ -93,10 +93,7 @@ async fn lagging_follower_catches_up_from_the_log() {
     let leader = c.wait_for_leader(&all).await;
     let lagging = others(&all, leader)[0];
     c.router.isolate(lagging);
-    let mut last = 0;
-    for n in 0..50 {
-        last = c.write(leader, mkdir(n)).await.1;
-    }
+    let last = c.write_many(leader, 0..50).await;
     assert!(
         c.metrics(lagging).last_applied.map(|l| l.index) < Some(last),
         "the isolated follower applied entries it cannot have received"
@@ -122,10 +119,7 @@ async fn lagging_follower_installs_a_snapshot_after_a_purge() {
     c.write(leader, mkdir(0)).await;
     let lagging = others(&all, leader)[0];
     c.router.isolate(lagging);
-    let mut last = 0;
-    for n in 1..=120 {
-        last = c.write(leader, mkdir(n)).await.1;
-    }
+    let last = c.write_many(leader, 1..=120).await;
     // Both nodes that can lead snapshot everything and purge their logs (none kept), so
     // whichever leads after the healing has only a snapshot to offer.
     for id in others(&all, lagging) {
@@ -290,10 +284,7 @@ async fn whole_cluster_restarts_from_its_files() {
     let mut c = TestCluster::new(test_raft_config(25, 10));
     c.start_voters(&all).await;
     let leader = c.wait_for_leader(&all).await;
-    let mut last = 0;
-    for n in 0..60 {
-        last = c.write(leader, mkdir(n)).await.1;
-    }
+    let last = c.write_many(leader, 0..60).await;
     c.assert_converged(&all, last).await;
     let terms: BTreeMap<NodeId, u64> = all
         .iter()
@@ -512,10 +503,7 @@ async fn five_voters_split_three_two_only_the_majority_commits() {
             "node {id} committed a write without a majority: {lone:?}"
         );
     }
-    let mut last = 0;
-    for n in 2..12 {
-        last = c.write(new, mkdir(n)).await.1;
-    }
+    let last = c.write_many(new, 2..12).await;
     c.router.heal();
     c.assert_converged(&all, last).await;
     for id in all {

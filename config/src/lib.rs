@@ -103,6 +103,21 @@ pub struct WebdavConfig {
     pub macos_metadata: MacMetadata,
     /// Advertise the face over mDNS (when `discovery.mdns` is on).
     pub advertise: bool,
+    /// Caps on what clients may store beside files: locks and dead properties.
+    pub limits: WebdavLimits,
+}
+
+/// `webdav.max_*`: caps on locks and dead properties (docs/webdav.md, "Limits").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WebdavLimits {
+    /// Live locks on one path.
+    pub locks_per_resource: u32,
+    /// Live locks held by one user (anonymous clients count as one).
+    pub locks_per_user: u32,
+    /// Dead properties on one file or directory.
+    pub dead_props_per_resource: u32,
+    /// Bytes of dead properties on one file or directory.
+    pub dead_prop_bytes_per_resource: u64,
 }
 
 /// `[discovery]`: finding and being found on the LAN.
@@ -703,7 +718,28 @@ fn build_webdav(webdav: RawWebdav, ctx: &Ctx<'_>) -> Result<WebdavConfig, Config
         tls_key,
         macos_metadata,
         advertise,
+        max_locks_per_resource,
+        max_locks_per_user,
+        max_dead_props_per_resource,
+        max_dead_prop_bytes_per_resource,
     } = webdav;
+    for (key, v) in [
+        (
+            "webdav.max_locks_per_resource",
+            u64::from(max_locks_per_resource),
+        ),
+        ("webdav.max_locks_per_user", u64::from(max_locks_per_user)),
+        (
+            "webdav.max_dead_props_per_resource",
+            u64::from(max_dead_props_per_resource),
+        ),
+        (
+            "webdav.max_dead_prop_bytes_per_resource",
+            max_dead_prop_bytes_per_resource,
+        ),
+    ] {
+        ctx.check(v >= 1, key, || "must be at least 1".to_owned())?;
+    }
     let mut out = Vec::with_capacity(users.len());
     for (i, u) in users.into_iter().enumerate() {
         let bad = |m: String| Err(ctx.err("webdav.users", Some(i), m));
@@ -756,6 +792,12 @@ fn build_webdav(webdav: RawWebdav, ctx: &Ctx<'_>) -> Result<WebdavConfig, Config
         tls,
         macos_metadata,
         advertise,
+        limits: WebdavLimits {
+            locks_per_resource: max_locks_per_resource,
+            locks_per_user: max_locks_per_user,
+            dead_props_per_resource: max_dead_props_per_resource,
+            dead_prop_bytes_per_resource: max_dead_prop_bytes_per_resource,
+        },
     })
 }
 

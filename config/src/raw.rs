@@ -51,6 +51,10 @@ pub(crate) const KEYS: &[&str] = &[
     "webdav.tls_key",
     "webdav.macos_metadata",
     "webdav.advertise",
+    "webdav.max_locks_per_resource",
+    "webdav.max_locks_per_user",
+    "webdav.max_dead_props_per_resource",
+    "webdav.max_dead_prop_bytes_per_resource",
     "discovery.mdns",
     "cluster.peer_listen",
     "cluster.data_listen",
@@ -155,7 +159,24 @@ pub(crate) struct RawWebdav {
     pub macos_metadata: MacMetadata,
     /// Advertise the face as `_webdav._tcp` (`_webdavs._tcp` with TLS) when mDNS is on.
     pub advertise: bool,
+    /// Live locks on one path.
+    pub max_locks_per_resource: u32,
+    /// Live locks held by one user (anonymous clients count as one).
+    pub max_locks_per_user: u32,
+    /// Dead properties on one file or directory.
+    pub max_dead_props_per_resource: u32,
+    /// Bytes of dead properties (names, namespaces and values) on one file or directory.
+    pub max_dead_prop_bytes_per_resource: u64,
 }
+
+/// Default `webdav.max_locks_per_resource`.
+pub const DEFAULT_MAX_LOCKS_PER_RESOURCE: u32 = 32;
+/// Default `webdav.max_locks_per_user`.
+pub const DEFAULT_MAX_LOCKS_PER_USER: u32 = 1_000;
+/// Default `webdav.max_dead_props_per_resource`.
+pub const DEFAULT_MAX_DEAD_PROPS_PER_RESOURCE: u32 = 100;
+/// Default `webdav.max_dead_prop_bytes_per_resource` (64 KiB).
+pub const DEFAULT_MAX_DEAD_PROP_BYTES_PER_RESOURCE: u64 = 64 * 1024;
 
 impl Default for RawWebdav {
     fn default() -> Self {
@@ -167,6 +188,10 @@ impl Default for RawWebdav {
             tls_key: None,
             macos_metadata: MacMetadata::default(),
             advertise: true,
+            max_locks_per_resource: DEFAULT_MAX_LOCKS_PER_RESOURCE,
+            max_locks_per_user: DEFAULT_MAX_LOCKS_PER_USER,
+            max_dead_props_per_resource: DEFAULT_MAX_DEAD_PROPS_PER_RESOURCE,
+            max_dead_prop_bytes_per_resource: DEFAULT_MAX_DEAD_PROP_BYTES_PER_RESOURCE,
         }
     }
 }
@@ -585,6 +610,12 @@ pub(crate) fn set_key(
         "webdav.tls_key" => raw.webdav.tls_key = non_empty_path(text),
         "webdav.macos_metadata" => raw.webdav.macos_metadata = text_value(text)?,
         "webdav.advertise" => raw.webdav.advertise = boolean(text)?,
+        "webdav.max_locks_per_resource" => raw.webdav.max_locks_per_resource = int(text)?,
+        "webdav.max_locks_per_user" => raw.webdav.max_locks_per_user = int(text)?,
+        "webdav.max_dead_props_per_resource" => raw.webdav.max_dead_props_per_resource = int(text)?,
+        "webdav.max_dead_prop_bytes_per_resource" => {
+            raw.webdav.max_dead_prop_bytes_per_resource = int(text)?
+        }
         "discovery.mdns" => {
             raw.discovery.mdns = if text.trim().is_empty() {
                 None

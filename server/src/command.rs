@@ -273,6 +273,42 @@ pub enum CommandV1 {
         /// The path.
         path: String,
     },
+    /// WebDAV DELETE: removes a file, or a directory with everything below it, and the locks
+    /// on them, in one step (never the root).
+    RemoveTree {
+        /// What to remove.
+        path: String,
+        /// When.
+        time_ms: u64,
+    },
+    /// WebDAV MOVE: renames a file or directory; with `replace`, whatever is at `to` (a file
+    /// or a whole directory) goes in the same step. Refused for the root and when one path is
+    /// inside the other.
+    MoveTree {
+        /// From.
+        from: String,
+        /// To.
+        to: String,
+        /// Replace what is at `to` (`Overwrite: T`).
+        replace: bool,
+        /// When.
+        time_ms: u64,
+    },
+    /// WebDAV COPY: copies a file, or a directory (with everything below it when `deep`),
+    /// sharing the files; with `replace`, whatever is at `to` goes in the same step. Refused
+    /// for the root and when one path is inside the other.
+    CopyTree {
+        /// From.
+        from: String,
+        /// To.
+        to: String,
+        /// Replace what is at `to` (`Overwrite: T`).
+        replace: bool,
+        /// Copy the members of a directory too (`Depth: infinity`).
+        deep: bool,
+        /// When.
+        time_ms: u64,
+    },
 }
 
 /// Why a command was not applied (a normal result).

@@ -233,25 +233,48 @@ impl Backend for StoreBackend {
     fn remove<'a>(&'a self, path: &'a str) -> BoxFut<'a, ()> {
         Box::pin(async move {
             let p = parse(path)?;
-            self.store.remove(&p, false).await.map_err(werr)
+            self.store
+                .propose(CommandV1::RemoveTree {
+                    path: p.to_string(),
+                    time_ms: now_ms(),
+                })
+                .await
+                .map(|_| ())
+                .map_err(werr)
         })
     }
 
-    fn rename<'a>(&'a self, from: &'a str, to: &'a str) -> BoxFut<'a, ()> {
-        Box::pin(async move {
-            let (f, t) = (parse(from)?, parse(to)?);
-            self.store.rename(&f, &t, true).await.map_err(werr)
-        })
-    }
-
-    fn copy<'a>(&'a self, from: &'a str, to: &'a str) -> BoxFut<'a, ()> {
+    fn rename<'a>(&'a self, from: &'a str, to: &'a str, overwrite: bool) -> BoxFut<'a, ()> {
         Box::pin(async move {
             let (f, t) = (parse(from)?, parse(to)?);
             self.store
-                .propose(CommandV1::Copy {
+                .propose(CommandV1::MoveTree {
                     from: f.to_string(),
                     to: t.to_string(),
-                    replace: true,
+                    replace: overwrite,
+                    time_ms: now_ms(),
+                })
+                .await
+                .map(|_| ())
+                .map_err(werr)
+        })
+    }
+
+    fn copy<'a>(
+        &'a self,
+        from: &'a str,
+        to: &'a str,
+        overwrite: bool,
+        deep: bool,
+    ) -> BoxFut<'a, ()> {
+        Box::pin(async move {
+            let (f, t) = (parse(from)?, parse(to)?);
+            self.store
+                .propose(CommandV1::CopyTree {
+                    from: f.to_string(),
+                    to: t.to_string(),
+                    replace: overwrite,
+                    deep,
                     time_ms: now_ms(),
                 })
                 .await

@@ -100,14 +100,23 @@ pub fn build(cfg: &Config, store: Arc<Store>) -> anyhow::Result<Face> {
         None => None,
     };
     let backend = StoreBackend::new(store);
+    let l = cfg.webdav.limits;
+    let limits = wormfs_webdav::Limits {
+        locks_per_resource: l.locks_per_resource,
+        locks_per_user: l.locks_per_user,
+        dead_props_per_resource: l.dead_props_per_resource,
+        dead_prop_bytes_per_resource: l.dead_prop_bytes_per_resource,
+    };
     Ok(Face {
         handler: wormfs_webdav::handler(
             backend.clone(),
             cfg.webdav.macos_metadata == wormfs_config::MacMetadata::Discard,
+            limits,
         ),
         backend,
         auth: Arc::new(auth),
         tls,
+        limits,
     })
 }
 

@@ -135,13 +135,23 @@ pub trait Backend: Send + Sync + 'static {
     fn create<'a>(&'a self, path: &'a str, opts: CreateOptions) -> BoxFut<'a, Box<dyn WriteFile>>;
     /// Creates a directory (its parent must exist).
     fn mkdir<'a>(&'a self, path: &'a str) -> BoxFut<'a, ()>;
-    /// Removes a file, or an empty directory.
+    /// Removes a file, or a directory with everything below it, and the locks on them, as one
+    /// committed change (never the root): all of it goes, or nothing does.
     fn remove<'a>(&'a self, path: &'a str) -> BoxFut<'a, ()>;
-    /// Renames a file or directory; an existing file at `to` is replaced.
-    fn rename<'a>(&'a self, from: &'a str, to: &'a str) -> BoxFut<'a, ()>;
-    /// Copies a file (metadata only where the store allows it), with its dead properties; an
-    /// existing file at `to` is replaced.
-    fn copy<'a>(&'a self, from: &'a str, to: &'a str) -> BoxFut<'a, ()>;
+    /// Renames a file or directory as one committed change; with `overwrite`, whatever is at
+    /// `to` (a file or a whole directory) is replaced in the same change. Refused when either
+    /// path is the root or one is inside the other.
+    fn rename<'a>(&'a self, from: &'a str, to: &'a str, overwrite: bool) -> BoxFut<'a, ()>;
+    /// Copies a file (metadata only where the store allows it), or a directory (with what is
+    /// in it when `deep`), with dead properties, as one committed change; with `overwrite`,
+    /// whatever is at `to` is replaced in the same change. Refused like [`Backend::rename`].
+    fn copy<'a>(
+        &'a self,
+        from: &'a str,
+        to: &'a str,
+        overwrite: bool,
+        deep: bool,
+    ) -> BoxFut<'a, ()>;
 
     /// The dead properties of `path`.
     fn props<'a>(&'a self, path: &'a str) -> BoxFut<'a, Vec<DeadProp>>;

@@ -20,15 +20,50 @@ use unicode_normalization::UnicodeNormalization;
 use crate::backend::{
     Backend, BackendError, BoxFut, CreateOptions, DeadProp, Entry, ReadFile, WriteFile,
 };
+use crate::tree_ops::TreeOp;
 
 /// dav-server's view of the tree.
 #[derive(Clone)]
 pub struct WormDavFs {
     backend: Arc<dyn Backend>,
     discard_mac_metadata: bool,
+    /// Caps on dead properties.
+    limits: crate::Limits,
     /// For a read-only request (PROPFIND): the dead properties of each listed directory's
     /// entries, read in one call when the directory is listed.
     listed_props: Option<Arc<ListedProps>>,
+    /// For a DELETE, COPY or MOVE: the one operation the request does, and whether it is done.
+    tree: Option<Arc<TreeState>>,
+}
+
+/// A tree operation under way in one request (see [`crate::tree_ops`]).
+struct TreeState {
+    op: TreeOp,
+    done: std::sync::atomic::AtomicBool,
+}
+
+impl TreeState {
+    fn done(&self) -> bool {
+        self.done.load(std::sync::atomic::Ordering::Acquire)
+    }
+    fn set_done(&self) {
+        self.done.store(true, std::sync::atomic::Ordering::Release);
+    }
+    /// Whether `p` is the destination or below it: what an overwrite replaces, or what a copy
+    /// already made.
+    fn in_destination(&self, p: &str) -> bool {
+        self.op
+            .destination()
+            .is_some_and(|to| crate::locks::is_ancestor_or_self(to, p))
+    }
+    /// Whether dav-server's walk below `p` is folded into the one call: what a DELETE removes,
+    /// what an overwrite replaces, or anything once a COPY is done.
+    fn folded(&self, p: &str) -> bool {
+        match &self.op {
+            TreeOp::Delete { path } => crate::locks::is_ancestor_or_self(path, p),
+            _ => self.in_destination(p) || self.done(),
+        }
+    }
 }
 
 /// Dead properties by directory, then by entry name.
@@ -37,11 +72,34 @@ type ListedProps = std::sync::Mutex<HashMap<String, Arc<HashMap<String, Vec<Dead
 impl WormDavFs {
     /// A filesystem over `backend`; with `discard_mac_metadata`, new macOS metadata files
     /// (`.DS_Store`, `._*`) are accepted and thrown away instead of stored.
-    pub fn new(backend: Arc<dyn Backend>, discard_mac_metadata: bool) -> Box<Self> {
+    pub fn new(
+        backend: Arc<dyn Backend>,
+        discard_mac_metadata: bool,
+        limits: crate::Limits,
+    ) -> Box<Self> {
         Box::new(Self {
             backend,
             discard_mac_metadata,
+            limits,
             listed_props: None,
+            tree: None,
+        })
+    }
+
+    /// A filesystem for one DELETE, COPY or MOVE: dav-server's walk over the tree is folded
+    /// into the one backend call that does `op` whole (a recursive remove, a rename or copy
+    /// that replaces the destination in the same change); the deletions it makes of an
+    /// overwritten destination are part of that call, not separate steps.
+    pub fn for_tree_op(backend: Arc<dyn Backend>, op: TreeOp) -> Box<Self> {
+        Box::new(Self {
+            backend,
+            discard_mac_metadata: false,
+            limits: crate::Limits::default(),
+            listed_props: None,
+            tree: Some(Arc::new(TreeState {
+                op,
+                done: Default::default(),
+            })),
         })
     }
 
@@ -51,7 +109,9 @@ impl WormDavFs {
         Box::new(Self {
             backend,
             discard_mac_metadata: false,
+            limits: crate::Limits::default(),
             listed_props: Some(Arc::default()),
+            tree: None,
         })
     }
 
@@ -322,6 +382,22 @@ impl DavFile for WriteHandle {
     }
 }
 
+/// dav-server asked for a change the request's tree operation does not explain: refused, and
+/// logged, because doing it would be a step outside the one committed change.
+fn unexpected(op: &TreeOp, what: &str, path: &str) -> FsError {
+    tracing::error!(
+        ?op,
+        "webdav: unexpected {what} of {path} during a tree operation; refused"
+    );
+    FsError::Forbidden
+}
+
+/// A namespace change outside DELETE, COPY and MOVE (which always run as a tree operation).
+fn unexpected_outside(what: &str, path: &str) -> FsError {
+    tracing::error!("webdav: {what} of {path} outside a tree operation; refused");
+    FsError::Forbidden
+}
+
 fn prop_key(p: &DavProp) -> DeadProp {
     DeadProp {
         namespace: p.namespace.clone().unwrap_or_default(),
@@ -407,6 +483,14 @@ impl DavFileSystem for WormDavFs {
     ) -> FsFuture<'a, FsStream<Box<dyn DavDirEntry>>> {
         async move {
             let p = tree_path(path)?;
+            if let Some(t) = &self.tree {
+                // An overwritten destination is replaced whole by the final call, and a copied
+                // tree is copied whole by its first: dav-server need not walk either.
+                if t.folded(&p) {
+                    let none: FsStream<Box<dyn DavDirEntry>> = Box::pin(futures::stream::empty());
+                    return Ok(none);
+                }
+            }
             let entries = self.backend.list(&p).await.map_err(fs_err)?;
             if let Some(listed) = &self.listed_props {
                 let props = self.backend.child_props(&p).await.map_err(fs_err)?;
@@ -436,42 +520,99 @@ impl DavFileSystem for WormDavFs {
     fn create_dir<'a>(&'a self, path: &'a DavPath) -> FsFuture<'a, ()> {
         async move {
             let p = tree_path(path)?;
-            self.backend.mkdir(&p).await.map_err(fs_err)
+            let Some(t) = &self.tree else {
+                return self.backend.mkdir(&p).await.map_err(fs_err);
+            };
+            match &t.op {
+                // COPY of a collection: the whole subtree in one change, at the first step.
+                TreeOp::Copy {
+                    from,
+                    to,
+                    overwrite,
+                    deep,
+                } if *to == p && !t.done() => {
+                    self.backend
+                        .copy(from, to, *overwrite, *deep)
+                        .await
+                        .map_err(fs_err)?;
+                    t.set_done();
+                    Ok(())
+                }
+                TreeOp::Copy { .. } if t.done() && t.in_destination(&p) => Ok(()),
+                _ => Err(unexpected(&t.op, "create_dir", &p)),
+            }
         }
         .boxed()
     }
 
     fn remove_dir<'a>(&'a self, path: &'a DavPath) -> FsFuture<'a, ()> {
-        async move {
-            let p = tree_path(path)?;
-            if p == "/" {
-                return Err(FsError::Forbidden);
-            }
-            self.backend.remove(&p).await.map_err(fs_err)
-        }
-        .boxed()
+        self.remove_file(path)
     }
 
     fn remove_file<'a>(&'a self, path: &'a DavPath) -> FsFuture<'a, ()> {
         async move {
             let p = tree_path(path)?;
-            self.backend.remove(&p).await.map_err(fs_err)
+            let Some(t) = &self.tree else {
+                return Err(unexpected_outside("remove", &p));
+            };
+            match &t.op {
+                TreeOp::Delete { path } if *path == p && p != "/" => {
+                    self.backend.remove(&p).await.map_err(fs_err)
+                }
+                // The overwrite of a COPY or MOVE destination: done by the final call, in the
+                // same change as the copy or rename (so a failure leaves it as it was).
+                TreeOp::Move { .. } | TreeOp::Copy { .. } if t.in_destination(&p) => Ok(()),
+                _ => Err(unexpected(&t.op, "remove", &p)),
+            }
         }
         .boxed()
     }
 
     fn rename<'a>(&'a self, from: &'a DavPath, to: &'a DavPath) -> FsFuture<'a, ()> {
         async move {
-            let (f, t) = (tree_path(from)?, tree_path(to)?);
-            self.backend.rename(&f, &t).await.map_err(fs_err)
+            let (f, d) = (tree_path(from)?, tree_path(to)?);
+            let Some(t) = &self.tree else {
+                return Err(unexpected_outside("rename", &f));
+            };
+            match &t.op {
+                TreeOp::Move {
+                    from,
+                    to,
+                    overwrite,
+                } if *from == f && *to == d => self
+                    .backend
+                    .rename(from, to, *overwrite)
+                    .await
+                    .map_err(fs_err),
+                _ => Err(unexpected(&t.op, "rename", &f)),
+            }
         }
         .boxed()
     }
 
     fn copy<'a>(&'a self, from: &'a DavPath, to: &'a DavPath) -> FsFuture<'a, ()> {
         async move {
-            let (f, t) = (tree_path(from)?, tree_path(to)?);
-            self.backend.copy(&f, &t).await.map_err(fs_err)
+            let (f, d) = (tree_path(from)?, tree_path(to)?);
+            let Some(t) = &self.tree else {
+                return Err(unexpected_outside("copy", &f));
+            };
+            match &t.op {
+                TreeOp::Copy {
+                    from,
+                    to,
+                    overwrite,
+                    deep,
+                } if *from == f && *to == d && !t.done() => {
+                    self.backend
+                        .copy(from, to, *overwrite, *deep)
+                        .await
+                        .map_err(fs_err)?;
+                    t.set_done();
+                    Ok(())
+                }
+                TreeOp::Copy { .. } if t.done() && t.in_destination(&d) => Ok(()),
+                _ => Err(unexpected(&t.op, "copy", &f)),
+            }
         }
         .boxed()
     }
@@ -495,10 +636,32 @@ impl DavFileSystem for WormDavFs {
     ) -> FsFuture<'a, Vec<(StatusCode, DavProp)>> {
         async move {
             let p = tree_path(path)?;
-            let ops = patch
+            let ops: Vec<(bool, DeadProp)> = patch
                 .iter()
                 .map(|(set, prop)| (*set, prop_key(prop)))
                 .collect();
+            let current = self.backend.props(&p).await.map_err(fs_err)?;
+            let cap = self.limits;
+            if let Err(why) = crate::limits::check_props(
+                &current,
+                &ops,
+                cap.dead_props_per_resource,
+                cap.dead_prop_bytes_per_resource,
+            ) {
+                // All or nothing: the sets are refused for lack of room, the rest with them.
+                tracing::warn!("PROPPATCH of {p} refused: {why}");
+                return Ok(patch
+                    .into_iter()
+                    .map(|(set, prop)| {
+                        let s = if set {
+                            StatusCode::INSUFFICIENT_STORAGE
+                        } else {
+                            StatusCode::FAILED_DEPENDENCY
+                        };
+                        (s, DavProp { xml: None, ..prop })
+                    })
+                    .collect());
+            }
             self.backend.patch_props(&p, ops).await.map_err(fs_err)?;
             Ok(patch
                 .into_iter()

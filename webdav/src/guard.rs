@@ -64,7 +64,8 @@ pub fn check_raw_path(raw: &str) -> Result<(), Refusal> {
         return Err(Refusal::bad("the path must start with /"));
     }
     for seg in raw.split('/') {
-        let bytes = decode(seg).ok_or_else(|| Refusal::bad("bad percent-encoding in the path"))?;
+        let bytes =
+            decode_segment(seg).ok_or_else(|| Refusal::bad("bad percent-encoding in the path"))?;
         let s = std::str::from_utf8(&bytes)
             .map_err(|_| Refusal::bad("the path is not UTF-8 once decoded"))?;
         if s == "." || s == ".." {
@@ -87,7 +88,8 @@ pub fn check_raw_path(raw: &str) -> Result<(), Refusal> {
     Ok(())
 }
 
-fn decode(seg: &str) -> Option<Vec<u8>> {
+/// Percent-decodes one path segment (`None` for a malformed escape).
+pub(crate) fn decode_segment(seg: &str) -> Option<Vec<u8>> {
     let b = seg.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

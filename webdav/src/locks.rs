@@ -136,6 +136,10 @@ pub struct WormLs {
     backend: Arc<dyn Backend>,
     /// For a read-only request (PROPFIND): the locks read once and reused for every entry.
     snapshot: Option<Arc<tokio::sync::OnceCell<Vec<LockInfo>>>>,
+    /// For a DELETE, COPY or MOVE: the locks of what it removes are dropped by its one
+    /// committed change, so dav-server's separate deletions (one of them made before the
+    /// change, which could still fail) are skipped.
+    locks_dropped_by_change: bool,
 }
 
 impl std::fmt::Debug for WormLs {
@@ -150,6 +154,16 @@ impl WormLs {
         Box::new(Self {
             backend,
             snapshot: None,
+            locks_dropped_by_change: false,
+        })
+    }
+
+    /// A lock system for one DELETE, COPY or MOVE (see `locks_dropped_by_change`).
+    pub fn for_tree_op(backend: Arc<dyn Backend>) -> Box<Self> {
+        Box::new(Self {
+            backend,
+            snapshot: None,
+            locks_dropped_by_change: true,
         })
     }
 
@@ -160,6 +174,7 @@ impl WormLs {
         Box::new(Self {
             backend,
             snapshot: Some(Arc::default()),
+            locks_dropped_by_change: false,
         })
     }
 
@@ -377,6 +392,9 @@ impl DavLockSystem for WormLs {
     fn delete(&'_ self, path: &DavPath) -> LsFuture<'_, Result<(), ()>> {
         let path = path.clone();
         async move {
+            if self.locks_dropped_by_change {
+                return Ok(());
+            }
             let tree = tree_path_of(&path).map_err(|_| ())?;
             self.backend.delete_locks(&tree).await.map_err(|e| {
                 tracing::warn!("webdav: dropping locks under {tree}: {e}");

@@ -6,7 +6,7 @@
 
 use sqlx::{Row, SqliteConnection};
 
-use super::apply_dav;
+use super::{apply_dav, apply_tree};
 use crate::command::{CommandV1, Conflict, NewSegment, Outcome, Rejection, SourceIdentity};
 use crate::ids::FileId;
 use crate::tree_path::TreePath;
@@ -147,6 +147,36 @@ pub(crate) async fn delete_entry_row(c: &mut SqliteConnection, id: i64) -> Res<(
         .bind(id)
         .execute(&mut *c)
         .await?;
+    Ok(())
+}
+
+/// Deletes the directory entry `id` with everything below it (and their dead properties), and
+/// releases the files no longer named.
+pub(crate) async fn delete_subtree(c: &mut SqliteConnection, id: i64) -> Res<()> {
+    let ids: Vec<Vec<u8>> = sqlx::query(
+        "WITH RECURSIVE sub(id) AS (SELECT ? UNION ALL SELECT e.id FROM entries e JOIN sub ON e.parent = sub.id)
+         SELECT file_id FROM entries WHERE id IN sub AND file_id IS NOT NULL",
+    )
+    .bind(id)
+    .fetch_all(&mut *c)
+    .await?
+    .into_iter()
+    .map(|row| row.get(0))
+    .collect();
+    for table in ["props WHERE entry", "entries WHERE id"] {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "WITH RECURSIVE sub(id) AS (SELECT ? UNION ALL SELECT e.id FROM entries e JOIN sub ON e.parent = sub.id)
+             DELETE FROM {table} IN sub"
+        )))
+        .bind(id)
+        .execute(&mut *c)
+        .await?;
+    }
+    for f in ids {
+        if let Some(f) = FileId::from_slice(&f) {
+            release_file(c, f).await?;
+        }
+    }
     Ok(())
 }
 
@@ -635,30 +665,7 @@ pub(crate) async fn apply_command(c: &mut SqliteConnection, cmd: &CommandV1) -> 
                 if has_child && !*recursive {
                     reject!(Rejection::NotEmpty(path.to_string()));
                 }
-                let ids: Vec<Vec<u8>> = sqlx::query(
-                    "WITH RECURSIVE sub(id) AS (SELECT ? UNION ALL SELECT e.id FROM entries e JOIN sub ON e.parent = sub.id)
-                     SELECT file_id FROM entries WHERE id IN sub AND file_id IS NOT NULL",
-                )
-                .bind(r.id)
-                .fetch_all(&mut *c)
-                .await?
-                .into_iter()
-                .map(|row| row.get(0))
-                .collect();
-                for table in ["props WHERE entry", "entries WHERE id"] {
-                    sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "WITH RECURSIVE sub(id) AS (SELECT ? UNION ALL SELECT e.id FROM entries e JOIN sub ON e.parent = sub.id)
-                         DELETE FROM {table} IN sub"
-                    )))
-                    .bind(r.id)
-                    .execute(&mut *c)
-                    .await?;
-                }
-                for id in ids {
-                    if let Some(f) = FileId::from_slice(&id) {
-                        release_file(c, f).await?;
-                    }
-                }
+                delete_subtree(c, r.id).await?;
             } else {
                 delete_entry_row(c, r.id).await?;
                 if let Some(f) = r.file_id {
@@ -727,5 +734,19 @@ pub(crate) async fn apply_command(c: &mut SqliteConnection, cmd: &CommandV1) -> 
             now_ms,
         } => apply_dav::refresh(c, token, *expires_ms, *timeout_secs, *now_ms).await,
         CommandV1::DeleteLocks { path } => apply_dav::delete_locks(c, path).await,
+        CommandV1::RemoveTree { path, .. } => apply_tree::remove_tree(c, path).await,
+        CommandV1::MoveTree {
+            from,
+            to,
+            replace,
+            time_ms,
+        } => apply_tree::move_tree(c, from, to, *replace, *time_ms).await,
+        CommandV1::CopyTree {
+            from,
+            to,
+            replace,
+            deep,
+            time_ms,
+        } => apply_tree::copy_tree(c, from, to, *replace, *deep, *time_ms).await,
     }
 }

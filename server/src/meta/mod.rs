@@ -5,6 +5,7 @@
 
 mod apply;
 mod apply_dav;
+mod apply_tree;
 mod query;
 #[allow(clippy::result_large_err)] // openraft's StorageError is large; its traits return it.
 mod raft_store;

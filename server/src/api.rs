@@ -240,6 +240,107 @@ async fn disks(State(st): State<ApiState>) -> ApiResult<Json<serde_json::Value>>
 struct PutQuery {
     policy: Option<String>,
     conflict: Option<String>,
+    #[serde(default)]
+    break_locks: bool,
+}
+
+/// Query of an append, a move: whether to break WebDAV locks in the way.
+#[derive(Deserialize)]
+struct LocksQuery {
+    #[serde(default)]
+    break_locks: bool,
+}
+
+/// The WebDAV locks in a write's way, as a JSON list.
+fn locks_json(locks: &[wormfs_webdav::LockInfo]) -> serde_json::Value {
+    let now = crate::fsutil::now_ms();
+    locks
+        .iter()
+        .map(|l| {
+            json!({
+                "path": l.path,
+                "principal": l.principal,
+                "owner": l.owner_xml.as_deref().map(String::from_utf8_lossy),
+                "token": l.token,
+                "shared": l.shared,
+                "depth_infinity": l.deep,
+                "expires_ms": l.expires_ms,
+                "expires_in_secs": l.expires_ms.saturating_sub(now).div_ceil(1000),
+            })
+        })
+        .collect()
+}
+
+/// The API honours WebDAV locks: a write to a path a live lock covers (a lock on it or a
+/// depth-infinity lock on an ancestor; for `(path, true)` also any lock below it) is refused
+/// with 423 naming the locks, unless `break_locks`, which removes them first. Returns the locks
+/// broken.
+async fn honour_locks(
+    store: &Store,
+    paths: &[(TreePath, bool)],
+    break_locks: bool,
+) -> Result<Vec<wormfs_webdav::LockInfo>, Response> {
+    let locks = store
+        .locks_in_the_way(paths)
+        .await
+        .map_err(|e| ApiError::from(e).into_response())?;
+    if locks.is_empty() {
+        return Ok(locks);
+    }
+    if !break_locks {
+        let l = &locks[0];
+        let msg = format!(
+            "{} is locked by WebDAV (held by {}, expires in {} s){}; retry later or pass break_locks=true (CLI: --break-locks) to remove the lock",
+            l.path,
+            l.principal.as_deref().unwrap_or("an anonymous client"),
+            l.expires_ms.saturating_sub(crate::fsutil::now_ms()).div_ceil(1000),
+            if locks.len() > 1 { format!(" and {} more lock(s)", locks.len() - 1) } else { String::new() },
+        );
+        return Err((
+            StatusCode::LOCKED,
+            Json(json!({ "error": msg, "kind": "locked", "locks": locks_json(&locks) })),
+        )
+            .into_response());
+    }
+    for l in &locks {
+        store
+            .break_lock(&l.token)
+            .await
+            .map_err(|e| ApiError::from(e).into_response())?;
+        tracing::warn!(path = %l.path, principal = ?l.principal, token = %l.token, "API write broke a WebDAV lock");
+    }
+    Ok(locks)
+}
+
+/// A write's paths: with their parents (a lock on a collection protects its members list).
+fn with_parent(p: &TreePath, below: bool) -> Vec<(TreePath, bool)> {
+    let mut v = vec![(p.clone(), below)];
+    if !p.is_root() {
+        v.push((p.parent(), false));
+    }
+    v
+}
+
+/// `body` with the broken locks added when there are any.
+fn with_broken(
+    mut body: serde_json::Value,
+    broken: &[wormfs_webdav::LockInfo],
+) -> serde_json::Value {
+    if !broken.is_empty() {
+        if let Some(o) = body.as_object_mut() {
+            o.insert("broken_locks".into(), locks_json(broken));
+        }
+    }
+    body
+}
+
+/// The answer of a change without a body: 204, or 200 naming the locks it broke.
+fn done(broken: &[wormfs_webdav::LockInfo]) -> Response {
+    if broken.is_empty() {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        Json(json!({ "broken_locks": locks_json(broken) })).into_response()
+    }
 }
 
 fn parse_conflict(s: &str) -> Result<Conflict, ApiError> {
@@ -292,6 +393,10 @@ async fn put_file(
     body: Body,
 ) -> ApiResult<Response> {
     let path = parse_path(&p)?;
+    let broken = match honour_locks(&st.store, &with_parent(&path, false), q.break_locks).await {
+        Ok(b) => b,
+        Err(r) => return Ok(r),
+    };
     let policy = q
         .policy
         .as_deref()
@@ -322,39 +427,53 @@ async fn put_file(
     } else {
         StatusCode::CREATED
     };
-    Ok((status, Json(res)).into_response())
+    let body = serde_json::to_value(&res)
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    Ok((status, Json(with_broken(body, &broken))).into_response())
 }
 
 async fn append(
     State(st): State<ApiState>,
     Path(p): Path<String>,
+    Query(q): Query<LocksQuery>,
     body: Body,
 ) -> ApiResult<Response> {
     let path = parse_path(&p)?;
+    let broken = match honour_locks(&st.store, &[(path.clone(), false)], q.break_locks).await {
+        Ok(b) => b,
+        Err(r) => return Ok(r),
+    };
     let store = st.store.clone();
     let reader = body_reader(body);
     let res = tokio::spawn(async move { store.append(&path, reader).await })
         .await
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??;
-    Ok(Json(res).into_response())
+    let body = serde_json::to_value(&res)
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    Ok(Json(with_broken(body, &broken)).into_response())
 }
 
-/// Parses a single `bytes=a-b`, `bytes=a-` or `bytes=-n` range.
+/// Parses a single `bytes=a-b`, `bytes=a-` or `bytes=-n` range. The numbers are the client's:
+/// digits only, a number too large for a u64 saturates, and nothing here adds without a check.
+/// A last position beyond the file is clamped to it (RFC 9110 14.1.2), so
+/// `bytes=0-18446744073709551615` is the whole file.
 fn parse_range(h: &str, size: u64) -> Option<Result<(u64, u64), ()>> {
     let spec = h.trim().strip_prefix("bytes=")?;
     if spec.contains(',') {
         return None; // multiple ranges: serve the whole file
     }
     let (a, b) = spec.split_once('-')?;
+    let num = |s: &str| -> Option<u64> {
+        (!s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()))
+            .then(|| s.parse::<u64>().unwrap_or(u64::MAX))
+    };
     let r = match (a.trim(), b.trim()) {
-        ("", n) => n
-            .parse::<u64>()
-            .ok()
+        ("", n) => num(n)
             .filter(|&n| n > 0)
             .map(|n| (size.saturating_sub(n), size)),
-        (a, "") => a.parse::<u64>().ok().map(|a| (a, size)),
-        (a, b) => match (a.parse::<u64>(), b.parse::<u64>()) {
-            (Ok(a), Ok(b)) if a <= b => Some((a, (b + 1).min(size))),
+        (a, "") => num(a).map(|a| (a, size)),
+        (a, b) => match (num(a), num(b)) {
+            (Some(a), Some(b)) if a <= b => Some((a, b.saturating_add(1).min(size))),
             _ => return Some(Err(())),
         },
     };
@@ -442,15 +561,23 @@ async fn get_file(
 struct RmQuery {
     #[serde(default)]
     recursive: bool,
+    #[serde(default)]
+    break_locks: bool,
 }
 
 async fn delete(
     State(st): State<ApiState>,
     Path(p): Path<String>,
     Query(q): Query<RmQuery>,
-) -> ApiResult<StatusCode> {
-    st.store.remove(&parse_path(&p)?, q.recursive).await?;
-    Ok(StatusCode::NO_CONTENT)
+) -> ApiResult<Response> {
+    let path = parse_path(&p)?;
+    // Everything below goes too: so do the locks there.
+    let broken = match honour_locks(&st.store, &[(path.clone(), true)], q.break_locks).await {
+        Ok(b) => b,
+        Err(r) => return Ok(r),
+    };
+    st.store.remove(&path, q.recursive).await?;
+    Ok(done(&broken))
 }
 
 /// Query of a MKDIR.
@@ -476,13 +603,26 @@ struct MvBody {
     to: String,
     #[serde(default)]
     replace: bool,
+    /// Break WebDAV locks in the way (as the `break_locks` query parameter).
+    #[serde(default)]
+    break_locks: bool,
 }
 
-async fn mv(State(st): State<ApiState>, Json(b): Json<MvBody>) -> ApiResult<StatusCode> {
-    st.store
-        .rename(&parse_path(&b.from)?, &parse_path(&b.to)?, b.replace)
-        .await?;
-    Ok(StatusCode::NO_CONTENT)
+async fn mv(
+    State(st): State<ApiState>,
+    Query(q): Query<LocksQuery>,
+    Json(b): Json<MvBody>,
+) -> ApiResult<Response> {
+    let (from, to) = (parse_path(&b.from)?, parse_path(&b.to)?);
+    // The source and all below it, the destination (and what it replaces) and its parent.
+    let mut paths = vec![(from.clone(), true)];
+    paths.extend(with_parent(&to, true));
+    let broken = match honour_locks(&st.store, &paths, q.break_locks || b.break_locks).await {
+        Ok(b) => b,
+        Err(r) => return Ok(r),
+    };
+    st.store.rename(&from, &to, b.replace).await?;
+    Ok(done(&broken))
 }
 
 async fn list_root(st: State<ApiState>) -> ApiResult<Json<serde_json::Value>> {

@@ -242,6 +242,9 @@ pub enum Cmd {
         /// If DEST exists: rename, replace, skip or fail.
         #[arg(long, default_value = "fail")]
         conflict: String,
+        /// Remove WebDAV locks in the way (and go ahead) instead of failing with "locked".
+        #[arg(long)]
+        break_locks: bool,
     },
     /// Read a file (to a local path, or - for stdout).
     Get {
@@ -259,6 +262,9 @@ pub enum Cmd {
         src: PathBuf,
         /// Path in WormFS.
         dest: String,
+        /// Remove WebDAV locks in the way (and go ahead) instead of failing with "locked".
+        #[arg(long)]
+        break_locks: bool,
     },
     /// List a directory.
     Ls {
@@ -278,6 +284,9 @@ pub enum Cmd {
         /// Remove a directory and everything in it.
         #[arg(short, long)]
         recursive: bool,
+        /// Remove WebDAV locks in the way (and go ahead) instead of failing with "locked".
+        #[arg(long)]
+        break_locks: bool,
     },
     /// Make a directory.
     Mkdir {
@@ -293,6 +302,9 @@ pub enum Cmd {
         from: String,
         /// To.
         to: String,
+        /// Remove WebDAV locks in the way (and go ahead) instead of failing with "locked".
+        #[arg(long)]
+        break_locks: bool,
     },
     /// Directory policies.
     #[command(subcommand)]
@@ -442,7 +454,8 @@ impl Client {
             400 | 416 => exit::USAGE,
             401 | 403 => exit::AUTH,
             404 => exit::NOT_FOUND,
-            409 => exit::CONFLICT,
+            // 423: a WebDAV lock is in the way (the message names it and --break-locks).
+            409 | 423 => exit::CONFLICT,
             503 | 507 => exit::UNAVAILABLE,
             _ => exit::FAILURE,
         };
@@ -475,6 +488,7 @@ impl Client {
         dest: &str,
         policy: Option<&str>,
         conflict: &str,
+        break_locks: bool,
     ) -> anyhow::Result<Value> {
         let f = tokio::fs::File::open(src)
             .await
@@ -491,7 +505,10 @@ impl Client {
                 pb2.inc(c.len() as u64);
             }
         });
-        let mut url = format!("/api/v1/files/{}?conflict={conflict}", enc(dest)?);
+        let mut url = format!(
+            "/api/v1/files/{}?conflict={conflict}&break_locks={break_locks}",
+            enc(dest)?
+        );
         if let Some(p) = policy {
             // '+' would arrive as a space in a query string.
             url.push_str(&format!("&policy={}", p.replace('+', "%2B")));
@@ -534,6 +551,37 @@ fn human(n: u64) -> String {
         format!("{n} B")
     } else {
         format!("{v:.1} {}", units[i])
+    }
+}
+
+/// Says on standard error which WebDAV locks a write broke (`--break-locks`).
+fn report_broken(c: &Client, v: &Value) {
+    let Some(locks) = v["broken_locks"].as_array() else {
+        return;
+    };
+    if c.json {
+        return;
+    }
+    for l in locks {
+        eprintln!(
+            "broke the WebDAV lock on {} held by {}",
+            l["path"].as_str().unwrap_or("?"),
+            l["principal"].as_str().unwrap_or("an anonymous client")
+        );
+    }
+}
+
+/// For a change answered without a body (204), or with the locks it broke (200).
+async fn report_broken_body(c: &Client, r: reqwest::Response) {
+    if r.status() == reqwest::StatusCode::NO_CONTENT {
+        return;
+    }
+    if let Ok(v) = r.json::<Value>().await {
+        if c.json {
+            print_json(&v);
+        } else {
+            report_broken(c, &v);
+        }
     }
 }
 
@@ -583,6 +631,7 @@ pub async fn run_client(cli: Cli) -> anyhow::Result<()> {
             dest,
             policy,
             conflict,
+            break_locks,
         } => {
             let meta =
                 std::fs::metadata(&src).with_context(|| format!("read {}", src.display()))?;
@@ -594,7 +643,10 @@ pub async fn run_client(cli: Cli) -> anyhow::Result<()> {
                 for f in files {
                     let rel = f.strip_prefix(&src)?.to_string_lossy().into_owned();
                     let d = format!("{}/{}", dest.trim_end_matches('/'), rel);
-                    let r = c.put_file(&f, &d, policy.as_deref(), &conflict).await?;
+                    let r = c
+                        .put_file(&f, &d, policy.as_deref(), &conflict, break_locks)
+                        .await?;
+                    report_broken(&c, &r);
                     if !c.json {
                         println!(
                             "{} -> {} ({})",
@@ -607,8 +659,9 @@ pub async fn run_client(cli: Cli) -> anyhow::Result<()> {
                 }
             } else {
                 let r = c
-                    .put_file(&src, &dest, policy.as_deref(), &conflict)
+                    .put_file(&src, &dest, policy.as_deref(), &conflict, break_locks)
                     .await?;
+                report_broken(&c, &r);
                 if !c.json {
                     println!(
                         "{} -> {} ({}, {}, blake3 {})",
@@ -631,14 +684,18 @@ pub async fn run_client(cli: Cli) -> anyhow::Result<()> {
                 print_json(&Value::Array(results));
             }
         }
-        Cmd::Append { src, dest } => {
+        Cmd::Append {
+            src,
+            dest,
+            break_locks,
+        } => {
             let f = tokio::fs::File::open(&src)
                 .await
                 .with_context(|| format!("open {}", src.display()))?;
             let r = c
                 .req(
                     reqwest::Method::POST,
-                    &format!("/api/v1/append/{}", enc(&dest)?),
+                    &format!("/api/v1/append/{}?break_locks={break_locks}", enc(&dest)?),
                 )
                 .body(reqwest::Body::wrap_stream(
                     tokio_util::io::ReaderStream::with_capacity(f, 1 << 20),
@@ -646,6 +703,7 @@ pub async fn run_client(cli: Cli) -> anyhow::Result<()> {
                 .send()
                 .await?;
             let v: Value = c.check(r).await?.json().await?;
+            report_broken(&c, &v);
             if c.json {
                 print_json(&v);
             } else {
@@ -830,15 +888,23 @@ pub async fn run_client(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
-        Cmd::Rm { path, recursive } => {
+        Cmd::Rm {
+            path,
+            recursive,
+            break_locks,
+        } => {
             let r = c
                 .req(
                     reqwest::Method::DELETE,
-                    &format!("/api/v1/files/{}?recursive={recursive}", enc(&path)?),
+                    &format!(
+                        "/api/v1/files/{}?recursive={recursive}&break_locks={break_locks}",
+                        enc(&path)?
+                    ),
                 )
                 .send()
                 .await?;
-            c.check(r).await?;
+            let r = c.check(r).await?;
+            report_broken_body(&c, r).await;
         }
         Cmd::Mkdir { path, parents } => {
             let r = c
@@ -850,13 +916,18 @@ pub async fn run_client(cli: Cli) -> anyhow::Result<()> {
                 .await?;
             c.check(r).await?;
         }
-        Cmd::Mv { from, to } => {
+        Cmd::Mv {
+            from,
+            to,
+            break_locks,
+        } => {
             let r = c
                 .req(reqwest::Method::POST, "/api/v1/mv")
-                .json(&serde_json::json!({"from": from, "to": to}))
+                .json(&serde_json::json!({"from": from, "to": to, "break_locks": break_locks}))
                 .send()
                 .await?;
-            c.check(r).await?;
+            let r = c.check(r).await?;
+            report_broken_body(&c, r).await;
         }
         Cmd::Policy(PolicyCmd::Get { dir }) => {
             let v = c

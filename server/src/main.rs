@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+mod api_listener;
+
 use anyhow::Context;
 use clap::Parser;
 use wormfs_config::{ConfigSource, LogFormat, Overrides};
@@ -312,7 +314,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     ));
     let stop = node.shutdown.clone();
     let app = router(state);
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let limits = api_listener::Limits::from_env();
+    let server = api_listener::serve(listener, app, limits, async move {
         let mut term =
             match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
                 Ok(s) => s,
@@ -327,11 +330,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             _ = stop.cancelled() => {}
         }
     });
-    let res = server.await.context("serve the API");
+    server.await;
     tracing::info!("shutdown: API stopped accepting requests");
     node.shutdown.cancel();
     let _ = dav_task.await;
     tracing::info!("shutdown: WebDAV stopped");
     node.stop().await;
-    res
+    Ok(())
 }

@@ -244,6 +244,43 @@ impl Store {
         Ok(())
     }
 
+    /// The live WebDAV locks a change would break, each once: for every `(path, below)` in
+    /// `paths`, the locks on `path`, the depth-infinity locks on its ancestors and, with
+    /// `below`, every lock under it.
+    pub async fn locks_in_the_way(
+        &self,
+        paths: &[(TreePath, bool)],
+    ) -> Result<Vec<wormfs_webdav::LockInfo>, StoreError> {
+        use wormfs_webdav::locks::is_ancestor_or_self;
+        let locks = self.meta.locks(now_ms()).await?;
+        Ok(locks
+            .into_iter()
+            .filter(|l| {
+                paths.iter().any(|(p, below)| {
+                    let p = p.to_string();
+                    l.path == p
+                        || (l.deep && is_ancestor_or_self(&l.path, &p))
+                        || (*below && is_ancestor_or_self(&p, &l.path))
+                })
+            })
+            .collect())
+    }
+
+    /// Removes the WebDAV lock `token` (an API write told to break locks); `false` if it had
+    /// already gone.
+    pub async fn break_lock(&self, token: &str) -> Result<bool, StoreError> {
+        match self
+            .propose(CommandV1::Unlock {
+                token: token.to_owned(),
+            })
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(StoreError::Rejected(Rejection::NotFound(_))) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Sets or clears a directory's policy, refusing one that cannot be placed.
     pub async fn set_policy(
         &self,

@@ -5,9 +5,20 @@
 //! authentication sends the password with every request, so a successful check is remembered
 //! (by a BLAKE3 digest of user and password, never the password) for a few minutes; at most two
 //! checks run at once, so a flood of wrong passwords cannot take every core.
+//!
+//! An unknown user name is checked against a dummy hash with the same parameters, so a wrong
+//! name costs what a wrong password costs and names cannot be found by timing. Failed logins are
+//! counted per client address (IPv6 by /64) and per user name: after [`FREE_FAILURES`] failures
+//! within [`FAILURE_MEMORY`], an address is refused (429, without a check) until a back-off since
+//! its last failure has passed (0.5 s, doubling, at most [`MAX_BACKOFF`]), and a wrong password
+//! for that user name is answered only after the same back-off. A correct password is never
+//! delayed and clears both counts; the counts are forgotten 15 minutes after the last failure,
+//! and at most [`THROTTLE_MAX`] are kept.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
@@ -22,6 +33,17 @@ use crate::guard::Refusal;
 const REMEMBER: Duration = Duration::from_secs(600);
 /// Most remembered logins (the memory is cleared when full).
 const REMEMBER_MAX: usize = 4096;
+
+/// Failed logins (per address or per user name) let through before the throttle engages.
+pub const FREE_FAILURES: u32 = 5;
+/// The first back-off once the throttle engages; it doubles with each further failure.
+pub const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+/// The longest back-off.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How long failures are remembered after the last one.
+pub const FAILURE_MEMORY: Duration = Duration::from_secs(15 * 60);
+/// Most addresses and user names whose failures are remembered.
+pub const THROTTLE_MAX: usize = 10_000;
 
 /// A user.
 #[derive(Clone, Debug)]
@@ -58,6 +80,16 @@ pub struct Auth {
     anonymous: Option<bool>,
     remembered: Mutex<HashMap<[u8; 32], (String, Instant)>>,
     checks: Arc<Semaphore>,
+    /// The parameters of the dummy hash checked for unknown user names (a real user's).
+    dummy_params: Option<(argon2::Algorithm, argon2::Params)>,
+    /// The dummy hash, made at the first unknown name.
+    dummy: OnceLock<String>,
+    /// Argon2 verifications run (for the tests).
+    verifications: AtomicU64,
+    throttle: Mutex<Throttle>,
+    clock: Arc<dyn Fn() -> Instant + Send + Sync>,
+    /// Whether a throttled user name's failures wait out their back-off (not with a test clock).
+    delay_failures: bool,
 }
 
 /// Methods that only read.
@@ -82,6 +114,17 @@ fn unauthorized(why: &str) -> Refusal {
     }
 }
 
+fn too_many(wait: Duration) -> Refusal {
+    Refusal {
+        status: StatusCode::TOO_MANY_REQUESTS,
+        reason: format!(
+            "too many failed logins from this address; retry in {} s",
+            wait.as_secs().max(1)
+        ),
+        precondition: None,
+    }
+}
+
 fn forbidden(why: &str) -> Refusal {
     Refusal {
         status: StatusCode::FORBIDDEN,
@@ -102,17 +145,44 @@ impl Auth {
                 .map_err(|e| format!("user {:?}: password hash: {e}", u.name))?;
             users.insert(u.name.clone(), u);
         }
+        // The dummy hash costs what the users' hashes cost: the parameters of the first user
+        // by name (all users usually share them).
+        let dummy_params = users.keys().min().and_then(|n| {
+            let h = PasswordHash::new(&users[n].password_hash).ok()?;
+            let alg = argon2::Algorithm::try_from(h.algorithm).ok()?;
+            Some((alg, argon2::Params::try_from(&h).ok()?))
+        });
         Ok(Self {
             users,
             anonymous: cfg.anonymous,
             remembered: Mutex::new(HashMap::new()),
             checks: Arc::new(Semaphore::new(2)),
+            dummy_params,
+            dummy: OnceLock::new(),
+            verifications: AtomicU64::new(0),
+            throttle: Mutex::new(Throttle::default()),
+            clock: Arc::new(Instant::now),
+            delay_failures: true,
         })
     }
 
-    /// Admits or refuses a request: 401 without valid credentials (unless anonymous access
-    /// covers it), 403 for a write by a read-only caller.
-    pub async fn admit(&self, method: &Method, headers: &HeaderMap) -> Result<Caller, Refusal> {
+    /// The same, with `clock` telling the time for the throttle (for the tests).
+    #[cfg(test)]
+    fn with_clock(mut self, clock: impl Fn() -> Instant + Send + Sync + 'static) -> Self {
+        self.clock = Arc::new(clock);
+        self.delay_failures = false;
+        self
+    }
+
+    /// Admits or refuses a request from `peer`: 401 without valid credentials (unless anonymous
+    /// access covers it), 429 from an address with too many recent failed logins, 403 for a
+    /// write by a read-only caller.
+    pub async fn admit(
+        &self,
+        method: &Method,
+        headers: &HeaderMap,
+        peer: IpAddr,
+    ) -> Result<Caller, Refusal> {
         let caller = match headers.get(http::header::AUTHORIZATION) {
             None => match self.anonymous {
                 Some(can_write) => Caller {
@@ -124,7 +194,7 @@ impl Auth {
             Some(v) => {
                 let (user, password) = parse_basic(v.as_bytes())
                     .ok_or_else(|| unauthorized("only Basic authentication is supported"))?;
-                self.check(&user, &password).await?
+                self.login(&user, &password, peer).await?
             }
         };
         if !caller.can_write && !reads_only(method) {
@@ -133,9 +203,62 @@ impl Auth {
         Ok(caller)
     }
 
+    /// A Basic login: the throttle, then the check; a failure is counted and, for a throttled
+    /// user name, answered only after its back-off.
+    async fn login(&self, user: &str, password: &str, peer: IpAddr) -> Result<Caller, Refusal> {
+        let addr = ThrottleKey::addr(peer);
+        let name = ThrottleKey::User(user.to_owned());
+        if let Some(wait) = self.throttle().refused(&addr, (self.clock)()) {
+            tracing::debug!(%peer, user, "webdav: login refused: too many failures from this address");
+            return Err(too_many(wait));
+        }
+        match self.check(user, password).await {
+            Ok(c) => {
+                let mut t = self.throttle();
+                t.forget(&addr);
+                t.forget(&name);
+                Ok(c)
+            }
+            Err(e) => {
+                let now = (self.clock)();
+                let delay = {
+                    let mut t = self.throttle();
+                    t.failed(name.clone(), now, peer, user);
+                    let delay = t
+                        .backoff(&name)
+                        .filter(|_| self.delay_failures)
+                        .unwrap_or_default();
+                    // The address's back-off runs from when the (delayed) answer goes out.
+                    t.failed(addr, now + delay, peer, user);
+                    delay
+                };
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn throttle(&self) -> std::sync::MutexGuard<'_, Throttle> {
+        self.throttle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     async fn check(&self, user: &str, password: &str) -> Result<Caller, Refusal> {
         let bad = || unauthorized("wrong user name or password");
-        let u = self.users.get(user).ok_or_else(bad)?;
+        let Some(u) = self.users.get(user) else {
+            // The same work as for a real user, so names cannot be found by timing.
+            let dummy = self.dummy_hash().await;
+            let _permit = self
+                .checks
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| bad())?;
+            self.verify(dummy, password.to_owned()).await;
+            tracing::info!(user, "webdav: unknown user");
+            return Err(bad());
+        };
         let caller = Caller {
             user: Some(u.name.clone()),
             can_write: u.can_write,
@@ -159,15 +282,9 @@ impl Auth {
             .acquire_owned()
             .await
             .map_err(|_| bad())?;
-        let hash = u.password_hash.clone();
-        let pw = password.to_owned();
-        let ok = tokio::task::spawn_blocking(move || {
-            PasswordHash::new(&hash)
-                .map(|h| Argon2::default().verify_password(pw.as_bytes(), &h).is_ok())
-                .unwrap_or(false)
-        })
-        .await
-        .unwrap_or(false);
+        let ok = self
+            .verify(u.password_hash.clone(), password.to_owned())
+            .await;
         if !ok {
             tracing::info!(user, "webdav: wrong password");
             return Err(bad());
@@ -178,6 +295,173 @@ impl Auth {
         }
         mem.insert(key, (user.to_owned(), Instant::now()));
         Ok(caller)
+    }
+
+    /// Whether `password` matches the PHC string `hash` (off the async threads).
+    async fn verify(&self, hash: String, password: String) -> bool {
+        self.verifications.fetch_add(1, Ordering::Relaxed);
+        tokio::task::spawn_blocking(move || {
+            PasswordHash::new(&hash)
+                .map(|h| {
+                    Argon2::default()
+                        .verify_password(password.as_bytes(), &h)
+                        .is_ok()
+                })
+                .unwrap_or(false)
+        })
+        .await
+        .unwrap_or(false)
+    }
+
+    /// A hash of a random password with the users' parameters, made once.
+    async fn dummy_hash(&self) -> String {
+        if let Some(h) = self.dummy.get() {
+            return h.clone();
+        }
+        let params = self.dummy_params.clone();
+        let made = tokio::task::spawn_blocking(move || dummy_hash_with(params))
+            .await
+            .unwrap_or_default();
+        self.dummy.get_or_init(|| made).clone()
+    }
+}
+
+/// A hash of a random password with the algorithm and parameters `params`, or the defaults.
+fn dummy_hash_with(params: Option<(argon2::Algorithm, argon2::Params)>) -> String {
+    let argon = params
+        .map(|(alg, p)| Argon2::new(alg, argon2::Version::V0x13, p))
+        .unwrap_or_default();
+    let salt = match SaltString::encode_b64(&rand::random::<[u8; 16]>()) {
+        Ok(s) => s,
+        Err(_) => return String::new(),
+    };
+    let pw: [u8; 32] = rand::random();
+    argon
+        .hash_password(&pw, &salt)
+        .map(|h| h.to_string())
+        .unwrap_or_default()
+}
+
+/// Whose failures are counted: an address (an IPv6 one by its /64) or a user name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum ThrottleKey {
+    Addr(IpAddr),
+    User(String),
+}
+
+impl ThrottleKey {
+    fn addr(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => ThrottleKey::Addr(IpAddr::V4(v4)),
+                None => {
+                    let mut o = v6.octets();
+                    o[8..].fill(0);
+                    ThrottleKey::Addr(IpAddr::from(o))
+                }
+            },
+            v4 => ThrottleKey::Addr(v4),
+        }
+    }
+}
+
+struct Failures {
+    count: u32,
+    last: Instant,
+}
+
+/// Failed logins per address and per user name, bounded in memory.
+#[derive(Default)]
+struct Throttle {
+    failures: HashMap<ThrottleKey, Failures>,
+    /// When the last warning was logged, and how many since that minute began.
+    warned: Option<(Instant, u32)>,
+}
+
+/// Warnings about repeated failures logged per minute, at most.
+const WARNINGS_PER_MINUTE: u32 = 10;
+
+impl Throttle {
+    /// The back-off after `count` failures: none before [`FREE_FAILURES`].
+    fn backoff_for(count: u32) -> Option<Duration> {
+        let over = count.checked_sub(FREE_FAILURES)?;
+        Some(
+            FIRST_BACKOFF
+                .saturating_mul(1u32 << over.min(16))
+                .min(MAX_BACKOFF),
+        )
+    }
+
+    fn live(&self, key: &ThrottleKey, now: Instant) -> Option<&Failures> {
+        self.failures
+            .get(key)
+            .filter(|f| now.saturating_duration_since(f.last) < FAILURE_MEMORY)
+    }
+
+    /// How long `key` must still wait, if it is throttled at `now`.
+    fn refused(&self, key: &ThrottleKey, now: Instant) -> Option<Duration> {
+        let f = self.live(key, now)?;
+        let until = f.last + Self::backoff_for(f.count)?;
+        let wait = until.saturating_duration_since(now);
+        (!wait.is_zero()).then_some(wait)
+    }
+
+    /// The back-off of `key` as its failures stand.
+    fn backoff(&self, key: &ThrottleKey) -> Option<Duration> {
+        Self::backoff_for(self.failures.get(key)?.count)
+    }
+
+    fn forget(&mut self, key: &ThrottleKey) {
+        self.failures.remove(key);
+    }
+
+    /// Counts a failure of `key` at `now` (logging, rate-limited, when it is throttled).
+    fn failed(&mut self, key: ThrottleKey, now: Instant, peer: IpAddr, user: &str) {
+        if !self.failures.contains_key(&key) && self.failures.len() >= THROTTLE_MAX {
+            self.failures
+                .retain(|_, f| now.saturating_duration_since(f.last) < FAILURE_MEMORY);
+            if self.failures.len() >= THROTTLE_MAX {
+                // Still full: the entry failed longest ago goes.
+                if let Some(k) = self
+                    .failures
+                    .iter()
+                    .min_by_key(|(_, f)| f.last)
+                    .map(|(k, _)| k.clone())
+                {
+                    self.failures.remove(&k);
+                }
+            }
+        }
+        let f = self.failures.entry(key.clone()).or_insert(Failures {
+            count: 0,
+            last: now,
+        });
+        if now.saturating_duration_since(f.last) >= FAILURE_MEMORY {
+            f.count = 0;
+        }
+        f.count = f.count.saturating_add(1);
+        f.last = now;
+        let count = f.count;
+        if count >= FREE_FAILURES && self.may_warn(now) {
+            let by = match &key {
+                ThrottleKey::Addr(_) => "address",
+                ThrottleKey::User(_) => "user name",
+            };
+            tracing::warn!(%peer, user, failures = count, "webdav: repeated failed logins for this {by}: throttled (warnings limited to {WARNINGS_PER_MINUTE} a minute)");
+        }
+    }
+
+    fn may_warn(&mut self, now: Instant) -> bool {
+        match &mut self.warned {
+            Some((start, n)) if now.saturating_duration_since(*start) < Duration::from_secs(60) => {
+                *n += 1;
+                *n <= WARNINGS_PER_MINUTE
+            }
+            w => {
+                *w = Some((now, 1));
+                true
+            }
+        }
     }
 }
 
@@ -221,6 +505,8 @@ mod tests {
         h
     }
 
+    const HOME: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
+
     fn auth(anonymous: Option<bool>) -> Auth {
         Auth::new(AuthConfig {
             users: vec![
@@ -246,32 +532,184 @@ mod tests {
         let put = Method::PUT;
         let get = Method::GET;
         let none = HeaderMap::new();
-        assert_eq!(a.admit(&get, &none).await.unwrap_err().status, 401);
-        let ok = a.admit(&put, &basic("ann", "s3cret é")).await.unwrap();
+        assert_eq!(a.admit(&get, &none, HOME).await.unwrap_err().status, 401);
+        let ok = a
+            .admit(&put, &basic("ann", "s3cret é"), HOME)
+            .await
+            .unwrap();
         assert_eq!(ok.user.as_deref(), Some("ann"));
         // Twice: the second comes from memory.
-        assert!(a.admit(&put, &basic("ann", "s3cret é")).await.is_ok());
+        assert!(a.admit(&put, &basic("ann", "s3cret é"), HOME).await.is_ok());
         assert_eq!(
-            a.admit(&get, &basic("ann", "wrong"))
+            a.admit(&get, &basic("ann", "wrong"), HOME)
                 .await
                 .unwrap_err()
                 .status,
             401
         );
         assert_eq!(
-            a.admit(&get, &basic("bob", "pw")).await.unwrap_err().status,
+            a.admit(&get, &basic("bob", "pw"), HOME)
+                .await
+                .unwrap_err()
+                .status,
             401
         );
-        assert!(a.admit(&get, &basic("kid", "pw")).await.is_ok());
+        assert!(a.admit(&get, &basic("kid", "pw"), HOME).await.is_ok());
         assert_eq!(
-            a.admit(&put, &basic("kid", "pw")).await.unwrap_err().status,
+            a.admit(&put, &basic("kid", "pw"), HOME)
+                .await
+                .unwrap_err()
+                .status,
             403
         );
         let ro = auth(Some(false));
-        assert!(ro.admit(&get, &none).await.is_ok());
-        assert_eq!(ro.admit(&put, &none).await.unwrap_err().status, 403);
+        assert!(ro.admit(&get, &none, HOME).await.is_ok());
+        assert_eq!(ro.admit(&put, &none, HOME).await.unwrap_err().status, 403);
         let rw = auth(Some(true));
-        assert!(rw.admit(&put, &none).await.is_ok());
+        assert!(rw.admit(&put, &none, HOME).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn an_unknown_user_costs_a_hash_check_like_a_known_one() {
+        let a = auth(None);
+        let get = Method::GET;
+        assert_eq!(
+            a.admit(&get, &basic("nobody", "pw"), HOME)
+                .await
+                .unwrap_err()
+                .status,
+            401
+        );
+        assert_eq!(a.verifications.load(Ordering::Relaxed), 1);
+        // The dummy hash has the users' parameters.
+        let dummy = a.dummy.get().unwrap();
+        let real = PasswordHash::new(&a.users["ann"].password_hash).unwrap();
+        let d = PasswordHash::new(dummy).unwrap();
+        assert_eq!(d.algorithm, real.algorithm);
+        assert_eq!(d.params, real.params);
+        assert!(a.admit(&get, &basic("kid", "wrong"), HOME).await.is_err());
+        assert_eq!(a.verifications.load(Ordering::Relaxed), 2);
+    }
+
+    /// A clock the test moves.
+    fn test_clock() -> (
+        Arc<Mutex<Instant>>,
+        impl Fn() -> Instant + Send + Sync + 'static,
+    ) {
+        let t = Arc::new(Mutex::new(Instant::now()));
+        let t2 = t.clone();
+        (t, move || *t2.lock().unwrap())
+    }
+
+    fn advance(t: &Mutex<Instant>, d: Duration) {
+        let mut g = t.lock().unwrap();
+        *g += d;
+    }
+
+    #[tokio::test]
+    async fn failures_throttle_an_address_until_a_success_or_expiry() {
+        let (t, clock) = test_clock();
+        let a = auth(None).with_clock(clock);
+        let get = Method::GET;
+        let other: IpAddr = "198.51.100.7".parse().unwrap();
+        for _ in 0..FREE_FAILURES {
+            let e = a
+                .admit(&get, &basic("ann", "guess"), HOME)
+                .await
+                .unwrap_err();
+            assert_eq!(e.status, 401);
+        }
+        let checks = a.verifications.load(Ordering::Relaxed);
+        // Now refused without a check, even with the right password.
+        let e = a
+            .admit(&get, &basic("ann", "s3cret é"), HOME)
+            .await
+            .unwrap_err();
+        assert_eq!(e.status, 429, "{}", e.reason);
+        assert_eq!(a.verifications.load(Ordering::Relaxed), checks);
+        // Another address logs in as that user at once.
+        assert!(a
+            .admit(&get, &basic("ann", "s3cret é"), other)
+            .await
+            .is_ok());
+        // After the back-off the address may try again.
+        advance(&t, FIRST_BACKOFF);
+        assert_eq!(
+            a.admit(&get, &basic("ann", "guess"), HOME)
+                .await
+                .unwrap_err()
+                .status,
+            401
+        );
+        // One more failure: a longer back-off, capped.
+        advance(&t, FIRST_BACKOFF);
+        assert_eq!(
+            a.admit(&get, &basic("ann", "guess"), HOME)
+                .await
+                .unwrap_err()
+                .status,
+            429
+        );
+        advance(&t, FIRST_BACKOFF);
+        assert_eq!(
+            a.admit(&get, &basic("ann", "guess"), HOME)
+                .await
+                .unwrap_err()
+                .status,
+            401
+        );
+        // A success after the back-off clears the count.
+        advance(&t, MAX_BACKOFF);
+        assert!(a.admit(&get, &basic("ann", "s3cret é"), HOME).await.is_ok());
+        assert_eq!(
+            a.admit(&get, &basic("ann", "guess"), HOME)
+                .await
+                .unwrap_err()
+                .status,
+            401
+        );
+        assert_eq!(
+            a.admit(&get, &basic("ann", "guess"), HOME)
+                .await
+                .unwrap_err()
+                .status,
+            401
+        );
+        // Failures are forgotten after FAILURE_MEMORY.
+        for _ in 0..FREE_FAILURES {
+            let _ = a.admit(&get, &basic("kid", "guess"), HOME).await;
+        }
+        assert_eq!(
+            a.admit(&get, &basic("kid", "pw"), HOME)
+                .await
+                .unwrap_err()
+                .status,
+            429
+        );
+        advance(&t, FAILURE_MEMORY);
+        assert!(a.admit(&get, &basic("kid", "pw"), HOME).await.is_ok());
+    }
+
+    #[test]
+    fn the_throttle_is_bounded_and_backs_off_exponentially() {
+        assert_eq!(Throttle::backoff_for(FREE_FAILURES - 1), None);
+        assert_eq!(Throttle::backoff_for(FREE_FAILURES), Some(FIRST_BACKOFF));
+        assert_eq!(
+            Throttle::backoff_for(FREE_FAILURES + 1),
+            Some(FIRST_BACKOFF * 2)
+        );
+        assert_eq!(Throttle::backoff_for(u32::MAX), Some(MAX_BACKOFF));
+        let mut th = Throttle::default();
+        let now = Instant::now();
+        for i in 0..(THROTTLE_MAX as u32 + 50) {
+            let ip = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            th.failed(ThrottleKey::addr(ip), now, ip, "x");
+        }
+        assert_eq!(th.failures.len(), THROTTLE_MAX);
+        // IPv6 addresses count by their /64.
+        let a: IpAddr = "2001:db8::1".parse().unwrap();
+        let b: IpAddr = "2001:db8::ffff:2".parse().unwrap();
+        assert_eq!(ThrottleKey::addr(a), ThrottleKey::addr(b));
     }
 
     #[test]

@@ -891,5 +891,25 @@ mod tests {
         assert_eq!(parse_range("bytes=100-", 100), Some(Err(())));
         assert_eq!(parse_range("bytes=5-2", 100), Some(Err(())));
         assert_eq!(parse_range("bytes=0-1,5-6", 100), None);
+        // The largest last position (and beyond) is the whole file, never a wrapped sum.
+        let max = u64::MAX;
+        assert_eq!(
+            parse_range(&format!("bytes=0-{max}"), 100),
+            Some(Ok((0, 100)))
+        );
+        assert_eq!(
+            parse_range("bytes=10-99999999999999999999999", 100),
+            Some(Ok((10, 100)))
+        );
+        assert_eq!(
+            parse_range(&format!("bytes={max}-{max}"), 100),
+            Some(Err(()))
+        );
+        assert_eq!(parse_range(&format!("bytes={max}-"), 100), Some(Err(())));
+        assert_eq!(
+            parse_range(&format!("bytes=-{max}"), 100),
+            Some(Ok((0, 100)))
+        );
+        assert_eq!(parse_range("bytes=+1-5", 100), Some(Err(())));
     }
 }

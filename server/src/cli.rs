@@ -404,6 +404,103 @@ struct Client {
     json: bool,
 }
 
+/// Checks `get --range`: `START-END` (inclusive), `START-` or `-N` (the last N bytes), in
+/// digits; anything else (several ranges, signs, spaces, START after END) is a usage error
+/// rather than a request the node might answer with the whole file.
+fn check_range(r: &str) -> anyhow::Result<&str> {
+    let num = |s: &str| -> Option<u64> {
+        (!s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()))
+            .then(|| s.parse().ok())
+            .flatten()
+    };
+    let ok = match r.split_once('-') {
+        Some(("", n)) => num(n).is_some_and(|n| n > 0),
+        Some((a, "")) => num(a).is_some(),
+        Some((a, b)) => matches!((num(a), num(b)), (Some(a), Some(b)) if a <= b),
+        None => false,
+    };
+    if !ok {
+        bail!(CliError {
+            code: exit::USAGE,
+            message: format!(
+                "--range {r:?}: expected one range, START-END (inclusive, START <= END), \
+                 START- or -COUNT, in bytes; several ranges are not supported"
+            )
+        });
+    }
+    Ok(r)
+}
+
+/// The process's umask (set and put back at once: nothing else creates files meanwhile).
+fn umask() -> u32 {
+    let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    rustix::process::umask(old);
+    old.bits()
+}
+
+/// Creates the temporary file for `dest` in `dest`'s folder: a random name, opened with
+/// `O_CREAT|O_EXCL|O_NOFOLLOW` and mode 0600, so nothing planted under any name (a symbolic
+/// link, a file) is ever followed or reused.
+async fn create_temp_beside(dest: &Path) -> anyhow::Result<(PathBuf, tokio::fs::File)> {
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    for _ in 0..16 {
+        let tmp = dest.with_file_name(format!(
+            ".{name}.{:016x}.wormfs-part",
+            rand::random::<u64>()
+        ));
+        let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC;
+        match tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(flags.bits() as i32)
+            .open(&tmp)
+            .await
+        {
+            Ok(f) => return Ok((tmp, f)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).with_context(|| format!("create {}", tmp.display())),
+        }
+    }
+    bail!("cannot make a temporary file beside {}", dest.display())
+}
+
+/// Writes a read's body to `out`; the bytes written, or why the read fell short.
+async fn download(
+    resp: reqwest::Response,
+    file: Box<dyn tokio::io::AsyncWrite + Unpin>,
+    pb: &ProgressBar,
+    src: &str,
+    len: u64,
+) -> anyhow::Result<u64> {
+    let mut out = tokio::io::BufWriter::with_capacity(4 << 20, file);
+    let mut got = 0u64;
+    let mut body = resp.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| CliError {
+            code: exit::UNAVAILABLE,
+            message: format!(
+                "read of {src} failed after {got} bytes: the node cut the transfer short ({e}); \
+                 a part of the file may be unreadable there: its log says which"
+            ),
+        })?;
+        out.write_all(&chunk).await?;
+        got += chunk.len() as u64;
+        pb.inc(chunk.len() as u64);
+    }
+    out.flush().await?;
+    if got != len {
+        bail!(CliError {
+            code: exit::UNAVAILABLE,
+            message: format!("read of {src} ended after {got} of {len} bytes")
+        });
+    }
+    Ok(got)
+}
+
 /// Percent-encodes a WormFS path for a URL (keeps `/`).
 fn enc(path: &str) -> anyhow::Result<String> {
     // Checked here too: a URL library would quietly resolve "a/../b" to "b".
@@ -716,14 +813,30 @@ pub async fn run_client(cli: Cli) -> anyhow::Result<()> {
                 &format!("/api/v1/files/{}", enc(&src)?),
             );
             if let Some(r) = &range {
-                if !r.contains('-') {
-                    bail!(CliError {
-                        code: exit::USAGE,
-                        message: format!("--range {r:?}: expected START-END or START-")
-                    });
-                }
-                rq = rq.header("range", format!("bytes={r}"));
+                rq = rq.header("range", format!("bytes={}", check_range(r)?));
             }
+            let to_stdout = dest.as_os_str() == "-";
+            // A regular file is written under a temporary name and renamed when complete; an
+            // existing device or pipe (/dev/null, a FIFO, /dev/stdout) is written directly,
+            // never replaced. A symbolic link to a regular file is replaced by the file (its
+            // target is never written); one to a device or pipe is written through.
+            let existing = if to_stdout {
+                None
+            } else {
+                std::fs::metadata(&dest).ok()
+            };
+            if existing.as_ref().is_some_and(|m| m.is_dir()) {
+                bail!(CliError {
+                    code: exit::USAGE,
+                    message: format!(
+                        "{} is a folder: name the file to write, such as {}",
+                        dest.display(),
+                        dest.join(src.rsplit('/').next().unwrap_or("file"))
+                            .display()
+                    )
+                });
+            }
+            let special = existing.is_some_and(|m| !m.is_file());
             let resp = c
                 .check(
                     rq.send()
@@ -731,81 +844,73 @@ pub async fn run_client(cli: Cli) -> anyhow::Result<()> {
                         .with_context(|| format!("connect to {}", c.base))?,
                 )
                 .await?;
+            if range.is_some() && resp.status() != reqwest::StatusCode::PARTIAL_CONTENT {
+                bail!(CliError {
+                    code: exit::FAILURE,
+                    message: format!(
+                        "the node answered {} without the range; nothing written",
+                        resp.status()
+                    )
+                });
+            }
             let len = resp.content_length().unwrap_or(0);
-            let to_stdout = dest.as_os_str() == "-";
-            // A regular file is written under a temporary name and renamed when complete; an
-            // existing device or pipe (/dev/null, a FIFO) is written directly, never replaced.
-            let special =
-                !to_stdout && std::fs::metadata(&dest).is_ok_and(|m| !m.is_file() && !m.is_dir());
             let pb = if c.json || to_stdout {
                 ProgressBar::hidden()
             } else {
                 bar(len, src.clone())
             };
-            let tmp = if to_stdout || special {
-                None
-            } else {
-                Some(dest.with_file_name(format!(
-                    ".{}.wormfs-part",
-                    dest.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
-                )))
-            };
-            let file: Box<dyn tokio::io::AsyncWrite + Unpin> = match &tmp {
-                None if to_stdout => Box::new(tokio::io::stdout()),
-                None => Box::new(
-                    tokio::fs::OpenOptions::new()
-                        .write(true)
-                        .open(&dest)
-                        .await
-                        .with_context(|| format!("open {}", dest.display()))?,
-                ),
-                Some(t) => Box::new(
-                    tokio::fs::File::create(t)
-                        .await
-                        .with_context(|| format!("create {}", t.display()))?,
-                ),
-            };
-            let mut out = tokio::io::BufWriter::with_capacity(4 << 20, file);
-            let mut got = 0u64;
-            let mut body = resp.bytes_stream();
-            while let Some(chunk) = body.next().await {
-                let chunk = match chunk {
-                    Ok(c) => c,
-                    Err(e) => {
-                        if let Some(t) = &tmp {
-                            let _ = tokio::fs::remove_file(t).await;
-                        }
-                        bail!(CliError {
-                            code: exit::UNAVAILABLE,
-                            message: format!(
-                                "read of {src} failed after {got} bytes: the node cut the \
-                                 transfer short ({e}); a part of the file may be unreadable \
-                                 there: its log says which"
-                            )
-                        });
-                    }
-                };
-                out.write_all(&chunk).await?;
-                got += chunk.len() as u64;
-                pb.inc(chunk.len() as u64);
-            }
-            out.flush().await?;
-            drop(out);
-            pb.finish_and_clear();
-            if got != len {
-                if let Some(t) = &tmp {
-                    let _ = tokio::fs::remove_file(t).await;
-                }
-                bail!(CliError {
-                    code: exit::UNAVAILABLE,
-                    message: format!("read of {src} ended after {got} of {len} bytes")
-                });
-            }
-            if let Some(t) = &tmp {
-                tokio::fs::rename(t, &dest)
+            let (file, tmp): (Box<dyn tokio::io::AsyncWrite + Unpin>, _) = if to_stdout {
+                (Box::new(tokio::io::stdout()), None)
+            } else if special {
+                let f = tokio::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&dest)
                     .await
-                    .with_context(|| format!("rename to {}", dest.display()))?;
-            }
+                    .with_context(|| format!("open {}", dest.display()))?;
+                // Swapped for a regular file since it was looked at: never written through.
+                if f.metadata().await.is_ok_and(|m| m.is_file()) {
+                    bail!(
+                        "{} changed while it was opened; nothing written",
+                        dest.display()
+                    );
+                }
+                (Box::new(f), None)
+            } else {
+                let (path, f) = create_temp_beside(&dest).await?;
+                let keep = f
+                    .try_clone()
+                    .await
+                    .with_context(|| format!("open {}", path.display()))?;
+                (Box::new(f), Some((path, keep)))
+            };
+            let res = download(resp, file, &pb, &src, len).await;
+            pb.finish_and_clear();
+            let res = match (&tmp, res) {
+                (Some((path, keep)), Ok(got)) => {
+                    // The mode a downloaded file has (0666 less the umask), then the name.
+                    use std::os::unix::fs::PermissionsExt;
+                    let mode = 0o666 & !umask();
+                    let named = async {
+                        keep.set_permissions(std::fs::Permissions::from_mode(mode))
+                            .await
+                            .with_context(|| format!("chmod {}", path.display()))?;
+                        tokio::fs::rename(path, &dest)
+                            .await
+                            .with_context(|| format!("rename to {}", dest.display()))
+                    };
+                    named.await.map(|()| got)
+                }
+                (_, res) => res,
+            };
+            let got = match res {
+                Ok(got) => got,
+                Err(e) => {
+                    if let Some((path, _)) = &tmp {
+                        let _ = tokio::fs::remove_file(path).await;
+                    }
+                    return Err(e);
+                }
+            };
             if c.json && !to_stdout {
                 print_json(&serde_json::json!({"path": src, "dest": dest, "bytes": got}));
             }

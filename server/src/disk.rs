@@ -215,13 +215,70 @@ impl LocalDisk {
         if disk.state().0 == DiskState::Missing {
             tracing::error!(disk = %disk.root.display(), reason = %disk.state().1, "disk is missing: it gets no parts");
         } else {
+            disk.restrict_parts();
             disk.refresh();
         }
         Ok(disk)
     }
 
+    /// Takes group and others' access away from `parts/`, its folders and the part files in a
+    /// folder that was open (an installation from before parts were private: each folder is
+    /// walked once, its files before the folder itself, so an interrupted pass resumes). A
+    /// failure (a read-only disk) is logged: the disk is still used.
+    fn restrict_parts(&self) {
+        let parts = self.parts_dir();
+        let (mut files, mut dirs) = (0u64, 0u64);
+        let mut pass = || -> anyhow::Result<()> {
+            let Ok(entries) = std::fs::read_dir(&parts) else {
+                return Ok(());
+            };
+            for e in entries.flatten() {
+                let path = e.path();
+                match e.file_type() {
+                    Ok(k) if k.is_dir() => {
+                        let open =
+                            std::fs::symlink_metadata(&path).is_ok_and(|m| m.mode() & 0o077 != 0);
+                        if !open {
+                            continue;
+                        }
+                        for f in std::fs::read_dir(&path)?.flatten() {
+                            if f.file_type().is_ok_and(|k| k.is_file())
+                                && crate::fsutil::restrict_mode(&f.path())?.is_some()
+                            {
+                                files += 1;
+                            }
+                        }
+                        if crate::fsutil::restrict_mode(&path)?.is_some() {
+                            dirs += 1;
+                        }
+                    }
+                    Ok(k) if k.is_file() => {
+                        files += u64::from(crate::fsutil::restrict_mode(&path)?.is_some());
+                    }
+                    _ => {}
+                }
+            }
+            if crate::fsutil::restrict_mode(&parts)?.is_some() {
+                dirs += 1;
+            }
+            Ok(())
+        };
+        let res = pass();
+        if files + dirs > 0 {
+            tracing::warn!(
+                disk = %self.root.display(),
+                "{files} part files and {dirs} folders under {} were open to other users; \
+                 they are now 0600 and 0700",
+                parts.display()
+            );
+        }
+        if let Err(e) = res {
+            tracing::warn!(disk = %self.root.display(), "cannot make the parts private: {e:#}");
+        }
+    }
+
     fn initialise(root: &Path, cluster: ClusterId) -> Result<DiskId, DiskError> {
-        std::fs::create_dir_all(root).map_err(io(root))?;
+        crate::fsutil::create_private_dir_all(root).map_err(io(root))?;
         let mut entries = std::fs::read_dir(root).map_err(io(root))?;
         if entries.any(|e| e.map(|e| e.file_name() != "lost+found").unwrap_or(true)) {
             return Err(DiskError::NotEmpty {
@@ -238,7 +295,7 @@ impl LocalDisk {
             serde_json::to_vec_pretty(&ident).map_err(|e| io(root)(std::io::Error::other(e)))?;
         crate::fsutil::write_durably(&root.join(IDENTITY_FILE), &json)
             .map_err(|e| io(root)(std::io::Error::other(format!("{e:#}"))))?;
-        std::fs::create_dir_all(root.join(PARTS_DIR)).map_err(io(root))?;
+        crate::fsutil::create_private_dir_all(&root.join(PARTS_DIR)).map_err(io(root))?;
         tracing::info!(disk = %root.display(), id = %ident.disk_id, "initialised a new disk");
         Ok(ident.disk_id)
     }

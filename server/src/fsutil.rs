@@ -1,9 +1,11 @@
-//! Small durable-filesystem helpers: directory fsync and write-temp-fsync-rename.
+//! Small filesystem helpers: directory fsync, write-temp-fsync-rename, and the modes of the
+//! node's own files (folders 0700, files 0600; docs/operations.md "File modes").
 
 use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 
 /// Fsyncs a directory, so a rename or create inside it survives a power cut.
 pub fn sync_dir(dir: &Path) -> anyhow::Result<()> {
@@ -23,8 +25,12 @@ pub fn write_durably(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         rand::random::<u32>()
     ));
     let res = (|| -> anyhow::Result<()> {
-        let mut f =
-            std::fs::File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| format!("create {}", tmp.display()))?;
         f.write_all(bytes)
             .with_context(|| format!("write {}", tmp.display()))?;
         f.sync_all()
@@ -36,6 +42,80 @@ pub fn write_durably(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     res
+}
+
+/// Creates `dir` and any missing parents with mode 0700 (folders that exist keep their mode).
+pub fn create_private_dir_all(dir: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// Takes every permission of group and others away from `path` (a folder 0755 becomes 0700, a
+/// file 0644 becomes 0600). A symbolic link is never followed: it is left alone, as is a path
+/// that does not exist. Returns the old mode when it changed something.
+pub fn restrict_mode(path: &Path) -> anyhow::Result<Option<u32>> {
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let fd = match rustix::fs::open(path, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT | rustix::io::Errno::LOOP) => return Ok(None),
+        Err(e) => {
+            return Err(std::io::Error::from(e)).with_context(|| format!("open {}", path.display()))
+        }
+    };
+    let st = rustix::fs::fstat(&fd).with_context(|| format!("stat {}", path.display()))?;
+    let mode = st.st_mode & 0o7777;
+    if mode & 0o077 == 0 {
+        return Ok(None);
+    }
+    rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode & 0o700))
+        .with_context(|| format!("chmod {}", path.display()))?;
+    Ok(Some(mode))
+}
+
+/// [`restrict_mode`] with a log line naming the file and its old mode.
+pub fn restrict_mode_logged(path: &Path) -> anyhow::Result<()> {
+    if let Some(old) = restrict_mode(path)? {
+        tracing::warn!(
+            "{} was open to other users (mode {:o}); its mode is now {:o}",
+            path.display(),
+            old,
+            old & 0o700
+        );
+    }
+    Ok(())
+}
+
+/// Checks a secret file (a key, a token, a password): it must belong to the user running this
+/// process and be closed to group and others. A loose mode is refused, not fixed, as sshd
+/// refuses a private key others can read: a secret that was readable may have been read. A
+/// file that does not exist passes (it is made, mode 0600, where it is needed).
+pub fn check_secret(path: &Path) -> anyhow::Result<()> {
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
+    };
+    let me = rustix::process::geteuid().as_raw();
+    if meta.uid() != me {
+        bail!(
+            "the secret file {} belongs to user {}, not to user {me} that runs this node; \
+             chown it to this user (or run the node as its owner)",
+            path.display(),
+            meta.uid()
+        );
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        bail!(
+            "the secret file {} is open to other users (mode {:o}); run chmod 600 on it",
+            path.display(),
+            mode & 0o777
+        );
+    }
+    Ok(())
 }
 
 /// Milliseconds since the Unix epoch.

@@ -86,11 +86,13 @@ pub fn read_token(data_dir: &Path) -> anyhow::Result<String> {
 
 /// Locks the data folder for this process (refused while a node runs on it).
 pub fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
     let path = dir.join("wormfs.lock");
     let f = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
         .open(&path)
         .with_context(|| format!("open {}", path.display()))?;
     rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive)
@@ -132,9 +134,13 @@ impl Node {
     /// Starts a node from its configuration.
     pub async fn start(cfg: &Config) -> anyhow::Result<Node> {
         let data = &cfg.node.data_dir;
-        std::fs::create_dir_all(data)
+        crate::fsutil::create_private_dir_all(data)
             .with_context(|| format!("create data folder {}", data.display()))?;
         let lock = lock_data_dir(data)?;
+        for secret in secret_files(cfg) {
+            crate::fsutil::check_secret(&secret)?;
+        }
+        restrict_data_dir(data)?;
         let ident_path = data.join("node.json");
         let mut ident: NodeIdentity = match read_identity(&ident_path)? {
             Some(id) => id,
@@ -192,8 +198,10 @@ impl Node {
         let (mdns, watcher) = start_mdns(cfg, ident.node_id, &net, &secret);
         let meta_dir = data.join("meta");
         resync_if_marked(&meta_dir)?;
-        std::fs::create_dir_all(&meta_dir)
+        // `snapshots/` too, before Raft's state machine makes it with the umask's mode.
+        crate::fsutil::create_private_dir_all(&meta_dir.join("snapshots"))
             .with_context(|| format!("create {}", meta_dir.display()))?;
+        restrict_tree(&meta_dir)?;
         let db = MetaDb::open(&meta_dir.join("metadata.db")).await?;
         let fresh = db.cluster_id().await?.is_none();
         let consensus = Consensus::start(
@@ -483,6 +491,61 @@ impl Node {
         self.store.meta.close().await;
         tracing::info!("shutdown complete");
     }
+}
+
+/// The secret files a node reads at start (those that exist are checked: owned by this user,
+/// closed to group and others): the API token, the WebDAV admin password, the peer key, the
+/// data-plane key, the cluster secret (wherever it is), and the WebDAV TLS key when it lies in
+/// the data folder (a key elsewhere, such as a certificate authority's, follows that place's
+/// rules).
+fn secret_files(cfg: &Config) -> Vec<PathBuf> {
+    let data = &cfg.node.data_dir;
+    let mut files = vec![
+        data.join(TOKEN_FILE),
+        data.join(crate::webdav_face::ADMIN_FILE),
+        data.join(PEER_KEY_FILE),
+        data.join(crate::data_plane::cert::KEY_FILE),
+        cfg.cluster.secret_file.clone(),
+    ];
+    if let Some(tls) = &cfg.webdav.tls {
+        if tls.key.starts_with(data) {
+            files.push(tls.key.clone());
+        }
+    }
+    files
+}
+
+/// Takes group and others' access away from the data folder and what the node keeps at its top
+/// (files, `disks/`, set-aside `meta.broken-*` folders), logging each change; `meta/` is done
+/// when it is opened, each disk's `parts/` by the disk. Secret files were checked before.
+fn restrict_data_dir(data: &Path) -> anyhow::Result<()> {
+    let entries = std::fs::read_dir(data).with_context(|| format!("list {}", data.display()))?;
+    for e in entries {
+        let e = e.with_context(|| format!("list {}", data.display()))?;
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        let Ok(kind) = e.file_type() else { continue };
+        let ours = kind.is_file()
+            || (kind.is_dir() && (name == "disks" || name.starts_with("meta.broken-")));
+        if ours {
+            crate::fsutil::restrict_mode_logged(&e.path())?;
+        }
+    }
+    crate::fsutil::restrict_mode_logged(data)
+}
+
+/// Takes group and others' access away from `dir` and everything in it (a small tree: the
+/// metadata folder), children first, logging each change.
+fn restrict_tree(dir: &Path) -> anyhow::Result<()> {
+    for e in std::fs::read_dir(dir).with_context(|| format!("list {}", dir.display()))? {
+        let e = e.with_context(|| format!("list {}", dir.display()))?;
+        match e.file_type() {
+            Ok(k) if k.is_dir() => restrict_tree(&e.path())?,
+            Ok(k) if k.is_file() => crate::fsutil::restrict_mode_logged(&e.path())?,
+            _ => {}
+        }
+    }
+    crate::fsutil::restrict_mode_logged(dir)
 }
 
 /// Starts mDNS when the config asks for it, advertising this node's control plane

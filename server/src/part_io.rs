@@ -6,7 +6,7 @@
 
 use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -46,15 +46,23 @@ impl LocalPartWriter {
         block_size: u32,
         expected_bytes: u64,
     ) -> anyhow::Result<Self> {
+        // A peer's request reaches here: a zero block size would divide by zero below.
+        anyhow::ensure!(block_size > 0, "block size 0");
         disk.verify_for_write(expected_bytes)?;
         let dir = dest.parent().context("part path has no parent")?;
-        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        crate::fsutil::create_private_dir_all(dir)
+            .with_context(|| format!("create {}", dir.display()))?;
         let name = dest
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let tmp = dir.join(format!(".{name}.tmp{:08x}", rand::random::<u32>()));
-        let mut file = File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| format!("create {}", tmp.display()))?;
         file.seek(SeekFrom::Start(u64::from(header_len)))?;
         Ok(Self {
             disk,
@@ -192,7 +200,8 @@ impl OpenPart {
     /// The blocks `first..end` (clamped to the part) and their stored length; an empty span
     /// is a corrupt request.
     fn span(&self, first: u64, count: u64) -> Result<(u64, u64, u64), PartReadError> {
-        let end = (first + count).min(self.header.block_count());
+        // `first` and `count` come from a peer's request: no sum may wrap.
+        let end = first.saturating_add(count).min(self.header.block_count());
         if first >= end {
             return Err(PartReadError::Corrupt(first));
         }

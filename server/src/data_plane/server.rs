@@ -318,7 +318,13 @@ async fn put_chunk(
     let up = upload(&sh, id)?;
     let mut u = up.lock().await;
     u.touched = Instant::now();
-    let end = q.offset + body.len() as u64;
+    // The offset is the peer's number: a sum that would wrap is a bad request, not a panic.
+    let end = q.offset.checked_add(body.len() as u64).ok_or_else(|| {
+        Failure(
+            StatusCode::BAD_REQUEST,
+            format!("offset {} plus {} bytes overflows", q.offset, body.len()),
+        )
+    })?;
     if let UploadState::Failed(why) = &u.state {
         return Err(Failure(StatusCode::GONE, why.clone()));
     }

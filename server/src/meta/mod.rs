@@ -38,8 +38,31 @@ const DATA_PLANE_SQL: &str = include_str!("../../migrations/0004_data_plane.sql"
 /// An error from the metadata store.
 pub type MetaError = sqlx::Error;
 
+/// Makes `path` a private SQLite file before SQLite opens it: created empty with mode 0600
+/// when missing (SQLite gives its `-wal` and `-shm` files the database's mode), and the
+/// database, `-wal` and `-shm` narrowed to the owner when they exist with a looser mode
+/// (`VACUUM INTO` copies follow the umask), whatever the umask. Quietly: the node logs what
+/// it fixes in an older installation's `meta/` before it opens anything there.
+fn private_db_file(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("create {}", path.display()))?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        crate::fsutil::restrict_mode(Path::new(&p))?;
+    }
+    Ok(())
+}
+
 /// Opens a SQLite file with WormFS's durability settings.
 async fn open_pool(path: &Path, max_connections: u32) -> anyhow::Result<SqlitePool> {
+    private_db_file(path)?;
     let opts = SqliteConnectOptions::from_str("sqlite://")
         .context("build sqlite options")?
         .filename(path)

@@ -169,11 +169,20 @@ enum After {
     ),
 }
 
+/// One request (method, path, headers), the status it must get, and the tree after it.
+type Case = (
+    &'static str,
+    &'static str,
+    Vec<(&'static str, &'static str)>,
+    u16,
+    After,
+);
+
 #[test]
 fn tree_operations_happen_whole_or_not_at_all() {
     let (_t, _s, dav) = node(&[]);
     let other = "http://other.host/";
-    let cases: Vec<(&str, &str, Vec<(&str, &str)>, u16, After)> = vec![
+    let cases: Vec<Case> = vec![
         ("DELETE", "/", vec![], 403, After::Same),
         ("DELETE", "/", vec![("Depth", "infinity")], 403, After::Same),
         (

@@ -434,7 +434,12 @@ impl ReadFile for OpenFile {
     fn read_at(&self, offset: u64, len: usize) -> BoxFut<'_, Bytes> {
         Box::pin(async move {
             let size = self.reader.file().size;
-            let end = (offset + len as u64).min(size);
+            if offset >= size {
+                return Ok(Bytes::new());
+            }
+            // The offset comes from a client's Range: a sum that would wrap is clamped, never a
+            // panic.
+            let end = offset.saturating_add(len as u64).min(size);
             let mut seq = self.seq.lock().await;
             if seq.next != Some(offset) {
                 // A first read or a seek: exactly the bytes asked for (a Range request reads no

@@ -48,3 +48,40 @@ pub fn partitioned(peer: &str) -> bool {
         false
     }
 }
+
+/// A fault for the data plane's part finishes: a delay (a slow fsync) and whether it then
+/// fails (`WORMFS_TEST_DATA_FINISH_DELAY_MS`; `WORMFS_TEST_DATA_FINISH_FAIL_IF` names a file
+/// whose existence makes finishes fail, so a test can turn failures on while the node runs;
+/// feature `crash-points` only).
+pub fn data_finish_fault() -> (Option<std::time::Duration>, bool) {
+    #[cfg(feature = "crash-points")]
+    {
+        let delay = std::env::var("WORMFS_TEST_DATA_FINISH_DELAY_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(std::time::Duration::from_millis);
+        let fail = std::env::var_os("WORMFS_TEST_DATA_FINISH_FAIL_IF")
+            .is_some_and(|f| std::path::Path::new(&f).exists());
+        (delay, fail)
+    }
+    #[cfg(not(feature = "crash-points"))]
+    {
+        (None, false)
+    }
+}
+
+/// How long a data-plane request may take, when a test shortens it
+/// (`WORMFS_TEST_DATA_REQUEST_TIMEOUT_MS`; feature `crash-points` only).
+pub fn data_request_timeout() -> Option<std::time::Duration> {
+    #[cfg(feature = "crash-points")]
+    {
+        std::env::var("WORMFS_TEST_DATA_REQUEST_TIMEOUT_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(std::time::Duration::from_millis)
+    }
+    #[cfg(not(feature = "crash-points"))]
+    {
+        None
+    }
+}

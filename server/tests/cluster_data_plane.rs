@@ -626,3 +626,65 @@ fn a_partitioned_minority_refuses_writes_and_catches_up_after_healing() {
     assert!(!ls(l, "/").iter().any(|n| n == "from-the-minority"));
     minority.ok(&["mkdir", "/from-the-minority"]);
 }
+
+#[test]
+fn a_retried_finish_waits_for_the_fsync_and_a_failed_one_is_reported() {
+    // Every remote finish takes 2.5 s (a loaded disk's fsync) and a writer gives up on a
+    // request after 1 s: each finish is retried while the first is still running.
+    let t = tempfile::tempdir().unwrap();
+    let fail = t.path().join("fail-finishes");
+    let fail_s = fail.display().to_string();
+    let (ms, servers) = three_machines(
+        t.path(),
+        &[
+            ("WORMFS_TEST_DATA_FINISH_DELAY_MS", "2500"),
+            ("WORMFS_TEST_DATA_REQUEST_TIMEOUT_MS", "1000"),
+            ("WORMFS_TEST_DATA_FINISH_FAIL_IF", fail_s.as_str()),
+        ],
+    );
+    let s = servers[0].as_ref().unwrap();
+    let data = random_bytes(1 << 20, 21);
+    // The retries wait for the same finish: the file is stored with all three copies, and
+    // the other machines hold real, renamed part files.
+    put(s, t.path(), "slow.bin", &data, "copies:3");
+    let st = s.json(&["stat", "/slow.bin"]);
+    assert_eq!(st["tolerance"]["machines"], 2, "{st}");
+    for m in &ms[1..] {
+        assert!(
+            part_files(&m.dir) >= 1,
+            "no durable part on {}",
+            m.dir.display()
+        );
+    }
+    assert_eq!(get(s, "/slow.bin", None), data);
+    // Now the finishes fail after the delay, as a failed fsync would. A retry that came in
+    // while one was running must report that failure, never "finished": the write falls
+    // below its quorum and fails, or its missing parts are recorded, never counted.
+    std::fs::write(&fail, b"").unwrap();
+    let src = t.path().join("failing.bin");
+    std::fs::write(&src, &data).unwrap();
+    let o = s.cli(&[
+        "put",
+        src.to_str().unwrap(),
+        "/failing.bin",
+        "--policy",
+        "copies:3",
+    ]);
+    if o.status.success() {
+        let st = s.json(&["stat", "/failing.bin"]);
+        assert_eq!(
+            st["tolerance"]["machines"], 0,
+            "failed finishes counted as parts: {st}"
+        );
+    } else {
+        assert!(!s.cli(&["stat", "/failing.bin"]).status.success());
+    }
+    for m in &ms[1..] {
+        assert_eq!(
+            part_files(&m.dir),
+            1,
+            "a failed finish left a part on {}",
+            m.dir.display()
+        );
+    }
+}

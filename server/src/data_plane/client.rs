@@ -15,6 +15,11 @@ use super::wire::{DiskOffer, NewUpload, UploadCreated, UploadOffset, CRC_HEADER}
 use crate::ids::{DiskId, FileId, NodeId};
 use crate::part_format::PartHeader;
 
+/// [`REQUEST_TIMEOUT`], or a test's shorter one.
+fn request_timeout() -> Duration {
+    crate::crash_point::data_request_timeout().unwrap_or(REQUEST_TIMEOUT)
+}
+
 /// How long to wait for a TCP connection and handshake.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long one request may take (a chunk, a block read, a finish with its fsync).
@@ -229,7 +234,7 @@ impl DataClient {
                 .http
                 .post(Self::url(&c, "/v1/uploads"))
                 .json(req)
-                .timeout(REQUEST_TIMEOUT);
+                .timeout(request_timeout());
             let resp = self.send(node, &c, r).await?;
             let created: UploadCreated = resp.json().await.map_err(|e| DataError::Refused {
                 node,
@@ -260,7 +265,7 @@ impl DataClient {
                     &format!("/v1/uploads/{upload}?offset={offset}"),
                 ))
                 .body(chunk.clone())
-                .timeout(REQUEST_TIMEOUT);
+                .timeout(request_timeout());
             let resp = self.send(node, &c, r).await?;
             let o: UploadOffset = resp.json().await.map_err(|e| DataError::Refused {
                 node,
@@ -293,7 +298,7 @@ impl DataClient {
                 .http
                 .post(Self::url(&c, &format!("/v1/uploads/{upload}/finish")))
                 .json(header)
-                .timeout(REQUEST_TIMEOUT);
+                .timeout(request_timeout());
             self.send(node, &c, r).await.map(|_| ())
         })
         .await

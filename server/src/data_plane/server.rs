@@ -18,6 +18,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use super::cert::Fingerprint;
 use super::tls::Allowed;
@@ -36,9 +37,16 @@ const OPEN_PARTS: usize = 256;
 
 enum UploadState {
     Writing(Box<LocalPartWriter>),
+    /// The finish (fsync, rename, directory fsync) is running in a task of its own; every
+    /// request for it, the first and any retry, waits for its one outcome.
+    Finishing(FinishOutcome),
+    /// The finish returned Ok: the part is durable.
     Finished,
     Failed(String),
 }
+
+/// The outcome of a part's finish, once there is one.
+type FinishOutcome = tokio::sync::watch::Receiver<Option<Result<(), String>>>;
 
 struct Upload {
     state: UploadState,
@@ -328,7 +336,8 @@ async fn put_chunk(
     if let UploadState::Failed(why) = &u.state {
         return Err(Failure(StatusCode::GONE, why.clone()));
     }
-    if q.offset != u.offset || matches!(u.state, UploadState::Finished) {
+    if q.offset != u.offset || matches!(u.state, UploadState::Finished | UploadState::Finishing(_))
+    {
         // A chunk sent again after its answer was lost is already written.
         let status = if end == u.offset {
             StatusCode::OK
@@ -370,27 +379,71 @@ async fn finish_upload(
     Json(header): Json<PartHeader>,
 ) -> Result<StatusCode, Failure> {
     let up = upload(&sh, id)?;
-    let mut u = up.lock().await;
-    u.touched = Instant::now();
-    let w = match std::mem::replace(&mut u.state, UploadState::Finished) {
-        UploadState::Writing(w) => w,
-        UploadState::Finished => return Ok(StatusCode::NO_CONTENT),
-        UploadState::Failed(why) => {
-            u.state = UploadState::Failed(why.clone());
-            return Err(Failure(StatusCode::GONE, why));
+    let mut outcome = {
+        let mut u = up.lock().await;
+        u.touched = Instant::now();
+        match std::mem::replace(&mut u.state, UploadState::Failed("finishing".into())) {
+            UploadState::Writing(w) => {
+                let (tx, rx) = tokio::sync::watch::channel(None);
+                u.state = UploadState::Finishing(rx.clone());
+                // In a task of its own: a client that timed out (a slow fsync on a loaded disk)
+                // drops its request, not the finish; its retry finds `Finishing` and waits for
+                // the same outcome. The part counts as finished only once the finish returned Ok.
+                let up = up.clone();
+                tokio::spawn(
+                    async move {
+                        let r = finish_part(w, header).await;
+                        let mut u = up.lock().await;
+                        u.touched = Instant::now();
+                        u.state = match &r {
+                            Ok(()) => UploadState::Finished,
+                            Err(why) => UploadState::Failed(why.clone()),
+                        };
+                        let _ = tx.send(Some(r));
+                    }
+                    .instrument(tracing::info_span!("part_finish", upload = id)),
+                );
+                rx
+            }
+            UploadState::Finishing(rx) => {
+                u.state = UploadState::Finishing(rx.clone());
+                rx
+            }
+            UploadState::Finished => {
+                u.state = UploadState::Finished;
+                return Ok(StatusCode::NO_CONTENT);
+            }
+            UploadState::Failed(why) => {
+                u.state = UploadState::Failed(why.clone());
+                return Err(Failure(StatusCode::GONE, why));
+            }
         }
     };
+    let r = match outcome.wait_for(Option::is_some).await {
+        Ok(v) => v.clone().unwrap_or_else(|| Err("no outcome".into())),
+        Err(_) => Err("the finish task ended without an outcome".into()),
+    };
+    r.map(|()| StatusCode::NO_CONTENT)
+        .map_err(|why| Failure(StatusCode::INSUFFICIENT_STORAGE, why))
+}
+
+/// Finishes a part (header, fsync, rename, directory fsync) on the blocking pool; its error as
+/// text. With the `crash-points` test feature, a test can delay it (a slow disk) and make it
+/// fail after the delay (a failed fsync), removing the temporary file as a failed finish does
+/// ([`crate::crash_point::data_finish_fault`]).
+async fn finish_part(w: Box<LocalPartWriter>, header: PartHeader) -> Result<(), String> {
+    let (delay, fail) = crate::crash_point::data_finish_fault();
+    if let Some(d) = delay {
+        tokio::time::sleep(d).await;
+    }
+    if fail {
+        let _ = tokio::task::spawn_blocking(move || w.abort()).await;
+        return Err("injected fsync failure (test)".into());
+    }
     match tokio::task::spawn_blocking(move || w.finish(header)).await {
-        Ok(Ok(())) => Ok(StatusCode::NO_CONTENT),
-        Ok(Err(e)) => {
-            let why = format!("{e:#}");
-            u.state = UploadState::Failed(why.clone());
-            Err(Failure(StatusCode::INSUFFICIENT_STORAGE, why))
-        }
-        Err(e) => {
-            u.state = UploadState::Failed(e.to_string());
-            Err(internal(e))
-        }
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("{e:#}")),
+        Err(e) => Err(format!("the finish task failed: {e}")),
     }
 }
 

@@ -30,6 +30,9 @@ const READ_TIMEOUT: Duration = Duration::from_secs(10);
 const ATTEMPTS: u32 = 5;
 /// The first retry's delay; each next one doubles.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// How long to wait before asking a node that refused at once a second time: longer than the
+/// 250 ms in which every node rereads the membership (and the certificates it accepts).
+const DIRECTORY_CATCH_UP: Duration = Duration::from_millis(300);
 /// How long a node's disk offers are reused for placement.
 const OFFERS_TTL: Duration = Duration::from_secs(2);
 
@@ -206,7 +209,7 @@ impl DataClient {
                 return r.clone();
             }
         }
-        let r = async {
+        let ask = || async {
             let c = self.conn(node)?;
             let req = c
                 .http
@@ -220,8 +223,16 @@ impl DataClient {
                     addr: c.endpoint.addr.to_string(),
                     detail: e.to_string(),
                 })
+        };
+        let started = Instant::now();
+        let mut r = ask().await;
+        if matches!(r, Err(DataError::Unreachable { .. })) && started.elapsed() < CONNECT_TIMEOUT {
+            // A quick refusal can be a member whose own view of the membership has not caught
+            // up yet (a node rereads it every 250 ms and refuses a certificate it does not know
+            // yet): asked once more after that. A silent node is not asked again.
+            tokio::time::sleep(DIRECTORY_CATCH_UP).await;
+            r = ask().await;
         }
-        .await;
         lock(&self.offers).insert(node, (Instant::now(), r.clone()));
         r
     }

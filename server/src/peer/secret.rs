@@ -72,7 +72,8 @@ impl ClusterSecret {
     pub fn write(&self, path: &Path) -> anyhow::Result<()> {
         if let Some(dir) = path.parent() {
             if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir)
+                // The data folder by default: private like the rest of it (docs/operations.md).
+                crate::fsutil::create_private_dir_all(dir)
                     .with_context(|| format!("create {}", dir.display()))?;
             }
         }

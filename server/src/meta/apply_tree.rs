@@ -85,6 +85,34 @@ pub(crate) async fn remove_tree(c: &mut SqliteConnection, path: &str) -> Res<Out
     Ok(Outcome::Done)
 }
 
+/// The checks and the overwrite of a MOVE or COPY: both paths parsed and refused as [`pair`]
+/// says, the source found, and whatever is at `to` removed (with its locks) when `replace`.
+/// Returns the paths, the source and the destination's parent directory.
+async fn clear_destination(
+    c: &mut SqliteConnection,
+    from: &str,
+    to: &str,
+    replace: bool,
+) -> Res<Result<(TreePath, TreePath, Resolved, i64), Rejection>> {
+    let (from, to) = match pair(from, to) {
+        Ok(p) => p,
+        Err(r) => return Ok(Err(r)),
+    };
+    let src = match walk(c, &from).await? {
+        Walk::Found(r) => r,
+        _ => return Ok(Err(Rejection::NotFound(from.to_string()))),
+    };
+    let (parent, existing) = match destination(c, &to, replace).await? {
+        Ok(d) => d,
+        Err(r) => return Ok(Err(r)),
+    };
+    if let Some(e) = existing {
+        delete_resolved(c, &e).await?;
+        apply_dav::delete_locks(c, &to.to_string()).await?;
+    }
+    Ok(Ok((from, to, src, parent)))
+}
+
 /// `MoveTree`: renames a file or directory; with `replace`, whatever is at `to` (a file or a
 /// whole directory) is removed in the same step. Locks on the source and on what was replaced
 /// are dropped (a lock never follows a MOVE, RFC 4918 section 7.7).
@@ -95,21 +123,10 @@ pub(crate) async fn move_tree(
     replace: bool,
     time_ms: u64,
 ) -> Res<Outcome> {
-    let (from, to) = match pair(from, to) {
-        Ok(p) => p,
+    let (from, to, src, parent) = match clear_destination(c, from, to, replace).await? {
+        Ok(x) => x,
         Err(r) => reject!(r),
     };
-    let src = match walk(c, &from).await? {
-        Walk::Found(r) => r,
-        _ => reject!(Rejection::NotFound(from.to_string())),
-    };
-    let (parent, existing) = match destination(c, &to, replace).await? {
-        Ok(d) => d,
-        Err(r) => reject!(r),
-    };
-    if let Some(e) = existing {
-        delete_resolved(c, &e).await?;
-    }
     sqlx::query("UPDATE entries SET parent = ?, name = ?, mtime_ms = ? WHERE id = ?")
         .bind(parent)
         .bind(to.name().unwrap_or_default())
@@ -118,7 +135,6 @@ pub(crate) async fn move_tree(
         .execute(&mut *c)
         .await?;
     apply_dav::delete_locks(c, &from.to_string()).await?;
-    apply_dav::delete_locks(c, &to.to_string()).await?;
     Ok(Outcome::Done)
 }
 
@@ -164,22 +180,10 @@ pub(crate) async fn copy_tree(
     deep: bool,
     time_ms: u64,
 ) -> Res<Outcome> {
-    let (from, to) = match pair(from, to) {
-        Ok(p) => p,
+    let (from, to, src, parent) = match clear_destination(c, from, to, replace).await? {
+        Ok(x) => x,
         Err(r) => reject!(r),
     };
-    let src = match walk(c, &from).await? {
-        Walk::Found(r) => r,
-        _ => reject!(Rejection::NotFound(from.to_string())),
-    };
-    let (parent, existing) = match destination(c, &to, replace).await? {
-        Ok(d) => d,
-        Err(r) => reject!(r),
-    };
-    if let Some(e) = existing {
-        delete_resolved(c, &e).await?;
-        apply_dav::delete_locks(c, &to.to_string()).await?;
-    }
     let top = copy_entry(c, src.id, parent, to.name().unwrap_or_default(), time_ms).await?;
     if !(src.is_dir && deep) {
         return Ok(Outcome::Done);

@@ -180,7 +180,7 @@ pub(crate) async fn copy_tree(
     deep: bool,
     time_ms: u64,
 ) -> Res<Outcome> {
-    let (from, to, src, parent) = match clear_destination(c, from, to, replace).await? {
+    let (_, to, src, parent) = match clear_destination(c, from, to, replace).await? {
         Ok(x) => x,
         Err(r) => reject!(r),
     };

@@ -115,6 +115,25 @@ impl WormDavFs {
         })
     }
 
+    /// A COPY's one backend call: the file or the whole subtree, replacing the destination when
+    /// asked; the walk's later steps are then already done.
+    async fn copy_whole(&self, t: &TreeState) -> FsResult<()> {
+        if let TreeOp::Copy {
+            from,
+            to,
+            overwrite,
+            deep,
+        } = &t.op
+        {
+            self.backend
+                .copy(from, to, *overwrite, *deep)
+                .await
+                .map_err(fs_err)?;
+            t.set_done();
+        }
+        Ok(())
+    }
+
     /// The dead properties of `path` as read with its directory's listing, if it was listed.
     fn listed_props_of(&self, path: &str) -> Option<Vec<DeadProp>> {
         let listed = self.listed_props.as_ref()?;
@@ -525,19 +544,7 @@ impl DavFileSystem for WormDavFs {
             };
             match &t.op {
                 // COPY of a collection: the whole subtree in one change, at the first step.
-                TreeOp::Copy {
-                    from,
-                    to,
-                    overwrite,
-                    deep,
-                } if *to == p && !t.done() => {
-                    self.backend
-                        .copy(from, to, *overwrite, *deep)
-                        .await
-                        .map_err(fs_err)?;
-                    t.set_done();
-                    Ok(())
-                }
+                TreeOp::Copy { to, .. } if *to == p && !t.done() => self.copy_whole(t).await,
                 TreeOp::Copy { .. } if t.done() && t.in_destination(&p) => Ok(()),
                 _ => Err(unexpected(&t.op, "create_dir", &p)),
             }
@@ -597,18 +604,8 @@ impl DavFileSystem for WormDavFs {
                 return Err(unexpected_outside("copy", &f));
             };
             match &t.op {
-                TreeOp::Copy {
-                    from,
-                    to,
-                    overwrite,
-                    deep,
-                } if *from == f && *to == d && !t.done() => {
-                    self.backend
-                        .copy(from, to, *overwrite, *deep)
-                        .await
-                        .map_err(fs_err)?;
-                    t.set_done();
-                    Ok(())
+                TreeOp::Copy { from, to, .. } if *from == f && *to == d && !t.done() => {
+                    self.copy_whole(t).await
                 }
                 TreeOp::Copy { .. } if t.done() && t.in_destination(&d) => Ok(()),
                 _ => Err(unexpected(&t.op, "copy", &f)),

@@ -6,12 +6,25 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_wormfs");
 
+/// A port free on 127.0.0.1 now, never one this test process handed out before: a node's API,
+/// WebDAV, peer and data ports all come from here, so none of them can be given a port
+/// another of them was promised (a node binding port 0 once took the API port it was about to
+/// get, and the CLI then spoke HTTP to the peer network).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::Mutex;
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap();
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 pub struct Server {
@@ -136,7 +149,7 @@ impl Server {
     pub fn wait_healthy(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            if answers_http(self.port) {
                 return;
             }
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -214,25 +227,26 @@ fn serve_args(port: u16, extra: &[&str]) -> Vec<String> {
         "--listen".into(),
         format!("127.0.0.1:{port}"),
     ];
+    let ports = harness_ports(port);
     // Each node its own WebDAV port (one above the API port when free), so nodes run side by side.
     if !extra.contains(&"--webdav-listen") {
         args.push("--webdav-listen".into());
-        args.push(format!("127.0.0.1:{}", webdav_port(port)));
+        args.push(format!("127.0.0.1:{}", ports.webdav));
     }
     // mDNS only ever runs inside a network namespace a test made: off unless asked for.
     if !extra.contains(&"--mdns") {
         args.push("--mdns".into());
         args.push("off".into());
     }
-    // Any free port for the peer network unless the test places it.
+    // Its own peer and data ports unless the test places them: named, not port 0, so the
+    // kernel cannot hand one of them the API port the harness promised (the same across restarts).
     if !extra.contains(&"--peer-listen") {
         args.push("--peer-listen".into());
-        args.push("127.0.0.1:0".into());
+        args.push(format!("127.0.0.1:{}", ports.peer));
     }
-    // And for the data plane.
     if !extra.contains(&"--data-listen") {
         args.push("--data-listen".into());
-        args.push("127.0.0.1:0".into());
+        args.push(format!("127.0.0.1:{}", ports.data));
     }
     args.extend(extra.iter().map(|s| s.to_string()));
     args
@@ -252,17 +266,49 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// The other ports the harness gives the node whose API is on `port`, the same each time.
+#[derive(Clone, Copy)]
+struct HarnessPorts {
+    webdav: u16,
+    peer: u16,
+    data: u16,
+}
+
+fn harness_ports(port: u16) -> HarnessPorts {
+    use std::sync::Mutex;
+    static PORTS: Mutex<Vec<(u16, HarnessPorts)>> = Mutex::new(Vec::new());
+    let mut ports = PORTS.lock().unwrap();
+    if let Some((_, p)) = ports.iter().find(|(a, _)| *a == port) {
+        return *p;
+    }
+    let p = HarnessPorts {
+        webdav: free_port(),
+        peer: free_port(),
+        data: free_port(),
+    };
+    ports.push((port, p));
+    p
+}
+
 /// The WebDAV port the harness gives the node whose API is on `port`.
 pub fn webdav_port(port: u16) -> u16 {
-    use std::sync::Mutex;
-    static PORTS: Mutex<Vec<(u16, u16)>> = Mutex::new(Vec::new());
-    let mut ports = PORTS.lock().unwrap();
-    if let Some((_, w)) = ports.iter().find(|(a, _)| *a == port) {
-        return *w;
+    harness_ports(port).webdav
+}
+
+/// Whether an HTTP server answers on the port (not merely something listening there).
+fn answers_http(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if s.write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
     }
-    let w = free_port();
-    ports.push((port, w));
-    w
+    let mut head = [0u8; 8];
+    s.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.")
 }
 
 fn rand_suffix() -> u32 {

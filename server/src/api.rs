@@ -22,11 +22,11 @@ use crate::command::{Conflict, Rejection, SourceIdentity};
 use crate::consensus::ConsensusError;
 use crate::ingest::IngestRequest;
 use crate::meta::EntryKind;
-use crate::placement::domains_tolerated;
-use crate::policy::Policy;
 use crate::read::FileReader;
 use crate::store::{Store, StoreError};
-use crate::tree_path::TreePath;
+use wormfs_parts::placement::domains_tolerated;
+use wormfs_parts::policy::Policy;
+use wormfs_parts::tree_path::TreePath;
 
 /// Shared state of the API.
 #[derive(Clone)]
@@ -199,7 +199,7 @@ async fn status(State(st): State<ApiState>) -> ApiResult<Json<serde_json::Value>
     let health = if t.missing_parts > 0
         || disks
             .iter()
-            .any(|d| d.state != crate::disk::DiskState::Active)
+            .any(|d| d.state != wormfs_parts::disk::DiskState::Active)
     {
         "degraded"
     } else {
@@ -253,7 +253,7 @@ struct LocksQuery {
 
 /// The WebDAV locks in a write's way, as a JSON list.
 fn locks_json(locks: &[wormfs_webdav::LockInfo]) -> serde_json::Value {
-    let now = crate::fsutil::now_ms();
+    let now = wormfs_parts::fsutil::now_ms();
     locks
         .iter()
         .map(|l| {
@@ -293,7 +293,7 @@ async fn honour_locks(
             "{} is locked by WebDAV (held by {}, expires in {} s){}; retry later or pass break_locks=true (CLI: --break-locks) to remove the lock",
             l.path,
             l.principal.as_deref().unwrap_or("an anonymous client"),
-            l.expires_ms.saturating_sub(crate::fsutil::now_ms()).div_ceil(1000),
+            l.expires_ms.saturating_sub(wormfs_parts::fsutil::now_ms()).div_ceil(1000),
             if locks.len() > 1 { format!(" and {} more lock(s)", locks.len() - 1) } else { String::new() },
         );
         return Err((

@@ -504,7 +504,7 @@ async fn download(
 /// Percent-encodes a WormFS path for a URL (keeps `/`).
 fn enc(path: &str) -> anyhow::Result<String> {
     // Checked here too: a URL library would quietly resolve "a/../b" to "b".
-    crate::tree_path::TreePath::parse(path).map_err(|e| CliError {
+    wormfs_parts::tree_path::TreePath::parse(path).map_err(|e| CliError {
         code: exit::USAGE,
         message: e.to_string(),
     })?;

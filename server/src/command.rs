@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use wormfs_webdav::{DeadProp, LockInfo};
 
-use crate::ids::{ClusterId, DiskId, FileId, NodeId};
-use crate::layout::Geometry;
+use wormfs_parts::ids::{ClusterId, DiskId, FileId, NodeId};
+use wormfs_parts::layout::Geometry;
 
 /// A command in the Raft log, with its format version.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

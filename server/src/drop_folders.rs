@@ -23,12 +23,12 @@ use wormfs_config::{AfterIngest, ConflictRule, DropFolderConfig, PolicySpec};
 use wormfs_watcher::{DropWatcher, FolderSpec, Ready, Signature};
 
 use crate::command::{Conflict, SourceIdentity};
-use crate::crash_point::crash_point;
-use crate::fsutil::now_ms;
 use crate::ingest::IngestRequest;
-use crate::policy::Policy;
 use crate::store::Store;
-use crate::tree_path::TreePath;
+use wormfs_parts::crash_point::crash_point;
+use wormfs_parts::fsutil::now_ms;
+use wormfs_parts::policy::Policy;
+use wormfs_parts::tree_path::TreePath;
 
 /// Finished items kept in the status list.
 const HISTORY: usize = 200;

@@ -14,20 +14,20 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::codec;
 use crate::command::{CommandV1, Conflict, NewSegment, Outcome, SourceIdentity};
-use crate::crash_point::crash_point;
 use crate::data_plane::wire::NewUpload;
 use crate::data_plane::RemotePartWriter;
-use crate::fsutil::now_ms;
-use crate::ids::{DiskId, FileId};
-use crate::layout::Geometry;
-use crate::part_format::{region_len, PartHeader};
-use crate::part_io::{LocalPartWriter, PartWriter};
-use crate::placement::place;
-use crate::policy::Policy;
 use crate::store::{Store, StoreError};
-use crate::tree_path::TreePath;
+use wormfs_parts::codec;
+use wormfs_parts::crash_point::crash_point;
+use wormfs_parts::fsutil::now_ms;
+use wormfs_parts::ids::{DiskId, FileId};
+use wormfs_parts::layout::Geometry;
+use wormfs_parts::part_format::{region_len, PartHeader};
+use wormfs_parts::part_io::{LocalPartWriter, PartWriter};
+use wormfs_parts::placement::place;
+use wormfs_parts::policy::Policy;
+use wormfs_parts::tree_path::TreePath;
 
 /// Bytes of file data encoded per batch (rounded to whole rows).
 const BATCH_TARGET_BYTES: u64 = 8 << 20;
@@ -212,7 +212,11 @@ impl SegmentWriter {
     }
 
     /// Makes every part durable. Blocking (parts finish in parallel threads).
-    fn finish(mut self, cluster: crate::ids::ClusterId, path: &str) -> anyhow::Result<NewSegment> {
+    fn finish(
+        mut self,
+        cluster: wormfs_parts::ids::ClusterId,
+        path: &str,
+    ) -> anyhow::Result<NewSegment> {
         let hash = self.hasher.finalize();
         let created = now_ms();
         let header_len = region_len(self.geo.max_blocks_per_part());
@@ -301,7 +305,7 @@ impl Store {
             geo.part_data_len(segment_estimate) + u64::from(region_len(geo.max_blocks_per_part()));
         let mut cands = self.candidates(part_bytes);
         cands.extend(self.remote_candidates(part_bytes).await);
-        let nodes: std::collections::HashMap<DiskId, crate::ids::NodeId> =
+        let nodes: std::collections::HashMap<DiskId, wormfs_parts::ids::NodeId> =
             cands.iter().map(|c| (c.disk, c.node)).collect();
         let mut order = place(&cands, cands.len(), &mut rand::rng())
             .map_err(|e| StoreError::Unavailable(e.to_string()))?

@@ -16,12 +16,12 @@ use crate::command::CommandV1;
 use crate::consensus::{ClusterParams, Consensus, Formation};
 use crate::data_plane::tls::{server_config, CipherPreference};
 use crate::data_plane::{DataClient, Directory, NodeCert};
-use crate::disk::LocalDisk;
-use crate::fsutil::{now_ms, write_durably};
-use crate::ids::{ClusterId, NodeId};
 use crate::meta::MetaDb;
 use crate::peer::{ClusterSecret, PeerNet};
 use crate::store::{Counters, Store};
+use wormfs_parts::disk::LocalDisk;
+use wormfs_parts::fsutil::{now_ms, write_durably};
+use wormfs_parts::ids::{ClusterId, NodeId};
 
 /// Name of the admin token file in the data folder.
 pub const TOKEN_FILE: &str = "admin-token";
@@ -134,11 +134,11 @@ impl Node {
     /// Starts a node from its configuration.
     pub async fn start(cfg: &Config) -> anyhow::Result<Node> {
         let data = &cfg.node.data_dir;
-        crate::fsutil::create_private_dir_all(data)
+        wormfs_parts::fsutil::create_private_dir_all(data)
             .with_context(|| format!("create data folder {}", data.display()))?;
         let lock = lock_data_dir(data)?;
         for secret in secret_files(cfg) {
-            crate::fsutil::check_secret(&secret)?;
+            wormfs_parts::fsutil::check_secret(&secret)?;
         }
         restrict_data_dir(data)?;
         let ident_path = data.join("node.json");
@@ -199,7 +199,7 @@ impl Node {
         let meta_dir = data.join("meta");
         resync_if_marked(&meta_dir)?;
         // `snapshots/` too, before Raft's state machine makes it with the umask's mode.
-        crate::fsutil::create_private_dir_all(&meta_dir.join("snapshots"))
+        wormfs_parts::fsutil::create_private_dir_all(&meta_dir.join("snapshots"))
             .with_context(|| format!("create {}", meta_dir.display()))?;
         restrict_tree(&meta_dir)?;
         let db = MetaDb::open(&meta_dir.join("metadata.db")).await?;
@@ -348,7 +348,7 @@ impl Node {
         let store = Arc::new(Store {
             cluster_id: ident.cluster_id,
             node_id: ident.node_id,
-            disks,
+            disks: wormfs_parts::disk_set::DiskSet::new(disks),
             meta: db,
             consensus,
             storage: cfg.storage.clone(),
@@ -368,7 +368,7 @@ impl Node {
         };
         let tls = server_config(&cert, directory.allowed(), CipherPreference::Auto)?;
         crate::data_plane::server::start(
-            node.store.clone(),
+            node.store.disks.clone(),
             tls,
             directory.allowed(),
             data_listener,
@@ -528,10 +528,10 @@ fn restrict_data_dir(data: &Path) -> anyhow::Result<()> {
         let ours = kind.is_file()
             || (kind.is_dir() && (name == "disks" || name.starts_with("meta.broken-")));
         if ours {
-            crate::fsutil::restrict_mode_logged(&e.path())?;
+            wormfs_parts::fsutil::restrict_mode_logged(&e.path())?;
         }
     }
-    crate::fsutil::restrict_mode_logged(data)
+    wormfs_parts::fsutil::restrict_mode_logged(data)
 }
 
 /// Takes group and others' access away from `dir` and everything in it (a small tree: the
@@ -541,11 +541,11 @@ fn restrict_tree(dir: &Path) -> anyhow::Result<()> {
         let e = e.with_context(|| format!("list {}", dir.display()))?;
         match e.file_type() {
             Ok(k) if k.is_dir() => restrict_tree(&e.path())?,
-            Ok(k) if k.is_file() => crate::fsutil::restrict_mode_logged(&e.path())?,
+            Ok(k) if k.is_file() => wormfs_parts::fsutil::restrict_mode_logged(&e.path())?,
             _ => {}
         }
     }
-    crate::fsutil::restrict_mode_logged(dir)
+    wormfs_parts::fsutil::restrict_mode_logged(dir)
 }
 
 /// Starts mDNS when the config asks for it, advertising this node's control plane
@@ -622,7 +622,7 @@ fn resync_if_marked(meta_dir: &Path) -> anyhow::Result<()> {
     );
     std::fs::rename(meta_dir, &aside)
         .with_context(|| format!("move {} to {}", meta_dir.display(), aside.display()))?;
-    crate::fsutil::sync_dir(meta_dir.parent().unwrap_or(Path::new(".")))
+    wormfs_parts::fsutil::sync_dir(meta_dir.parent().unwrap_or(Path::new(".")))
 }
 
 /// Each member's IP on the control plane, from the Raft membership.
@@ -669,5 +669,5 @@ pub fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
         .with_context(|| format!("create {}", path.display()))?;
     writeln!(f, "{secret}")?;
     f.sync_all()?;
-    crate::fsutil::sync_dir(path.parent().unwrap_or(Path::new(".")))
+    wormfs_parts::fsutil::sync_dir(path.parent().unwrap_or(Path::new(".")))
 }

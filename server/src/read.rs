@@ -14,11 +14,11 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 
-use crate::codec;
-use crate::ids::{DiskId, FileId, NodeId};
 use crate::meta::FileRecord;
-use crate::part_io::{OpenPart, PartReadError};
 use crate::store::Store;
+use wormfs_parts::codec;
+use wormfs_parts::ids::FileId;
+use wormfs_parts::part_io::PartReader;
 
 /// Blocks fetched ahead of the reader.
 const READ_AHEAD_BLOCKS: usize = 8;
@@ -70,14 +70,8 @@ enum PartSlot {
     Bad(String),
 }
 
-/// Where a part's blocks come from.
-#[derive(Clone)]
-enum PartHandle {
-    /// An open part file on this node's disk.
-    Local(Arc<OpenPart>),
-    /// A part on another node's disk, read through the data plane.
-    Remote { node: NodeId, disk: DiskId },
-}
+/// Where a part's blocks come from: this node's disk or another node's, behind one trait.
+type PartHandle = Arc<dyn PartReader>;
 
 #[derive(Clone, Copy, Debug)]
 struct BlockRef {
@@ -292,11 +286,11 @@ impl FileReader {
             return (!self.is_bad(seg.index, b.part)).then_some(hit);
         }
         let part = match lock(&self.parts.0).get(&(seg.index, b.part)) {
-            Some(PartSlot::Open(PartHandle::Local(p))) => p.clone(),
+            Some(PartSlot::Open(p)) => p.clone(),
             _ => return None,
         };
-        match part.read_blocks_cached(b.row, 1)? {
-            Ok(v) => Some(Bytes::from(v)),
+        match part.read_blocks_now(b.row, 1)? {
+            Ok(v) => Some(v),
             Err(e) => {
                 self.mark_bad(seg.index, b.part, e.to_string());
                 None
@@ -319,31 +313,10 @@ impl FileReader {
             .and_then(|s| s.parts.get(usize::from(part)));
         let res = match rec.and_then(|p| p.disk_id) {
             None => Err("recorded as missing".to_owned()),
-            Some(d) => match self.store.disk(d) {
-                None => match self.store.data.directory().disk(d) {
-                    Some((node, _)) if node != self.store.node_id => {
-                        Ok(PartHandle::Remote { node, disk: d })
-                    }
-                    _ => Err(format!("disk {d} not attached")),
-                },
-                Some(disk) if !disk.readable() => {
-                    Err(format!("disk {} missing", disk.root.display()))
-                }
-                Some(disk) => {
-                    let path = disk.part_path(self.file.file_id, seg, part);
-                    match OpenPart::open(disk.clone(), &path) {
-                        Ok(p)
-                            if p.header.file_id == self.file.file_id
-                                && p.header.segment_index == seg
-                                && p.header.part_index == part =>
-                        {
-                            Ok(PartHandle::Local(Arc::new(p)))
-                        }
-                        Ok(_) => Err(PartReadError::WrongPart.to_string()),
-                        Err(e) => Err(e.to_string()),
-                    }
-                }
-            },
+            Some(d) => self
+                .store
+                .open_part(d, self.file.file_id, seg, part)
+                .map_err(|e| e.to_string()),
         };
         let slot = match &res {
             Ok(p) => PartSlot::Open(p.clone()),
@@ -358,25 +331,9 @@ impl FileReader {
 
     /// Reads `count` blocks from block `first` of a part, wherever it is. Blocking.
     fn read_part(&self, seg: u32, part: u16, first: u64, count: u64) -> Result<Bytes, String> {
-        match self.open_part(seg, part)? {
-            PartHandle::Local(p) => p
-                .read_blocks(first, count)
-                .map(Bytes::from)
-                .map_err(|e| e.to_string()),
-            PartHandle::Remote { node, disk } => {
-                let remote = crate::data_plane::RemotePart {
-                    node,
-                    disk,
-                    file: self.file.file_id,
-                    segment: seg,
-                    part,
-                };
-                self.store
-                    .data
-                    .read_blocks_blocking(&remote, first, count)
-                    .map_err(|e| e.to_string())
-            }
-        }
+        self.open_part(seg, part)?
+            .read_blocks(first, count)
+            .map_err(|e| e.to_string())
     }
 
     fn damaged(&self, seg: u32, part: u16, why: &str) {

@@ -10,13 +10,15 @@ use wormfs_config::{IngestConfig, StorageConfig};
 
 use crate::command::{CommandV1, Outcome, Rejection};
 use crate::consensus::{Consensus, ConsensusError};
-use crate::disk::{DiskState, LocalDisk, Space};
-use crate::fsutil::now_ms;
-use crate::ids::{ClusterId, DiskId, NodeId};
 use crate::meta::{FileRecord, MetaDb, MetaError};
-use crate::placement::Candidate;
-use crate::policy::Policy;
-use crate::tree_path::TreePath;
+use wormfs_parts::disk::{DiskState, LocalDisk, Space};
+use wormfs_parts::disk_set::DiskSet;
+use wormfs_parts::fsutil::now_ms;
+use wormfs_parts::ids::{ClusterId, DiskId, FileId, NodeId};
+use wormfs_parts::part_io::{PartReadError, PartReader};
+use wormfs_parts::placement::Candidate;
+use wormfs_parts::policy::Policy;
+use wormfs_parts::tree_path::TreePath;
 
 /// An error of a namespace operation; the API maps each kind to a status.
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +67,7 @@ pub struct Store {
     /// This node.
     pub node_id: NodeId,
     /// This node's disks.
-    pub disks: Vec<Arc<LocalDisk>>,
+    pub disks: DiskSet,
     /// The metadata database.
     pub meta: MetaDb,
     /// Raft.
@@ -91,7 +93,40 @@ impl Store {
 
     /// The local disk with this id.
     pub fn disk(&self, id: DiskId) -> Option<&Arc<LocalDisk>> {
-        self.disks.iter().find(|d| d.id == id)
+        self.disks.get(id)
+    }
+
+    /// A reader for part `part` of segment `segment` of `file` on disk `disk`, wherever that
+    /// disk is: this node's (the part file opened and its header and block table verified) or
+    /// another node's (read through the data plane). Blocking (it may open a file). The read
+    /// path, repair and scrub all read parts through it.
+    pub fn open_part(
+        &self,
+        disk: DiskId,
+        file: FileId,
+        segment: u32,
+        part: u16,
+    ) -> Result<Arc<dyn PartReader>, PartReadError> {
+        if self.disk(disk).is_some() {
+            return Ok(Arc::new(self.disks.open_part(disk, file, segment, part)?));
+        }
+        match self.data.directory().disk(disk) {
+            Some((node, _)) if node != self.node_id => {
+                Ok(Arc::new(crate::data_plane::RemotePartReader::new(
+                    self.data.clone(),
+                    crate::data_plane::RemotePart {
+                        node,
+                        disk,
+                        file,
+                        segment,
+                        part,
+                    },
+                )))
+            }
+            _ => Err(PartReadError::Unavailable(format!(
+                "disk {disk} not attached"
+            ))),
+        }
     }
 
     /// A map of this node's disks by id.

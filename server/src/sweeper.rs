@@ -12,9 +12,9 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use crate::command::CommandV1;
-use crate::fsutil::now_ms;
-use crate::part_format::parse_part_file_name;
 use crate::store::{Store, StoreError};
+use wormfs_parts::fsutil::now_ms;
+use wormfs_parts::part_format::parse_part_file_name;
 
 /// What one sweep did.
 #[derive(Debug, Default, Serialize)]

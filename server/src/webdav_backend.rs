@@ -12,14 +12,14 @@ use wormfs_webdav::{
 };
 
 use crate::command::{CommandV1, Conflict, Outcome, Rejection, SourceIdentity};
-use crate::fsutil::now_ms;
 use crate::ingest::IngestRequest;
 use crate::meta::{DirEntry, EntryKind, FileRecord};
 use crate::read::{FileReader, ReadError};
 use crate::store::{Store, StoreError};
-use crate::tree_path::TreePath;
 use crate::webdav_lookups::{Found, Lookups};
 use crate::webdav_upload::Upload;
+use wormfs_parts::fsutil::now_ms;
+use wormfs_parts::tree_path::TreePath;
 
 /// The store seen through WebDAV.
 pub struct StoreBackend {

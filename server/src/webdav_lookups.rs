@@ -9,9 +9,9 @@ use std::sync::{Arc, Mutex};
 
 use std::collections::VecDeque;
 
-use crate::ids::FileId;
 use crate::meta::{DirEntry, FileRecord};
 use crate::read::OpenParts;
+use wormfs_parts::ids::FileId;
 
 /// Paths remembered at most; past that the memory is cleared and starts again.
 const MAX_PATHS: usize = 4096;

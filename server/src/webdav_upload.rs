@@ -18,8 +18,8 @@ use wormfs_webdav::{BackendError, BoxFut, Entry, WriteFile};
 
 use crate::ingest::{IngestRequest, IngestResult};
 use crate::store::{Store, StoreError};
-use crate::tree_path::TreePath;
 use crate::webdav_backend::{entry_of, store_err};
+use wormfs_parts::tree_path::TreePath;
 
 /// Frames of the body buffered between the connection and the encoder.
 const CHANNEL_FRAMES: usize = 64;

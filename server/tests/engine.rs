@@ -6,8 +6,8 @@ use std::sync::atomic::Ordering;
 
 use common::*;
 use rand::{Rng, SeedableRng};
+use wormfs_parts::tree_path::TreePath;
 use wormfs_server::store::StoreError;
-use wormfs_server::tree_path::TreePath;
 
 /// Every size, under every policy, reads back whole and in random ranges.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -236,7 +236,7 @@ async fn open_parts_still_verify_every_block() {
         .unwrap();
     let header_len = {
         let head = std::fs::read(disk.part_path(r.file_id, seg.index, 1)).unwrap();
-        wormfs_server::part_format::PartHeader::decode(&head)
+        wormfs_parts::part_format::PartHeader::decode(&head)
             .unwrap()
             .header_len
     };
@@ -326,7 +326,7 @@ async fn vanished_disk_gets_no_parts() {
     let node = start(&config(t.path(), 4096, 64 * 1024)).await;
     let store = node.store.clone();
     let gone = store.disks[2].clone();
-    std::fs::remove_file(gone.root.join(wormfs_server::disk::IDENTITY_FILE)).unwrap();
+    std::fs::remove_file(gone.root.join(wormfs_parts::disk::IDENTITY_FILE)).unwrap();
     for i in 0..10 {
         let r = put(
             &store,

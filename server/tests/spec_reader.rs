@@ -453,7 +453,7 @@ async fn put(
     data: &[u8],
 ) -> anyhow::Result<FileRecord> {
     let req = wormfs_server::ingest::IngestRequest {
-        path: wormfs_server::tree_path::TreePath::parse(path)?,
+        path: wormfs_parts::tree_path::TreePath::parse(path)?,
         policy: Some(policy.parse().map_err(anyhow::Error::msg)?),
         conflict: wormfs_server::command::Conflict::Fail,
         source: wormfs_server::command::SourceIdentity::Upload {
@@ -955,7 +955,7 @@ async fn append_adds_segments_and_changes_the_etag() -> anyhow::Result<()> {
     let first = seeded(100_003, 4);
     let more = seeded(300_001, 5);
     let before = put(&node.store, "/a/log.bin", "ec:4+2", &first).await?;
-    let path = wormfs_server::tree_path::TreePath::parse("/a/log.bin")?;
+    let path = wormfs_parts::tree_path::TreePath::parse("/a/log.bin")?;
     node.store.append(&path, &more[..]).await?;
     let after = node
         .store

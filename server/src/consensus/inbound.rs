@@ -11,10 +11,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::Consensus;
-use crate::ids::NodeId;
 use crate::peer::net::ip_of;
 use crate::peer::protocol::{Hello, JoinRequest};
 use crate::peer::{Inbound, PeerRequest, PeerResponse};
+use wormfs_parts::ids::NodeId;
 
 impl Consensus {
     /// Records a call from the leader or candidate that `vote` names.
@@ -36,7 +36,7 @@ impl Consensus {
                 r = inbound.recv() => match r { Some(r) => r, None => break },
             };
             // A test's network partition: no answer, as if nothing arrived.
-            if crate::crash_point::partitioned(&req.peer.to_string()) {
+            if wormfs_parts::crash_point::partitioned(&req.peer.to_string()) {
                 continue;
             }
             let me = self.clone();

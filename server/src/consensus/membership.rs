@@ -12,10 +12,10 @@ use tracing::Instrument;
 
 use super::Consensus;
 use crate::command::CommandV1;
-use crate::fsutil::now_ms;
-use crate::ids::NodeId;
 use crate::peer::protocol::RemoveRefused;
 use crate::peer::{PeerRequest, PeerResponse};
+use wormfs_parts::fsutil::now_ms;
+use wormfs_parts::ids::NodeId;
 
 /// A member heard from within this long counts as up.
 const ALIVE: Duration = Duration::from_secs(5);

@@ -20,11 +20,11 @@ use tokio_util::sync::CancellationToken;
 use wormfs_config::RaftConfig;
 
 use crate::command::{Command, CommandV1, Outcome};
-use crate::ids::NodeId;
 use crate::meta::{LogStore, MetaDb, StateMachineStore};
 use crate::peer::protocol::WriteRefused;
 use crate::peer::{Inbound, PeerNet, PeerRequest, PeerResponse};
 use crate::raft_types::TypeConfig;
+use wormfs_parts::ids::NodeId;
 
 pub use formation::Formation;
 pub use membership::{plan_voters, VoterChange, VoterFacts};

@@ -16,10 +16,10 @@ use openraft::raft::{
 };
 use openraft::BasicNode;
 
-use crate::ids::NodeId;
 use crate::peer::net::{ip_of, peer_of};
 use crate::peer::{PeerError, PeerNet, PeerRequest, PeerResponse};
 use crate::raft_types::TypeConfig;
+use wormfs_parts::ids::NodeId;
 
 /// Makes one client per Raft target.
 pub(crate) struct PeerNetwork {

@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::{Consensus, Formation};
-use crate::ids::NodeId;
 use crate::meta::NodeRecord;
 use crate::peer::net::peer_of;
+use wormfs_parts::ids::NodeId;
 
 /// The cluster as this node sees it.
 #[derive(Debug, Serialize)]

@@ -11,7 +11,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::Digest;
 
-use crate::ids::NodeId;
+use wormfs_parts::ids::NodeId;
 
 /// The certificate file in the data folder (PEM).
 pub const CERT_FILE: &str = "data-cert.pem";
@@ -106,7 +106,7 @@ impl NodeCert {
             .self_signed(&key)
             .context("sign the data-plane certificate")?;
         crate::node::write_secret(key_path, key.serialize_pem().trim_end())?;
-        crate::fsutil::write_durably(cert_path, cert.pem().as_bytes())?;
+        wormfs_parts::fsutil::write_durably(cert_path, cert.pem().as_bytes())?;
         tracing::info!(file = %cert_path.display(), "made the data-plane certificate");
         Self::load(cert_path, key_path)
     }

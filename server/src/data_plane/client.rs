@@ -12,12 +12,12 @@ use super::cert::NodeCert;
 use super::directory::{Directory, Endpoint};
 use super::tls::{client_config, CipherPreference};
 use super::wire::{DiskOffer, NewUpload, UploadCreated, UploadOffset, CRC_HEADER};
-use crate::ids::{DiskId, FileId, NodeId};
-use crate::part_format::PartHeader;
+use wormfs_parts::ids::{DiskId, FileId, NodeId};
+use wormfs_parts::part_format::PartHeader;
 
 /// [`REQUEST_TIMEOUT`], or a test's shorter one.
 fn request_timeout() -> Duration {
-    crate::crash_point::data_request_timeout().unwrap_or(REQUEST_TIMEOUT)
+    wormfs_parts::crash_point::data_request_timeout().unwrap_or(REQUEST_TIMEOUT)
 }
 
 /// How long to wait for a TCP connection and handshake.

@@ -8,8 +8,8 @@ use std::sync::{Arc, RwLock};
 
 use super::cert::Fingerprint;
 use super::tls::Allowed;
-use crate::ids::{DiskId, NodeId};
 use crate::meta::{MetaDb, MetaError};
+use wormfs_parts::ids::{DiskId, NodeId};
 
 /// How to reach a node's data server.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -9,11 +9,13 @@
 //! - [`wire`]: the requests and their bodies;
 //! - [`server`]: the data server;
 //! - [`client`]: requests to other nodes, with timeouts and retries;
-//! - [`remote_writer`]: a part writer for a disk on another node.
+//! - [`remote_writer`]: a part writer for a disk on another node;
+//! - [`remote_reader`]: a part reader for a part on another node.
 
 pub mod cert;
 pub mod client;
 pub mod directory;
+pub mod remote_reader;
 pub mod remote_writer;
 pub mod server;
 pub mod tls;
@@ -22,4 +24,5 @@ pub mod wire;
 pub use cert::{Fingerprint, NodeCert};
 pub use client::{DataClient, DataError, RemotePart};
 pub use directory::Directory;
+pub use remote_reader::RemotePartReader;
 pub use remote_writer::RemotePartWriter;

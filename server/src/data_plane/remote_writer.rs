@@ -11,9 +11,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::client::{DataClient, DataError};
 use super::wire::{NewUpload, CHUNK};
-use crate::ids::NodeId;
-use crate::part_format::PartHeader;
-use crate::part_io::PartWriter;
+use wormfs_parts::ids::NodeId;
+use wormfs_parts::part_format::PartHeader;
+use wormfs_parts::part_io::PartWriter;
 
 /// Chunks queued per part beyond the one being sent.
 const QUEUED_CHUNKS: usize = 3;

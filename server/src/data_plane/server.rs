@@ -23,10 +23,10 @@ use tracing::Instrument;
 use super::cert::Fingerprint;
 use super::tls::Allowed;
 use super::wire::{DiskOffer, NewUpload, UploadCreated, UploadOffset, CRC_HEADER, MAX_CHUNK};
-use crate::ids::{DiskId, FileId};
-use crate::part_format::PartHeader;
-use crate::part_io::{LocalPartWriter, OpenPart, PartReadError, PartWriter};
-use crate::store::Store;
+use wormfs_parts::disk_set::DiskSet;
+use wormfs_parts::ids::{DiskId, FileId};
+use wormfs_parts::part_format::PartHeader;
+use wormfs_parts::part_io::{LocalPartWriter, OpenPart, PartReadError, PartWriter};
 
 /// How long a client has to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -57,7 +57,7 @@ struct Upload {
 type PartKey = (DiskId, FileId, u32, u16);
 
 struct Shared {
-    store: Arc<Store>,
+    disks: DiskSet,
     uploads: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<Upload>>>>,
     open: Mutex<HashMap<PartKey, Arc<OpenPart>>>,
 }
@@ -88,7 +88,7 @@ pub async fn bind(listen: SocketAddr) -> anyhow::Result<TcpListener> {
 
 /// Serves the data plane on `listener` until `shutdown`.
 pub fn start(
-    store: Arc<Store>,
+    disks: DiskSet,
     tls: Arc<tokio_rustls::rustls::ServerConfig>,
     allowed: Allowed,
     listener: TcpListener,
@@ -97,12 +97,12 @@ pub fn start(
 ) -> anyhow::Result<SocketAddr> {
     let local = listener.local_addr()?;
     let shared = Arc::new(Shared {
-        store,
+        disks,
         uploads: Mutex::default(),
         open: Mutex::default(),
     });
     let app = Router::new()
-        .route("/v1/disks", get(disks))
+        .route("/v1/disks", get(offer_disks))
         .route("/v1/uploads", post(create_upload))
         .route("/v1/uploads/{id}", put(put_chunk).delete(abort_upload))
         .route("/v1/uploads/{id}/finish", post(finish_upload))
@@ -239,11 +239,10 @@ async fn janitor(shared: Arc<Shared>, stop: CancellationToken) {
     }
 }
 
-async fn disks(State(sh): State<Arc<Shared>>) -> Result<Json<Vec<DiskOffer>>, Failure> {
-    let store = sh.store.clone();
+async fn offer_disks(State(sh): State<Arc<Shared>>) -> Result<Json<Vec<DiskOffer>>, Failure> {
+    let disks = sh.disks.clone();
     let offers = tokio::task::spawn_blocking(move || {
-        store
-            .disks
+        disks
             .iter()
             .map(|d| {
                 let (writable, reason) = match d.verify_for_write(0) {
@@ -273,7 +272,7 @@ async fn create_upload(
     State(sh): State<Arc<Shared>>,
     Json(req): Json<NewUpload>,
 ) -> Result<Json<UploadCreated>, Failure> {
-    let disk = sh.store.disk(req.disk_id).cloned().ok_or_else(|| {
+    let disk = sh.disks.get(req.disk_id).cloned().ok_or_else(|| {
         Failure(
             StatusCode::NOT_FOUND,
             format!("disk {} is not attached here", req.disk_id),
@@ -430,9 +429,9 @@ async fn finish_upload(
 /// Finishes a part (header, fsync, rename, directory fsync) on the blocking pool; its error as
 /// text. With the `crash-points` test feature, a test can delay it (a slow disk) and make it
 /// fail after the delay (a failed fsync), removing the temporary file as a failed finish does
-/// ([`crate::crash_point::data_finish_fault`]).
+/// ([`wormfs_parts::crash_point::data_finish_fault`]).
 async fn finish_part(w: Box<LocalPartWriter>, header: PartHeader) -> Result<(), String> {
-    let (delay, fail) = crate::crash_point::data_finish_fault();
+    let (delay, fail) = wormfs_parts::crash_point::data_finish_fault();
     if let Some(d) = delay {
         tokio::time::sleep(d).await;
     }
@@ -481,26 +480,10 @@ async fn read_blocks(
         let part_file = match opened {
             Some(p) => p,
             None => {
-                let disk = sh2.store.disk(disk_id).cloned().ok_or_else(|| {
-                    Failure(
-                        StatusCode::NOT_FOUND,
-                        format!("disk {disk_id} is not attached here"),
-                    )
-                })?;
-                if !disk.readable() {
-                    return Err(Failure(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        format!("disk {} missing", disk.root.display()),
-                    ));
-                }
-                let path = disk.part_path(file_id, segment, part);
-                let p = OpenPart::open(disk, &path).map_err(part_failure)?;
-                if p.header.file_id != file_id
-                    || p.header.segment_index != segment
-                    || p.header.part_index != part
-                {
-                    return Err(part_failure(PartReadError::WrongPart));
-                }
+                let p = sh2
+                    .disks
+                    .open_part(disk_id, file_id, segment, part)
+                    .map_err(part_failure)?;
                 let p = Arc::new(p);
                 let mut open = lock(&sh2.open);
                 if open.len() >= OPEN_PARTS {
@@ -523,10 +506,11 @@ async fn read_blocks(
 
 fn part_failure(e: PartReadError) -> Failure {
     let status = match e {
-        PartReadError::Missing => StatusCode::NOT_FOUND,
+        PartReadError::Missing | PartReadError::DiskNotHere(_) => StatusCode::NOT_FOUND,
         PartReadError::WrongPart => StatusCode::CONFLICT,
         PartReadError::Corrupt(_) | PartReadError::Format(_) => StatusCode::UNPROCESSABLE_ENTITY,
         PartReadError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        PartReadError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
     };
     Failure(status, e.to_string())
 }

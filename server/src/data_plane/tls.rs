@@ -20,7 +20,7 @@ use tokio_rustls::rustls::{
 };
 
 use super::cert::{Fingerprint, NodeCert};
-use crate::ids::NodeId;
+use wormfs_parts::ids::NodeId;
 
 /// The certificates a data server accepts, by fingerprint, with the node each belongs to.
 pub type Allowed = Arc<RwLock<HashMap<Fingerprint, NodeId>>>;

@@ -12,7 +12,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{DiskId, FileId};
+use wormfs_parts::ids::{DiskId, FileId};
 
 /// Bytes of part data per upload request (a chunk is applied whole or not at all, so an
 /// interrupted upload resumes at a chunk boundary).

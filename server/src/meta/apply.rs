@@ -8,8 +8,8 @@ use sqlx::{Row, SqliteConnection};
 
 use super::{apply_dav, apply_tree};
 use crate::command::{CommandV1, Conflict, NewSegment, Outcome, Rejection, SourceIdentity};
-use crate::ids::FileId;
-use crate::tree_path::TreePath;
+use wormfs_parts::ids::FileId;
+use wormfs_parts::tree_path::TreePath;
 
 /// Result of resolving a path.
 #[derive(Debug, Clone)]

@@ -6,7 +6,7 @@ use wormfs_webdav::{locks, DeadProp, LockInfo};
 
 use super::apply::{delete_entry_row, lookup_child, release_file, walk, Walk};
 use crate::command::{Outcome, Rejection};
-use crate::tree_path::TreePath;
+use wormfs_parts::tree_path::TreePath;
 
 type Res<T> = Result<T, sqlx::Error>;
 

@@ -10,7 +10,7 @@ use super::apply::{
 };
 use super::apply_dav;
 use crate::command::{Outcome, Rejection};
-use crate::tree_path::TreePath;
+use wormfs_parts::tree_path::TreePath;
 
 type Res<T> = Result<T, sqlx::Error>;
 

@@ -55,7 +55,7 @@ fn private_db_file(path: &Path) -> anyhow::Result<()> {
     for suffix in ["", "-wal", "-shm"] {
         let mut p = path.as_os_str().to_owned();
         p.push(suffix);
-        crate::fsutil::restrict_mode(Path::new(&p))?;
+        wormfs_parts::fsutil::restrict_mode(Path::new(&p))?;
     }
     Ok(())
 }
@@ -176,7 +176,7 @@ impl MetaDb {
             std::fs::copy(&src, &tmp).context("copy snapshot into place")?;
             std::fs::File::open(&tmp)?.sync_all()?;
             std::fs::rename(&tmp, &path).context("rename snapshot into place")?;
-            crate::fsutil::sync_dir(path.parent().unwrap_or(Path::new(".")))?;
+            wormfs_parts::fsutil::sync_dir(path.parent().unwrap_or(Path::new(".")))?;
             Ok(())
         })
         .await

@@ -10,9 +10,9 @@ use wormfs_webdav::{DeadProp, LockInfo};
 use super::apply::{walk, Walk};
 use super::MetaDb;
 use crate::command::SourceIdentity;
-use crate::ids::{DiskId, FileId, NodeId};
-use crate::layout::Geometry;
-use crate::tree_path::TreePath;
+use wormfs_parts::ids::{DiskId, FileId, NodeId};
+use wormfs_parts::layout::Geometry;
+use wormfs_parts::tree_path::TreePath;
 
 /// Whether an entry is a file or a directory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

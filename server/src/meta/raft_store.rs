@@ -24,8 +24,8 @@ use tokio::io::AsyncSeekExt;
 use super::apply::{apply_command, kv_set};
 use super::{migrator, open_pool, MetaDb, RAFT_LOG_SQL};
 use crate::command::{Command, Outcome};
-use crate::fsutil::sync_dir;
 use crate::raft_types::TypeConfig;
+use wormfs_parts::fsutil::sync_dir;
 
 type NodeId = u64;
 type SErr = StorageError<NodeId>;
@@ -259,7 +259,7 @@ impl StateMachineStore {
         );
         if let Some(meta) = self.snapshot_dir.parent() {
             let marker = meta.join(RESYNC_MARKER);
-            if let Err(e) = crate::fsutil::write_durably(&marker, why.as_bytes()) {
+            if let Err(e) = wormfs_parts::fsutil::write_durably(&marker, why.as_bytes()) {
                 tracing::error!("cannot write {}: {e:#}", marker.display());
             }
         }
@@ -328,7 +328,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 EntryPayload::Normal(Command::V1(cmd)) => {
                     let applied = match &cmd {
                         crate::command::CommandV1::Mkdir { path, .. }
-                            if crate::crash_point::fail_apply_mkdir(path) =>
+                            if wormfs_parts::crash_point::fail_apply_mkdir(path) =>
                         {
                             Err(sqlx::Error::Protocol("injected apply failure".into()))
                         }
@@ -471,7 +471,7 @@ async fn write_sidecar(
         file: file.to_owned(),
     })?;
     let p = path.to_owned();
-    tokio::task::spawn_blocking(move || crate::fsutil::write_durably(&p, &json)).await??;
+    tokio::task::spawn_blocking(move || wormfs_parts::fsutil::write_durably(&p, &json)).await??;
     Ok(())
 }
 

@@ -14,8 +14,8 @@ use openraft::{
 
 use super::raft_store::read_applied;
 use super::{open_pool, LogStore};
-use crate::ids::NodeId;
 use crate::raft_types::TypeConfig;
+use wormfs_parts::ids::NodeId;
 
 /// What a forced recovery did.
 #[derive(Debug)]

@@ -295,7 +295,7 @@ impl PeerNet {
         req: PeerRequest,
         timeout: Duration,
     ) -> Result<PeerResponse, PeerError> {
-        if crate::crash_point::partitioned(&peer.to_string()) {
+        if wormfs_parts::crash_point::partitioned(&peer.to_string()) {
             return Err(PeerError::Unreachable(format!(
                 "{peer}: partitioned (test)"
             )));

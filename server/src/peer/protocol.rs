@@ -9,8 +9,8 @@ use openraft::raft::{
 use serde::{Deserialize, Serialize};
 
 use crate::command::{Command, Outcome};
-use crate::ids::NodeId;
 use crate::raft_types::TypeConfig;
+use wormfs_parts::ids::NodeId;
 
 /// The protocol name; a new incompatible version gets a new name.
 pub const PROTOCOL: &str = "/wormfs/control/1";

@@ -73,7 +73,7 @@ impl ClusterSecret {
         if let Some(dir) = path.parent() {
             if !dir.as_os_str().is_empty() {
                 // The data folder by default: private like the rest of it (docs/operations.md).
-                crate::fsutil::create_private_dir_all(dir)
+                wormfs_parts::fsutil::create_private_dir_all(dir)
                     .with_context(|| format!("create {}", dir.display()))?;
             }
         }

@@ -5,12 +5,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rand::{RngCore, SeedableRng};
+use wormfs_parts::tree_path::TreePath;
 use wormfs_server::command::{Conflict, SourceIdentity};
 use wormfs_server::ingest::{IngestRequest, IngestResult};
 use wormfs_server::node::Node;
 use wormfs_server::read::FileReader;
 use wormfs_server::store::{Store, StoreError};
-use wormfs_server::tree_path::TreePath;
 
 /// A config for a node in `dir` with small blocks and segments, so tests cross many boundaries.
 pub fn config(dir: &Path, block: u32, part_bytes: u64) -> wormfs_config::Config {

@@ -1,8 +1,10 @@
-//! Writing and reading part files on local disks.
+//! Writing and reading parts.
 //!
-//! [`PartWriter`] is the seam for the cluster: a remote writer is another implementation. A
-//! local part is written to a temporary name (data first, header last), fsynced, renamed and its
-//! directory fsynced; a failed or aborted write leaves nothing behind.
+//! [`PartWriter`] and [`PartReader`] are the seams for the cluster: a part on another machine's
+//! disk is written and read through other implementations of the same two traits (the data
+//! plane's), so ingest, reads, repair and scrub do not care where a part lives. A local part is
+//! written to a temporary name (data first, header last), fsynced, renamed and its directory
+//! fsynced; a failed or aborted write leaves nothing behind.
 
 use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
@@ -11,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
+use bytes::Bytes;
 
 use crate::disk::LocalDisk;
 use crate::part_format::{FormatError, PartHeader, TABLE_OFFSET};
@@ -23,6 +26,20 @@ pub trait PartWriter: Send {
     fn finish(self: Box<Self>, header: PartHeader) -> anyhow::Result<()>;
     /// Discards the part.
     fn abort(self: Box<Self>);
+}
+
+/// Reads one part's blocks, each checked against its checksum, wherever the part is: a file on
+/// this machine's disk ([`OpenPart`]) or a part on another machine's disk.
+pub trait PartReader: Send + Sync {
+    /// Reads `count` consecutive blocks from block `first` (clamped to the part). Blocking.
+    fn read_blocks(&self, first: u64, count: u64) -> Result<Bytes, PartReadError>;
+    /// The same blocks, only if they can be had without waiting for a disk or the network
+    /// (bytes already in the page cache), so the call may run on an async thread. `None`
+    /// leaves them to [`Self::read_blocks`], which reports what went wrong if anything did.
+    fn read_blocks_now(&self, first: u64, count: u64) -> Option<Result<Bytes, PartReadError>> {
+        let _ = (first, count);
+        None
+    }
 }
 
 /// A part being written on a local disk.
@@ -162,6 +179,13 @@ pub enum PartReadError {
     /// A block's checksum does not match (or the file is truncated).
     #[error("block {0} corrupt or truncated")]
     Corrupt(u64),
+    /// The part's disk is not attached to this node.
+    #[error("disk {0} is not attached here")]
+    DiskNotHere(crate::ids::DiskId),
+    /// The part's disk cannot be reached: missing (unmounted), or on another machine
+    /// that did not deliver the blocks (unreachable, timed out, or it answered with an error).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// An open, verified part file.
@@ -284,6 +308,16 @@ impl OpenPart {
             off += l;
         }
         Ok(buf)
+    }
+}
+
+impl PartReader for OpenPart {
+    fn read_blocks(&self, first: u64, count: u64) -> Result<Bytes, PartReadError> {
+        OpenPart::read_blocks(self, first, count).map(Bytes::from)
+    }
+
+    fn read_blocks_now(&self, first: u64, count: u64) -> Option<Result<Bytes, PartReadError>> {
+        OpenPart::read_blocks_cached(self, first, count).map(|r| r.map(Bytes::from))
     }
 }
 

@@ -1,9 +1,9 @@
 //! Codec benchmark: encode and reconstruct with reed-solomon-simd, 4+2 and 8+3, 64 KiB and 1 MiB
-//! shards. Run with `cargo bench -p wormfs-server --bench codec`; figures go to docs/performance.md.
+//! shards. Run with `cargo bench -p wormfs-parts --bench codec`; figures go to docs/performance.md.
 #![allow(missing_docs)]
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use wormfs_server::codec::{encode, Decoder, Encoder};
+use wormfs_parts::codec::{encode, Decoder, Encoder};
 
 fn shards(k: usize, len: usize) -> Vec<Vec<u8>> {
     (0..k)

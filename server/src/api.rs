@@ -18,12 +18,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio_util::io::StreamReader;
 
-use crate::command::{Conflict, Rejection, SourceIdentity};
 use crate::consensus::ConsensusError;
 use crate::ingest::IngestRequest;
-use crate::meta::EntryKind;
 use crate::read::FileReader;
 use crate::store::{Store, StoreError};
+use wormfs_meta::command::{Conflict, Rejection, SourceIdentity};
+use wormfs_meta::EntryKind;
 use wormfs_parts::placement::domains_tolerated;
 use wormfs_parts::policy::Policy;
 use wormfs_parts::tree_path::TreePath;

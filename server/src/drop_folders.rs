@@ -22,9 +22,9 @@ use tokio_util::sync::CancellationToken;
 use wormfs_config::{AfterIngest, ConflictRule, DropFolderConfig, PolicySpec};
 use wormfs_watcher::{DropWatcher, FolderSpec, Ready, Signature};
 
-use crate::command::{Conflict, SourceIdentity};
 use crate::ingest::IngestRequest;
 use crate::store::Store;
+use wormfs_meta::command::{Conflict, SourceIdentity};
 use wormfs_parts::crash_point::crash_point;
 use wormfs_parts::fsutil::now_ms;
 use wormfs_parts::policy::Policy;

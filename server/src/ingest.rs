@@ -14,10 +14,10 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::command::{CommandV1, Conflict, NewSegment, Outcome, SourceIdentity};
 use crate::data_plane::wire::NewUpload;
 use crate::data_plane::RemotePartWriter;
 use crate::store::{Store, StoreError};
+use wormfs_meta::command::{CommandV1, Conflict, NewSegment, Outcome, SourceIdentity};
 use wormfs_parts::codec;
 use wormfs_parts::crash_point::crash_point;
 use wormfs_parts::fsutil::now_ms;

@@ -4,15 +4,12 @@
 
 pub mod api;
 pub mod cli;
-pub mod command;
 pub mod consensus;
 pub mod data_plane;
 pub mod drop_folders;
 pub mod ingest;
-pub mod meta;
 pub mod node;
 pub mod peer;
-pub mod raft_types;
 pub mod read;
 pub mod store;
 pub mod sweeper;

@@ -247,7 +247,7 @@ async fn recover(args: &ServeArgs, force: bool) -> anyhow::Result<()> {
     let data = &cfg.node.data_dir;
     let _lock = wormfs_server::node::lock_data_dir(data)?;
     let node_id = wormfs_server::node::read_node_id(data)?;
-    let r = wormfs_server::meta::recovery::force_single_voter(&data.join("meta"), node_id).await?;
+    let r = wormfs_meta::recovery::force_single_voter(&data.join("meta"), node_id).await?;
     println!(
         "node {node_id} is now the only voter (the voters were {:?}; new membership at log index \
          {}). Start it: it elects itself and takes writes. Then run `wormfs node remove ID` for \

@@ -12,13 +12,13 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 use wormfs_config::{Config, ConfigSource};
 
-use crate::command::CommandV1;
 use crate::consensus::{ClusterParams, Consensus, Formation};
 use crate::data_plane::tls::{server_config, CipherPreference};
 use crate::data_plane::{DataClient, Directory, NodeCert};
-use crate::meta::MetaDb;
 use crate::peer::{ClusterSecret, PeerNet};
 use crate::store::{Counters, Store};
+use wormfs_meta::command::CommandV1;
+use wormfs_meta::MetaDb;
 use wormfs_parts::disk::LocalDisk;
 use wormfs_parts::fsutil::{now_ms, write_durably};
 use wormfs_parts::ids::{ClusterId, NodeId};
@@ -611,7 +611,7 @@ fn start_mdns(
 /// When the state machine failed last time (`meta/RESYNC`), sets the metadata folder aside so
 /// that this node starts empty and catches up from the cluster (the log or a snapshot).
 fn resync_if_marked(meta_dir: &Path) -> anyhow::Result<()> {
-    let marker = meta_dir.join(crate::meta::RESYNC_MARKER);
+    let marker = meta_dir.join(wormfs_meta::RESYNC_MARKER);
     let Ok(why) = std::fs::read_to_string(&marker) else {
         return Ok(());
     };

@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 
-use crate::meta::FileRecord;
 use crate::store::Store;
+use wormfs_meta::FileRecord;
 use wormfs_parts::codec;
 use wormfs_parts::ids::FileId;
 use wormfs_parts::part_io::PartReader;

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use serde::Serialize;
 use wormfs_config::{IngestConfig, StorageConfig};
 
-use crate::command::{CommandV1, Outcome, Rejection};
 use crate::consensus::{Consensus, ConsensusError};
-use crate::meta::{FileRecord, MetaDb, MetaError};
+use wormfs_meta::command::{CommandV1, Outcome, Rejection};
+use wormfs_meta::{FileRecord, MetaDb, MetaError};
 use wormfs_parts::disk::{DiskState, LocalDisk, Space};
 use wormfs_parts::disk_set::DiskSet;
 use wormfs_parts::fsutil::now_ms;

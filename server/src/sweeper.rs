@@ -11,8 +11,8 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use crate::command::CommandV1;
 use crate::store::{Store, StoreError};
+use wormfs_meta::command::CommandV1;
 use wormfs_parts::fsutil::now_ms;
 use wormfs_parts::part_format::parse_part_file_name;
 

@@ -11,13 +11,13 @@ use wormfs_webdav::{
     Backend, BackendError, BoxFut, CreateOptions, DeadProp, Entry, LockInfo, ReadFile, WriteFile,
 };
 
-use crate::command::{CommandV1, Conflict, Outcome, Rejection, SourceIdentity};
 use crate::ingest::IngestRequest;
-use crate::meta::{DirEntry, EntryKind, FileRecord};
 use crate::read::{FileReader, ReadError};
 use crate::store::{Store, StoreError};
 use crate::webdav_lookups::{Found, Lookups};
 use crate::webdav_upload::Upload;
+use wormfs_meta::command::{CommandV1, Conflict, Outcome, Rejection, SourceIdentity};
+use wormfs_meta::{DirEntry, EntryKind, FileRecord};
 use wormfs_parts::fsutil::now_ms;
 use wormfs_parts::tree_path::TreePath;
 

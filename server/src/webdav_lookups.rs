@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 
 use std::collections::VecDeque;
 
-use crate::meta::{DirEntry, FileRecord};
 use crate::read::OpenParts;
+use wormfs_meta::{DirEntry, FileRecord};
 use wormfs_parts::ids::FileId;
 
 /// Paths remembered at most; past that the memory is cleared and starts again.
@@ -92,7 +92,7 @@ mod tests {
         let l = Lookups::default();
         let entry = DirEntry {
             name: "a".into(),
-            kind: crate::meta::EntryKind::Dir,
+            kind: wormfs_meta::EntryKind::Dir,
             size: 0,
             mtime_ms: 0,
             policy: None,

@@ -399,7 +399,7 @@ async fn append_adds_segments_without_rewriting() {
 /// The conflict rules: fail, rename ("name (1).ext"), skip, replace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conflict_rules() {
-    use wormfs_server::command::Conflict;
+    use wormfs_meta::command::Conflict;
     let t = tempfile::tempdir().unwrap();
     let node = start(&config(t.path(), 4096, 64 * 1024)).await;
     let store = node.store.clone();

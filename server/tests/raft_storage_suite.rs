@@ -2,8 +2,8 @@
 
 use openraft::testing::{StoreBuilder, Suite};
 use openraft::StorageError;
-use wormfs_server::meta::{LogStore, MetaDb, StateMachineStore};
-use wormfs_server::raft_types::TypeConfig;
+use wormfs_meta::raft_types::TypeConfig;
+use wormfs_meta::{LogStore, MetaDb, StateMachineStore};
 
 struct Builder;
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, ensure, Context};
 use reed_solomon_simd::ReedSolomonEncoder;
-use wormfs_server::meta::FileRecord;
+use wormfs_meta::FileRecord;
 use wormfs_server::node::Node;
 use wormfs_server::store::Store;
 
@@ -455,8 +455,8 @@ async fn put(
     let req = wormfs_server::ingest::IngestRequest {
         path: wormfs_parts::tree_path::TreePath::parse(path)?,
         policy: Some(policy.parse().map_err(anyhow::Error::msg)?),
-        conflict: wormfs_server::command::Conflict::Fail,
-        source: wormfs_server::command::SourceIdentity::Upload {
+        conflict: wormfs_meta::command::Conflict::Fail,
+        source: wormfs_meta::command::SourceIdentity::Upload {
             client: "test".into(),
         },
         expected_size: None,

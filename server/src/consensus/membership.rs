@@ -11,9 +11,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::Consensus;
-use crate::command::CommandV1;
 use crate::peer::protocol::RemoveRefused;
 use crate::peer::{PeerRequest, PeerResponse};
+use wormfs_meta::command::CommandV1;
 use wormfs_parts::fsutil::now_ms;
 use wormfs_parts::ids::NodeId;
 

@@ -19,11 +19,11 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use wormfs_config::RaftConfig;
 
-use crate::command::{Command, CommandV1, Outcome};
-use crate::meta::{LogStore, MetaDb, StateMachineStore};
 use crate::peer::protocol::WriteRefused;
 use crate::peer::{Inbound, PeerNet, PeerRequest, PeerResponse};
-use crate::raft_types::TypeConfig;
+use wormfs_meta::command::{Command, CommandV1, Outcome};
+use wormfs_meta::raft_types::TypeConfig;
+use wormfs_meta::{LogStore, MetaDb, StateMachineStore};
 use wormfs_parts::ids::NodeId;
 
 pub use formation::Formation;

@@ -18,7 +18,7 @@ use openraft::BasicNode;
 
 use crate::peer::net::{ip_of, peer_of};
 use crate::peer::{PeerError, PeerNet, PeerRequest, PeerResponse};
-use crate::raft_types::TypeConfig;
+use wormfs_meta::raft_types::TypeConfig;
 use wormfs_parts::ids::NodeId;
 
 /// Makes one client per Raft target.

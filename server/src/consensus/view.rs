@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::{Consensus, Formation};
-use crate::meta::NodeRecord;
 use crate::peer::net::peer_of;
+use wormfs_meta::NodeRecord;
 use wormfs_parts::ids::NodeId;
 
 /// The cluster as this node sees it.

@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 
 use super::cert::Fingerprint;
 use super::tls::Allowed;
-use crate::meta::{MetaDb, MetaError};
+use wormfs_meta::{MetaDb, MetaError};
 use wormfs_parts::ids::{DiskId, NodeId};
 
 /// How to reach a node's data server.

@@ -8,8 +8,8 @@ use openraft::raft::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::command::{Command, Outcome};
-use crate::raft_types::TypeConfig;
+use wormfs_meta::command::{Command, Outcome};
+use wormfs_meta::raft_types::TypeConfig;
 use wormfs_parts::ids::NodeId;
 
 /// The protocol name; a new incompatible version gets a new name.

@@ -5,8 +5,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rand::{RngCore, SeedableRng};
+use wormfs_meta::command::{Conflict, SourceIdentity};
 use wormfs_parts::tree_path::TreePath;
-use wormfs_server::command::{Conflict, SourceIdentity};
 use wormfs_server::ingest::{IngestRequest, IngestResult};
 use wormfs_server::node::Node;
 use wormfs_server::read::FileReader;

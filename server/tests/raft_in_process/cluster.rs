@@ -11,10 +11,10 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, Raft, RaftMetrics, ServerState};
 use sqlx::Row;
 use wormfs_config::RaftConfig;
-use wormfs_server::command::{Command, CommandV1, Outcome};
+use wormfs_meta::command::{Command, CommandV1, Outcome};
+use wormfs_meta::raft_types::TypeConfig;
+use wormfs_meta::{LogStore, MetaDb, StateMachineStore};
 use wormfs_server::consensus::raft_config;
-use wormfs_server::meta::{LogStore, MetaDb, StateMachineStore};
-use wormfs_server::raft_types::TypeConfig;
 
 use super::router::Router;
 

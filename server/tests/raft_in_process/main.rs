@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use openraft::{ChangeMembers, ServerState};
-use wormfs_server::command::{Command, Outcome};
+use wormfs_meta::command::{Command, Outcome};
 use wormfs_server::consensus::{plan_voters, VoterChange, VoterFacts};
 
 use cluster::{mkdir, node_addr, root_names, test_raft_config, NodeId, TestCluster, DEADLINE};

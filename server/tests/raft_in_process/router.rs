@@ -18,8 +18,8 @@ use openraft::{BasicNode, Raft};
 use rand::Rng;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use wormfs_meta::raft_types::TypeConfig;
 use wormfs_server::peer::{PeerRequest, PeerResponse};
-use wormfs_server::raft_types::TypeConfig;
 
 type NodeId = u64;
 type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, BasicNode, RaftError<NodeId, E>>;

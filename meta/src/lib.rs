@@ -1,4 +1,6 @@
-//! The metadata store: SQLite through sqlx. This is the only module that touches SQLite.
+//! WormFS's metadata: the Raft command vocabulary ([`command`]), its deterministic apply to
+//! SQLite, the queries, and openraft's log store, state machine and snapshots. This is the only
+//! crate that depends on sqlx (Cargo.toml enforces it).
 //!
 //! `metadata.db` holds the namespace (the Raft state machine) and `raft-log.db` the Raft log and
 //! vote; both run with `synchronous=FULL` and WAL, so a commit is on disk before it returns.
@@ -6,9 +8,11 @@
 mod apply;
 mod apply_dav;
 mod apply_tree;
+pub mod command;
 mod query;
 #[allow(clippy::result_large_err)] // openraft's StorageError is large; its traits return it.
 mod raft_store;
+pub mod raft_types;
 pub mod recovery;
 
 use std::borrow::Cow;
@@ -30,10 +34,10 @@ pub use query::{
 };
 pub use raft_store::{LogStore, StateMachineStore, RESYNC_MARKER};
 
-const NAMESPACE_SQL: &str = include_str!("../../migrations/0001_namespace.sql");
-const RAFT_LOG_SQL: &str = include_str!("../../migrations/0002_raft_log.sql");
-const WEBDAV_SQL: &str = include_str!("../../migrations/0003_webdav.sql");
-const DATA_PLANE_SQL: &str = include_str!("../../migrations/0004_data_plane.sql");
+const NAMESPACE_SQL: &str = include_str!("../migrations/0001_namespace.sql");
+const RAFT_LOG_SQL: &str = include_str!("../migrations/0002_raft_log.sql");
+const WEBDAV_SQL: &str = include_str!("../migrations/0003_webdav.sql");
+const DATA_PLANE_SQL: &str = include_str!("../migrations/0004_data_plane.sql");
 
 /// An error from the metadata store.
 pub type MetaError = sqlx::Error;

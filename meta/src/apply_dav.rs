@@ -1,8 +1,9 @@
 //! Deterministic application of the WebDAV commands: COPY as a shared file, dead properties
 //! and locks. Like `apply.rs`, this reads only the command and the database.
 
+use crate::command::{DeadProp, Lock};
+use crate::lock_rules;
 use sqlx::{Row, SqliteConnection};
-use wormfs_webdav::{locks, DeadProp, LockInfo};
 
 use super::apply::{delete_entry_row, lookup_child, release_file, walk, Walk};
 use crate::command::{Outcome, Rejection};
@@ -125,7 +126,7 @@ pub(crate) async fn patch_props(
 }
 
 /// Reads every lock row.
-pub(crate) async fn all_locks(c: &mut SqliteConnection) -> Res<Vec<LockInfo>> {
+pub(crate) async fn all_locks(c: &mut SqliteConnection) -> Res<Vec<Lock>> {
     let rows = sqlx::query(
         "SELECT token, path, href, principal, owner_xml, expires_ms, timeout_secs, shared, deep
          FROM locks ORDER BY token",
@@ -134,7 +135,7 @@ pub(crate) async fn all_locks(c: &mut SqliteConnection) -> Res<Vec<LockInfo>> {
     .await?;
     Ok(rows
         .iter()
-        .map(|r| LockInfo {
+        .map(|r| Lock {
             token: r.get(0),
             path: r.get(1),
             href: r.get(2),
@@ -149,7 +150,7 @@ pub(crate) async fn all_locks(c: &mut SqliteConnection) -> Res<Vec<LockInfo>> {
 }
 
 /// `Lock`.
-pub(crate) async fn lock(c: &mut SqliteConnection, new: &LockInfo, now_ms: u64) -> Res<Outcome> {
+pub(crate) async fn lock(c: &mut SqliteConnection, new: &Lock, now_ms: u64) -> Res<Outcome> {
     if parse(&new.path).is_err() || new.token.is_empty() {
         reject!(Rejection::Invalid(format!("lock on {}", new.path)));
     }
@@ -158,8 +159,8 @@ pub(crate) async fn lock(c: &mut SqliteConnection, new: &LockInfo, now_ms: u64) 
         .execute(&mut *c)
         .await?;
     let held = all_locks(c).await?;
-    if let Some(conflict) = locks::conflict_for_new(&held, new, now_ms) {
-        return Ok(Outcome::LockConflict(conflict));
+    if let Some(conflict) = lock_rules::conflict_for_new(&held, new, now_ms) {
+        return Ok(Outcome::LockConflict(conflict.clone()));
     }
     sqlx::query(
         "INSERT INTO locks (token, path, href, principal, owner_xml, expires_ms, timeout_secs, shared, deep)
@@ -223,7 +224,7 @@ pub(crate) async fn delete_locks(c: &mut SqliteConnection, path: &str) -> Res<Ou
     let doomed: Vec<String> = all_locks(c)
         .await?
         .into_iter()
-        .filter(|l| locks::is_ancestor_or_self(path, &l.path))
+        .filter(|l| lock_rules::is_ancestor_or_self(path, &l.path))
         .map(|l| l.token)
         .collect();
     for t in doomed {

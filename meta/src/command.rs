@@ -7,10 +7,47 @@
 
 use serde::{Deserialize, Serialize};
 
-use wormfs_webdav::{DeadProp, LockInfo};
-
 use wormfs_parts::ids::{ClusterId, DiskId, FileId, NodeId};
 use wormfs_parts::layout::Geometry;
+
+/// A dead property as the log records it: any XML a WebDAV client stored with PROPPATCH. The
+/// log's own type (the WebDAV face converts at its edge), so that no change in another crate
+/// can change what the log holds or what replaying it produces.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadProp {
+    /// XML namespace (empty for none).
+    pub namespace: String,
+    /// Local name.
+    pub name: String,
+    /// The prefix the client used, if any.
+    pub prefix: Option<String>,
+    /// The whole property element as XML, if it has a value.
+    pub xml: Option<Vec<u8>>,
+}
+
+/// A WebDAV lock as the log records it (the rules deciding conflicts are in
+/// [`crate::lock_rules`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lock {
+    /// The lock token (`urn:uuid:...`).
+    pub token: String,
+    /// The locked path in tree form (`/a/b`, no trailing slash; `/` for the root).
+    pub path: String,
+    /// The locked URL as the client wrote it (for `lockroot`).
+    pub href: String,
+    /// The user who holds it.
+    pub principal: Option<String>,
+    /// The client's `owner` element, as XML.
+    pub owner_xml: Option<Vec<u8>>,
+    /// When it expires (ms since the epoch).
+    pub expires_ms: u64,
+    /// Its timeout in seconds, as granted.
+    pub timeout_secs: u64,
+    /// A shared (not exclusive) lock.
+    pub shared: bool,
+    /// Depth infinity (covers everything below).
+    pub deep: bool,
+}
 
 /// A command in the Raft log, with its format version.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -248,7 +285,7 @@ pub enum CommandV1 {
     /// Takes a WebDAV lock unless a live lock conflicts; locks expired at `now_ms` are dropped.
     Lock {
         /// The lock (token, path, owner, expiry...).
-        lock: LockInfo,
+        lock: Lock,
         /// The proposer's clock.
         now_ms: u64,
     },
@@ -367,9 +404,9 @@ pub enum Outcome {
         path: String,
     },
     /// A lock was granted or refreshed.
-    Lock(LockInfo),
+    Lock(Lock),
     /// A lock was refused: this live lock conflicts.
-    LockConflict(LockInfo),
+    LockConflict(Lock),
     /// Not applied.
     Rejected(Rejection),
 }

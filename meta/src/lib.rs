@@ -9,6 +9,7 @@ mod apply;
 mod apply_dav;
 mod apply_tree;
 pub mod command;
+pub mod lock_rules;
 mod query;
 #[allow(clippy::result_large_err)] // openraft's StorageError is large; its traits return it.
 mod raft_store;

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use serde::Serialize;
 use sqlx::Row;
 
-use wormfs_webdav::{DeadProp, LockInfo};
+use crate::command::{DeadProp, Lock};
 
 use super::apply::{walk, Walk};
 use super::MetaDb;
@@ -240,7 +240,7 @@ impl MetaDb {
     }
 
     /// Every WebDAV lock that has not expired at `now_ms`.
-    pub async fn locks(&self, now_ms: u64) -> Res<Vec<LockInfo>> {
+    pub async fn locks(&self, now_ms: u64) -> Res<Vec<Lock>> {
         let mut c = self.pool().acquire().await?;
         Ok(super::apply_dav::all_locks(&mut c)
             .await?

@@ -252,7 +252,7 @@ struct LocksQuery {
 }
 
 /// The WebDAV locks in a write's way, as a JSON list.
-fn locks_json(locks: &[wormfs_webdav::LockInfo]) -> serde_json::Value {
+fn locks_json(locks: &[wormfs_meta::command::Lock]) -> serde_json::Value {
     let now = wormfs_parts::fsutil::now_ms();
     locks
         .iter()
@@ -279,7 +279,7 @@ async fn honour_locks(
     store: &Store,
     paths: &[(TreePath, bool)],
     break_locks: bool,
-) -> Result<Vec<wormfs_webdav::LockInfo>, Response> {
+) -> Result<Vec<wormfs_meta::command::Lock>, Response> {
     let locks = store
         .locks_in_the_way(paths)
         .await
@@ -324,7 +324,7 @@ fn with_parent(p: &TreePath, below: bool) -> Vec<(TreePath, bool)> {
 /// `body` with the broken locks added when there are any.
 fn with_broken(
     mut body: serde_json::Value,
-    broken: &[wormfs_webdav::LockInfo],
+    broken: &[wormfs_meta::command::Lock],
 ) -> serde_json::Value {
     if !broken.is_empty() {
         if let Some(o) = body.as_object_mut() {
@@ -335,7 +335,7 @@ fn with_broken(
 }
 
 /// The answer of a change without a body: 204, or 200 naming the locks it broke.
-fn done(broken: &[wormfs_webdav::LockInfo]) -> Response {
+fn done(broken: &[wormfs_meta::command::Lock]) -> Response {
     if broken.is_empty() {
         StatusCode::NO_CONTENT.into_response()
     } else {

@@ -16,4 +16,5 @@ pub mod sweeper;
 pub mod webdav_backend;
 pub mod webdav_face;
 mod webdav_lookups;
+mod webdav_records;
 mod webdav_upload;

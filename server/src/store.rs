@@ -285,8 +285,8 @@ impl Store {
     pub async fn locks_in_the_way(
         &self,
         paths: &[(TreePath, bool)],
-    ) -> Result<Vec<wormfs_webdav::LockInfo>, StoreError> {
-        use wormfs_webdav::locks::is_ancestor_or_self;
+    ) -> Result<Vec<wormfs_meta::command::Lock>, StoreError> {
+        use wormfs_meta::lock_rules::is_ancestor_or_self;
         let locks = self.meta.locks(now_ms()).await?;
         Ok(locks
             .into_iter()

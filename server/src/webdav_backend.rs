@@ -8,13 +8,15 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use wormfs_webdav::{
-    Backend, BackendError, BoxFut, CreateOptions, DeadProp, Entry, LockInfo, ReadFile, WriteFile,
+    Backend, BackendError, BoxFut, CreateOptions, DeadProp, Entry, LockCheck, LockInfo, ReadFile,
+    WriteFile,
 };
 
 use crate::ingest::IngestRequest;
 use crate::read::{FileReader, ReadError};
 use crate::store::{Store, StoreError};
 use crate::webdav_lookups::{Found, Lookups};
+use crate::webdav_records::{self, lock_from_log, lock_to_log, prop_from_log, prop_to_log};
 use crate::webdav_upload::Upload;
 use wormfs_meta::command::{CommandV1, Conflict, Outcome, Rejection, SourceIdentity};
 use wormfs_meta::{DirEntry, EntryKind, FileRecord};
@@ -291,6 +293,7 @@ impl Backend for StoreBackend {
                 .props(&p)
                 .await
                 .map_err(meta_err)?
+                .map(|props| props.into_iter().map(prop_from_log).collect())
                 .ok_or(BackendError::NotFound)
         })
     }
@@ -306,6 +309,12 @@ impl Backend for StoreBackend {
                 .child_props(&p)
                 .await
                 .map_err(meta_err)?
+                .map(|by_name| {
+                    by_name
+                        .into_iter()
+                        .map(|(n, props)| (n, props.into_iter().map(prop_from_log).collect()))
+                        .collect()
+                })
                 .ok_or(BackendError::NotFound)
         })
     }
@@ -316,7 +325,10 @@ impl Backend for StoreBackend {
             self.store
                 .propose(CommandV1::PatchProps {
                     path: p.to_string(),
-                    patch,
+                    patch: patch
+                        .into_iter()
+                        .map(|(set, prop)| (set, prop_to_log(prop)))
+                        .collect(),
                 })
                 .await
                 .map(|_| ())
@@ -325,7 +337,10 @@ impl Backend for StoreBackend {
     }
 
     fn locks(&self) -> BoxFut<'_, Vec<LockInfo>> {
-        Box::pin(async move { self.store.meta.locks(now_ms()).await.map_err(meta_err) })
+        Box::pin(async move {
+            let locks = self.store.meta.locks(now_ms()).await.map_err(meta_err)?;
+            Ok(locks.into_iter().map(lock_from_log).collect())
+        })
     }
 
     fn lock(&self, lock: LockInfo) -> BoxFut<'_, Result<LockInfo, LockInfo>> {
@@ -333,14 +348,14 @@ impl Backend for StoreBackend {
             let out = self
                 .store
                 .propose(CommandV1::Lock {
-                    lock,
+                    lock: lock_to_log(lock),
                     now_ms: now_ms(),
                 })
                 .await
                 .map_err(werr)?;
             match out {
-                Outcome::Lock(l) => Ok(Ok(l)),
-                Outcome::LockConflict(c) => Ok(Err(c)),
+                Outcome::Lock(l) => Ok(Ok(lock_from_log(l))),
+                Outcome::LockConflict(c) => Ok(Err(lock_from_log(c))),
                 other => Err(BackendError::Other(format!(
                     "unexpected lock outcome {other:?}"
                 ))),
@@ -381,7 +396,7 @@ impl Backend for StoreBackend {
                 })
                 .await
             {
-                Ok(Outcome::Lock(l)) => Ok(Some(l)),
+                Ok(Outcome::Lock(l)) => Ok(Some(lock_from_log(l))),
                 Ok(_) | Err(StoreError::Rejected(_)) => Ok(None),
                 Err(e) => Err(werr(e)),
             }
@@ -399,6 +414,14 @@ impl Backend for StoreBackend {
                 .map(|_| ())
                 .map_err(werr)
         })
+    }
+
+    fn lock_conflict(&self, locks: &[LockInfo], check: &LockCheck<'_>) -> Option<LockInfo> {
+        webdav_records::lock_conflict(locks, check)
+    }
+
+    fn covering_locks(&self, locks: &[LockInfo], path: &str, now_ms: u64) -> Vec<LockInfo> {
+        webdav_records::covering_locks(locks, path, now_ms)
     }
 }
 

@@ -181,4 +181,31 @@ pub trait Backend: Send + Sync + 'static {
     ) -> BoxFut<'a, Option<LockInfo>>;
     /// Drops every lock on `path` and below (after a DELETE or MOVE).
     fn delete_locks<'a>(&'a self, path: &'a str) -> BoxFut<'a, ()>;
+
+    /// The first of `locks` that stops the request `check` describes, if any. The rule is the
+    /// one the replicated metadata grants locks by, so this face and the state machine decide
+    /// alike; a backend applies it rather than this crate keeping a copy.
+    fn lock_conflict(&self, locks: &[LockInfo], check: &LockCheck<'_>) -> Option<LockInfo>;
+    /// The live ones of `locks` that cover `path` at `now_ms`: those on it, and deep ones on
+    /// its ancestors.
+    fn covering_locks(&self, locks: &[LockInfo], path: &str, now_ms: u64) -> Vec<LockInfo>;
+}
+
+/// A request to check against the locks (see [`Backend::lock_conflict`]).
+#[derive(Clone, Copy, Debug)]
+pub struct LockCheck<'a> {
+    /// The path acted on, in tree form.
+    pub path: &'a str,
+    /// The user asking.
+    pub principal: Option<&'a str>,
+    /// Whether a submitted token counts whoever holds the lock.
+    pub ignore_principal: bool,
+    /// Whether locks on `path`'s descendants matter too (a DELETE or MOVE of a folder).
+    pub deep: bool,
+    /// The lock tokens the request submitted.
+    pub tokens: &'a [String],
+    /// Whether other shared locks may stay (a new shared lock coexists with them).
+    pub shared_ok: bool,
+    /// The time of the check (ms since the epoch); locks expired by then do not count.
+    pub now_ms: u64,
 }

@@ -38,7 +38,8 @@ use tracing::Instrument;
 
 pub use auth::{Auth, AuthConfig, User};
 pub use backend::{
-    Backend, BackendError, BoxFut, CreateOptions, DeadProp, Entry, LockInfo, ReadFile, WriteFile,
+    Backend, BackendError, BoxFut, CreateOptions, DeadProp, Entry, LockCheck, LockInfo, ReadFile,
+    WriteFile,
 };
 pub use davfs::WormDavFs;
 pub use locks::WormLs;

@@ -1,6 +1,6 @@
-//! WebDAV locks: the rules deciding who may lock or change what (pure functions over the list
-//! of locks, so the node's state machine applies exactly the same rules), and dav-server's lock
-//! system over the [`Backend`], which keeps the locks in the replicated metadata.
+//! dav-server's lock system over the [`Backend`], which keeps the locks in the replicated
+//! metadata and owns the rules deciding who may lock or change what (the state machine grants
+//! locks by the same rules, so the face never keeps a copy that could drift).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -10,93 +10,19 @@ use dav_server::ls::{DavLock, DavLockSystem, LsFuture};
 use futures::FutureExt;
 use xmltree::{Element, Namespace};
 
-use crate::backend::{Backend, LockInfo};
+use crate::backend::{Backend, LockCheck, LockInfo};
 use crate::davfs::tree_path_of;
 
 /// The longest lock granted: a client asking for more (or for "Infinite") gets this and must
 /// refresh, so a crashed client cannot block a file for ever.
 pub const MAX_LOCK_SECS: u64 = 3600;
 
-/// Whether `anc` is `path` or one of its ancestors (both in tree form).
+/// Whether `anc` is `path` or one of its ancestors (both in tree form): a path rule for the
+/// tree operations' overlap checks, not a lock rule (those are the backend's).
 pub fn is_ancestor_or_self(anc: &str, path: &str) -> bool {
     anc == "/"
         || path == anc
         || (path.starts_with(anc) && path.as_bytes().get(anc.len()) == Some(&b'/'))
-}
-
-fn live(l: &LockInfo, now_ms: u64) -> bool {
-    l.expires_ms > now_ms
-}
-
-fn holds(l: &LockInfo, principal: Option<&str>, ignore_principal: bool, tokens: &[String]) -> bool {
-    tokens.iter().any(|t| t == &l.token)
-        && (ignore_principal || principal == l.principal.as_deref())
-}
-
-/// Live locks that cover `path`: those on it, and deep ones on its ancestors.
-pub fn covering<'a>(locks: &'a [LockInfo], path: &str, now_ms: u64) -> Vec<&'a LockInfo> {
-    locks
-        .iter()
-        .filter(|l| live(l, now_ms))
-        .filter(|l| l.path == path || (l.deep && is_ancestor_or_self(&l.path, path)))
-        .collect()
-}
-
-/// What a request may do given the locks (RFC 4918 section 6, as dav-server's `MemLs` decides):
-/// every exclusive lock covering `path` must be held (its token submitted, by its owner unless
-/// `ignore_principal`); of shared locks, one held is enough unless `shared_ok` (a new shared
-/// lock coexists with them). With `deep`, locks on `path` and below must all be held too.
-/// Returns a conflicting lock, if any.
-#[allow(clippy::too_many_arguments)]
-pub fn conflict(
-    locks: &[LockInfo],
-    path: &str,
-    principal: Option<&str>,
-    ignore_principal: bool,
-    deep: bool,
-    tokens: &[String],
-    shared_ok: bool,
-    now_ms: u64,
-) -> Option<LockInfo> {
-    let mut held = false;
-    let mut first_shared: Option<&LockInfo> = None;
-    for l in covering(locks, path, now_ms) {
-        if holds(l, principal, ignore_principal, tokens) {
-            held = true;
-        } else if !l.shared {
-            return Some(l.clone());
-        } else if !shared_ok {
-            first_shared.get_or_insert(l);
-        }
-    }
-    if let (false, Some(l)) = (held, first_shared) {
-        return Some(l.clone());
-    }
-    if deep {
-        for l in locks
-            .iter()
-            .filter(|l| live(l, now_ms) && is_ancestor_or_self(path, &l.path))
-        {
-            if (!l.shared || !shared_ok) && !holds(l, principal, ignore_principal, tokens) {
-                return Some(l.clone());
-            }
-        }
-    }
-    None
-}
-
-/// The lock that stops `new` from being granted, if any.
-pub fn conflict_for_new(locks: &[LockInfo], new: &LockInfo, now_ms: u64) -> Option<LockInfo> {
-    conflict(
-        locks,
-        &new.path,
-        None,
-        true,
-        new.deep,
-        &[],
-        new.shared,
-        now_ms,
-    )
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -295,7 +221,9 @@ impl DavLockSystem for WormLs {
             let tree = tree_path_of(&path).map_err(|_| ())?;
             // The token must cover the request URL.
             let locks = self.live_locks().await;
-            if !covering(&locks, &tree, now_ms())
+            if !self
+                .backend
+                .covering_locks(&locks, &tree, now_ms())
                 .iter()
                 .any(|l| l.token == token)
             {
@@ -320,7 +248,9 @@ impl DavLockSystem for WormLs {
         async move {
             let tree = tree_path_of(&path).map_err(|_| ())?;
             let locks = self.live_locks().await;
-            if !covering(&locks, &tree, now_ms())
+            if !self
+                .backend
+                .covering_locks(&locks, &tree, now_ms())
                 .iter()
                 .any(|l| l.token == token)
             {
@@ -355,16 +285,16 @@ impl DavLockSystem for WormLs {
                 return Err(placeholder(&path));
             };
             let locks = self.live_locks().await;
-            match conflict(
-                &locks,
-                &tree,
-                principal.as_deref(),
+            let check = LockCheck {
+                path: &tree,
+                principal: principal.as_deref(),
                 ignore_principal,
                 deep,
-                &tokens,
-                false,
-                now_ms(),
-            ) {
+                tokens: &tokens,
+                shared_ok: false,
+                now_ms: now_ms(),
+            };
+            match self.backend.lock_conflict(&locks, &check) {
                 Some(l) => Err(to_dav(&l)),
                 None => Ok(()),
             }
@@ -379,8 +309,10 @@ impl DavLockSystem for WormLs {
                 return Vec::new();
             };
             match self.read_locks().await {
-                Ok(locks) => covering(&locks, &tree, now_ms())
-                    .into_iter()
+                Ok(locks) => self
+                    .backend
+                    .covering_locks(&locks, &tree, now_ms())
+                    .iter()
                     .map(to_dav)
                     .collect(),
                 Err(_) => Vec::new(),
@@ -408,20 +340,6 @@ impl DavLockSystem for WormLs {
 mod tests {
     use super::*;
 
-    fn lock(token: &str, path: &str, shared: bool, deep: bool) -> LockInfo {
-        LockInfo {
-            token: token.into(),
-            path: path.into(),
-            href: path.into(),
-            principal: None,
-            owner_xml: None,
-            expires_ms: 1_000,
-            timeout_secs: 1,
-            shared,
-            deep,
-        }
-    }
-
     #[test]
     fn owners_survive_a_round_trip() {
         let doc = br#"<D:lockinfo xmlns:D="DAV:"><D:owner><D:href>litmus test suite</D:href></D:owner></D:lockinfo>"#;
@@ -441,48 +359,5 @@ mod tests {
         assert!(is_ancestor_or_self("/a", "/a/b"));
         assert!(!is_ancestor_or_self("/a", "/ab"));
         assert!(!is_ancestor_or_self("/a/b", "/a"));
-    }
-
-    #[test]
-    fn exclusive_lock_blocks_others_until_its_token_is_submitted() {
-        let locks = vec![lock("t1", "/a", false, false)];
-        assert!(conflict(&locks, "/a", None, true, false, &[], false, 0).is_some());
-        assert!(conflict(&locks, "/a", None, true, false, &["t1".into()], false, 0).is_none());
-        // A depth-0 lock does not cover children, a deep one does.
-        assert!(conflict(&locks, "/a/b", None, true, false, &[], false, 0).is_none());
-        let deep = vec![lock("t1", "/a", false, true)];
-        assert!(conflict(&deep, "/a/b", None, true, false, &[], false, 0).is_some());
-        // A deep check (DELETE of /) sees locks below.
-        assert!(conflict(&locks, "/", None, true, true, &[], false, 0).is_some());
-    }
-
-    #[test]
-    fn shared_locks_coexist_but_exclusive_does_not() {
-        let locks = vec![lock("s1", "/f", true, false)];
-        let shared = lock("s2", "/f", true, false);
-        let exclusive = lock("x", "/f", false, false);
-        assert_eq!(conflict_for_new(&locks, &shared, 0), None);
-        assert_eq!(
-            conflict_for_new(&locks, &exclusive, 0).map(|l| l.token),
-            Some("s1".to_owned())
-        );
-    }
-
-    #[test]
-    fn expired_locks_are_ignored() {
-        let locks = vec![lock("t1", "/a", false, true)];
-        assert!(conflict(&locks, "/a", None, true, false, &[], false, 999).is_some());
-        assert!(conflict(&locks, "/a", None, true, false, &[], false, 1_000).is_none());
-    }
-
-    #[test]
-    fn the_owner_must_match_unless_ignored() {
-        let mut l = lock("t1", "/a", false, false);
-        l.principal = Some("ann".into());
-        let locks = vec![l];
-        let t = vec!["t1".to_owned()];
-        assert!(conflict(&locks, "/a", Some("bob"), false, false, &t, false, 0).is_some());
-        assert!(conflict(&locks, "/a", Some("ann"), false, false, &t, false, 0).is_none());
-        assert!(conflict(&locks, "/a", Some("bob"), true, false, &t, false, 0).is_none());
     }
 }

@@ -125,3 +125,19 @@ pub fn now_ms() -> u64 {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
+
+/// Writes a new secret file (a token, a key) with mode 0600, durably; refused if the file
+/// exists, so a secret is never overwritten.
+pub fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("create {}", path.display()))?;
+    writeln!(f, "{secret}")?;
+    f.sync_all()?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}

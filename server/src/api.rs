@@ -194,7 +194,7 @@ async fn status(State(st): State<ApiState>) -> ApiResult<Json<serde_json::Value>
         .filter(|d| seen.insert((d.node_id, d.filesystem)))
         .map(|d| d.space.total_bytes.saturating_sub(d.space.free_bytes))
         .sum();
-    let m = st.store.consensus.metrics();
+    let raft = st.store.consensus.status();
     let c = &st.store.counters;
     let health = if t.missing_parts > 0
         || disks
@@ -219,7 +219,7 @@ async fn status(State(st): State<ApiState>) -> ApiResult<Json<serde_json::Value>
         "disks_active": st.store.writable_disks(),
         "disk_bytes_used": raw,
         "read_only": st.store.consensus.read_only(),
-        "raft": {"term": m.current_term, "leader": m.current_leader, "last_applied": m.last_applied.map(|l| l.index), "snapshot": m.snapshot.map(|l| l.index), "purged": m.purged.map(|l| l.index)},
+        "raft": raft,
         "counters": {
             "ingests_committed": c.ingests_committed.load(Ordering::Relaxed),
             "ingests_failed": c.ingests_failed.load(Ordering::Relaxed),

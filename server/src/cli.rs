@@ -694,7 +694,7 @@ fn find_token(flag: Option<String>) -> anyhow::Result<String> {
     let dir = std::env::var_os("WORMFS_DATA_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("wormfs-data"));
-    crate::node::read_token(&dir).map_err(|e| {
+    crate::admin_token::read_token(&dir).map_err(|e| {
         CliError {
             code: exit::AUTH,
             message: format!("no API token: {e:#} (give --token, WORMFS_TOKEN or WORMFS_DATA_DIR)"),

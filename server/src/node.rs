@@ -23,8 +23,6 @@ use wormfs_parts::disk::LocalDisk;
 use wormfs_parts::fsutil::{now_ms, write_durably};
 use wormfs_parts::ids::{ClusterId, NodeId};
 
-/// Name of the admin token file in the data folder.
-pub const TOKEN_FILE: &str = "admin-token";
 /// Name of the node's peer identity key (libp2p) in the data folder.
 pub const PEER_KEY_FILE: &str = "peer-key";
 /// Folder-disks made inside the data folder when no disk is configured.
@@ -55,33 +53,6 @@ pub struct Node {
     pub mdns: std::sync::Mutex<Option<wormfs_discovery::Mdns>>,
     tasks: TaskTracker,
     _lock: std::fs::File,
-}
-
-/// Generates a random token of 32 hex digits... twice.
-fn new_token() -> String {
-    format!(
-        "{:032x}{:032x}",
-        rand::random::<u128>(),
-        rand::random::<u128>()
-    )
-}
-
-/// Reads the token file, refusing one that others can read.
-pub fn read_token(data_dir: &Path) -> anyhow::Result<String> {
-    use std::os::unix::fs::PermissionsExt;
-    let path = data_dir.join(TOKEN_FILE);
-    let meta = std::fs::metadata(&path).with_context(|| format!("read {}", path.display()))?;
-    if meta.permissions().mode() & 0o077 != 0 {
-        bail!(
-            "{} is readable by other users (mode {:o}); run chmod 600 on it",
-            path.display(),
-            meta.permissions().mode() & 0o777
-        );
-    }
-    Ok(std::fs::read_to_string(&path)
-        .with_context(|| format!("read {}", path.display()))?
-        .trim()
-        .to_owned())
 }
 
 /// Locks the data folder for this process (refused while a node runs on it).
@@ -163,18 +134,7 @@ impl Node {
                 );
             }
         }
-        let token_path = data.join(TOKEN_FILE);
-        let token = if token_path.exists() {
-            read_token(data)?
-        } else {
-            let t = new_token();
-            write_secret(&token_path, &t)?;
-            eprintln!(
-                "\n  Admin API token (printed once; also in {}, mode 0600):\n    {t}\n",
-                token_path.display()
-            );
-            t
-        };
+        let token = crate::admin_token::read_or_create(data)?;
         let shutdown = CancellationToken::new();
         let (secret, made) = ClusterSecret::read_or_create(&cfg.cluster.secret_file)?;
         if made {
@@ -341,7 +301,7 @@ impl Node {
         }
         let directory = Directory::new(ident.node_id, db.clone());
         directory
-            .refresh(&control_ips(&consensus))
+            .refresh(&consensus.control_ips())
             .await
             .context("read the cluster's members")?;
         let data_client = DataClient::new(cert.clone(), directory.clone(), CipherPreference::Auto);
@@ -501,7 +461,7 @@ impl Node {
 fn secret_files(cfg: &Config) -> Vec<PathBuf> {
     let data = &cfg.node.data_dir;
     let mut files = vec![
-        data.join(TOKEN_FILE),
+        data.join(crate::admin_token::TOKEN_FILE),
         data.join(crate::webdav_face::ADMIN_FILE),
         data.join(PEER_KEY_FILE),
         data.join(crate::data_plane::cert::KEY_FILE),
@@ -625,21 +585,6 @@ fn resync_if_marked(meta_dir: &Path) -> anyhow::Result<()> {
     wormfs_parts::fsutil::sync_dir(meta_dir.parent().unwrap_or(Path::new(".")))
 }
 
-/// Each member's IP on the control plane, from the Raft membership.
-pub(crate) fn control_ips(
-    consensus: &Consensus,
-) -> std::collections::HashMap<NodeId, std::net::IpAddr> {
-    let metrics = consensus.metrics();
-    metrics
-        .membership_config
-        .nodes()
-        .filter_map(|(id, n)| {
-            let addr: libp2p::Multiaddr = n.addr.parse().ok()?;
-            Some((*id, crate::peer::net::ip_of(&addr)?))
-        })
-        .collect()
-}
-
 /// Waits until the cluster's id has been applied here (a joining machine gets it with the log).
 async fn wait_for_cluster_id(db: &MetaDb, shutdown: &CancellationToken) -> anyhow::Result<String> {
     let started = std::time::Instant::now();
@@ -655,19 +600,4 @@ async fn wait_for_cluster_id(db: &MetaDb, shutdown: &CancellationToken) -> anyho
             _ = tokio::time::sleep(Duration::from_millis(100)) => {}
         }
     }
-}
-
-/// Writes a secret file with mode 0600.
-pub fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .create_new(true)
-        .write(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("create {}", path.display()))?;
-    writeln!(f, "{secret}")?;
-    f.sync_all()?;
-    wormfs_parts::fsutil::sync_dir(path.parent().unwrap_or(Path::new(".")))
 }

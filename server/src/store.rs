@@ -156,7 +156,7 @@ impl Store {
 
     /// Rereads the data plane's directory of members and disks if the metadata changed.
     pub async fn refresh_directory(&self) -> Result<(), MetaError> {
-        let ips = crate::node::control_ips(&self.consensus);
+        let ips = self.consensus.control_ips();
         self.data.directory().refresh(&ips).await
     }
 

@@ -9,9 +9,9 @@ use anyhow::{bail, Context};
 use wormfs_config::{Anonymous, Config, Role};
 use wormfs_webdav::{Auth, AuthConfig, Face, User};
 
-use crate::node::write_secret;
 use crate::store::Store;
 use crate::webdav_backend::StoreBackend;
+use wormfs_parts::fsutil::write_secret;
 
 /// The file in the data folder holding the generated admin user's password.
 pub const ADMIN_FILE: &str = "webdav-admin.txt";

@@ -7,6 +7,8 @@ mod formation;
 mod inbound;
 mod membership;
 mod network;
+pub mod status;
+pub mod typ;
 mod view;
 
 use std::sync::Arc;
@@ -28,6 +30,7 @@ use wormfs_parts::ids::NodeId;
 
 pub use formation::Formation;
 pub use membership::{plan_voters, VoterChange, VoterFacts};
+pub use status::{RaftRole, RaftStatus};
 pub use view::{ClusterView, Member};
 
 /// How long a write waits for a leader (an election in progress) before it is refused.
@@ -337,9 +340,27 @@ impl Consensus {
             .clone()
     }
 
-    /// Metrics for status pages.
-    pub fn metrics(&self) -> openraft::RaftMetrics<NodeId, BasicNode> {
+    /// Each member's IP on the control plane, from the Raft membership.
+    pub fn control_ips(&self) -> std::collections::HashMap<NodeId, std::net::IpAddr> {
+        let metrics = self.metrics();
+        metrics
+            .membership_config
+            .nodes()
+            .filter_map(|(id, n)| {
+                let addr: libp2p::Multiaddr = n.addr.parse().ok()?;
+                Some((*id, crate::peer::net::ip_of(&addr)?))
+            })
+            .collect()
+    }
+
+    /// openraft's metrics, for this module only (others read [`Self::status`]).
+    fn metrics(&self) -> openraft::RaftMetrics<NodeId, BasicNode> {
         self.raft.metrics().borrow().clone()
+    }
+
+    /// What this node's Raft is doing, in WormFS's terms.
+    pub fn status(&self) -> RaftStatus {
+        RaftStatus::from_metrics(&self.raft.metrics().borrow())
     }
 
     /// Builds a snapshot now and purges the log up to it (operators and tests).

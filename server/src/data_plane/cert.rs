@@ -105,7 +105,7 @@ impl NodeCert {
         let cert = params
             .self_signed(&key)
             .context("sign the data-plane certificate")?;
-        crate::node::write_secret(key_path, key.serialize_pem().trim_end())?;
+        wormfs_parts::fsutil::write_secret(key_path, key.serialize_pem().trim_end())?;
         wormfs_parts::fsutil::write_durably(cert_path, cert.pem().as_bytes())?;
         tracing::info!(file = %cert_path.display(), "made the data-plane certificate");
         Self::load(cert_path, key_path)

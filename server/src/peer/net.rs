@@ -157,7 +157,7 @@ pub fn load_identity(path: &std::path::Path) -> anyhow::Result<identity::Keypair
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = identity::Keypair::generate_ed25519();
             let bytes = key.to_protobuf_encoding().context("encode the peer key")?;
-            crate::node::write_secret(path, &hex::encode(bytes))?;
+            wormfs_parts::fsutil::write_secret(path, &hex::encode(bytes))?;
             Ok(key)
         }
         Err(e) => Err(e).with_context(|| format!("read {}", path.display())),

@@ -1,15 +1,13 @@
 //! What nodes say to each other on the control plane: one request, one answer, as CBOR over a
 //! libp2p request-response substream (protocol `/wormfs/control/1`).
 
-use openraft::error::{InstallSnapshotError, RaftError};
-use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
+use crate::consensus::typ::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotError, InstallSnapshotRequest,
+    InstallSnapshotResponse, RaftError, VoteRequest, VoteResponse,
 };
 use serde::{Deserialize, Serialize};
 
 use wormfs_meta::command::{Command, Outcome};
-use wormfs_meta::raft_types::TypeConfig;
 use wormfs_parts::ids::NodeId;
 
 /// The protocol name; a new incompatible version gets a new name.
@@ -21,11 +19,11 @@ pub enum PeerRequest {
     /// Who are you, and which cluster are you in?
     Hello,
     /// Raft: replicate entries (and heartbeats).
-    AppendEntries(AppendEntriesRequest<TypeConfig>),
+    AppendEntries(AppendEntriesRequest),
     /// Raft: ask for a vote.
-    Vote(VoteRequest<NodeId>),
+    Vote(VoteRequest),
     /// Raft: one chunk of a snapshot.
-    InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+    InstallSnapshot(InstallSnapshotRequest),
     /// Add the sender to the cluster (handled by the leader; others forward it).
     Join(JoinRequest),
     /// A write proposed on a follower, for the leader to commit.
@@ -70,13 +68,11 @@ pub enum PeerResponse {
     /// To `Hello`.
     Hello(Hello),
     /// To `AppendEntries`.
-    AppendEntries(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
+    AppendEntries(Result<AppendEntriesResponse, RaftError>),
     /// To `Vote`.
-    Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
+    Vote(Result<VoteResponse, RaftError>),
     /// To `InstallSnapshot`.
-    InstallSnapshot(
-        Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>,
-    ),
+    InstallSnapshot(Result<InstallSnapshotResponse, InstallSnapshotError>),
     /// To `Join`: the member list it was added to, or why not.
     Join(Result<(), String>),
     /// To `RemoveNode`: done, or why not.

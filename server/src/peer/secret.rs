@@ -89,7 +89,7 @@ impl ClusterSecret {
             }
             return Ok(());
         }
-        crate::node::write_secret(path, &hex::encode(self.0))
+        wormfs_parts::fsutil::write_secret(path, &hex::encode(self.0))
     }
 
     /// The pnet key: derived from the secret, never the secret itself.

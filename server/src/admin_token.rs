@@ -1,0 +1,51 @@
+//! The admin API token: a file in the data folder, mode 0600, made at the first start and read
+//! by the node (to check requests) and by the CLI on the same machine (to send it).
+
+use std::path::Path;
+
+use anyhow::{bail, Context};
+
+/// Name of the admin token file in the data folder.
+pub const TOKEN_FILE: &str = "admin-token";
+
+/// Generates a random token of 64 hex digits (256 bits).
+fn new_token() -> String {
+    format!(
+        "{:032x}{:032x}",
+        rand::random::<u128>(),
+        rand::random::<u128>()
+    )
+}
+
+/// Reads the token file, refusing one that others can read.
+pub fn read_token(data_dir: &Path) -> anyhow::Result<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = data_dir.join(TOKEN_FILE);
+    let meta = std::fs::metadata(&path).with_context(|| format!("read {}", path.display()))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        bail!(
+            "{} is readable by other users (mode {:o}); run chmod 600 on it",
+            path.display(),
+            meta.permissions().mode() & 0o777
+        );
+    }
+    Ok(std::fs::read_to_string(&path)
+        .with_context(|| format!("read {}", path.display()))?
+        .trim()
+        .to_owned())
+}
+
+/// The node's token: read from the data folder, or made, written (0600) and printed once.
+pub fn read_or_create(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join(TOKEN_FILE);
+    if path.exists() {
+        return read_token(data_dir);
+    }
+    let t = new_token();
+    wormfs_parts::fsutil::write_secret(&path, &t)?;
+    eprintln!(
+        "\n  Admin API token (printed once; also in {}, mode 0600):\n    {t}\n",
+        path.display()
+    );
+    Ok(t)
+}

@@ -8,6 +8,7 @@ use sqlx::{Row, SqliteConnection};
 
 use super::{apply_dav, apply_tree};
 use crate::command::{CommandV1, Conflict, NewSegment, Outcome, Rejection, SourceIdentity};
+use crate::error::{DbContext, MetaError, Res};
 use wormfs_parts::ids::FileId;
 use wormfs_parts::tree_path::TreePath;
 
@@ -18,8 +19,6 @@ pub(crate) struct Resolved {
     pub is_dir: bool,
     pub file_id: Option<FileId>,
 }
-
-type Res<T> = Result<T, sqlx::Error>;
 
 macro_rules! reject {
     ($e:expr) => {
@@ -37,7 +36,8 @@ pub(crate) async fn lookup_child(
         .bind(parent)
         .bind(name)
         .fetch_optional(&mut *c)
-        .await?;
+        .await
+        .db("look up a name")?;
     Ok(row.map(|r| Resolved {
         id: r.get(0),
         is_dir: r.get::<i64, _>(1) != 0,
@@ -120,7 +120,8 @@ async fn insert_dir(c: &mut SqliteConnection, parent: i64, name: &str, time_ms: 
         .bind(name)
         .bind(time_ms)
         .execute(&mut *c)
-        .await?;
+        .await
+        .db("insert a directory")?;
     Ok(r.last_insert_rowid())
 }
 
@@ -132,7 +133,11 @@ async fn delete_file_rows(c: &mut SqliteConnection, file_id: FileId) -> Res<()> 
         "DELETE FROM parts WHERE file_id = ?",
         "DELETE FROM sources WHERE file_id = ?",
     ] {
-        sqlx::query(sql).bind(&id).execute(&mut *c).await?;
+        sqlx::query(sql)
+            .bind(&id)
+            .execute(&mut *c)
+            .await
+            .db("delete a file's rows")?;
     }
     Ok(())
 }
@@ -142,11 +147,13 @@ pub(crate) async fn delete_entry_row(c: &mut SqliteConnection, id: i64) -> Res<(
     sqlx::query("DELETE FROM props WHERE entry = ?")
         .bind(id)
         .execute(&mut *c)
-        .await?;
+        .await
+        .db("delete an entry's properties")?;
     sqlx::query("DELETE FROM entries WHERE id = ?")
         .bind(id)
         .execute(&mut *c)
-        .await?;
+        .await
+        .db("delete an entry")?;
     Ok(())
 }
 
@@ -159,7 +166,7 @@ pub(crate) async fn delete_subtree(c: &mut SqliteConnection, id: i64) -> Res<()>
     )
     .bind(id)
     .fetch_all(&mut *c)
-    .await?
+    .await.db("read the files below a directory")?
     .into_iter()
     .map(|row| row.get(0))
     .collect();
@@ -170,7 +177,7 @@ pub(crate) async fn delete_subtree(c: &mut SqliteConnection, id: i64) -> Res<()>
         )))
         .bind(id)
         .execute(&mut *c)
-        .await?;
+        .await.db("delete a subtree")?;
     }
     for f in ids {
         if let Some(f) = FileId::from_slice(&f) {
@@ -185,7 +192,8 @@ pub(crate) async fn release_file(c: &mut SqliteConnection, file_id: FileId) -> R
     let named = sqlx::query("SELECT 1 FROM entries WHERE file_id = ? LIMIT 1")
         .bind(file_id.to_bytes().to_vec())
         .fetch_optional(&mut *c)
-        .await?
+        .await
+        .db("find the names of a file")?
         .is_some();
     if !named {
         delete_file_rows(c, file_id).await?;
@@ -235,7 +243,8 @@ async fn insert_segments(
         .bind(s.data_len as i64)
         .bind(&s.blake3)
         .execute(&mut *c)
-        .await?;
+        .await
+        .db("insert a segment")?;
         for (p, disk) in s.parts.iter().enumerate() {
             sqlx::query(
                 "INSERT INTO parts (file_id, seg, part, disk_id, state) VALUES (?, ?, ?, ?, ?)",
@@ -246,7 +255,8 @@ async fn insert_segments(
             .bind(disk.map(|d| d.to_string()))
             .bind(if disk.is_some() { 0i64 } else { 1 })
             .execute(&mut *c)
-            .await?;
+            .await
+            .db("insert a part")?;
         }
         offset += s.data_len;
     }
@@ -273,7 +283,8 @@ async fn intent_exists(c: &mut SqliteConnection, id: FileId) -> Res<bool> {
     Ok(sqlx::query("SELECT 1 FROM intents WHERE file_id = ?")
         .bind(id.to_bytes().to_vec())
         .fetch_optional(&mut *c)
-        .await?
+        .await
+        .db("read an intent")?
         .is_some())
 }
 
@@ -281,7 +292,8 @@ async fn delete_intent(c: &mut SqliteConnection, id: FileId) -> Res<()> {
     sqlx::query("DELETE FROM intents WHERE file_id = ?")
         .bind(id.to_bytes().to_vec())
         .execute(&mut *c)
-        .await?;
+        .await
+        .db("delete an intent")?;
     Ok(())
 }
 
@@ -289,7 +301,8 @@ async fn kv_get(c: &mut SqliteConnection, key: &str) -> Res<Option<String>> {
     let r = sqlx::query("SELECT value FROM kv WHERE key = ?")
         .bind(key)
         .fetch_optional(&mut *c)
-        .await?;
+        .await
+        .db("read a setting")?;
     Ok(r.map(|r| r.get(0)))
 }
 
@@ -298,7 +311,7 @@ pub(crate) async fn kv_set(c: &mut SqliteConnection, key: &str, value: &str) -> 
         .bind(key)
         .bind(value)
         .execute(&mut *c)
-        .await?;
+        .await.db("write a setting")?;
     Ok(())
 }
 
@@ -336,18 +349,21 @@ pub(crate) async fn apply_command(c: &mut SqliteConnection, cmd: &CommandV1) -> 
             .bind(data_addr)
             .bind(data_cert)
             .execute(&mut *c)
-            .await?;
+            .await
+            .db("register a node")?;
             Ok(Outcome::Done)
         }
         CommandV1::RemoveNode { node_id, .. } => {
             sqlx::query("DELETE FROM nodes WHERE node_id = ?")
                 .bind(*node_id as i64)
                 .execute(&mut *c)
-                .await?;
+                .await
+                .db("delete a node")?;
             sqlx::query("UPDATE disks SET state = 'removed' WHERE node_id = ?")
                 .bind(*node_id as i64)
                 .execute(&mut *c)
-                .await?;
+                .await
+                .db("mark a node's disks removed")?;
             Ok(Outcome::Done)
         }
         CommandV1::RegisterDisk {
@@ -367,7 +383,7 @@ pub(crate) async fn apply_command(c: &mut SqliteConnection, cmd: &CommandV1) -> 
             .bind(*fs_dev as i64)
             .bind(*time_ms as i64)
             .execute(&mut *c)
-            .await?;
+            .await.db("register a disk")?;
             Ok(Outcome::Done)
         }
         CommandV1::Mkdir {
@@ -414,7 +430,8 @@ pub(crate) async fn apply_command(c: &mut SqliteConnection, cmd: &CommandV1) -> 
                         .bind(policy)
                         .bind(r.id)
                         .execute(&mut *c)
-                        .await?;
+                        .await
+                        .db("set a policy")?;
                     Ok(Outcome::Done)
                 }
                 Walk::Found(_) => reject!(Rejection::NotADirectory(path.to_string())),
@@ -441,7 +458,7 @@ pub(crate) async fn apply_command(c: &mut SqliteConnection, cmd: &CommandV1) -> 
             .bind(*lease_until_ms as i64)
             .bind(*time_ms as i64)
             .execute(&mut *c)
-            .await?;
+            .await.db("insert an intent")?;
             Ok(Outcome::Done)
         }
         CommandV1::RenewLease {
@@ -452,7 +469,8 @@ pub(crate) async fn apply_command(c: &mut SqliteConnection, cmd: &CommandV1) -> 
                 .bind(*lease_until_ms as i64)
                 .bind(file_id.to_bytes().to_vec())
                 .execute(&mut *c)
-                .await?;
+                .await
+                .db("renew a lease")?;
             if r.rows_affected() == 0 {
                 reject!(Rejection::NoIntent(file_id.to_string()));
             }
@@ -467,7 +485,8 @@ pub(crate) async fn apply_command(c: &mut SqliteConnection, cmd: &CommandV1) -> 
                 .bind(*now_ms as i64)
                 .bind(writer.map(|w| w as i64))
                 .execute(&mut *c)
-                .await?;
+                .await
+                .db("expire intents")?;
             Ok(Outcome::Done)
         }
         CommandV1::CommitFile {
@@ -515,7 +534,8 @@ pub(crate) async fn apply_command(c: &mut SqliteConnection, cmd: &CommandV1) -> 
                         sqlx::query("DELETE FROM entries WHERE id = ?")
                             .bind(existing.id)
                             .execute(&mut *c)
-                            .await?;
+                            .await
+                            .db("delete the replaced entry")?;
                         if let Some(old) = existing.file_id {
                             release_file(c, old).await?;
                         }
@@ -525,10 +545,14 @@ pub(crate) async fn apply_command(c: &mut SqliteConnection, cmd: &CommandV1) -> 
                 }
             }
             let hashes: Vec<String> = segments.iter().map(|s| s.blake3.clone()).collect();
+            let encode = |what: &'static str, e: serde_json::Error| MetaError::Encode {
+                what,
+                detail: e.to_string(),
+            };
             let geometry_json =
-                serde_json::to_string(geometry).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+                serde_json::to_string(geometry).map_err(|e| encode("a file's geometry", e))?;
             let source_json =
-                serde_json::to_string(source).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+                serde_json::to_string(source).map_err(|e| encode("a file's source", e))?;
             let id = file_id.to_bytes().to_vec();
             sqlx::query(
                 "INSERT INTO files (file_id, size, policy, geometry, content_blake3, etag, created_ms, mtime_ms, source)
@@ -544,7 +568,7 @@ pub(crate) async fn apply_command(c: &mut SqliteConnection, cmd: &CommandV1) -> 
             .bind(*time_ms as i64)
             .bind(source_json)
             .execute(&mut *c)
-            .await?;
+            .await.db("insert a file")?;
             insert_segments(c, *file_id, 0, segments).await?;
             let entry = sqlx::query("INSERT INTO entries (parent, name, is_dir, file_id, mtime_ms) VALUES (?, ?, 0, ?, ?)")
                 .bind(dir)
@@ -552,21 +576,23 @@ pub(crate) async fn apply_command(c: &mut SqliteConnection, cmd: &CommandV1) -> 
                 .bind(&id)
                 .bind(*time_ms as i64)
                 .execute(&mut *c)
-                .await?
+                .await.db("insert a file's entry")?
                 .last_insert_rowid();
             if let Some(old) = replaced_entry {
                 sqlx::query("UPDATE props SET entry = ? WHERE entry = ?")
                     .bind(entry)
                     .bind(old)
                     .execute(&mut *c)
-                    .await?;
+                    .await
+                    .db("move dead properties to the new version")?;
             }
             if let Some(key) = source_key(source) {
                 sqlx::query("INSERT OR REPLACE INTO sources (key, file_id) VALUES (?, ?)")
                     .bind(key)
                     .bind(&id)
                     .execute(&mut *c)
-                    .await?;
+                    .await
+                    .db("record a drop-folder source")?;
             }
             let final_path = path
                 .parent()
@@ -594,7 +620,8 @@ pub(crate) async fn apply_command(c: &mut SqliteConnection, cmd: &CommandV1) -> 
             let row = sqlx::query("SELECT size FROM files WHERE file_id = ?")
                 .bind(&id)
                 .fetch_optional(&mut *c)
-                .await?;
+                .await
+                .db("read the file appended to")?;
             let Some(row) = row else {
                 reject!(Rejection::NotFound(file_id.to_string()));
             };
@@ -602,7 +629,8 @@ pub(crate) async fn apply_command(c: &mut SqliteConnection, cmd: &CommandV1) -> 
             let names: i64 = sqlx::query("SELECT COUNT(*) FROM entries WHERE file_id = ?")
                 .bind(&id)
                 .fetch_one(&mut *c)
-                .await?
+                .await
+                .db("count a file's names")?
                 .get(0);
             if names > 1 {
                 reject!(Rejection::Invalid(format!(
@@ -616,7 +644,8 @@ pub(crate) async fn apply_command(c: &mut SqliteConnection, cmd: &CommandV1) -> 
                 sqlx::query("SELECT COALESCE(MAX(seg) + 1, 0) FROM segments WHERE file_id = ?")
                     .bind(&id)
                     .fetch_one(&mut *c)
-                    .await?
+                    .await
+                    .db("find the next segment index")?
                     .get::<i64, _>(0);
             if segments.first().map(|s| i64::from(s.index)) != Some(first_new) {
                 reject!(Rejection::Changed(file_id.to_string()));
@@ -626,7 +655,8 @@ pub(crate) async fn apply_command(c: &mut SqliteConnection, cmd: &CommandV1) -> 
                 sqlx::query("SELECT blake3 FROM segments WHERE file_id = ? ORDER BY seg")
                     .bind(&id)
                     .fetch_all(&mut *c)
-                    .await?
+                    .await
+                    .db("read segment hashes")?
                     .into_iter()
                     .map(|r| r.get(0))
                     .collect();
@@ -636,12 +666,13 @@ pub(crate) async fn apply_command(c: &mut SqliteConnection, cmd: &CommandV1) -> 
                 .bind(*time_ms as i64)
                 .bind(&id)
                 .execute(&mut *c)
-                .await?;
+                .await.db("update the appended file")?;
             sqlx::query("UPDATE entries SET mtime_ms = ? WHERE file_id = ?")
                 .bind(*time_ms as i64)
                 .bind(&id)
                 .execute(&mut *c)
-                .await?;
+                .await
+                .db("update the appended file's names")?;
             Ok(Outcome::Done)
         }
         CommandV1::Remove {
@@ -660,7 +691,8 @@ pub(crate) async fn apply_command(c: &mut SqliteConnection, cmd: &CommandV1) -> 
                 let has_child = sqlx::query("SELECT 1 FROM entries WHERE parent = ? LIMIT 1")
                     .bind(r.id)
                     .fetch_optional(&mut *c)
-                    .await?
+                    .await
+                    .db("read a directory's children")?
                     .is_some();
                 if has_child && !*recursive {
                     reject!(Rejection::NotEmpty(path.to_string()));
@@ -715,7 +747,8 @@ pub(crate) async fn apply_command(c: &mut SqliteConnection, cmd: &CommandV1) -> 
                 .bind(*time_ms as i64)
                 .bind(src.id)
                 .execute(&mut *c)
-                .await?;
+                .await
+                .db("rename an entry")?;
             Ok(Outcome::Done)
         }
         CommandV1::Copy {

@@ -9,7 +9,7 @@ use super::apply::{delete_entry_row, lookup_child, release_file, walk, Walk};
 use crate::command::{Outcome, Rejection};
 use wormfs_parts::tree_path::TreePath;
 
-type Res<T> = Result<T, sqlx::Error>;
+use crate::error::{DbContext, Res};
 
 macro_rules! reject {
     ($e:expr) => {
@@ -30,7 +30,8 @@ async fn copy_props(c: &mut SqliteConnection, from: i64, to: i64) -> Res<()> {
     .bind(to)
     .bind(from)
     .execute(&mut *c)
-    .await?;
+    .await
+    .db("copy dead properties")?;
     Ok(())
 }
 
@@ -82,7 +83,8 @@ pub(crate) async fn copy(
     .bind(file_id.to_bytes().to_vec())
     .bind(time_ms as i64)
     .execute(&mut *c)
-    .await?;
+    .await
+    .db("insert a copy's entry")?;
     copy_props(c, src.id, r.last_insert_rowid()).await?;
     Ok(Outcome::Done)
 }
@@ -108,7 +110,8 @@ pub(crate) async fn patch_props(
                 .bind(&p.namespace)
                 .bind(&p.name)
                 .execute(&mut *c)
-                .await?;
+                .await
+                .db("remove a dead property")?;
             continue;
         }
         sqlx::query(
@@ -120,7 +123,8 @@ pub(crate) async fn patch_props(
         .bind(&p.prefix)
         .bind(&p.xml)
         .execute(&mut *c)
-        .await?;
+        .await
+        .db("set a dead property")?;
     }
     Ok(Outcome::Done)
 }
@@ -132,7 +136,8 @@ pub(crate) async fn all_locks(c: &mut SqliteConnection) -> Res<Vec<Lock>> {
          FROM locks ORDER BY token",
     )
     .fetch_all(&mut *c)
-    .await?;
+    .await
+    .db("read locks")?;
     Ok(rows
         .iter()
         .map(|r| Lock {
@@ -157,7 +162,8 @@ pub(crate) async fn lock(c: &mut SqliteConnection, new: &Lock, now_ms: u64) -> R
     sqlx::query("DELETE FROM locks WHERE expires_ms <= ?")
         .bind(now_ms as i64)
         .execute(&mut *c)
-        .await?;
+        .await
+        .db("drop expired locks")?;
     let held = all_locks(c).await?;
     if let Some(conflict) = lock_rules::conflict_for_new(&held, new, now_ms) {
         return Ok(Outcome::LockConflict(conflict.clone()));
@@ -176,7 +182,7 @@ pub(crate) async fn lock(c: &mut SqliteConnection, new: &Lock, now_ms: u64) -> R
     .bind(i64::from(new.shared))
     .bind(i64::from(new.deep))
     .execute(&mut *c)
-    .await?;
+    .await.db("insert a lock")?;
     Ok(Outcome::Lock(new.clone()))
 }
 
@@ -185,7 +191,8 @@ pub(crate) async fn unlock(c: &mut SqliteConnection, token: &str) -> Res<Outcome
     let r = sqlx::query("DELETE FROM locks WHERE token = ?")
         .bind(token)
         .execute(&mut *c)
-        .await?;
+        .await
+        .db("delete a lock")?;
     if r.rows_affected() == 0 {
         reject!(Rejection::NotFound(format!("lock {token}")));
     }
@@ -208,7 +215,8 @@ pub(crate) async fn refresh(
     .bind(token)
     .bind(now_ms as i64)
     .execute(&mut *c)
-    .await?;
+    .await
+    .db("refresh a lock")?;
     if r.rows_affected() == 0 {
         reject!(Rejection::NotFound(format!("lock {token}")));
     }
@@ -231,7 +239,8 @@ pub(crate) async fn delete_locks(c: &mut SqliteConnection, path: &str) -> Res<Ou
         sqlx::query("DELETE FROM locks WHERE token = ?")
             .bind(t)
             .execute(&mut *c)
-            .await?;
+            .await
+            .db("delete a lock")?;
     }
     Ok(Outcome::Done)
 }

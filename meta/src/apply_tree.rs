@@ -12,7 +12,7 @@ use super::apply_dav;
 use crate::command::{Outcome, Rejection};
 use wormfs_parts::tree_path::TreePath;
 
-type Res<T> = Result<T, sqlx::Error>;
+use crate::error::{DbContext, Res};
 
 macro_rules! reject {
     ($e:expr) => {
@@ -133,7 +133,8 @@ pub(crate) async fn move_tree(
         .bind(time_ms as i64)
         .bind(src.id)
         .execute(&mut *c)
-        .await?;
+        .await
+        .db("move an entry")?;
     apply_dav::delete_locks(c, &from.to_string()).await?;
     Ok(Outcome::Done)
 }
@@ -156,7 +157,8 @@ async fn copy_entry(
     .bind(time_ms as i64)
     .bind(src)
     .execute(&mut *c)
-    .await?;
+    .await
+    .db("copy an entry")?;
     let id = r.last_insert_rowid();
     sqlx::query(
         "INSERT INTO props (entry, ns, name, prefix, xml)
@@ -165,7 +167,8 @@ async fn copy_entry(
     .bind(id)
     .bind(src)
     .execute(&mut *c)
-    .await?;
+    .await
+    .db("copy an entry's dead properties")?;
     Ok(id)
 }
 
@@ -196,7 +199,8 @@ pub(crate) async fn copy_tree(
             sqlx::query("SELECT id, name, is_dir FROM entries WHERE parent = ? ORDER BY name")
                 .bind(from_dir)
                 .fetch_all(&mut *c)
-                .await?
+                .await
+                .db("read a directory's children")?
                 .into_iter()
                 .map(|r| (r.get(0), r.get(1), r.get::<i64, _>(2) != 0))
                 .collect();

@@ -9,6 +9,7 @@ mod apply;
 mod apply_dav;
 mod apply_tree;
 pub mod command;
+mod error;
 pub mod lock_rules;
 mod query;
 #[allow(clippy::result_large_err)] // openraft's StorageError is large; its traits return it.
@@ -40,8 +41,7 @@ const RAFT_LOG_SQL: &str = include_str!("../migrations/0002_raft_log.sql");
 const WEBDAV_SQL: &str = include_str!("../migrations/0003_webdav.sql");
 const DATA_PLANE_SQL: &str = include_str!("../migrations/0004_data_plane.sql");
 
-/// An error from the metadata store.
-pub type MetaError = sqlx::Error;
+pub use error::{DbError, MetaError};
 
 /// Makes `path` a private SQLite file before SQLite opens it: created empty with mode 0600
 /// when missing (SQLite gives its `-wal` and `-shm` files the database's mode), and the

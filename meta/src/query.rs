@@ -10,6 +10,7 @@ use crate::command::{DeadProp, Lock};
 use super::apply::{walk, Walk};
 use super::MetaDb;
 use crate::command::SourceIdentity;
+use crate::error::{DbContext, MetaError, Res};
 use wormfs_parts::ids::{DiskId, FileId, NodeId};
 use wormfs_parts::layout::Geometry;
 use wormfs_parts::tree_path::TreePath;
@@ -158,8 +159,6 @@ pub struct Totals {
     pub intents: u64,
 }
 
-type Res<T> = Result<T, sqlx::Error>;
-
 fn fid(row: &sqlx::sqlite::SqliteRow, i: usize) -> Option<FileId> {
     row.get::<Option<Vec<u8>>, _>(i)
         .and_then(|b| FileId::from_slice(&b))
@@ -172,7 +171,7 @@ fn parse_disk(s: Option<String>) -> Option<DiskId> {
 impl MetaDb {
     /// Resolves a path to a directory entry (for a stat).
     pub async fn lookup(&self, path: &TreePath) -> Res<Option<DirEntry>> {
-        let mut c = self.pool().acquire().await?;
+        let mut c = self.pool().acquire().await.db("acquire a connection")?;
         let r = match walk(&mut c, path).await? {
             Walk::Found(r) => r,
             _ => return Ok(None),
@@ -183,13 +182,14 @@ impl MetaDb {
         )
         .bind(r.id)
         .fetch_one(&mut *c)
-        .await?;
+        .await
+        .db("read an entry")?;
         Ok(Some(entry_from_row(&row)))
     }
 
     /// The dead properties of `path`; `None` if nothing is there.
     pub async fn props(&self, path: &TreePath) -> Res<Option<Vec<DeadProp>>> {
-        let mut c = self.pool().acquire().await?;
+        let mut c = self.pool().acquire().await.db("acquire a connection")?;
         let id = match walk(&mut c, path).await? {
             Walk::Found(r) => r.id,
             _ => return Ok(None),
@@ -199,7 +199,8 @@ impl MetaDb {
         )
         .bind(id)
         .fetch_all(&mut *c)
-        .await?;
+        .await
+        .db("read dead properties")?;
         Ok(Some(
             rows.iter()
                 .map(|r| DeadProp {
@@ -215,7 +216,7 @@ impl MetaDb {
     /// The dead properties of every entry in the directory `dir` that has any, by name, in one
     /// query (a PROPFIND of a large directory would otherwise make one query per entry).
     pub async fn child_props(&self, dir: &TreePath) -> Res<Option<HashMap<String, Vec<DeadProp>>>> {
-        let mut c = self.pool().acquire().await?;
+        let mut c = self.pool().acquire().await.db("acquire a connection")?;
         let id = match walk(&mut c, dir).await? {
             Walk::Found(r) => r.id,
             _ => return Ok(None),
@@ -226,7 +227,8 @@ impl MetaDb {
         )
         .bind(id)
         .fetch_all(&mut *c)
-        .await?;
+        .await
+        .db("read dead properties")?;
         let mut out: HashMap<String, Vec<DeadProp>> = HashMap::new();
         for r in &rows {
             out.entry(r.get(0)).or_default().push(DeadProp {
@@ -241,7 +243,7 @@ impl MetaDb {
 
     /// Every WebDAV lock that has not expired at `now_ms`.
     pub async fn locks(&self, now_ms: u64) -> Res<Vec<Lock>> {
-        let mut c = self.pool().acquire().await?;
+        let mut c = self.pool().acquire().await.db("acquire a connection")?;
         Ok(super::apply_dav::all_locks(&mut c)
             .await?
             .into_iter()
@@ -251,7 +253,7 @@ impl MetaDb {
 
     /// Lists a directory; `None` if it does not exist, `Some(Err)` if it is a file.
     pub async fn list(&self, path: &TreePath) -> Res<Option<Result<Vec<DirEntry>, DirEntry>>> {
-        let mut c = self.pool().acquire().await?;
+        let mut c = self.pool().acquire().await.db("acquire a connection")?;
         let r = match walk(&mut c, path).await? {
             Walk::Found(r) => r,
             _ => return Ok(None),
@@ -266,17 +268,18 @@ impl MetaDb {
         )
         .bind(r.id)
         .fetch_all(&mut *c)
-        .await?;
+        .await.db("list a directory")?;
         Ok(Some(Ok(rows.iter().map(entry_from_row).collect())))
     }
 
     /// The policy that applies to new files in `dir`: the nearest ancestor's (or its own).
     pub async fn effective_policy(&self, dir: &TreePath) -> Res<Option<String>> {
-        let mut c = self.pool().acquire().await?;
+        let mut c = self.pool().acquire().await.db("acquire a connection")?;
         let mut cur = 1i64;
         let mut found: Option<String> = sqlx::query("SELECT policy FROM entries WHERE id = 1")
             .fetch_one(&mut *c)
-            .await?
+            .await
+            .db("read the root's policy")?
             .get(0);
         for name in dir.components() {
             let row =
@@ -284,7 +287,8 @@ impl MetaDb {
                     .bind(cur)
                     .bind(name)
                     .fetch_optional(&mut *c)
-                    .await?;
+                    .await
+                    .db("read a directory's policy")?;
             let Some(row) = row else { break };
             if row.get::<i64, _>(1) == 0 {
                 break;
@@ -299,33 +303,38 @@ impl MetaDb {
 
     /// A file with all its segments and parts.
     pub async fn file(&self, file_id: FileId) -> Res<Option<FileRecord>> {
-        let mut c = self.pool().acquire().await?;
+        let mut c = self.pool().acquire().await.db("acquire a connection")?;
         let id = file_id.to_bytes().to_vec();
         let Some(row) = sqlx::query(
             "SELECT size, policy, geometry, content_blake3, etag, created_ms, mtime_ms, source FROM files WHERE file_id = ?",
         )
         .bind(&id)
         .fetch_optional(&mut *c)
-        .await?
+        .await.db("read a file")?
         else {
             return Ok(None);
         };
-        let decode = |e: serde_json::Error| sqlx::Error::Decode(Box::new(e));
-        let geometry: Geometry = serde_json::from_str(&row.get::<String, _>(2)).map_err(decode)?;
+        let decode = |col: &str, e: serde_json::Error| {
+            MetaError::corrupt(format!("files.{col} (file_id {file_id})"), e)
+        };
+        let geometry: Geometry =
+            serde_json::from_str(&row.get::<String, _>(2)).map_err(|e| decode("geometry", e))?;
         let source: SourceIdentity =
-            serde_json::from_str(&row.get::<String, _>(7)).map_err(decode)?;
+            serde_json::from_str(&row.get::<String, _>(7)).map_err(|e| decode("source", e))?;
         let segs = sqlx::query(
             "SELECT seg, offset, data_len, blake3 FROM segments WHERE file_id = ? ORDER BY seg",
         )
         .bind(&id)
         .fetch_all(&mut *c)
-        .await?;
+        .await
+        .db("read a file's segments")?;
         let parts = sqlx::query(
             "SELECT seg, part, disk_id, state FROM parts WHERE file_id = ? ORDER BY seg, part",
         )
         .bind(&id)
         .fetch_all(&mut *c)
-        .await?;
+        .await
+        .db("read a file's parts")?;
         let mut segments: Vec<SegmentRecord> = segs
             .iter()
             .map(|s| SegmentRecord {
@@ -368,7 +377,8 @@ impl MetaDb {
              FROM disks d ORDER BY d.path",
         )
         .fetch_all(&self.pool())
-        .await?;
+        .await
+        .db("read disks")?;
         Ok(rows
             .iter()
             .filter_map(|r| {
@@ -390,7 +400,8 @@ impl MetaDb {
         let rows =
             sqlx::query("SELECT disk_id, node_id, fs_dev FROM disks WHERE state != 'removed'")
                 .fetch_all(&self.pool())
-                .await?;
+                .await
+                .db("read disks")?;
         Ok(rows
             .iter()
             .filter_map(|r| {
@@ -408,7 +419,8 @@ impl MetaDb {
         let rows = sqlx::query("SELECT file_id, seg, part FROM parts WHERE disk_id = ?")
             .bind(disk.to_string())
             .fetch_all(&self.pool())
-            .await?;
+            .await
+            .db("read parts on a disk")?;
         Ok(rows
             .iter()
             .filter_map(|r| {
@@ -427,7 +439,8 @@ impl MetaDb {
             "SELECT file_id, target_file_id, writer, path, lease_until_ms FROM intents",
         )
         .fetch_all(&self.pool())
-        .await?;
+        .await
+        .db("read intents")?;
         Ok(rows
             .iter()
             .filter_map(|r| {
@@ -450,7 +463,8 @@ impl MetaDb {
         let row = sqlx::query("SELECT file_id FROM sources WHERE key = ?")
             .bind(key)
             .fetch_optional(&self.pool())
-            .await?;
+            .await
+            .db("read a drop-folder source")?;
         Ok(row.and_then(|r| fid(&r, 0)))
     }
 
@@ -460,7 +474,8 @@ impl MetaDb {
             "SELECT node_id, name, api_addr, data_addr, data_cert FROM nodes ORDER BY node_id",
         )
         .fetch_all(&self.pool())
-        .await?;
+        .await
+        .db("read nodes")?;
         Ok(rows
             .iter()
             .map(|r| NodeRecord {
@@ -477,7 +492,8 @@ impl MetaDb {
     pub async fn cluster_id(&self) -> Res<Option<String>> {
         let r = sqlx::query("SELECT value FROM kv WHERE key = 'cluster_id'")
             .fetch_optional(&self.pool())
-            .await?;
+            .await
+            .db("read the cluster id")?;
         Ok(r.map(|r| r.get(0)))
     }
 
@@ -490,6 +506,7 @@ impl MetaDb {
                 sqlx::query(sql)
                     .fetch_one(&pool)
                     .await
+                    .db("count for status")
                     .map(|r| r.get::<i64, _>(0) as u64)
             }
         };
@@ -508,7 +525,8 @@ impl MetaDb {
         let rows = sqlx::query("SELECT DISTINCT file_id FROM parts WHERE state != 0 LIMIT ?")
             .bind(i64::from(limit))
             .fetch_all(&self.pool())
-            .await?;
+            .await
+            .db("read degraded files")?;
         Ok(rows.iter().filter_map(|r| fid(r, 0)).collect())
     }
 }

@@ -24,6 +24,7 @@ use tokio::io::AsyncSeekExt;
 use super::apply::{apply_command, kv_set};
 use super::{migrator, open_pool, MetaDb, RAFT_LOG_SQL};
 use crate::command::{Command, Outcome};
+use crate::error::{db_error, MetaError};
 use crate::raft_types::TypeConfig;
 use wormfs_parts::fsutil::sync_dir;
 
@@ -252,7 +253,7 @@ impl StateMachineStore {
     /// An entry could not be applied: this node's state machine can no longer follow the log.
     /// Raft stops here (the node stays up, read-only) and the next start resyncs it from the
     /// cluster (see [`RESYNC_MARKER`]).
-    fn apply_failed(&self, index: u64, e: &sqlx::Error) {
+    fn apply_failed(&self, index: u64, e: &MetaError) {
         let why = format!("log entry {index} could not be applied: {e}");
         tracing::error!(
             "{why}. This node is read-only from now on; restart it to resync its metadata from the cluster"
@@ -317,6 +318,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I::IntoIter: OptionalSend,
     {
         let werr = |e: sqlx::Error| io_err(StorageIOError::write_state_machine, e);
+        let merr = |e: MetaError| io_err(StorageIOError::write_state_machine, e);
         let pool = self.db.pool();
         let mut tx = pool.begin().await.map_err(werr)?;
         let mut out = Vec::new();
@@ -330,7 +332,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         crate::command::CommandV1::Mkdir { path, .. }
                             if wormfs_parts::crash_point::fail_apply_mkdir(path) =>
                         {
-                            Err(sqlx::Error::Protocol("injected apply failure".into()))
+                            Err(db_error(
+                                "apply",
+                                sqlx::Error::Protocol("injected apply failure".into()),
+                            ))
                         }
                         _ => apply_command(&mut tx, &cmd).await,
                     };
@@ -338,7 +343,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         Ok(o) => o,
                         Err(e) => {
                             self.apply_failed(entry.log_id.index, &e);
-                            return Err(werr(e));
+                            return Err(merr(e));
                         }
                     };
                     if let Outcome::Rejected(r) = &outcome {
@@ -352,7 +357,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         .map_err(|e| io_err(StorageIOError::write_state_machine, e))?;
                     kv_set(&mut tx, "raft_membership", &json)
                         .await
-                        .map_err(werr)?;
+                        .map_err(merr)?;
                     out.push(Outcome::Done);
                 }
             }
@@ -362,7 +367,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 .map_err(|e| io_err(StorageIOError::write_state_machine, e))?;
             kv_set(&mut tx, "raft_last_applied", &json)
                 .await
-                .map_err(werr)?;
+                .map_err(merr)?;
         }
         tx.commit().await.map_err(werr)?;
         self.db.bump_generation();

@@ -19,6 +19,9 @@ pub const IDENTITY_FILE: &str = "wormfs-disk.json";
 /// Folder holding part files inside a disk.
 pub const PARTS_DIR: &str = "parts";
 
+/// The identity file format this version writes and reads.
+pub const IDENTITY_FORMAT: u32 = 1;
+
 /// The content of a disk's identity file.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct DiskIdentity {
@@ -49,6 +52,14 @@ pub enum DiskState {
 /// Why a disk cannot take a write.
 #[derive(Debug, thiserror::Error)]
 pub enum DiskError {
+    /// The identity file was written in a format this version does not know (a newer WormFS).
+    #[error("disk {path}: identity file format {found} is unknown to this version (it reads format {IDENTITY_FORMAT}); refusing to guess")]
+    UnknownFormat {
+        /// The identity file.
+        path: PathBuf,
+        /// The format it names.
+        found: u32,
+    },
     /// The identity file is gone.
     #[error("disk {path}: identity file missing (unmounted?)")]
     Missing {
@@ -147,13 +158,21 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DiskError + '_ {
 
 /// Reads a disk's identity file, if any.
 pub fn read_identity(root: &Path) -> Result<Option<DiskIdentity>, DiskError> {
-    match std::fs::read(root.join(IDENTITY_FILE)) {
-        Ok(b) => serde_json::from_slice(&b)
-            .map(Some)
-            .map_err(|e| DiskError::Io {
-                path: root.to_owned(),
+    let file = root.join(IDENTITY_FILE);
+    match std::fs::read(&file) {
+        Ok(b) => {
+            let ident: DiskIdentity = serde_json::from_slice(&b).map_err(|e| DiskError::Io {
+                path: file.clone(),
                 source: std::io::Error::other(e),
-            }),
+            })?;
+            if ident.format != IDENTITY_FORMAT {
+                return Err(DiskError::UnknownFormat {
+                    path: file,
+                    found: ident.format,
+                });
+            }
+            Ok(Some(ident))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io(root)(e)),
     }
@@ -286,7 +305,7 @@ impl LocalDisk {
             });
         }
         let ident = DiskIdentity {
-            format: 1,
+            format: IDENTITY_FORMAT,
             cluster_id: cluster,
             disk_id: DiskId::random(),
             created_ms: crate::fsutil::now_ms(),
@@ -459,6 +478,25 @@ mod tests {
             LocalDisk::open(t.path(), ClusterId::random(), None, 0),
             Err(DiskError::NotEmpty { .. })
         ));
+    }
+
+    #[test]
+    fn an_identity_file_of_an_unknown_format_is_refused_not_guessed() {
+        let t = tempfile::tempdir().unwrap();
+        let cluster = ClusterId::random();
+        let d = LocalDisk::open(t.path(), cluster, None, 0).unwrap();
+        let file = t.path().join(IDENTITY_FILE);
+        let text = std::fs::read_to_string(&file).unwrap();
+        let newer = text.replace("\"format\": 1,", "\"format\": 2,");
+        assert_ne!(text, newer, "{text}");
+        std::fs::write(&file, newer).unwrap();
+        let e = read_identity(t.path()).unwrap_err();
+        assert!(
+            matches!(e, DiskError::UnknownFormat { found: 2, .. }),
+            "{e}"
+        );
+        assert!(e.to_string().contains(&file.display().to_string()), "{e}");
+        assert!(LocalDisk::open(t.path(), cluster, Some(d.id), 0).is_err());
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Identifiers: cluster, node, disk and file ids (DESIGN.md "Identifiers").
+//! Identifiers: cluster, node, disk and file ids.
 //!
 //! Cluster and disk ids are UUIDs; a node id is a stable, orderable `u64`; a file id is 128
 //! random bits minted by the writer before any of its parts is written.

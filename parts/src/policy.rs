@@ -51,7 +51,7 @@ impl Policy {
         }
     }
 
-    /// The default policy for a number of disks (DESIGN.md "Data layout").
+    /// The default policy for a number of disks (the `auto` table of docs/configuration.md).
     pub fn default_for_disks(disks: usize) -> Policy {
         match disks {
             0 | 1 => Policy::Copies { n: 1 },

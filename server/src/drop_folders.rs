@@ -1,7 +1,7 @@
 //! Drop folders: complete files found by `wormfs-watcher` go through the ingest pipeline, and
 //! their originals are removed, moved or kept only after the commit.
 //!
-//! The order is the crash-safety protocol of DESIGN.md: the file is read and committed with its
+//! The order is the crash-safety protocol of docs/drop-folders.md ("Crash safety"): the file is read and committed with its
 //! source identity (path, size, mtime, inode, device); only then is the original touched, and
 //! only if it is still exactly the file that was read. A file whose commit happened but whose
 //! original is still there (a crash between the two) is recognised by that identity and only

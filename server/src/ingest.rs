@@ -1,4 +1,4 @@
-//! The ingest pipeline (DESIGN.md "Ingest: the crash-safety protocol").
+//! The ingest pipeline (docs/ARCHITECTURE.md "A write": intent, streaming encode, quorum, commit).
 //!
 //! 1. record an intent with a lease (renewed while the ingest runs);
 //! 2. stream the bytes through the encoder, writing parts as rows fill, hashing on the way;

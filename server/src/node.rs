@@ -28,6 +28,9 @@ pub const PEER_KEY_FILE: &str = "peer-key";
 /// Folder-disks made inside the data folder when no disk is configured.
 pub const DEFAULT_FOLDER_DISKS: usize = 6;
 
+/// The `node.json` format this version writes and reads.
+const NODE_IDENTITY_FORMAT: u32 = 1;
+
 /// The node's identity file, `node.json`.
 #[derive(Debug, Serialize, Deserialize)]
 struct NodeIdentity {
@@ -74,9 +77,19 @@ pub fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
 /// The identity in `path` (`node.json`), or `None` if there is none yet.
 fn read_identity(path: &Path) -> anyhow::Result<Option<NodeIdentity>> {
     match std::fs::read(path) {
-        Ok(b) => serde_json::from_slice(&b)
-            .map(Some)
-            .with_context(|| format!("parse {}", path.display())),
+        Ok(b) => {
+            let ident: NodeIdentity =
+                serde_json::from_slice(&b).with_context(|| format!("parse {}", path.display()))?;
+            if ident.format != NODE_IDENTITY_FORMAT {
+                bail!(
+                    "{}: format {} is unknown to this version of WormFS (it reads format \
+                     {NODE_IDENTITY_FORMAT}); refusing to guess. Run the newer version that wrote it.",
+                    path.display(),
+                    ident.format
+                );
+            }
+            Ok(Some(ident))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("read {}", path.display())),
     }
@@ -117,7 +130,7 @@ impl Node {
             Some(id) => id,
             None => {
                 let id = NodeIdentity {
-                    format: 1,
+                    format: NODE_IDENTITY_FORMAT,
                     node_id: cfg.node.id.unwrap_or_else(|| rand::random::<u64>() >> 1),
                     cluster_id: ClusterId::random(),
                 };

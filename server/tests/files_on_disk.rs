@@ -269,3 +269,37 @@ fn get_never_follows_links_and_ranges_never_wrap() {
     assert!(std::fs::read(dir.join("r.bin")).unwrap() == data[199_990..]);
     assert!(s.term().success());
 }
+
+/// A durable file of a format this version does not know (written by a newer WormFS) is a
+/// clear refusal naming the file, never a guess: `node.json`, and a disk's identity file.
+#[test]
+fn files_of_an_unknown_format_are_refused_naming_them() {
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("wormfs-data");
+    let s = Server::start(t.path(), free_port(), &[]);
+    assert!(s.term().success());
+
+    let node_json = data.join("node.json");
+    let disk_ident = data
+        .join("disks/disk-0")
+        .join(wormfs_parts::disk::IDENTITY_FILE);
+    for (file, from, to) in [
+        (&node_json, "\"format\": 1,", "\"format\": 99,"),
+        (&disk_ident, "\"format\": 1,", "\"format\": 2,"),
+    ] {
+        let text = std::fs::read_to_string(file).unwrap();
+        let newer = text.replace(from, to);
+        assert_ne!(text, newer, "{}: {text}", file.display());
+        std::fs::write(file, newer).unwrap();
+        let log = start_refused(t.path());
+        let named = file.strip_prefix(t.path()).unwrap().display().to_string();
+        assert!(
+            log.contains(&named) && log.contains("refusing to guess"),
+            "{log}"
+        );
+        std::fs::write(file, text).unwrap();
+    }
+    // Both back as they were: the node starts.
+    let s = Server::start(t.path(), free_port(), &[]);
+    assert!(s.term().success());
+}

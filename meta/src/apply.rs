@@ -2,13 +2,16 @@
 //!
 //! Everything here reads only the command and the database, so every replica that applies the
 //! same log ends with the same database. A command that cannot apply returns
-//! [`Outcome::Rejected`]; only a failure of SQLite itself is an error (fatal to the node).
+//! [`Outcome::Rejected`]; only a failure of SQLite itself, or a row that does not decode (this
+//! machine's database is damaged), is an error: the node stops applying and resyncs its
+//! metadata from the cluster at its next start.
 
-use sqlx::{Row, SqliteConnection};
+use sqlx::SqliteConnection;
 
 use super::{apply_dav, apply_tree};
 use crate::command::{CommandV1, Conflict, NewSegment, Outcome, Rejection, SourceIdentity};
 use crate::error::{DbContext, MetaError, Res};
+use crate::row::Cols;
 use wormfs_parts::ids::FileId;
 use wormfs_parts::tree_path::TreePath;
 
@@ -38,13 +41,15 @@ pub(crate) async fn lookup_child(
         .fetch_optional(&mut *c)
         .await
         .db("look up a name")?;
-    Ok(row.map(|r| Resolved {
-        id: r.get(0),
-        is_dir: r.get::<i64, _>(1) != 0,
-        file_id: r
-            .get::<Option<Vec<u8>>, _>(2)
-            .and_then(|b| FileId::from_slice(&b)),
-    }))
+    row.map(|r| {
+        let r = Cols::new(&r, "entries").key_col("id", 0);
+        Ok(Resolved {
+            id: r.col(0, "id")?,
+            is_dir: r.flag(1, "is_dir")?,
+            file_id: r.opt_file_id(2, "file_id")?,
+        })
+    })
+    .transpose()
 }
 
 /// Outcome of walking a path.
@@ -160,16 +165,16 @@ pub(crate) async fn delete_entry_row(c: &mut SqliteConnection, id: i64) -> Res<(
 /// Deletes the directory entry `id` with everything below it (and their dead properties), and
 /// releases the files no longer named.
 pub(crate) async fn delete_subtree(c: &mut SqliteConnection, id: i64) -> Res<()> {
-    let ids: Vec<Vec<u8>> = sqlx::query(
+    let ids: Vec<FileId> = sqlx::query(
         "WITH RECURSIVE sub(id) AS (SELECT ? UNION ALL SELECT e.id FROM entries e JOIN sub ON e.parent = sub.id)
-         SELECT file_id FROM entries WHERE id IN sub AND file_id IS NOT NULL",
+         SELECT file_id, id FROM entries WHERE id IN sub AND file_id IS NOT NULL",
     )
     .bind(id)
     .fetch_all(&mut *c)
     .await.db("read the files below a directory")?
-    .into_iter()
-    .map(|row| row.get(0))
-    .collect();
+    .iter()
+    .map(|row| Cols::new(row, "entries").key_col("id", 1).file_id(0, "file_id"))
+    .collect::<Res<_>>()?;
     for table in ["props WHERE entry", "entries WHERE id"] {
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "WITH RECURSIVE sub(id) AS (SELECT ? UNION ALL SELECT e.id FROM entries e JOIN sub ON e.parent = sub.id)
@@ -180,9 +185,7 @@ pub(crate) async fn delete_subtree(c: &mut SqliteConnection, id: i64) -> Res<()>
         .await.db("delete a subtree")?;
     }
     for f in ids {
-        if let Some(f) = FileId::from_slice(&f) {
-            release_file(c, f).await?;
-        }
+        release_file(c, f).await?;
     }
     Ok(())
 }
@@ -303,7 +306,12 @@ async fn kv_get(c: &mut SqliteConnection, key: &str) -> Res<Option<String>> {
         .fetch_optional(&mut *c)
         .await
         .db("read a setting")?;
-    Ok(r.map(|r| r.get(0)))
+    r.map(|r| {
+        Cols::new(&r, "kv")
+            .key(format!("key {key}"))
+            .col(0, "value")
+    })
+    .transpose()
 }
 
 pub(crate) async fn kv_set(c: &mut SqliteConnection, key: &str, value: &str) -> Res<()> {
@@ -625,28 +633,36 @@ pub(crate) async fn apply_command(c: &mut SqliteConnection, cmd: &CommandV1) -> 
             let Some(row) = row else {
                 reject!(Rejection::NotFound(file_id.to_string()));
             };
-            let size: i64 = row.get(0);
-            let names: i64 = sqlx::query("SELECT COUNT(*) FROM entries WHERE file_id = ?")
-                .bind(&id)
-                .fetch_one(&mut *c)
-                .await
-                .db("count a file's names")?
-                .get(0);
+            let key = format!("file_id {file_id}");
+            let size: u64 = Cols::new(&row, "files").key(&key).int(0, "size")?;
+            let names: i64 = Cols::new(
+                &sqlx::query("SELECT COUNT(*) FROM entries WHERE file_id = ?")
+                    .bind(&id)
+                    .fetch_one(&mut *c)
+                    .await
+                    .db("count a file's names")?,
+                "entries",
+            )
+            .key(&key)
+            .col(0, "count")?;
             if names > 1 {
                 reject!(Rejection::Invalid(format!(
                     "{file_id} is shared with a copy; appending would change the copy too"
                 )));
             }
-            if size as u64 != *expected_size {
+            if size != *expected_size {
                 reject!(Rejection::Changed(file_id.to_string()));
             }
-            let first_new =
-                sqlx::query("SELECT COALESCE(MAX(seg) + 1, 0) FROM segments WHERE file_id = ?")
+            let first_new: i64 = Cols::new(
+                &sqlx::query("SELECT COALESCE(MAX(seg) + 1, 0) FROM segments WHERE file_id = ?")
                     .bind(&id)
                     .fetch_one(&mut *c)
                     .await
-                    .db("find the next segment index")?
-                    .get::<i64, _>(0);
+                    .db("find the next segment index")?,
+                "segments",
+            )
+            .key(&key)
+            .col(0, "seg")?;
             if segments.first().map(|s| i64::from(s.index)) != Some(first_new) {
                 reject!(Rejection::Changed(file_id.to_string()));
             }
@@ -657,9 +673,9 @@ pub(crate) async fn apply_command(c: &mut SqliteConnection, cmd: &CommandV1) -> 
                     .fetch_all(&mut *c)
                     .await
                     .db("read segment hashes")?
-                    .into_iter()
-                    .map(|r| r.get(0))
-                    .collect();
+                    .iter()
+                    .map(|r| Cols::new(r, "segments").key(&key).col(0, "blake3"))
+                    .collect::<Res<_>>()?;
             sqlx::query("UPDATE files SET size = ?, content_blake3 = NULL, etag = ?, mtime_ms = ? WHERE file_id = ?")
                 .bind(new_size as i64)
                 .bind(etag_for(new_size, &hashes))

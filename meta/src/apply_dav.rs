@@ -3,13 +3,14 @@
 
 use crate::command::{DeadProp, Lock};
 use crate::lock_rules;
-use sqlx::{Row, SqliteConnection};
+use sqlx::SqliteConnection;
 
 use super::apply::{delete_entry_row, lookup_child, release_file, walk, Walk};
 use crate::command::{Outcome, Rejection};
 use wormfs_parts::tree_path::TreePath;
 
 use crate::error::{DbContext, Res};
+use crate::row::Cols;
 
 macro_rules! reject {
     ($e:expr) => {
@@ -138,20 +139,22 @@ pub(crate) async fn all_locks(c: &mut SqliteConnection) -> Res<Vec<Lock>> {
     .fetch_all(&mut *c)
     .await
     .db("read locks")?;
-    Ok(rows
-        .iter()
-        .map(|r| Lock {
-            token: r.get(0),
-            path: r.get(1),
-            href: r.get(2),
-            principal: r.get(3),
-            owner_xml: r.get(4),
-            expires_ms: r.get::<i64, _>(5) as u64,
-            timeout_secs: r.get::<i64, _>(6) as u64,
-            shared: r.get::<i64, _>(7) != 0,
-            deep: r.get::<i64, _>(8) != 0,
+    rows.iter()
+        .map(|r| {
+            let r = Cols::new(r, "locks").key_col("token", 0);
+            Ok(Lock {
+                token: r.col(0, "token")?,
+                path: r.col(1, "path")?,
+                href: r.col(2, "href")?,
+                principal: r.col(3, "principal")?,
+                owner_xml: r.col(4, "owner_xml")?,
+                expires_ms: r.int(5, "expires_ms")?,
+                timeout_secs: r.int(6, "timeout_secs")?,
+                shared: r.flag(7, "shared")?,
+                deep: r.flag(8, "deep")?,
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// `Lock`.

@@ -3,7 +3,7 @@
 //! that names the root, or a destination that is the source, inside it or one of its
 //! ancestors, is rejected before anything changes.
 
-use sqlx::{Row, SqliteConnection};
+use sqlx::SqliteConnection;
 
 use super::apply::{
     delete_entry_row, delete_subtree, lookup_child, release_file, walk, Resolved, Walk,
@@ -13,6 +13,7 @@ use crate::command::{Outcome, Rejection};
 use wormfs_parts::tree_path::TreePath;
 
 use crate::error::{DbContext, Res};
+use crate::row::Cols;
 
 macro_rules! reject {
     ($e:expr) => {
@@ -201,9 +202,12 @@ pub(crate) async fn copy_tree(
                 .fetch_all(&mut *c)
                 .await
                 .db("read a directory's children")?
-                .into_iter()
-                .map(|r| (r.get(0), r.get(1), r.get::<i64, _>(2) != 0))
-                .collect();
+                .iter()
+                .map(|r| {
+                    let r = Cols::new(r, "entries").key_col("id", 0);
+                    Ok((r.col(0, "id")?, r.col(1, "name")?, r.flag(2, "is_dir")?))
+                })
+                .collect::<Res<_>>()?;
         for (id, name, is_dir) in children {
             let new = copy_entry(c, id, to_dir, &name, time_ms).await?;
             if is_dir {

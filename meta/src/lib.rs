@@ -16,6 +16,9 @@ mod query;
 mod raft_store;
 pub mod raft_types;
 pub mod recovery;
+mod row;
+#[cfg(test)]
+mod testutil;
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
@@ -110,6 +113,8 @@ struct MetaDbInner {
     /// Bumped after every change is committed (applied commands, an installed snapshot), so
     /// a cache of reads can tell whether anything changed since it read.
     generation: std::sync::atomic::AtomicU64,
+    /// Damaged rows skipped by reads that stay available without them (each also logged).
+    skipped_rows: std::sync::atomic::AtomicU64,
 }
 
 impl MetaDb {
@@ -129,6 +134,7 @@ impl MetaDb {
                 path: path.to_owned(),
                 pool: RwLock::new(pool),
                 generation: std::sync::atomic::AtomicU64::new(0),
+                skipped_rows: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }
@@ -146,6 +152,26 @@ impl MetaDb {
         self.inner
             .generation
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// How many times a read skipped a damaged row (and logged it) since the database was
+    /// opened: rows that did not decode, where the read stays useful without them (see
+    /// `query.rs`; a row read again is counted again). Anything above zero means this
+    /// machine's metadata is damaged; a resync from the cluster replaces it.
+    pub fn skipped_rows(&self) -> u64 {
+        self.inner
+            .skipped_rows
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Logs a damaged row that a read skips, and counts it.
+    pub(crate) fn skip_row(&self, read: &str, e: &MetaError) {
+        let n = self
+            .inner
+            .skipped_rows
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        tracing::warn!(skipped_rows = n, "{read}: skipped a damaged row: {e}");
     }
 
     /// The current connection pool (replaced when a snapshot is installed).

@@ -3,14 +3,14 @@
 use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
-use sqlx::Row;
 
 use crate::command::{DeadProp, Lock};
 
 use super::apply::{walk, Walk};
 use super::MetaDb;
 use crate::command::SourceIdentity;
-use crate::error::{DbContext, MetaError, Res};
+use crate::error::{DbContext, Res};
+use crate::row::Cols;
 use wormfs_parts::ids::{DiskId, FileId, NodeId};
 use wormfs_parts::layout::Geometry;
 use wormfs_parts::tree_path::TreePath;
@@ -159,14 +159,10 @@ pub struct Totals {
     pub intents: u64,
 }
 
-fn fid(row: &sqlx::sqlite::SqliteRow, i: usize) -> Option<FileId> {
-    row.get::<Option<Vec<u8>>, _>(i)
-        .and_then(|b| FileId::from_slice(&b))
-}
-
-fn parse_disk(s: Option<String>) -> Option<DiskId> {
-    s.and_then(|s| s.parse().ok()).map(DiskId)
-}
+// Damaged rows: most reads return the error (a `Corrupt` naming the table, column and row), so
+// that nothing acts on a partial view. A few reads skip the row instead, log it and count it
+// (`MetaDb::skip_row`), where the caller stays correct without it and an error would stop
+// more than the damaged row: each says why at the spot.
 
 impl MetaDb {
     /// Resolves a path to a directory entry (for a stat).
@@ -177,14 +173,14 @@ impl MetaDb {
             _ => return Ok(None),
         };
         let row = sqlx::query(
-            "SELECT e.name, e.is_dir, e.file_id, e.mtime_ms, e.policy, f.size, f.etag
+            "SELECT e.name, e.is_dir, e.file_id, e.mtime_ms, e.policy, f.size, f.etag, e.id
              FROM entries e LEFT JOIN files f ON f.file_id = e.file_id WHERE e.id = ?",
         )
         .bind(r.id)
         .fetch_one(&mut *c)
         .await
         .db("read an entry")?;
-        Ok(Some(entry_from_row(&row)))
+        entry_from_row(&row).map(Some)
     }
 
     /// The dead properties of `path`; `None` if nothing is there.
@@ -201,16 +197,10 @@ impl MetaDb {
         .fetch_all(&mut *c)
         .await
         .db("read dead properties")?;
-        Ok(Some(
-            rows.iter()
-                .map(|r| DeadProp {
-                    namespace: r.get(0),
-                    name: r.get(1),
-                    prefix: r.get(2),
-                    xml: r.get(3),
-                })
-                .collect(),
-        ))
+        rows.iter()
+            .map(|r| dead_prop(&Cols::new(r, "props").key(format!("entry {id}")), 0))
+            .collect::<Res<Vec<_>>>()
+            .map(Some)
     }
 
     /// The dead properties of every entry in the directory `dir` that has any, by name, in one
@@ -222,7 +212,7 @@ impl MetaDb {
             _ => return Ok(None),
         };
         let rows = sqlx::query(
-            "SELECT e.name, p.ns, p.name, p.prefix, p.xml FROM entries e \
+            "SELECT e.name, p.ns, p.name, p.prefix, p.xml, e.id FROM entries e \
              JOIN props p ON p.entry = e.id WHERE e.parent = ? ORDER BY e.name, p.ns, p.name",
         )
         .bind(id)
@@ -231,12 +221,10 @@ impl MetaDb {
         .db("read dead properties")?;
         let mut out: HashMap<String, Vec<DeadProp>> = HashMap::new();
         for r in &rows {
-            out.entry(r.get(0)).or_default().push(DeadProp {
-                namespace: r.get(1),
-                name: r.get(2),
-                prefix: r.get(3),
-                xml: r.get(4),
-            });
+            let r = Cols::new(r, "props").key_col("entry", 5);
+            out.entry(r.col(0, "entries.name")?)
+                .or_default()
+                .push(dead_prop(&r, 1)?);
         }
         Ok(Some(out))
     }
@@ -252,6 +240,9 @@ impl MetaDb {
     }
 
     /// Lists a directory; `None` if it does not exist, `Some(Err)` if it is a file.
+    ///
+    /// A damaged entry fails the listing rather than being left out: a client syncing a
+    /// folder (rclone, a WebDAV mount) takes a name missing from a listing for a deleted file.
     pub async fn list(&self, path: &TreePath) -> Res<Option<Result<Vec<DirEntry>, DirEntry>>> {
         let mut c = self.pool().acquire().await.db("acquire a connection")?;
         let r = match walk(&mut c, path).await? {
@@ -263,24 +254,28 @@ impl MetaDb {
             return Ok(self.lookup(path).await?.map(Err));
         }
         let rows = sqlx::query(
-            "SELECT e.name, e.is_dir, e.file_id, e.mtime_ms, e.policy, f.size, f.etag
+            "SELECT e.name, e.is_dir, e.file_id, e.mtime_ms, e.policy, f.size, f.etag, e.id
              FROM entries e LEFT JOIN files f ON f.file_id = e.file_id WHERE e.parent = ? ORDER BY e.name",
         )
         .bind(r.id)
         .fetch_all(&mut *c)
-        .await.db("list a directory")?;
-        Ok(Some(Ok(rows.iter().map(entry_from_row).collect())))
+        .await
+        .db("list a directory")?;
+        rows.iter()
+            .map(entry_from_row)
+            .collect::<Res<Vec<_>>>()
+            .map(|l| Some(Ok(l)))
     }
 
     /// The policy that applies to new files in `dir`: the nearest ancestor's (or its own).
     pub async fn effective_policy(&self, dir: &TreePath) -> Res<Option<String>> {
         let mut c = self.pool().acquire().await.db("acquire a connection")?;
         let mut cur = 1i64;
-        let mut found: Option<String> = sqlx::query("SELECT policy FROM entries WHERE id = 1")
+        let root = sqlx::query("SELECT policy FROM entries WHERE id = 1")
             .fetch_one(&mut *c)
             .await
-            .db("read the root's policy")?
-            .get(0);
+            .db("read the root's policy")?;
+        let mut found: Option<String> = Cols::new(&root, "entries").key("id 1").col(0, "policy")?;
         for name in dir.components() {
             let row =
                 sqlx::query("SELECT id, is_dir, policy FROM entries WHERE parent = ? AND name = ?")
@@ -290,11 +285,12 @@ impl MetaDb {
                     .await
                     .db("read a directory's policy")?;
             let Some(row) = row else { break };
-            if row.get::<i64, _>(1) == 0 {
+            let row = Cols::new(&row, "entries").key_col("id", 0);
+            if !row.flag(1, "is_dir")? {
                 break;
             }
-            cur = row.get(0);
-            if let Some(p) = row.get::<Option<String>, _>(2) {
+            cur = row.col(0, "id")?;
+            if let Some(p) = row.col::<Option<String>>(2, "policy")? {
                 found = Some(p);
             }
         }
@@ -302,6 +298,13 @@ impl MetaDb {
     }
 
     /// A file with all its segments and parts.
+    ///
+    /// A part whose disk id does not decode is logged, counted and reported as missing
+    /// (`disk_id: None`): the read decodes around it as around a lost disk, which is what the
+    /// erasure code is for, instead of refusing a file whose other parts are whole. A part
+    /// row of a segment the file does not have is skipped the same way. Anything else that
+    /// does not decode (the file's row, a segment, a part's index) is an error: without it the
+    /// file's bytes cannot be placed.
     pub async fn file(&self, file_id: FileId) -> Res<Option<FileRecord>> {
         let mut c = self.pool().acquire().await.db("acquire a connection")?;
         let id = file_id.to_bytes().to_vec();
@@ -310,17 +313,13 @@ impl MetaDb {
         )
         .bind(&id)
         .fetch_optional(&mut *c)
-        .await.db("read a file")?
+        .await
+        .db("read a file")?
         else {
             return Ok(None);
         };
-        let decode = |col: &str, e: serde_json::Error| {
-            MetaError::corrupt(format!("files.{col} (file_id {file_id})"), e)
-        };
-        let geometry: Geometry =
-            serde_json::from_str(&row.get::<String, _>(2)).map_err(|e| decode("geometry", e))?;
-        let source: SourceIdentity =
-            serde_json::from_str(&row.get::<String, _>(7)).map_err(|e| decode("source", e))?;
+        let key = format!("file_id {file_id}");
+        let row = Cols::new(&row, "files").key(&key);
         let segs = sqlx::query(
             "SELECT seg, offset, data_len, blake3 FROM segments WHERE file_id = ? ORDER BY seg",
         )
@@ -337,39 +336,63 @@ impl MetaDb {
         .db("read a file's parts")?;
         let mut segments: Vec<SegmentRecord> = segs
             .iter()
-            .map(|s| SegmentRecord {
-                index: s.get::<i64, _>(0) as u32,
-                offset: s.get::<i64, _>(1) as u64,
-                data_len: s.get::<i64, _>(2) as u64,
-                blake3: s.get(3),
-                parts: Vec::new(),
+            .map(|s| {
+                let s = Cols::new(s, "segments").key(&key);
+                Ok(SegmentRecord {
+                    index: s.int(0, "seg")?,
+                    offset: s.int(1, "offset")?,
+                    data_len: s.int(2, "data_len")?,
+                    blake3: s.col(3, "blake3")?,
+                    parts: Vec::new(),
+                })
             })
-            .collect();
+            .collect::<Res<_>>()?;
         for p in &parts {
-            let seg = p.get::<i64, _>(0) as u32;
-            if let Some(s) = segments.iter_mut().find(|s| s.index == seg) {
-                s.parts.push(PartRecord {
-                    index: p.get::<i64, _>(1) as u16,
-                    disk_id: parse_disk(p.get(2)),
-                    missing: p.get::<i64, _>(3) != 0,
-                });
-            }
+            let p = Cols::new(p, "parts").key(&key);
+            let seg: u32 = p.int(0, "seg")?;
+            let index: u16 = p.int(1, "part")?;
+            let Some(s) = segments.iter_mut().find(|s| s.index == seg) else {
+                self.skip_row(
+                    "read a file",
+                    &p.corrupt(
+                        "seg",
+                        format!("part {index} of segment {seg}, which is not in segments"),
+                    ),
+                );
+                continue;
+            };
+            let missing = p.flag(3, "state")?;
+            let (disk_id, missing) = match p.opt_disk_id(2, "disk_id") {
+                Ok(d) => (d, missing),
+                Err(e) => {
+                    self.skip_row("read a file", &e);
+                    (None, true)
+                }
+            };
+            s.parts.push(PartRecord {
+                index,
+                disk_id,
+                missing,
+            });
         }
         Ok(Some(FileRecord {
             file_id,
-            size: row.get::<i64, _>(0) as u64,
-            policy: row.get(1),
-            geometry,
-            content_blake3: row.get(3),
-            etag: row.get(4),
-            created_ms: row.get::<i64, _>(5) as u64,
-            mtime_ms: row.get::<i64, _>(6) as u64,
-            source,
+            size: row.int(0, "size")?,
+            policy: row.col(1, "policy")?,
+            geometry: row.json(2, "geometry")?,
+            content_blake3: row.col(3, "content_blake3")?,
+            etag: row.col(4, "etag")?,
+            created_ms: row.int(5, "created_ms")?,
+            mtime_ms: row.int(6, "mtime_ms")?,
+            source: row.json(7, "source")?,
             segments,
         }))
     }
 
     /// All registered disks with their part counts.
+    ///
+    /// A damaged row is an error: the node's start-up finds its disks' ids here, and a disk
+    /// left out of the status would hide exactly the damage an operator must see.
     pub async fn disks(&self) -> Res<Vec<DiskRecord>> {
         let rows = sqlx::query(
             "SELECT d.disk_id, d.node_id, d.path, d.fs_dev, d.state,
@@ -379,61 +402,78 @@ impl MetaDb {
         .fetch_all(&self.pool())
         .await
         .db("read disks")?;
-        Ok(rows
-            .iter()
-            .filter_map(|r| {
-                Some(DiskRecord {
-                    disk_id: parse_disk(r.get(0))?,
-                    node_id: r.get::<i64, _>(1) as u64,
-                    path: r.get(2),
-                    fs_dev: r.get::<i64, _>(3) as u64,
-                    state: r.get(4),
-                    parts: r.get::<i64, _>(5) as u64,
+        rows.iter()
+            .map(|r| {
+                let r = Cols::new(r, "disks").key_col("disk_id", 0);
+                Ok(DiskRecord {
+                    disk_id: r.disk_id(0, "disk_id")?,
+                    node_id: r.id_bits(1, "node_id")?,
+                    path: r.col(2, "path")?,
+                    fs_dev: r.id_bits(3, "fs_dev")?,
+                    state: r.col(4, "state")?,
+                    parts: r.int(5, "part count")?,
                 })
             })
-            .collect())
+            .collect()
     }
 
     /// Each registered disk's node and failure domain (without the part counts of
     /// [`Self::disks`]).
+    ///
+    /// A damaged row is skipped (logged and counted): this feeds the data plane's directory,
+    /// refreshed before every ingest, and an error would stop every write and remote read;
+    /// without the row only that disk is left out of placement, and reads decode around its
+    /// parts as around a missing disk.
     pub async fn disk_nodes(&self) -> Res<Vec<(DiskId, NodeId, u64)>> {
         let rows =
             sqlx::query("SELECT disk_id, node_id, fs_dev FROM disks WHERE state != 'removed'")
                 .fetch_all(&self.pool())
                 .await
                 .db("read disks")?;
-        Ok(rows
-            .iter()
-            .filter_map(|r| {
-                Some((
-                    parse_disk(r.get(0))?,
-                    r.get::<i64, _>(1) as NodeId,
-                    r.get::<i64, _>(2) as u64,
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let r = Cols::new(r, "disks").key_col("disk_id", 0);
+            let read = || -> Res<_> {
+                Ok((
+                    r.disk_id(0, "disk_id")?,
+                    r.id_bits(1, "node_id")?,
+                    r.id_bits(2, "fs_dev")?,
                 ))
-            })
-            .collect())
+            };
+            match read() {
+                Ok(d) => out.push(d),
+                Err(e) => self.skip_row("read disks' nodes", &e),
+            }
+        }
+        Ok(out)
     }
 
     /// Every (file, segment, part) the metadata places on `disk`.
+    ///
+    /// A damaged row is an error: the sweeper deletes every part file not in this set, so a
+    /// row left out would delete a part the metadata still names.
     pub async fn parts_on_disk(&self, disk: DiskId) -> Res<HashSet<(FileId, u32, u16)>> {
         let rows = sqlx::query("SELECT file_id, seg, part FROM parts WHERE disk_id = ?")
             .bind(disk.to_string())
             .fetch_all(&self.pool())
             .await
             .db("read parts on a disk")?;
-        Ok(rows
-            .iter()
-            .filter_map(|r| {
-                Some((
-                    fid(r, 0)?,
-                    r.get::<i64, _>(1) as u32,
-                    r.get::<i64, _>(2) as u16,
+        rows.iter()
+            .map(|r| {
+                let r = Cols::new(r, "parts").key_col("file_id", 0);
+                Ok((
+                    r.file_id(0, "file_id")?,
+                    r.int(1, "seg")?,
+                    r.int(2, "part")?,
                 ))
             })
-            .collect())
+            .collect()
     }
 
     /// All intents.
+    ///
+    /// A damaged row is an error: the sweeper spares the parts of live intents only, so an
+    /// intent left out would let it delete the parts of an ingest still running.
     pub async fn intents(&self) -> Res<Vec<IntentRecord>> {
         let rows = sqlx::query(
             "SELECT file_id, target_file_id, writer, path, lease_until_ms FROM intents",
@@ -441,34 +481,46 @@ impl MetaDb {
         .fetch_all(&self.pool())
         .await
         .db("read intents")?;
-        Ok(rows
-            .iter()
-            .filter_map(|r| {
-                Some(IntentRecord {
-                    file_id: fid(r, 0)?,
-                    target_file_id: fid(r, 1)?,
-                    writer: r.get::<i64, _>(2) as u64,
-                    path: r.get(3),
-                    lease_until_ms: r.get::<i64, _>(4) as u64,
+        rows.iter()
+            .map(|r| {
+                let r = Cols::new(r, "intents").key_col("file_id", 0);
+                Ok(IntentRecord {
+                    file_id: r.file_id(0, "file_id")?,
+                    target_file_id: r.file_id(1, "target_file_id")?,
+                    writer: r.id_bits(2, "writer")?,
+                    path: r.col(3, "path")?,
+                    lease_until_ms: r.int(4, "lease_until_ms")?,
                 })
             })
-            .collect())
+            .collect()
     }
 
     /// The file committed from a drop-folder source, if any, and its current path.
+    ///
+    /// A damaged row is an error, not "never committed": that answer would ingest the
+    /// original a second time.
     pub async fn committed_source(&self, source: &SourceIdentity) -> Res<Option<FileId>> {
         let Some(key) = super::apply::source_key(source) else {
             return Ok(None);
         };
         let row = sqlx::query("SELECT file_id FROM sources WHERE key = ?")
-            .bind(key)
+            .bind(&key)
             .fetch_optional(&self.pool())
             .await
             .db("read a drop-folder source")?;
-        Ok(row.and_then(|r| fid(&r, 0)))
+        row.map(|r| {
+            Cols::new(&r, "sources")
+                .key(format!("key {key:?}"))
+                .file_id(0, "file_id")
+        })
+        .transpose()
     }
 
     /// The machines registered in the cluster: id, name and API address.
+    ///
+    /// A damaged row is skipped (logged and counted): this feeds the data plane's directory
+    /// (see [`Self::disk_nodes`]); without the row only that machine's data plane is refused,
+    /// and a restarting machine registers itself again.
     pub async fn nodes(&self) -> Res<Vec<NodeRecord>> {
         let rows = sqlx::query(
             "SELECT node_id, name, api_addr, data_addr, data_cert FROM nodes ORDER BY node_id",
@@ -476,16 +528,24 @@ impl MetaDb {
         .fetch_all(&self.pool())
         .await
         .db("read nodes")?;
-        Ok(rows
-            .iter()
-            .map(|r| NodeRecord {
-                node_id: r.get::<i64, _>(0) as NodeId,
-                name: r.get(1),
-                api_addr: r.get(2),
-                data_addr: r.get(3),
-                data_cert: r.get(4),
-            })
-            .collect())
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let r = Cols::new(r, "nodes").key_col("node_id", 0);
+            let read = || -> Res<_> {
+                Ok(NodeRecord {
+                    node_id: r.id_bits(0, "node_id")?,
+                    name: r.col(1, "name")?,
+                    api_addr: r.col(2, "api_addr")?,
+                    data_addr: r.col(3, "data_addr")?,
+                    data_cert: r.col(4, "data_cert")?,
+                })
+            };
+            match read() {
+                Ok(n) => out.push(n),
+                Err(e) => self.skip_row("read nodes", &e),
+            }
+        }
+        Ok(out)
     }
 
     /// The cluster id, once initialised.
@@ -494,7 +554,8 @@ impl MetaDb {
             .fetch_optional(&self.pool())
             .await
             .db("read the cluster id")?;
-        Ok(r.map(|r| r.get(0)))
+        r.map(|r| Cols::new(&r, "kv").key("key cluster_id").col(0, "value"))
+            .transpose()
     }
 
     /// Counts for `status`.
@@ -503,11 +564,11 @@ impl MetaDb {
         let one = |sql: &'static str| {
             let pool = pool.clone();
             async move {
-                sqlx::query(sql)
+                let r = sqlx::query(sql)
                     .fetch_one(&pool)
                     .await
-                    .db("count for status")
-                    .map(|r| r.get::<i64, _>(0) as u64)
+                    .db("count for status")?;
+                Cols::new(&r, "status").key(sql).int::<u64>(0, "count")
             }
         };
         Ok(Totals {
@@ -521,29 +582,223 @@ impl MetaDb {
     }
 
     /// Files with at least one missing part, for health reports.
+    ///
+    /// A file id that does not decode is skipped (logged and counted): a health report that
+    /// lists the other degraded files serves better than none, and the log names the row.
     pub async fn degraded_files(&self, limit: u32) -> Res<Vec<FileId>> {
         let rows = sqlx::query("SELECT DISTINCT file_id FROM parts WHERE state != 0 LIMIT ?")
             .bind(i64::from(limit))
             .fetch_all(&self.pool())
             .await
             .db("read degraded files")?;
-        Ok(rows.iter().filter_map(|r| fid(r, 0)).collect())
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            match Cols::new(r, "parts").file_id(0, "file_id") {
+                Ok(f) => out.push(f),
+                Err(e) => self.skip_row("read degraded files", &e),
+            }
+        }
+        Ok(out)
     }
 }
 
-fn entry_from_row(row: &sqlx::sqlite::SqliteRow) -> DirEntry {
-    let is_dir = row.get::<i64, _>(1) != 0;
-    DirEntry {
-        name: row.get(0),
+/// A dead property from columns `first..first + 4` (ns, name, prefix, xml).
+fn dead_prop(r: &Cols<'_>, first: usize) -> Res<DeadProp> {
+    Ok(DeadProp {
+        namespace: r.col(first, "ns")?,
+        name: r.col(first + 1, "name")?,
+        prefix: r.col(first + 2, "prefix")?,
+        xml: r.col(first + 3, "xml")?,
+    })
+}
+
+/// An entry from `name, is_dir, file_id, mtime_ms, policy, size, etag, id` (the last two from
+/// the file's row, NULL for a directory).
+fn entry_from_row(row: &sqlx::sqlite::SqliteRow) -> Res<DirEntry> {
+    let r = Cols::new(row, "entries").key_col("id", 7);
+    let is_dir = r.flag(1, "is_dir")?;
+    Ok(DirEntry {
+        name: r.col(0, "name")?,
         kind: if is_dir {
             EntryKind::Dir
         } else {
             EntryKind::File
         },
-        file_id: fid(row, 2),
-        mtime_ms: row.get::<i64, _>(3) as u64,
-        policy: row.get(4),
-        size: row.get::<Option<i64>, _>(5).unwrap_or(0) as u64,
-        etag: row.get(6),
+        file_id: r.opt_file_id(2, "file_id")?,
+        mtime_ms: r.int(3, "mtime_ms")?,
+        policy: r.col(4, "policy")?,
+        size: r.opt_int::<u64>(5, "files.size")?.unwrap_or(0),
+        etag: r.col(6, "files.etag")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::{CommandV1, Conflict};
+    use crate::testutil::{disk, test_db, T};
+
+    fn f(n: u128) -> FileId {
+        FileId(n)
+    }
+
+    fn p(s: &str) -> TreePath {
+        TreePath::parse(s).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_damaged_file_row_is_a_corrupt_error_naming_column_and_file() {
+        let t = test_db().await;
+        t.put(f(1), "/a", Conflict::Fail).await;
+        assert_eq!(t.db.file(f(1)).await.unwrap().unwrap().size, 100);
+        t.exec("UPDATE files SET size = -1").await;
+        let e = t.db.file(f(1)).await.unwrap_err();
+        assert!(e.is_corrupt(), "{e}");
+        assert!(
+            e.to_string()
+                .contains(&format!("files.size (file_id {})", f(1))),
+            "{e}"
+        );
+        t.exec("UPDATE files SET size = 100, geometry = '{'").await;
+        let e = t.db.file(f(1)).await.unwrap_err();
+        assert!(e.to_string().contains("files.geometry"), "{e}");
+        // A segment index out of u32's range, not wrapped.
+        t.exec("UPDATE files SET geometry = (SELECT geometry FROM files)")
+            .await;
+        t.exec("UPDATE segments SET seg = 4294967296").await;
+        let e = t.db.file(f(1)).await.unwrap_err();
+        assert!(e.to_string().contains("segments.seg"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_damaged_entry_fails_the_listing_and_the_lookup() {
+        let t = test_db().await;
+        t.put(f(1), "/d/a", Conflict::Fail).await;
+        t.put(f(2), "/d/b", Conflict::Fail).await;
+        assert_eq!(
+            t.db.list(&p("/d")).await.unwrap().unwrap().unwrap().len(),
+            2
+        );
+        // Text where an integer belongs: sqlx's `get` would have panicked here.
+        t.exec("UPDATE entries SET mtime_ms = 'soon' WHERE name = 'b'")
+            .await;
+        let e = t.db.list(&p("/d")).await.unwrap_err();
+        assert!(e.to_string().contains("entries.mtime_ms (id "), "{e}");
+        assert!(t.db.lookup(&p("/d/b")).await.is_err());
+        assert!(t.db.lookup(&p("/d/a")).await.unwrap().is_some());
+        t.exec("UPDATE entries SET mtime_ms = 0, file_id = X'01' WHERE name = 'b'")
+            .await;
+        let e = t.db.list(&p("/d")).await.unwrap_err();
+        assert!(e.to_string().contains("1 bytes, not 16"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn the_sweepers_reads_refuse_damaged_rows() {
+        let t = test_db().await;
+        t.put(f(1), "/a", Conflict::Fail).await;
+        t.begin(f(2), "/b").await;
+        assert_eq!(
+            t.db.parts_on_disk(disk(1)).await.unwrap(),
+            HashSet::from([(f(1), 0, 0)])
+        );
+        assert_eq!(t.db.intents().await.unwrap().len(), 1);
+        t.exec("UPDATE parts SET file_id = X'00' WHERE part = 0")
+            .await;
+        let e = t.db.parts_on_disk(disk(1)).await.unwrap_err();
+        assert!(e.to_string().contains("parts.file_id"), "{e}");
+        t.exec("UPDATE intents SET lease_until_ms = -5").await;
+        let e = t.db.intents().await.unwrap_err();
+        assert!(
+            e.to_string()
+                .contains(&format!("intents.lease_until_ms (file_id {})", f(2))),
+            "{e}"
+        );
+        assert_eq!(t.db.skipped_rows(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_directorys_reads_skip_and_count_damaged_rows() {
+        let t = test_db().await;
+        for (n, node) in [(1, 7), (2, 8)] {
+            t.apply(CommandV1::RegisterDisk {
+                disk_id: disk(n),
+                node_id: node,
+                path: format!("/d{n}"),
+                fs_dev: 1,
+                time_ms: T,
+            })
+            .await;
+            t.apply(CommandV1::RegisterNode {
+                node_id: node,
+                name: format!("n{node}"),
+                api_addr: "a".into(),
+                data_addr: "d".into(),
+                data_cert: "c".into(),
+                time_ms: T,
+            })
+            .await;
+        }
+        t.exec("UPDATE disks SET disk_id = 'not a uuid' WHERE path = '/d1'")
+            .await;
+        t.exec("UPDATE nodes SET name = X'ff' WHERE node_id = 7")
+            .await;
+        let d = t.db.disk_nodes().await.unwrap();
+        assert_eq!(d, vec![(disk(2), 8, 1)]);
+        let n = t.db.nodes().await.unwrap();
+        assert_eq!(n.len(), 1);
+        assert_eq!(n[0].node_id, 8);
+        assert_eq!(t.db.skipped_rows(), 2);
+        // The status and start-up's read of disks is an error instead.
+        let e = t.db.disks().await.unwrap_err();
+        assert!(e.to_string().contains("disks.disk_id"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_part_on_an_unreadable_disk_id_reads_as_missing() {
+        let t = test_db().await;
+        t.put(f(1), "/a", Conflict::Fail).await;
+        t.exec("UPDATE parts SET disk_id = 'garbage' WHERE part = 0")
+            .await;
+        let rec = t.db.file(f(1)).await.unwrap().unwrap();
+        let parts = &rec.segments[0].parts;
+        assert_eq!(parts.len(), 2);
+        assert_eq!(
+            (parts[0].index, parts[0].disk_id, parts[0].missing),
+            (0, None, true)
+        );
+        assert_eq!(
+            (parts[1].index, parts[1].disk_id, parts[1].missing),
+            (1, Some(disk(2)), false)
+        );
+        assert_eq!(t.db.skipped_rows(), 1);
+    }
+
+    #[tokio::test]
+    async fn degraded_files_skip_a_damaged_id_and_committed_sources_refuse_it() {
+        let t = test_db().await;
+        t.put(f(1), "/a", Conflict::Fail).await;
+        t.put(f(2), "/b", Conflict::Fail).await;
+        t.exec("UPDATE parts SET state = 1 WHERE part = 1").await;
+        t.exec(&format!(
+            "UPDATE parts SET file_id = X'0102' WHERE file_id = X'{:032x}'",
+            2
+        ))
+        .await;
+        assert_eq!(t.db.degraded_files(10).await.unwrap(), vec![f(1)]);
+        assert_eq!(t.db.skipped_rows(), 1);
+        let src = SourceIdentity::DropFolder {
+            path: "/drop/x".into(),
+            size: 1,
+            mtime_ns: 2,
+            inode: 3,
+            dev: 4,
+        };
+        let key = crate::apply::source_key(&src).unwrap();
+        t.exec(&format!(
+            "INSERT INTO sources (key, file_id) VALUES ('{key}', X'00')"
+        ))
+        .await;
+        let e = t.db.committed_source(&src).await.unwrap_err();
+        assert!(e.to_string().contains("sources.file_id"), "{e}");
     }
 }

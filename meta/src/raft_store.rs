@@ -18,14 +18,15 @@ use openraft::{
     SnapshotMeta, StorageError, StorageIOError, StoredMembership, Vote,
 };
 use sqlx::sqlite::SqlitePool;
-use sqlx::{Row, SqlSafeStr};
+use sqlx::SqlSafeStr;
 use tokio::io::AsyncSeekExt;
 
 use super::apply::{apply_command, kv_set};
 use super::{migrator, open_pool, MetaDb, RAFT_LOG_SQL};
 use crate::command::{Command, Outcome};
-use crate::error::{db_error, MetaError};
+use crate::error::{db_error, DbContext, MetaError};
 use crate::raft_types::TypeConfig;
+use crate::row::Cols;
 use wormfs_parts::fsutil::sync_dir;
 
 type NodeId = u64;
@@ -68,12 +69,13 @@ impl LogStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(|e| io_err(StorageIOError::read, e))?;
-        match row {
-            None => Ok(None),
-            Some(r) => serde_json::from_str(&r.get::<String, _>(0))
-                .map(Some)
-                .map_err(|e| io_err(StorageIOError::read, e)),
-        }
+        row.map(|r| {
+            Cols::new(&r, "log_state")
+                .key(format!("key {key}"))
+                .json(0, "value")
+        })
+        .transpose()
+        .map_err(|e| io_err(StorageIOError::read, e))
     }
 
     async fn state_set<T: serde::Serialize>(&self, key: &str, v: &T) -> Result<(), SErr> {
@@ -129,20 +131,25 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(x) => *x,
             Bound::Unbounded => u64::MAX,
         };
-        let end = end.min(i64::MAX as u64);
-        let rows = sqlx::query("SELECT entry FROM log WHERE idx >= ? AND idx < ? ORDER BY idx")
-            .bind(start as i64)
-            .bind(end as i64)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| io_err(StorageIOError::read_logs, e))?;
+        // Indexes are stored as i64; none is above i64::MAX, so clamping loses nothing (and a
+        // start above it must not wrap to a negative bound that matches every entry).
+        let (start, end) = (start.min(i64::MAX as u64), end.min(i64::MAX as u64));
+        let rows =
+            sqlx::query("SELECT entry, idx FROM log WHERE idx >= ? AND idx < ? ORDER BY idx")
+                .bind(start as i64)
+                .bind(end as i64)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| io_err(StorageIOError::read_logs, e))?;
         rows.iter()
-            .map(|r| {
-                serde_json::from_str(&r.get::<String, _>(0))
-                    .map_err(|e| io_err(StorageIOError::read_logs, e))
-            })
+            .map(|r| log_entry(r).map_err(|e| io_err(StorageIOError::read_logs, e)))
             .collect()
     }
+}
+
+/// A log entry from a row `entry, idx`.
+fn log_entry(r: &sqlx::sqlite::SqliteRow) -> Result<Entry<TypeConfig>, MetaError> {
+    Cols::new(r, "log").key_col("idx", 1).json(0, "entry")
 }
 
 impl RaftLogStorage<TypeConfig> for LogStore {
@@ -150,14 +157,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, SErr> {
         let last_purged: Option<LogId<NodeId>> = self.state_get("last_purged").await?;
-        let row = sqlx::query("SELECT entry FROM log ORDER BY idx DESC LIMIT 1")
+        let row = sqlx::query("SELECT entry, idx FROM log ORDER BY idx DESC LIMIT 1")
             .fetch_optional(&self.pool)
             .await
             .map_err(|e| io_err(StorageIOError::read_logs, e))?;
         let last = match row {
             Some(r) => {
-                let e: Entry<TypeConfig> = serde_json::from_str(&r.get::<String, _>(0))
-                    .map_err(|e| io_err(StorageIOError::read_logs, e))?;
+                let e = log_entry(&r).map_err(|e| io_err(StorageIOError::read_logs, e))?;
                 Some(e.log_id)
             }
             None => last_purged,
@@ -277,21 +283,26 @@ pub(super) async fn read_applied(
     Option<LogId<NodeId>>,
     StoredMembership<NodeId, openraft::BasicNode>,
 )> {
-    let get = |key: &'static str| async move {
-        sqlx::query("SELECT value FROM kv WHERE key = ?")
+    async fn get<T: serde::de::DeserializeOwned>(
+        pool: &SqlitePool,
+        key: &'static str,
+    ) -> Result<Option<T>, MetaError> {
+        let row = sqlx::query("SELECT value FROM kv WHERE key = ?")
             .bind(key)
             .fetch_optional(pool)
             .await
-            .map(|r| r.map(|r| r.get::<String, _>(0)))
-    };
-    let applied = match get("raft_last_applied").await? {
-        Some(s) => serde_json::from_str(&s)?,
-        None => None,
-    };
-    let membership = match get("raft_membership").await? {
-        Some(s) => serde_json::from_str(&s)?,
-        None => StoredMembership::default(),
-    };
+            .db("read the applied state")?;
+        row.map(|r| {
+            Cols::new(&r, "kv")
+                .key(format!("key {key}"))
+                .json(0, "value")
+        })
+        .transpose()
+    }
+    let applied = get::<Option<LogId<NodeId>>>(pool, "raft_last_applied")
+        .await?
+        .flatten();
+    let membership = get(pool, "raft_membership").await?.unwrap_or_default();
     Ok((applied, membership))
 }
 

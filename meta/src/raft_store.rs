@@ -237,10 +237,53 @@ pub struct StateMachineStore {
     receiving: Option<PathBuf>,
 }
 
-#[derive(serde::Serialize, serde::Deserialize)]
+/// The snapshot sidecar format this version writes and reads.
+const SIDECAR_FORMAT: u32 = 1;
+
+/// The format of a sidecar without a `format` field: those predate the field and have the
+/// layout of format 1 (installations made before it have such files).
+fn sidecar_unversioned() -> u32 {
+    1
+}
+
+/// `snapshots/current.json`: which snapshot file is current, and its metadata.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct SnapshotSidecar {
+    /// The layout of this file ([`SIDECAR_FORMAT`]).
+    #[serde(default = "sidecar_unversioned")]
+    format: u32,
     meta: SnapshotMeta<NodeId, openraft::BasicNode>,
     file: String,
+}
+
+/// Only the format of a sidecar, read before the rest so that an unknown format is refused
+/// as such (whatever its other fields are) rather than misread.
+#[derive(serde::Deserialize)]
+struct SidecarFormat {
+    #[serde(default = "sidecar_unversioned")]
+    format: u32,
+}
+
+/// Reads the sidecar at `path`; `None` if there is none. A format other than
+/// [`SIDECAR_FORMAT`] is refused with the file and the format found, never guessed at.
+async fn read_sidecar(path: &Path) -> anyhow::Result<Option<SnapshotSidecar>> {
+    let bytes = match tokio::fs::read(path).await {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
+    };
+    let SidecarFormat { format } = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{}: not a snapshot sidecar", path.display()))?;
+    if format != SIDECAR_FORMAT {
+        anyhow::bail!(
+            "{}: snapshot sidecar format {format} is unknown to this version (it reads format \
+             {SIDECAR_FORMAT}); refusing to guess",
+            path.display()
+        );
+    }
+    let side = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{}: not a snapshot sidecar", path.display()))?;
+    Ok(Some(side))
 }
 
 impl StateMachineStore {
@@ -447,13 +490,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, SErr> {
         let rerr = |e: io::Error| io_err(StorageIOError::read_snapshot_none, e);
-        let side = match tokio::fs::read(self.current_sidecar()).await {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(rerr(e)),
+        let Some(side) = read_sidecar(&self.current_sidecar())
+            .await
+            .map_err(|e| any_err(StorageIOError::read_snapshot_none, e))?
+        else {
+            return Ok(None);
         };
-        let side: SnapshotSidecar = serde_json::from_slice(&side)
-            .map_err(|e| io_err(StorageIOError::read_snapshot_none, e))?;
         let f = tokio::fs::File::open(self.snapshot_dir.join(&side.file))
             .await
             .map_err(rerr)?;
@@ -483,6 +525,7 @@ async fn write_sidecar(
     file: &str,
 ) -> anyhow::Result<()> {
     let json = serde_json::to_vec_pretty(&SnapshotSidecar {
+        format: SIDECAR_FORMAT,
         meta: meta.clone(),
         file: file.to_owned(),
     })?;
@@ -576,5 +619,82 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             meta,
             snapshot: Box::new(f),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use openraft::{BasicNode, CommittedLeaderId, Membership};
+
+    use super::*;
+
+    fn meta() -> SnapshotMeta<NodeId, BasicNode> {
+        let log_id = LogId::new(CommittedLeaderId::new(3, 7), 42);
+        let membership = Membership::new(
+            vec![BTreeSet::from([7])],
+            BTreeMap::from([(7, BasicNode::new("/ip4/127.0.0.1/tcp/7071"))]),
+        );
+        SnapshotMeta {
+            last_log_id: Some(log_id),
+            last_membership: StoredMembership::new(Some(log_id), membership),
+            snapshot_id: "3-7-42-0000abcd".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_current_sidecar_is_written_with_its_format_and_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("current.json");
+        write_sidecar(&path, &meta(), "snap-x.db").await.unwrap();
+        let raw: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(raw["format"], 1, "{raw}");
+        let side = read_sidecar(&path).await.unwrap().unwrap();
+        assert_eq!(side.format, SIDECAR_FORMAT);
+        assert_eq!(side.file, "snap-x.db");
+        assert_eq!(side.meta, meta());
+        assert!(read_sidecar(&dir.path().join("none.json"))
+            .await
+            .unwrap()
+            .is_none());
+    }
+
+    #[tokio::test]
+    async fn a_sidecar_from_before_the_format_field_reads_as_format_1() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("current.json");
+        // What the versions before the field wrote: `meta` and `file`, nothing else.
+        let old = serde_json::json!({ "meta": meta(), "file": "snap-old.db" });
+        assert!(old.get("format").is_none());
+        std::fs::write(&path, serde_json::to_vec_pretty(&old).unwrap()).unwrap();
+        let side = read_sidecar(&path).await.unwrap().unwrap();
+        assert_eq!(side.format, 1);
+        assert_eq!(side.file, "snap-old.db");
+        assert_eq!(side.meta, meta());
+    }
+
+    #[tokio::test]
+    async fn a_sidecar_of_an_unknown_format_is_refused_naming_file_and_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("current.json");
+        // Refused on its format alone, even with a layout this version could not read at all.
+        for text in [
+            serde_json::json!({ "format": 99, "meta": meta(), "file": "snap-new.db" }),
+            serde_json::json!({ "format": 99, "snapshots": ["a", "b"] }),
+        ] {
+            std::fs::write(&path, serde_json::to_vec(&text).unwrap()).unwrap();
+            let e = format!("{:#}", read_sidecar(&path).await.unwrap_err());
+            assert!(e.contains(&path.display().to_string()), "{e}");
+            assert!(e.contains("format 99 is unknown"), "{e}");
+        }
+        // And openraft hears it as a storage error with the same words.
+        let db = MetaDb::open(&dir.path().join("metadata.db")).await.unwrap();
+        let mut sm = StateMachineStore::new(db, dir.path().to_owned())
+            .await
+            .unwrap();
+        let e = sm.get_current_snapshot().await.unwrap_err().to_string();
+        assert!(e.contains("format 99 is unknown"), "{e}");
     }
 }

@@ -58,6 +58,26 @@ fn pinned(v: &Value, id: u64) -> Fingerprint {
         .unwrap()
 }
 
+/// GET `path` on a data server as a member: the status.
+fn ask_status(
+    rt: &tokio::runtime::Runtime,
+    addr: &str,
+    cert: &NodeCert,
+    server: Fingerprint,
+    path: &str,
+) -> u16 {
+    let tls = client_config(cert, server, CipherPreference::Auto).unwrap();
+    let client = reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let r = client.get(format!("https://{addr}{path}")).send().await;
+        r.unwrap().status().as_u16()
+    })
+}
+
 /// GET /v1/disks on a data server, presenting `cert` and expecting `server`'s fingerprint.
 fn ask_disks(
     rt: &tokio::runtime::Runtime,
@@ -213,6 +233,39 @@ fn parts_spread_over_machines_and_any_machine_reads_them() {
     let fp2 = pinned(&v, 2);
     let disks = ask_disks(&rt, &ms[1].data, &member, fp2).expect("a member is served");
     assert_eq!(disks.len(), 2);
+    // A block request outside the part is the peer's mistake (400), never a wrapped sum or
+    // a panic; inside it, the blocks come.
+    let seg0 = &st["segments"][0];
+    let (pi, p) = seg0["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .find(|(_, p)| p["node_id"] == ms[1].id)
+        .unwrap();
+    let part = format!(
+        "/v1/parts/{}/{}/{}/{pi}",
+        p["disk_id"].as_str().unwrap(),
+        st["file_id"].as_str().unwrap(),
+        seg0["index"]
+    );
+    for q in [
+        "first=0&count=0",
+        "first=18446744073709551615&count=18446744073709551615",
+        "first=1&count=18446744073709551615",
+        "first=100000000&count=1",
+    ] {
+        let status = ask_status(&rt, &ms[1].data, &member, fp2, &format!("{part}?{q}"));
+        assert_eq!(status, 400, "{part}?{q}");
+    }
+    let status = ask_status(
+        &rt,
+        &ms[1].data,
+        &member,
+        fp2,
+        &format!("{part}?first=0&count=1"),
+    );
+    assert_eq!(status, 200, "{part}");
     let e = ask_disks(&rt, &ms[1].data, &stranger, fp2).unwrap_err();
     assert!(e.contains("AccessDenied"), "stranger's certificate: {e}");
     let e = ask_disks(&rt, &ms[1].data, &member, stranger.fingerprint).unwrap_err();

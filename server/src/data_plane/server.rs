@@ -493,6 +493,18 @@ async fn read_blocks(
                 p
             }
         };
+        // `first` and `count` come from a peer: a range outside the part is its mistake (400),
+        // never a wrapped sum or a panic.
+        let blocks = part_file.header.block_count();
+        if q.count == 0 || q.first >= blocks || q.first.checked_add(q.count).is_none() {
+            return Err(Failure(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "blocks {}+{} lie outside the part's {blocks} blocks",
+                    q.first, q.count
+                ),
+            ));
+        }
         part_file.read_blocks(q.first, q.count).map_err(|e| {
             lock(&sh2.open).remove(&key);
             part_failure(e)

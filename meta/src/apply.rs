@@ -323,6 +323,16 @@ pub(crate) async fn kv_set(c: &mut SqliteConnection, key: &str, value: &str) -> 
     Ok(())
 }
 
+/// The path of `name` in `dir`. (Not `TreePath::join`, which refuses every name in the root:
+/// it parses `//name`.)
+fn child_path(dir: &TreePath, name: &str) -> String {
+    if dir.is_root() {
+        format!("/{name}")
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
 /// Applies one command.
 pub(crate) async fn apply_command(c: &mut SqliteConnection, cmd: &CommandV1) -> Res<Outcome> {
     match cmd {
@@ -602,11 +612,7 @@ pub(crate) async fn apply_command(c: &mut SqliteConnection, cmd: &CommandV1) -> 
                     .await
                     .db("record a drop-folder source")?;
             }
-            let final_path = path
-                .parent()
-                .join(&name)
-                .map(|p| p.to_string())
-                .unwrap_or_else(|_| path.to_string());
+            let final_path = child_path(&path.parent(), &name);
             Ok(Outcome::Committed {
                 path: final_path,
                 file_id: *file_id,
@@ -797,5 +803,41 @@ pub(crate) async fn apply_command(c: &mut SqliteConnection, cmd: &CommandV1) -> 
             deep,
             time_ms,
         } => apply_tree::copy_tree(c, from, to, *replace, *deep, *time_ms).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::test_db;
+
+    /// The renamed file's path is the one it was stored under, in the root as in a folder
+    /// (it was the requested path for the root: `TreePath::join` refuses `//name`).
+    #[tokio::test]
+    async fn a_commit_renamed_by_the_conflict_rule_reports_where_it_went() {
+        let t = test_db().await;
+        for (dir, base) in [("", 0), ("/d", 10)] {
+            for n in 1..=2 {
+                t.put(FileId(base + n), &format!("{dir}/a.txt"), Conflict::Rename)
+                    .await;
+            }
+            let out = t
+                .put(FileId(base + 3), &format!("{dir}/a.txt"), Conflict::Rename)
+                .await;
+            assert_eq!(
+                out,
+                Outcome::Committed {
+                    path: format!("{dir}/a (2).txt"),
+                    file_id: FileId(base + 3),
+                    replaced: false,
+                }
+            );
+            assert!(t
+                .db
+                .lookup(&TreePath::parse(&format!("{dir}/a (2).txt")).unwrap())
+                .await
+                .unwrap()
+                .is_some());
+        }
     }
 }

@@ -2,16 +2,14 @@
 //! names, cadaver, and ffprobe/ffmpeg seeking into a large video (which must read far less
 //! than the whole file, also when the player abandons connections).
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::dav::{node, Dav};
-use common::process::Server;
+use crate::common::dav::{node, Dav};
+use crate::common::process::Server;
 
 fn run(cmd: &mut Command) -> Output {
     let o = cmd

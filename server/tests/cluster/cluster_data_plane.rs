@@ -4,13 +4,11 @@
 //! past the TLS handshake, a dead machine's parts are decoded around, a write that cannot reach
 //! its quorum fails cleanly, and a machine that comes back reads again.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::path::Path;
 
-use common::machines::{cluster, ls, peers_of, share_secret, start_all, voters, Machine};
-use common::process::{wait_for, Server};
+use crate::common::machines::{cluster, ls, peers_of, share_secret, start_all, voters, Machine};
+use crate::common::process::{wait_for, Server};
 use serde_json::Value;
 use wormfs_server::data_plane::tls::{client_config, CipherPreference};
 use wormfs_server::data_plane::{Fingerprint, NodeCert};
@@ -105,7 +103,7 @@ fn ask_disks(
 }
 
 fn part_files(dir: &Path) -> usize {
-    common::process::files_under(dir)
+    crate::common::process::files_under(dir)
         .iter()
         .filter(|p| {
             p.file_name()
@@ -359,7 +357,7 @@ fn parts_spread_over_machines_and_any_machine_reads_them() {
 fn parts_and_temps(m: &Machine) -> Vec<String> {
     m.disks
         .iter()
-        .flat_map(|d| common::process::files_under(Path::new(d)))
+        .flat_map(|d| crate::common::process::files_under(Path::new(d)))
         .filter_map(|p| p.file_name().and_then(|n| n.to_str()).map(str::to_owned))
         .filter(|n| n.ends_with(".wp") || n.contains(".tmp"))
         .collect()
@@ -509,14 +507,14 @@ fn a_lone_survivor_made_the_only_voter_by_force_takes_writes_again() {
     }
     let me = &ms[0];
     // Without --force it only says what it would do.
-    let o = std::process::Command::new(common::process::BIN)
+    let o = std::process::Command::new(crate::common::process::BIN)
         .arg("recover")
         .current_dir(&me.dir)
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(2), "{o:?}");
     assert!(String::from_utf8_lossy(&o.stderr).contains("--force"));
-    let out = common::process::local(&me.dir, &["recover", "--force"]);
+    let out = crate::common::process::local(&me.dir, &["recover", "--force"]);
     assert!(out.contains("only voter"), "{out}");
 
     let s = me.start(&peers_of(&ms, 0));

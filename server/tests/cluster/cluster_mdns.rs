@@ -4,13 +4,11 @@
 //! founding it. A fourth machine with another secret sees the cluster's record and says it
 //! lacks the secret, instead of founding a second cluster of the same name.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::process::{local, wait_for, BIN};
+use crate::common::process::{local, wait_for, BIN};
 use serde_json::Value;
 
 /// A user and network namespace (`unshare -rn`, loopback up) kept alive by a shell.

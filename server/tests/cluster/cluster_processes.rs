@@ -5,15 +5,13 @@
 //! without the secret (or with a plain TCP connection) kept out, a join with the token, writes
 //! refused without a majority while reads go on, and every machine killed and restarted.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::machines::{cluster, ls, peers_of, share_secret, start_all, voters, Machine};
-use common::process::{free_port, local, wait_for, Server, BIN};
+use crate::common::machines::{cluster, ls, peers_of, share_secret, start_all, voters, Machine};
+use crate::common::process::{free_port, local, wait_for, Server, BIN};
 use serde_json::Value;
 
 #[test]

@@ -3,12 +3,10 @@
 //! on when asked for, with the path and our own host name; absent when mDNS is off (the
 //! embedded default) or the advertisement is switched off.
 
-mod common;
-
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::process::BIN;
+use crate::common::process::BIN;
 
 /// A node alone in a new user and network namespace (`unshare -rn`), loopback up.
 struct IsolatedNode {

@@ -1,10 +1,8 @@
 //! In-process tests of the storage engine: round trips, ranges, damage, disks, restarts.
 
-mod common;
-
 use std::sync::atomic::Ordering;
 
-use common::*;
+use crate::common::*;
 use rand::{Rng, SeedableRng};
 use wormfs_parts::tree_path::TreePath;
 use wormfs_server::store::StoreError;

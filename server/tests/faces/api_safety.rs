@@ -4,14 +4,12 @@
 //! The timeouts and the connection cap are shortened through `WORMFS_TEST_API_*` variables,
 //! which only builds with the `crash-points` test feature read (the suite enables it).
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::dav::{admin_login, node};
-use common::process::{free_port, webdav_port, Server};
+use crate::common::dav::{admin_login, node};
+use crate::common::process::{free_port, webdav_port, Server};
 
 fn needs_test_feature() {
     if !cfg!(feature = "crash-points") {
@@ -184,7 +182,7 @@ fn api_connections_per_client_address_are_bounded() {
     assert!(served(&mut other), "another address was refused");
     // Once one closes, the address gets a place again.
     held.pop();
-    common::process::wait_for(30, "a place for 127.0.0.1 again", || {
+    crate::common::process::wait_for(30, "a place for 127.0.0.1 again", || {
         let mut c = connect_from("127.0.0.1", api);
         served(&mut c).then_some(())
     });

@@ -1,12 +1,10 @@
 //! Real-binary tests: `wormfs serve` as a process, driven by the `wormfs` CLI.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::process::{free_port, Server, BIN};
+use crate::common::process::{free_port, Server, BIN};
 
 /// The embedded default runs, the CLI does every namespace operation, bad input gets the
 /// documented exit codes, and SIGTERM shuts down cleanly.

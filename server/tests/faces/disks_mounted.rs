@@ -2,11 +2,9 @@
 //! namespace (`unshare`), so they need no root where user namespaces are allowed and vanish
 //! with the process.
 
-mod common;
-
 use std::path::PathBuf;
 
-use common::process::{files_under, free_port, Server};
+use crate::common::process::{files_under, free_port, Server};
 
 const MIB: u64 = 1 << 20;
 /// Small disks: keep 1 MiB free instead of the default 256 MiB.

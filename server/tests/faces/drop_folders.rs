@@ -2,13 +2,11 @@
 //! names and files still being written are left alone, originals leave only after the commit,
 //! and a crash between commit and removal, a full disk or a source that changes are handled.
 
-mod common;
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::process::{free_port, Server};
+use crate::common::process::{free_port, Server};
 
 /// A config with one drop folder `drop` -> `tree`, with a short settle time, plus `extra` lines
 /// inside the folder's table.

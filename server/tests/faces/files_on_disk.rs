@@ -3,15 +3,13 @@
 //! secret files checked for owner and mode, `wormfs get` never writing through a link, and
 //! ranges whose numbers would wrap.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::process::{free_port, Server, BIN};
+use crate::common::process::{free_port, Server, BIN};
 
 /// The secret files of an embedded-default node.
 const SECRETS: &[&str] = &[

@@ -3,14 +3,12 @@
 //! the bad-input list, authentication and roles, HTTPS, and dead properties and locks that
 //! survive a restart.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::dav::{admin_login, node, Dav};
-use common::process::{files_under, free_port, webdav_port, Server, BIN};
+use crate::common::dav::{admin_login, node, Dav};
+use crate::common::process::{files_under, free_port, webdav_port, Server, BIN};
 
 fn data_of(n: usize, seed: u32) -> Vec<u8> {
     (0..n as u32)

@@ -3,14 +3,12 @@
 //! nested XML bodies, many ranges, caps on locks and dead properties, and a seeded fuzz of
 //! random requests against a real node.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use common::dav::Dav;
-use common::process::{free_port, Server};
+use crate::common::dav::Dav;
+use crate::common::process::{free_port, Server};
 
 /// The tree as PROPFIND shows it: every path with its ETag (files) or `dir`.
 type Tree = BTreeMap<String, String>;

@@ -1,0 +1,16 @@
+//! One real `wormfs` process per test, driven through its faces: the CLI and API, drop folders,
+//! mounted disks, files on disk, and WebDAV over raw HTTP.
+//!
+//! One test binary per group, so the suite compiles and links a few binaries rather than one
+//! per file (docs/ARCHITECTURE.md "Tests").
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod api_safety;
+mod cli_process;
+mod disks_mounted;
+mod drop_folders;
+mod files_on_disk;
+mod webdav_http;
+mod webdav_safety;

@@ -118,45 +118,11 @@ impl Node {
     /// Starts a node from its configuration.
     pub async fn start(cfg: &Config) -> anyhow::Result<Node> {
         let data = &cfg.node.data_dir;
-        wormfs_parts::fsutil::create_private_dir_all(data)
-            .with_context(|| format!("create data folder {}", data.display()))?;
-        let lock = lock_data_dir(data)?;
-        for secret in secret_files(cfg) {
-            wormfs_parts::fsutil::check_secret(&secret)?;
-        }
-        restrict_data_dir(data)?;
-        let ident_path = data.join("node.json");
-        let mut ident: NodeIdentity = match read_identity(&ident_path)? {
-            Some(id) => id,
-            None => {
-                let id = NodeIdentity {
-                    format: NODE_IDENTITY_FORMAT,
-                    node_id: cfg.node.id.unwrap_or_else(|| rand::random::<u64>() >> 1),
-                    cluster_id: ClusterId::random(),
-                };
-                write_durably(&ident_path, &serde_json::to_vec_pretty(&id)?)?;
-                id
-            }
-        };
-        if let Some(want) = cfg.node.id {
-            if want != ident.node_id {
-                bail!(
-                    "node.id is {want} but {} says this node is {}",
-                    ident_path.display(),
-                    ident.node_id
-                );
-            }
-        }
+        let lock = prepare_data_dir(cfg)?;
+        let mut ident = load_or_create_identity(cfg)?;
         let token = crate::admin_token::read_or_create(data)?;
         let shutdown = CancellationToken::new();
-        let (secret, made) = ClusterSecret::read_or_create(&cfg.cluster.secret_file)?;
-        if made {
-            tracing::info!(
-                file = %cfg.cluster.secret_file.display(),
-                fingerprint = %secret.fingerprint(),
-                "made a new cluster secret (mode 0600); other machines join with `wormfs join-token`"
-            );
-        }
+        let secret = load_cluster_secret(cfg)?;
         let key = crate::peer::net::load_identity(&data.join(PEER_KEY_FILE))?;
         let (net, inbound) = PeerNet::start(
             key,
@@ -169,149 +135,39 @@ impl Node {
         let data_listener = crate::data_plane::server::bind(cfg.cluster.data_listen).await?;
         let data_addr = data_listener.local_addr()?;
         let (mdns, watcher) = start_mdns(cfg, ident.node_id, &net, &secret);
-        let meta_dir = data.join("meta");
-        resync_if_marked(&meta_dir)?;
-        // `snapshots/` too, before Raft's state machine makes it with the umask's mode.
-        wormfs_parts::fsutil::create_private_dir_all(&meta_dir.join("snapshots"))
-            .with_context(|| format!("create {}", meta_dir.display()))?;
-        restrict_tree(&meta_dir)?;
-        let db = MetaDb::open(&meta_dir.join("metadata.db")).await?;
+        let db = open_metadata(&data.join("meta")).await?;
         let fresh = db.cluster_id().await?.is_none();
+        let params = ClusterParams {
+            cluster_name: cfg.node.cluster_name.clone(),
+            peers: cfg.cluster.peers.clone(),
+            formation_wait: Duration::from_millis(cfg.cluster.formation_wait_ms),
+            mdns: watcher.is_some(),
+            fingerprint: secret.fingerprint(),
+            voter_replace_after: Duration::from_millis(cfg.cluster.voter_replace_after_ms),
+        };
         let consensus = Consensus::start(
             ident.node_id,
-            &meta_dir,
+            &data.join("meta"),
             db.clone(),
             &cfg.raft,
             net,
             inbound,
-            ClusterParams {
-                cluster_name: cfg.node.cluster_name.clone(),
-                peers: cfg.cluster.peers.clone(),
-                formation_wait: Duration::from_millis(cfg.cluster.formation_wait_ms),
-                mdns: watcher.is_some(),
-                fingerprint: secret.fingerprint(),
-                voter_replace_after: Duration::from_millis(cfg.cluster.voter_replace_after_ms),
-            },
+            params,
             watcher,
             shutdown.clone(),
         )
         .await?;
-        let cmd = |c| consensus.write(c);
-        if consensus.formation() == Formation::Founded {
-            cmd(CommandV1::InitCluster {
-                cluster_id: ident.cluster_id,
-                time_ms: now_ms(),
-            })
-            .await?;
-        }
-        let cluster_id = wait_for_cluster_id(&db, &shutdown).await?;
-        if cluster_id != ident.cluster_id.to_string() {
-            if !fresh {
-                bail!(
-                    "metadata belongs to cluster {cluster_id}, node.json to {}",
-                    ident.cluster_id
-                );
-            }
-            // A new machine that joined: it belongs to the cluster it joined.
-            ident.cluster_id = ClusterId(
-                cluster_id
-                    .parse()
-                    .with_context(|| format!("cluster id {cluster_id}"))?,
-            );
-            write_durably(&ident_path, &serde_json::to_vec_pretty(&ident)?)?;
-        }
-        let name = cfg.node.name.clone().unwrap_or_else(|| {
-            rustix::system::uname()
-                .nodename()
-                .to_string_lossy()
-                .into_owned()
-        });
-        // What this node tells the cluster about itself: only what changed. A restarted node
-        // does not wait for a majority to hear it (it serves reads without one); a new one
-        // registers before it serves.
-        let mut registration = Vec::new();
-        let (api_addr, data_text, data_cert) = (
-            cfg.api.listen.to_string(),
-            data_addr.to_string(),
-            cert.fingerprint.to_string(),
-        );
-        let known_me = db
-            .nodes()
-            .await?
-            .into_iter()
-            .find(|n| n.node_id == ident.node_id);
-        let same = known_me.is_some_and(|k| {
-            (&k.name, &k.api_addr, &k.data_addr, &k.data_cert)
-                == (&name, &api_addr, &data_text, &data_cert)
-        });
-        if !same {
-            registration.push(CommandV1::RegisterNode {
-                node_id: ident.node_id,
-                name,
-                api_addr,
-                data_addr: data_text,
-                data_cert,
-                time_ms: now_ms(),
-            });
-        }
-        // A restarted node has no live ingest: its old intents are dead.
-        if db
-            .intents()
-            .await?
-            .iter()
-            .any(|i| i.writer == ident.node_id)
-        {
-            registration.push(CommandV1::ExpireIntents {
-                now_ms: now_ms(),
-                writer: Some(ident.node_id),
-            });
-        }
-        let known = db.disks().await?;
-        let mut disks = Vec::new();
-        for root in disk_roots(cfg) {
-            let root_s = root.display().to_string();
-            let prior = known
-                .iter()
-                .find(|d| d.node_id == ident.node_id && d.path == root_s)
-                .map(|d| d.disk_id);
-            let disk = LocalDisk::open(
-                &root,
-                ident.cluster_id,
-                prior,
-                cfg.storage.reserve_free_bytes,
-            )
-            .with_context(|| format!("open disk {root_s}"))?;
-            if prior.is_none() {
-                registration.push(CommandV1::RegisterDisk {
-                    disk_id: disk.id,
-                    node_id: ident.node_id,
-                    path: root_s,
-                    fs_dev: disk.fs_dev,
-                    time_ms: now_ms(),
-                });
-            }
-            disks.push(Arc::new(disk));
-        }
+        join_cluster(&consensus, &db, &mut ident, fresh, data, &shutdown).await?;
+        let mut registration =
+            registration_of_this_node(cfg, &db, &ident, data_addr, &cert).await?;
+        let disks = open_disks(cfg, &db, &ident, &mut registration).await?;
         if fresh {
+            // A new node registers before it serves; a restarted one does it in the background.
             for c in registration.drain(..) {
-                cmd(c).await?;
+                consensus.write(c).await?;
             }
         }
-        let mut devs: Vec<u64> = disks.iter().map(|d| d.fs_dev).collect();
-        devs.sort_unstable();
-        devs.dedup();
-        if matches!(cfg.source, ConfigSource::Embedded) || devs.len() < disks.len() {
-            eprintln!(
-                "\n  NOTE: {} disk folders share {} filesystem(s). Folders on one disk protect against lost or\n  corrupt parts, not against that disk failing. Give WormFS folders on separate disks for that.\n",
-                disks.len(),
-                devs.len()
-            );
-        }
-        if disks.len() == 1 {
-            tracing::warn!(
-                "only one disk: files are stored as copies:1 and a disk failure loses them"
-            );
-        }
+        warn_about_disk_layout(cfg, &disks);
         let directory = Directory::new(ident.node_id, db.clone());
         directory
             .refresh(&consensus.control_ips())
@@ -612,5 +468,216 @@ async fn wait_for_cluster_id(db: &MetaDb, shutdown: &CancellationToken) -> anyho
             _ = shutdown.cancelled() => bail!("stopped while joining"),
             _ = tokio::time::sleep(Duration::from_millis(100)) => {}
         }
+    }
+}
+
+/// Makes the data folder (0700) and locks it for this process; checks the secret files' owner
+/// and mode, and narrows the rest of the folder to its owner.
+fn prepare_data_dir(cfg: &Config) -> anyhow::Result<std::fs::File> {
+    let data = &cfg.node.data_dir;
+    wormfs_parts::fsutil::create_private_dir_all(data)
+        .with_context(|| format!("create data folder {}", data.display()))?;
+    let lock = lock_data_dir(data)?;
+    for secret in secret_files(cfg) {
+        wormfs_parts::fsutil::check_secret(&secret)?;
+    }
+    restrict_data_dir(data)?;
+    Ok(lock)
+}
+
+/// The node's identity from `node.json`, made (and written durably) at the first start; a
+/// configured `node.id` must match it.
+fn load_or_create_identity(cfg: &Config) -> anyhow::Result<NodeIdentity> {
+    let ident_path = cfg.node.data_dir.join("node.json");
+    let ident = match read_identity(&ident_path)? {
+        Some(id) => id,
+        None => {
+            let id = NodeIdentity {
+                format: NODE_IDENTITY_FORMAT,
+                node_id: cfg.node.id.unwrap_or_else(|| rand::random::<u64>() >> 1),
+                cluster_id: ClusterId::random(),
+            };
+            write_durably(&ident_path, &serde_json::to_vec_pretty(&id)?)?;
+            id
+        }
+    };
+    if let Some(want) = cfg.node.id {
+        if want != ident.node_id {
+            bail!(
+                "node.id is {want} but {} says this node is {}",
+                ident_path.display(),
+                ident.node_id
+            );
+        }
+    }
+    Ok(ident)
+}
+
+/// The cluster secret, made (0600) at the first start of a cluster's first machine.
+fn load_cluster_secret(cfg: &Config) -> anyhow::Result<ClusterSecret> {
+    let (secret, made) = ClusterSecret::read_or_create(&cfg.cluster.secret_file)?;
+    if made {
+        tracing::info!(
+            file = %cfg.cluster.secret_file.display(),
+            fingerprint = %secret.fingerprint(),
+            "made a new cluster secret (mode 0600); other machines join with `wormfs join-token`"
+        );
+    }
+    Ok(secret)
+}
+
+/// Opens the metadata in `meta_dir`: a marked resync first, private folders, then SQLite.
+async fn open_metadata(meta_dir: &Path) -> anyhow::Result<MetaDb> {
+    resync_if_marked(meta_dir)?;
+    // `snapshots/` too, before Raft's state machine makes it with the umask's mode.
+    wormfs_parts::fsutil::create_private_dir_all(&meta_dir.join("snapshots"))
+        .with_context(|| format!("create {}", meta_dir.display()))?;
+    restrict_tree(meta_dir)?;
+    MetaDb::open(&meta_dir.join("metadata.db")).await
+}
+
+/// Founds the cluster (its id the first command) or waits until the id of the cluster this
+/// node joined has been applied here; a new machine that joined adopts that id in `node.json`.
+async fn join_cluster(
+    consensus: &Consensus,
+    db: &MetaDb,
+    ident: &mut NodeIdentity,
+    fresh: bool,
+    data: &Path,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    if consensus.formation() == Formation::Founded {
+        consensus
+            .write(CommandV1::InitCluster {
+                cluster_id: ident.cluster_id,
+                time_ms: now_ms(),
+            })
+            .await?;
+    }
+    let cluster_id = wait_for_cluster_id(db, shutdown).await?;
+    if cluster_id != ident.cluster_id.to_string() {
+        if !fresh {
+            bail!(
+                "metadata belongs to cluster {cluster_id}, node.json to {}",
+                ident.cluster_id
+            );
+        }
+        ident.cluster_id = ClusterId(
+            cluster_id
+                .parse()
+                .with_context(|| format!("cluster id {cluster_id}"))?,
+        );
+        write_durably(&data.join("node.json"), &serde_json::to_vec_pretty(ident)?)?;
+    }
+    Ok(())
+}
+
+/// What this node tells the cluster about itself: only what changed (its name and addresses,
+/// and the end of a restarted node's old ingests).
+async fn registration_of_this_node(
+    cfg: &Config,
+    db: &MetaDb,
+    ident: &NodeIdentity,
+    data_addr: std::net::SocketAddr,
+    cert: &NodeCert,
+) -> anyhow::Result<Vec<CommandV1>> {
+    let mut registration = Vec::new();
+    let name = cfg.node.name.clone().unwrap_or_else(|| {
+        rustix::system::uname()
+            .nodename()
+            .to_string_lossy()
+            .into_owned()
+    });
+    let (api_addr, data_text, data_cert) = (
+        cfg.api.listen.to_string(),
+        data_addr.to_string(),
+        cert.fingerprint.to_string(),
+    );
+    let known_me = db
+        .nodes()
+        .await?
+        .into_iter()
+        .find(|n| n.node_id == ident.node_id);
+    let same = known_me.is_some_and(|k| {
+        (&k.name, &k.api_addr, &k.data_addr, &k.data_cert)
+            == (&name, &api_addr, &data_text, &data_cert)
+    });
+    if !same {
+        registration.push(CommandV1::RegisterNode {
+            node_id: ident.node_id,
+            name,
+            api_addr,
+            data_addr: data_text,
+            data_cert,
+            time_ms: now_ms(),
+        });
+    }
+    // A restarted node has no live ingest: its old intents are dead.
+    if db
+        .intents()
+        .await?
+        .iter()
+        .any(|i| i.writer == ident.node_id)
+    {
+        registration.push(CommandV1::ExpireIntents {
+            now_ms: now_ms(),
+            writer: Some(ident.node_id),
+        });
+    }
+    Ok(registration)
+}
+
+/// Opens the configured disks (checking each identity file against what the metadata knows),
+/// adding a registration for each new one.
+async fn open_disks(
+    cfg: &Config,
+    db: &MetaDb,
+    ident: &NodeIdentity,
+    registration: &mut Vec<CommandV1>,
+) -> anyhow::Result<Vec<Arc<LocalDisk>>> {
+    let known = db.disks().await?;
+    let mut disks = Vec::new();
+    for root in disk_roots(cfg) {
+        let root_s = root.display().to_string();
+        let prior = known
+            .iter()
+            .find(|d| d.node_id == ident.node_id && d.path == root_s)
+            .map(|d| d.disk_id);
+        let disk = LocalDisk::open(
+            &root,
+            ident.cluster_id,
+            prior,
+            cfg.storage.reserve_free_bytes,
+        )
+        .with_context(|| format!("open disk {root_s}"))?;
+        if prior.is_none() {
+            registration.push(CommandV1::RegisterDisk {
+                disk_id: disk.id,
+                node_id: ident.node_id,
+                path: root_s,
+                fs_dev: disk.fs_dev,
+                time_ms: now_ms(),
+            });
+        }
+        disks.push(Arc::new(disk));
+    }
+    Ok(disks)
+}
+
+/// Says so when disk folders share a filesystem (they then protect against lost parts, not a
+/// failed disk), and when there is only one disk.
+fn warn_about_disk_layout(cfg: &Config, disks: &[Arc<LocalDisk>]) {
+    let mut devs: Vec<u64> = disks.iter().map(|d| d.fs_dev).collect();
+    devs.sort_unstable();
+    devs.dedup();
+    if matches!(cfg.source, ConfigSource::Embedded) || devs.len() < disks.len() {
+        eprintln!(
+            "\n  NOTE: {} disk folders share {} filesystem(s). Folders on one disk protect against lost or\n  corrupt parts, not against that disk failing. Give WormFS folders on separate disks for that.\n",
+            disks.len(),
+            devs.len()
+        );
+    }
+    if disks.len() == 1 {
+        tracing::warn!("only one disk: files are stored as copies:1 and a disk failure loses them");
     }
 }

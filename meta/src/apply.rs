@@ -12,7 +12,8 @@ use super::{apply_dav, apply_tree};
 use crate::command::{CommandV1, Conflict, NewSegment, Outcome, Rejection, SourceIdentity};
 use crate::error::{DbContext, MetaError, Res};
 use crate::row::Cols;
-use wormfs_parts::ids::FileId;
+use wormfs_parts::ids::{DiskId, FileId, NodeId};
+use wormfs_parts::layout::Geometry;
 use wormfs_parts::tree_path::TreePath;
 
 /// Result of resolving a path.
@@ -333,18 +334,11 @@ fn child_path(dir: &TreePath, name: &str) -> String {
     }
 }
 
-/// Applies one command.
+/// Applies one command: one function per command, each reading only its arguments and the
+/// database.
 pub(crate) async fn apply_command(c: &mut SqliteConnection, cmd: &CommandV1) -> Res<Outcome> {
     match cmd {
-        CommandV1::InitCluster { cluster_id, .. } => {
-            let want = cluster_id.to_string();
-            match kv_get(c, "cluster_id").await? {
-                Some(have) if have != want => reject!(Rejection::AlreadyInitialised),
-                Some(_) => {}
-                None => kv_set(c, "cluster_id", &want).await?,
-            }
-            Ok(Outcome::Done)
-        }
+        CommandV1::InitCluster { cluster_id, .. } => init_cluster(c, &cluster_id.to_string()).await,
         CommandV1::RegisterNode {
             node_id,
             name,
@@ -353,109 +347,28 @@ pub(crate) async fn apply_command(c: &mut SqliteConnection, cmd: &CommandV1) -> 
             data_cert,
             time_ms,
         } => {
-            sqlx::query(
-                "INSERT INTO nodes (node_id, name, api_addr, joined_ms, data_addr, data_cert)
-                 VALUES (?, ?, ?, ?, ?, ?)
-                 ON CONFLICT(node_id) DO UPDATE SET name = excluded.name,
-                   api_addr = excluded.api_addr, data_addr = excluded.data_addr,
-                   data_cert = excluded.data_cert",
-            )
-            .bind(*node_id as i64)
-            .bind(name)
-            .bind(api_addr)
-            .bind(*time_ms as i64)
-            .bind(data_addr)
-            .bind(data_cert)
-            .execute(&mut *c)
-            .await
-            .db("register a node")?;
-            Ok(Outcome::Done)
+            let node = NodeRow {
+                name,
+                api_addr,
+                data_addr,
+                data_cert,
+            };
+            register_node(c, *node_id, &node, *time_ms).await
         }
-        CommandV1::RemoveNode { node_id, .. } => {
-            sqlx::query("DELETE FROM nodes WHERE node_id = ?")
-                .bind(*node_id as i64)
-                .execute(&mut *c)
-                .await
-                .db("delete a node")?;
-            sqlx::query("UPDATE disks SET state = 'removed' WHERE node_id = ?")
-                .bind(*node_id as i64)
-                .execute(&mut *c)
-                .await
-                .db("mark a node's disks removed")?;
-            Ok(Outcome::Done)
-        }
+        CommandV1::RemoveNode { node_id, .. } => remove_node(c, *node_id).await,
         CommandV1::RegisterDisk {
             disk_id,
             node_id,
             path,
             fs_dev,
             time_ms,
-        } => {
-            sqlx::query(
-                "INSERT INTO disks (disk_id, node_id, path, fs_dev, state, added_ms) VALUES (?, ?, ?, ?, 'active', ?)
-                 ON CONFLICT(disk_id) DO UPDATE SET node_id = excluded.node_id, path = excluded.path, fs_dev = excluded.fs_dev",
-            )
-            .bind(disk_id.to_string())
-            .bind(*node_id as i64)
-            .bind(path)
-            .bind(*fs_dev as i64)
-            .bind(*time_ms as i64)
-            .execute(&mut *c)
-            .await.db("register a disk")?;
-            Ok(Outcome::Done)
-        }
+        } => register_disk(c, *disk_id, *node_id, path, *fs_dev, *time_ms).await,
         CommandV1::Mkdir {
             path,
             parents,
             time_ms,
-        } => {
-            let path = match parse_path(path) {
-                Ok(p) => p,
-                Err(r) => reject!(r),
-            };
-            if path.is_root() {
-                return Ok(if *parents {
-                    Outcome::Done
-                } else {
-                    Outcome::Rejected(Rejection::AlreadyExists("/".into()))
-                });
-            }
-            match walk(c, &path).await? {
-                Walk::Found(r) if r.is_dir && *parents => Ok(Outcome::Done),
-                Walk::Found(r) if r.is_dir => reject!(Rejection::AlreadyExists(path.to_string())),
-                Walk::Found(_) => reject!(Rejection::AlreadyExists(path.to_string())),
-                Walk::NotDir(i) => reject!(Rejection::NotADirectory(prefix(&path, i))),
-                Walk::Missing { dir, at } => {
-                    if at + 1 < path.components().len() && !*parents {
-                        reject!(Rejection::NotFound(prefix(&path, at)));
-                    }
-                    let mut cur = dir;
-                    for name in &path.components()[at..] {
-                        cur = insert_dir(c, cur, name, *time_ms as i64).await?;
-                    }
-                    Ok(Outcome::Done)
-                }
-            }
-        }
-        CommandV1::SetPolicy { path, policy } => {
-            let path = match parse_path(path) {
-                Ok(p) => p,
-                Err(r) => reject!(r),
-            };
-            match walk(c, &path).await? {
-                Walk::Found(r) if r.is_dir => {
-                    sqlx::query("UPDATE entries SET policy = ? WHERE id = ?")
-                        .bind(policy)
-                        .bind(r.id)
-                        .execute(&mut *c)
-                        .await
-                        .db("set a policy")?;
-                    Ok(Outcome::Done)
-                }
-                Walk::Found(_) => reject!(Rejection::NotADirectory(path.to_string())),
-                _ => reject!(Rejection::NotFound(path.to_string())),
-            }
-        }
+        } => mkdir(c, path, *parents, *time_ms).await,
+        CommandV1::SetPolicy { path, policy } => set_policy(c, path, policy.as_deref()).await,
         CommandV1::BeginIngest {
             file_id,
             writer,
@@ -464,49 +377,18 @@ pub(crate) async fn apply_command(c: &mut SqliteConnection, cmd: &CommandV1) -> 
             lease_until_ms,
             time_ms,
         } => {
-            sqlx::query(
-                "INSERT OR REPLACE INTO intents (file_id, target_file_id, writer, path, append, lease_until_ms, created_ms)
-                 VALUES (?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(file_id.to_bytes().to_vec())
-            .bind(append_to.unwrap_or(*file_id).to_bytes().to_vec())
-            .bind(*writer as i64)
-            .bind(path)
-            .bind(i64::from(append_to.is_some()))
-            .bind(*lease_until_ms as i64)
-            .bind(*time_ms as i64)
-            .execute(&mut *c)
-            .await.db("insert an intent")?;
-            Ok(Outcome::Done)
+            let lease = Lease {
+                writer: *writer,
+                until_ms: *lease_until_ms,
+            };
+            begin_ingest(c, *file_id, path, *append_to, lease, *time_ms).await
         }
         CommandV1::RenewLease {
             file_id,
             lease_until_ms,
-        } => {
-            let r = sqlx::query("UPDATE intents SET lease_until_ms = ? WHERE file_id = ?")
-                .bind(*lease_until_ms as i64)
-                .bind(file_id.to_bytes().to_vec())
-                .execute(&mut *c)
-                .await
-                .db("renew a lease")?;
-            if r.rows_affected() == 0 {
-                reject!(Rejection::NoIntent(file_id.to_string()));
-            }
-            Ok(Outcome::Done)
-        }
-        CommandV1::AbortIngest { file_id } => {
-            delete_intent(c, *file_id).await?;
-            Ok(Outcome::Done)
-        }
-        CommandV1::ExpireIntents { now_ms, writer } => {
-            sqlx::query("DELETE FROM intents WHERE lease_until_ms < ? OR writer = ?")
-                .bind(*now_ms as i64)
-                .bind(writer.map(|w| w as i64))
-                .execute(&mut *c)
-                .await
-                .db("expire intents")?;
-            Ok(Outcome::Done)
-        }
+        } => renew_lease(c, *file_id, *lease_until_ms).await,
+        CommandV1::AbortIngest { file_id } => abort_ingest(c, *file_id).await,
+        CommandV1::ExpireIntents { now_ms, writer } => expire_intents(c, *now_ms, *writer).await,
         CommandV1::CommitFile {
             file_id,
             path,
@@ -519,105 +401,16 @@ pub(crate) async fn apply_command(c: &mut SqliteConnection, cmd: &CommandV1) -> 
             source,
             time_ms,
         } => {
-            if !intent_exists(c, *file_id).await? {
-                reject!(Rejection::NoIntent(file_id.to_string()));
-            }
-            delete_intent(c, *file_id).await?;
-            let path = match parse_path(path) {
-                Ok(p) if !p.is_root() => p,
-                Ok(p) => reject!(Rejection::InvalidPath(p.to_string())),
-                Err(r) => reject!(r),
-            };
-            let dir = match mkdir_all(c, &path.parent(), *time_ms as i64).await? {
-                Ok(d) => d,
-                Err(r) => reject!(r),
-            };
-            let mut name = path.name().unwrap_or_default().to_owned();
-            let mut replaced = false;
-            let mut replaced_entry = None;
-            if let Some(existing) = lookup_child(c, dir, &name).await? {
-                match conflict {
-                    Conflict::Rename => name = free_name(c, dir, &name).await?,
-                    Conflict::Skip => {
-                        return Ok(Outcome::Skipped {
-                            path: path.to_string(),
-                        })
-                    }
-                    Conflict::Fail => reject!(Rejection::AlreadyExists(path.to_string())),
-                    Conflict::Replace if existing.is_dir => {
-                        reject!(Rejection::IsADirectory(path.to_string()))
-                    }
-                    Conflict::Replace => {
-                        // The new version keeps the old one's dead properties.
-                        sqlx::query("DELETE FROM entries WHERE id = ?")
-                            .bind(existing.id)
-                            .execute(&mut *c)
-                            .await
-                            .db("delete the replaced entry")?;
-                        if let Some(old) = existing.file_id {
-                            release_file(c, old).await?;
-                        }
-                        replaced_entry = Some(existing.id);
-                        replaced = true;
-                    }
-                }
-            }
-            let hashes: Vec<String> = segments.iter().map(|s| s.blake3.clone()).collect();
-            let encode = |what: &'static str, e: serde_json::Error| MetaError::Encode {
-                what,
-                detail: e.to_string(),
-            };
-            let geometry_json =
-                serde_json::to_string(geometry).map_err(|e| encode("a file's geometry", e))?;
-            let source_json =
-                serde_json::to_string(source).map_err(|e| encode("a file's source", e))?;
-            let id = file_id.to_bytes().to_vec();
-            sqlx::query(
-                "INSERT INTO files (file_id, size, policy, geometry, content_blake3, etag, created_ms, mtime_ms, source)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(&id)
-            .bind(*size as i64)
-            .bind(policy)
-            .bind(geometry_json)
-            .bind(content_blake3)
-            .bind(etag_for(*size, &hashes))
-            .bind(*time_ms as i64)
-            .bind(*time_ms as i64)
-            .bind(source_json)
-            .execute(&mut *c)
-            .await.db("insert a file")?;
-            insert_segments(c, *file_id, 0, segments).await?;
-            let entry = sqlx::query("INSERT INTO entries (parent, name, is_dir, file_id, mtime_ms) VALUES (?, ?, 0, ?, ?)")
-                .bind(dir)
-                .bind(&name)
-                .bind(&id)
-                .bind(*time_ms as i64)
-                .execute(&mut *c)
-                .await.db("insert a file's entry")?
-                .last_insert_rowid();
-            if let Some(old) = replaced_entry {
-                sqlx::query("UPDATE props SET entry = ? WHERE entry = ?")
-                    .bind(entry)
-                    .bind(old)
-                    .execute(&mut *c)
-                    .await
-                    .db("move dead properties to the new version")?;
-            }
-            if let Some(key) = source_key(source) {
-                sqlx::query("INSERT OR REPLACE INTO sources (key, file_id) VALUES (?, ?)")
-                    .bind(key)
-                    .bind(&id)
-                    .execute(&mut *c)
-                    .await
-                    .db("record a drop-folder source")?;
-            }
-            let final_path = child_path(&path.parent(), &name);
-            Ok(Outcome::Committed {
-                path: final_path,
+            let file = NewFile {
                 file_id: *file_id,
-                replaced,
-            })
+                policy,
+                geometry,
+                size: *size,
+                content_blake3,
+                segments,
+                source,
+            };
+            commit_file(c, &file, path, *conflict, *time_ms).await
         }
         CommandV1::AppendSegments {
             intent_id,
@@ -625,154 +418,16 @@ pub(crate) async fn apply_command(c: &mut SqliteConnection, cmd: &CommandV1) -> 
             expected_size,
             segments,
             time_ms,
-        } => {
-            if !intent_exists(c, *intent_id).await? {
-                reject!(Rejection::NoIntent(intent_id.to_string()));
-            }
-            delete_intent(c, *intent_id).await?;
-            let id = file_id.to_bytes().to_vec();
-            let row = sqlx::query("SELECT size FROM files WHERE file_id = ?")
-                .bind(&id)
-                .fetch_optional(&mut *c)
-                .await
-                .db("read the file appended to")?;
-            let Some(row) = row else {
-                reject!(Rejection::NotFound(file_id.to_string()));
-            };
-            let key = format!("file_id {file_id}");
-            let size: u64 = Cols::new(&row, "files").key(&key).int(0, "size")?;
-            let names: i64 = Cols::new(
-                &sqlx::query("SELECT COUNT(*) FROM entries WHERE file_id = ?")
-                    .bind(&id)
-                    .fetch_one(&mut *c)
-                    .await
-                    .db("count a file's names")?,
-                "entries",
-            )
-            .key(&key)
-            .col(0, "count")?;
-            if names > 1 {
-                reject!(Rejection::Invalid(format!(
-                    "{file_id} is shared with a copy; appending would change the copy too"
-                )));
-            }
-            if size != *expected_size {
-                reject!(Rejection::Changed(file_id.to_string()));
-            }
-            let first_new: i64 = Cols::new(
-                &sqlx::query("SELECT COALESCE(MAX(seg) + 1, 0) FROM segments WHERE file_id = ?")
-                    .bind(&id)
-                    .fetch_one(&mut *c)
-                    .await
-                    .db("find the next segment index")?,
-                "segments",
-            )
-            .key(&key)
-            .col(0, "seg")?;
-            if segments.first().map(|s| i64::from(s.index)) != Some(first_new) {
-                reject!(Rejection::Changed(file_id.to_string()));
-            }
-            let new_size = insert_segments(c, *file_id, *expected_size, segments).await?;
-            let hashes: Vec<String> =
-                sqlx::query("SELECT blake3 FROM segments WHERE file_id = ? ORDER BY seg")
-                    .bind(&id)
-                    .fetch_all(&mut *c)
-                    .await
-                    .db("read segment hashes")?
-                    .iter()
-                    .map(|r| Cols::new(r, "segments").key(&key).col(0, "blake3"))
-                    .collect::<Res<_>>()?;
-            sqlx::query("UPDATE files SET size = ?, content_blake3 = NULL, etag = ?, mtime_ms = ? WHERE file_id = ?")
-                .bind(new_size as i64)
-                .bind(etag_for(new_size, &hashes))
-                .bind(*time_ms as i64)
-                .bind(&id)
-                .execute(&mut *c)
-                .await.db("update the appended file")?;
-            sqlx::query("UPDATE entries SET mtime_ms = ? WHERE file_id = ?")
-                .bind(*time_ms as i64)
-                .bind(&id)
-                .execute(&mut *c)
-                .await
-                .db("update the appended file's names")?;
-            Ok(Outcome::Done)
-        }
+        } => append_segments(c, *intent_id, *file_id, *expected_size, segments, *time_ms).await,
         CommandV1::Remove {
             path, recursive, ..
-        } => {
-            let path = match parse_path(path) {
-                Ok(p) if !p.is_root() => p,
-                Ok(p) => reject!(Rejection::InvalidPath(p.to_string())),
-                Err(r) => reject!(r),
-            };
-            let r = match walk(c, &path).await? {
-                Walk::Found(r) => r,
-                _ => reject!(Rejection::NotFound(path.to_string())),
-            };
-            if r.is_dir {
-                let has_child = sqlx::query("SELECT 1 FROM entries WHERE parent = ? LIMIT 1")
-                    .bind(r.id)
-                    .fetch_optional(&mut *c)
-                    .await
-                    .db("read a directory's children")?
-                    .is_some();
-                if has_child && !*recursive {
-                    reject!(Rejection::NotEmpty(path.to_string()));
-                }
-                delete_subtree(c, r.id).await?;
-            } else {
-                delete_entry_row(c, r.id).await?;
-                if let Some(f) = r.file_id {
-                    release_file(c, f).await?;
-                }
-            }
-            Ok(Outcome::Done)
-        }
+        } => remove(c, path, *recursive).await,
         CommandV1::Rename {
             from,
             to,
             replace,
             time_ms,
-        } => {
-            let (from, to) = match (parse_path(from), parse_path(to)) {
-                (Ok(f), Ok(t)) => (f, t),
-                (Err(r), _) | (_, Err(r)) => reject!(r),
-            };
-            if from.is_root() || to.is_root() || (to.starts_with(&from) && to != from) {
-                reject!(Rejection::InvalidPath(to.to_string()));
-            }
-            let src = match walk(c, &from).await? {
-                Walk::Found(r) => r,
-                _ => reject!(Rejection::NotFound(from.to_string())),
-            };
-            let parent = match walk(c, &to.parent()).await? {
-                Walk::Found(r) if r.is_dir => r,
-                Walk::Found(_) => reject!(Rejection::NotADirectory(to.parent().to_string())),
-                _ => reject!(Rejection::NotFound(to.parent().to_string())),
-            };
-            let name = to.name().unwrap_or_default();
-            if let Some(existing) = lookup_child(c, parent.id, name).await? {
-                if existing.id == src.id {
-                    return Ok(Outcome::Done);
-                }
-                if !*replace || existing.is_dir || src.is_dir {
-                    reject!(Rejection::AlreadyExists(to.to_string()));
-                }
-                delete_entry_row(c, existing.id).await?;
-                if let Some(f) = existing.file_id {
-                    release_file(c, f).await?;
-                }
-            }
-            sqlx::query("UPDATE entries SET parent = ?, name = ?, mtime_ms = ? WHERE id = ?")
-                .bind(parent.id)
-                .bind(name)
-                .bind(*time_ms as i64)
-                .bind(src.id)
-                .execute(&mut *c)
-                .await
-                .db("rename an entry")?;
-            Ok(Outcome::Done)
-        }
+        } => rename(c, from, to, *replace, *time_ms).await,
         CommandV1::Copy {
             from,
             to,
@@ -806,38 +461,519 @@ pub(crate) async fn apply_command(c: &mut SqliteConnection, cmd: &CommandV1) -> 
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::testutil::test_db;
+/// `InitCluster`: records the cluster id once; the same id again is accepted, another refused.
+async fn init_cluster(c: &mut SqliteConnection, cluster_id: &str) -> Res<Outcome> {
+    match kv_get(c, "cluster_id").await? {
+        Some(have) if have != cluster_id => reject!(Rejection::AlreadyInitialised),
+        Some(_) => {}
+        None => kv_set(c, "cluster_id", cluster_id).await?,
+    }
+    Ok(Outcome::Done)
+}
 
-    /// The renamed file's path is the one it was stored under, in the root as in a folder
-    /// (it was the requested path for the root: `TreePath::join` refuses `//name`).
-    #[tokio::test]
-    async fn a_commit_renamed_by_the_conflict_rule_reports_where_it_went() {
-        let t = test_db().await;
-        for (dir, base) in [("", 0), ("/d", 10)] {
-            for n in 1..=2 {
-                t.put(FileId(base + n), &format!("{dir}/a.txt"), Conflict::Rename)
-                    .await;
+/// What `RegisterNode` records about a machine besides its id.
+struct NodeRow<'a> {
+    name: &'a str,
+    api_addr: &'a str,
+    data_addr: &'a str,
+    data_cert: &'a str,
+}
+
+/// `RegisterNode`: adds a machine, or updates its name and addresses (its join time stays).
+async fn register_node(
+    c: &mut SqliteConnection,
+    node_id: NodeId,
+    node: &NodeRow<'_>,
+    time_ms: u64,
+) -> Res<Outcome> {
+    sqlx::query(
+        "INSERT INTO nodes (node_id, name, api_addr, joined_ms, data_addr, data_cert)
+         VALUES (?, ?, ?, ?, ?, ?)
+         ON CONFLICT(node_id) DO UPDATE SET name = excluded.name,
+           api_addr = excluded.api_addr, data_addr = excluded.data_addr,
+           data_cert = excluded.data_cert",
+    )
+    .bind(node_id as i64)
+    .bind(node.name)
+    .bind(node.api_addr)
+    .bind(time_ms as i64)
+    .bind(node.data_addr)
+    .bind(node.data_cert)
+    .execute(&mut *c)
+    .await
+    .db("register a node")?;
+    Ok(Outcome::Done)
+}
+
+/// `RemoveNode`: the machine is no longer registered and its disks are marked removed (their
+/// rows stay: their parts count as lost). Removing an unknown machine is not an error.
+async fn remove_node(c: &mut SqliteConnection, node_id: NodeId) -> Res<Outcome> {
+    sqlx::query("DELETE FROM nodes WHERE node_id = ?")
+        .bind(node_id as i64)
+        .execute(&mut *c)
+        .await
+        .db("delete a node")?;
+    sqlx::query("UPDATE disks SET state = 'removed' WHERE node_id = ?")
+        .bind(node_id as i64)
+        .execute(&mut *c)
+        .await
+        .db("mark a node's disks removed")?;
+    Ok(Outcome::Done)
+}
+
+/// `RegisterDisk`: adds a disk as active, or records its new node, path and device (its state
+/// and the time it was added stay).
+async fn register_disk(
+    c: &mut SqliteConnection,
+    disk_id: DiskId,
+    node_id: NodeId,
+    path: &str,
+    fs_dev: u64,
+    time_ms: u64,
+) -> Res<Outcome> {
+    sqlx::query(
+        "INSERT INTO disks (disk_id, node_id, path, fs_dev, state, added_ms) VALUES (?, ?, ?, ?, 'active', ?)
+         ON CONFLICT(disk_id) DO UPDATE SET node_id = excluded.node_id, path = excluded.path, fs_dev = excluded.fs_dev",
+    )
+    .bind(disk_id.to_string())
+    .bind(node_id as i64)
+    .bind(path)
+    .bind(fs_dev as i64)
+    .bind(time_ms as i64)
+    .execute(&mut *c)
+    .await
+    .db("register a disk")?;
+    Ok(Outcome::Done)
+}
+
+/// `Mkdir`: creates a directory; with `parents`, its missing ancestors too, and an existing
+/// directory is accepted. A file in the way (at the path or above it) is refused.
+async fn mkdir(c: &mut SqliteConnection, path: &str, parents: bool, time_ms: u64) -> Res<Outcome> {
+    let path = match parse_path(path) {
+        Ok(p) => p,
+        Err(r) => reject!(r),
+    };
+    if path.is_root() {
+        return Ok(if parents {
+            Outcome::Done
+        } else {
+            Outcome::Rejected(Rejection::AlreadyExists("/".into()))
+        });
+    }
+    match walk(c, &path).await? {
+        Walk::Found(r) if r.is_dir && parents => Ok(Outcome::Done),
+        Walk::Found(_) => reject!(Rejection::AlreadyExists(path.to_string())),
+        Walk::NotDir(i) => reject!(Rejection::NotADirectory(prefix(&path, i))),
+        Walk::Missing { dir, at } => {
+            if at + 1 < path.components().len() && !parents {
+                reject!(Rejection::NotFound(prefix(&path, at)));
             }
-            let out = t
-                .put(FileId(base + 3), &format!("{dir}/a.txt"), Conflict::Rename)
-                .await;
-            assert_eq!(
-                out,
-                Outcome::Committed {
-                    path: format!("{dir}/a (2).txt"),
-                    file_id: FileId(base + 3),
-                    replaced: false,
-                }
-            );
-            assert!(t
-                .db
-                .lookup(&TreePath::parse(&format!("{dir}/a (2).txt")).unwrap())
-                .await
-                .unwrap()
-                .is_some());
+            let mut cur = dir;
+            for name in &path.components()[at..] {
+                cur = insert_dir(c, cur, name, time_ms as i64).await?;
+            }
+            Ok(Outcome::Done)
         }
     }
+}
+
+/// `SetPolicy`: sets or clears (`None`) a directory's policy.
+async fn set_policy(c: &mut SqliteConnection, path: &str, policy: Option<&str>) -> Res<Outcome> {
+    let path = match parse_path(path) {
+        Ok(p) => p,
+        Err(r) => reject!(r),
+    };
+    match walk(c, &path).await? {
+        Walk::Found(r) if r.is_dir => {
+            sqlx::query("UPDATE entries SET policy = ? WHERE id = ?")
+                .bind(policy)
+                .bind(r.id)
+                .execute(&mut *c)
+                .await
+                .db("set a policy")?;
+            Ok(Outcome::Done)
+        }
+        Walk::Found(_) => reject!(Rejection::NotADirectory(path.to_string())),
+        _ => reject!(Rejection::NotFound(path.to_string())),
+    }
+}
+
+/// An ingest's writer and the end of its lease.
+struct Lease {
+    writer: NodeId,
+    until_ms: u64,
+}
+
+/// `BeginIngest`: records (or replaces) the intent `file_id`, whose parts carry `append_to`'s
+/// id for an append and its own otherwise. The path is not checked here: the commit does.
+async fn begin_ingest(
+    c: &mut SqliteConnection,
+    file_id: FileId,
+    path: &str,
+    append_to: Option<FileId>,
+    lease: Lease,
+    time_ms: u64,
+) -> Res<Outcome> {
+    sqlx::query(
+        "INSERT OR REPLACE INTO intents (file_id, target_file_id, writer, path, append, lease_until_ms, created_ms)
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(file_id.to_bytes().to_vec())
+    .bind(append_to.unwrap_or(file_id).to_bytes().to_vec())
+    .bind(lease.writer as i64)
+    .bind(path)
+    .bind(i64::from(append_to.is_some()))
+    .bind(lease.until_ms as i64)
+    .bind(time_ms as i64)
+    .execute(&mut *c)
+    .await
+    .db("insert an intent")?;
+    Ok(Outcome::Done)
+}
+
+/// `RenewLease`: moves an intent's lease end; refused when the intent is gone.
+async fn renew_lease(
+    c: &mut SqliteConnection,
+    file_id: FileId,
+    lease_until_ms: u64,
+) -> Res<Outcome> {
+    let r = sqlx::query("UPDATE intents SET lease_until_ms = ? WHERE file_id = ?")
+        .bind(lease_until_ms as i64)
+        .bind(file_id.to_bytes().to_vec())
+        .execute(&mut *c)
+        .await
+        .db("renew a lease")?;
+    if r.rows_affected() == 0 {
+        reject!(Rejection::NoIntent(file_id.to_string()));
+    }
+    Ok(Outcome::Done)
+}
+
+/// `AbortIngest`: drops the intent, if it is still there.
+async fn abort_ingest(c: &mut SqliteConnection, file_id: FileId) -> Res<Outcome> {
+    delete_intent(c, file_id).await?;
+    Ok(Outcome::Done)
+}
+
+/// `ExpireIntents`: drops the intents whose lease ended before `now_ms` (a lease ending at
+/// `now_ms` is still live), and every intent of `writer`.
+async fn expire_intents(
+    c: &mut SqliteConnection,
+    now_ms: u64,
+    writer: Option<NodeId>,
+) -> Res<Outcome> {
+    sqlx::query("DELETE FROM intents WHERE lease_until_ms < ? OR writer = ?")
+        .bind(now_ms as i64)
+        .bind(writer.map(|w| w as i64))
+        .execute(&mut *c)
+        .await
+        .db("expire intents")?;
+    Ok(Outcome::Done)
+}
+
+/// The file a `CommitFile` makes visible.
+struct NewFile<'a> {
+    file_id: FileId,
+    policy: &'a str,
+    geometry: &'a Geometry,
+    size: u64,
+    content_blake3: &'a str,
+    segments: &'a [NewSegment],
+    source: &'a SourceIdentity,
+}
+
+/// `CommitFile`: makes an ingested file visible at `path` (creating missing directories) and
+/// drops its intent, which must exist. The intent is dropped even when the commit is then
+/// refused (the ingest is over either way). A taken name follows `conflict`: `Rename` picks
+/// "name (n).ext", `Skip` stores nothing, `Fail` refuses, `Replace` replaces a file (never a
+/// directory), whose dead properties the new version keeps.
+async fn commit_file(
+    c: &mut SqliteConnection,
+    file: &NewFile<'_>,
+    path: &str,
+    conflict: Conflict,
+    time_ms: u64,
+) -> Res<Outcome> {
+    let file_id = file.file_id;
+    if !intent_exists(c, file_id).await? {
+        reject!(Rejection::NoIntent(file_id.to_string()));
+    }
+    delete_intent(c, file_id).await?;
+    let path = match parse_path(path) {
+        Ok(p) if !p.is_root() => p,
+        Ok(p) => reject!(Rejection::InvalidPath(p.to_string())),
+        Err(r) => reject!(r),
+    };
+    let dir = match mkdir_all(c, &path.parent(), time_ms as i64).await? {
+        Ok(d) => d,
+        Err(r) => reject!(r),
+    };
+    let mut name = path.name().unwrap_or_default().to_owned();
+    let mut replaced_entry = None;
+    if let Some(existing) = lookup_child(c, dir, &name).await? {
+        match conflict {
+            Conflict::Rename => name = free_name(c, dir, &name).await?,
+            Conflict::Skip => {
+                return Ok(Outcome::Skipped {
+                    path: path.to_string(),
+                })
+            }
+            Conflict::Fail => reject!(Rejection::AlreadyExists(path.to_string())),
+            Conflict::Replace if existing.is_dir => {
+                reject!(Rejection::IsADirectory(path.to_string()))
+            }
+            Conflict::Replace => {
+                // The new version keeps the old one's dead properties (moved below).
+                sqlx::query("DELETE FROM entries WHERE id = ?")
+                    .bind(existing.id)
+                    .execute(&mut *c)
+                    .await
+                    .db("delete the replaced entry")?;
+                if let Some(old) = existing.file_id {
+                    release_file(c, old).await?;
+                }
+                replaced_entry = Some(existing.id);
+            }
+        }
+    }
+    let entry = insert_file(c, file, dir, &name, time_ms).await?;
+    if let Some(old) = replaced_entry {
+        sqlx::query("UPDATE props SET entry = ? WHERE entry = ?")
+            .bind(entry)
+            .bind(old)
+            .execute(&mut *c)
+            .await
+            .db("move dead properties to the new version")?;
+    }
+    if let Some(key) = source_key(file.source) {
+        sqlx::query("INSERT OR REPLACE INTO sources (key, file_id) VALUES (?, ?)")
+            .bind(key)
+            .bind(file_id.to_bytes().to_vec())
+            .execute(&mut *c)
+            .await
+            .db("record a drop-folder source")?;
+    }
+    Ok(Outcome::Committed {
+        path: child_path(&path.parent(), &name),
+        file_id,
+        replaced: replaced_entry.is_some(),
+    })
+}
+
+/// Inserts a committed file's row, its segments and parts, and its entry `name` in `dir`;
+/// returns the entry's id.
+async fn insert_file(
+    c: &mut SqliteConnection,
+    file: &NewFile<'_>,
+    dir: i64,
+    name: &str,
+    time_ms: u64,
+) -> Res<i64> {
+    let encode = |what: &'static str, e: serde_json::Error| MetaError::Encode {
+        what,
+        detail: e.to_string(),
+    };
+    let geometry_json =
+        serde_json::to_string(file.geometry).map_err(|e| encode("a file's geometry", e))?;
+    let source_json =
+        serde_json::to_string(file.source).map_err(|e| encode("a file's source", e))?;
+    let hashes: Vec<String> = file.segments.iter().map(|s| s.blake3.clone()).collect();
+    let id = file.file_id.to_bytes().to_vec();
+    sqlx::query(
+        "INSERT INTO files (file_id, size, policy, geometry, content_blake3, etag, created_ms, mtime_ms, source)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&id)
+    .bind(file.size as i64)
+    .bind(file.policy)
+    .bind(geometry_json)
+    .bind(file.content_blake3)
+    .bind(etag_for(file.size, &hashes))
+    .bind(time_ms as i64)
+    .bind(time_ms as i64)
+    .bind(source_json)
+    .execute(&mut *c)
+    .await
+    .db("insert a file")?;
+    insert_segments(c, file.file_id, 0, file.segments).await?;
+    Ok(sqlx::query(
+        "INSERT INTO entries (parent, name, is_dir, file_id, mtime_ms) VALUES (?, ?, 0, ?, ?)",
+    )
+    .bind(dir)
+    .bind(name)
+    .bind(&id)
+    .bind(time_ms as i64)
+    .execute(&mut *c)
+    .await
+    .db("insert a file's entry")?
+    .last_insert_rowid())
+}
+
+/// `AppendSegments`: adds segments to the end of a committed file and drops the appending
+/// intent, which must exist (and is dropped even when the append is then refused). Refused
+/// when the file is gone, is shared with a copy, or changed since the append began (its size
+/// is not `expected_size`, or the first new segment does not follow its last).
+async fn append_segments(
+    c: &mut SqliteConnection,
+    intent_id: FileId,
+    file_id: FileId,
+    expected_size: u64,
+    segments: &[NewSegment],
+    time_ms: u64,
+) -> Res<Outcome> {
+    if !intent_exists(c, intent_id).await? {
+        reject!(Rejection::NoIntent(intent_id.to_string()));
+    }
+    delete_intent(c, intent_id).await?;
+    let id = file_id.to_bytes().to_vec();
+    let row = sqlx::query("SELECT size FROM files WHERE file_id = ?")
+        .bind(&id)
+        .fetch_optional(&mut *c)
+        .await
+        .db("read the file appended to")?;
+    let Some(row) = row else {
+        reject!(Rejection::NotFound(file_id.to_string()));
+    };
+    let key = format!("file_id {file_id}");
+    let size: u64 = Cols::new(&row, "files").key(&key).int(0, "size")?;
+    let names: i64 = Cols::new(
+        &sqlx::query("SELECT COUNT(*) FROM entries WHERE file_id = ?")
+            .bind(&id)
+            .fetch_one(&mut *c)
+            .await
+            .db("count a file's names")?,
+        "entries",
+    )
+    .key(&key)
+    .col(0, "count")?;
+    if names > 1 {
+        reject!(Rejection::Invalid(format!(
+            "{file_id} is shared with a copy; appending would change the copy too"
+        )));
+    }
+    if size != expected_size {
+        reject!(Rejection::Changed(file_id.to_string()));
+    }
+    let first_new: i64 = Cols::new(
+        &sqlx::query("SELECT COALESCE(MAX(seg) + 1, 0) FROM segments WHERE file_id = ?")
+            .bind(&id)
+            .fetch_one(&mut *c)
+            .await
+            .db("find the next segment index")?,
+        "segments",
+    )
+    .key(&key)
+    .col(0, "seg")?;
+    if segments.first().map(|s| i64::from(s.index)) != Some(first_new) {
+        reject!(Rejection::Changed(file_id.to_string()));
+    }
+    let new_size = insert_segments(c, file_id, expected_size, segments).await?;
+    let hashes: Vec<String> =
+        sqlx::query("SELECT blake3 FROM segments WHERE file_id = ? ORDER BY seg")
+            .bind(&id)
+            .fetch_all(&mut *c)
+            .await
+            .db("read segment hashes")?
+            .iter()
+            .map(|r| Cols::new(r, "segments").key(&key).col(0, "blake3"))
+            .collect::<Res<_>>()?;
+    sqlx::query(
+        "UPDATE files SET size = ?, content_blake3 = NULL, etag = ?, mtime_ms = ? WHERE file_id = ?",
+    )
+    .bind(new_size as i64)
+    .bind(etag_for(new_size, &hashes))
+    .bind(time_ms as i64)
+    .bind(&id)
+    .execute(&mut *c)
+    .await
+    .db("update the appended file")?;
+    sqlx::query("UPDATE entries SET mtime_ms = ? WHERE file_id = ?")
+        .bind(time_ms as i64)
+        .bind(&id)
+        .execute(&mut *c)
+        .await
+        .db("update the appended file's names")?;
+    Ok(Outcome::Done)
+}
+
+/// `Remove`: removes a file's name (its rows go once no name is left), or a directory: an
+/// empty one, or with `recursive` everything below it. Never the root.
+async fn remove(c: &mut SqliteConnection, path: &str, recursive: bool) -> Res<Outcome> {
+    let path = match parse_path(path) {
+        Ok(p) if !p.is_root() => p,
+        Ok(p) => reject!(Rejection::InvalidPath(p.to_string())),
+        Err(r) => reject!(r),
+    };
+    let r = match walk(c, &path).await? {
+        Walk::Found(r) => r,
+        _ => reject!(Rejection::NotFound(path.to_string())),
+    };
+    if r.is_dir {
+        let has_child = sqlx::query("SELECT 1 FROM entries WHERE parent = ? LIMIT 1")
+            .bind(r.id)
+            .fetch_optional(&mut *c)
+            .await
+            .db("read a directory's children")?
+            .is_some();
+        if has_child && !recursive {
+            reject!(Rejection::NotEmpty(path.to_string()));
+        }
+        delete_subtree(c, r.id).await?;
+    } else {
+        delete_entry_row(c, r.id).await?;
+        if let Some(f) = r.file_id {
+            release_file(c, f).await?;
+        }
+    }
+    Ok(Outcome::Done)
+}
+
+/// `Rename`: moves a file or directory to `to`, whose parent must be a directory. A taken
+/// name is refused unless `replace` and both are files (the replaced file is released).
+/// Renaming onto itself is accepted; the root, and a directory into itself, are refused.
+async fn rename(
+    c: &mut SqliteConnection,
+    from: &str,
+    to: &str,
+    replace: bool,
+    time_ms: u64,
+) -> Res<Outcome> {
+    let (from, to) = match (parse_path(from), parse_path(to)) {
+        (Ok(f), Ok(t)) => (f, t),
+        (Err(r), _) | (_, Err(r)) => reject!(r),
+    };
+    if from.is_root() || to.is_root() || (to.starts_with(&from) && to != from) {
+        reject!(Rejection::InvalidPath(to.to_string()));
+    }
+    let src = match walk(c, &from).await? {
+        Walk::Found(r) => r,
+        _ => reject!(Rejection::NotFound(from.to_string())),
+    };
+    let parent = match walk(c, &to.parent()).await? {
+        Walk::Found(r) if r.is_dir => r,
+        Walk::Found(_) => reject!(Rejection::NotADirectory(to.parent().to_string())),
+        _ => reject!(Rejection::NotFound(to.parent().to_string())),
+    };
+    let name = to.name().unwrap_or_default();
+    if let Some(existing) = lookup_child(c, parent.id, name).await? {
+        if existing.id == src.id {
+            return Ok(Outcome::Done);
+        }
+        if !replace || existing.is_dir || src.is_dir {
+            reject!(Rejection::AlreadyExists(to.to_string()));
+        }
+        delete_entry_row(c, existing.id).await?;
+        if let Some(f) = existing.file_id {
+            release_file(c, f).await?;
+        }
+    }
+    sqlx::query("UPDATE entries SET parent = ?, name = ?, mtime_ms = ? WHERE id = ?")
+        .bind(parent.id)
+        .bind(name)
+        .bind(time_ms as i64)
+        .bind(src.id)
+        .execute(&mut *c)
+        .await
+        .db("rename an entry")?;
+    Ok(Outcome::Done)
 }

@@ -7,6 +7,8 @@
 
 mod apply;
 mod apply_dav;
+#[cfg(test)]
+mod apply_tests;
 mod apply_tree;
 pub mod command;
 mod error;

@@ -3,6 +3,7 @@
 //! at or damage rows.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use sqlx::Row;
 use uuid::Uuid;
 
 use crate::apply::apply_command;
@@ -53,6 +54,27 @@ impl TestDb {
             .execute(&self.db.pool())
             .await
             .expect(sql);
+    }
+
+    /// The first column of the first row of `sql`, as an integer.
+    pub(crate) async fn int(&self, sql: &str) -> i64 {
+        sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+            .fetch_one(&self.db.pool())
+            .await
+            .expect(sql)
+            .try_get(0)
+            .expect(sql)
+    }
+
+    /// The first column of every row of `sql`, as text.
+    pub(crate) async fn texts(&self, sql: &str) -> Vec<String> {
+        sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+            .fetch_all(&self.db.pool())
+            .await
+            .expect(sql)
+            .iter()
+            .map(|r| r.try_get(0).expect(sql))
+            .collect()
     }
 
     /// Begins an ingest of `id` by node 7 with a lease until `T + 60 s`.

@@ -1,0 +1,1263 @@
+//! Every command's outcome and rejections, applied as the state machine applies them (inside a
+//! transaction, on a real SQLite file) and checked through the queries the engine uses and,
+//! where no query shows it, the rows themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use crate::command::{CommandV1, Conflict, DeadProp, Lock, Outcome, Rejection, SourceIdentity};
+use crate::testutil::{commit, disk, geometry, segment, test_db, TestDb, T};
+use crate::EntryKind;
+use wormfs_parts::ids::{ClusterId, FileId};
+use wormfs_parts::tree_path::TreePath;
+
+fn f(n: u128) -> FileId {
+    FileId(n)
+}
+
+fn p(s: &str) -> TreePath {
+    TreePath::parse(s).unwrap()
+}
+
+fn rejected(r: Rejection) -> Outcome {
+    Outcome::Rejected(r)
+}
+
+fn committed(path: &str, id: FileId, replaced: bool) -> Outcome {
+    Outcome::Committed {
+        path: path.into(),
+        file_id: id,
+        replaced,
+    }
+}
+
+impl TestDb {
+    /// The entry at `path`: its kind and file id.
+    async fn at(&self, path: &str) -> Option<(EntryKind, Option<FileId>)> {
+        self.db
+            .lookup(&p(path))
+            .await
+            .unwrap()
+            .map(|e| (e.kind, e.file_id))
+    }
+
+    /// The names in directory `path`.
+    async fn names(&self, path: &str) -> Vec<String> {
+        self.db
+            .list(&p(path))
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect()
+    }
+
+    async fn mkdir(&self, path: &str, parents: bool) -> Outcome {
+        self.apply(CommandV1::Mkdir {
+            path: path.into(),
+            parents,
+            time_ms: T,
+        })
+        .await
+    }
+
+    async fn ingest(
+        &self,
+        id: FileId,
+        writer: u64,
+        lease_until_ms: u64,
+        append_to: Option<FileId>,
+    ) {
+        let out = self
+            .apply(CommandV1::BeginIngest {
+                file_id: id,
+                writer,
+                path: "/x".into(),
+                append_to,
+                lease_until_ms,
+                time_ms: T,
+            })
+            .await;
+        assert_eq!(out, Outcome::Done);
+    }
+
+    /// The intents' ids, sorted.
+    async fn intent_ids(&self) -> Vec<FileId> {
+        let mut ids: Vec<FileId> = self
+            .db
+            .intents()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|i| i.file_id)
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    async fn prop(&self, path: &str, name: &str) {
+        let out = self
+            .apply(CommandV1::PatchProps {
+                path: path.into(),
+                patch: vec![(true, prop(name))],
+            })
+            .await;
+        assert_eq!(out, Outcome::Done);
+    }
+
+    async fn prop_names(&self, path: &str) -> Option<Vec<String>> {
+        self.db
+            .props(&p(path))
+            .await
+            .unwrap()
+            .map(|v| v.into_iter().map(|p| p.name).collect())
+    }
+
+    async fn file_exists(&self, id: FileId) -> bool {
+        self.db.file(id).await.unwrap().is_some()
+    }
+
+    async fn lock_tokens(&self) -> Vec<String> {
+        self.db
+            .locks(0)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|l| l.token)
+            .collect()
+    }
+}
+
+fn prop(name: &str) -> DeadProp {
+    DeadProp {
+        namespace: "urn:t".into(),
+        name: name.into(),
+        prefix: Some("t".into()),
+        xml: Some(format!("<t:{name}>v</t:{name}>").into_bytes()),
+    }
+}
+
+fn lock(token: &str, path: &str, expires_ms: u64, shared: bool, deep: bool) -> Lock {
+    Lock {
+        token: token.into(),
+        path: path.into(),
+        href: path.into(),
+        principal: Some("ann".into()),
+        owner_xml: None,
+        expires_ms,
+        timeout_secs: 60,
+        shared,
+        deep,
+    }
+}
+
+// InitCluster
+
+#[tokio::test]
+async fn init_cluster_records_the_id_once() {
+    let t = test_db().await;
+    let (a, b) = (
+        ClusterId(uuid::Uuid::from_u128(1)),
+        ClusterId(uuid::Uuid::from_u128(2)),
+    );
+    let init = |id| CommandV1::InitCluster {
+        cluster_id: id,
+        time_ms: T,
+    };
+    assert_eq!(t.db.cluster_id().await.unwrap(), None);
+    assert_eq!(t.apply(init(a)).await, Outcome::Done);
+    assert_eq!(t.apply(init(a)).await, Outcome::Done);
+    assert_eq!(
+        t.apply(init(b)).await,
+        rejected(Rejection::AlreadyInitialised)
+    );
+    assert_eq!(t.db.cluster_id().await.unwrap(), Some(a.to_string()));
+}
+
+// RegisterNode, RemoveNode, RegisterDisk
+
+fn register_node(node_id: u64, name: &str, time_ms: u64) -> CommandV1 {
+    CommandV1::RegisterNode {
+        node_id,
+        name: name.into(),
+        api_addr: format!("{name}:7070"),
+        data_addr: format!("{name}:7072"),
+        data_cert: format!("cert-{name}"),
+        time_ms,
+    }
+}
+
+fn register_disk(n: u128, node_id: u64, path: &str, fs_dev: u64, time_ms: u64) -> CommandV1 {
+    CommandV1::RegisterDisk {
+        disk_id: disk(n),
+        node_id,
+        path: path.into(),
+        fs_dev,
+        time_ms,
+    }
+}
+
+#[tokio::test]
+async fn register_node_adds_then_updates_a_machine_keeping_its_join_time() {
+    let t = test_db().await;
+    assert_eq!(t.apply(register_node(7, "a", T)).await, Outcome::Done);
+    assert_eq!(t.apply(register_node(7, "b", T + 5)).await, Outcome::Done);
+    // An id above i64::MAX is stored as its bit pattern and read back whole.
+    let big = u64::MAX - 1;
+    assert_eq!(t.apply(register_node(big, "c", T)).await, Outcome::Done);
+    let nodes = t.db.nodes().await.unwrap();
+    let seen: Vec<_> = nodes
+        .iter()
+        .map(|n| {
+            (
+                n.node_id,
+                n.name.as_str(),
+                n.api_addr.as_str(),
+                n.data_addr.as_str(),
+                n.data_cert.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (big, "c", "c:7070", "c:7072", "cert-c"),
+            (7, "b", "b:7070", "b:7072", "cert-b"),
+        ]
+    );
+    assert_eq!(
+        t.int("SELECT joined_ms FROM nodes WHERE node_id = 7").await,
+        T as i64
+    );
+}
+
+#[tokio::test]
+async fn remove_node_unregisters_it_and_marks_its_disks_removed() {
+    let t = test_db().await;
+    t.apply(register_node(7, "a", T)).await;
+    t.apply(register_node(8, "b", T)).await;
+    t.apply(register_disk(1, 7, "/d1", 1, T)).await;
+    t.apply(register_disk(2, 8, "/d2", 2, T)).await;
+    let remove = |node_id| CommandV1::RemoveNode {
+        node_id,
+        time_ms: T,
+    };
+    assert_eq!(t.apply(remove(7)).await, Outcome::Done);
+    let nodes: Vec<u64> =
+        t.db.nodes()
+            .await
+            .unwrap()
+            .iter()
+            .map(|n| n.node_id)
+            .collect();
+    assert_eq!(nodes, vec![8]);
+    let states: Vec<_> =
+        t.db.disks()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| (d.disk_id, d.state))
+            .collect();
+    assert_eq!(
+        states,
+        vec![
+            (disk(1), "removed".to_owned()),
+            (disk(2), "active".to_owned())
+        ]
+    );
+    assert_eq!(t.db.disk_nodes().await.unwrap(), vec![(disk(2), 8, 2)]);
+    // An unknown machine: nothing to do, not a rejection.
+    assert_eq!(t.apply(remove(99)).await, Outcome::Done);
+    assert_eq!(t.db.nodes().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn register_disk_adds_an_active_disk_then_updates_where_it_is() {
+    let t = test_db().await;
+    assert_eq!(
+        t.apply(register_disk(1, 7, "/a", 1, T)).await,
+        Outcome::Done
+    );
+    let d = &t.db.disks().await.unwrap()[0];
+    assert_eq!(
+        (
+            d.disk_id,
+            d.node_id,
+            d.path.as_str(),
+            d.fs_dev,
+            d.state.as_str(),
+            d.parts
+        ),
+        (disk(1), 7, "/a", 1, "active", 0)
+    );
+    // Moved to another machine and path: its state and the time it was added stay.
+    t.exec("UPDATE disks SET state = 'draining'").await;
+    assert_eq!(
+        t.apply(register_disk(1, 8, "/b", 2, T + 9)).await,
+        Outcome::Done
+    );
+    let all = t.db.disks().await.unwrap();
+    assert_eq!(all.len(), 1);
+    let d = &all[0];
+    assert_eq!(
+        (d.node_id, d.path.as_str(), d.fs_dev, d.state.as_str()),
+        (8, "/b", 2, "draining")
+    );
+    assert_eq!(t.int("SELECT added_ms FROM disks").await, T as i64);
+}
+
+// Mkdir, SetPolicy
+
+#[tokio::test]
+async fn mkdir_creates_a_directory_and_refuses_what_is_in_the_way() {
+    let t = test_db().await;
+    assert_eq!(t.mkdir("/a", false).await, Outcome::Done);
+    assert_eq!(t.at("/a").await, Some((EntryKind::Dir, None)));
+    assert_eq!(
+        t.mkdir("/a", false).await,
+        rejected(Rejection::AlreadyExists("/a".into()))
+    );
+    assert_eq!(t.mkdir("/a", true).await, Outcome::Done);
+    t.put(f(1), "/f", Conflict::Fail).await;
+    assert_eq!(
+        t.mkdir("/f", true).await,
+        rejected(Rejection::AlreadyExists("/f".into()))
+    );
+    assert_eq!(
+        t.mkdir("/f/x", true).await,
+        rejected(Rejection::NotADirectory("/f".into()))
+    );
+    assert_eq!(
+        t.mkdir("/b/c/d", false).await,
+        rejected(Rejection::NotFound("/b".into()))
+    );
+    assert_eq!(t.at("/b").await, None);
+    assert!(matches!(
+        t.mkdir("/a/../b", true).await,
+        Outcome::Rejected(Rejection::Invalid(_))
+    ));
+    assert_eq!(
+        t.mkdir("/", false).await,
+        rejected(Rejection::AlreadyExists("/".into()))
+    );
+    assert_eq!(t.mkdir("/", true).await, Outcome::Done);
+    assert_eq!(t.names("/").await, vec!["a", "f"]);
+}
+
+#[tokio::test]
+async fn mkdir_with_parents_creates_every_missing_ancestor() {
+    let t = test_db().await;
+    t.mkdir("/a", false).await;
+    assert_eq!(t.mkdir("/a/b/c", true).await, Outcome::Done);
+    assert_eq!(t.names("/a").await, vec!["b"]);
+    assert_eq!(t.names("/a/b").await, vec!["c"]);
+    let e = t.db.lookup(&p("/a/b/c")).await.unwrap().unwrap();
+    assert_eq!((e.kind, e.mtime_ms), (EntryKind::Dir, T));
+}
+
+#[tokio::test]
+async fn set_policy_sets_and_clears_a_directorys_policy() {
+    let t = test_db().await;
+    t.mkdir("/a/b", true).await;
+    let set = |path: &str, policy: Option<&str>| CommandV1::SetPolicy {
+        path: path.into(),
+        policy: policy.map(str::to_owned),
+    };
+    assert_eq!(t.apply(set("/a", Some("ec:4+2"))).await, Outcome::Done);
+    assert_eq!(
+        t.db.effective_policy(&p("/a/b")).await.unwrap(),
+        Some("ec:4+2".into())
+    );
+    assert_eq!(t.apply(set("/", Some("copies:3"))).await, Outcome::Done);
+    assert_eq!(t.apply(set("/a", None)).await, Outcome::Done);
+    assert_eq!(
+        t.db.effective_policy(&p("/a/b")).await.unwrap(),
+        Some("copies:3".into())
+    );
+    t.put(f(1), "/a/f", Conflict::Fail).await;
+    assert_eq!(
+        t.apply(set("/a/f", Some("ec:4+2"))).await,
+        rejected(Rejection::NotADirectory("/a/f".into()))
+    );
+    assert_eq!(
+        t.apply(set("/nope", Some("ec:4+2"))).await,
+        rejected(Rejection::NotFound("/nope".into()))
+    );
+}
+
+// BeginIngest, RenewLease, AbortIngest, ExpireIntents
+
+#[tokio::test]
+async fn begin_ingest_records_an_intent_for_its_target() {
+    let t = test_db().await;
+    t.ingest(f(1), 7, T + 10, None).await;
+    t.ingest(f(2), 8, T + 20, Some(f(9))).await;
+    let mut i = t.db.intents().await.unwrap();
+    i.sort_by_key(|i| i.file_id);
+    let seen: Vec<_> = i
+        .iter()
+        .map(|i| {
+            (
+                i.file_id,
+                i.target_file_id,
+                i.writer,
+                i.path.as_str(),
+                i.lease_until_ms,
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![(f(1), f(1), 7, "/x", T + 10), (f(2), f(9), 8, "/x", T + 20)]
+    );
+    assert_eq!(t.int("SELECT SUM(append) FROM intents").await, 1);
+    // The same intent again replaces it.
+    t.ingest(f(1), 7, T + 30, None).await;
+    assert_eq!(t.intent_ids().await, vec![f(1), f(2)]);
+    assert_eq!(
+        t.int(&format!(
+            "SELECT lease_until_ms FROM intents WHERE file_id = X'{:032x}'",
+            1
+        ))
+        .await,
+        (T + 30) as i64
+    );
+}
+
+#[tokio::test]
+async fn renew_lease_moves_a_live_intents_lease_and_refuses_a_gone_one() {
+    let t = test_db().await;
+    t.ingest(f(1), 7, T + 10, None).await;
+    let renew = |id, until| CommandV1::RenewLease {
+        file_id: id,
+        lease_until_ms: until,
+    };
+    assert_eq!(t.apply(renew(f(1), T + 99)).await, Outcome::Done);
+    assert_eq!(t.db.intents().await.unwrap()[0].lease_until_ms, T + 99);
+    assert_eq!(
+        t.apply(renew(f(2), T + 99)).await,
+        rejected(Rejection::NoIntent(f(2).to_string()))
+    );
+}
+
+#[tokio::test]
+async fn abort_ingest_drops_the_intent_and_accepts_a_gone_one() {
+    let t = test_db().await;
+    t.ingest(f(1), 7, T + 10, None).await;
+    t.ingest(f(2), 7, T + 10, None).await;
+    let abort = |id| CommandV1::AbortIngest { file_id: id };
+    assert_eq!(t.apply(abort(f(1))).await, Outcome::Done);
+    assert_eq!(t.intent_ids().await, vec![f(2)]);
+    assert_eq!(t.apply(abort(f(1))).await, Outcome::Done);
+    assert_eq!(t.intent_ids().await, vec![f(2)]);
+}
+
+#[tokio::test]
+async fn expire_intents_drops_ended_leases_and_a_dead_writers_intents() {
+    let t = test_db().await;
+    t.ingest(f(1), 7, T + 10, None).await;
+    t.ingest(f(2), 8, T + 20, None).await;
+    t.ingest(f(3), 9, T + 30, None).await;
+    let expire = |now_ms, writer| CommandV1::ExpireIntents { now_ms, writer };
+    // A lease ending now is still live.
+    assert_eq!(t.apply(expire(T + 10, None)).await, Outcome::Done);
+    assert_eq!(t.intent_ids().await, vec![f(1), f(2), f(3)]);
+    assert_eq!(t.apply(expire(T + 11, None)).await, Outcome::Done);
+    assert_eq!(t.intent_ids().await, vec![f(2), f(3)]);
+    // Every intent of the writer, whatever its lease.
+    assert_eq!(t.apply(expire(T, Some(9))).await, Outcome::Done);
+    assert_eq!(t.intent_ids().await, vec![f(2)]);
+}
+
+// CommitFile
+
+#[tokio::test]
+async fn commit_file_makes_the_file_visible_and_drops_its_intent() {
+    let t = test_db().await;
+    t.begin(f(1), "/d/e/a.txt").await;
+    assert_eq!(
+        t.apply(commit(f(1), "/d/e/a.txt", Conflict::Fail)).await,
+        committed("/d/e/a.txt", f(1), false)
+    );
+    assert_eq!(t.at("/d/e").await, Some((EntryKind::Dir, None)));
+    assert_eq!(
+        t.at("/d/e/a.txt").await,
+        Some((EntryKind::File, Some(f(1))))
+    );
+    assert!(t.intent_ids().await.is_empty());
+    let rec = t.db.file(f(1)).await.unwrap().unwrap();
+    assert_eq!(
+        (rec.size, rec.policy.as_str(), rec.content_blake3.as_deref()),
+        (100, "copies:2", Some("c0ffee"))
+    );
+    assert_eq!(rec.geometry, geometry());
+    assert_eq!(
+        rec.source,
+        SourceIdentity::Upload {
+            client: "test".into()
+        }
+    );
+    assert_eq!((rec.created_ms, rec.mtime_ms), (T, T));
+    assert_eq!(rec.etag.len(), 32);
+    let seg = &rec.segments[0];
+    assert_eq!(
+        (rec.segments.len(), seg.index, seg.offset, seg.data_len),
+        (1, 0, 0, 100)
+    );
+    let parts: Vec<_> = seg
+        .parts
+        .iter()
+        .map(|p| (p.index, p.disk_id, p.missing))
+        .collect();
+    assert_eq!(
+        parts,
+        vec![(0, Some(disk(1)), false), (1, Some(disk(2)), false)]
+    );
+    let e = t.db.lookup(&p("/d/e/a.txt")).await.unwrap().unwrap();
+    assert_eq!((e.size, e.etag), (100, Some(rec.etag)));
+}
+
+#[tokio::test]
+async fn commit_file_records_a_missing_part_and_a_drop_folder_source() {
+    let t = test_db().await;
+    let src = SourceIdentity::DropFolder {
+        path: "/drop/a".into(),
+        size: 100,
+        mtime_ns: -1,
+        inode: 3,
+        dev: 4,
+    };
+    let mut cmd = commit(f(1), "/a", Conflict::Fail);
+    if let CommandV1::CommitFile {
+        source, segments, ..
+    } = &mut cmd
+    {
+        *source = src.clone();
+        segments[0].parts[1] = None;
+    }
+    t.begin(f(1), "/a").await;
+    assert_eq!(t.apply(cmd).await, committed("/a", f(1), false));
+    assert_eq!(t.db.committed_source(&src).await.unwrap(), Some(f(1)));
+    let rec = t.db.file(f(1)).await.unwrap().unwrap();
+    assert_eq!(rec.source, src);
+    let parts: Vec<_> = rec.segments[0]
+        .parts
+        .iter()
+        .map(|p| (p.disk_id, p.missing))
+        .collect();
+    assert_eq!(parts, vec![(Some(disk(1)), false), (None, true)]);
+    assert_eq!(t.db.degraded_files(10).await.unwrap(), vec![f(1)]);
+}
+
+#[tokio::test]
+async fn commit_file_without_an_intent_is_refused_and_stores_nothing() {
+    let t = test_db().await;
+    assert_eq!(
+        t.apply(commit(f(1), "/a", Conflict::Fail)).await,
+        rejected(Rejection::NoIntent(f(1).to_string()))
+    );
+    assert_eq!(t.at("/a").await, None);
+    assert!(!t.file_exists(f(1)).await);
+}
+
+#[tokio::test]
+async fn a_refused_commit_still_drops_its_intent() {
+    let t = test_db().await;
+    t.begin(f(1), "/").await;
+    assert_eq!(
+        t.apply(commit(f(1), "/", Conflict::Fail)).await,
+        rejected(Rejection::InvalidPath("/".into()))
+    );
+    assert!(t.intent_ids().await.is_empty());
+    t.put(f(2), "/f", Conflict::Fail).await;
+    t.begin(f(3), "/f/x").await;
+    assert_eq!(
+        t.apply(commit(f(3), "/f/x", Conflict::Fail)).await,
+        rejected(Rejection::NotADirectory("/f".into()))
+    );
+    assert!(t.intent_ids().await.is_empty());
+    assert!(!t.file_exists(f(3)).await);
+}
+
+#[tokio::test]
+async fn commit_conflict_rename_picks_the_first_free_name() {
+    let t = test_db().await;
+    t.put(f(1), "/a.txt", Conflict::Rename).await;
+    assert_eq!(
+        t.put(f(2), "/a.txt", Conflict::Rename).await,
+        committed("/a (1).txt", f(2), false)
+    );
+    assert_eq!(
+        t.put(f(3), "/a.txt", Conflict::Rename).await,
+        committed("/a (2).txt", f(3), false)
+    );
+    t.put(f(4), "/d/b", Conflict::Rename).await;
+    assert_eq!(
+        t.put(f(5), "/d/b", Conflict::Rename).await,
+        committed("/d/b (1)", f(5), false)
+    );
+    t.put(f(6), "/.hidden", Conflict::Rename).await;
+    assert_eq!(
+        t.put(f(7), "/.hidden", Conflict::Rename).await,
+        committed("/.hidden (1)", f(7), false)
+    );
+    assert_eq!(t.at("/a.txt").await, Some((EntryKind::File, Some(f(1)))));
+    assert_eq!(
+        t.at("/a (2).txt").await,
+        Some((EntryKind::File, Some(f(3))))
+    );
+}
+
+#[tokio::test]
+async fn commit_conflict_skip_stores_nothing() {
+    let t = test_db().await;
+    t.put(f(1), "/a", Conflict::Fail).await;
+    assert_eq!(
+        t.put(f(2), "/a", Conflict::Skip).await,
+        Outcome::Skipped { path: "/a".into() }
+    );
+    assert_eq!(t.at("/a").await, Some((EntryKind::File, Some(f(1)))));
+    assert!(!t.file_exists(f(2)).await);
+    assert!(t.intent_ids().await.is_empty());
+}
+
+#[tokio::test]
+async fn commit_conflict_fail_refuses_a_taken_name() {
+    let t = test_db().await;
+    t.put(f(1), "/a", Conflict::Fail).await;
+    assert_eq!(
+        t.put(f(2), "/a", Conflict::Fail).await,
+        rejected(Rejection::AlreadyExists("/a".into()))
+    );
+    assert_eq!(t.at("/a").await, Some((EntryKind::File, Some(f(1)))));
+    assert!(!t.file_exists(f(2)).await);
+    assert!(t.intent_ids().await.is_empty());
+}
+
+#[tokio::test]
+async fn commit_conflict_replace_replaces_a_file_and_keeps_its_dead_properties() {
+    let t = test_db().await;
+    t.put(f(1), "/a", Conflict::Fail).await;
+    t.prop("/a", "color").await;
+    assert_eq!(
+        t.put(f(2), "/a", Conflict::Replace).await,
+        committed("/a", f(2), true)
+    );
+    assert_eq!(t.at("/a").await, Some((EntryKind::File, Some(f(2)))));
+    assert!(!t.file_exists(f(1)).await, "the replaced file is released");
+    assert_eq!(t.prop_names("/a").await, Some(vec!["color".into()]));
+    // A replaced file still named by a copy stays.
+    t.apply(CommandV1::Copy {
+        from: "/a".into(),
+        to: "/b".into(),
+        replace: false,
+        time_ms: T,
+    })
+    .await;
+    assert_eq!(
+        t.put(f(3), "/a", Conflict::Replace).await,
+        committed("/a", f(3), true)
+    );
+    assert!(t.file_exists(f(2)).await);
+    assert_eq!(t.at("/b").await, Some((EntryKind::File, Some(f(2)))));
+}
+
+#[tokio::test]
+async fn commit_conflict_replace_never_replaces_a_directory() {
+    let t = test_db().await;
+    t.mkdir("/d", false).await;
+    assert_eq!(
+        t.put(f(1), "/d", Conflict::Replace).await,
+        rejected(Rejection::IsADirectory("/d".into()))
+    );
+    assert_eq!(t.at("/d").await, Some((EntryKind::Dir, None)));
+    assert!(!t.file_exists(f(1)).await);
+    assert!(t.intent_ids().await.is_empty());
+}
+
+// AppendSegments
+
+fn append(intent: FileId, file: FileId, expected_size: u64, first: u32) -> CommandV1 {
+    CommandV1::AppendSegments {
+        intent_id: intent,
+        file_id: file,
+        expected_size,
+        segments: vec![segment(first, 50), segment(first + 1, 7)],
+        time_ms: T + 1,
+    }
+}
+
+#[tokio::test]
+async fn append_segments_extends_the_file_after_its_last_byte() {
+    let t = test_db().await;
+    t.put(f(1), "/a", Conflict::Fail).await;
+    let before = t.db.file(f(1)).await.unwrap().unwrap();
+    t.ingest(f(9), 7, T + 10, Some(f(1))).await;
+    assert_eq!(t.apply(append(f(9), f(1), 100, 1)).await, Outcome::Done);
+    let rec = t.db.file(f(1)).await.unwrap().unwrap();
+    let segs: Vec<_> = rec
+        .segments
+        .iter()
+        .map(|s| (s.index, s.offset, s.data_len))
+        .collect();
+    assert_eq!(segs, vec![(0, 0, 100), (1, 100, 50), (2, 150, 7)]);
+    assert_eq!(
+        (rec.size, rec.content_blake3, rec.mtime_ms),
+        (157, None, T + 1)
+    );
+    assert_eq!(rec.created_ms, T);
+    assert_ne!(rec.etag, before.etag);
+    assert_eq!(
+        t.db.lookup(&p("/a")).await.unwrap().unwrap().mtime_ms,
+        T + 1
+    );
+    assert!(t.intent_ids().await.is_empty());
+}
+
+#[tokio::test]
+async fn append_to_a_changed_file_is_refused_and_drops_the_intent() {
+    let t = test_db().await;
+    t.put(f(1), "/a", Conflict::Fail).await;
+    // The size it started from is not the file's any more.
+    t.ingest(f(9), 7, T + 10, Some(f(1))).await;
+    assert_eq!(
+        t.apply(append(f(9), f(1), 99, 1)).await,
+        rejected(Rejection::Changed(f(1).to_string()))
+    );
+    assert!(t.intent_ids().await.is_empty());
+    // The first new segment does not follow the last one.
+    t.ingest(f(9), 7, T + 10, Some(f(1))).await;
+    assert_eq!(
+        t.apply(append(f(9), f(1), 100, 2)).await,
+        rejected(Rejection::Changed(f(1).to_string()))
+    );
+    let rec = t.db.file(f(1)).await.unwrap().unwrap();
+    assert_eq!((rec.size, rec.segments.len()), (100, 1));
+    assert_eq!(rec.content_blake3.as_deref(), Some("c0ffee"));
+}
+
+#[tokio::test]
+async fn append_without_an_intent_to_a_missing_or_shared_file_is_refused() {
+    let t = test_db().await;
+    t.put(f(1), "/a", Conflict::Fail).await;
+    assert_eq!(
+        t.apply(append(f(9), f(1), 100, 1)).await,
+        rejected(Rejection::NoIntent(f(9).to_string()))
+    );
+    t.ingest(f(9), 7, T + 10, Some(f(2))).await;
+    assert_eq!(
+        t.apply(append(f(9), f(2), 0, 0)).await,
+        rejected(Rejection::NotFound(f(2).to_string()))
+    );
+    t.apply(CommandV1::Copy {
+        from: "/a".into(),
+        to: "/b".into(),
+        replace: false,
+        time_ms: T,
+    })
+    .await;
+    t.ingest(f(9), 7, T + 10, Some(f(1))).await;
+    assert!(matches!(
+        t.apply(append(f(9), f(1), 100, 1)).await,
+        Outcome::Rejected(Rejection::Invalid(m)) if m.contains("shared with a copy")
+    ));
+    assert_eq!(t.db.file(f(1)).await.unwrap().unwrap().size, 100);
+}
+
+// Remove
+
+fn remove(path: &str, recursive: bool) -> CommandV1 {
+    CommandV1::Remove {
+        path: path.into(),
+        recursive,
+        time_ms: T,
+    }
+}
+
+#[tokio::test]
+async fn remove_drops_a_files_name_and_releases_it() {
+    let t = test_db().await;
+    t.put(f(1), "/a", Conflict::Fail).await;
+    t.put(f(2), "/b", Conflict::Fail).await;
+    t.prop("/a", "color").await;
+    assert_eq!(t.apply(remove("/a", false)).await, Outcome::Done);
+    assert_eq!(t.at("/a").await, None);
+    assert!(!t.file_exists(f(1)).await);
+    assert_eq!(
+        t.int("SELECT COUNT(*) FROM parts").await,
+        2,
+        "only /b's parts"
+    );
+    assert_eq!(t.int("SELECT COUNT(*) FROM props").await, 0);
+    assert_eq!(
+        t.apply(remove("/a", false)).await,
+        rejected(Rejection::NotFound("/a".into()))
+    );
+    assert_eq!(
+        t.apply(remove("/", true)).await,
+        rejected(Rejection::InvalidPath("/".into()))
+    );
+    assert_eq!(t.names("/").await, vec!["b"]);
+}
+
+#[tokio::test]
+async fn remove_of_a_directory_needs_recursive_unless_empty() {
+    let t = test_db().await;
+    t.mkdir("/e", false).await;
+    t.put(f(1), "/d/x", Conflict::Fail).await;
+    t.put(f(2), "/d/s/y", Conflict::Fail).await;
+    t.prop("/d/s", "color").await;
+    // A copy outside keeps its file alive.
+    t.apply(CommandV1::Copy {
+        from: "/d/x".into(),
+        to: "/keep".into(),
+        replace: false,
+        time_ms: T,
+    })
+    .await;
+    assert_eq!(
+        t.apply(remove("/d", false)).await,
+        rejected(Rejection::NotEmpty("/d".into()))
+    );
+    assert_eq!(t.names("/d").await, vec!["s", "x"]);
+    assert_eq!(t.apply(remove("/e", false)).await, Outcome::Done);
+    assert_eq!(t.apply(remove("/d", true)).await, Outcome::Done);
+    assert_eq!(t.names("/").await, vec!["keep"]);
+    assert!(t.file_exists(f(1)).await);
+    assert!(!t.file_exists(f(2)).await);
+    assert_eq!(
+        t.int("SELECT COUNT(*) FROM entries").await,
+        2,
+        "root and /keep"
+    );
+    assert_eq!(t.int("SELECT COUNT(*) FROM props").await, 0);
+}
+
+// Rename
+
+fn rename(from: &str, to: &str, replace: bool) -> CommandV1 {
+    CommandV1::Rename {
+        from: from.into(),
+        to: to.into(),
+        replace,
+        time_ms: T + 1,
+    }
+}
+
+#[tokio::test]
+async fn rename_moves_an_entry_with_its_properties() {
+    let t = test_db().await;
+    t.put(f(1), "/d/a", Conflict::Fail).await;
+    t.prop("/d", "color").await;
+    t.mkdir("/e", false).await;
+    assert_eq!(t.apply(rename("/d/a", "/e/b", false)).await, Outcome::Done);
+    assert_eq!(t.at("/d/a").await, None);
+    let e = t.db.lookup(&p("/e/b")).await.unwrap().unwrap();
+    assert_eq!((e.file_id, e.mtime_ms), (Some(f(1)), T + 1));
+    assert_eq!(t.apply(rename("/d", "/e/d", false)).await, Outcome::Done);
+    assert_eq!(t.prop_names("/e/d").await, Some(vec!["color".into()]));
+    // Onto itself: nothing to do.
+    assert_eq!(t.apply(rename("/e/b", "/e/b", false)).await, Outcome::Done);
+    assert_eq!(t.names("/e").await, vec!["b", "d"]);
+}
+
+#[tokio::test]
+async fn rename_replaces_only_a_file_with_a_file_and_only_when_asked() {
+    let t = test_db().await;
+    t.put(f(1), "/a", Conflict::Fail).await;
+    t.put(f(2), "/b", Conflict::Fail).await;
+    t.mkdir("/d", false).await;
+    assert_eq!(
+        t.apply(rename("/a", "/b", false)).await,
+        rejected(Rejection::AlreadyExists("/b".into()))
+    );
+    assert_eq!(
+        t.apply(rename("/a", "/d", true)).await,
+        rejected(Rejection::AlreadyExists("/d".into()))
+    );
+    assert_eq!(
+        t.apply(rename("/d", "/b", true)).await,
+        rejected(Rejection::AlreadyExists("/b".into()))
+    );
+    assert_eq!(t.apply(rename("/a", "/b", true)).await, Outcome::Done);
+    assert_eq!(t.at("/b").await, Some((EntryKind::File, Some(f(1)))));
+    assert_eq!(t.at("/a").await, None);
+    assert!(!t.file_exists(f(2)).await, "the replaced file is released");
+}
+
+#[tokio::test]
+async fn rename_refuses_the_root_a_directory_into_itself_and_missing_paths() {
+    let t = test_db().await;
+    t.mkdir("/d", false).await;
+    t.put(f(1), "/f", Conflict::Fail).await;
+    let cases = [
+        ("/d", "/d/e", Rejection::InvalidPath("/d/e".into())),
+        ("/", "/x", Rejection::InvalidPath("/x".into())),
+        ("/d", "/", Rejection::InvalidPath("/".into())),
+        ("/nope", "/x", Rejection::NotFound("/nope".into())),
+        ("/d", "/x/y", Rejection::NotFound("/x".into())),
+        ("/d", "/f/y", Rejection::NotADirectory("/f".into())),
+    ];
+    for (from, to, why) in cases {
+        assert_eq!(
+            t.apply(rename(from, to, false)).await,
+            rejected(why),
+            "{from} -> {to}"
+        );
+    }
+    assert!(matches!(
+        t.apply(rename("/d", "/a/./b", false)).await,
+        Outcome::Rejected(Rejection::Invalid(_))
+    ));
+    assert_eq!(t.names("/").await, vec!["d", "f"]);
+}
+
+// Copy
+
+fn copy(from: &str, to: &str, replace: bool) -> CommandV1 {
+    CommandV1::Copy {
+        from: from.into(),
+        to: to.into(),
+        replace,
+        time_ms: T + 1,
+    }
+}
+
+#[tokio::test]
+async fn copy_shares_the_file_and_copies_its_dead_properties() {
+    let t = test_db().await;
+    t.put(f(1), "/a", Conflict::Fail).await;
+    t.prop("/a", "color").await;
+    t.mkdir("/d", false).await;
+    assert_eq!(t.apply(copy("/a", "/d/b", false)).await, Outcome::Done);
+    assert_eq!(t.at("/d/b").await, Some((EntryKind::File, Some(f(1)))));
+    assert_eq!(t.prop_names("/d/b").await, Some(vec!["color".into()]));
+    assert_eq!(
+        t.int("SELECT COUNT(*) FROM files").await,
+        1,
+        "no part is copied"
+    );
+    // The file lives as long as one of its names.
+    t.apply(remove("/a", false)).await;
+    assert!(t.file_exists(f(1)).await);
+    t.apply(remove("/d/b", false)).await;
+    assert!(!t.file_exists(f(1)).await);
+}
+
+#[tokio::test]
+async fn copy_replaces_a_file_only_when_asked_and_refuses_the_rest() {
+    let t = test_db().await;
+    t.put(f(1), "/a", Conflict::Fail).await;
+    t.put(f(2), "/b", Conflict::Fail).await;
+    t.mkdir("/d", false).await;
+    let cases = [
+        ("/a", "/b", false, Rejection::AlreadyExists("/b".into())),
+        ("/a", "/d", true, Rejection::AlreadyExists("/d".into())),
+        ("/d", "/c", false, Rejection::IsADirectory("/d".into())),
+        ("/a", "/a", true, Rejection::InvalidPath("/a".into())),
+        ("/a", "/", true, Rejection::InvalidPath("/".into())),
+        ("/nope", "/c", false, Rejection::NotFound("/nope".into())),
+        ("/a", "/x/c", false, Rejection::NotFound("/x".into())),
+        ("/a", "/b/c", false, Rejection::NotADirectory("/b".into())),
+    ];
+    for (from, to, replace, why) in cases {
+        assert_eq!(
+            t.apply(copy(from, to, replace)).await,
+            rejected(why),
+            "{from} -> {to}"
+        );
+    }
+    assert_eq!(t.apply(copy("/a", "/b", true)).await, Outcome::Done);
+    assert_eq!(t.at("/b").await, Some((EntryKind::File, Some(f(1)))));
+    assert!(!t.file_exists(f(2)).await, "the replaced file is released");
+}
+
+// PatchProps
+
+#[tokio::test]
+async fn patch_props_sets_and_removes_in_order() {
+    let t = test_db().await;
+    t.put(f(1), "/a", Conflict::Fail).await;
+    let patch = |patch| CommandV1::PatchProps {
+        path: "/a".into(),
+        patch,
+    };
+    let out = t
+        .apply(patch(vec![
+            (true, prop("x")),
+            (true, prop("y")),
+            (false, prop("x")),
+            (true, prop("z")),
+        ]))
+        .await;
+    assert_eq!(out, Outcome::Done);
+    assert_eq!(t.prop_names("/a").await, Some(vec!["y".into(), "z".into()]));
+    let mut newer = prop("y");
+    newer.xml = Some(b"<t:y>w</t:y>".to_vec());
+    t.apply(patch(vec![(true, newer.clone())])).await;
+    let props = t.db.props(&p("/a")).await.unwrap().unwrap();
+    assert_eq!(props, vec![newer, prop("z")]);
+    assert_eq!(
+        t.apply(CommandV1::PatchProps {
+            path: "/nope".into(),
+            patch: vec![(true, prop("x"))],
+        })
+        .await,
+        rejected(Rejection::NotFound("/nope".into()))
+    );
+    let mut by_name = t.db.child_props(&p("/")).await.unwrap().unwrap();
+    assert_eq!(by_name.remove("a").map(|v| v.len()), Some(2));
+}
+
+// Lock, Unlock, RefreshLock, DeleteLocks
+
+#[tokio::test]
+async fn lock_grants_a_lock_unless_a_live_one_conflicts() {
+    let t = test_db().await;
+    let take = |l: &Lock, now_ms| CommandV1::Lock {
+        lock: l.clone(),
+        now_ms,
+    };
+    let a = lock("t1", "/a", T + 10, false, true);
+    assert_eq!(t.apply(take(&a, T)).await, Outcome::Lock(a.clone()));
+    // Exclusive and deep on /a: a lock below it conflicts.
+    let b = lock("t2", "/a/b", T + 20, true, false);
+    assert_eq!(t.apply(take(&b, T)).await, Outcome::LockConflict(a.clone()));
+    // Once /a's lock has expired it is dropped and no longer conflicts.
+    assert_eq!(t.apply(take(&b, T + 10)).await, Outcome::Lock(b.clone()));
+    assert_eq!(t.lock_tokens().await, vec!["t2"]);
+    // Shared locks coexist.
+    let c = lock("t3", "/a/b", T + 20, true, false);
+    assert_eq!(t.apply(take(&c, T + 10)).await, Outcome::Lock(c));
+    assert!(matches!(
+        t.apply(take(&lock("", "/a", T + 10, false, false), T))
+            .await,
+        Outcome::Rejected(Rejection::Invalid(_))
+    ));
+    assert!(matches!(
+        t.apply(take(&lock("t4", "a/../b", T + 10, false, false), T))
+            .await,
+        Outcome::Rejected(Rejection::Invalid(_))
+    ));
+    assert_eq!(t.lock_tokens().await, vec!["t2", "t3"]);
+}
+
+#[tokio::test]
+async fn unlock_drops_a_lock_and_refuses_an_unknown_token() {
+    let t = test_db().await;
+    t.apply(CommandV1::Lock {
+        lock: lock("t1", "/a", T + 10, false, false),
+        now_ms: T,
+    })
+    .await;
+    let unlock = || CommandV1::Unlock { token: "t1".into() };
+    assert_eq!(t.apply(unlock()).await, Outcome::Done);
+    assert!(t.lock_tokens().await.is_empty());
+    assert_eq!(
+        t.apply(unlock()).await,
+        rejected(Rejection::NotFound("lock t1".into()))
+    );
+}
+
+#[tokio::test]
+async fn refresh_lock_extends_a_live_lock_only() {
+    let t = test_db().await;
+    t.apply(CommandV1::Lock {
+        lock: lock("t1", "/a", T + 10, false, false),
+        now_ms: T,
+    })
+    .await;
+    let refresh = |expires_ms, now_ms| CommandV1::RefreshLock {
+        token: "t1".into(),
+        expires_ms,
+        timeout_secs: 120,
+        now_ms,
+    };
+    let mut want = lock("t1", "/a", T + 500, false, false);
+    want.timeout_secs = 120;
+    assert_eq!(t.apply(refresh(T + 500, T + 9)).await, Outcome::Lock(want));
+    assert_eq!(
+        t.apply(refresh(T + 900, T + 500)).await,
+        rejected(Rejection::NotFound("lock t1".into())),
+        "expired at T + 500"
+    );
+    assert_eq!(t.db.locks(0).await.unwrap()[0].expires_ms, T + 500);
+}
+
+#[tokio::test]
+async fn delete_locks_drops_the_locks_on_a_path_and_below() {
+    let t = test_db().await;
+    for (token, path) in [("t1", "/a"), ("t2", "/a/b"), ("t3", "/ab"), ("t4", "/c")] {
+        t.apply(CommandV1::Lock {
+            lock: lock(token, path, T + 10, true, false),
+            now_ms: T,
+        })
+        .await;
+    }
+    let out = t.apply(CommandV1::DeleteLocks { path: "/a".into() }).await;
+    assert_eq!(out, Outcome::Done);
+    assert_eq!(t.lock_tokens().await, vec!["t3", "t4"]);
+}
+
+// RemoveTree, MoveTree, CopyTree
+
+#[tokio::test]
+async fn remove_tree_removes_everything_below_with_its_locks() {
+    let t = test_db().await;
+    t.put(f(1), "/d/s/x", Conflict::Fail).await;
+    t.put(f(2), "/e", Conflict::Fail).await;
+    for (token, path) in [("t1", "/d/s/x"), ("t2", "/e")] {
+        t.apply(CommandV1::Lock {
+            lock: lock(token, path, T + 10, true, false),
+            now_ms: T,
+        })
+        .await;
+    }
+    let rm = |path: &str| CommandV1::RemoveTree {
+        path: path.into(),
+        time_ms: T,
+    };
+    assert_eq!(t.apply(rm("/d")).await, Outcome::Done);
+    assert_eq!(t.names("/").await, vec!["e"]);
+    assert!(!t.file_exists(f(1)).await);
+    assert_eq!(t.lock_tokens().await, vec!["t2"]);
+    assert_eq!(t.apply(rm("/e")).await, Outcome::Done);
+    assert!(!t.file_exists(f(2)).await);
+    assert_eq!(
+        t.apply(rm("/e")).await,
+        rejected(Rejection::NotFound("/e".into()))
+    );
+    assert_eq!(
+        t.apply(rm("/")).await,
+        rejected(Rejection::InvalidPath("/".into()))
+    );
+}
+
+fn move_tree(from: &str, to: &str, replace: bool) -> CommandV1 {
+    CommandV1::MoveTree {
+        from: from.into(),
+        to: to.into(),
+        replace,
+        time_ms: T + 1,
+    }
+}
+
+#[tokio::test]
+async fn move_tree_moves_a_directory_and_overwrites_only_when_asked() {
+    let t = test_db().await;
+    t.put(f(1), "/d/x", Conflict::Fail).await;
+    t.put(f(2), "/e/y", Conflict::Fail).await;
+    t.apply(CommandV1::Lock {
+        lock: lock("t1", "/d/x", T + 10, true, false),
+        now_ms: T,
+    })
+    .await;
+    assert_eq!(
+        t.apply(move_tree("/d", "/e", false)).await,
+        rejected(Rejection::AlreadyExists("/e".into()))
+    );
+    assert_eq!(t.apply(move_tree("/d", "/e", true)).await, Outcome::Done);
+    assert_eq!(t.names("/").await, vec!["e"]);
+    assert_eq!(t.at("/e/x").await, Some((EntryKind::File, Some(f(1)))));
+    assert!(
+        !t.file_exists(f(2)).await,
+        "the overwritten tree's files are released"
+    );
+    assert!(
+        t.lock_tokens().await.is_empty(),
+        "a lock never follows a move"
+    );
+    let cases = [
+        ("/e", "/e/z", Rejection::InvalidPath("/e/z".into())),
+        ("/e/x", "/e", Rejection::InvalidPath("/e".into())),
+        ("/", "/z", Rejection::InvalidPath("/".into())),
+        ("/nope", "/z", Rejection::NotFound("/nope".into())),
+        ("/e", "/x/z", Rejection::NotFound("/x".into())),
+    ];
+    for (from, to, why) in cases {
+        assert_eq!(
+            t.apply(move_tree(from, to, true)).await,
+            rejected(why),
+            "{from} -> {to}"
+        );
+    }
+    assert_eq!(t.names("/e").await, vec!["x"]);
+}
+
+#[tokio::test]
+async fn copy_tree_copies_deep_or_shallow_sharing_files() {
+    let t = test_db().await;
+    t.put(f(1), "/d/x", Conflict::Fail).await;
+    t.put(f(2), "/d/s/y", Conflict::Fail).await;
+    t.prop("/d/s", "color").await;
+    t.apply(CommandV1::SetPolicy {
+        path: "/d".into(),
+        policy: Some("ec:4+2".into()),
+    })
+    .await;
+    let copy_tree = |to: &str, deep| CommandV1::CopyTree {
+        from: "/d".into(),
+        to: to.into(),
+        replace: false,
+        deep,
+        time_ms: T + 1,
+    };
+    assert_eq!(t.apply(copy_tree("/deep", true)).await, Outcome::Done);
+    assert_eq!(t.names("/deep").await, vec!["s", "x"]);
+    assert_eq!(t.at("/deep/s/y").await, Some((EntryKind::File, Some(f(2)))));
+    assert_eq!(t.prop_names("/deep/s").await, Some(vec!["color".into()]));
+    assert_eq!(
+        t.db.effective_policy(&p("/deep")).await.unwrap(),
+        Some("ec:4+2".into())
+    );
+    assert_eq!(
+        t.int("SELECT COUNT(*) FROM files").await,
+        2,
+        "files are shared"
+    );
+    assert_eq!(t.apply(copy_tree("/flat", false)).await, Outcome::Done);
+    assert!(t.names("/flat").await.is_empty());
+    assert_eq!(
+        t.apply(copy_tree("/deep", true)).await,
+        rejected(Rejection::AlreadyExists("/deep".into()))
+    );
+    assert_eq!(
+        t.apply(copy_tree("/d/s/in", true)).await,
+        rejected(Rejection::InvalidPath("/d/s/in".into()))
+    );
+    // The originals are untouched.
+    assert_eq!(t.names("/d").await, vec!["s", "x"]);
+}
+
+// Determinism
+
+#[tokio::test]
+async fn the_same_commands_give_the_same_database() {
+    async fn run() -> Vec<String> {
+        let t = test_db().await;
+        t.put(f(1), "/a.txt", Conflict::Fail).await;
+        t.put(f(2), "/a.txt", Conflict::Rename).await;
+        t.prop("/a.txt", "color").await;
+        t.apply(copy("/a.txt", "/d/b", false)).await;
+        t.mkdir("/d", true).await;
+        t.apply(copy("/a.txt", "/d/b", false)).await;
+        t.apply(rename("/a (1).txt", "/d/c", false)).await;
+        t.texts(
+            "SELECT id || '|' || parent || '|' || name || '|' || is_dir || '|' || \
+             COALESCE(hex(file_id), '') || '|' || mtime_ms FROM entries ORDER BY id",
+        )
+        .await
+        .into_iter()
+        .chain(
+            t.texts(
+                "SELECT hex(file_id) || '|' || size || '|' || etag FROM files ORDER BY file_id",
+            )
+            .await,
+        )
+        .collect()
+    }
+    let (a, b) = (run().await, run().await);
+    assert_eq!(a, b);
+    // Entries: the root, /a.txt, /d, /d/b, /d/c (the first copy found no /d); two files.
+    assert_eq!(a.len(), 5 + 2, "{a:?}");
+}

@@ -28,6 +28,15 @@ pub const PEER_KEY_FILE: &str = "peer-key";
 /// Folder-disks made inside the data folder when no disk is configured.
 pub const DEFAULT_FOLDER_DISKS: usize = 6;
 
+/// Whether a node talks to other machines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Network {
+    /// The peer network, the data server and (when configured) mDNS.
+    Peers,
+    /// None of them: one machine with an in-process consensus.
+    Alone,
+}
+
 /// The `node.json` format this version writes and reads.
 const NODE_IDENTITY_FORMAT: u32 = 1;
 
@@ -117,24 +126,45 @@ pub fn disk_roots(cfg: &Config) -> Vec<PathBuf> {
 impl Node {
     /// Starts a node from its configuration.
     pub async fn start(cfg: &Config) -> anyhow::Result<Node> {
+        Self::start_with(cfg, Network::Peers).await
+    }
+
+    /// Starts a node that runs alone: the engine, the metadata and a one-voter consensus in
+    /// process, without the peer network, the data server or mDNS (no listener at all but
+    /// what the caller serves). For engine tests and offline tools; a cluster cannot form.
+    pub async fn start_alone(cfg: &Config) -> anyhow::Result<Node> {
+        Self::start_with(cfg, Network::Alone).await
+    }
+
+    async fn start_with(cfg: &Config, network: Network) -> anyhow::Result<Node> {
         let data = &cfg.node.data_dir;
         let lock = prepare_data_dir(cfg)?;
         let mut ident = load_or_create_identity(cfg)?;
         let token = crate::admin_token::read_or_create(data)?;
         let shutdown = CancellationToken::new();
         let secret = load_cluster_secret(cfg)?;
-        let key = crate::peer::net::load_identity(&data.join(PEER_KEY_FILE))?;
-        let (net, inbound) = PeerNet::start(
-            key,
-            secret.psk(),
-            cfg.cluster.peer_listen,
-            shutdown.child_token(),
-        )
-        .await?;
         let cert = NodeCert::load_or_create(data, ident.node_id)?;
-        let data_listener = crate::data_plane::server::bind(cfg.cluster.data_listen).await?;
-        let data_addr = data_listener.local_addr()?;
-        let (mdns, watcher) = start_mdns(cfg, ident.node_id, &net, &secret);
+        let (net, inbound, data_listener, data_addr, mdns, watcher) = match network {
+            Network::Peers => {
+                let key = crate::peer::net::load_identity(&data.join(PEER_KEY_FILE))?;
+                let (net, inbound) = PeerNet::start(
+                    key,
+                    secret.psk(),
+                    cfg.cluster.peer_listen,
+                    shutdown.child_token(),
+                )
+                .await?;
+                let listener = crate::data_plane::server::bind(cfg.cluster.data_listen).await?;
+                let data_addr = listener.local_addr()?;
+                let (mdns, watcher) = start_mdns(cfg, ident.node_id, &net, &secret);
+                (net, inbound, Some(listener), data_addr, mdns, watcher)
+            }
+            Network::Alone => {
+                let (net, inbound) = PeerNet::offline(shutdown.child_token());
+                let nowhere = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+                (net, inbound, None, nowhere, None, None)
+            }
+        };
         let db = open_metadata(&data.join("meta")).await?;
         let fresh = db.cluster_id().await?.is_none();
         let params = ClusterParams {
@@ -195,15 +225,17 @@ impl Node {
             tasks: TaskTracker::new(),
             _lock: lock,
         };
-        let tls = server_config(&cert, directory.allowed(), CipherPreference::Auto)?;
-        crate::data_plane::server::start(
-            node.store.disks.clone(),
-            tls,
-            directory.allowed(),
-            data_listener,
-            node.shutdown.child_token(),
-            &node.tasks,
-        )?;
+        if let Some(listener) = data_listener {
+            let tls = server_config(&cert, directory.allowed(), CipherPreference::Auto)?;
+            crate::data_plane::server::start(
+                node.store.disks.clone(),
+                tls,
+                directory.allowed(),
+                listener,
+                node.shutdown.child_token(),
+                &node.tasks,
+            )?;
+        }
         node.spawn_registration(registration);
         node.spawn_background();
         crate::drop_folders::start(

@@ -244,6 +244,37 @@ impl PeerNet {
         ))
     }
 
+    /// A peer network with no listener and no peers, for a machine that runs alone with an
+    /// in-process consensus (tests, offline tools): every request fails at once as stopped,
+    /// dials go nowhere, and nothing comes in. It names a loopback address without a port so
+    /// that the membership still records an address for this node.
+    pub fn offline(shutdown: CancellationToken) -> (PeerNet, mpsc::Receiver<Inbound>) {
+        let (tx, mut rx) = mpsc::channel::<Cmd>(16);
+        let (_in_tx, in_rx) = mpsc::channel(1);
+        let local = identity::Keypair::generate_ed25519().public().to_peer_id();
+        let addr = multiaddr_of(SocketAddr::from(([127, 0, 0, 1], 0)));
+        let (_listen_tx, listen) = watch::channel(vec![addr]);
+        tokio::spawn(async move {
+            // Dropping a request's reply answers it as `PeerError::Stopped`.
+            let _keep_inbound_open = _in_tx;
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    cmd = rx.recv() => if cmd.is_none() { break },
+                }
+            }
+        });
+        (
+            PeerNet {
+                tx,
+                local,
+                listen,
+                shared: Arc::default(),
+            },
+            in_rx,
+        )
+    }
+
     /// This node's peer id.
     pub fn peer_id(&self) -> PeerId {
         self.local

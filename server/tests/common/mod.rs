@@ -84,8 +84,41 @@ pub fn bytes_read(store: &Store) -> u64 {
         .sum()
 }
 
+/// A node alone: the engine with an in-process consensus, no peer network or data server.
 pub async fn start(cfg: &wormfs_config::Config) -> Node {
-    Node::start(cfg).await.expect("node starts")
+    Node::start_alone(cfg).await.expect("node starts")
+}
+
+/// The TCP ports this process listens on (its own sockets in LISTEN state, from /proc).
+pub fn listening_ports() -> Vec<u16> {
+    let mut inodes = std::collections::HashSet::new();
+    for fd in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        if let Ok(link) = std::fs::read_link(fd.path()) {
+            let link = link.to_string_lossy().into_owned();
+            if let Some(inode) = link
+                .strip_prefix("socket:[")
+                .and_then(|r| r.strip_suffix(']'))
+            {
+                inodes.insert(inode.to_owned());
+            }
+        }
+    }
+    let mut ports = Vec::new();
+    for table in ["/proc/self/net/tcp", "/proc/self/net/tcp6"] {
+        for line in std::fs::read_to_string(table)
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+        {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // local_address, st (0A = LISTEN), inode
+            if f.len() > 9 && f[3] == "0A" && inodes.contains(f[9]) {
+                let port = f[1].rsplit(':').next().unwrap();
+                ports.push(u16::from_str_radix(port, 16).unwrap());
+            }
+        }
+    }
+    ports
 }
 
 /// Part files currently on the node's disks.

@@ -7,6 +7,22 @@ use rand::{Rng, SeedableRng};
 use wormfs_parts::tree_path::TreePath;
 use wormfs_server::store::StoreError;
 
+/// The engine runs alone, on the parts and metadata crates and an in-process consensus: no
+/// peer network and no data server, so not one listening socket; and it stores and reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_alone_listens_on_nothing_and_stores() {
+    let t = tempfile::tempdir().unwrap();
+    let node = start(&config(t.path(), 4096, 64 * 1024)).await;
+    assert_eq!(listening_ports(), Vec::<u16>::new());
+    let data = vec![5u8; 100_000];
+    put(&node.store, "/alone.bin", Some("ec:4+2"), &data)
+        .await
+        .unwrap();
+    let back = read(&node.store, "/alone.bin", 0, data.len() as u64).await;
+    assert_eq!(back.unwrap(), data);
+    node.stop().await;
+}
+
 /// Every size, under every policy, reads back whole and in random ranges.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_trips_under_several_policies() {

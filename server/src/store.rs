@@ -99,7 +99,7 @@ impl Store {
     /// A reader for part `part` of segment `segment` of `file` on disk `disk`, wherever that
     /// disk is: this node's (the part file opened and its header and block table verified) or
     /// another node's (read through the data plane). Blocking (it may open a file). The read
-    /// path, repair and scrub all read parts through it.
+    /// path opens every part through it, wherever the part lies.
     pub fn open_part(
         &self,
         disk: DiskId,

@@ -708,6 +708,10 @@ async fn commit_file(
         Ok(d) => d,
         Err(r) => reject!(r),
     };
+    // Refused after every other refusal (so that no other command's outcome changes) and
+    // before anything is replaced: such a command used to fail SQLite's constraints, an
+    // error that stopped every replica at this entry.
+    let unstorable = unstorable_file(c, file).await?;
     let mut name = path.name().unwrap_or_default().to_owned();
     let mut replaced_entry = None;
     if let Some(existing) = lookup_child(c, dir, &name).await? {
@@ -723,6 +727,9 @@ async fn commit_file(
                 reject!(Rejection::IsADirectory(path.to_string()))
             }
             Conflict::Replace => {
+                if let Some(r) = unstorable {
+                    reject!(r);
+                }
                 // The new version keeps the old one's dead properties (moved below).
                 sqlx::query("DELETE FROM entries WHERE id = ?")
                     .bind(existing.id)
@@ -735,6 +742,9 @@ async fn commit_file(
                 replaced_entry = Some(existing.id);
             }
         }
+    }
+    if let Some(r) = unstorable {
+        reject!(r);
     }
     let entry = insert_file(c, file, dir, &name, time_ms).await?;
     if let Some(old) = replaced_entry {
@@ -757,6 +767,38 @@ async fn commit_file(
         path: child_path(&path.parent(), &name),
         file_id,
         replaced: replaced_entry.is_some(),
+    })
+}
+
+/// Why `file` cannot be stored, if it cannot: its id names a committed file already, or one
+/// of its segment indexes appears twice.
+async fn unstorable_file(c: &mut SqliteConnection, file: &NewFile<'_>) -> Res<Option<Rejection>> {
+    let taken = sqlx::query("SELECT 1 FROM files WHERE file_id = ?")
+        .bind(file.file_id.to_bytes().to_vec())
+        .fetch_optional(&mut *c)
+        .await
+        .db("read a file")?
+        .is_some();
+    if taken {
+        return Ok(Some(Rejection::Invalid(format!(
+            "file {} is committed already",
+            file.file_id
+        ))));
+    }
+    Ok(repeated_segment(file.segments, &[]).map(Rejection::Invalid))
+}
+
+/// A segment index of `new` that appears twice, or is one of `existing`'s, as a message.
+fn repeated_segment(new: &[NewSegment], existing: &[u32]) -> Option<String> {
+    let mut seen = std::collections::HashSet::new();
+    new.iter().find_map(|s| {
+        if existing.contains(&s.index) {
+            Some(format!("segment {} exists already", s.index))
+        } else if !seen.insert(s.index) {
+            Some(format!("segment {} appears twice", s.index))
+        } else {
+            None
+        }
     })
 }
 
@@ -866,6 +908,19 @@ async fn append_segments(
     .col(0, "seg")?;
     if segments.first().map(|s| i64::from(s.index)) != Some(first_new) {
         reject!(Rejection::Changed(file_id.to_string()));
+    }
+    // A segment index already used (or used twice here) used to fail SQLite's constraints, an
+    // error that stopped every replica at this entry.
+    let existing: Vec<u32> = sqlx::query("SELECT seg FROM segments WHERE file_id = ?")
+        .bind(&id)
+        .fetch_all(&mut *c)
+        .await
+        .db("read a file's segments")?
+        .iter()
+        .map(|r| Cols::new(r, "segments").key(&key).int(0, "seg"))
+        .collect::<Res<_>>()?;
+    if let Some(why) = repeated_segment(segments, &existing) {
+        reject!(Rejection::Invalid(format!("{file_id}: {why}")));
     }
     let new_size = insert_segments(c, file_id, expected_size, segments).await?;
     let hashes: Vec<String> =

@@ -171,6 +171,14 @@ pub(crate) async fn lock(c: &mut SqliteConnection, new: &Lock, now_ms: u64) -> R
     if let Some(conflict) = lock_rules::conflict_for_new(&held, new, now_ms) {
         return Ok(Outcome::LockConflict(conflict.clone()));
     }
+    // A token in use used to fail SQLite's constraint, an error that stopped every replica
+    // at this entry.
+    if held.iter().any(|l| l.token == new.token) {
+        reject!(Rejection::Invalid(format!(
+            "lock token {} is in use",
+            new.token
+        )));
+    }
     sqlx::query(
         "INSERT INTO locks (token, path, href, principal, owner_xml, expires_ms, timeout_secs, shared, deep)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",

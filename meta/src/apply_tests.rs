@@ -1261,3 +1261,101 @@ async fn the_same_commands_give_the_same_database() {
     // Entries: the root, /a.txt, /d, /d/b, /d/c (the first copy found no /d); two files.
     assert_eq!(a.len(), 5 + 2, "{a:?}");
 }
+
+// Commands that cannot be stored: refusals, never errors (an error stops every replica).
+
+#[tokio::test]
+async fn a_commit_that_cannot_be_stored_is_refused_not_an_error() {
+    let t = test_db().await;
+    t.put(f(1), "/a", Conflict::Fail).await;
+    let taken = rejected(Rejection::Invalid(format!(
+        "file {} is committed already",
+        f(1)
+    )));
+    // A second intent for a committed file's id, then its commit elsewhere or over itself.
+    t.begin(f(1), "/b").await;
+    assert_eq!(
+        t.try_apply(commit(f(1), "/b", Conflict::Fail))
+            .await
+            .unwrap(),
+        taken
+    );
+    assert_eq!(t.at("/b").await, None);
+    t.begin(f(1), "/a").await;
+    assert_eq!(
+        t.try_apply(commit(f(1), "/a", Conflict::Replace))
+            .await
+            .unwrap(),
+        taken
+    );
+    assert_eq!(
+        t.at("/a").await,
+        Some((EntryKind::File, Some(f(1)))),
+        "nothing replaced"
+    );
+    assert!(t.file_exists(f(1)).await);
+    // A segment index twice.
+    let mut cmd = commit(f(2), "/c", Conflict::Fail);
+    if let CommandV1::CommitFile { segments, .. } = &mut cmd {
+        *segments = vec![segment(0, 50), segment(0, 50)];
+    }
+    t.begin(f(2), "/c").await;
+    assert_eq!(
+        t.try_apply(cmd.clone()).await.unwrap(),
+        rejected(Rejection::Invalid("segment 0 appears twice".into()))
+    );
+    assert_eq!(t.at("/c").await, None);
+    assert!(!t.file_exists(f(2)).await);
+    assert!(t.intent_ids().await.is_empty());
+    // Every earlier refusal and the skip still come first.
+    t.begin(f(2), "/a").await;
+    if let CommandV1::CommitFile { path, conflict, .. } = &mut cmd {
+        (*path, *conflict) = ("/a".into(), Conflict::Skip);
+    }
+    assert_eq!(t.apply(cmd).await, Outcome::Skipped { path: "/a".into() });
+}
+
+#[tokio::test]
+async fn an_append_that_cannot_be_stored_is_refused_not_an_error() {
+    let t = test_db().await;
+    t.put(f(1), "/a", Conflict::Fail).await;
+    for (indexes, why) in [
+        ([1, 1], "segment 1 appears twice"),
+        ([1, 0], "segment 0 exists already"),
+    ] {
+        t.ingest(f(9), 7, T + 10, Some(f(1))).await;
+        let out = t
+            .try_apply(CommandV1::AppendSegments {
+                intent_id: f(9),
+                file_id: f(1),
+                expected_size: 100,
+                segments: indexes.iter().map(|&i| segment(i, 10)).collect(),
+                time_ms: T + 1,
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            out,
+            rejected(Rejection::Invalid(format!("{}: {why}", f(1))))
+        );
+        let rec = t.db.file(f(1)).await.unwrap().unwrap();
+        assert_eq!((rec.size, rec.segments.len()), (100, 1));
+        assert!(t.intent_ids().await.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn a_lock_whose_token_is_in_use_is_refused_not_an_error() {
+    let t = test_db().await;
+    let take = |path: &str| CommandV1::Lock {
+        lock: lock("t1", path, T + 10, true, false),
+        now_ms: T,
+    };
+    assert!(matches!(t.apply(take("/a")).await, Outcome::Lock(_)));
+    assert_eq!(
+        t.try_apply(take("/b")).await.unwrap(),
+        rejected(Rejection::Invalid("lock token t1 is in use".into()))
+    );
+    let locks = t.db.locks(0).await.unwrap();
+    assert_eq!((locks.len(), locks[0].path.as_str()), (1, "/a"));
+}

@@ -1,0 +1,358 @@
+//! The node API, `/api/v1`: streaming put and get, namespace operations, status; token auth.
+//!
+//! Every route is in one table, [`routes`], which [`router`] serves. Every query, body and JSON answer is a type of
+//! [`types`], shared with the CLI. Errors are mapped to statuses in one place ([`ApiError`]);
+//! every error body is an [`types::ErrorBody`], `{"error": "...", "kind": "..."}`.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::handler::Handler;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{on, MethodFilter, MethodRouter};
+use axum::{Json, Router};
+
+use crate::consensus::ConsensusError;
+use crate::store::{Store, StoreError};
+use types::{ErrorBody, ErrorKind};
+use wormfs_meta::command::Rejection;
+use wormfs_parts::tree_path::TreePath;
+
+mod cluster;
+mod files;
+mod locks;
+mod namespace;
+pub mod types;
+
+/// Shared state of the API.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The engine.
+    pub store: Arc<Store>,
+    /// The bearer token.
+    pub token: Arc<String>,
+    /// The drop folders' ingest status.
+    pub drops: Arc<crate::drop_folders::IngestStatus>,
+}
+
+/// An API error with its status.
+pub struct ApiError(StatusCode, ErrorKind, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: self.2,
+            kind: self.1,
+            locks: Vec::new(),
+        };
+        (self.0, Json(body)).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        let msg = e.to_string();
+        let (s, k) = match &e {
+            StoreError::Rejected(r) => match r {
+                Rejection::NotFound(_) => (StatusCode::NOT_FOUND, ErrorKind::NotFound),
+                Rejection::AlreadyExists(_) => (StatusCode::CONFLICT, ErrorKind::AlreadyExists),
+                Rejection::NotADirectory(_)
+                | Rejection::IsADirectory(_)
+                | Rejection::NotEmpty(_) => (StatusCode::CONFLICT, ErrorKind::Conflict),
+                Rejection::NoIntent(_) | Rejection::Changed(_) | Rejection::AlreadyInitialised => {
+                    (StatusCode::CONFLICT, ErrorKind::Conflict)
+                }
+                Rejection::InvalidPath(_) | Rejection::Invalid(_) => {
+                    (StatusCode::BAD_REQUEST, ErrorKind::BadRequest)
+                }
+            },
+            StoreError::BadRequest(_) => (StatusCode::BAD_REQUEST, ErrorKind::BadRequest),
+            StoreError::Consensus(ConsensusError::NoQuorum(_)) => {
+                (StatusCode::SERVICE_UNAVAILABLE, ErrorKind::NoQuorum)
+            }
+            StoreError::Consensus(ConsensusError::ReadOnly(_)) => {
+                (StatusCode::SERVICE_UNAVAILABLE, ErrorKind::ReadOnly)
+            }
+            StoreError::Consensus(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorKind::Unavailable),
+            StoreError::Unavailable(_) => (
+                StatusCode::INSUFFICIENT_STORAGE,
+                ErrorKind::InsufficientStorage,
+            ),
+            StoreError::Meta(_) | StoreError::Other(_) => {
+                tracing::error!("internal error: {msg}");
+                (StatusCode::INTERNAL_SERVER_ERROR, ErrorKind::Internal)
+            }
+        };
+        ApiError(s, k, msg)
+    }
+}
+
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, ErrorKind::BadRequest, msg.into())
+}
+
+fn internal(msg: impl ToString) -> ApiError {
+    ApiError(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorKind::Internal,
+        msg.to_string(),
+    )
+}
+
+fn parse_path(p: &str) -> Result<TreePath, ApiError> {
+    TreePath::parse(p).map_err(|e| bad(e.to_string()))
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// The HTTP methods the API uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verb {
+    /// GET (a GET route also answers HEAD, with the headers only).
+    Get,
+    /// HEAD.
+    Head,
+    /// PUT.
+    Put,
+    /// POST.
+    Post,
+    /// DELETE.
+    Delete,
+}
+
+impl Verb {
+    /// The method's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verb::Get => "GET",
+            Verb::Head => "HEAD",
+            Verb::Put => "PUT",
+            Verb::Post => "POST",
+            Verb::Delete => "DELETE",
+        }
+    }
+
+    fn filter(self) -> MethodFilter {
+        match self {
+            Verb::Get => MethodFilter::GET,
+            Verb::Head => MethodFilter::HEAD,
+            Verb::Put => MethodFilter::PUT,
+            Verb::Post => MethodFilter::POST,
+            Verb::Delete => MethodFilter::DELETE,
+        }
+    }
+}
+
+/// What a request or an answer carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Payload {
+    /// Nothing.
+    Empty,
+    /// Raw bytes (a file's content).
+    Bytes,
+    /// JSON: the name of the type in [`types`].
+    Json(&'static str),
+}
+
+/// One route of the API: what [`router`] serves.
+pub struct Route {
+    /// The method.
+    pub verb: Verb,
+    /// The path, in axum's syntax (`{*path}`: the rest of the path, a WormFS path).
+    pub path: &'static str,
+    /// Whether it needs the token (`Authorization: Bearer ...`).
+    pub auth: bool,
+    /// The type of its query parameters, if it takes any.
+    pub query: Option<&'static str>,
+    /// Its request body.
+    pub body: Payload,
+    /// Its successful answer's body.
+    pub answer: Payload,
+    handler: MethodRouter<ApiState>,
+}
+
+/// The last segment of a type's name (`wormfs_server::api::types::PutQuery` is `PutQuery`).
+fn type_name<T>() -> &'static str {
+    let full = std::any::type_name::<T>();
+    full.rsplit("::").next().unwrap_or(full)
+}
+
+impl Route {
+    /// A route that needs the token.
+    fn new<H: Handler<T, ApiState>, T: 'static>(verb: Verb, path: &'static str, h: H) -> Self {
+        Route {
+            verb,
+            path,
+            auth: true,
+            query: None,
+            body: Payload::Empty,
+            answer: Payload::Empty,
+            handler: on(verb.filter(), h),
+        }
+    }
+
+    /// A route open to anyone.
+    fn open<H: Handler<T, ApiState>, T: 'static>(verb: Verb, path: &'static str, h: H) -> Self {
+        Route {
+            auth: false,
+            ..Self::new(verb, path, h)
+        }
+    }
+
+    fn query<Q>(self) -> Self {
+        Route {
+            query: Some(type_name::<Q>()),
+            ..self
+        }
+    }
+
+    fn body<B>(self) -> Self {
+        Route {
+            body: Payload::Json(type_name::<B>()),
+            ..self
+        }
+    }
+
+    fn body_bytes(self) -> Self {
+        Route {
+            body: Payload::Bytes,
+            ..self
+        }
+    }
+
+    fn answer<A>(self) -> Self {
+        Route {
+            answer: Payload::Json(type_name::<A>()),
+            ..self
+        }
+    }
+
+    fn answer_bytes(self) -> Self {
+        Route {
+            answer: Payload::Bytes,
+            ..self
+        }
+    }
+}
+
+/// Every route of the API.
+pub fn routes() -> Vec<Route> {
+    use types::*;
+    use Verb::*;
+    vec![
+        Route::open(Get, "/api/v1/health", health).answer::<HealthResponse>(),
+        Route::new(Get, "/api/v1/status", cluster::status).answer::<StatusResponse>(),
+        Route::new(Get, "/api/v1/cluster", cluster::cluster).answer::<ClusterResponse>(),
+        Route::new(Get, "/api/v1/disks", cluster::disks).answer::<DisksResponse>(),
+        Route::new(Get, "/api/v1/ingest", cluster::ingest_status).answer::<IngestStatusResponse>(),
+        Route::new(Get, "/api/v1/files/{*path}", files::get_file).answer_bytes(),
+        Route::new(Head, "/api/v1/files/{*path}", files::get_file),
+        Route::new(Put, "/api/v1/files/{*path}", files::put_file)
+            .query::<PutQuery>()
+            .body_bytes()
+            .answer::<WriteResponse>(),
+        Route::new(Delete, "/api/v1/files/{*path}", files::delete)
+            .query::<RmQuery>()
+            .answer::<BrokenLocks>(),
+        Route::new(Post, "/api/v1/append/{*path}", files::append)
+            .query::<LocksQuery>()
+            .body_bytes()
+            .answer::<WriteResponse>(),
+        Route::new(Get, "/api/v1/stat", namespace::stat_root).answer::<StatResponse>(),
+        Route::new(Get, "/api/v1/stat/{*path}", namespace::stat).answer::<StatResponse>(),
+        Route::new(Get, "/api/v1/list", namespace::list_root).answer::<ListResponse>(),
+        Route::new(Get, "/api/v1/list/{*path}", namespace::list).answer::<ListResponse>(),
+        Route::new(Post, "/api/v1/mkdir/{*path}", namespace::mkdir).query::<MkdirQuery>(),
+        Route::new(Post, "/api/v1/mv", namespace::mv)
+            .query::<LocksQuery>()
+            .body::<MvRequest>()
+            .answer::<BrokenLocks>(),
+        Route::new(Get, "/api/v1/policy", namespace::policy_get_root).answer::<PolicyResponse>(),
+        Route::new(Put, "/api/v1/policy", namespace::policy_set_root).body::<PolicyRequest>(),
+        Route::new(Get, "/api/v1/policy/{*path}", namespace::policy_get).answer::<PolicyResponse>(),
+        Route::new(Put, "/api/v1/policy/{*path}", namespace::policy_set).body::<PolicyRequest>(),
+        Route::new(Post, "/api/v1/admin/snapshot", cluster::admin_snapshot)
+            .answer::<SnapshotResponse>(),
+        Route::new(Post, "/api/v1/admin/sweep", cluster::admin_sweep).answer::<SweepResponse>(),
+        Route::new(
+            Post,
+            "/api/v1/admin/nodes/{id}/remove",
+            cluster::admin_remove_node,
+        )
+        .query::<RemoveQuery>()
+        .answer::<RemoveResponse>(),
+    ]
+}
+
+/// Builds the router from [`routes`].
+pub fn router(state: ApiState) -> Router {
+    let (open, authed): (Vec<Route>, Vec<Route>) = routes().into_iter().partition(|r| !r.auth);
+    // Routes on one path with several methods are merged by axum.
+    let add = |router: Router<ApiState>, r: Route| router.route(r.path, r.handler);
+    let authed = authed
+        .into_iter()
+        .fold(Router::new(), add)
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth));
+    open.into_iter()
+        .fold(Router::new(), add)
+        .merge(authed)
+        .fallback(|| async {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                ErrorKind::NotFound,
+                "no such API endpoint".into(),
+            )
+        })
+        .with_state(state)
+        .layer(middleware::from_fn(trace_request))
+}
+
+async fn health() -> Json<types::HealthResponse> {
+    Json(types::HealthResponse {
+        status: "ok".into(),
+    })
+}
+
+async fn trace_request(req: Request, next: Next) -> Response {
+    use tracing::Instrument;
+    let span = tracing::info_span!("api", method = %req.method(), path = %req.uri().path());
+    let res = next.run(req).instrument(span.clone()).await;
+    span.in_scope(|| tracing::debug!(status = res.status().as_u16(), "request done"));
+    res
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn auth(State(st): State<ApiState>, req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(t) if constant_time_eq(t.trim().as_bytes(), st.token.as_bytes()) => {
+            next.run(req).await
+        }
+        Some(_) => ApiError(
+            StatusCode::UNAUTHORIZED,
+            ErrorKind::Unauthorized,
+            "wrong API token".into(),
+        )
+        .into_response(),
+        None => {
+            let mut r = ApiError(
+                StatusCode::UNAUTHORIZED,
+                ErrorKind::Unauthorized,
+                "missing API token (Authorization: Bearer ...)".into(),
+            )
+            .into_response();
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            r
+        }
+    }
+}

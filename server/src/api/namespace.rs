@@ -1,0 +1,258 @@
+//! The namespace: listings, stats, directories, moves, policies.
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::Json;
+
+use super::locks::{done, honour_locks, with_parent};
+use super::types::{
+    DirStat, FileStat, ListResponse, LocksQuery, MkdirQuery, MvRequest, PartStat, PolicyRequest,
+    PolicyResponse, SegmentStat, StatResponse, Tolerance,
+};
+use super::{bad, parse_path, ApiResult, ApiState};
+use crate::store::StoreError;
+use wormfs_meta::command::Rejection;
+use wormfs_meta::EntryKind;
+use wormfs_parts::placement::domains_tolerated;
+use wormfs_parts::policy::Policy;
+
+pub(super) async fn mkdir(
+    State(st): State<ApiState>,
+    Path(p): Path<String>,
+    Query(q): Query<MkdirQuery>,
+) -> ApiResult<StatusCode> {
+    st.store.mkdir(&parse_path(&p)?, q.parents).await?;
+    Ok(StatusCode::CREATED)
+}
+
+pub(super) async fn mv(
+    State(st): State<ApiState>,
+    Query(q): Query<LocksQuery>,
+    Json(b): Json<MvRequest>,
+) -> ApiResult<Response> {
+    let (from, to) = (parse_path(&b.from)?, parse_path(&b.to)?);
+    // The source and all below it, the destination (and what it replaces) and its parent.
+    let mut paths = vec![(from.clone(), true)];
+    paths.extend(with_parent(&to, true));
+    let broken = match honour_locks(&st.store, &paths, q.break_locks || b.break_locks).await {
+        Ok(b) => b,
+        Err(r) => return Ok(r),
+    };
+    st.store.rename(&from, &to, b.replace).await?;
+    Ok(done(&broken))
+}
+
+pub(super) async fn list_root(st: State<ApiState>) -> ApiResult<Json<ListResponse>> {
+    list(st, Path(String::new())).await
+}
+
+pub(super) async fn list(
+    State(st): State<ApiState>,
+    Path(p): Path<String>,
+) -> ApiResult<Json<ListResponse>> {
+    let path = parse_path(&p)?;
+    let entries = match st.store.meta.list(&path).await.map_err(StoreError::from)? {
+        None => return Err(StoreError::from(Rejection::NotFound(path.to_string())).into()),
+        Some(Ok(entries)) => entries,
+        Some(Err(file)) => vec![file],
+    };
+    Ok(Json(ListResponse {
+        path: path.to_string(),
+        entries,
+    }))
+}
+
+pub(super) async fn stat_root(st: State<ApiState>) -> ApiResult<Json<StatResponse>> {
+    stat(st, Path(String::new())).await
+}
+
+pub(super) async fn stat(
+    State(st): State<ApiState>,
+    Path(p): Path<String>,
+) -> ApiResult<Json<StatResponse>> {
+    let path = parse_path(&p)?;
+    let entry = st
+        .store
+        .meta
+        .lookup(&path)
+        .await
+        .map_err(StoreError::from)?
+        .ok_or_else(|| StoreError::from(Rejection::NotFound(path.to_string())))?;
+    if entry.kind == EntryKind::Dir {
+        let policy = st
+            .store
+            .meta
+            .effective_policy(&path)
+            .await
+            .map_err(StoreError::from)?;
+        return Ok(Json(StatResponse::Dir(DirStat {
+            path: path.to_string(),
+            mtime_ms: entry.mtime_ms,
+            policy: entry.policy,
+            effective_policy: policy,
+        })));
+    }
+    let Some(fid) = entry.file_id else {
+        return Err(bad("entry without file"));
+    };
+    let rec = st
+        .store
+        .meta
+        .file(fid)
+        .await
+        .map_err(StoreError::from)?
+        .ok_or_else(|| StoreError::from(Rejection::NotFound(path.to_string())))?;
+    let disks = st.store.meta.disks().await.map_err(StoreError::from)?;
+    let names: HashMap<u64, String> = st
+        .store
+        .meta
+        .nodes()
+        .await
+        .map_err(StoreError::from)?
+        .into_iter()
+        .map(|n| (n.node_id, n.name))
+        .collect();
+    let k = usize::from(rec.geometry.k);
+    let mut tol = Tolerance {
+        parts: usize::MAX,
+        disks: usize::MAX,
+        machines: usize::MAX,
+        summary: String::new(),
+    };
+    let mut segments = Vec::new();
+    for s in &rec.segments {
+        let mut per_domain: HashMap<(u64, u64), usize> = Default::default();
+        let mut per_node: HashMap<u64, usize> = Default::default();
+        let mut healthy = 0usize;
+        let mut parts = Vec::new();
+        for p in &s.parts {
+            let d = p
+                .disk_id
+                .and_then(|id| disks.iter().find(|d| d.disk_id == id));
+            if let (Some(d), false) = (d, p.missing) {
+                healthy += 1;
+                *per_domain.entry((d.node_id, d.fs_dev)).or_default() += 1;
+                *per_node.entry(d.node_id).or_default() += 1;
+            }
+            parts.push(PartStat {
+                index: p.index,
+                disk_id: p.disk_id,
+                disk_path: d.map(|d| d.path.clone()),
+                node_id: d.map(|d| d.node_id),
+                node_name: d.and_then(|d| names.get(&d.node_id).cloned()),
+                missing: p.missing,
+            });
+        }
+        tol.parts = tol.parts.min(healthy.saturating_sub(k));
+        tol.disks = tol.disks.min(domains_tolerated(
+            &per_domain.values().copied().collect::<Vec<_>>(),
+            k,
+        ));
+        tol.machines = tol.machines.min(domains_tolerated(
+            &per_node.values().copied().collect::<Vec<_>>(),
+            k,
+        ));
+        segments.push(SegmentStat {
+            index: s.index,
+            offset: s.offset,
+            size: s.data_len,
+            blake3: s.blake3.clone(),
+            parts,
+        });
+    }
+    if rec.segments.is_empty() {
+        tol = Tolerance {
+            parts: 0,
+            disks: 0,
+            machines: 0,
+            summary: String::new(),
+        };
+    }
+    tol.summary = if rec.segments.is_empty() {
+        "empty file: nothing to lose".into()
+    } else {
+        format!(
+            "survives the loss of {} part(s) of any segment, {} disk(s) (folders on one filesystem count as one), {} machine(s)",
+            tol.parts, tol.disks, tol.machines
+        )
+    };
+    Ok(Json(StatResponse::File(Box::new(FileStat {
+        path: path.to_string(),
+        file_id: rec.file_id,
+        size: rec.size,
+        mtime_ms: rec.mtime_ms,
+        created_ms: rec.created_ms,
+        policy: rec.policy,
+        geometry: rec.geometry,
+        blake3: rec.content_blake3,
+        etag: rec.etag,
+        source: rec.source,
+        segments,
+        tolerance: tol,
+    }))))
+}
+
+pub(super) async fn policy_get_root(st: State<ApiState>) -> ApiResult<Json<PolicyResponse>> {
+    policy_get(st, Path(String::new())).await
+}
+
+pub(super) async fn policy_get(
+    State(st): State<ApiState>,
+    Path(p): Path<String>,
+) -> ApiResult<Json<PolicyResponse>> {
+    let path = parse_path(&p)?;
+    let entry = st
+        .store
+        .meta
+        .lookup(&path)
+        .await
+        .map_err(StoreError::from)?
+        .ok_or_else(|| StoreError::from(Rejection::NotFound(path.to_string())))?;
+    if entry.kind != EntryKind::Dir {
+        return Err(StoreError::from(Rejection::NotADirectory(path.to_string())).into());
+    }
+    let eff = st
+        .store
+        .meta
+        .effective_policy(&path)
+        .await
+        .map_err(StoreError::from)?;
+    let n = st.store.disks.len();
+    let default = Policy::resolve(st.store.storage.default_policy, n, false).to_string();
+    let small = Policy::resolve(st.store.storage.small_file_policy, n, true).to_string();
+    Ok(Json(PolicyResponse {
+        path: path.to_string(),
+        inherited: entry.policy.is_none(),
+        policy: entry.policy,
+        effective: eff.unwrap_or_else(|| default.clone()),
+        default,
+        small_files: small,
+        small_file_threshold_bytes: st.store.storage.small_file_threshold_bytes,
+    }))
+}
+
+pub(super) async fn policy_set_root(
+    st: State<ApiState>,
+    b: Json<PolicyRequest>,
+) -> ApiResult<StatusCode> {
+    policy_set(st, Path(String::new()), b).await
+}
+
+pub(super) async fn policy_set(
+    State(st): State<ApiState>,
+    Path(p): Path<String>,
+    Json(b): Json<PolicyRequest>,
+) -> ApiResult<StatusCode> {
+    let path = parse_path(&p)?;
+    let policy = b
+        .policy
+        .as_deref()
+        .map(str::parse::<Policy>)
+        .transpose()
+        .map_err(bad)?;
+    st.store.set_policy(&path, policy).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

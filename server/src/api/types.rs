@@ -1,0 +1,937 @@
+//! The contract of the node API (`/api/v1`): every query, request body and JSON answer as a
+//! Rust type. The API builds its answers from these types and the CLI reads them back into the
+//! same types, so a field renamed on one side is a compile error on the other.
+//!
+//! Types the engine already has (the Raft status, the cluster view, disk reports, ingest
+//! results, sweep reports, drop-folder items, directory entries) are reused, not copied: their
+//! wire form is spelled out here with serde's remote derive (the private `*Wire` types). The
+//! names on the wire are therefore fixed in this file, whatever the engine's own `Serialize`
+//! says, and a field added to or renamed in an engine type is a compile error here until the
+//! contract follows.
+//!
+//! Every field is always present in an answer (`null` when it has no value), except where a
+//! field says it is left out.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::consensus::{ClusterView, Formation, Member, RaftRole, RaftStatus};
+use crate::drop_folders::{Item, ItemState};
+use crate::ingest::IngestResult;
+use crate::store::DiskReport;
+use crate::sweeper::SweepReport;
+use wormfs_meta::command::{Lock, SourceIdentity};
+use wormfs_meta::{DirEntry, EntryKind};
+use wormfs_parts::disk::{DiskState, Space};
+use wormfs_parts::ids::{ClusterId, DiskId, FileId, NodeId};
+use wormfs_parts::layout::Geometry;
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+
+/// The body of every error answer (any status of 400 or more).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong, for people.
+    pub error: String,
+    /// What went wrong, for programs.
+    pub kind: ErrorKind,
+    /// The WebDAV locks in the way (`kind` `locked` only; left out otherwise).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub locks: Vec<LockInfo>,
+}
+
+/// The `kind` of an error answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// 400: a bad path, policy, query or header.
+    BadRequest,
+    /// 401: the token is missing or wrong.
+    Unauthorized,
+    /// 404: no such file, directory or endpoint.
+    NotFound,
+    /// 409: the name is taken.
+    AlreadyExists,
+    /// 409: not a directory, is a directory, not empty, or changed meanwhile.
+    Conflict,
+    /// 409: a node removal refused (the node was heard from recently).
+    Refused,
+    /// 416: a range that starts past the end of the file.
+    BadRange,
+    /// 423: a WebDAV lock is in the way.
+    Locked,
+    /// 500: a fault of the node (its log says more).
+    Internal,
+    /// 500: a node removal that failed.
+    Failed,
+    /// 503: no Raft quorum.
+    NoQuorum,
+    /// 503: this node's metadata failed; it serves reads only.
+    ReadOnly,
+    /// 503: Raft cannot serve the request now.
+    Unavailable,
+    /// 503: the file cannot be read (too few readable parts).
+    Unreadable,
+    /// 503: a node removal without a majority of voters.
+    NoMajority,
+    /// 507: not enough writable disks or space.
+    InsufficientStorage,
+    /// A kind this client does not know (from a newer node); never sent.
+    #[serde(other)]
+    Other,
+}
+
+/// A WebDAV lock, as error and write answers list it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockInfo {
+    /// The locked path.
+    pub path: String,
+    /// The user holding it (`null`: an anonymous client).
+    pub principal: Option<String>,
+    /// The client's `owner` XML.
+    pub owner: Option<String>,
+    /// The lock token.
+    pub token: String,
+    /// A shared (not exclusive) lock.
+    pub shared: bool,
+    /// It covers everything below the path too.
+    pub depth_infinity: bool,
+    /// When it expires, ms since the epoch.
+    pub expires_ms: u64,
+    /// Seconds until it expires (rounded up).
+    pub expires_in_secs: u64,
+}
+
+impl LockInfo {
+    /// A lock as answers show it, `now_ms` being the time now.
+    pub fn new(l: &Lock, now_ms: u64) -> Self {
+        LockInfo {
+            path: l.path.clone(),
+            principal: l.principal.clone(),
+            owner: l
+                .owner_xml
+                .as_deref()
+                .map(|x| String::from_utf8_lossy(x).into_owned()),
+            token: l.token.clone(),
+            shared: l.shared,
+            depth_infinity: l.deep,
+            expires_ms: l.expires_ms,
+            expires_in_secs: l.expires_ms.saturating_sub(now_ms).div_ceil(1000),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Queries and request bodies
+
+/// Query of `PUT /api/v1/files/...`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct PutQuery {
+    /// `ec:K+M` or `copies:N`; default: the directory's policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// If the name is taken: `rename`, `replace`, `skip` or `fail`; default: the node's
+    /// `storage.conflict`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conflict: Option<String>,
+    /// Remove the WebDAV locks in the way instead of answering 423.
+    #[serde(default)]
+    pub break_locks: bool,
+}
+
+/// Query of an append or a move.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct LocksQuery {
+    /// Remove the WebDAV locks in the way instead of answering 423.
+    #[serde(default)]
+    pub break_locks: bool,
+}
+
+/// Query of `DELETE /api/v1/files/...`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RmQuery {
+    /// Remove a directory and everything in it.
+    #[serde(default)]
+    pub recursive: bool,
+    /// Remove the WebDAV locks in the way instead of answering 423.
+    #[serde(default)]
+    pub break_locks: bool,
+}
+
+/// Query of `POST /api/v1/mkdir/...`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct MkdirQuery {
+    /// Make missing parents; no error if the directory exists.
+    #[serde(default)]
+    pub parents: bool,
+}
+
+/// Query of a node removal.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RemoveQuery {
+    /// Remove it even though it was heard from in the last few seconds.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// Body of `POST /api/v1/mv`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MvRequest {
+    /// The path to move.
+    pub from: String,
+    /// Where to.
+    pub to: String,
+    /// Replace an existing file at `to`.
+    #[serde(default)]
+    pub replace: bool,
+    /// Break WebDAV locks in the way (as the `break_locks` query parameter).
+    #[serde(default)]
+    pub break_locks: bool,
+}
+
+/// Body of `PUT /api/v1/policy/...`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PolicyRequest {
+    /// `ec:K+M` or `copies:N`; `null` to inherit the parent's.
+    pub policy: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Answers
+
+/// Answer of `GET /api/v1/health`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HealthResponse {
+    /// Always `ok`.
+    pub status: String,
+}
+
+/// Answer of `GET /api/v1/status`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StatusResponse {
+    /// The cluster's id.
+    pub cluster_id: ClusterId,
+    /// The node answering.
+    pub node_id: NodeId,
+    /// Whether anything is missing or a disk is not active.
+    pub health: Health,
+    /// Files in the namespace.
+    pub files: u64,
+    /// Directories (without the root).
+    pub directories: u64,
+    /// Bytes of all files.
+    pub logical_bytes: u64,
+    /// Segments of all files.
+    pub segments: u64,
+    /// Parts recorded as missing (waiting for repair).
+    pub missing_parts: u64,
+    /// Writes under way in the cluster.
+    pub ingests_in_progress: u64,
+    /// Disks in the cluster.
+    pub disks: usize,
+    /// This node's disks that take new parts.
+    pub disks_active: usize,
+    /// Bytes used on the disks' filesystems (each filesystem counted once).
+    pub disk_bytes_used: u64,
+    /// Why this node serves reads only (its metadata failed); `null` when it does not.
+    pub read_only: Option<String>,
+    /// This node's Raft state.
+    #[serde(with = "RaftStatusWire")]
+    pub raft: RaftStatus,
+    /// This node's counters since it started.
+    pub counters: StatusCounters,
+}
+
+/// `health` of the status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Health {
+    /// Nothing missing, every disk active.
+    Healthy,
+    /// Missing parts or a disk that is not active.
+    Degraded,
+}
+
+/// `counters` of the status: this node's, since it started.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct StatusCounters {
+    /// Files committed.
+    pub ingests_committed: u64,
+    /// Ingests that failed.
+    pub ingests_failed: u64,
+    /// Parts found missing, unreadable or corrupt during reads.
+    pub damaged_part_reads: u64,
+    /// Rows decoded around a damaged part.
+    pub degraded_rows: u64,
+    /// Reads that could not be served.
+    pub unreadable: u64,
+    /// Orphan parts removed by the sweeper.
+    pub orphans_swept: u64,
+}
+
+/// Answer of `GET /api/v1/cluster`: the cluster as the node answering sees it.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ClusterResponse(#[serde(with = "ClusterViewWire")] pub ClusterView);
+
+/// Answer of `GET /api/v1/disks`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DisksResponse {
+    /// Every disk of the cluster, with what this node sees of its own.
+    #[serde(with = "disk_reports")]
+    pub disks: Vec<DiskReport>,
+}
+
+/// Answer of `GET /api/v1/ingest`: this node's drop folders.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct IngestStatusResponse {
+    /// The folders watched.
+    pub folders: Vec<DropFolderInfo>,
+    /// Files found but still being written or settling.
+    pub settling: usize,
+    /// Files waiting for their turn.
+    pub queued: usize,
+    /// Files being stored.
+    pub in_progress: usize,
+    /// Files stored (the most recent ones).
+    pub done: usize,
+    /// Files that failed (tried again later).
+    pub failed: usize,
+    /// The files, oldest change first.
+    #[serde(with = "drop_items")]
+    pub items: Vec<Item>,
+}
+
+/// A watched drop folder.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DropFolderInfo {
+    /// The folder.
+    pub path: PathBuf,
+    /// Where its files go in the tree.
+    pub tree: String,
+    /// What happens to a file once stored: `delete`, `move` or `keep`.
+    pub after: String,
+    /// Where stored files are moved (`after` `move`).
+    pub done_dir: Option<PathBuf>,
+    /// How it is watched: `inotify` or `poll`.
+    pub watch: String,
+    /// How long a file must stay unchanged before it is taken, ms.
+    pub settle_ms: u64,
+    /// What happens when the name is taken.
+    pub conflict: String,
+    /// The folder's policy (`null`: the tree's).
+    pub policy: Option<String>,
+}
+
+/// Answer of a write (`PUT /api/v1/files/...`, `POST /api/v1/append/...`): the engine's
+/// [`IngestResult`] and the locks the write broke.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WriteResponse {
+    /// What was stored.
+    #[serde(flatten, with = "IngestResultWire")]
+    pub result: IngestResult,
+    /// The WebDAV locks removed (`break_locks`); left out when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub broken_locks: Vec<LockInfo>,
+}
+
+/// Answer of a removal or move that broke WebDAV locks (status 200; without broken locks the
+/// answer is 204 with no body).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct BrokenLocks {
+    /// The locks removed.
+    pub broken_locks: Vec<LockInfo>,
+}
+
+/// Answer of `GET /api/v1/list/...`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ListResponse {
+    /// The directory (or file) listed.
+    pub path: String,
+    /// Its entries by name (a file: the file itself).
+    #[serde(with = "dir_entries")]
+    pub entries: Vec<DirEntry>,
+}
+
+/// Answer of `GET /api/v1/stat/...`: a directory or a file, told apart by `kind`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum StatResponse {
+    /// `kind` `dir`.
+    Dir(DirStat),
+    /// `kind` `file`.
+    File(Box<FileStat>),
+}
+
+/// A directory's stat (with `"kind": "dir"`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DirStat {
+    /// The directory.
+    pub path: String,
+    /// Last change, ms since the epoch.
+    pub mtime_ms: u64,
+    /// Its own policy (`null`: inherited).
+    pub policy: Option<String>,
+    /// The policy new files in it get (`null`: the node's default).
+    pub effective_policy: Option<String>,
+}
+
+/// A file's stat (with `"kind": "file"`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FileStat {
+    /// The file.
+    pub path: String,
+    /// Its id (32 hex digits).
+    pub file_id: FileId,
+    /// Bytes.
+    pub size: u64,
+    /// Last change, ms since the epoch.
+    pub mtime_ms: u64,
+    /// Created, ms since the epoch.
+    pub created_ms: u64,
+    /// The policy it was written with.
+    pub policy: String,
+    /// Its segment geometry.
+    pub geometry: Geometry,
+    /// BLAKE3 of the whole content, hex (`null` after an append).
+    pub blake3: Option<String>,
+    /// Entity tag.
+    pub etag: String,
+    /// Where it came from.
+    pub source: SourceIdentity,
+    /// Its segments in order.
+    pub segments: Vec<SegmentStat>,
+    /// The failures it survives.
+    pub tolerance: Tolerance,
+}
+
+/// A segment of a file's stat.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SegmentStat {
+    /// Index within the file.
+    pub index: u32,
+    /// Offset of its first byte in the file.
+    pub offset: u64,
+    /// Bytes.
+    pub size: u64,
+    /// BLAKE3 of its bytes, hex.
+    pub blake3: String,
+    /// Its parts, by index.
+    pub parts: Vec<PartStat>,
+}
+
+/// A part of a segment, and where it is.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PartStat {
+    /// Index in the segment.
+    pub index: u16,
+    /// The disk holding it (`null`: never written).
+    pub disk_id: Option<DiskId>,
+    /// That disk's path on its machine.
+    pub disk_path: Option<String>,
+    /// That disk's machine.
+    pub node_id: Option<NodeId>,
+    /// That machine's name.
+    pub node_name: Option<String>,
+    /// Whether it is missing (waiting for repair).
+    pub missing: bool,
+}
+
+/// What `stat` says about how many failures a file survives.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Tolerance {
+    /// Parts of any one segment that can be lost.
+    pub parts: usize,
+    /// Disks (failure domains: filesystems) that can fail.
+    pub disks: usize,
+    /// Machines that can fail.
+    pub machines: usize,
+    /// A sentence for people.
+    pub summary: String,
+}
+
+/// Answer of `GET /api/v1/policy/...`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PolicyResponse {
+    /// The directory.
+    pub path: String,
+    /// Its own policy (`null`: inherited).
+    pub policy: Option<String>,
+    /// The policy files written in it get.
+    pub effective: String,
+    /// Whether `effective` comes from a parent or the default.
+    pub inherited: bool,
+    /// The node's default policy.
+    pub default: String,
+    /// The policy of files under `small_file_threshold_bytes`.
+    pub small_files: String,
+    /// Files smaller than this get `small_files`.
+    pub small_file_threshold_bytes: u64,
+}
+
+/// Answer of `POST /api/v1/admin/snapshot`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SnapshotResponse {
+    /// The log index the snapshot covers (the log is purged up to it).
+    pub snapshot_index: u64,
+}
+
+/// Answer of `POST /api/v1/admin/sweep`: the sweeper's report.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SweepResponse(#[serde(with = "SweepReportWire")] pub SweepReport);
+
+/// Answer of `POST /api/v1/admin/nodes/{id}/remove`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RemoveResponse {
+    /// The node removed.
+    pub removed: NodeId,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The wire form of the engine's types (serde's remote derive: each field list is checked
+// against the type it names at compile time).
+
+#[derive(Serialize, Deserialize)]
+#[serde(remote = "RaftRole", rename_all = "snake_case")]
+pub(crate) enum RaftRoleWire {
+    Leader,
+    Follower,
+    Candidate,
+    Learner,
+    Shutdown,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(remote = "RaftStatus")]
+pub(crate) struct RaftStatusWire {
+    term: u64,
+    leader: Option<NodeId>,
+    #[serde(with = "RaftRoleWire")]
+    role: RaftRole,
+    last_log: Option<u64>,
+    last_applied: Option<u64>,
+    snapshot: Option<u64>,
+    purged: Option<u64>,
+    voters: Vec<NodeId>,
+    learners: Vec<NodeId>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(
+    remote = "Formation",
+    rename_all = "snake_case",
+    tag = "state",
+    content = "detail"
+)]
+pub(crate) enum FormationWire {
+    Starting,
+    Searching,
+    Blocked(String),
+    Founded,
+    Joined(u64),
+    Member,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(remote = "ClusterView")]
+pub(crate) struct ClusterViewWire {
+    cluster_name: String,
+    cluster_id: Option<String>,
+    node_id: NodeId,
+    peer_id: String,
+    listen: Vec<String>,
+    #[serde(with = "FormationWire")]
+    formation: Formation,
+    term: u64,
+    leader: Option<NodeId>,
+    last_log_index: Option<u64>,
+    last_applied: Option<u64>,
+    millis_since_quorum_ack: Option<u64>,
+    #[serde(with = "members")]
+    members: Vec<Member>,
+}
+
+/// `&'static str` under another name: serde borrows a field written `&str` from its input,
+/// which a role read from an answer cannot be.
+type StaticStr = &'static str;
+
+/// A member's role, read back as the engine's static strings.
+fn member_role<'de, D: Deserializer<'de>>(d: D) -> Result<StaticStr, D::Error> {
+    match String::deserialize(d)?.as_str() {
+        "voter" => Ok("voter"),
+        "learner" => Ok("learner"),
+        other => Err(serde::de::Error::custom(format!(
+            "unknown member role {other:?}"
+        ))),
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(remote = "Member")]
+pub(crate) struct MemberWire {
+    node_id: NodeId,
+    name: Option<String>,
+    #[serde(deserialize_with = "member_role")]
+    role: StaticStr,
+    leader: bool,
+    addr: String,
+    api_addr: Option<String>,
+    data_addr: Option<String>,
+    data_cert: Option<String>,
+    connected: bool,
+    last_contact_ms: Option<u64>,
+    matched: Option<u64>,
+    lag: Option<u64>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(remote = "Space")]
+pub(crate) struct SpaceWire {
+    total_bytes: u64,
+    free_bytes: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(remote = "DiskState", rename_all = "snake_case")]
+pub(crate) enum DiskStateWire {
+    Active,
+    Full,
+    ReadOnly,
+    Missing,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(remote = "DiskReport")]
+pub(crate) struct DiskReportWire {
+    disk_id: DiskId,
+    node_id: NodeId,
+    path: String,
+    filesystem: u64,
+    #[serde(with = "SpaceWire")]
+    space: Space,
+    #[serde(with = "DiskStateWire")]
+    state: DiskState,
+    reason: String,
+    parts: u64,
+    bytes_read: u64,
+    bytes_written: u64,
+    read_errors: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(remote = "IngestResult")]
+pub(crate) struct IngestResultWire {
+    path: String,
+    file_id: FileId,
+    size: u64,
+    blake3: String,
+    policy: String,
+    skipped: bool,
+    replaced: bool,
+    missing_parts: usize,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(remote = "SweepReport")]
+pub(crate) struct SweepReportWire {
+    scanned: u64,
+    removed: u64,
+    temp_removed: u64,
+    kept_young: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(remote = "ItemState", rename_all = "snake_case")]
+pub(crate) enum ItemStateWire {
+    Queued,
+    InProgress,
+    Done,
+    Failed,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(remote = "Item")]
+pub(crate) struct ItemWire {
+    source: String,
+    dest: String,
+    #[serde(with = "ItemStateWire")]
+    state: ItemState,
+    size: u64,
+    bytes_done: u64,
+    rate: u64,
+    updated_ms: u64,
+    note: Option<String>,
+    attempts: u32,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(remote = "EntryKind", rename_all = "lowercase")]
+pub(crate) enum EntryKindWire {
+    Dir,
+    File,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(remote = "DirEntry")]
+pub(crate) struct DirEntryWire {
+    name: String,
+    #[serde(with = "EntryKindWire")]
+    kind: EntryKind,
+    size: u64,
+    mtime_ms: u64,
+    file_id: Option<FileId>,
+    etag: Option<String>,
+    policy: Option<String>,
+}
+
+/// `#[serde(with = "...")]` for a `Vec` of an engine type, through its `*Wire` form.
+macro_rules! wire_vec {
+    ($module:ident, $t:ty, $wire:ident) => {
+        mod $module {
+            use super::*;
+
+            struct Out<'a>(&'a $t);
+
+            impl Serialize for Out<'_> {
+                fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                    $wire::serialize(self.0, s)
+                }
+            }
+
+            struct In($t);
+
+            impl<'de> Deserialize<'de> for In {
+                fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                    $wire::deserialize(d).map(In)
+                }
+            }
+
+            pub(super) fn serialize<S: serde::Serializer>(
+                v: &[$t],
+                s: S,
+            ) -> Result<S::Ok, S::Error> {
+                s.collect_seq(v.iter().map(Out))
+            }
+
+            pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+                d: D,
+            ) -> Result<Vec<$t>, D::Error> {
+                Ok(Vec::<In>::deserialize(d)?
+                    .into_iter()
+                    .map(|i| i.0)
+                    .collect())
+            }
+        }
+    };
+}
+
+wire_vec!(members, Member, MemberWire);
+wire_vec!(disk_reports, DiskReport, DiskReportWire);
+wire_vec!(drop_items, Item, ItemWire);
+wire_vec!(dir_entries, DirEntry, DirEntryWire);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    /// The wire form of an engine type is what the engine's own `Serialize` gives (the answers
+    /// kept their shape when they became types), and it reads back into the same.
+    fn same_as_engine<E: Serialize, W: Serialize + for<'de> Deserialize<'de>>(
+        engine: &E,
+        wrap: impl FnOnce() -> W,
+    ) {
+        let want = serde_json::to_value(engine).unwrap();
+        let got = serde_json::to_value(wrap()).unwrap();
+        assert_eq!(got, want);
+        let back: W = serde_json::from_value(got.clone()).unwrap();
+        assert_eq!(serde_json::to_value(back).unwrap(), got);
+    }
+
+    #[derive(Serialize, Deserialize)]
+    struct Raft(#[serde(with = "RaftStatusWire")] RaftStatus);
+
+    fn member(role: &'static str) -> Member {
+        Member {
+            node_id: 2,
+            name: Some("b".into()),
+            role,
+            leader: false,
+            addr: "/ip4/127.0.0.2/tcp/7712".into(),
+            api_addr: None,
+            data_addr: Some("127.0.0.2:7713".into()),
+            data_cert: None,
+            connected: true,
+            last_contact_ms: Some(12),
+            matched: None,
+            lag: Some(3),
+        }
+    }
+
+    fn view(formation: Formation) -> ClusterView {
+        ClusterView {
+            cluster_name: "home".into(),
+            cluster_id: None,
+            node_id: 1,
+            peer_id: "12D3".into(),
+            listen: vec!["/ip4/127.0.0.1/tcp/7712".into()],
+            formation,
+            term: 4,
+            leader: Some(1),
+            last_log_index: Some(9),
+            last_applied: None,
+            millis_since_quorum_ack: Some(5),
+            members: vec![member("voter"), member("learner")],
+        }
+    }
+
+    #[test]
+    fn engine_types_keep_their_shape() {
+        let raft = || RaftStatus {
+            term: 3,
+            leader: None,
+            role: RaftRole::Follower,
+            last_log: Some(7),
+            last_applied: Some(7),
+            snapshot: None,
+            purged: Some(2),
+            voters: vec![1, 2, 3],
+            learners: vec![],
+        };
+        same_as_engine(&raft(), || Raft(raft()));
+        for f in [
+            Formation::Starting,
+            Formation::Searching,
+            Formation::Blocked("why".into()),
+            Formation::Founded,
+            Formation::Joined(3),
+            Formation::Member,
+        ] {
+            same_as_engine(&view(f.clone()), || ClusterResponse(view(f)));
+        }
+        let disk = |state| DiskReport {
+            disk_id: DiskId(uuid::Uuid::from_u128(7)),
+            node_id: 1,
+            path: "/d0".into(),
+            filesystem: 2049,
+            space: Space {
+                total_bytes: 100,
+                free_bytes: 40,
+            },
+            state,
+            reason: String::new(),
+            parts: 5,
+            bytes_read: 1,
+            bytes_written: 2,
+            read_errors: 0,
+        };
+        for s in [
+            DiskState::Active,
+            DiskState::Full,
+            DiskState::ReadOnly,
+            DiskState::Missing,
+        ] {
+            same_as_engine(&json!({ "disks": [disk(s)] }), || DisksResponse {
+                disks: vec![disk(s)],
+            });
+        }
+        let result = IngestResult {
+            path: "/a".into(),
+            file_id: FileId(0xabc),
+            size: 3,
+            blake3: "00".into(),
+            policy: "copies:3".into(),
+            skipped: false,
+            replaced: true,
+            missing_parts: 1,
+        };
+        same_as_engine(&result, || WriteResponse {
+            result: result.clone(),
+            broken_locks: vec![],
+        });
+        let sweep = || SweepReport {
+            scanned: 4,
+            removed: 3,
+            temp_removed: 2,
+            kept_young: 1,
+        };
+        same_as_engine(&sweep(), || SweepResponse(sweep()));
+        let entry = |kind| DirEntry {
+            name: "n".into(),
+            kind,
+            size: 0,
+            mtime_ms: 5,
+            file_id: None,
+            etag: None,
+            policy: Some("ec:4+2".into()),
+        };
+        same_as_engine(
+            &json!({"path": "/", "entries": [entry(EntryKind::Dir), entry(EntryKind::File)]}),
+            || ListResponse {
+                path: "/".into(),
+                entries: vec![entry(EntryKind::Dir), entry(EntryKind::File)],
+            },
+        );
+        let item = |state| Item {
+            source: "/in/a".into(),
+            dest: "/a".into(),
+            state,
+            size: 9,
+            bytes_done: 4,
+            rate: 2,
+            updated_ms: 8,
+            note: None,
+            attempts: 1,
+        };
+        let items: Vec<Item> = [
+            ItemState::Queued,
+            ItemState::InProgress,
+            ItemState::Done,
+            ItemState::Failed,
+        ]
+        .into_iter()
+        .map(item)
+        .collect();
+        let folder = json!({
+            "path": "/in", "tree": "/", "after": "keep", "done_dir": null, "watch": "poll",
+            "settle_ms": 500, "conflict": "rename", "policy": null,
+        });
+        let status = json!({
+            "folders": [folder], "settling": 1, "queued": 1, "in_progress": 1, "done": 1,
+            "failed": 1, "items": items,
+        });
+        let read: IngestStatusResponse = serde_json::from_value(status.clone()).unwrap();
+        same_as_engine(&status, || read);
+    }
+
+    #[test]
+    fn optional_fields_are_left_out_only_where_documented() {
+        let e = ErrorBody {
+            error: "no".into(),
+            kind: ErrorKind::NotFound,
+            locks: vec![],
+        };
+        assert_eq!(
+            serde_json::to_value(&e).unwrap(),
+            json!({"error": "no", "kind": "not_found"})
+        );
+        let unknown: ErrorBody =
+            serde_json::from_value(json!({"error": "x", "kind": "from_the_future"})).unwrap();
+        assert_eq!(unknown.kind, ErrorKind::Other);
+        let dir = StatResponse::Dir(DirStat {
+            path: "/".into(),
+            mtime_ms: 1,
+            policy: None,
+            effective_policy: None,
+        });
+        assert_eq!(
+            serde_json::to_value(&dir).unwrap(),
+            json!({"kind": "dir", "path": "/", "mtime_ms": 1, "policy": null, "effective_policy": null})
+        );
+        let v: Value = serde_json::to_value(PolicyRequest { policy: None }).unwrap();
+        assert_eq!(v, json!({ "policy": null }));
+    }
+}

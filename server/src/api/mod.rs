@@ -1,6 +1,7 @@
 //! The node API, `/api/v1`: streaming put and get, namespace operations, status; token auth.
 //!
-//! Every route is in one table, [`routes`], which [`router`] serves. Every query, body and JSON answer is a type of
+//! Every route is in one table, [`routes`], which [`router`] serves and docs/api.md documents
+//! (a test, `doc_check`, compares the two). Every query, body and JSON answer is a type of
 //! [`types`], shared with the CLI. Errors are mapped to statuses in one place ([`ApiError`]);
 //! every error body is an [`types::ErrorBody`], `{"error": "...", "kind": "..."}`.
 
@@ -21,6 +22,8 @@ use wormfs_meta::command::Rejection;
 use wormfs_parts::tree_path::TreePath;
 
 mod cluster;
+#[cfg(test)]
+mod doc_check;
 mod files;
 mod locks;
 mod namespace;
@@ -156,7 +159,7 @@ pub enum Payload {
     Json(&'static str),
 }
 
-/// One route of the API: what [`router`] serves.
+/// One route of the API: what [`router`] serves and docs/api.md documents.
 pub struct Route {
     /// The method.
     pub verb: Verb,

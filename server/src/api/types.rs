@@ -1,13 +1,15 @@
 //! The contract of the node API (`/api/v1`): every query, request body and JSON answer as a
 //! Rust type. The API builds its answers from these types and the CLI reads them back into the
-//! same types, so a field renamed on one side is a compile error on the other.
+//! same types, so a field renamed on one side is a compile error on the other. docs/api.md
+//! documents each type; a test (`api::doc_check`) fails when a field here is missing there or
+//! the other way round.
 //!
 //! Types the engine already has (the Raft status, the cluster view, disk reports, ingest
 //! results, sweep reports, drop-folder items, directory entries) are reused, not copied: their
 //! wire form is spelled out here with serde's remote derive (the private `*Wire` types). The
 //! names on the wire are therefore fixed in this file, whatever the engine's own `Serialize`
 //! says, and a field added to or renamed in an engine type is a compile error here until the
-//! contract follows.
+//! contract (and docs/api.md) follows.
 //!
 //! Every field is always present in an answer (`null` when it has no value), except where a
 //! field says it is left out.
@@ -42,7 +44,7 @@ pub struct ErrorBody {
     pub locks: Vec<LockInfo>,
 }
 
-/// The `kind` of an error answer.
+/// The `kind` of an error answer; docs/api.md gives the status of each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {

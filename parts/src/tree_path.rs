@@ -30,6 +30,9 @@ pub enum PathError {
     /// Too long.
     #[error("path {0:?} is too long")]
     TooLong(String),
+    /// A name to add to a path holds a `/`.
+    #[error("{0:?} is not a single name")]
+    NotOneName(String),
 }
 
 impl TreePath {
@@ -94,7 +97,16 @@ impl TreePath {
 
     /// This path with one more component (which must be a valid name).
     pub fn join(&self, name: &str) -> Result<TreePath, PathError> {
-        TreePath::parse(&format!("{self}/{name}"))
+        // Checked as a path of its own so that it is exactly one valid component ("/" + name:
+        // formatting the root and the name together would give "//name").
+        let one = TreePath::parse(&format!("/{name}"))?;
+        if one.components.len() != 1 {
+            return Err(PathError::NotOneName(name.to_owned()));
+        }
+        let mut out = self.clone();
+        out.components.extend(one.components);
+        // The whole path's limits still hold.
+        TreePath::parse(&out.to_string())
     }
 
     /// Whether `self` is `other` or inside it.
@@ -124,6 +136,18 @@ impl fmt::Debug for TreePath {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_joins_the_root_and_any_folder_and_must_be_one_component() {
+        let root = TreePath::root();
+        assert_eq!(root.join("a.txt").unwrap().to_string(), "/a.txt");
+        let dir = TreePath::parse("/Films").unwrap();
+        assert_eq!(dir.join("a (1).mkv").unwrap().to_string(), "/Films/a (1).mkv");
+        for bad in ["", "..", "a/b", "a\0b"] {
+            assert!(dir.join(bad).is_err(), "{bad:?}");
+            assert!(root.join(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn parses_and_normalises() {

@@ -142,7 +142,10 @@ mod tests {
         let root = TreePath::root();
         assert_eq!(root.join("a.txt").unwrap().to_string(), "/a.txt");
         let dir = TreePath::parse("/Films").unwrap();
-        assert_eq!(dir.join("a (1).mkv").unwrap().to_string(), "/Films/a (1).mkv");
+        assert_eq!(
+            dir.join("a (1).mkv").unwrap().to_string(),
+            "/Films/a (1).mkv"
+        );
         for bad in ["", "..", "a/b", "a\0b"] {
             assert!(dir.join(bad).is_err(), "{bad:?}");
             assert!(root.join(bad).is_err(), "{bad:?}");

@@ -358,13 +358,28 @@ pub struct ListResponse {
 }
 
 /// Answer of `GET /api/v1/stat/...`: a directory or a file, told apart by `kind`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum StatResponse {
     /// `kind` `dir`.
     Dir(DirStat),
     /// `kind` `file`.
     File(Box<FileStat>),
+}
+
+/// Read by hand: serde's derive for a tagged enum buffers the fields in a form without 128-bit
+/// integers, and a drop-folder file's `source` has one (`mtime_ns`).
+impl<'de> Deserialize<'de> for StatResponse {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let v = serde_json::Value::deserialize(d)?;
+        match v.get("kind").and_then(serde_json::Value::as_str) {
+            Some("dir") => serde_json::from_value(v).map(StatResponse::Dir),
+            Some("file") => serde_json::from_value(v).map(StatResponse::File),
+            other => return Err(D::Error::custom(format!("unknown stat kind {other:?}"))),
+        }
+        .map_err(D::Error::custom)
+    }
 }
 
 /// A directory's stat (with `"kind": "dir"`).
@@ -490,6 +505,33 @@ pub struct SweepResponse(#[serde(with = "SweepReportWire")] pub SweepReport);
 pub struct RemoveResponse {
     /// The node removed.
     pub removed: NodeId,
+}
+
+impl Health {
+    /// Its name on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Healthy => "healthy",
+            Health::Degraded => "degraded",
+        }
+    }
+}
+
+/// A disk state's name on the wire (`read_only`), for people.
+pub fn disk_state_name(s: DiskState) -> String {
+    wire_str(DiskStateWire::serialize(&s, serde_json::value::Serializer))
+}
+
+/// A drop-folder item state's name on the wire (`in_progress`), for people.
+pub fn item_state_name(s: ItemState) -> String {
+    wire_str(ItemStateWire::serialize(&s, serde_json::value::Serializer))
+}
+
+fn wire_str(v: Result<serde_json::Value, serde_json::Error>) -> String {
+    match v {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => String::new(),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -910,6 +952,47 @@ mod tests {
     }
 
     #[test]
+    fn a_drop_folder_file_stat_reads_back() {
+        let file = FileStat {
+            path: "/films/a.mkv".into(),
+            file_id: FileId(1),
+            size: 2,
+            mtime_ms: 3,
+            created_ms: 4,
+            policy: "copies:2".into(),
+            geometry: Geometry {
+                codec: wormfs_parts::codec::CodecId::Replica,
+                k: 1,
+                m: 1,
+                block_size: 4096,
+                part_capacity: 1 << 20,
+            },
+            blake3: None,
+            etag: "e".into(),
+            source: SourceIdentity::DropFolder {
+                path: "/in/a.mkv".into(),
+                size: 2,
+                mtime_ns: 1_765_000_000_123_456_789,
+                inode: 5,
+                dev: 6,
+            },
+            segments: vec![],
+            tolerance: Tolerance {
+                parts: 0,
+                disks: 0,
+                machines: 0,
+                summary: "empty file: nothing to lose".into(),
+            },
+        };
+        let text = serde_json::to_string(&StatResponse::File(Box::new(file))).unwrap();
+        let back: StatResponse = serde_json::from_str(&text).unwrap();
+        assert_eq!(serde_json::to_string(&back).unwrap(), text);
+        assert!(matches!(back, StatResponse::File(f) if f.path == "/films/a.mkv"));
+        let bad = serde_json::from_str::<StatResponse>(r#"{"kind": "link"}"#);
+        assert!(bad.is_err());
+    }
+
+    #[test]
     fn optional_fields_are_left_out_only_where_documented() {
         let e = ErrorBody {
             error: "no".into(),
@@ -935,5 +1018,10 @@ mod tests {
         );
         let v: Value = serde_json::to_value(PolicyRequest { policy: None }).unwrap();
         assert_eq!(v, json!({ "policy": null }));
+        for h in [Health::Healthy, Health::Degraded] {
+            assert_eq!(serde_json::to_value(h).unwrap(), h.as_str());
+        }
+        assert_eq!(disk_state_name(DiskState::ReadOnly), "read_only");
+        assert_eq!(item_state_name(ItemState::InProgress), "in_progress");
     }
 }

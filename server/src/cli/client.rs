@@ -1,0 +1,193 @@
+//! The API client the commands share: the token, requests, error answers to exit codes, and
+//! output helpers.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::{exit, CliError};
+use crate::api::types::{BrokenLocks, ErrorBody, LockInfo};
+
+/// A node's API, with the token and the output mode.
+pub(super) struct Client {
+    http: reqwest::Client,
+    /// The node's base URL.
+    pub(super) base: String,
+    token: String,
+    /// Print JSON for scripts.
+    pub(super) json: bool,
+}
+
+/// Finds the token: the flag or env, else `DATA_DIR/admin-token`.
+fn find_token(flag: Option<String>) -> anyhow::Result<String> {
+    if let Some(t) = flag {
+        return Ok(t);
+    }
+    let dir = std::env::var_os("WORMFS_DATA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("wormfs-data"));
+    crate::admin_token::read_token(&dir).map_err(|e| {
+        CliError::new(
+            exit::AUTH,
+            format!("no API token: {e:#} (give --token, WORMFS_TOKEN or WORMFS_DATA_DIR)"),
+        )
+        .into()
+    })
+}
+
+impl Client {
+    /// A client of the node at `node`, with the token given or found.
+    pub(super) fn new(node: &str, token: Option<String>, json: bool) -> anyhow::Result<Self> {
+        Ok(Client {
+            http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .build()?,
+            base: node.trim_end_matches('/').to_owned(),
+            token: find_token(token)?,
+            json,
+        })
+    }
+
+    /// The answer if it is a success; else its [`ErrorBody`]'s message with the exit code
+    /// its status maps to.
+    pub(super) async fn check(&self, r: reqwest::Response) -> anyhow::Result<reqwest::Response> {
+        if r.status().is_success() {
+            return Ok(r);
+        }
+        let status = r.status();
+        let msg = match r.json::<ErrorBody>().await {
+            Ok(body) => body.error,
+            Err(_) => status.as_str().to_owned(),
+        };
+        let code = match status.as_u16() {
+            400 | 416 => exit::USAGE,
+            401 | 403 => exit::AUTH,
+            404 => exit::NOT_FOUND,
+            // 423: a WebDAV lock is in the way (the message names it and --break-locks).
+            409 | 423 => exit::CONFLICT,
+            503 | 507 => exit::UNAVAILABLE,
+            _ => exit::FAILURE,
+        };
+        Err(CliError::new(code, msg).into())
+    }
+
+    /// A request to `path` (and its query, if any) with the token.
+    pub(super) fn req(&self, m: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        // "/api/v1/list/" (the root) is "/api/v1/list".
+        let path = path.trim_end_matches('/');
+        self.http
+            .request(m, format!("{}{}", self.base, path))
+            .bearer_auth(&self.token)
+    }
+
+    /// A GET answered with JSON of type `T`.
+    pub(super) async fn get_json<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        let r = self
+            .req(reqwest::Method::GET, path)
+            .send()
+            .await
+            .with_context(|| format!("connect to {}", self.base))?;
+        Ok(self.check(r).await?.json().await?)
+    }
+
+    /// Sends `rq` and reads its JSON answer of type `T`.
+    pub(super) async fn send_json<T: DeserializeOwned>(
+        &self,
+        rq: reqwest::RequestBuilder,
+    ) -> anyhow::Result<T> {
+        let r = rq.send().await?;
+        Ok(self.check(r).await?.json().await?)
+    }
+
+    /// Says on standard error which WebDAV locks a write broke (`--break-locks`).
+    pub(super) fn report_broken(&self, locks: &[LockInfo]) {
+        if self.json {
+            return;
+        }
+        for l in locks {
+            eprintln!(
+                "broke the WebDAV lock on {} held by {}",
+                l.path,
+                l.principal.as_deref().unwrap_or("an anonymous client")
+            );
+        }
+    }
+
+    /// Sends a change answered without a body (204), or with the locks it broke (200).
+    pub(super) async fn send_change(&self, rq: reqwest::RequestBuilder) -> anyhow::Result<()> {
+        let r = self.check(rq.send().await?).await?;
+        if r.status() == reqwest::StatusCode::NO_CONTENT {
+            return Ok(());
+        }
+        if let Ok(b) = r.json::<BrokenLocks>().await {
+            if self.json {
+                print_json(&b);
+            } else {
+                self.report_broken(&b.broken_locks);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Percent-encodes a WormFS path for a URL (keeps `/`).
+pub(super) fn enc(path: &str) -> anyhow::Result<String> {
+    // Checked here too: a URL library would quietly resolve "a/../b" to "b".
+    wormfs_parts::tree_path::TreePath::parse(path).map_err(|e| CliError::usage(e.to_string()))?;
+    let p = path.trim_start_matches('/');
+    let mut out = String::new();
+    for b in p.bytes() {
+        match b {
+            // '.' is encoded too, so no URL normalisation can turn "a/../b" into "b": the node refuses it.
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'~' | b'/' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    Ok(out)
+}
+
+/// A progress bar of `len` bytes.
+pub(super) fn bar(len: u64, msg: String) -> ProgressBar {
+    let b = ProgressBar::new(len);
+    b.set_style(
+        ProgressStyle::with_template(
+            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    b.set_message(msg);
+    b
+}
+
+/// Bytes for people: `512 B`, `1.5 MiB`.
+pub(super) fn human(n: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < units.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", units[i])
+    }
+}
+
+/// Prints an answer as pretty JSON (`--json`).
+pub(super) fn print_json<T: Serialize + ?Sized>(v: &T) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+/// An optional value as the JSON answer printed it: the value, or `null`.
+pub(super) fn or_null<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map_or_else(|| "null".to_owned(), |v| v.to_string())
+}

@@ -1,0 +1,188 @@
+//! The node and its cluster: `cluster`, `status`, `disks`, `admin snapshot|sweep`,
+//! `node remove`.
+
+use clap::Subcommand;
+
+use super::client::{human, or_null, print_json, Client};
+use crate::api::types::{
+    disk_state_name, ClusterResponse, DisksResponse, RemoveQuery, RemoveResponse, SnapshotResponse,
+    StatusResponse, SweepResponse,
+};
+use crate::consensus::{ClusterView, Formation};
+
+/// `wormfs admin ...`
+#[derive(Subcommand, Debug)]
+pub enum AdminCmd {
+    /// Build a metadata snapshot and purge the Raft log up to it.
+    Snapshot,
+    /// Remove orphan parts now.
+    Sweep,
+}
+
+/// `wormfs node ...`
+#[derive(Subcommand, Debug)]
+pub enum NodeCmd {
+    /// Remove a dead machine from the cluster (its parts then count as lost).
+    Remove {
+        /// Its node id (see `wormfs cluster`).
+        id: u64,
+        /// Remove it even though it was heard from in the last few seconds.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// `wormfs cluster`.
+pub(super) async fn cluster(c: &Client) -> anyhow::Result<()> {
+    let v: ClusterResponse = c.get_json("/api/v1/cluster").await?;
+    if c.json {
+        print_json(&v);
+    } else {
+        print_cluster(&v.0);
+    }
+    Ok(())
+}
+
+/// An optional value, or `-`.
+fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| v.to_string())
+}
+
+fn print_cluster(v: &ClusterView) {
+    println!(
+        "cluster:  {} ({})",
+        v.cluster_name,
+        opt(v.cluster_id.as_ref())
+    );
+    println!(
+        "this node: {}   term {}   leader {}   applied {}",
+        v.node_id,
+        v.term,
+        opt(v.leader),
+        opt(v.last_applied)
+    );
+    if let Formation::Blocked(why) = &v.formation {
+        println!("BLOCKED:  {why}");
+    }
+    println!(
+        "{:<20} {:<16} {:<8} {:<7} {:<9} {:>6} {:>8}  {:<21}  peer address",
+        "node", "name", "role", "leader", "connected", "lag", "contact", "data"
+    );
+    for m in &v.members {
+        // The node id unpadded, as this table has always printed it.
+        println!(
+            "{} {:<16} {:<8} {:<7} {:<9} {:>6} {:>8}  {:<21}  {}",
+            m.node_id,
+            opt(m.name.as_ref()),
+            m.role,
+            if m.leader { "yes" } else { "" },
+            if m.connected { "yes" } else { "no" },
+            opt(m.lag),
+            m.last_contact_ms
+                .map(|ms| format!("{:.1}s", ms as f64 / 1000.0))
+                .unwrap_or_else(|| "-".into()),
+            opt(m.data_addr.as_ref()),
+            m.addr
+        );
+    }
+}
+
+/// `wormfs status`.
+pub(super) async fn status(c: &Client) -> anyhow::Result<()> {
+    let v: StatusResponse = c.get_json("/api/v1/status").await?;
+    if c.json {
+        print_json(&v);
+        return Ok(());
+    }
+    println!("cluster:  {}  node {}", v.cluster_id, v.node_id);
+    println!("health:   {}", v.health.as_str());
+    println!(
+        "files:    {} in {} directories, {}",
+        v.files,
+        v.directories,
+        human(v.logical_bytes)
+    );
+    println!(
+        "disks:    {} ({} active), {} used",
+        v.disks,
+        v.disks_active,
+        human(v.disk_bytes_used)
+    );
+    println!(
+        "missing parts: {}   ingests in progress: {}",
+        v.missing_parts, v.ingests_in_progress
+    );
+    println!(
+        "raft:     term {} leader {} applied {}",
+        v.raft.term,
+        or_null(v.raft.leader),
+        or_null(v.raft.last_applied)
+    );
+    Ok(())
+}
+
+/// `wormfs disks`.
+pub(super) async fn disks(c: &Client) -> anyhow::Result<()> {
+    let v: DisksResponse = c.get_json("/api/v1/disks").await?;
+    if c.json {
+        print_json(&v);
+        return Ok(());
+    }
+    println!(
+        "{:<36}  {:<8} {:>10} {:>10} {:>7}  {:<8} PATH",
+        "ID", "FS", "CAPACITY", "USED", "PARTS", "STATE"
+    );
+    for d in &v.disks {
+        let (total, free) = (d.space.total_bytes, d.space.free_bytes);
+        println!(
+            "{:<36}  {:<8x} {:>10} {:>10} {:>7}  {:<8} {}{}",
+            d.disk_id.to_string(),
+            d.filesystem,
+            human(total),
+            human(total.saturating_sub(free)),
+            d.parts,
+            disk_state_name(d.state),
+            d.path,
+            if d.reason.is_empty() {
+                String::new()
+            } else {
+                format!("  ({})", d.reason)
+            }
+        );
+    }
+    Ok(())
+}
+
+/// `wormfs admin snapshot|sweep`: prints the node's answer as JSON.
+pub(super) async fn admin(c: &Client, cmd: AdminCmd) -> anyhow::Result<()> {
+    let post = |path| c.req(reqwest::Method::POST, path);
+    match cmd {
+        AdminCmd::Snapshot => {
+            let v: SnapshotResponse = c.send_json(post("/api/v1/admin/snapshot")).await?;
+            print_json(&v);
+        }
+        AdminCmd::Sweep => {
+            let v: SweepResponse = c.send_json(post("/api/v1/admin/sweep")).await?;
+            print_json(&v);
+        }
+    }
+    Ok(())
+}
+
+/// `wormfs node remove ID [--force]`.
+pub(super) async fn node(c: &Client, cmd: NodeCmd) -> anyhow::Result<()> {
+    let NodeCmd::Remove { id, force } = cmd;
+    let rq = c
+        .req(
+            reqwest::Method::POST,
+            &format!("/api/v1/admin/nodes/{id}/remove"),
+        )
+        .query(&RemoveQuery { force });
+    let v: RemoveResponse = c.send_json(rq).await?;
+    if c.json {
+        print_json(&v);
+    } else {
+        println!("node {id} removed from the cluster");
+    }
+    Ok(())
+}

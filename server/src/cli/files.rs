@@ -1,0 +1,368 @@
+//! A file's bytes: `put` (a file or a folder tree), `get` (to a file, a device or standard
+//! output; see docs/cli.md "get"), `append`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use futures::StreamExt;
+use indicatif::ProgressBar;
+use tokio::io::AsyncWriteExt;
+
+use super::client::{bar, enc, human, print_json, Client};
+use super::{exit, CliError};
+use crate::api::types::{LocksQuery, PutQuery, WriteResponse};
+
+/// How `put` stores each file.
+pub(super) struct Put<'a> {
+    /// `--policy`.
+    pub(super) policy: Option<&'a str>,
+    /// `--conflict`.
+    pub(super) conflict: &'a str,
+    /// `--break-locks`.
+    pub(super) break_locks: bool,
+}
+
+/// `wormfs put SRC DEST`: a file, or every file of a folder tree under DEST.
+pub(super) async fn put(c: &Client, src: &Path, dest: &str, how: &Put<'_>) -> anyhow::Result<()> {
+    let meta = std::fs::metadata(src).with_context(|| format!("read {}", src.display()))?;
+    let mut results = Vec::new();
+    if meta.is_dir() {
+        let mut files = Vec::new();
+        walk_files(src, &mut files)?;
+        files.sort();
+        for f in files {
+            let rel = f.strip_prefix(src)?.to_string_lossy().into_owned();
+            let d = format!("{}/{}", dest.trim_end_matches('/'), rel);
+            let r = put_file(c, &f, &d, how).await?;
+            c.report_broken(&r.broken_locks);
+            if !c.json {
+                println!(
+                    "{} -> {} ({})",
+                    f.display(),
+                    r.result.path,
+                    human(r.result.size)
+                );
+            }
+            results.push(r);
+        }
+    } else {
+        let r = put_file(c, src, dest, how).await?;
+        c.report_broken(&r.broken_locks);
+        if !c.json {
+            println!(
+                "{} -> {} ({}, {}, blake3 {})",
+                src.display(),
+                r.result.path,
+                human(r.result.size),
+                r.result.policy,
+                r.result.blake3
+            );
+            if r.result.missing_parts > 0 {
+                println!(
+                    "warning: {} part(s) could not be written and wait for repair",
+                    r.result.missing_parts
+                );
+            }
+        }
+        results.push(r);
+    }
+    if c.json {
+        print_json(&results);
+    }
+    Ok(())
+}
+
+/// Streams one local file to DEST, with a progress bar.
+async fn put_file(
+    c: &Client,
+    src: &Path,
+    dest: &str,
+    how: &Put<'_>,
+) -> anyhow::Result<WriteResponse> {
+    let f = tokio::fs::File::open(src)
+        .await
+        .with_context(|| format!("open {}", src.display()))?;
+    let len = f.metadata().await?.len();
+    let pb = if c.json {
+        ProgressBar::hidden()
+    } else {
+        bar(len, dest.to_owned())
+    };
+    let pb2 = pb.clone();
+    let stream = tokio_util::io::ReaderStream::with_capacity(f, 1 << 20).inspect(move |c| {
+        if let Ok(c) = c {
+            pb2.inc(c.len() as u64);
+        }
+    });
+    let query = PutQuery {
+        policy: how.policy.map(str::to_owned),
+        conflict: Some(how.conflict.to_owned()),
+        break_locks: how.break_locks,
+    };
+    let r = c
+        .req(
+            reqwest::Method::PUT,
+            &format!("/api/v1/files/{}", enc(dest)?),
+        )
+        .query(&query)
+        .header("x-wormfs-size", len)
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .with_context(|| format!("upload to {}", c.base))?;
+    let r = c.check(r).await;
+    pb.finish_and_clear();
+    Ok(r?.json().await?)
+}
+
+/// `wormfs append SRC DEST`.
+pub(super) async fn append(
+    c: &Client,
+    src: &Path,
+    dest: &str,
+    break_locks: bool,
+) -> anyhow::Result<()> {
+    let f = tokio::fs::File::open(src)
+        .await
+        .with_context(|| format!("open {}", src.display()))?;
+    let rq = c
+        .req(
+            reqwest::Method::POST,
+            &format!("/api/v1/append/{}", enc(dest)?),
+        )
+        .query(&LocksQuery { break_locks })
+        .body(reqwest::Body::wrap_stream(
+            tokio_util::io::ReaderStream::with_capacity(f, 1 << 20),
+        ));
+    let v: WriteResponse = c.send_json(rq).await?;
+    c.report_broken(&v.broken_locks);
+    if c.json {
+        print_json(&v);
+    } else {
+        println!("{} now {}", dest, human(v.result.size));
+    }
+    Ok(())
+}
+
+/// `wormfs get SRC DEST [--range R]`.
+pub(super) async fn get(
+    c: &Client,
+    src: &str,
+    dest: &Path,
+    range: Option<&str>,
+) -> anyhow::Result<()> {
+    let mut rq = c.req(
+        reqwest::Method::GET,
+        &format!("/api/v1/files/{}", enc(src)?),
+    );
+    if let Some(r) = range {
+        rq = rq.header("range", format!("bytes={}", check_range(r)?));
+    }
+    let to_stdout = dest.as_os_str() == "-";
+    // A regular file is written under a temporary name and renamed when complete; an
+    // existing device or pipe (/dev/null, a FIFO, /dev/stdout) is written directly,
+    // never replaced. A symbolic link to a regular file is replaced by the file (its
+    // target is never written); one to a device or pipe is written through.
+    let existing = if to_stdout {
+        None
+    } else {
+        std::fs::metadata(dest).ok()
+    };
+    if existing.as_ref().is_some_and(|m| m.is_dir()) {
+        bail!(CliError::usage(format!(
+            "{} is a folder: name the file to write, such as {}",
+            dest.display(),
+            dest.join(src.rsplit('/').next().unwrap_or("file"))
+                .display()
+        )));
+    }
+    let special = existing.is_some_and(|m| !m.is_file());
+    let resp = c
+        .check(
+            rq.send()
+                .await
+                .with_context(|| format!("connect to {}", c.base))?,
+        )
+        .await?;
+    if range.is_some() && resp.status() != reqwest::StatusCode::PARTIAL_CONTENT {
+        bail!(CliError::new(
+            exit::FAILURE,
+            format!(
+                "the node answered {} without the range; nothing written",
+                resp.status()
+            )
+        ));
+    }
+    let len = resp.content_length().unwrap_or(0);
+    let pb = if c.json || to_stdout {
+        ProgressBar::hidden()
+    } else {
+        bar(len, src.to_owned())
+    };
+    let (file, tmp): (Box<dyn tokio::io::AsyncWrite + Unpin>, _) = if to_stdout {
+        (Box::new(tokio::io::stdout()), None)
+    } else if special {
+        let f = tokio::fs::OpenOptions::new()
+            .write(true)
+            .open(dest)
+            .await
+            .with_context(|| format!("open {}", dest.display()))?;
+        // Swapped for a regular file since it was looked at: never written through.
+        if f.metadata().await.is_ok_and(|m| m.is_file()) {
+            bail!(
+                "{} changed while it was opened; nothing written",
+                dest.display()
+            );
+        }
+        (Box::new(f), None)
+    } else {
+        let (path, f) = create_temp_beside(dest).await?;
+        let keep = f
+            .try_clone()
+            .await
+            .with_context(|| format!("open {}", path.display()))?;
+        (Box::new(f), Some((path, keep)))
+    };
+    let res = download(resp, file, &pb, src, len).await;
+    pb.finish_and_clear();
+    let res = match (&tmp, res) {
+        (Some((path, keep)), Ok(got)) => {
+            // The mode a downloaded file has (0666 less the umask), then the name.
+            use std::os::unix::fs::PermissionsExt;
+            let mode = 0o666 & !umask();
+            let named = async {
+                keep.set_permissions(std::fs::Permissions::from_mode(mode))
+                    .await
+                    .with_context(|| format!("chmod {}", path.display()))?;
+                tokio::fs::rename(path, dest)
+                    .await
+                    .with_context(|| format!("rename to {}", dest.display()))
+            };
+            named.await.map(|()| got)
+        }
+        (_, res) => res,
+    };
+    let got = match res {
+        Ok(got) => got,
+        Err(e) => {
+            if let Some((path, _)) = &tmp {
+                let _ = tokio::fs::remove_file(path).await;
+            }
+            return Err(e);
+        }
+    };
+    if c.json && !to_stdout {
+        print_json(&serde_json::json!({"path": src, "dest": dest, "bytes": got}));
+    }
+    Ok(())
+}
+
+/// Checks `get --range`: `START-END` (inclusive), `START-` or `-N` (the last N bytes), in
+/// digits; anything else (several ranges, signs, spaces, START after END) is a usage error
+/// rather than a request the node might answer with the whole file.
+fn check_range(r: &str) -> anyhow::Result<&str> {
+    let num = |s: &str| -> Option<u64> {
+        (!s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()))
+            .then(|| s.parse().ok())
+            .flatten()
+    };
+    let ok = match r.split_once('-') {
+        Some(("", n)) => num(n).is_some_and(|n| n > 0),
+        Some((a, "")) => num(a).is_some(),
+        Some((a, b)) => matches!((num(a), num(b)), (Some(a), Some(b)) if a <= b),
+        None => false,
+    };
+    if !ok {
+        bail!(CliError::usage(format!(
+            "--range {r:?}: expected one range, START-END (inclusive, START <= END), \
+             START- or -COUNT, in bytes; several ranges are not supported"
+        )));
+    }
+    Ok(r)
+}
+
+/// The process's umask (set and put back at once: nothing else creates files meanwhile).
+fn umask() -> u32 {
+    let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    rustix::process::umask(old);
+    old.bits()
+}
+
+/// Creates the temporary file for `dest` in `dest`'s folder: a random name, opened with
+/// `O_CREAT|O_EXCL|O_NOFOLLOW` and mode 0600, so nothing planted under any name (a symbolic
+/// link, a file) is ever followed or reused.
+async fn create_temp_beside(dest: &Path) -> anyhow::Result<(PathBuf, tokio::fs::File)> {
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    for _ in 0..16 {
+        let tmp = dest.with_file_name(format!(
+            ".{name}.{:016x}.wormfs-part",
+            rand::random::<u64>()
+        ));
+        let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC;
+        match tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(flags.bits() as i32)
+            .open(&tmp)
+            .await
+        {
+            Ok(f) => return Ok((tmp, f)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).with_context(|| format!("create {}", tmp.display())),
+        }
+    }
+    bail!("cannot make a temporary file beside {}", dest.display())
+}
+
+/// Writes a read's body to `out`; the bytes written, or why the read fell short.
+async fn download(
+    resp: reqwest::Response,
+    file: Box<dyn tokio::io::AsyncWrite + Unpin>,
+    pb: &ProgressBar,
+    src: &str,
+    len: u64,
+) -> anyhow::Result<u64> {
+    let mut out = tokio::io::BufWriter::with_capacity(4 << 20, file);
+    let mut got = 0u64;
+    let mut body = resp.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| {
+            CliError::new(
+                exit::UNAVAILABLE,
+                format!(
+                    "read of {src} failed after {got} bytes: the node cut the transfer short \
+                     ({e}); a part of the file may be unreadable there: its log says which"
+                ),
+            )
+        })?;
+        out.write_all(&chunk).await?;
+        got += chunk.len() as u64;
+        pb.inc(chunk.len() as u64);
+    }
+    out.flush().await?;
+    if got != len {
+        bail!(CliError::new(
+            exit::UNAVAILABLE,
+            format!("read of {src} ended after {got} of {len} bytes")
+        ));
+    }
+    Ok(got)
+}
+
+/// Every regular file under `root`.
+fn walk_files(root: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+    for e in std::fs::read_dir(root).with_context(|| format!("read {}", root.display()))? {
+        let e = e?;
+        let t = e.file_type()?;
+        if t.is_dir() {
+            walk_files(&e.path(), out)?;
+        } else if t.is_file() {
+            out.push(e.path());
+        }
+    }
+    Ok(())
+}

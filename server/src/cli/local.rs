@@ -1,0 +1,242 @@
+//! Commands on this machine that need no running node: `init`, `join-token`, `recover`,
+//! `config example|check`, `webdav hash-password`, `discover`; and `serve`'s arguments, which
+//! `init`, `join-token` and `recover` share to find the config and the data folder.
+
+use std::path::PathBuf;
+
+use anyhow::bail;
+use clap::{Args, Subcommand};
+
+use super::{CliError, NodeHost};
+use crate::peer::ClusterSecret;
+
+/// Options shared by `serve` and by token discovery.
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Config file (without one, the embedded default: one node on ./wormfs-data, 127.0.0.1).
+    #[arg(long, env = "WORMFS_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data folder.
+    #[arg(long, env = "WORMFS_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// A disk root (repeatable).
+    #[arg(long = "disk", env = "WORMFS_DISKS", value_delimiter = ',')]
+    pub disks: Vec<PathBuf>,
+    /// Node API address.
+    #[arg(long, env = "WORMFS_LISTEN")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// WebDAV address.
+    #[arg(long, env = "WORMFS_WEBDAV_LISTEN")]
+    pub webdav_listen: Option<std::net::SocketAddr>,
+    /// WebDAV access without a password: off, ro or rw (a trusted LAN or a test bench).
+    #[arg(long, value_name = "off|ro|rw")]
+    pub anonymous: Option<wormfs_config::Anonymous>,
+    /// mDNS on the LAN: on or off (default: off with no config file, on with one).
+    #[arg(long, value_name = "on|off", value_parser = on_off)]
+    pub mdns: Option<bool>,
+    /// Turn mDNS off (the same as `--mdns off`).
+    #[arg(long, conflicts_with = "mdns")]
+    pub no_mdns: bool,
+    /// A drop folder, PATH or PATH=TREE_PREFIX (repeatable; replaces the config's folders).
+    #[arg(long = "ingest", value_name = "PATH[=TREE]")]
+    pub ingest: Vec<String>,
+    /// A peer machine, HOST:PORT (repeatable; replaces `cluster.peers`).
+    #[arg(long = "peer", value_name = "HOST:PORT")]
+    pub peers: Vec<String>,
+    /// Where this node listens for its peers (default port 7712).
+    #[arg(long, env = "WORMFS_PEER_LISTEN")]
+    pub peer_listen: Option<std::net::SocketAddr>,
+    /// Where to serve part data to the other nodes (mutual TLS; default port 7713).
+    #[arg(long, env = "WORMFS_DATA_LISTEN")]
+    pub data_listen: Option<std::net::SocketAddr>,
+    /// The cluster secret file (default DATA_DIR/cluster-secret).
+    #[arg(long, env = "WORMFS_CLUSTER_SECRET_FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
+}
+
+impl ServeArgs {
+    /// The command-line values as config overrides.
+    pub fn overrides(&self) -> wormfs_config::Overrides {
+        wormfs_config::Overrides {
+            data_dir: self.data_dir.clone(),
+            disks: self.disks.clone(),
+            listen: self.listen,
+            ingest: self.ingest.clone(),
+            webdav_listen: self.webdav_listen,
+            anonymous: self.anonymous,
+            mdns: if self.no_mdns { Some(false) } else { self.mdns },
+            peer_listen: self.peer_listen,
+            data_listen: self.data_listen,
+            peers: self.peers.clone(),
+            secret_file: self.cluster_secret_file.clone(),
+        }
+    }
+}
+
+fn on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("expected on or off, got {s:?}")),
+    }
+}
+
+/// `wormfs config ...`
+#[derive(Subcommand, Debug)]
+pub enum ConfigCmd {
+    /// Print a complete, commented example config.
+    Example,
+    /// Check a config file and print the result.
+    Check {
+        /// The file.
+        file: PathBuf,
+    },
+}
+
+/// `wormfs webdav ...`
+#[derive(Subcommand, Debug)]
+pub enum WebdavCmd {
+    /// Read a password (first line of standard input, or typed at a prompt) and print its
+    /// Argon2id hash for a `[[webdav.users]]` entry.
+    HashPassword,
+}
+
+/// Loads the config for a local command, as `serve` would.
+fn local_config(args: &ServeArgs) -> anyhow::Result<wormfs_config::Config> {
+    wormfs_config::load(args.config.as_deref(), std::env::vars(), &args.overrides())
+        .map_err(|e| CliError::usage(e.to_string()).into())
+}
+
+/// `wormfs init [--join TOKEN]`.
+pub(super) fn init(args: &ServeArgs, join: Option<&str>) -> anyhow::Result<()> {
+    let cfg = local_config(args)?;
+    let path = &cfg.cluster.secret_file;
+    match join {
+        Some(token) => {
+            let (name, secret) = ClusterSecret::from_join_token(token)
+                .map_err(|e| CliError::usage(e.to_string()))?;
+            if name != cfg.node.cluster_name {
+                bail!(CliError::usage(format!(
+                    "the token is for cluster {name:?} but this machine's node.cluster_name is \
+                     {:?}: set node.cluster_name = \"{name}\" in its config first",
+                    cfg.node.cluster_name
+                )));
+            }
+            secret.write(path)?;
+            println!(
+                "{}: the secret of cluster {name} (fingerprint {}). Start the node; it joins \
+                 the cluster when it sees a member.",
+                path.display(),
+                secret.fingerprint()
+            );
+        }
+        None => {
+            let (secret, made) = ClusterSecret::read_or_create(path)?;
+            let what = if made { "made" } else { "already there" };
+            println!(
+                "{}: cluster secret {what} (fingerprint {}). Other machines join with the \
+                 token `wormfs join-token` prints.",
+                path.display(),
+                secret.fingerprint()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `wormfs recover --force`: this stopped machine becomes the only voter.
+pub(super) async fn recover(
+    host: &impl NodeHost,
+    args: &ServeArgs,
+    force: bool,
+) -> anyhow::Result<()> {
+    if !force {
+        bail!(CliError::usage(
+            "this makes this machine the only voter of its cluster, dropping the others from the \
+             membership; they must never run again with their old data. Stop this node, read \
+             docs/cluster.md (\"When the survivors lack a majority\"), then run again with --force"
+        ));
+    }
+    let cfg = local_config(args)?;
+    let data = &cfg.node.data_dir;
+    let (_lock, node_id) = host.lock_node(data)?;
+    let r = wormfs_meta::recovery::force_single_voter(&data.join("meta"), node_id).await?;
+    println!(
+        "node {node_id} is now the only voter (the voters were {:?}; new membership at log index \
+         {}). Start it: it elects itself and takes writes. Then run `wormfs node remove ID` for \
+         each lost machine, and never start those machines again with their old data folder.",
+        r.old_voters, r.index
+    );
+    Ok(())
+}
+
+/// `wormfs join-token`.
+pub(super) fn join_token(args: &ServeArgs) -> anyhow::Result<()> {
+    let cfg = local_config(args)?;
+    let secret = ClusterSecret::read(&cfg.cluster.secret_file)?;
+    println!("{}", secret.join_token(&cfg.node.cluster_name));
+    Ok(())
+}
+
+/// `wormfs discover [--wait SECS]`: WebDAV faces advertised over mDNS.
+pub(super) async fn discover(wait: f64, json: bool) -> anyhow::Result<()> {
+    if !(0.0..=600.0).contains(&wait) {
+        bail!(CliError::usage(format!(
+            "--wait: expected 0 to 600 seconds, got {wait}"
+        )));
+    }
+    let found = tokio::task::spawn_blocking(move || {
+        wormfs_discovery::browse(
+            &[wormfs_discovery::WEBDAV, wormfs_discovery::WEBDAVS],
+            std::time::Duration::from_secs_f64(wait),
+        )
+    })
+    .await??;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&found)?);
+        return Ok(());
+    }
+    if found.is_empty() {
+        println!("nothing found in {wait} s");
+    }
+    for f in &found {
+        let scheme = if f.service_type == wormfs_discovery::WEBDAVS {
+            "https"
+        } else {
+            "http"
+        };
+        let path = f.txt.get("path").map_or("/", String::as_str);
+        let name = f.instance.split("._").next().unwrap_or(&f.instance);
+        for a in &f.addresses {
+            let host = match a {
+                std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+                std::net::IpAddr::V4(v4) => v4.to_string(),
+            };
+            println!("{name}\t{scheme}://{host}:{}{path}\t({})", f.port, f.host);
+        }
+    }
+    Ok(())
+}
+
+/// `wormfs config example|check`.
+pub(super) fn config(cmd: ConfigCmd) -> anyhow::Result<()> {
+    match cmd {
+        ConfigCmd::Example => print!("{}", wormfs_config::example()),
+        ConfigCmd::Check { file } => {
+            let cfg = wormfs_config::load(
+                Some(&file),
+                std::env::vars(),
+                &wormfs_config::Overrides::default(),
+            )
+            .map_err(|e| CliError::usage(e.to_string()))?;
+            println!("{}: OK\n{cfg:#?}", file.display());
+        }
+    }
+    Ok(())
+}
+
+/// `wormfs webdav hash-password`.
+pub(super) fn hash_password() -> anyhow::Result<()> {
+    println!("{}", crate::webdav_face::hash_password_from_stdin()?);
+    Ok(())
+}

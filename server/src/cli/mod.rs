@@ -1,0 +1,333 @@
+//! The `wormfs` command line: the arguments, the one place every command is dispatched
+//! ([`run`]), exit codes and errors. One module per group of commands:
+//!
+//! - `local`: commands on this machine, without a node: `init`, `join-token`, `recover`,
+//!   `config`, `webdav hash-password`, `discover`, and `serve`'s arguments;
+//! - `files`: a file's bytes: `put`, `get`, `append`;
+//! - `namespace`: `ls`, `stat`, `rm`, `mkdir`, `mv`, `policy`;
+//! - `cluster`: `cluster`, `status`, `disks`, `admin`, `node remove`;
+//! - `ingest`: the drop folders' status;
+//! - `client`: the API client they share (token, requests, errors to exit codes, output).
+//!
+//! `serve` itself, and the part of `recover` that opens the node's data folder, need the
+//! node's composition root (`node.rs`), which only the binary reaches: it supplies them as a
+//! [`NodeHost`].
+
+use std::future::Future;
+use std::io::Write;
+use std::path::Path;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use wormfs_parts::ids::NodeId;
+
+mod client;
+mod cluster;
+mod files;
+mod ingest;
+mod local;
+mod namespace;
+
+pub use cluster::{AdminCmd, NodeCmd};
+pub use local::{ConfigCmd, ServeArgs, WebdavCmd};
+pub use namespace::PolicyCmd;
+
+use client::Client;
+
+/// Exit codes (documented in docs/cli.md).
+pub mod exit {
+    /// Success.
+    pub const OK: i32 = 0;
+    /// Any other failure.
+    pub const FAILURE: i32 = 1;
+    /// Bad usage or a bad request.
+    pub const USAGE: i32 = 2;
+    /// No such file or directory.
+    pub const NOT_FOUND: i32 = 3;
+    /// Exists or conflicts.
+    pub const CONFLICT: i32 = 4;
+    /// The node cannot serve it now (no quorum, not enough disks, unreadable).
+    pub const UNAVAILABLE: i32 = 5;
+    /// Wrong or missing token.
+    pub const AUTH: i32 = 6;
+}
+
+/// A failed command, with its exit code.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct CliError {
+    /// Exit code.
+    pub code: i32,
+    /// Message.
+    pub message: String,
+}
+
+impl CliError {
+    /// A failure with exit code `code`.
+    pub fn new(code: i32, message: impl Into<String>) -> Self {
+        CliError {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// Bad usage or a bad request (exit 2).
+    pub fn usage(message: impl Into<String>) -> Self {
+        Self::new(exit::USAGE, message)
+    }
+}
+
+/// The exit code for an error: its [`CliError`]'s, else [`exit::FAILURE`].
+pub fn exit_code(e: &anyhow::Error) -> i32 {
+    e.downcast_ref::<CliError>()
+        .map_or(exit::FAILURE, |c| c.code)
+}
+
+/// WormFS: a write-once storage cluster for home media.
+#[derive(Parser, Debug)]
+#[command(name = "wormfs", version, about)]
+pub struct Cli {
+    /// The node to talk to.
+    #[arg(
+        long,
+        global = true,
+        env = "WORMFS_NODE",
+        default_value = "http://127.0.0.1:7710"
+    )]
+    pub node: String,
+    /// API token (default: read from DATA_DIR/admin-token).
+    #[arg(long, global = true, env = "WORMFS_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print JSON for scripts.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// The command.
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+/// The commands.
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Run a node.
+    Serve(ServeArgs),
+    /// Configuration helpers.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+    /// WebDAV helpers.
+    #[command(subcommand)]
+    Webdav(WebdavCmd),
+    /// Make this machine's cluster secret (DATA_DIR/cluster-secret by default), or take the
+    /// one a member printed with `wormfs join-token`.
+    Init {
+        /// A join token from `wormfs join-token` on a member of the cluster to join.
+        #[arg(
+            long,
+            value_name = "TOKEN",
+            env = "WORMFS_JOIN_TOKEN",
+            hide_env_values = true
+        )]
+        join: Option<String>,
+        /// Config and data folder, as for `serve`.
+        #[command(flatten)]
+        serve: ServeArgs,
+    },
+    /// Print what another machine needs to join this cluster (its name and secret: keep it
+    /// private).
+    JoinToken {
+        /// Config and data folder, as for `serve`.
+        #[command(flatten)]
+        serve: ServeArgs,
+    },
+    /// Last resort when most voters are gone for good: make this (stopped) machine the only
+    /// voter of its cluster. See docs/cluster.md before using it.
+    Recover {
+        /// Confirms that the other voters will never come back with their old data.
+        #[arg(long)]
+        force: bool,
+        /// Config and data folder, as for `serve`.
+        #[command(flatten)]
+        serve: ServeArgs,
+    },
+    /// The cluster: members, roles, leader, term, each member's lag.
+    Cluster,
+    /// List WormFS WebDAV faces advertised on the LAN over mDNS.
+    Discover {
+        /// How long to listen for answers, in seconds.
+        #[arg(long, default_value_t = 3.0)]
+        wait: f64,
+    },
+    /// Store a local file or folder tree at DEST.
+    Put {
+        /// Local file or folder.
+        src: PathBuf,
+        /// Destination path in WormFS.
+        dest: String,
+        /// Policy (ec:K+M, copies:N); default: the directory's.
+        #[arg(long)]
+        policy: Option<String>,
+        /// If DEST exists: rename, replace, skip or fail.
+        #[arg(long, default_value = "fail")]
+        conflict: String,
+        /// Remove WebDAV locks in the way (and go ahead) instead of failing with "locked".
+        #[arg(long)]
+        break_locks: bool,
+    },
+    /// Read a file (to a local path, or - for stdout).
+    Get {
+        /// Path in WormFS.
+        src: String,
+        /// Local destination, or -.
+        dest: PathBuf,
+        /// A byte range START-END (inclusive) or START-.
+        #[arg(long)]
+        range: Option<String>,
+    },
+    /// Append a local file to a file in WormFS.
+    Append {
+        /// Local file.
+        src: PathBuf,
+        /// Path in WormFS.
+        dest: String,
+        /// Remove WebDAV locks in the way (and go ahead) instead of failing with "locked".
+        #[arg(long)]
+        break_locks: bool,
+    },
+    /// List a directory.
+    Ls {
+        /// Directory.
+        #[arg(default_value = "/")]
+        path: String,
+    },
+    /// Show a file's size, hash, policy, segments, parts and fault tolerance.
+    Stat {
+        /// Path.
+        path: String,
+    },
+    /// Remove a file or directory.
+    Rm {
+        /// Path.
+        path: String,
+        /// Remove a directory and everything in it.
+        #[arg(short, long)]
+        recursive: bool,
+        /// Remove WebDAV locks in the way (and go ahead) instead of failing with "locked".
+        #[arg(long)]
+        break_locks: bool,
+    },
+    /// Make a directory.
+    Mkdir {
+        /// Path.
+        path: String,
+        /// Make parents as needed; no error if it exists.
+        #[arg(short, long)]
+        parents: bool,
+    },
+    /// Move or rename.
+    Mv {
+        /// From.
+        from: String,
+        /// To.
+        to: String,
+        /// Remove WebDAV locks in the way (and go ahead) instead of failing with "locked".
+        #[arg(long)]
+        break_locks: bool,
+    },
+    /// Directory policies.
+    #[command(subcommand)]
+    Policy(PolicyCmd),
+    /// List disks.
+    Disks,
+    /// Show the node's status.
+    Status,
+    /// Show the drop folders' ingest status: queued, in progress, done, failed (with reasons).
+    Ingest {
+        /// Show progress bars until nothing is settling, queued or in progress.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Maintenance.
+    #[command(subcommand)]
+    Admin(AdminCmd),
+    /// Machines of the cluster.
+    #[command(subcommand)]
+    Node(NodeCmd),
+}
+
+/// What only the binary can do, because it needs the node's composition root (`node.rs`,
+/// which nothing in the library reaches): run a node, and open a stopped node's data folder.
+pub trait NodeHost {
+    /// `wormfs serve`: runs a node until SIGTERM.
+    fn serve(&self, args: ServeArgs) -> impl Future<Output = anyhow::Result<()>>;
+
+    /// Locks `data_dir` for this process (refused while a node runs on it) and reads the node
+    /// id recorded there; the lock holds until the file is dropped.
+    fn lock_node(&self, data_dir: &Path) -> anyhow::Result<(std::fs::File, NodeId)>;
+}
+
+/// Runs a command: every command of the CLI is dispatched here.
+pub async fn run(cli: Cli, host: &impl NodeHost) -> anyhow::Result<()> {
+    let Cli {
+        node,
+        token,
+        json,
+        cmd,
+    } = cli;
+    // Client commands find the token first, before looking at their own arguments.
+    let client = || Client::new(&node, token.clone(), json);
+    match cmd {
+        // On this machine, without a node.
+        Cmd::Serve(args) => host.serve(args).await?,
+        Cmd::Init { join, serve } => local::init(&serve, join.as_deref())?,
+        Cmd::JoinToken { serve } => local::join_token(&serve)?,
+        Cmd::Recover { force, serve } => local::recover(host, &serve, force).await?,
+        Cmd::Config(c) => local::config(c)?,
+        Cmd::Webdav(WebdavCmd::HashPassword) => local::hash_password()?,
+        Cmd::Discover { wait } => local::discover(wait, json).await?,
+        // Clients of a node's API.
+        Cmd::Put {
+            src,
+            dest,
+            policy,
+            conflict,
+            break_locks,
+        } => {
+            let put = files::Put {
+                policy: policy.as_deref(),
+                conflict: &conflict,
+                break_locks,
+            };
+            files::put(&client()?, &src, &dest, &put).await?
+        }
+        Cmd::Get { src, dest, range } => {
+            files::get(&client()?, &src, &dest, range.as_deref()).await?
+        }
+        Cmd::Append {
+            src,
+            dest,
+            break_locks,
+        } => files::append(&client()?, &src, &dest, break_locks).await?,
+        Cmd::Ls { path } => namespace::ls(&client()?, &path).await?,
+        Cmd::Stat { path } => namespace::stat(&client()?, &path).await?,
+        Cmd::Rm {
+            path,
+            recursive,
+            break_locks,
+        } => namespace::rm(&client()?, &path, recursive, break_locks).await?,
+        Cmd::Mkdir { path, parents } => namespace::mkdir(&client()?, &path, parents).await?,
+        Cmd::Mv {
+            from,
+            to,
+            break_locks,
+        } => namespace::mv(&client()?, from, to, break_locks).await?,
+        Cmd::Policy(p) => namespace::policy(&client()?, p).await?,
+        Cmd::Cluster => cluster::cluster(&client()?).await?,
+        Cmd::Status => cluster::status(&client()?).await?,
+        Cmd::Disks => cluster::disks(&client()?).await?,
+        Cmd::Admin(a) => cluster::admin(&client()?, a).await?,
+        Cmd::Node(n) => cluster::node(&client()?, n).await?,
+        Cmd::Ingest { wait } => ingest::ingest(&client()?, wait).await?,
+    }
+    std::io::stdout().flush()?;
+    Ok(())
+}

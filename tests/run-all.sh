@@ -10,6 +10,10 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== each library crate builds on its own (no feature borrowed from the workspace)"
+for crate in config discovery watcher webdav parts meta; do
+  cargo check -p "wormfs-$crate" --locked
+done
 echo "== tests (with the crash-points feature, for the crash-safety tests)"
 if command -v cargo-nextest >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast --features wormfs-server/crash-points

@@ -10,7 +10,7 @@ use wormfs_config::{IngestConfig, StorageConfig};
 
 use crate::consensus::{Consensus, ConsensusError};
 use wormfs_meta::command::{CommandV1, Outcome, Rejection};
-use wormfs_meta::{FileRecord, MetaDb, MetaError};
+use wormfs_meta::{DirEntry, FileRecord, MetaDb, MetaError};
 use wormfs_parts::disk::{DiskState, LocalDisk, Space};
 use wormfs_parts::disk_set::DiskSet;
 use wormfs_parts::fsutil::now_ms;
@@ -223,13 +223,18 @@ impl Store {
         }
     }
 
-    /// The committed file at `path`: `NotFound` if nothing is there, `IsADirectory` for a directory.
-    pub async fn file_at(&self, path: &TreePath) -> Result<FileRecord, StoreError> {
-        let entry = self
+    /// The entry at `path`: `NotFound` if nothing is there.
+    pub async fn entry_at(&self, path: &TreePath) -> Result<DirEntry, StoreError> {
+        Ok(self
             .meta
             .lookup(path)
             .await?
-            .ok_or_else(|| Rejection::NotFound(path.to_string()))?;
+            .ok_or_else(|| Rejection::NotFound(path.to_string()))?)
+    }
+
+    /// The committed file at `path`: `NotFound` if nothing is there, `IsADirectory` for a directory.
+    pub async fn file_at(&self, path: &TreePath) -> Result<FileRecord, StoreError> {
+        let entry = self.entry_at(path).await?;
         let file_id = entry
             .file_id
             .ok_or_else(|| Rejection::IsADirectory(path.to_string()))?;

@@ -74,13 +74,7 @@ pub(super) async fn stat(
     Path(p): Path<String>,
 ) -> ApiResult<Json<StatResponse>> {
     let path = parse_path(&p)?;
-    let entry = st
-        .store
-        .meta
-        .lookup(&path)
-        .await
-        .map_err(StoreError::from)?
-        .ok_or_else(|| StoreError::from(Rejection::NotFound(path.to_string())))?;
+    let entry = st.store.entry_at(&path).await?;
     if entry.kind == EntryKind::Dir {
         let policy = st
             .store
@@ -204,13 +198,7 @@ pub(super) async fn policy_get(
     Path(p): Path<String>,
 ) -> ApiResult<Json<PolicyResponse>> {
     let path = parse_path(&p)?;
-    let entry = st
-        .store
-        .meta
-        .lookup(&path)
-        .await
-        .map_err(StoreError::from)?
-        .ok_or_else(|| StoreError::from(Rejection::NotFound(path.to_string())))?;
+    let entry = st.store.entry_at(&path).await?;
     if entry.kind != EntryKind::Dir {
         return Err(StoreError::from(Rejection::NotADirectory(path.to_string())).into());
     }

@@ -8,7 +8,7 @@
 
 use sqlx::SqliteConnection;
 
-use super::{apply_dav, apply_tree};
+use super::{apply_dav, apply_repair, apply_tree};
 use crate::command::{CommandV1, Conflict, NewSegment, Outcome, Rejection, SourceIdentity};
 use crate::error::{DbContext, MetaError, Res};
 use crate::row::Cols;
@@ -138,6 +138,7 @@ async fn delete_file_rows(c: &mut SqliteConnection, file_id: FileId) -> Res<()> 
         "DELETE FROM segments WHERE file_id = ?",
         "DELETE FROM parts WHERE file_id = ?",
         "DELETE FROM sources WHERE file_id = ?",
+        "DELETE FROM repair_queue WHERE file_id = ?",
     ] {
         sqlx::query(sql)
             .bind(&id)
@@ -234,9 +235,11 @@ async fn insert_segments(
     file_id: FileId,
     start_offset: u64,
     segs: &[NewSegment],
+    time_ms: u64,
 ) -> Res<u64> {
     let id = file_id.to_bytes().to_vec();
     let mut offset = start_offset;
+    let mut incomplete = Vec::new();
     for s in segs {
         sqlx::query(
             "INSERT INTO segments (file_id, seg, offset, data_len, blake3) VALUES (?, ?, ?, ?, ?)",
@@ -251,19 +254,28 @@ async fn insert_segments(
         .db("insert a segment")?;
         for (p, disk) in s.parts.iter().enumerate() {
             sqlx::query(
-                "INSERT INTO parts (file_id, seg, part, disk_id, state) VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO parts (file_id, seg, part, disk_id, state, verified_ms) VALUES (?, ?, ?, ?, ?, ?)",
             )
             .bind(&id)
             .bind(i64::from(s.index))
             .bind(p as i64)
             .bind(disk.map(|d| d.to_string()))
             .bind(if disk.is_some() { 0i64 } else { 1 })
+            .bind(time_ms as i64)
             .execute(&mut *c)
             .await
             .db("insert a part")?;
         }
         offset += s.data_len;
+        if s.parts.iter().any(Option::is_none) {
+            incomplete.push(crate::command::SegmentRef {
+                file_id,
+                seg: s.index,
+            });
+        }
     }
+    // A part that could not be written is rebuilt like a lost one.
+    apply_repair::enqueue_missing(c, &incomplete, time_ms).await?;
     Ok(offset)
 }
 
@@ -301,7 +313,7 @@ async fn delete_intent(c: &mut SqliteConnection, id: FileId) -> Res<()> {
     Ok(())
 }
 
-async fn kv_get(c: &mut SqliteConnection, key: &str) -> Res<Option<String>> {
+pub(crate) async fn kv_get(c: &mut SqliteConnection, key: &str) -> Res<Option<String>> {
     let r = sqlx::query("SELECT value FROM kv WHERE key = ?")
         .bind(key)
         .fetch_optional(&mut *c)
@@ -355,7 +367,7 @@ pub(crate) async fn apply_command(c: &mut SqliteConnection, cmd: &CommandV1) -> 
             };
             register_node(c, *node_id, &node, *time_ms).await
         }
-        CommandV1::RemoveNode { node_id, .. } => remove_node(c, *node_id).await,
+        CommandV1::RemoveNode { node_id, time_ms } => remove_node(c, *node_id, *time_ms).await,
         CommandV1::RegisterDisk {
             disk_id,
             node_id,
@@ -458,6 +470,42 @@ pub(crate) async fn apply_command(c: &mut SqliteConnection, cmd: &CommandV1) -> 
             deep,
             time_ms,
         } => apply_tree::copy_tree(c, from, to, *replace, *deep, *time_ms).await,
+        CommandV1::SetDiskState {
+            disk_id,
+            state,
+            reason,
+            time_ms,
+        } => apply_repair::set_disk_state(c, *disk_id, *state, reason, *time_ms).await,
+        CommandV1::QueueRepair {
+            segments,
+            damaged,
+            reason,
+            time_ms,
+        } => apply_repair::queue_repair(c, segments, damaged, reason, *time_ms).await,
+        CommandV1::ClaimRepair {
+            segment,
+            node,
+            until_ms,
+            now_ms,
+        } => apply_repair::claim_repair(c, segment, *node, *until_ms, *now_ms).await,
+        CommandV1::CommitRepair {
+            segment,
+            parts,
+            time_ms,
+        } => apply_repair::commit_repair(c, segment, parts, *time_ms).await,
+        CommandV1::RepairFailed {
+            segment,
+            error,
+            retry_at_ms,
+        } => apply_repair::repair_failed(c, segment, error, *retry_at_ms).await,
+        CommandV1::PartsVerified { parts, time_ms } => {
+            apply_repair::parts_verified(c, parts, *time_ms).await
+        }
+        CommandV1::SetRepairPaused { paused } => apply_repair::set_repair_paused(c, *paused).await,
+        CommandV1::RequestScrub { deep, time_ms } => {
+            apply_repair::request_scrub(c, *deep, *time_ms).await
+        }
+        CommandV1::SetBrakes { brakes } => apply_repair::set_brakes(c, brakes).await,
     }
 }
 
@@ -507,21 +555,38 @@ async fn register_node(
 
 /// `RemoveNode`: the machine is no longer registered and its disks are marked removed (their
 /// rows stay: their parts count as lost). Removing an unknown machine is not an error.
-async fn remove_node(c: &mut SqliteConnection, node_id: NodeId) -> Res<Outcome> {
+async fn remove_node(c: &mut SqliteConnection, node_id: NodeId, time_ms: u64) -> Res<Outcome> {
     sqlx::query("DELETE FROM nodes WHERE node_id = ?")
         .bind(node_id as i64)
         .execute(&mut *c)
         .await
         .db("delete a node")?;
-    sqlx::query("UPDATE disks SET state = 'removed' WHERE node_id = ?")
+    let disks: Vec<DiskId> = sqlx::query("SELECT disk_id FROM disks WHERE node_id = ?")
         .bind(node_id as i64)
-        .execute(&mut *c)
+        .fetch_all(&mut *c)
         .await
-        .db("mark a node's disks removed")?;
+        .db("read a node's disks")?
+        .iter()
+        .map(|r| {
+            Cols::new(r, "disks")
+                .key_col("disk_id", 0)
+                .disk_id(0, "disk_id")
+        })
+        .collect::<Res<_>>()?;
+    for d in disks {
+        apply_repair::set_disk_state(
+            c,
+            d,
+            crate::command::DiskStatus::Removed,
+            &format!("machine {node_id} removed"),
+            time_ms,
+        )
+        .await?;
+    }
     Ok(Outcome::Done)
 }
 
-/// `RegisterDisk`: adds a disk as active, or records its new node, path and device (its state
+/// `RegisterDisk`: adds a disk as up, or records its new node, path and device (its state
 /// and the time it was added stay).
 async fn register_disk(
     c: &mut SqliteConnection,
@@ -532,7 +597,7 @@ async fn register_disk(
     time_ms: u64,
 ) -> Res<Outcome> {
     sqlx::query(
-        "INSERT INTO disks (disk_id, node_id, path, fs_dev, state, added_ms) VALUES (?, ?, ?, ?, 'active', ?)
+        "INSERT INTO disks (disk_id, node_id, path, fs_dev, state, added_ms) VALUES (?, ?, ?, ?, 'up', ?)
          ON CONFLICT(disk_id) DO UPDATE SET node_id = excluded.node_id, path = excluded.path, fs_dev = excluded.fs_dev",
     )
     .bind(disk_id.to_string())
@@ -837,7 +902,7 @@ async fn insert_file(
     .execute(&mut *c)
     .await
     .db("insert a file")?;
-    insert_segments(c, file.file_id, 0, file.segments).await?;
+    insert_segments(c, file.file_id, 0, file.segments, time_ms).await?;
     Ok(sqlx::query(
         "INSERT INTO entries (parent, name, is_dir, file_id, mtime_ms) VALUES (?, ?, 0, ?, ?)",
     )
@@ -922,7 +987,7 @@ async fn append_segments(
     if let Some(why) = repeated_segment(segments, &existing) {
         reject!(Rejection::Invalid(format!("{file_id}: {why}")));
     }
-    let new_size = insert_segments(c, file_id, expected_size, segments).await?;
+    let new_size = insert_segments(c, file_id, expected_size, segments, time_ms).await?;
     let hashes: Vec<String> =
         sqlx::query("SELECT blake3 FROM segments WHERE file_id = ? ORDER BY seg")
             .bind(&id)

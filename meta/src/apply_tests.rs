@@ -262,7 +262,7 @@ async fn remove_node_unregisters_it_and_marks_its_disks_removed() {
         states,
         vec![
             (disk(1), "removed".to_owned()),
-            (disk(2), "active".to_owned())
+            (disk(2), "up".to_owned())
         ]
     );
     assert_eq!(t.db.disk_nodes().await.unwrap(), vec![(disk(2), 8, 2)]);
@@ -272,7 +272,7 @@ async fn remove_node_unregisters_it_and_marks_its_disks_removed() {
 }
 
 #[tokio::test]
-async fn register_disk_adds_an_active_disk_then_updates_where_it_is() {
+async fn register_disk_adds_an_up_disk_then_updates_where_it_is() {
     let t = test_db().await;
     assert_eq!(
         t.apply(register_disk(1, 7, "/a", 1, T)).await,
@@ -288,7 +288,7 @@ async fn register_disk_adds_an_active_disk_then_updates_where_it_is() {
             d.state.as_str(),
             d.parts
         ),
-        (disk(1), 7, "/a", 1, "active", 0)
+        (disk(1), 7, "/a", 1, "up", 0)
     );
     // Moved to another machine and path: its state and the time it was added stay.
     t.exec("UPDATE disks SET state = 'draining'").await;

@@ -105,6 +105,126 @@ pub struct NewSegment {
     pub parts: Vec<Option<DiskId>>,
 }
 
+/// A disk's state in the replicated metadata (see docs/operations.md, "The life of a disk").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskStatus {
+    /// In use: its parts count, new parts may go to it (when it has room).
+    Up,
+    /// Unreadable for now (missing, I/O errors, its machine not answering): its parts do not
+    /// count, nothing is rebuilt yet.
+    Down,
+    /// No longer counted: its parts are being rebuilt elsewhere. It may come back.
+    Out,
+    /// The operator asked to empty it: still read, its parts are copied elsewhere.
+    Draining,
+    /// Emptied: holds no part the metadata names; it can be removed or unplugged.
+    Drained,
+    /// Gone for good.
+    Removed,
+}
+
+impl DiskStatus {
+    /// Its name in the metadata and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Up => "up",
+            Self::Down => "down",
+            Self::Out => "out",
+            Self::Draining => "draining",
+            Self::Drained => "drained",
+            Self::Removed => "removed",
+        }
+    }
+
+    /// Whether its parts count toward a segment's redundancy.
+    pub fn available(self) -> bool {
+        matches!(self, Self::Up | Self::Draining)
+    }
+
+    /// Whether its parts are counted lost (to rebuild elsewhere).
+    pub fn lost(self) -> bool {
+        matches!(self, Self::Out | Self::Removed)
+    }
+}
+
+impl std::fmt::Display for DiskStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for DiskStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "up" => Self::Up,
+            "down" => Self::Down,
+            "out" => Self::Out,
+            "draining" => Self::Draining,
+            "drained" => Self::Drained,
+            "removed" => Self::Removed,
+            other => return Err(format!("unknown disk state {other:?}")),
+        })
+    }
+}
+
+/// One segment of a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SegmentRef {
+    /// The file.
+    pub file_id: FileId,
+    /// The segment's index.
+    pub seg: u32,
+}
+
+impl std::fmt::Display for SegmentRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.file_id, self.seg)
+    }
+}
+
+impl std::str::FromStr for SegmentRef {
+    type Err = String;
+    /// `FILEID:SEG`, as `wormfs stat` and `wormfs repair status` print it.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (f, n) = s
+            .split_once(':')
+            .ok_or_else(|| format!("{s:?} is not FILEID:SEGMENT"))?;
+        Ok(Self {
+            file_id: f.parse().map_err(|_| format!("{f:?} is not a file id"))?,
+            seg: n
+                .parse()
+                .map_err(|_| format!("{n:?} is not a segment index"))?,
+        })
+    }
+}
+
+/// One part of a segment on one disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PartRef {
+    /// The file.
+    pub file_id: FileId,
+    /// The segment's index.
+    pub seg: u32,
+    /// The part's index.
+    pub part: u16,
+    /// The disk it was found on.
+    pub disk_id: DiskId,
+}
+
+/// A part written by a repair (or moved off a draining disk), ready to commit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairedPart {
+    /// The part's index.
+    pub part: u16,
+    /// Where the metadata placed it when the repair started (`None`: missing). The new
+    /// location is committed only if this is still so.
+    pub from: Option<DiskId>,
+    /// Where it is now, durable.
+    pub to: DiskId,
+}
+
 /// Version 1 of the commands.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum CommandV1 {
@@ -346,6 +466,87 @@ pub enum CommandV1 {
         /// When.
         time_ms: u64,
     },
+    /// Records a disk's state (see [`DiskStatus`]). Going `out` or `removed` queues every
+    /// segment with a part on it for repair; every change recomputes the queued segments'
+    /// tolerance. Refused for an unknown disk.
+    SetDiskState {
+        /// The disk.
+        disk_id: DiskId,
+        /// Its new state.
+        state: DiskStatus,
+        /// Why, in words (shown by `wormfs disks` and `wormfs health`).
+        reason: String,
+        /// When.
+        time_ms: u64,
+    },
+    /// Queues segments for repair now (found damaged by a read or a scrub, or asked for), and
+    /// marks `damaged` parts as such (only where the metadata still places them on that disk).
+    QueueRepair {
+        /// The segments.
+        segments: Vec<SegmentRef>,
+        /// Parts found corrupt or unreadable on a readable disk.
+        damaged: Vec<PartRef>,
+        /// Why, in words.
+        reason: String,
+        /// When.
+        time_ms: u64,
+    },
+    /// A node takes a queued segment to repair until `until_ms`. Refused while another node's
+    /// claim runs, and (dropping the entry) when the segment no longer exists.
+    ClaimRepair {
+        /// The segment.
+        segment: SegmentRef,
+        /// The repairing node.
+        node: NodeId,
+        /// The claim's end.
+        until_ms: u64,
+        /// The proposer's clock.
+        now_ms: u64,
+    },
+    /// Commits the parts a repair wrote (each only if its old location is unchanged), then
+    /// drops the segment from the queue when nothing is left to do, or releases the claim.
+    CommitRepair {
+        /// The segment.
+        segment: SegmentRef,
+        /// The parts written.
+        parts: Vec<RepairedPart>,
+        /// When.
+        time_ms: u64,
+    },
+    /// A repair attempt failed: counted, its error kept, retried at `retry_at_ms`.
+    RepairFailed {
+        /// The segment.
+        segment: SegmentRef,
+        /// What went wrong.
+        error: String,
+        /// The next attempt.
+        retry_at_ms: u64,
+    },
+    /// Records that these parts were read whole and every block matched its checksum.
+    PartsVerified {
+        /// The parts (each only where the metadata still places it on that disk).
+        parts: Vec<PartRef>,
+        /// When.
+        time_ms: u64,
+    },
+    /// Pauses or resumes repair on every node.
+    SetRepairPaused {
+        /// Paused.
+        paused: bool,
+    },
+    /// Asks every node to scrub all its parts now (a deep scrub re-encodes parity and checks
+    /// each segment's BLAKE3 too).
+    RequestScrub {
+        /// Deep.
+        deep: bool,
+        /// When.
+        time_ms: u64,
+    },
+    /// The brakes that hold back automatic `out` decisions now, in words (empty: none).
+    SetBrakes {
+        /// One sentence each.
+        brakes: Vec<String>,
+    },
 }
 
 /// Why a command was not applied (a normal result).
@@ -381,6 +582,9 @@ pub enum Rejection {
     /// A value in the command is invalid.
     #[error("invalid command: {0}")]
     Invalid(String),
+    /// Another node is repairing this segment.
+    #[error("{0}")]
+    Claimed(String),
 }
 
 /// The result of applying one command.
@@ -407,6 +611,14 @@ pub enum Outcome {
     Lock(Lock),
     /// A lock was refused: this live lock conflicts.
     LockConflict(Lock),
+    /// A repair's parts: those committed, and those left out because the part had moved
+    /// meanwhile (their new copies are surplus).
+    Repaired {
+        /// Parts now at their new location.
+        applied: Vec<u16>,
+        /// Parts not committed.
+        skipped: Vec<u16>,
+    },
     /// Not applied.
     Rejected(Rejection),
 }

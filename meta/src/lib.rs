@@ -7,6 +7,9 @@
 
 mod apply;
 mod apply_dav;
+mod apply_repair;
+#[cfg(test)]
+mod apply_repair_tests;
 #[cfg(test)]
 mod apply_tests;
 mod apply_tree;
@@ -14,6 +17,7 @@ pub mod command;
 mod error;
 pub mod lock_rules;
 mod query;
+mod query_repair;
 #[allow(clippy::result_large_err)] // openraft's StorageError is large; its traits return it.
 mod raft_store;
 pub mod raft_types;
@@ -39,12 +43,16 @@ pub use query::{
     DirEntry, DiskRecord, EntryKind, FileRecord, IntentRecord, NodeRecord, PartRecord,
     SegmentRecord, Totals,
 };
+pub use query_repair::{
+    DiskStateRecord, FileAtRisk, Impact, PartToVerify, QueuedRepair, ToleranceCount,
+};
 pub use raft_store::{LogStore, StateMachineStore, RESYNC_MARKER};
 
 const NAMESPACE_SQL: &str = include_str!("../migrations/0001_namespace.sql");
 const RAFT_LOG_SQL: &str = include_str!("../migrations/0002_raft_log.sql");
 const WEBDAV_SQL: &str = include_str!("../migrations/0003_webdav.sql");
 const DATA_PLANE_SQL: &str = include_str!("../migrations/0004_data_plane.sql");
+const REPAIR_SQL: &str = include_str!("../migrations/0005_repair.sql");
 
 pub use error::{DbError, MetaError};
 
@@ -127,6 +135,7 @@ impl MetaDb {
             migration(1, "namespace", NAMESPACE_SQL),
             migration(3, "webdav", WEBDAV_SQL),
             migration(4, "data_plane", DATA_PLANE_SQL),
+            migration(5, "repair", REPAIR_SQL),
         ])
         .run(&pool)
         .await

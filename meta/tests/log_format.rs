@@ -12,13 +12,14 @@ use std::path::PathBuf;
 
 use uuid::Uuid;
 use wormfs_meta::command::{
-    Command, CommandV1, Conflict, DeadProp, Lock, NewSegment, SourceIdentity,
+    Command, CommandV1, Conflict, DeadProp, DiskStatus, Lock, NewSegment, PartRef, RepairedPart,
+    SegmentRef, SourceIdentity,
 };
 use wormfs_parts::codec::CodecId;
 use wormfs_parts::ids::{ClusterId, DiskId, FileId};
 use wormfs_parts::layout::Geometry;
 
-const VARIANTS: usize = 23;
+const VARIANTS: usize = 32;
 
 fn variant(c: &CommandV1) -> &'static str {
     match c {
@@ -45,6 +46,15 @@ fn variant(c: &CommandV1) -> &'static str {
         CommandV1::RemoveTree { .. } => "RemoveTree",
         CommandV1::MoveTree { .. } => "MoveTree",
         CommandV1::CopyTree { .. } => "CopyTree",
+        CommandV1::SetDiskState { .. } => "SetDiskState",
+        CommandV1::QueueRepair { .. } => "QueueRepair",
+        CommandV1::ClaimRepair { .. } => "ClaimRepair",
+        CommandV1::CommitRepair { .. } => "CommitRepair",
+        CommandV1::RepairFailed { .. } => "RepairFailed",
+        CommandV1::PartsVerified { .. } => "PartsVerified",
+        CommandV1::SetRepairPaused { .. } => "SetRepairPaused",
+        CommandV1::RequestScrub { .. } => "RequestScrub",
+        CommandV1::SetBrakes { .. } => "SetBrakes",
     }
 }
 
@@ -247,6 +257,79 @@ fn samples() -> Vec<CommandV1> {
             replace: false,
             deep: true,
             time_ms: T,
+        },
+        CommandV1::SetDiskState {
+            disk_id: disk(3),
+            state: DiskStatus::Out,
+            reason: "down for 10 min: identity file missing".into(),
+            time_ms: T,
+        },
+        CommandV1::QueueRepair {
+            segments: vec![SegmentRef {
+                file_id: file(0x42),
+                seg: 1,
+            }],
+            damaged: vec![PartRef {
+                file_id: file(0x43),
+                seg: 0,
+                part: 5,
+                disk_id: disk(2),
+            }],
+            reason: "scrub: block 17 checksum mismatch".into(),
+            time_ms: T,
+        },
+        CommandV1::ClaimRepair {
+            segment: SegmentRef {
+                file_id: file(0x42),
+                seg: 1,
+            },
+            node: 7,
+            until_ms: T + 600_000,
+            now_ms: T,
+        },
+        CommandV1::CommitRepair {
+            segment: SegmentRef {
+                file_id: file(0x42),
+                seg: 1,
+            },
+            parts: vec![
+                RepairedPart {
+                    part: 2,
+                    from: Some(disk(3)),
+                    to: disk(5),
+                },
+                RepairedPart {
+                    part: 4,
+                    from: None,
+                    to: disk(6),
+                },
+            ],
+            time_ms: T,
+        },
+        CommandV1::RepairFailed {
+            segment: SegmentRef {
+                file_id: file(0x42),
+                seg: 1,
+            },
+            error: "only 3 of 4 needed parts readable".into(),
+            retry_at_ms: T + 60_000,
+        },
+        CommandV1::PartsVerified {
+            parts: vec![PartRef {
+                file_id: file(0x44),
+                seg: 2,
+                part: 0,
+                disk_id: disk(1),
+            }],
+            time_ms: T,
+        },
+        CommandV1::SetRepairPaused { paused: true },
+        CommandV1::RequestScrub {
+            deep: true,
+            time_ms: T,
+        },
+        CommandV1::SetBrakes {
+            brakes: vec!["2 disks down; at most 1 may go out at once".into()],
         },
     ]
 }

@@ -29,8 +29,8 @@ pub use policy::{
 };
 
 use raw::{
-    RawApi, RawCluster, RawConfig, RawDropFolder, RawIngest, RawLog, RawNode, RawRaft, RawStorage,
-    RawWebdav, SetError,
+    RawApi, RawCluster, RawConfig, RawDropFolder, RawIngest, RawLog, RawNode, RawRaft, RawRepair,
+    RawScrub, RawStorage, RawWebdav, SetError,
 };
 
 /// Where the config came from.
@@ -63,6 +63,10 @@ pub struct Config {
     pub ingest: IngestConfig,
     /// `[raft]`.
     pub raft: RaftConfig,
+    /// `[repair]`.
+    pub repair: RepairConfig,
+    /// `[scrub]`.
+    pub scrub: ScrubConfig,
     /// `[log]`.
     pub log: LogConfig,
 }
@@ -232,6 +236,78 @@ pub struct DropFolderConfig {
     pub settle_ms: u64,
     /// How often a polled folder is scanned, in milliseconds.
     pub poll_interval_ms: u64,
+}
+
+/// `[repair]`: keeping every file at its policy's redundancy (docs/operations.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepairConfig {
+    /// Repair runs on this node.
+    pub enabled: bool,
+    /// A disk down this long goes out and its parts are rebuilt elsewhere.
+    pub disk_out_after_ms: u64,
+    /// A machine not answering this long has its disks go out.
+    pub machine_out_after_ms: u64,
+    /// Bytes per second read and written by repair on this node (0: no limit).
+    pub max_bytes_per_sec: u64,
+    /// After each step, sleep this many times the step's duration.
+    pub tranquility: u32,
+    /// The first retry of a failed repair after this long; doubled each time.
+    pub retry_min_ms: u64,
+    /// Retries never wait longer than this.
+    pub retry_max_ms: u64,
+}
+
+/// A daily window of local time, minutes since midnight; `start > end` wraps past midnight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DailyWindow {
+    /// First minute inside.
+    pub start_min: u32,
+    /// First minute after.
+    pub end_min: u32,
+}
+
+impl DailyWindow {
+    /// Whether minute-of-day `m` is inside the window.
+    pub fn contains(&self, m: u32) -> bool {
+        if self.start_min <= self.end_min {
+            (self.start_min..self.end_min).contains(&m)
+        } else {
+            m >= self.start_min || m < self.end_min
+        }
+    }
+
+    /// Parses `HH:MM-HH:MM`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let minute = |t: &str| -> Option<u32> {
+            let (h, m) = t.trim().split_once(':')?;
+            let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+            (h <= 24 && m < 60 && h * 60 + m <= 24 * 60).then_some(h * 60 + m)
+        };
+        let bad = || format!("expected a window such as \"01:00-06:00\", got {s:?}");
+        let (a, b) = s.split_once('-').ok_or_else(bad)?;
+        let (start_min, end_min) = (minute(a).ok_or_else(bad)?, minute(b).ok_or_else(bad)?);
+        if start_min == end_min {
+            return Err(format!("the window {s:?} is empty"));
+        }
+        Ok(Self { start_min, end_min })
+    }
+}
+
+/// `[scrub]`: reading every part on a schedule (docs/operations.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScrubConfig {
+    /// Scrub runs on this node.
+    pub enabled: bool,
+    /// Every part is verified at least this often, in milliseconds (`interval_days`).
+    pub interval_ms: u64,
+    /// Bytes per second read by scrub on this node (0: no limit).
+    pub max_bytes_per_sec: u64,
+    /// After each step, sleep this many times the step's duration.
+    pub tranquility: u32,
+    /// Only inside this daily window of local time.
+    pub hours: Option<DailyWindow>,
+    /// Every Nth pass is deep (0: only when asked).
+    pub deep_every: u32,
 }
 
 /// `[raft]`: the replicated metadata log.
@@ -620,6 +696,8 @@ fn build(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
         storage,
         ingest,
         raft,
+        repair,
+        scrub,
         log,
     } = raw;
     // Ingest is checked first, against the raw data folder, as it always was; `cluster` needs
@@ -654,6 +732,8 @@ fn build(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
         storage: build_storage(storage, ctx)?,
         ingest,
         raft: build_raft(raft, ctx)?,
+        repair: build_repair(repair, ctx)?,
+        scrub: build_scrub(scrub, ctx)?,
         log: build_log(log, ctx)?,
     })
 }
@@ -1213,6 +1293,84 @@ fn build_raft(raft: RawRaft, ctx: &Ctx<'_>) -> Result<RaftConfig, ConfigError> {
         election_timeout_max_ms,
         snapshot_every_logs,
         max_logs_kept,
+    })
+}
+
+fn build_repair(r: RawRepair, ctx: &Ctx<'_>) -> Result<RepairConfig, ConfigError> {
+    let RawRepair {
+        enabled,
+        disk_out_after_ms,
+        machine_out_after_ms,
+        max_bytes_per_sec,
+        tranquility,
+        retry_min_ms,
+        retry_max_ms,
+    } = r;
+    ctx.check(disk_out_after_ms > 0, "repair.disk_out_after_ms", || {
+        "must be positive, got 0".to_owned()
+    })?;
+    ctx.check(
+        machine_out_after_ms > 0,
+        "repair.machine_out_after_ms",
+        || "must be positive, got 0".to_owned(),
+    )?;
+    check_tranquility(tranquility, "repair.tranquility", ctx)?;
+    ctx.check(retry_min_ms > 0, "repair.retry_min_ms", || {
+        "must be positive, got 0".to_owned()
+    })?;
+    ctx.check_pair(
+        retry_min_ms <= retry_max_ms,
+        "repair.retry_max_ms",
+        "repair.retry_min_ms",
+        || {
+            format!(
+                "repair.retry_max_ms ({retry_max_ms}) must not be below repair.retry_min_ms ({retry_min_ms})"
+            )
+        },
+    )?;
+    Ok(RepairConfig {
+        enabled,
+        disk_out_after_ms,
+        machine_out_after_ms,
+        max_bytes_per_sec,
+        tranquility,
+        retry_min_ms,
+        retry_max_ms,
+    })
+}
+
+fn check_tranquility(t: u32, key: &'static str, ctx: &Ctx<'_>) -> Result<(), ConfigError> {
+    ctx.check(t <= 100, key, || {
+        format!("must be a whole number from 0 to 100, got {t}")
+    })
+}
+
+fn build_scrub(s: RawScrub, ctx: &Ctx<'_>) -> Result<ScrubConfig, ConfigError> {
+    let RawScrub {
+        enabled,
+        interval_days,
+        max_bytes_per_sec,
+        tranquility,
+        hours,
+        deep_every,
+    } = s;
+    ctx.check(
+        interval_days.is_finite() && interval_days > 0.0 && interval_days <= 3650.0,
+        "scrub.interval_days",
+        || format!("must be a number of days above 0 and at most 3650, got {interval_days}"),
+    )?;
+    check_tranquility(tranquility, "scrub.tranquility", ctx)?;
+    let hours = match hours {
+        None => None,
+        Some(h) => Some(DailyWindow::parse(&h).map_err(|e| ctx.err("scrub.hours", None, e))?),
+    };
+    Ok(ScrubConfig {
+        enabled,
+        interval_ms: (interval_days * 86_400_000.0) as u64,
+        max_bytes_per_sec,
+        tranquility,
+        hours,
+        deep_every,
     })
 }
 

@@ -80,6 +80,19 @@ pub(crate) const KEYS: &[&str] = &[
     "raft.election_timeout_max_ms",
     "raft.snapshot_every_logs",
     "raft.max_logs_kept",
+    "repair.enabled",
+    "repair.disk_out_after_ms",
+    "repair.machine_out_after_ms",
+    "repair.max_bytes_per_sec",
+    "repair.tranquility",
+    "repair.retry_min_ms",
+    "repair.retry_max_ms",
+    "scrub.enabled",
+    "scrub.interval_days",
+    "scrub.max_bytes_per_sec",
+    "scrub.tranquility",
+    "scrub.hours",
+    "scrub.deep_every",
     "log.level",
     "log.format",
 ];
@@ -104,6 +117,10 @@ pub(crate) struct RawConfig {
     pub ingest: RawIngest,
     /// `[raft]`: the replicated metadata log.
     pub raft: RawRaft,
+    /// `[repair]`: keeping every file at its policy's redundancy.
+    pub repair: RawRepair,
+    /// `[scrub]`: reading every part on a schedule.
+    pub scrub: RawScrub,
     /// `[log]`: the server's own log output.
     pub log: RawLog,
 }
@@ -443,6 +460,71 @@ impl Default for RawRaft {
     }
 }
 
+/// `[repair]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawRepair {
+    /// Repair runs on this node (it still serves reads for other nodes' repairs).
+    pub enabled: bool,
+    /// A disk down this long (ms) goes out and its parts are rebuilt elsewhere.
+    pub disk_out_after_ms: u64,
+    /// A machine not answering this long (ms) has its disks go out.
+    pub machine_out_after_ms: u64,
+    /// Bytes per second read and written by repair on this node (0: no limit).
+    pub max_bytes_per_sec: u64,
+    /// After each step, sleep this many times the step's duration.
+    pub tranquility: u32,
+    /// The first retry of a failed repair after this long (ms); doubled each time.
+    pub retry_min_ms: u64,
+    /// Retries never wait longer than this (ms).
+    pub retry_max_ms: u64,
+}
+
+impl Default for RawRepair {
+    fn default() -> Self {
+        RawRepair {
+            enabled: true,
+            disk_out_after_ms: 600_000,
+            machine_out_after_ms: 3_600_000,
+            max_bytes_per_sec: 0,
+            tranquility: 1,
+            retry_min_ms: 60_000,
+            retry_max_ms: 3_840_000,
+        }
+    }
+}
+
+/// `[scrub]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawScrub {
+    /// Scrub runs on this node.
+    pub enabled: bool,
+    /// Every part is verified at least this often (days, fractions allowed).
+    pub interval_days: f64,
+    /// Bytes per second read by scrub on this node (0: no limit).
+    pub max_bytes_per_sec: u64,
+    /// After each step, sleep this many times the step's duration.
+    pub tranquility: u32,
+    /// Only scrub inside this daily window of local time, e.g. "01:00-06:00" (unset: any time).
+    pub hours: Option<String>,
+    /// Every Nth pass is deep (0: only when asked).
+    pub deep_every: u32,
+}
+
+impl Default for RawScrub {
+    fn default() -> Self {
+        RawScrub {
+            enabled: true,
+            interval_days: 30.0,
+            max_bytes_per_sec: 64 << 20,
+            tranquility: 1,
+            hours: None,
+            deep_every: 4,
+        }
+    }
+}
+
 /// `[log]`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -675,6 +757,30 @@ pub(crate) fn set_key(
         "raft.election_timeout_max_ms" => raw.raft.election_timeout_max_ms = int(text)?,
         "raft.snapshot_every_logs" => raw.raft.snapshot_every_logs = int(text)?,
         "raft.max_logs_kept" => raw.raft.max_logs_kept = int(text)?,
+        "repair.enabled" => raw.repair.enabled = boolean(text)?,
+        "repair.disk_out_after_ms" => raw.repair.disk_out_after_ms = int(text)?,
+        "repair.machine_out_after_ms" => raw.repair.machine_out_after_ms = int(text)?,
+        "repair.max_bytes_per_sec" => raw.repair.max_bytes_per_sec = int(text)?,
+        "repair.tranquility" => raw.repair.tranquility = int(text)?,
+        "repair.retry_min_ms" => raw.repair.retry_min_ms = int(text)?,
+        "repair.retry_max_ms" => raw.repair.retry_max_ms = int(text)?,
+        "scrub.enabled" => raw.scrub.enabled = boolean(text)?,
+        "scrub.interval_days" => {
+            raw.scrub.interval_days = text
+                .trim()
+                .parse()
+                .map_err(|_| format!("expected a number of days such as 30 or 0.5, got {text:?}"))?
+        }
+        "scrub.max_bytes_per_sec" => raw.scrub.max_bytes_per_sec = int(text)?,
+        "scrub.tranquility" => raw.scrub.tranquility = int(text)?,
+        "scrub.hours" => {
+            raw.scrub.hours = if text.trim().is_empty() {
+                None
+            } else {
+                Some(text.trim().to_owned())
+            }
+        }
+        "scrub.deep_every" => raw.scrub.deep_every = int(text)?,
         "log.level" => raw.log.level = text.to_owned(),
         "log.format" => raw.log.format = text_value(text)?,
         // KEYS and this match are kept in step by the `every_key_is_settable` test.

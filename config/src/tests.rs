@@ -186,6 +186,7 @@ fn example_mentions_every_key_and_every_key_is_settable_from_env() {
     raw.cluster.peer_listen = Some("127.0.0.1:3".parse().expect("addr"));
     raw.cluster.data_listen = Some("127.0.0.1:4".parse().expect("addr"));
     raw.cluster.secret_file = Some("s".into());
+    raw.scrub.hours = Some("01:00-06:00".into());
     let table = toml::Table::try_from(&raw).expect("serialise raw");
     let mut fields = Vec::new();
     for (section, value) in &table {
@@ -242,6 +243,9 @@ fn example_mentions_every_key_and_every_key_is_settable_from_env() {
             "cluster.voter_replace_after_ms" => "86400000",
             "webdav.users" => "ann:ro:$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA",
             "webdav.tls_cert" | "webdav.tls_key" => "/x.pem",
+            "repair.enabled" | "scrub.enabled" => "false",
+            "scrub.hours" => "01:00-06:00",
+            "repair.retry_max_ms" => "100000000",
             _ => "3",
         };
         let mut vars = vec![(var.clone(), value)];
@@ -1080,5 +1084,34 @@ fn voter_replace_after_out_of_range_is_refused() {
                 && err.to_string().contains(needle),
             "{err}"
         );
+    }
+}
+
+#[test]
+fn repair_and_scrub_keys_are_checked_and_the_scrub_window_parsed() {
+    let cfg = load_text("[repair]\ndisk_out_after_ms = 2000\ntranquility = 0\n[scrub]\ninterval_days = 0.5\nhours = \"22:30-06:00\"\n")
+        .expect("valid");
+    assert_eq!(cfg.repair.disk_out_after_ms, 2000);
+    assert_eq!(cfg.repair.tranquility, 0);
+    assert_eq!(cfg.scrub.interval_ms, 43_200_000);
+    let w = cfg.scrub.hours.expect("window");
+    assert!(w.contains(23 * 60) && w.contains(60) && !w.contains(12 * 60));
+    for (text, key) in [
+        ("[scrub]\nhours = \"25:00-01:00\"\n", "scrub.hours"),
+        ("[scrub]\nhours = \"01:00-01:00\"\n", "scrub.hours"),
+        ("[scrub]\ninterval_days = 0\n", "scrub.interval_days"),
+        ("[repair]\ntranquility = 101\n", "repair.tranquility"),
+        (
+            "[repair]\nretry_min_ms = 10\nretry_max_ms = 5\n",
+            "repair.retry_max_ms",
+        ),
+        (
+            "[repair]\ndisk_out_after_ms = 0\n",
+            "repair.disk_out_after_ms",
+        ),
+    ] {
+        let e = load_text(text).expect_err(text).to_string();
+        assert!(e.contains(key), "{text}: {e}");
+        assert!(e.contains("line"), "{text}: {e}");
     }
 }

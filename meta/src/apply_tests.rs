@@ -260,10 +260,7 @@ async fn remove_node_unregisters_it_and_marks_its_disks_removed() {
             .collect();
     assert_eq!(
         states,
-        vec![
-            (disk(1), "removed".to_owned()),
-            (disk(2), "up".to_owned())
-        ]
+        vec![(disk(1), "removed".to_owned()), (disk(2), "up".to_owned())]
     );
     assert_eq!(t.db.disk_nodes().await.unwrap(), vec![(disk(2), 8, 2)]);
     // An unknown machine: nothing to do, not a rejection.

@@ -262,6 +262,22 @@ impl MetaDb {
         Ok(out)
     }
 
+    /// How many files have a segment at tolerance `max_tolerance` or below.
+    pub async fn count_files_at_risk(&self, max_tolerance: i64) -> Res<u64> {
+        let sql = format!(
+            "WITH seg AS ({SEGMENT_AVAILABILITY})
+             SELECT COUNT(DISTINCT file_id) FROM seg WHERE avail - k <= ?"
+        );
+        let r = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(max_tolerance)
+            .fetch_one(&self.pool())
+            .await
+            .db("count the files at risk")?;
+        Cols::new(&r, "segments")
+            .key("files at risk")
+            .int(0, "count")
+    }
+
     /// One path naming `file_id` (a copy may give it several), `None` if none does.
     pub async fn path_of_file(&self, file_id: FileId) -> Res<Option<String>> {
         let rows = sqlx::query(

@@ -39,6 +39,18 @@ pub fn place(
     n: usize,
     rng: &mut impl Rng,
 ) -> Result<Vec<DiskId>, NotEnoughDisks> {
+    place_beside(cands, n, &[], rng)
+}
+
+/// Chooses `n` distinct disks for parts joining parts already placed at `existing` (each a
+/// `(node, domain)`): a repair spreads the new parts away from the survivors as an ingest
+/// spreads a segment's parts away from each other.
+pub fn place_beside(
+    cands: &[Candidate],
+    n: usize,
+    existing: &[(NodeId, u64)],
+    rng: &mut impl Rng,
+) -> Result<Vec<DiskId>, NotEnoughDisks> {
     if cands.len() < n {
         return Err(NotEnoughDisks {
             needed: n,
@@ -48,6 +60,10 @@ pub fn place(
     let mut left: Vec<&Candidate> = cands.iter().collect();
     let mut per_node: HashMap<NodeId, usize> = HashMap::new();
     let mut per_domain: HashMap<(NodeId, u64), usize> = HashMap::new();
+    for &(node, domain) in existing {
+        *per_node.entry(node).or_default() += 1;
+        *per_domain.entry((node, domain)).or_default() += 1;
+    }
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
         let key =
@@ -169,5 +185,15 @@ mod tests {
         assert_eq!(domains_tolerated(&[3, 3], 4), 0);
         assert_eq!(domains_tolerated(&[2, 2, 2], 4), 1);
         assert_eq!(domains_tolerated(&[1, 1, 1], 1), 2);
+    }
+
+    #[test]
+    fn parts_placed_beside_survivors_go_to_the_machines_that_hold_fewest() {
+        // Node 1 already holds two parts, node 2 one: the next part goes to node 3, then 2.
+        let cands = vec![cand(1, 1, 1, 100), cand(2, 2, 2, 100), cand(3, 3, 3, 100)];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let got = place_beside(&cands, 2, &[(1, 1), (1, 9), (2, 2)], &mut rng).unwrap();
+        assert_eq!(got[0], cands[2].disk);
+        assert_eq!(got[1], cands[1].disk);
     }
 }

@@ -11,6 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio_util::sync::CancellationToken;
 
@@ -21,7 +22,7 @@ use wormfs_meta::command::{CommandV1, Conflict, NewSegment, Outcome, SourceIdent
 use wormfs_parts::codec;
 use wormfs_parts::crash_point::crash_point;
 use wormfs_parts::fsutil::now_ms;
-use wormfs_parts::ids::{DiskId, FileId};
+use wormfs_parts::ids::{DiskId, FileId, NodeId};
 use wormfs_parts::layout::Geometry;
 use wormfs_parts::part_format::{region_len, PartHeader};
 use wormfs_parts::part_io::{LocalPartWriter, PartWriter};
@@ -286,7 +287,53 @@ impl SegmentWriter {
     }
 }
 
+/// Where a part is to be written.
+#[derive(Clone, Copy, Debug)]
+pub struct PartTarget {
+    /// The disk.
+    pub disk_id: DiskId,
+    /// Its node.
+    pub node: NodeId,
+    /// The file whose part it is.
+    pub file_id: FileId,
+    /// The segment.
+    pub segment: u32,
+    /// The part's index.
+    pub part: u16,
+}
+
 impl Store {
+    /// Starts a part on a disk of this node or, through the data plane, of another: the one
+    /// way ingest and repair open a part for writing.
+    pub async fn open_part_writer(
+        &self,
+        t: PartTarget,
+        header_len: u32,
+        block_size: u32,
+        part_bytes: u64,
+    ) -> anyhow::Result<Box<dyn PartWriter>> {
+        if t.node != self.node_id {
+            let req = NewUpload {
+                disk_id: t.disk_id,
+                file_id: t.file_id,
+                segment: t.segment,
+                part: t.part,
+                header_len,
+                block_size,
+                expected_bytes: part_bytes,
+            };
+            let w = RemotePartWriter::create(self.data.clone(), t.node, req).await?;
+            return Ok(Box::new(w));
+        }
+        let disk = self
+            .disk(t.disk_id)
+            .ok_or_else(|| anyhow::anyhow!("disk {} is not attached here", t.disk_id))?;
+        let dest = disk.part_path(t.file_id, t.segment, t.part);
+        let w = LocalPartWriter::create(disk.clone(), dest, header_len, block_size, part_bytes)
+            .with_context(|| format!("disk {}", disk.root.display()))?;
+        Ok(Box::new(w))
+    }
+
     fn quorum(&self, geo: &Geometry) -> usize {
         usize::from(geo.k) + usize::from(self.storage.write_quorum_extra).min(usize::from(geo.m))
     }
@@ -319,45 +366,22 @@ impl Store {
             let mut opened: Option<(DiskId, Box<dyn PartWriter>)> = None;
             for disk_id in order.by_ref() {
                 let node = nodes.get(&disk_id).copied().unwrap_or(self.node_id);
-                if node != self.node_id {
-                    let req = NewUpload {
-                        disk_id,
-                        file_id,
-                        segment: index,
-                        part: part as u16,
-                        header_len,
-                        block_size: geo.block_size,
-                        expected_bytes: part_bytes,
-                    };
-                    match RemotePartWriter::create(self.data.clone(), node, req).await {
-                        Ok(w) => {
-                            opened = Some((disk_id, Box::new(w)));
-                            break;
-                        }
-                        Err(e) => {
-                            tracing::warn!(node, disk = %disk_id, "cannot start a part: {e}")
-                        }
-                    }
-                    continue;
-                }
-                let Some(disk) = self.disk(disk_id) else {
-                    continue;
+                let target = PartTarget {
+                    disk_id,
+                    node,
+                    file_id,
+                    segment: index,
+                    part: part as u16,
                 };
-                let dest = disk.part_path(file_id, index, part as u16);
-                match LocalPartWriter::create(
-                    disk.clone(),
-                    dest,
-                    header_len,
-                    geo.block_size,
-                    part_bytes,
-                ) {
+                match self
+                    .open_part_writer(target, header_len, geo.block_size, part_bytes)
+                    .await
+                {
                     Ok(w) => {
-                        opened = Some((disk_id, Box::new(w)));
+                        opened = Some((disk_id, w));
                         break;
                     }
-                    Err(e) => {
-                        tracing::warn!(disk = %disk.root.display(), "cannot start a part: {e:#}")
-                    }
+                    Err(e) => tracing::warn!(node, disk = %disk_id, "cannot start a part: {e:#}"),
                 }
             }
             match opened {
@@ -450,6 +474,7 @@ impl Store {
             let mut seg = self.open_segment(geo, file_id, index, estimate).await?;
             let mut seg_len = 0u64;
             loop {
+                self.healing.foreground();
                 let buf = std::mem::take(&mut next);
                 seg_len += buf.len() as u64;
                 hasher.update(&buf);

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod consensus;
 pub mod data_plane;
 pub mod drop_folders;
+pub mod healing;
 pub mod ingest;
 pub mod node;
 pub mod peer;

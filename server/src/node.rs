@@ -16,7 +16,7 @@ use crate::consensus::{ClusterParams, Consensus, Formation};
 use crate::data_plane::tls::{server_config, CipherPreference};
 use crate::data_plane::{DataClient, Directory, NodeCert};
 use crate::peer::{ClusterSecret, PeerNet};
-use crate::store::{Counters, Store};
+use crate::store::Store;
 use wormfs_meta::command::CommandV1;
 use wormfs_meta::MetaDb;
 use wormfs_parts::disk::LocalDisk;
@@ -204,17 +204,15 @@ impl Node {
             .await
             .context("read the cluster's members")?;
         let data_client = DataClient::new(cert.clone(), directory.clone(), CipherPreference::Auto);
-        let store = Arc::new(Store {
-            cluster_id: ident.cluster_id,
-            node_id: ident.node_id,
-            disks: wormfs_parts::disk_set::DiskSet::new(disks),
-            meta: db,
+        let store = Arc::new(Store::new(
+            ident.cluster_id,
+            ident.node_id,
+            wormfs_parts::disk_set::DiskSet::new(disks),
+            db,
             consensus,
-            storage: cfg.storage.clone(),
-            ingest: cfg.ingest.clone(),
-            counters: Counters::default(),
-            data: data_client,
-        });
+            cfg,
+            data_client,
+        ));
         let node = Node {
             store,
             token,
@@ -320,19 +318,23 @@ impl Node {
             }
             .instrument(tracing::info_span!("directory_refresh")),
         );
-        let store = self.store.clone();
-        let stop = self.shutdown.clone();
-        self.tasks.spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => break,
-                    _ = tokio::time::sleep(Duration::from_secs(30)) => {
-                        let s = store.clone();
-                        let _ = tokio::task::spawn_blocking(move || s.disks.iter().for_each(|d| d.refresh())).await;
-                    }
-                }
-            }
-        });
+        // The disk monitor also re-checks each disk's identity, space and writability.
+        self.tasks.spawn(
+            crate::healing::disk_monitor::run(self.store.clone(), self.shutdown.clone())
+                .instrument(tracing::info_span!("disk_monitor")),
+        );
+        self.tasks.spawn(
+            crate::healing::repair_worker::run(self.store.clone(), self.shutdown.clone())
+                .instrument(tracing::info_span!("repair")),
+        );
+        self.tasks.spawn(
+            crate::healing::repair_worker::heal_on_read(self.store.clone(), self.shutdown.clone())
+                .instrument(tracing::info_span!("heal_on_read")),
+        );
+        self.tasks.spawn(
+            crate::healing::scrub::run(self.store.clone(), self.shutdown.clone())
+                .instrument(tracing::info_span!("scrub")),
+        );
     }
 
     /// Stops background tasks, then Raft, then closes the metadata, in that order.

@@ -14,11 +14,13 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 
+use crate::healing::ReadDamage;
 use crate::store::Store;
+use wormfs_meta::command::{PartRef, SegmentRef};
 use wormfs_meta::FileRecord;
 use wormfs_parts::codec;
 use wormfs_parts::ids::FileId;
-use wormfs_parts::part_io::PartReader;
+use wormfs_parts::part_io::{PartReadError, PartReader};
 
 /// Blocks fetched ahead of the reader.
 const READ_AHEAD_BLOCKS: usize = 8;
@@ -67,7 +69,44 @@ type WindowGate = Arc<Mutex<()>>;
 #[derive(Clone)]
 enum PartSlot {
     Open(PartHandle),
-    Bad(String),
+    Bad(PartFailure),
+}
+
+/// Why a part could not be used, and whether the part itself is damaged (missing from its
+/// disk, corrupt, a bad header, another part's header, an I/O error) rather than out of reach
+/// for now (its disk or machine down): a damaged part is reported for repair.
+#[derive(Clone, Debug)]
+struct PartFailure {
+    why: String,
+    damaged: bool,
+}
+
+impl std::fmt::Display for PartFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.why)
+    }
+}
+
+impl From<&str> for PartFailure {
+    fn from(why: &str) -> Self {
+        Self {
+            why: why.to_owned(),
+            damaged: false,
+        }
+    }
+}
+
+impl From<PartReadError> for PartFailure {
+    fn from(e: PartReadError) -> Self {
+        let damaged = !matches!(
+            e,
+            PartReadError::Unavailable(_) | PartReadError::DiskNotHere(_)
+        );
+        Self {
+            why: e.to_string(),
+            damaged,
+        }
+    }
 }
 
 /// Where a part's blocks come from: this node's disk or another node's, behind one trait.
@@ -237,6 +276,7 @@ impl FileReader {
             .map(move |b| {
                 let me = self.clone();
                 async move {
+                    me.store.healing.foreground();
                     let r = tokio::task::spawn_blocking(move || me.read_block(&b))
                         .await
                         .map_err(|e| ReadError::Internal(e.to_string()))?;
@@ -292,13 +332,13 @@ impl FileReader {
         match part.read_blocks_now(b.row, 1)? {
             Ok(v) => Some(v),
             Err(e) => {
-                self.mark_bad(seg.index, b.part, e.to_string());
+                self.mark_bad(seg.index, b.part, e.into());
                 None
             }
         }
     }
 
-    fn open_part(&self, seg: u32, part: u16) -> Result<PartHandle, String> {
+    fn open_part(&self, seg: u32, part: u16) -> Result<PartHandle, PartFailure> {
         if let Some(slot) = lock(&self.parts.0).get(&(seg, part)) {
             return match slot {
                 PartSlot::Open(p) => Ok(p.clone()),
@@ -312,11 +352,11 @@ impl FileReader {
             .find(|s| s.index == seg)
             .and_then(|s| s.parts.get(usize::from(part)));
         let res = match rec.and_then(|p| p.disk_id) {
-            None => Err("recorded as missing".to_owned()),
+            None => Err(PartFailure::from("recorded as missing")),
             Some(d) => self
                 .store
                 .open_part(d, self.file.file_id, seg, part)
-                .map_err(|e| e.to_string()),
+                .map_err(PartFailure::from),
         };
         let slot = match &res {
             Ok(p) => PartSlot::Open(p.clone()),
@@ -330,21 +370,45 @@ impl FileReader {
     }
 
     /// Reads `count` blocks from block `first` of a part, wherever it is. Blocking.
-    fn read_part(&self, seg: u32, part: u16, first: u64, count: u64) -> Result<Bytes, String> {
+    fn read_part(&self, seg: u32, part: u16, first: u64, count: u64) -> Result<Bytes, PartFailure> {
         self.open_part(seg, part)?
             .read_blocks(first, count)
-            .map_err(|e| e.to_string())
+            .map_err(PartFailure::from)
     }
 
-    fn damaged(&self, seg: u32, part: u16, why: &str) {
+    /// Counts and logs a part that failed; one that is damaged is reported for repair (heal
+    /// on read), and the read goes on around it.
+    fn damaged(&self, seg: u32, part: u16, why: &PartFailure) {
         self.store
             .counters
             .damaged_part_reads
             .fetch_add(1, Ordering::Relaxed);
         tracing::warn!(file = %self.file.file_id, segment = seg, part, "damaged part, reading around it: {why}");
+        if why.damaged {
+            let disk = self
+                .file
+                .segments
+                .iter()
+                .find(|s| s.index == seg)
+                .and_then(|s| s.parts.iter().find(|p| p.index == part))
+                .and_then(|p| p.disk_id);
+            let segment = SegmentRef {
+                file_id: self.file.file_id,
+                seg,
+            };
+            self.store.healing.report_read_damage(ReadDamage {
+                segment,
+                part: disk.map(|disk_id| PartRef {
+                    file_id: self.file.file_id,
+                    seg,
+                    part,
+                    disk_id,
+                }),
+            });
+        }
     }
 
-    fn mark_bad(&self, seg: u32, part: u16, why: String) {
+    fn mark_bad(&self, seg: u32, part: u16, why: PartFailure) {
         self.damaged(seg, part, &why);
         lock(&self.parts.0).insert((seg, part), PartSlot::Bad(why));
     }
@@ -498,7 +562,7 @@ impl FileReader {
         while have < k && next < k + m {
             let batch: Vec<usize> = (next..k + m).take(k - have).collect();
             next += batch.len();
-            let results: Vec<(usize, Result<Bytes, String>)> = if batch.len() == 1 {
+            let results: Vec<(usize, Result<Bytes, PartFailure>)> = if batch.len() == 1 {
                 batch
                     .iter()
                     .map(|&p| (p, self.read_part(seg.index, p as u16, row, n)))

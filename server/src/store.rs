@@ -6,10 +6,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use serde::Serialize;
-use wormfs_config::{IngestConfig, StorageConfig};
+use wormfs_config::{Config, IngestConfig, RepairConfig, ScrubConfig, StorageConfig};
 
 use crate::consensus::{Consensus, ConsensusError};
-use wormfs_meta::command::{CommandV1, Outcome, Rejection};
+use wormfs_meta::command::{CommandV1, DiskStatus, Outcome, Rejection};
 use wormfs_meta::{DirEntry, FileRecord, MetaDb, MetaError};
 use wormfs_parts::disk::{DiskState, LocalDisk, Space};
 use wormfs_parts::disk_set::DiskSet;
@@ -80,9 +80,71 @@ pub struct Store {
     pub counters: Counters,
     /// The data plane's client (other nodes' disks), with its directory of members.
     pub data: Arc<crate::data_plane::DataClient>,
+    /// Repair settings.
+    pub repair: RepairConfig,
+    /// Scrub settings.
+    pub scrub: ScrubConfig,
+    /// Self-healing's runtime state (what runs now, counters, heal on read).
+    pub healing: crate::healing::Healing,
+    /// The disks' replicated states, read once per metadata generation.
+    disk_status_cache: std::sync::Mutex<(u64, Arc<HashMap<DiskId, DiskStatus>>)>,
 }
 
 impl Store {
+    /// The engine of one node from its parts (node.rs calls this once at start).
+    pub fn new(
+        cluster_id: ClusterId,
+        node_id: NodeId,
+        disks: DiskSet,
+        meta: MetaDb,
+        consensus: Consensus,
+        cfg: &Config,
+        data: Arc<crate::data_plane::DataClient>,
+    ) -> Self {
+        Self {
+            cluster_id,
+            node_id,
+            disks,
+            meta,
+            consensus,
+            storage: cfg.storage.clone(),
+            ingest: cfg.ingest.clone(),
+            counters: Counters::default(),
+            data,
+            repair: cfg.repair.clone(),
+            scrub: cfg.scrub.clone(),
+            healing: crate::healing::Healing::default(),
+            disk_status_cache: std::sync::Mutex::new((u64::MAX, Arc::default())),
+        }
+    }
+
+    /// Every registered disk's replicated state (cached until the metadata changes).
+    pub async fn disk_statuses(&self) -> Result<Arc<HashMap<DiskId, DiskStatus>>, StoreError> {
+        let generation = self.meta.generation();
+        {
+            let c = self
+                .disk_status_cache
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if c.0 == generation {
+                return Ok(c.1.clone());
+            }
+        }
+        let map: Arc<HashMap<DiskId, DiskStatus>> = Arc::new(
+            self.meta
+                .disk_states()
+                .await?
+                .into_iter()
+                .map(|d| (d.disk_id, d.state))
+                .collect(),
+        );
+        *self
+            .disk_status_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = (generation, map.clone());
+        Ok(map)
+    }
+
     /// Proposes a command; a rejection becomes `Err(StoreError::Rejected)`.
     pub async fn propose(&self, cmd: CommandV1) -> Result<Outcome, StoreError> {
         match self.consensus.write(cmd).await? {

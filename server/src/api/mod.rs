@@ -25,6 +25,7 @@ mod cluster;
 #[cfg(test)]
 mod doc_check;
 mod files;
+mod healing;
 mod locks;
 mod namespace;
 pub mod types;
@@ -64,9 +65,10 @@ impl From<StoreError> for ApiError {
                 Rejection::NotADirectory(_)
                 | Rejection::IsADirectory(_)
                 | Rejection::NotEmpty(_) => (StatusCode::CONFLICT, ErrorKind::Conflict),
-                Rejection::NoIntent(_) | Rejection::Changed(_) | Rejection::AlreadyInitialised => {
-                    (StatusCode::CONFLICT, ErrorKind::Conflict)
-                }
+                Rejection::NoIntent(_)
+                | Rejection::Changed(_)
+                | Rejection::AlreadyInitialised
+                | Rejection::Claimed(_) => (StatusCode::CONFLICT, ErrorKind::Conflict),
                 Rejection::InvalidPath(_) | Rejection::Invalid(_) => {
                     (StatusCode::BAD_REQUEST, ErrorKind::BadRequest)
                 }
@@ -276,6 +278,20 @@ pub fn routes() -> Vec<Route> {
         Route::new(Put, "/api/v1/policy", namespace::policy_set_root).body::<PolicyRequest>(),
         Route::new(Get, "/api/v1/policy/{*path}", namespace::policy_get).answer::<PolicyResponse>(),
         Route::new(Put, "/api/v1/policy/{*path}", namespace::policy_set).body::<PolicyRequest>(),
+        Route::new(Get, "/api/v1/health/report", healing::health_report).answer::<HealthReport>(),
+        Route::new(Get, "/api/v1/repair", healing::repair_status).answer::<RepairStatus>(),
+        Route::new(Post, "/api/v1/repair/pause", healing::repair_pause).answer::<RepairStatus>(),
+        Route::new(Post, "/api/v1/repair/resume", healing::repair_resume).answer::<RepairStatus>(),
+        Route::new(Post, "/api/v1/repair/now", healing::repair_now)
+            .body::<RepairNowRequest>()
+            .answer::<RepairNowResponse>(),
+        Route::new(Get, "/api/v1/scrub", healing::scrub_status).answer::<ScrubStatus>(),
+        Route::new(Post, "/api/v1/scrub", healing::scrub_now)
+            .body::<ScrubRequest>()
+            .answer::<ScrubStatus>(),
+        Route::new(Get, "/api/v1/impact", healing::impact)
+            .query::<ImpactQuery>()
+            .answer::<ImpactResponse>(),
         Route::new(Post, "/api/v1/admin/snapshot", cluster::admin_snapshot)
             .answer::<SnapshotResponse>(),
         Route::new(Post, "/api/v1/admin/sweep", cluster::admin_sweep).answer::<SweepResponse>(),

@@ -14,7 +14,7 @@ use super::types::{
 };
 use super::{bad, parse_path, ApiResult, ApiState};
 use crate::store::StoreError;
-use wormfs_meta::command::Rejection;
+use wormfs_meta::command::{DiskStatus, Rejection};
 use wormfs_meta::EntryKind;
 use wormfs_parts::placement::domains_tolerated;
 use wormfs_parts::policy::Policy;
@@ -111,6 +111,7 @@ pub(super) async fn stat(
         .collect();
     let k = usize::from(rec.geometry.k);
     let mut tol = Tolerance {
+        policy_parts: usize::from(rec.geometry.m),
         parts: usize::MAX,
         disks: usize::MAX,
         machines: usize::MAX,
@@ -126,7 +127,19 @@ pub(super) async fn stat(
             let d = p
                 .disk_id
                 .and_then(|id| disks.iter().find(|d| d.disk_id == id));
-            if let (Some(d), false) = (d, p.missing) {
+            let disk_state = d.and_then(|d| d.state.parse::<DiskStatus>().ok());
+            let state = match (p.disk_id, p.missing, disk_state) {
+                (None, ..) => "missing",
+                (Some(_), true, _) => "damaged",
+                (Some(_), false, None) => "disk unknown",
+                (Some(_), false, Some(DiskStatus::Up)) => "ok",
+                (Some(_), false, Some(DiskStatus::Draining)) => "ok, disk draining",
+                (Some(_), false, Some(DiskStatus::Down)) => "disk down",
+                (Some(_), false, Some(_)) => "lost with its disk",
+            };
+            if let (Some(d), false, Some(true)) =
+                (d, p.missing, disk_state.map(DiskStatus::available))
+            {
                 healthy += 1;
                 *per_domain.entry((d.node_id, d.fs_dev)).or_default() += 1;
                 *per_node.entry(d.node_id).or_default() += 1;
@@ -138,6 +151,7 @@ pub(super) async fn stat(
                 node_id: d.map(|d| d.node_id),
                 node_name: d.and_then(|d| names.get(&d.node_id).cloned()),
                 missing: p.missing,
+                state: state.to_owned(),
             });
         }
         tol.parts = tol.parts.min(healthy.saturating_sub(k));
@@ -159,6 +173,7 @@ pub(super) async fn stat(
     }
     if rec.segments.is_empty() {
         tol = Tolerance {
+            policy_parts: 0,
             parts: 0,
             disks: 0,
             machines: 0,
@@ -169,8 +184,15 @@ pub(super) async fn stat(
         "empty file: nothing to lose".into()
     } else {
         format!(
-            "survives the loss of {} part(s) of any segment, {} disk(s) (folders on one filesystem count as one), {} machine(s)",
-            tol.parts, tol.disks, tol.machines
+            "survives the loss of {} more part(s) of any segment, {} disk(s) (folders on one filesystem count as one), {} machine(s){}",
+            tol.parts,
+            tol.disks,
+            tol.machines,
+            if tol.parts < tol.policy_parts {
+                format!("; its policy gives {}: repair is due", tol.policy_parts)
+            } else {
+                String::new()
+            }
         )
     };
     Ok(Json(StatResponse::File(Box::new(FileStat {

@@ -452,14 +452,19 @@ pub struct PartStat {
     pub node_id: Option<NodeId>,
     /// That machine's name.
     pub node_name: Option<String>,
-    /// Whether it is missing (waiting for repair).
+    /// Whether it is missing or damaged (waiting for repair).
     pub missing: bool,
+    /// In words: `ok`, `ok, disk draining`, `missing`, `damaged`, `disk down`, `lost with
+    /// its disk`, `disk unknown`.
+    pub state: String,
 }
 
 /// What `stat` says about how many failures a file survives.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Tolerance {
-    /// Parts of any one segment that can be lost.
+    /// Parts of any one segment that its policy lets it lose (`m`).
+    pub policy_parts: usize,
+    /// Parts of any one segment that can be lost now.
     pub parts: usize,
     /// Disks (failure domains: filesystems) that can fail.
     pub disks: usize,
@@ -978,6 +983,7 @@ mod tests {
             },
             segments: vec![],
             tolerance: Tolerance {
+                policy_parts: 0,
                 parts: 0,
                 disks: 0,
                 machines: 0,
@@ -1024,4 +1030,49 @@ mod tests {
         assert_eq!(disk_state_name(DiskState::ReadOnly), "read_only");
         assert_eq!(item_state_name(ItemState::InProgress), "in_progress");
     }
+}
+
+pub use crate::healing::health::{HealthReport, RepairStatus, ScrubStatus, Verdict};
+pub use crate::healing::{RepairCounters, RepairInProgress, ScrubCounters};
+pub use wormfs_meta::command::{DiskStatus, SegmentRef};
+pub use wormfs_meta::{DiskStateRecord, FileAtRisk, Impact, QueuedRepair, ToleranceCount};
+
+/// Body of `POST /api/v1/repair/now`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RepairNowRequest {
+    /// `FILEID:SEGMENT` (as `wormfs stat` shows it) or a file's path.
+    pub target: String,
+}
+
+/// Answer of `POST /api/v1/repair/now`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RepairNowResponse {
+    /// The segments queued.
+    pub segments: Vec<SegmentRef>,
+}
+
+/// Body of `POST /api/v1/scrub`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ScrubRequest {
+    /// Also re-encode parity and check each segment's BLAKE3.
+    #[serde(default)]
+    pub deep: bool,
+}
+
+/// Query of `GET /api/v1/impact`: one of the two.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ImpactQuery {
+    /// A disk.
+    pub disk: Option<DiskId>,
+    /// A machine (all its disks).
+    pub node: Option<NodeId>,
+}
+
+/// Answer of `GET /api/v1/impact`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ImpactResponse {
+    /// The disks whose loss is considered.
+    pub disks: Vec<DiskId>,
+    /// What it would cost now.
+    pub impact: Impact,
 }

@@ -7,6 +7,7 @@
 //! - `namespace`: `ls`, `stat`, `rm`, `mkdir`, `mv`, `policy`;
 //! - `cluster`: `cluster`, `status`, `disks`, `admin`, `node remove`;
 //! - `ingest`: the drop folders' status;
+//! - `healing`: `health`, `repair`, `scrub`, `disk impact`;
 //! - `client`: the API client they share (token, requests, errors to exit codes, output).
 //!
 //! `serve` itself, and the part of `recover` that opens the node's data folder, need the
@@ -24,11 +25,13 @@ use wormfs_parts::ids::NodeId;
 mod client;
 mod cluster;
 mod files;
+mod healing;
 mod ingest;
 mod local;
 mod namespace;
 
 pub use cluster::{AdminCmd, NodeCmd};
+pub use healing::{DiskCmd, RepairCmd, ScrubCmd};
 pub use local::{ConfigCmd, ServeArgs, WebdavCmd};
 pub use namespace::PolicyCmd;
 
@@ -252,6 +255,19 @@ pub enum Cmd {
     /// Machines of the cluster.
     #[command(subcommand)]
     Node(NodeCmd),
+    /// What is at risk: segments by remaining tolerance, files that can survive no more
+    /// failures, repair and scrub. Exit 0: all at full redundancy; 1: some below; 2: some
+    /// file unreadable now.
+    Health,
+    /// Repair: status, pause, resume, now.
+    #[command(subcommand)]
+    Repair(RepairCmd),
+    /// Scrub: status, now.
+    #[command(subcommand)]
+    Scrub(ScrubCmd),
+    /// One disk: what its loss would cost.
+    #[command(subcommand)]
+    Disk(DiskCmd),
 }
 
 /// What only the binary can do, because it needs the node's composition root (`node.rs`,
@@ -327,6 +343,10 @@ pub async fn run(cli: Cli, host: &impl NodeHost) -> anyhow::Result<()> {
         Cmd::Admin(a) => cluster::admin(&client()?, a).await?,
         Cmd::Node(n) => cluster::node(&client()?, n).await?,
         Cmd::Ingest { wait } => ingest::ingest(&client()?, wait).await?,
+        Cmd::Health => healing::health(&client()?).await?,
+        Cmd::Repair(r) => healing::repair(&client()?, r).await?,
+        Cmd::Scrub(s) => healing::scrub(&client()?, s).await?,
+        Cmd::Disk(d) => healing::disk(&client()?, d).await?,
     }
     std::io::stdout().flush()?;
     Ok(())

@@ -1,0 +1,286 @@
+//! Self-healing from the command line: `health`, `repair status|pause|resume|now`,
+//! `scrub status|now`, `disk impact`.
+
+use clap::Subcommand;
+
+use super::client::{human, print_json, Client};
+use super::CliError;
+use crate::api::types::{
+    HealthReport, ImpactResponse, RepairNowRequest, RepairNowResponse, RepairStatus, ScrubRequest,
+    ScrubStatus,
+};
+use crate::healing::health::about;
+
+/// `wormfs repair ...`
+#[derive(Subcommand, Debug)]
+pub enum RepairCmd {
+    /// The queue by priority, what runs now with its rate and time left, and errors.
+    Status,
+    /// Pause repair on every node (the queue keeps filling).
+    Pause,
+    /// Resume repair.
+    Resume,
+    /// Queue a segment (FILEID:SEGMENT, as `wormfs stat` shows) or a file's path for repair
+    /// now.
+    Now {
+        /// FILEID:SEGMENT or a path.
+        target: String,
+    },
+}
+
+/// `wormfs scrub ...`
+#[derive(Subcommand, Debug)]
+pub enum ScrubCmd {
+    /// This node's scrub: progress, rate, time left, the oldest verification, what it found.
+    Status,
+    /// Scrub every part now, on every node.
+    Now {
+        /// Also re-encode parity and compare it, and check each segment's BLAKE3.
+        #[arg(long)]
+        deep: bool,
+    },
+}
+
+/// `wormfs disk ...`
+#[derive(Subcommand, Debug)]
+pub enum DiskCmd {
+    /// What would become unreadable, or drop to tolerance 0, if this disk (or with --node,
+    /// this machine) failed now.
+    Impact {
+        /// The disk's id (see `wormfs disks`); omit with --node.
+        id: Option<String>,
+        /// A machine's node id instead.
+        #[arg(long)]
+        node: Option<u64>,
+    },
+}
+
+fn secs(s: Option<u64>) -> String {
+    s.map_or_else(|| "-".to_owned(), about)
+}
+
+/// `wormfs health`: exit 0 when every segment is at full redundancy, 1 when any is below
+/// it, 2 when any file cannot be read.
+pub(super) async fn health(c: &Client) -> anyhow::Result<()> {
+    let r: HealthReport = c.get_json("/api/v1/health/report").await?;
+    if c.json {
+        print_json(&r);
+    } else {
+        println!("{}", r.summary);
+        println!(
+            "files {}, segments {}; segments by tolerance (parts that may still be lost):",
+            r.files, r.segments
+        );
+        for t in &r.by_tolerance {
+            let label = if t.tolerance < 0 {
+                "unreadable now".to_owned()
+            } else {
+                t.tolerance.to_string()
+            };
+            println!(
+                "  {label:>14}: {} ({} below policy)",
+                t.segments, t.below_policy
+            );
+        }
+        if !r.at_risk.is_empty() {
+            println!(
+                "files that can survive no more failures ({} in all):",
+                r.at_risk_count
+            );
+            for f in &r.at_risk {
+                let what = if f.tolerance < 0 {
+                    "unreadable"
+                } else {
+                    "tolerance 0"
+                };
+                println!("  {what:<12} {}", f.path);
+            }
+        }
+        for d in &r.disks_not_up {
+            println!("disk {} {} ({}): {}", d.path, d.state, d.disk_id, d.reason);
+        }
+        print_repair_line(&r.repair);
+        for b in &r.brakes {
+            println!("brake: {b}");
+        }
+    }
+    let code = r.verdict.exit_code();
+    if code != 0 {
+        std::io::Write::flush(&mut std::io::stdout())?;
+        let what = if code == 2 {
+            "some files cannot be read now"
+        } else {
+            "some segments are below their policy's redundancy"
+        };
+        return Err(CliError::new(code, what).into());
+    }
+    Ok(())
+}
+
+fn print_repair_line(r: &RepairStatus) {
+    println!(
+        "repair: {}{} queued ({}), {} running here, {}/s, time left {}",
+        if r.paused { "PAUSED, " } else { "" },
+        r.queued,
+        human(r.queued_bytes),
+        r.in_progress.len(),
+        human(r.counters.rate_bytes_per_sec),
+        secs(r.eta_secs)
+    );
+}
+
+fn print_repair(r: &RepairStatus) {
+    print_repair_line(r);
+    for t in &r.queued_by_tolerance {
+        println!("  tolerance {:>3}: {} segment(s)", t.tolerance, t.segments);
+    }
+    for j in &r.in_progress {
+        println!(
+            "  running {} {} parts {:?}: {} of {}",
+            j.segment,
+            j.path,
+            j.parts,
+            human(j.bytes_done),
+            human(j.bytes_total)
+        );
+    }
+    for q in r.queue.iter().take(20) {
+        let err = if q.last_error.is_empty() {
+            String::new()
+        } else {
+            format!("  attempts {}: {}", q.attempts, q.last_error)
+        };
+        println!(
+            "  queued {} tolerance {} ({}){err}",
+            q.segment, q.tolerance, q.reason
+        );
+    }
+    println!(
+        "  since start: {} segments repaired, {} parts written, {} failures",
+        r.counters.segments_repaired, r.counters.parts_written, r.counters.failures
+    );
+    for b in &r.brakes {
+        println!("brake: {b}");
+    }
+}
+
+/// `wormfs repair ...`.
+pub(super) async fn repair(c: &Client, cmd: RepairCmd) -> anyhow::Result<()> {
+    let post = |path: &str| c.req(reqwest::Method::POST, path);
+    match cmd {
+        RepairCmd::Status => {
+            let r: RepairStatus = c.get_json("/api/v1/repair").await?;
+            if c.json {
+                print_json(&r)
+            } else {
+                print_repair(&r)
+            }
+        }
+        RepairCmd::Pause | RepairCmd::Resume => {
+            let path = if matches!(cmd, RepairCmd::Pause) {
+                "/api/v1/repair/pause"
+            } else {
+                "/api/v1/repair/resume"
+            };
+            let r: RepairStatus = c.send_json(post(path)).await?;
+            if c.json {
+                print_json(&r)
+            } else {
+                print_repair_line(&r)
+            }
+        }
+        RepairCmd::Now { target } => {
+            let r: RepairNowResponse = c
+                .send_json(post("/api/v1/repair/now").json(&RepairNowRequest { target }))
+                .await?;
+            if c.json {
+                print_json(&r)
+            } else {
+                println!("queued {} segment(s) for repair", r.segments.len());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_scrub(s: &ScrubStatus) {
+    let c = &s.counters;
+    println!(
+        "scrub: {}{}; every {} days; {} of {} parts verified this pass, {} left, {}/s, time left {}",
+        if s.enabled { c.state.as_str() } else { "disabled" },
+        if c.deep { " (deep)" } else { "" },
+        s.interval_days,
+        s.parts_verified,
+        s.parts,
+        human(s.bytes_left),
+        human(c.rate_bytes_per_sec),
+        secs(s.eta_secs)
+    );
+    println!(
+        "  oldest verification: {}",
+        s.oldest_verified_age_secs.map_or_else(
+            || "-".to_owned(),
+            |a| format!("{} ago", about(a).trim_start_matches("about "))
+        )
+    );
+    println!(
+        "  since start: {} parts and {} verified, {} damaged parts found, {} deep mismatches",
+        c.parts_verified,
+        human(c.bytes_verified),
+        c.damaged_found,
+        c.deep_mismatches
+    );
+}
+
+/// `wormfs scrub ...`.
+pub(super) async fn scrub(c: &Client, cmd: ScrubCmd) -> anyhow::Result<()> {
+    let s: ScrubStatus = match cmd {
+        ScrubCmd::Status => c.get_json("/api/v1/scrub").await?,
+        ScrubCmd::Now { deep } => {
+            c.send_json(
+                c.req(reqwest::Method::POST, "/api/v1/scrub")
+                    .json(&ScrubRequest { deep }),
+            )
+            .await?
+        }
+    };
+    if c.json {
+        print_json(&s)
+    } else {
+        print_scrub(&s)
+    }
+    Ok(())
+}
+
+/// `wormfs disk ...`.
+pub(super) async fn disk(c: &Client, cmd: DiskCmd) -> anyhow::Result<()> {
+    match cmd {
+        DiskCmd::Impact { id, node } => {
+            let query = match (id, node) {
+                (Some(id), None) => format!("disk={id}"),
+                (None, Some(n)) => format!("node={n}"),
+                _ => return Err(CliError::usage("give a disk id, or --node N").into()),
+            };
+            let r: ImpactResponse = c.get_json(&format!("/api/v1/impact?{query}")).await?;
+            if c.json {
+                print_json(&r);
+                return Ok(());
+            }
+            let i = &r.impact;
+            println!(
+                "if {} failed now: {} segment(s) affected; {} would become unreadable, {} would be left at tolerance 0",
+                if r.disks.len() == 1 { "this disk".to_owned() } else { format!("these {} disks", r.disks.len()) },
+                i.segments,
+                i.unreadable_segments,
+                i.zero_tolerance_segments
+            );
+            for f in &i.unreadable_files {
+                println!("  unreadable   {}", f.path);
+            }
+            for f in &i.zero_tolerance_files {
+                println!("  tolerance 0  {}", f.path);
+            }
+        }
+    }
+    Ok(())
+}

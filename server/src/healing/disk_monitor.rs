@@ -1,0 +1,208 @@
+//! Disk states as the cluster sees them.
+//!
+//! Every node watches its own disks: one that stops reading (identity file gone, I/O errors,
+//! unmounted) is proposed `down`; one that reads again, `up` (also after being `out`: its parts
+//! that were not rebuilt yet count again, and those rebuilt elsewhere are surplus, removed by
+//! the sweeper once nothing names them). The leader also watches the other machines: one whose
+//! data plane has not answered for [`SILENT_AFTER`] has its `up` disks marked `down`, with a
+//! reason starting "machine". And the leader turns `down` into `out` after
+//! `repair.disk_out_after_ms` (`repair.machine_out_after_ms` for a silent machine), within two
+//! brakes:
+//! - never more disks `out` with parts still to rebuild than the smallest `m` in use, so a
+//!   network fault or a shelf of disks going away together does not start rebuilding
+//!   everything at once;
+//! - never a disk that holds the last readable parts of anything (rebuilding them is
+//!   impossible; calling it `out` would say the data is gone when the disk may come back).
+//!
+//! A brake that holds is written to the metadata (`SetBrakes`), so `wormfs health` on any node
+//! says why nothing happens.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::consensus::RaftRole;
+use crate::store::{Store, StoreError};
+use wormfs_meta::command::{CommandV1, DiskStatus};
+use wormfs_parts::disk::DiskState;
+use wormfs_parts::fsutil::now_ms;
+use wormfs_parts::ids::NodeId;
+
+/// A machine whose data plane has not answered this long has its disks marked down.
+const SILENT_AFTER: Duration = Duration::from_secs(5);
+/// A reason given for a silent machine's disks starts with this.
+pub const MACHINE_REASON: &str = "machine ";
+
+/// Runs the monitor until `stop`.
+pub async fn run(store: Arc<Store>, stop: CancellationToken) {
+    let tick = Duration::from_millis((store.repair.disk_out_after_ms / 10).clamp(200, 2000));
+    let mut silent: HashMap<NodeId, Instant> = HashMap::new();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(tick) => {}
+        }
+        if let Err(e) = own_disks(&store).await {
+            tracing::debug!("disk monitor: {e}");
+        }
+        if store.consensus.status().role == RaftRole::Leader {
+            if let Err(e) = as_leader(&store, &mut silent).await {
+                tracing::warn!("disk monitor: {e}");
+            }
+        } else {
+            silent.clear();
+        }
+    }
+}
+
+async fn set(
+    store: &Store,
+    disk: wormfs_parts::ids::DiskId,
+    state: DiskStatus,
+    reason: String,
+) -> Result<(), StoreError> {
+    tracing::warn!(disk = %disk, %state, %reason, "disk state");
+    store
+        .propose(CommandV1::SetDiskState {
+            disk_id: disk,
+            state,
+            reason,
+            time_ms: now_ms(),
+        })
+        .await?;
+    store.healing.wake_repair.notify_one();
+    Ok(())
+}
+
+/// Proposes this node's disks `down` or `up` as they stop or start reading.
+async fn own_disks(store: &Arc<Store>) -> Result<(), StoreError> {
+    let s = store.clone();
+    let _ = tokio::task::spawn_blocking(move || s.disks.iter().for_each(|d| d.refresh())).await;
+    let statuses = store.disk_statuses().await?;
+    for d in store.disks.iter() {
+        let Some(&current) = statuses.get(&d.id) else {
+            continue;
+        };
+        let (observed, why) = d.state();
+        let readable = observed != DiskState::Missing;
+        match (current, readable) {
+            (DiskStatus::Up, false) => set(store, d.id, DiskStatus::Down, why).await?,
+            (DiskStatus::Down | DiskStatus::Out, true) => {
+                set(store, d.id, DiskStatus::Up, "readable again".into()).await?
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn human(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..=119 => format!("{s} s"),
+        120..=7199 => format!("{} min", s / 60),
+        _ => format!("{} h", s / 3600),
+    }
+}
+
+/// The leader's part: silent machines, and `down` disks that have waited long enough.
+async fn as_leader(
+    store: &Arc<Store>,
+    silent: &mut HashMap<NodeId, Instant>,
+) -> Result<(), StoreError> {
+    let nodes = store.meta.nodes().await?;
+    let states = store.meta.disk_states().await?;
+    for n in nodes.iter().filter(|n| n.node_id != store.node_id) {
+        let answers = store.data.disk_offers(n.node_id).await.is_ok();
+        if answers {
+            silent.remove(&n.node_id);
+            continue;
+        }
+        let since = *silent.entry(n.node_id).or_insert_with(Instant::now);
+        if since.elapsed() < SILENT_AFTER {
+            continue;
+        }
+        for d in states
+            .iter()
+            .filter(|d| d.node_id == n.node_id && d.state == DiskStatus::Up)
+        {
+            let why = format!(
+                "{MACHINE_REASON}{} (node {}) is not answering",
+                n.name, n.node_id
+            );
+            set(store, d.disk_id, DiskStatus::Down, why).await?;
+        }
+    }
+
+    let now = now_ms();
+    let parts: HashMap<_, u64> = store
+        .meta
+        .disks()
+        .await?
+        .into_iter()
+        .map(|d| (d.disk_id, d.parts))
+        .collect();
+    let held = |d: &wormfs_parts::ids::DiskId| parts.get(d).copied().unwrap_or(0);
+    let smallest_m = store.meta.smallest_m().await?;
+    let mut pending = states
+        .iter()
+        .filter(|d| d.state == DiskStatus::Out && held(&d.disk_id) > 0)
+        .count() as u64;
+    let mut due: Vec<_> = states
+        .iter()
+        .filter(|d| d.state == DiskStatus::Down)
+        .filter(|d| {
+            let wait = if d.reason.starts_with(MACHINE_REASON) {
+                store.repair.machine_out_after_ms
+            } else {
+                store.repair.disk_out_after_ms
+            };
+            now.saturating_sub(d.since_ms) >= wait
+        })
+        .collect();
+    due.sort_by_key(|d| d.since_ms);
+    let mut brakes = Vec::new();
+    for d in due {
+        let down_for = human(now.saturating_sub(d.since_ms));
+        if held(&d.disk_id) > 0 {
+            let imp = store.meta.impact(&[d.disk_id], 1).await?;
+            if imp.unreadable_segments > 0 {
+                let example = imp
+                    .unreadable_files
+                    .first()
+                    .map(|f| format!(" (such as {})", f.path))
+                    .unwrap_or_default();
+                brakes.push(format!(
+                    "disk {} ({}) has been down for {down_for} but holds the last readable parts of {} segment(s){example}: it is not marked out; bring it back, or give those files up with `wormfs disk remove {} --force`",
+                    d.disk_id, d.path, imp.unreadable_segments, d.disk_id
+                ));
+                continue;
+            }
+            let limit = smallest_m.unwrap_or(u64::MAX);
+            if pending >= limit {
+                brakes.push(format!(
+                    "disk {} ({}) has been down for {down_for}; {pending} disk(s) are already out with parts still to rebuild, and the smallest redundancy in use (m = {limit}) allows no more at once: it waits",
+                    d.disk_id, d.path
+                ));
+                continue;
+            }
+            pending += 1;
+        }
+        set(
+            store,
+            d.disk_id,
+            DiskStatus::Out,
+            format!("down for {down_for}: {}", d.reason),
+        )
+        .await?;
+    }
+    if brakes != store.meta.brakes().await? {
+        for b in &brakes {
+            tracing::warn!("repair brake: {b}");
+        }
+        store.propose(CommandV1::SetBrakes { brakes }).await?;
+    }
+    Ok(())
+}

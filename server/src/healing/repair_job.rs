@@ -1,0 +1,687 @@
+//! Repairing one segment: which parts to write, from which, to where; then the bytes.
+//!
+//! A part is rewritten when it is lost (missing, damaged, or on a disk that is `out`,
+//! `removed`, `drained` or unknown) or moved (on a `draining` disk). A part on a `down` disk is
+//! left alone: the disk may come back. The job reads `k` readable parts window by window (every
+//! block checked against its checksum by the reader; a part that fails is replaced by another),
+//! rebuilds the data rows, re-encodes the parity it needs, checks the whole segment's BLAKE3
+//! before anything counts, writes the new parts to disks chosen by the ingest's placement rules
+//! (spread away from the surviving parts), and makes them durable. Committing them is the
+//! worker's step: see `repair_worker.rs`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio_util::sync::CancellationToken;
+
+use super::throttle::Throttle;
+use super::RepairInProgress;
+use crate::ingest::PartTarget;
+use crate::store::{Store, StoreError};
+use wormfs_meta::command::{DiskStatus, RepairedPart, SegmentRef};
+use wormfs_meta::FileRecord;
+use wormfs_parts::codec;
+use wormfs_parts::crash_point::crash_point;
+use wormfs_parts::fsutil::now_ms;
+use wormfs_parts::ids::{DiskId, NodeId};
+use wormfs_parts::layout::Geometry;
+use wormfs_parts::part_format::{region_len, PartHeader};
+use wormfs_parts::part_io::{PartReader, PartWriter};
+use wormfs_parts::placement::{place_beside, Candidate};
+
+/// Bytes of segment data handled per step (rounded to whole rows).
+const WINDOW_BYTES: u64 = 8 << 20;
+
+/// Why a repair attempt failed (it is retried with backoff).
+#[derive(Debug, thiserror::Error)]
+pub enum RepairError {
+    /// The segment's file is gone (deleted meanwhile): nothing to do.
+    #[error("the segment no longer exists")]
+    Gone,
+    /// Fewer than `k` parts could be read.
+    #[error("only {have} of the {need} parts needed could be read: {detail}")]
+    NotEnoughParts {
+        /// Readable parts.
+        have: usize,
+        /// Needed.
+        need: usize,
+        /// What failed.
+        detail: String,
+    },
+    /// No disk could take a part.
+    #[error("no disk can take part(s) {parts:?}: {detail}")]
+    NoDisk {
+        /// The parts left unwritten.
+        parts: Vec<u16>,
+        /// Why.
+        detail: String,
+    },
+    /// The rebuilt segment does not match its BLAKE3: nothing was committed.
+    #[error(
+        "the rebuilt segment's BLAKE3 is {got}, the metadata says {want}; nothing written counts"
+    )]
+    Mismatch {
+        /// What was computed.
+        got: String,
+        /// What the metadata holds.
+        want: String,
+    },
+    /// Writing or finishing new parts failed.
+    #[error("writing the new parts failed: {0}")]
+    Write(String),
+    /// Stopped (shutdown or pause).
+    #[error("stopped")]
+    Stopped,
+    /// The metadata or the cluster failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<wormfs_meta::MetaError> for RepairError {
+    fn from(e: wormfs_meta::MetaError) -> Self {
+        Self::Store(e.into())
+    }
+}
+
+/// What a finished job wrote.
+#[derive(Debug, Default)]
+pub struct JobResult {
+    /// Parts now durable at their new place.
+    pub written: Vec<RepairedPart>,
+    /// Parts that needed rewriting but found no disk (committed later, by another attempt).
+    pub unplaced: Vec<u16>,
+    /// Why they found none.
+    pub unplaced_why: String,
+}
+
+/// What a segment's parts need, from the metadata and the disks' states.
+#[derive(Debug, Default)]
+pub(crate) struct Plan {
+    /// Readable parts, best sources first: `(part, disk)`.
+    pub sources: Vec<(u16, DiskId)>,
+    /// Parts to write: `(part, where the metadata has it now)`.
+    pub rewrite: Vec<(u16, Option<DiskId>)>,
+    /// Disks that keep a part of this segment (no new part goes there).
+    pub kept: Vec<DiskId>,
+}
+
+/// Decides what to do for a segment (pure: the metadata's view and the disks' states).
+pub(crate) fn plan(
+    file: &FileRecord,
+    seg: u32,
+    statuses: &HashMap<DiskId, DiskStatus>,
+    is_local: impl Fn(DiskId) -> bool,
+) -> Option<Plan> {
+    let s = file.segments.iter().find(|s| s.index == seg)?;
+    let width = file.geometry.width();
+    let mut p = Plan::default();
+    for i in 0..width as u16 {
+        let rec = s.parts.iter().find(|r| r.index == i);
+        let Some((disk, missing)) = rec.and_then(|r| r.disk_id.map(|d| (d, r.missing))) else {
+            p.rewrite.push((i, None));
+            continue;
+        };
+        match statuses.get(&disk).copied() {
+            Some(DiskStatus::Up) if !missing => {
+                p.sources.push((i, disk));
+                p.kept.push(disk);
+            }
+            Some(DiskStatus::Draining) => {
+                if !missing {
+                    p.sources.push((i, disk));
+                }
+                p.rewrite.push((i, Some(disk)));
+            }
+            Some(DiskStatus::Down) => p.kept.push(disk),
+            // Damaged on a disk that is up, or lost with its disk.
+            _ => p.rewrite.push((i, Some(disk))),
+        }
+    }
+    // Local parts first (no network), then data parts (no decoding), then moves last (a
+    // draining disk is busy emptying).
+    let k = file.geometry.k;
+    let draining: Vec<u16> = p
+        .rewrite
+        .iter()
+        .filter(|(_, d)| d.is_some_and(|d| statuses.get(&d) == Some(&DiskStatus::Draining)))
+        .map(|(i, _)| *i)
+        .collect();
+    p.sources
+        .sort_by_key(|(i, d)| (draining.contains(i), !is_local(*d), *i >= k, *i));
+    Some(p)
+}
+
+/// A part being written: its index, its new disk, where the metadata had it, its writer.
+type NewPart = (u16, DiskId, Option<DiskId>, Box<dyn PartWriter>);
+
+/// The bytes side of a job, run on a blocking thread.
+struct Pipe {
+    geo: Geometry,
+    data_len: u64,
+    readers: Vec<(u16, Arc<dyn PartReader>)>,
+    /// Readers in use: indices into `readers`.
+    using: Vec<usize>,
+    next_reader: usize,
+    failures: Vec<String>,
+    writers: Vec<NewPart>,
+    hasher: blake3::Hasher,
+    hashed: u64,
+    decoder: codec::Decoder,
+    encoder: codec::Encoder,
+}
+
+impl Pipe {
+    /// Units (rows, or blocks for copies) of the segment.
+    fn units(&self) -> u64 {
+        if self.geo.is_replica() {
+            self.data_len.div_ceil(u64::from(self.geo.block_size))
+        } else {
+            self.geo.rows(self.data_len)
+        }
+    }
+
+    fn need(&self) -> usize {
+        usize::from(self.geo.k)
+    }
+
+    /// Reads `count` units from `first` off `need()` readable parts, replacing any that fail.
+    fn read_window(&mut self, first: u64, count: u64) -> Result<Vec<(u16, Bytes)>, RepairError> {
+        loop {
+            while self.using.len() < self.need() && self.next_reader < self.readers.len() {
+                self.using.push(self.next_reader);
+                self.next_reader += 1;
+            }
+            if self.using.len() < self.need() {
+                return Err(RepairError::NotEnoughParts {
+                    have: self.using.len(),
+                    need: self.need(),
+                    detail: self.failures.join("; "),
+                });
+            }
+            let got: Vec<(usize, Result<Bytes, String>)> = std::thread::scope(|s| {
+                let hs: Vec<_> = self
+                    .using
+                    .iter()
+                    .map(|&r| {
+                        let reader = self.readers[r].1.clone();
+                        (r, s.spawn(move || reader.read_blocks(first, count)))
+                    })
+                    .collect();
+                hs.into_iter()
+                    .map(|(r, h)| {
+                        let res = h
+                            .join()
+                            .unwrap_or_else(|_| {
+                                Err(wormfs_parts::part_io::PartReadError::Unavailable(
+                                    "reader panicked".into(),
+                                ))
+                            })
+                            .map_err(|e| e.to_string());
+                        (r, res)
+                    })
+                    .collect()
+            });
+            let mut ok = Vec::new();
+            let mut failed = false;
+            for (r, res) in got {
+                match res {
+                    Ok(b) => ok.push((self.readers[r].0, b)),
+                    Err(e) => {
+                        tracing::warn!(
+                            part = self.readers[r].0,
+                            "repair: a source part failed: {e}"
+                        );
+                        self.failures
+                            .push(format!("part {}: {e}", self.readers[r].0));
+                        self.using.retain(|&u| u != r);
+                        failed = true;
+                    }
+                }
+            }
+            if !failed {
+                return Ok(ok);
+            }
+        }
+    }
+
+    fn hash(&mut self, data: &[u8]) {
+        let take = (self.data_len - self.hashed).min(data.len() as u64) as usize;
+        self.hasher.update(&data[..take]);
+        self.hashed += take as u64;
+    }
+
+    /// Handles one window: read, rebuild, write. Returns the bytes read and written.
+    fn window(&mut self, first: u64, count: u64) -> Result<u64, RepairError> {
+        let shards = self.read_window(first, count)?;
+        let read: u64 = shards.iter().map(|(_, b)| b.len() as u64).sum();
+        let mut written = 0u64;
+        if self.geo.is_replica() {
+            let bytes = shards[0].1.clone();
+            self.hash(&bytes);
+            for (_, _, _, w) in self.writers.iter_mut() {
+                w.write(&bytes)
+                    .map_err(|e| RepairError::Write(format!("{e:#}")))?;
+                written += bytes.len() as u64;
+            }
+            return Ok(read + written);
+        }
+        let k = usize::from(self.geo.k);
+        let m = usize::from(self.geo.m);
+        let bs = self.geo.block_size as usize;
+        let rows = shards.iter().map(|(_, b)| b.len() / bs).min().unwrap_or(0);
+        let want_parity = self.writers.iter().any(|(i, ..)| usize::from(*i) >= k);
+        for r in 0..rows {
+            let mut row: Vec<Option<&[u8]>> = vec![None; k + m];
+            for (i, b) in &shards {
+                row[usize::from(*i)] = Some(&b[r * bs..(r + 1) * bs]);
+            }
+            let restored =
+                self.decoder
+                    .restore(k, m, &row)
+                    .map_err(|e| RepairError::NotEnoughParts {
+                        have: shards.len(),
+                        need: k,
+                        detail: e.to_string(),
+                    })?;
+            let mut data: Vec<&[u8]> = Vec::with_capacity(k);
+            for (j, have) in row.iter().enumerate().take(k) {
+                match *have {
+                    Some(b) => data.push(b),
+                    None => match restored.iter().find(|(i, _)| *i == j) {
+                        Some((_, v)) => data.push(v),
+                        None => {
+                            return Err(RepairError::NotEnoughParts {
+                                have: shards.len(),
+                                need: k,
+                                detail: format!("data part {j} not restored"),
+                            })
+                        }
+                    },
+                }
+            }
+            for d in &data {
+                self.hash(d);
+            }
+            let mut failed: Option<String> = None;
+            for (i, _, _, w) in self.writers.iter_mut() {
+                let i = usize::from(*i);
+                if i < k {
+                    if let Err(e) = w.write(data[i]) {
+                        failed = Some(format!("{e:#}"));
+                    }
+                    written += bs as u64;
+                }
+            }
+            if want_parity {
+                let writers = &mut self.writers;
+                self.encoder
+                    .encode_with(&data, m, |p, bytes| {
+                        for (i, _, _, w) in writers.iter_mut() {
+                            if usize::from(*i) == k + p {
+                                if let Err(e) = w.write(bytes) {
+                                    failed = Some(format!("{e:#}"));
+                                }
+                                written += bytes.len() as u64;
+                            }
+                        }
+                    })
+                    .map_err(|e| RepairError::Write(e.to_string()))?;
+            }
+            if let Some(e) = failed {
+                return Err(RepairError::Write(e));
+            }
+        }
+        Ok(read + written)
+    }
+
+    fn abort(self) {
+        for (.., w) in self.writers {
+            w.abort();
+        }
+    }
+}
+
+/// Rebuilds (or moves) what segment `segment` needs. `Ok` with nothing written when there is
+/// nothing to do. The new parts are durable but not yet committed.
+pub async fn repair_segment(
+    store: &Arc<Store>,
+    segment: SegmentRef,
+    throttle: &mut Throttle,
+    stop: &CancellationToken,
+) -> Result<JobResult, RepairError> {
+    let file = store
+        .meta
+        .file(segment.file_id)
+        .await?
+        .ok_or(RepairError::Gone)?;
+    let seg = file
+        .segments
+        .iter()
+        .find(|s| s.index == segment.seg)
+        .cloned()
+        .ok_or(RepairError::Gone)?;
+    let statuses = store.disk_statuses().await?;
+    let Some(plan) = plan(&file, segment.seg, &statuses, |d| store.disk(d).is_some()) else {
+        return Err(RepairError::Gone);
+    };
+    if plan.rewrite.is_empty() {
+        return Ok(JobResult::default());
+    }
+    let geo = file.geometry;
+    let k = usize::from(geo.k);
+    if plan.sources.len() < k {
+        return Err(RepairError::NotEnoughParts {
+            have: plan.sources.len(),
+            need: k,
+            detail: "the other parts are lost or on disks that are down".into(),
+        });
+    }
+    let path = store
+        .meta
+        .path_of_file(segment.file_id)
+        .await?
+        .unwrap_or_default();
+    let header_len = region_len(geo.max_blocks_per_part());
+    let part_data_len = geo.part_data_len(seg.data_len);
+    let part_bytes = part_data_len + u64::from(header_len);
+
+    // Where the new parts go: disks that are up, hold no other part of this segment, and have
+    // room; spread away from the parts that stay.
+    let dir = store.data.directory();
+    let mut cands: Vec<Candidate> = store.candidates(part_bytes);
+    cands.extend(store.remote_candidates(part_bytes).await);
+    let rewritten_from: Vec<DiskId> = plan.rewrite.iter().filter_map(|(_, d)| *d).collect();
+    cands.retain(|c| {
+        statuses.get(&c.disk) == Some(&DiskStatus::Up)
+            && !plan.kept.contains(&c.disk)
+            && !rewritten_from.contains(&c.disk)
+    });
+    let existing: Vec<(NodeId, u64)> = plan.kept.iter().filter_map(|d| dir.disk(*d)).collect();
+    let nodes: HashMap<DiskId, NodeId> = cands.iter().map(|c| (c.disk, c.node)).collect();
+    let mut order: Vec<DiskId> =
+        place_beside(&cands, cands.len(), &existing, &mut rand::rng()).unwrap_or_default();
+    // A part damaged on a disk that is still up may be rewritten in place, last.
+    for (_, d) in &plan.rewrite {
+        if let Some(d) = d {
+            if statuses.get(d) == Some(&DiskStatus::Up) && store.disk(*d).is_some() {
+                order.push(*d);
+            }
+        }
+    }
+    let mut writers = Vec::new();
+    let mut unplaced = Vec::new();
+    let mut why = Vec::new();
+    let mut order = order.into_iter();
+    for &(part, from) in &plan.rewrite {
+        let mut opened = None;
+        for disk_id in order.by_ref() {
+            let node = nodes.get(&disk_id).copied().unwrap_or(store.node_id);
+            let t = PartTarget {
+                disk_id,
+                node,
+                file_id: segment.file_id,
+                segment: segment.seg,
+                part,
+            };
+            match store
+                .open_part_writer(t, header_len, geo.block_size, part_bytes)
+                .await
+            {
+                Ok(w) => {
+                    opened = Some((disk_id, w));
+                    break;
+                }
+                Err(e) => why.push(format!("disk {disk_id}: {e:#}")),
+            }
+        }
+        match opened {
+            Some((d, w)) => writers.push((part, d, from, w)),
+            None => unplaced.push(part),
+        }
+    }
+    if writers.is_empty() {
+        return Err(RepairError::NoDisk {
+            parts: unplaced,
+            detail: if why.is_empty() {
+                format!(
+                    "no disk that is up holds no part of this segment and has {part_bytes} bytes free"
+                )
+            } else {
+                why.join("; ")
+            },
+        });
+    }
+    let mut readers = Vec::new();
+    for &(part, disk) in &plan.sources {
+        let s = store.clone();
+        let opened = tokio::task::spawn_blocking(move || {
+            s.open_part(disk, segment.file_id, segment.seg, part)
+        })
+        .await
+        .map_err(|e| RepairError::Write(e.to_string()))?;
+        match opened {
+            Ok(r) => readers.push((part, r)),
+            Err(e) => tracing::warn!(part, disk = %disk, "repair: cannot open a source part: {e}"),
+        }
+    }
+    let bytes_total = part_data_len * (k + writers.len()) as u64;
+    store.healing.start_repair(RepairInProgress {
+        segment,
+        path: path.clone(),
+        parts: writers.iter().map(|(p, ..)| *p).collect(),
+        bytes_total,
+        bytes_done: 0,
+        started_ms: now_ms(),
+    });
+    let mut pipe = Box::new(Pipe {
+        geo,
+        data_len: seg.data_len,
+        readers,
+        using: Vec::new(),
+        next_reader: 0,
+        failures: Vec::new(),
+        writers,
+        hasher: blake3::Hasher::new(),
+        hashed: 0,
+        decoder: codec::Decoder::default(),
+        encoder: codec::Encoder::default(),
+    });
+    let unit_bytes = if geo.is_replica() {
+        u64::from(geo.block_size)
+    } else {
+        geo.row_bytes()
+    };
+    let per_window = (WINDOW_BYTES / unit_bytes).max(1);
+    let units = pipe.units();
+    let mut first = 0;
+    let run = async {
+        while first < units {
+            let count = per_window.min(units - first);
+            let started = Instant::now();
+            let (p, r) = tokio::task::spawn_blocking(move || {
+                let r = pipe.window(first, count);
+                (pipe, r)
+            })
+            .await
+            .map_err(|e| (None, RepairError::Write(e.to_string())))?;
+            pipe = p;
+            let moved = match r {
+                Ok(n) => n,
+                Err(e) => return Err((Some(pipe), e)),
+            };
+            store.healing.repair_progress(segment, moved);
+            first += count;
+            if !throttle
+                .after_step(moved, started.elapsed(), &store.healing, stop)
+                .await
+            {
+                return Err((Some(pipe), RepairError::Stopped));
+            }
+        }
+        Ok(pipe)
+    };
+    let pipe = match run.await {
+        Ok(p) => p,
+        Err((p, e)) => {
+            if let Some(p) = p {
+                p.abort();
+            }
+            return Err(e);
+        }
+    };
+    let got = pipe.hasher.finalize().to_hex().to_string();
+    if got != seg.blake3 || pipe.hashed != seg.data_len {
+        pipe.abort();
+        return Err(RepairError::Mismatch {
+            got,
+            want: seg.blake3,
+        });
+    }
+    crash_point("repair_before_finish");
+    let segment_blake3 = *pipe.hasher.finalize().as_bytes();
+    let created = now_ms();
+    let cluster = store.cluster_id;
+    let writers = pipe.writers;
+    let finished = tokio::task::spawn_blocking(move || {
+        std::thread::scope(|s| {
+            let hs: Vec<_> = writers
+                .into_iter()
+                .map(|(part, to, from, w)| {
+                    let header = PartHeader {
+                        codec: geo.codec,
+                        header_len,
+                        cluster_id: cluster,
+                        file_id: segment.file_id,
+                        segment_index: segment.seg,
+                        part_index: part,
+                        k: geo.k,
+                        m: geo.m,
+                        block_size: geo.block_size,
+                        segment_data_len: seg.data_len,
+                        part_data_len,
+                        created_ms: created,
+                        segment_blake3,
+                        path: path.clone(),
+                    };
+                    (part, to, from, s.spawn(move || w.finish(header)))
+                })
+                .collect();
+            hs.into_iter()
+                .map(|(part, to, from, h)| {
+                    let r = h
+                        .join()
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("part writer panicked")));
+                    (part, to, from, r)
+                })
+                .collect::<Vec<_>>()
+        })
+    })
+    .await
+    .map_err(|e| RepairError::Write(e.to_string()))?;
+    let mut result = JobResult {
+        unplaced,
+        unplaced_why: why.join("; "),
+        ..JobResult::default()
+    };
+    let mut errors = Vec::new();
+    for (part, to, from, r) in finished {
+        match r {
+            Ok(()) => result.written.push(RepairedPart { part, from, to }),
+            Err(e) => {
+                errors.push(format!("part {part} on disk {to}: {e:#}"));
+                result.unplaced.push(part);
+            }
+        }
+    }
+    if result.written.is_empty() {
+        return Err(RepairError::Write(errors.join("; ")));
+    }
+    if !errors.is_empty() {
+        result.unplaced_why = errors.join("; ");
+    }
+    crash_point("repair_after_finish");
+    Ok(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wormfs_meta::{PartRecord, SegmentRecord};
+    use wormfs_parts::codec::CodecId;
+    use wormfs_parts::ids::FileId;
+
+    fn d(n: u128) -> DiskId {
+        DiskId(uuid::Uuid::from_u128(n))
+    }
+
+    fn file(parts: Vec<(Option<u128>, bool)>, k: u16, m: u16) -> FileRecord {
+        FileRecord {
+            file_id: FileId(1),
+            size: 10,
+            policy: format!("ec:{k}+{m}"),
+            geometry: Geometry {
+                codec: CodecId::RsSimdGf16,
+                k,
+                m,
+                block_size: 64,
+                part_capacity: 1 << 20,
+            },
+            content_blake3: None,
+            etag: String::new(),
+            created_ms: 0,
+            mtime_ms: 0,
+            source: wormfs_meta::command::SourceIdentity::Upload { client: "t".into() },
+            segments: vec![SegmentRecord {
+                index: 0,
+                offset: 0,
+                data_len: 10,
+                blake3: String::new(),
+                parts: parts
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (disk, missing))| PartRecord {
+                        index: i as u16,
+                        disk_id: disk.map(d),
+                        missing,
+                    })
+                    .collect(),
+            }],
+        }
+    }
+
+    #[test]
+    fn the_plan_rewrites_lost_damaged_and_draining_parts_and_waits_for_down_ones() {
+        let f = file(
+            vec![
+                (Some(1), false), // up
+                (Some(2), false), // out: lost
+                (Some(3), true),  // damaged on an up disk
+                (Some(4), false), // draining: moved, still a source
+                (Some(5), false), // down: waited for
+                (None, true),     // never written
+            ],
+            4,
+            2,
+        );
+        let statuses: HashMap<DiskId, DiskStatus> = [
+            (d(1), DiskStatus::Up),
+            (d(2), DiskStatus::Out),
+            (d(3), DiskStatus::Up),
+            (d(4), DiskStatus::Draining),
+            (d(5), DiskStatus::Down),
+        ]
+        .into_iter()
+        .collect();
+        let p = plan(&f, 0, &statuses, |disk| disk == d(4)).unwrap();
+        assert_eq!(
+            p.rewrite,
+            vec![(1, Some(d(2))), (2, Some(d(3))), (3, Some(d(4))), (5, None)]
+        );
+        // The draining part is the last choice of source even though it is local.
+        assert_eq!(p.sources, vec![(0, d(1)), (3, d(4))]);
+        assert_eq!(p.kept, vec![d(1), d(5)]);
+        assert!(plan(&f, 1, &statuses, |_| false).is_none());
+    }
+}

@@ -80,8 +80,8 @@ async fn a_disk_going_out_queues_its_segments_and_a_committed_repair_drops_them(
         d2.iter().find(|d| d.disk_id == disk(2)).unwrap().since_ms,
         T + 5
     );
-    assert_eq!(db.db.due_repairs(T + 4, 10).await.unwrap(), vec![]);
-    assert_eq!(db.db.due_repairs(T + 5, 10).await.unwrap().len(), 2);
+    assert_eq!(db.db.due_repairs(1, T + 4, 10).await.unwrap(), vec![]);
+    assert_eq!(db.db.due_repairs(1, T + 5, 10).await.unwrap().len(), 2);
 
     // A repair of file 10's part 1 onto disk 3 commits and drops the entry.
     let out = db
@@ -150,7 +150,17 @@ async fn claims_exclude_other_nodes_until_they_expire_and_a_deleted_file_drops_i
         db.apply(claim(2, T + 50)).await,
         Outcome::Rejected(Rejection::Claimed(_))
     ));
-    assert_eq!(db.db.due_repairs(T + 50, 10).await.unwrap().len(), 1);
+    // Not due for node 2 while node 1's claim runs; due for node 1 (a restarted node takes its
+    // claims back).
+    assert_eq!(db.db.due_repairs(2, T + 50, 10).await.unwrap().len(), 1);
+    assert!(db
+        .db
+        .due_repairs(2, T + 50, 10)
+        .await
+        .unwrap()
+        .iter()
+        .all(|e| e.segment != seg(10)));
+    assert_eq!(db.db.due_repairs(1, T + 50, 10).await.unwrap().len(), 2);
     assert_eq!(db.apply(claim(1, T + 60)).await, Outcome::Done);
     assert_eq!(db.apply(claim(2, T + 200)).await, Outcome::Done);
 

@@ -141,15 +141,15 @@ impl MetaDb {
         self.queue_where("1", 0, limit).await
     }
 
-    /// Queued repairs that may start at `now_ms` (due, and not claimed by a live claim), most
-    /// endangered first.
-    pub async fn due_repairs(&self, now_ms: u64, limit: u32) -> Res<Vec<QueuedRepair>> {
-        self.queue_where(
-            "due_ms <= ?1 AND (claimed_by IS NULL OR claim_until_ms <= ?1)",
-            now_ms,
-            limit,
-        )
-        .await
+    /// Queued repairs that node `me` may start at `now_ms` (due, and not claimed by another
+    /// node's live claim: a node restarted after a crash takes its own claims back at once),
+    /// most endangered first.
+    pub async fn due_repairs(&self, me: NodeId, now_ms: u64, limit: u32) -> Res<Vec<QueuedRepair>> {
+        let filter = format!(
+            "due_ms <= ?1 AND (claimed_by IS NULL OR claimed_by = {} OR claim_until_ms <= ?1)",
+            me as i64
+        );
+        self.queue_where(&filter, now_ms, limit).await
     }
 
     async fn queue_where(&self, filter: &str, now_ms: u64, limit: u32) -> Res<Vec<QueuedRepair>> {
@@ -362,6 +362,36 @@ impl MetaDb {
             }
         }
         Ok(imp)
+    }
+
+    /// About how many bytes of parts the metadata places on `disk` (each part's data, without
+    /// headers).
+    pub async fn bytes_on_disk(&self, disk: DiskId) -> Res<u64> {
+        let r = sqlx::query(
+            "SELECT COALESCE(SUM((s.data_len + json_extract(f.geometry, '$.k') - 1) / json_extract(f.geometry, '$.k')), 0)
+             FROM parts p JOIN segments s ON s.file_id = p.file_id AND s.seg = p.seg
+             JOIN files f ON f.file_id = p.file_id WHERE p.disk_id = ?",
+        )
+        .bind(disk.to_string())
+        .fetch_one(&self.pool())
+        .await
+        .db("sum the parts on a disk")?;
+        Cols::new(&r, "parts")
+            .key(format!("disk {disk}"))
+            .int(0, "bytes")
+    }
+
+    /// The most parts any stored file's segments have (`k + m`), `None` without files.
+    pub async fn widest_policy(&self) -> Res<Option<usize>> {
+        let r = sqlx::query(
+            "SELECT MAX(json_extract(geometry, '$.k') + json_extract(geometry, '$.m')) FROM files",
+        )
+        .fetch_one(&self.pool())
+        .await
+        .db("find the widest policy")?;
+        Cols::new(&r, "files")
+            .key("widest policy")
+            .opt_int(0, "width")
     }
 
     /// The smallest number of parity parts (`m`) among stored files (`None` without files).

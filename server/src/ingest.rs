@@ -352,6 +352,9 @@ impl Store {
             geo.part_data_len(segment_estimate) + u64::from(region_len(geo.max_blocks_per_part()));
         let mut cands = self.candidates(part_bytes);
         cands.extend(self.remote_candidates(part_bytes).await);
+        // Only disks the cluster has `up` (not draining, out or removed) take new parts.
+        let statuses = self.disk_statuses().await?;
+        cands.retain(|c| statuses.get(&c.disk) == Some(&wormfs_meta::command::DiskStatus::Up));
         let nodes: std::collections::HashMap<DiskId, wormfs_parts::ids::NodeId> =
             cands.iter().map(|c| (c.disk, c.node)).collect();
         let mut order = place(&cands, cands.len(), &mut rand::rng())

@@ -17,7 +17,7 @@ use crate::data_plane::tls::{server_config, CipherPreference};
 use crate::data_plane::{DataClient, Directory, NodeCert};
 use crate::peer::{ClusterSecret, PeerNet};
 use crate::store::Store;
-use wormfs_meta::command::CommandV1;
+use wormfs_meta::command::{CommandV1, DiskStatus};
 use wormfs_meta::MetaDb;
 use wormfs_parts::disk::LocalDisk;
 use wormfs_parts::fsutil::{now_ms, write_durably};
@@ -669,13 +669,40 @@ async fn open_disks(
     ident: &NodeIdentity,
     registration: &mut Vec<CommandV1>,
 ) -> anyhow::Result<Vec<Arc<LocalDisk>>> {
-    let known = db.disks().await?;
+    let known = db.disk_states().await?;
+    let mine: Vec<_> = known
+        .iter()
+        .filter(|d| d.node_id == ident.node_id)
+        .collect();
+    let mut roots = disk_roots(cfg);
+    // Disks added while running (`wormfs disk add`) are opened too: the cluster's record of
+    // this machine's disks counts, not only the configuration.
+    for d in &mine {
+        let p = PathBuf::from(&d.path);
+        if !matches!(d.state, DiskStatus::Removed | DiskStatus::Drained) && !roots.contains(&p) {
+            roots.push(p);
+        }
+    }
     let mut disks = Vec::new();
-    for root in disk_roots(cfg) {
+    for root in roots {
         let root_s = root.display().to_string();
-        let prior = known
+        // The disk the metadata has at this path: the one the identity file names, if it
+        // is this machine's; else the one not removed there (a path may have held a disk
+        // that was replaced). An emptied folder of a disk that is out stays that disk,
+        // missing: an unmounted mount point must never become a new disk by itself.
+        let ident_id = wormfs_parts::disk::read_identity(&root)
+            .ok()
+            .flatten()
+            .map(|i| i.disk_id);
+        let prior = mine
             .iter()
-            .find(|d| d.node_id == ident.node_id && d.path == root_s)
+            .find(|d| Some(d.disk_id) == ident_id)
+            .or_else(|| {
+                mine.iter().find(|d| {
+                    d.path == root_s
+                        && !matches!(d.state, DiskStatus::Removed | DiskStatus::Drained)
+                })
+            })
             .map(|d| d.disk_id);
         let disk = LocalDisk::open(
             &root,

@@ -154,7 +154,7 @@ impl Store {
     }
 
     /// The local disk with this id.
-    pub fn disk(&self, id: DiskId) -> Option<&Arc<LocalDisk>> {
+    pub fn disk(&self, id: DiskId) -> Option<Arc<LocalDisk>> {
         self.disks.get(id)
     }
 
@@ -404,15 +404,29 @@ impl Store {
     /// Disk reports: metadata joined with what this node sees.
     pub async fn disk_reports(&self) -> Result<Vec<DiskReport>, StoreError> {
         let records = self.meta.disks().await?;
+        let states: HashMap<DiskId, (DiskStatus, String)> = self
+            .meta
+            .disk_states()
+            .await?
+            .into_iter()
+            .map(|d| (d.disk_id, (d.state, d.reason)))
+            .collect();
         Ok(records
             .into_iter()
             .map(|r| {
                 let local = self.disk(r.disk_id);
+                let local = local.as_ref();
                 let space = local.and_then(|d| d.space().ok()).unwrap_or_default();
                 let (state, reason) = local
                     .map(|d| d.state())
                     .unwrap_or((DiskState::Missing, "not attached".into()));
+                let (status, status_reason) = states
+                    .get(&r.disk_id)
+                    .cloned()
+                    .unwrap_or((DiskStatus::Up, String::new()));
                 DiskReport {
+                    status,
+                    status_reason,
                     disk_id: r.disk_id,
                     node_id: r.node_id,
                     path: r.path,
@@ -453,6 +467,11 @@ pub struct DiskReport {
     pub state: DiskState,
     /// Why, when not active.
     pub reason: String,
+    /// Its state in the replicated metadata (`up`, `down`, `out`, `draining`, `drained`,
+    /// `removed`).
+    pub status: DiskStatus,
+    /// Why it has that state.
+    pub status_reason: String,
     /// Parts it holds.
     pub parts: u64,
     /// Bytes read since start.

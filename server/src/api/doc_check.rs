@@ -173,6 +173,9 @@ fn contract() -> BTreeMap<&'static str, Names> {
         ("RepairCounters", of::<RepairCounters>()),
         ("ScrubStatus", of::<ScrubStatus>()),
         ("ScrubCounters", of::<ScrubCounters>()),
+        ("DiskChange", of::<DiskChange>()),
+        ("DiskPathRequest", of::<DiskPathRequest>()),
+        ("ForceQuery", of::<ForceQuery>()),
     ])
 }
 

@@ -1,12 +1,12 @@
 //! Self-healing's routes: the health report, repair and scrub status and controls, and what a
 //! disk's or a machine's loss would cost.
 
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::Json;
 
 use super::types::{
-    HealthReport, ImpactQuery, ImpactResponse, RepairNowRequest, RepairNowResponse, RepairStatus,
-    ScrubRequest, ScrubStatus,
+    DiskChange, DiskPathRequest, ForceQuery, HealthReport, ImpactQuery, ImpactResponse,
+    RepairNowRequest, RepairNowResponse, RepairStatus, ScrubRequest, ScrubStatus,
 };
 use super::{ApiResult, ApiState};
 use crate::healing::health;
@@ -143,4 +143,46 @@ pub(super) async fn impact(
         .await
         .map_err(StoreError::from)?;
     Ok(Json(ImpactResponse { disks, impact }))
+}
+
+fn disk_id(text: &str) -> Result<wormfs_parts::ids::DiskId, StoreError> {
+    text.parse::<uuid::Uuid>()
+        .map(wormfs_parts::ids::DiskId)
+        .map_err(|_| StoreError::BadRequest(format!("{text:?} is not a disk id")))
+}
+
+pub(super) async fn disk_add(
+    State(st): State<ApiState>,
+    Json(req): Json<DiskPathRequest>,
+) -> ApiResult<Json<DiskChange>> {
+    Ok(Json(
+        st.store.add_disk(std::path::Path::new(&req.path)).await?,
+    ))
+}
+
+pub(super) async fn disk_drain(
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<DiskChange>> {
+    Ok(Json(st.store.drain_disk(disk_id(&id)?).await?))
+}
+
+pub(super) async fn disk_remove(
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+    Query(q): Query<ForceQuery>,
+) -> ApiResult<Json<DiskChange>> {
+    Ok(Json(st.store.remove_disk(disk_id(&id)?, q.force).await?))
+}
+
+pub(super) async fn disk_replace(
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+    Json(req): Json<DiskPathRequest>,
+) -> ApiResult<Json<DiskChange>> {
+    Ok(Json(
+        st.store
+            .replace_disk(disk_id(&id)?, std::path::Path::new(&req.path))
+            .await?,
+    ))
 }

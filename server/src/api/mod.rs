@@ -289,6 +289,16 @@ pub fn routes() -> Vec<Route> {
         Route::new(Post, "/api/v1/scrub", healing::scrub_now)
             .body::<ScrubRequest>()
             .answer::<ScrubStatus>(),
+        Route::new(Post, "/api/v1/disks", healing::disk_add)
+            .body::<DiskPathRequest>()
+            .answer::<DiskChange>(),
+        Route::new(Post, "/api/v1/disks/{id}/drain", healing::disk_drain).answer::<DiskChange>(),
+        Route::new(Post, "/api/v1/disks/{id}/remove", healing::disk_remove)
+            .query::<ForceQuery>()
+            .answer::<DiskChange>(),
+        Route::new(Post, "/api/v1/disks/{id}/replace", healing::disk_replace)
+            .body::<DiskPathRequest>()
+            .answer::<DiskChange>(),
         Route::new(Get, "/api/v1/impact", healing::impact)
             .query::<ImpactQuery>()
             .answer::<ImpactResponse>(),

@@ -664,6 +664,8 @@ pub(crate) struct DiskReportWire {
     #[serde(with = "DiskStateWire")]
     state: DiskState,
     reason: String,
+    status: DiskStatus,
+    status_reason: String,
     parts: u64,
     bytes_read: u64,
     bytes_written: u64,
@@ -862,6 +864,8 @@ mod tests {
             same_as_engine(&view(f.clone()), || ClusterResponse(view(f)));
         }
         let disk = |state| DiskReport {
+            status: DiskStatus::Up,
+            status_reason: String::new(),
             disk_id: DiskId(uuid::Uuid::from_u128(7)),
             node_id: 1,
             path: "/d0".into(),
@@ -1075,4 +1079,21 @@ pub struct ImpactResponse {
     pub disks: Vec<DiskId>,
     /// What it would cost now.
     pub impact: Impact,
+}
+
+pub use crate::healing::disk_life::DiskChange;
+
+/// Body of `POST /api/v1/disks` and `POST /api/v1/disks/{id}/replace`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DiskPathRequest {
+    /// The new disk's folder: an absolute path on the machine answering, empty or missing.
+    pub path: String,
+}
+
+/// Query of `POST /api/v1/disks/{id}/remove`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ForceQuery {
+    /// Remove it although it still holds parts (they count as lost and are rebuilt).
+    #[serde(default)]
+    pub force: bool,
 }

@@ -141,12 +141,12 @@ pub(super) async fn disks(c: &Client) -> anyhow::Result<()> {
             human(total),
             human(total.saturating_sub(free)),
             d.parts,
-            disk_state_name(d.state),
+            d.status.as_str(),
             d.path,
-            if d.reason.is_empty() {
-                String::new()
-            } else {
-                format!("  ({})", d.reason)
+            match (d.status_reason.is_empty(), d.reason.is_empty()) {
+                (true, true) => String::new(),
+                (false, _) => format!("  ({})", d.status_reason),
+                (true, false) => format!("  ({}: {})", disk_state_name(d.state), d.reason),
             }
         );
     }

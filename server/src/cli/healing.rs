@@ -3,11 +3,11 @@
 
 use clap::Subcommand;
 
-use super::client::{human, print_json, Client};
+use super::client::{enc, human, print_json, Client};
 use super::CliError;
 use crate::api::types::{
-    HealthReport, ImpactResponse, RepairNowRequest, RepairNowResponse, RepairStatus, ScrubRequest,
-    ScrubStatus,
+    DiskChange, DiskPathRequest, HealthReport, ImpactResponse, RepairNowRequest, RepairNowResponse,
+    RepairStatus, ScrubRequest, ScrubStatus,
 };
 use crate::healing::health::about;
 
@@ -44,14 +44,41 @@ pub enum ScrubCmd {
 /// `wormfs disk ...`
 #[derive(Subcommand, Debug)]
 pub enum DiskCmd {
-    /// What would become unreadable, or drop to tolerance 0, if this disk (or with --node,
-    /// this machine) failed now.
+    /// Add a disk (a folder of the machine `--node` points at: absolute, empty or missing)
+    /// while the node runs; new parts go to it at once.
+    Add {
+        /// The folder.
+        path: String,
+    },
+    /// Copy a disk's parts to the other disks; it shows `drained` when empty.
+    Drain {
+        /// The disk's id (see `wormfs disks`).
+        id: String,
+    },
+    /// Put a new disk (a folder of the machine `--node` points at) in the place of another:
+    /// the old one is drained if it still reads, else removed; repair refills the new one.
+    Replace {
+        /// The old disk's id.
+        old: String,
+        /// The new disk's folder.
+        path: String,
+    },
+    /// Remove a disk from the cluster (refused while it holds parts, unless --force).
+    Remove {
+        /// The disk's id.
+        id: String,
+        /// Count its parts as lost and rebuild them.
+        #[arg(long)]
+        force: bool,
+    },
+    /// What would become unreadable, or drop to tolerance 0, if this disk (or with
+    /// --machine, this machine) failed now.
     Impact {
         /// The disk's id (see `wormfs disks`); omit with --node.
         id: Option<String>,
-        /// A machine's node id instead.
-        #[arg(long)]
-        node: Option<u64>,
+        /// A machine's node id instead (all its disks).
+        #[arg(long, value_name = "NODE_ID")]
+        machine: Option<u64>,
     },
 }
 
@@ -254,12 +281,57 @@ pub(super) async fn scrub(c: &Client, cmd: ScrubCmd) -> anyhow::Result<()> {
 
 /// `wormfs disk ...`.
 pub(super) async fn disk(c: &Client, cmd: DiskCmd) -> anyhow::Result<()> {
-    match cmd {
-        DiskCmd::Impact { id, node } => {
+    let post = |path: String| c.req(reqwest::Method::POST, &path);
+    let absolute = |p: &str| -> anyhow::Result<String> {
+        let path = std::path::Path::new(p);
+        Ok(if path.is_absolute() {
+            p.to_owned()
+        } else {
+            std::env::current_dir()?.join(path).display().to_string()
+        })
+    };
+    let change: DiskChange = match cmd {
+        DiskCmd::Add { path } => {
+            let path = absolute(&path)?;
+            c.send_json(post("/api/v1/disks".into()).json(&DiskPathRequest { path }))
+                .await?
+        }
+        DiskCmd::Drain { id } => {
+            c.send_json(post(format!("/api/v1/disks/{}/drain", enc(&id)?)))
+                .await?
+        }
+        DiskCmd::Replace { old, path } => {
+            let path = absolute(&path)?;
+            c.send_json(
+                post(format!("/api/v1/disks/{}/replace", enc(&old)?))
+                    .json(&DiskPathRequest { path }),
+            )
+            .await?
+        }
+        DiskCmd::Remove { id, force } => {
+            c.send_json(post(format!(
+                "/api/v1/disks/{}/remove?force={force}",
+                enc(&id)?
+            )))
+            .await?
+        }
+        DiskCmd::Impact { id, machine } => return impact(c, id, machine).await,
+    };
+    if c.json {
+        print_json(&change);
+    } else {
+        println!("{}", change.message);
+    }
+    Ok(())
+}
+
+async fn impact(c: &Client, id: Option<String>, node: Option<u64>) -> anyhow::Result<()> {
+    {
+        {
             let query = match (id, node) {
                 (Some(id), None) => format!("disk={id}"),
                 (None, Some(n)) => format!("node={n}"),
-                _ => return Err(CliError::usage("give a disk id, or --node N").into()),
+                _ => return Err(CliError::usage("give a disk id, or --machine N").into()),
             };
             let r: ImpactResponse = c.get_json(&format!("/api/v1/impact?{query}")).await?;
             if c.json {

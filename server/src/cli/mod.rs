@@ -351,3 +351,26 @@ pub async fn run(cli: Cli, host: &impl NodeHost) -> anyhow::Result<()> {
     std::io::stdout().flush()?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+        // A subcommand argument named like a global one is a run-time panic in clap: parse
+        // the commands that have their own ids.
+        for args in [
+            vec!["wormfs", "disk", "impact", "--machine", "3"],
+            vec!["wormfs", "disk", "impact", "x"],
+            vec!["wormfs", "disk", "remove", "x", "--force"],
+            vec!["wormfs", "repair", "now", "/a"],
+            vec!["wormfs", "scrub", "now", "--deep"],
+            vec!["wormfs", "health"],
+        ] {
+            Cli::try_parse_from(&args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        }
+    }
+}

@@ -272,7 +272,7 @@ async fn create_upload(
     State(sh): State<Arc<Shared>>,
     Json(req): Json<NewUpload>,
 ) -> Result<Json<UploadCreated>, Failure> {
-    let disk = sh.disks.get(req.disk_id).cloned().ok_or_else(|| {
+    let disk = sh.disks.get(req.disk_id).ok_or_else(|| {
         Failure(
             StatusCode::NOT_FOUND,
             format!("disk {} is not attached here", req.disk_id),

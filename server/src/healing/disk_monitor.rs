@@ -88,6 +88,10 @@ async fn own_disks(store: &Arc<Store>) -> Result<(), StoreError> {
         let (observed, why) = d.state();
         let readable = observed != DiskState::Missing;
         match (current, readable) {
+            (DiskStatus::Removed, _) => {
+                tracing::info!(disk = %d.id, "disk removed from the cluster: detached");
+                store.disks.remove(d.id);
+            }
             (DiskStatus::Up, false) => set(store, d.id, DiskStatus::Down, why).await?,
             (DiskStatus::Down | DiskStatus::Out, true) => {
                 set(store, d.id, DiskStatus::Up, "readable again".into()).await?
@@ -150,6 +154,18 @@ async fn as_leader(
         .iter()
         .filter(|d| d.state == DiskStatus::Out && held(&d.disk_id) > 0)
         .count() as u64;
+    for d in states
+        .iter()
+        .filter(|d| d.state == DiskStatus::Draining && held(&d.disk_id) == 0)
+    {
+        set(
+            store,
+            d.disk_id,
+            DiskStatus::Drained,
+            "emptied: it can be removed or unplugged".into(),
+        )
+        .await?;
+    }
     let mut due: Vec<_> = states
         .iter()
         .filter(|d| d.state == DiskStatus::Down)

@@ -1,5 +1,6 @@
 //! Self-healing: disk states, repair, scrub and what they tell the user.
 //!
+//! - `disk_life.rs`: adding, draining, replacing and removing a disk, with their checks.
 //! - `disk_monitor.rs`: each node reports its own disks `down` and `up`; the leader also marks a
 //!   silent machine's disks `down`, and turns `down` into `out` after the configured time,
 //!   within the brakes.
@@ -14,6 +15,7 @@
 //! counters (the durable side, the queue and each part's last verification, is in the
 //! metadata), and the heal-on-read channel.
 
+pub mod disk_life;
 pub mod disk_monitor;
 pub mod health;
 pub mod repair_job;

@@ -109,7 +109,7 @@ async fn step(
         return Ok(false);
     }
     let now = now_ms();
-    let due = store.meta.due_repairs(now, 32).await?;
+    let due = store.meta.due_repairs(store.node_id, now, 32).await?;
     let mut did = false;
     for q in due {
         if stop.is_cancelled() || store.meta.repair_paused().await? {

@@ -339,7 +339,7 @@ async fn vanished_disk_gets_no_parts() {
     let t = tempfile::tempdir().unwrap();
     let node = start(&config(t.path(), 4096, 64 * 1024)).await;
     let store = node.store.clone();
-    let gone = store.disks[2].clone();
+    let gone = store.disks.snapshot()[2].clone();
     std::fs::remove_file(gone.root.join(wormfs_parts::disk::IDENTITY_FILE)).unwrap();
     for i in 0..10 {
         let r = put(

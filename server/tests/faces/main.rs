@@ -12,5 +12,6 @@ mod cli_process;
 mod disks_mounted;
 mod drop_folders;
 mod files_on_disk;
+mod self_healing;
 mod webdav_http;
 mod webdav_safety;

@@ -202,13 +202,28 @@ impl DataClient {
     }
 
     /// The disks `node` offers for new parts (reused for a moment; an unreachable node's
-    /// failure too, so placement does not wait on it for every segment).
+    /// failure too, so placement does not wait on it for every segment). A node the
+    /// directory does not know yet is not remembered as a failure: it may register any moment.
     pub async fn disk_offers(&self, node: NodeId) -> Result<Vec<DiskOffer>, DataError> {
         if let Some((at, r)) = lock(&self.offers).get(&node) {
             if at.elapsed() < OFFERS_TTL {
                 return r.clone();
             }
         }
+        let r = self.ask_offers(node).await;
+        if !matches!(r, Err(DataError::Unknown(_))) {
+            lock(&self.offers).insert(node, (Instant::now(), r.clone()));
+        }
+        r
+    }
+
+    /// Whether `node`'s data server answers now (the disk monitor's liveness probe; neither
+    /// read from nor written to the placement's memory of offers).
+    pub async fn answers(&self, node: NodeId) -> Result<(), DataError> {
+        self.ask_offers(node).await.map(|_| ())
+    }
+
+    async fn ask_offers(&self, node: NodeId) -> Result<Vec<DiskOffer>, DataError> {
         let ask = || async {
             let c = self.conn(node)?;
             let req = c
@@ -233,7 +248,6 @@ impl DataClient {
             tokio::time::sleep(DIRECTORY_CATCH_UP).await;
             r = ask().await;
         }
-        lock(&self.offers).insert(node, (Instant::now(), r.clone()));
         r
     }
 

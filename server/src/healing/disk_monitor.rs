@@ -118,11 +118,21 @@ async fn as_leader(
 ) -> Result<(), StoreError> {
     let nodes = store.meta.nodes().await?;
     let states = store.meta.disk_states().await?;
-    for n in nodes.iter().filter(|n| n.node_id != store.node_id) {
-        let answers = store.data.disk_offers(n.node_id).await.is_ok();
-        if answers {
-            silent.remove(&n.node_id);
-            continue;
+    // Only machines that registered a data address can be probed; the probes run in
+    // parallel, so one silent machine (a connect timeout) does not delay the others.
+    let probed: Vec<_> = nodes
+        .iter()
+        .filter(|n| n.node_id != store.node_id && !n.data_addr.is_empty())
+        .collect();
+    let answers =
+        futures::future::join_all(probed.iter().map(|n| store.data.answers(n.node_id))).await;
+    for (n, answer) in probed.into_iter().zip(answers) {
+        match answer {
+            Ok(()) | Err(crate::data_plane::DataError::Unknown(_)) => {
+                silent.remove(&n.node_id);
+                continue;
+            }
+            Err(_) => {}
         }
         let since = *silent.entry(n.node_id).or_insert_with(Instant::now);
         if since.elapsed() < SILENT_AFTER {

@@ -8,6 +8,7 @@
 mod common;
 
 mod cluster_data_plane;
+mod cluster_healing;
 mod cluster_mdns;
 mod cluster_processes;
 mod mdns_namespace;

@@ -255,6 +255,8 @@ pub struct RepairConfig {
     pub retry_min_ms: u64,
     /// Retries never wait longer than this.
     pub retry_max_ms: u64,
+    /// The leader moves parts toward an even fill by itself when nothing else is queued.
+    pub auto_rebalance: bool,
 }
 
 /// A daily window of local time, minutes since midnight; `start > end` wraps past midnight.
@@ -1305,6 +1307,7 @@ fn build_repair(r: RawRepair, ctx: &Ctx<'_>) -> Result<RepairConfig, ConfigError
         tranquility,
         retry_min_ms,
         retry_max_ms,
+        auto_rebalance,
     } = r;
     ctx.check(disk_out_after_ms > 0, "repair.disk_out_after_ms", || {
         "must be positive, got 0".to_owned()
@@ -1336,6 +1339,7 @@ fn build_repair(r: RawRepair, ctx: &Ctx<'_>) -> Result<RepairConfig, ConfigError
         tranquility,
         retry_min_ms,
         retry_max_ms,
+        auto_rebalance,
     })
 }
 

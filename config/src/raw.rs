@@ -87,6 +87,7 @@ pub(crate) const KEYS: &[&str] = &[
     "repair.tranquility",
     "repair.retry_min_ms",
     "repair.retry_max_ms",
+    "repair.auto_rebalance",
     "scrub.enabled",
     "scrub.interval_days",
     "scrub.max_bytes_per_sec",
@@ -478,6 +479,8 @@ pub(crate) struct RawRepair {
     pub retry_min_ms: u64,
     /// Retries never wait longer than this (ms).
     pub retry_max_ms: u64,
+    /// The leader moves parts toward an even fill by itself when nothing else is queued.
+    pub auto_rebalance: bool,
 }
 
 impl Default for RawRepair {
@@ -490,6 +493,7 @@ impl Default for RawRepair {
             tranquility: 1,
             retry_min_ms: 60_000,
             retry_max_ms: 3_840_000,
+            auto_rebalance: false,
         }
     }
 }
@@ -764,6 +768,7 @@ pub(crate) fn set_key(
         "repair.tranquility" => raw.repair.tranquility = int(text)?,
         "repair.retry_min_ms" => raw.repair.retry_min_ms = int(text)?,
         "repair.retry_max_ms" => raw.repair.retry_max_ms = int(text)?,
+        "repair.auto_rebalance" => raw.repair.auto_rebalance = boolean(text)?,
         "scrub.enabled" => raw.scrub.enabled = boolean(text)?,
         "scrub.interval_days" => {
             raw.scrub.interval_days = text

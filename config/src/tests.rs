@@ -243,7 +243,7 @@ fn example_mentions_every_key_and_every_key_is_settable_from_env() {
             "cluster.voter_replace_after_ms" => "86400000",
             "webdav.users" => "ann:ro:$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA",
             "webdav.tls_cert" | "webdav.tls_key" => "/x.pem",
-            "repair.enabled" | "scrub.enabled" => "false",
+            "repair.enabled" | "scrub.enabled" | "repair.auto_rebalance" => "false",
             "scrub.hours" => "01:00-06:00",
             "repair.retry_max_ms" => "100000000",
             _ => "3",

@@ -24,3 +24,13 @@ CREATE TABLE repair_queue (
     PRIMARY KEY (file_id, seg)
 );
 CREATE INDEX repair_queue_order ON repair_queue (tolerance, added_ms);
+-- Parts to move off a disk that stays in use (rebalancing): rewritten elsewhere by the repair
+-- queue, read from where they are; done once the part is no longer on from_disk.
+CREATE TABLE part_moves (
+    file_id   BLOB NOT NULL,
+    seg       INTEGER NOT NULL,
+    part      INTEGER NOT NULL,
+    from_disk TEXT NOT NULL,
+    added_ms  INTEGER NOT NULL,
+    PRIMARY KEY (file_id, seg, part)
+);

@@ -139,6 +139,7 @@ async fn delete_file_rows(c: &mut SqliteConnection, file_id: FileId) -> Res<()> 
         "DELETE FROM parts WHERE file_id = ?",
         "DELETE FROM sources WHERE file_id = ?",
         "DELETE FROM repair_queue WHERE file_id = ?",
+        "DELETE FROM part_moves WHERE file_id = ?",
     ] {
         sqlx::query(sql)
             .bind(&id)
@@ -492,7 +493,8 @@ pub(crate) async fn apply_command(c: &mut SqliteConnection, cmd: &CommandV1) -> 
             segment,
             parts,
             time_ms,
-        } => apply_repair::commit_repair(c, segment, parts, *time_ms).await,
+            cancelled_moves,
+        } => apply_repair::commit_repair(c, segment, parts, cancelled_moves, *time_ms).await,
         CommandV1::RepairFailed {
             segment,
             error,
@@ -506,6 +508,11 @@ pub(crate) async fn apply_command(c: &mut SqliteConnection, cmd: &CommandV1) -> 
             apply_repair::request_scrub(c, *deep, *time_ms).await
         }
         CommandV1::SetBrakes { brakes } => apply_repair::set_brakes(c, brakes).await,
+        CommandV1::MoveParts {
+            parts,
+            reason,
+            time_ms,
+        } => apply_repair::move_parts(c, parts, reason, *time_ms).await,
     }
 }
 

@@ -270,15 +270,17 @@ pub(crate) async fn claim_repair(
     Ok(Outcome::Done)
 }
 
-/// Whether a segment still has work: a part missing or damaged, on an unknown disk, or on a
-/// disk that is out, removed or draining.
+/// Whether a segment still has work: a part missing or damaged, on an unknown disk, on a
+/// disk that is out, removed or draining, or still to move off its disk.
 async fn needs_work(c: &mut SqliteConnection, s: &SegmentRef) -> Res<bool> {
     let (id, seg) = seg_key(s);
     Ok(sqlx::query(
         "SELECT 1 FROM parts p LEFT JOIN disks d ON d.disk_id = p.disk_id
-         WHERE p.file_id = ? AND p.seg = ?
+         WHERE p.file_id = ?1 AND p.seg = ?2
            AND (p.state != 0 OR p.disk_id IS NULL OR d.disk_id IS NULL
-                OR d.state IN ('out', 'removed', 'draining'))
+                OR d.state IN ('out', 'removed', 'draining')
+                OR EXISTS (SELECT 1 FROM part_moves m WHERE m.file_id = p.file_id
+                           AND m.seg = p.seg AND m.part = p.part AND m.from_disk = p.disk_id))
          LIMIT 1",
     )
     .bind(id)
@@ -294,6 +296,7 @@ pub(crate) async fn commit_repair(
     c: &mut SqliteConnection,
     s: &SegmentRef,
     parts: &[RepairedPart],
+    cancelled_moves: &[u16],
     time_ms: u64,
 ) -> Res<Outcome> {
     let (id, seg) = seg_key(s);
@@ -338,6 +341,26 @@ pub(crate) async fn commit_repair(
         .db("record a repaired part")?;
         applied.push(p.part);
     }
+    for part in cancelled_moves {
+        sqlx::query("DELETE FROM part_moves WHERE file_id = ? AND seg = ? AND part = ?")
+            .bind(&id)
+            .bind(seg)
+            .bind(i64::from(*part))
+            .execute(&mut *c)
+            .await
+            .db("drop a move no disk can take")?;
+    }
+    // Moves done (or overtaken: the part left that disk some other way) are forgotten.
+    sqlx::query(
+        "DELETE FROM part_moves WHERE file_id = ?1 AND seg = ?2 AND NOT EXISTS
+           (SELECT 1 FROM parts p WHERE p.file_id = part_moves.file_id AND p.seg = part_moves.seg
+              AND p.part = part_moves.part AND p.disk_id = part_moves.from_disk)",
+    )
+    .bind(&id)
+    .bind(seg)
+    .execute(&mut *c)
+    .await
+    .db("forget finished moves")?;
     if needs_work(c, s).await? {
         sqlx::query(
             "UPDATE repair_queue SET claimed_by = NULL, claim_until_ms = 0 WHERE file_id = ? AND seg = ?",
@@ -404,6 +427,44 @@ pub(crate) async fn parts_verified(
         .execute(&mut *c)
         .await
         .db("record a verified part")?;
+    }
+    Ok(Outcome::Done)
+}
+
+/// `MoveParts`.
+pub(crate) async fn move_parts(
+    c: &mut SqliteConnection,
+    parts: &[PartRef],
+    reason: &str,
+    time_ms: u64,
+) -> Res<Outcome> {
+    for p in parts {
+        let r = sqlx::query(
+            "INSERT INTO part_moves (file_id, seg, part, from_disk, added_ms)
+             SELECT file_id, seg, part, disk_id, ? FROM parts
+              WHERE file_id = ? AND seg = ? AND part = ? AND disk_id = ? AND state = 0
+             ON CONFLICT (file_id, seg, part) DO UPDATE SET from_disk = excluded.from_disk",
+        )
+        .bind(time_ms as i64)
+        .bind(p.file_id.to_bytes().to_vec())
+        .bind(i64::from(p.seg))
+        .bind(i64::from(p.part))
+        .bind(p.disk_id.to_string())
+        .execute(&mut *c)
+        .await
+        .db("record a part to move")?;
+        if r.rows_affected() > 0 {
+            enqueue(
+                c,
+                &SegmentRef {
+                    file_id: p.file_id,
+                    seg: p.seg,
+                },
+                reason,
+                time_ms,
+            )
+            .await?;
+        }
     }
     Ok(Outcome::Done)
 }

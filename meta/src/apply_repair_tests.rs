@@ -93,6 +93,7 @@ async fn a_disk_going_out_queues_its_segments_and_a_committed_repair_drops_them(
                 to: disk(3),
             }],
             time_ms: T + 20,
+            cancelled_moves: vec![],
         })
         .await;
     assert_eq!(
@@ -118,6 +119,7 @@ async fn a_disk_going_out_queues_its_segments_and_a_committed_repair_drops_them(
                 to: disk(1),
             }],
             time_ms: T + 21,
+            cancelled_moves: vec![],
         })
         .await;
     assert_eq!(
@@ -201,6 +203,7 @@ async fn claims_exclude_other_nodes_until_they_expire_and_a_deleted_file_drops_i
             segment: seg(10),
             parts: vec![],
             time_ms: T,
+            cancelled_moves: vec![],
         })
         .await,
         Outcome::Rejected(Rejection::NotFound(_))
@@ -342,4 +345,86 @@ async fn removing_a_machine_queues_its_disks_and_settings_are_kept() {
     })
     .await;
     assert_eq!(db.db.brakes().await.unwrap(), vec!["held".to_string()]);
+}
+
+#[tokio::test]
+async fn moved_parts_are_queued_and_forgotten_once_they_left_their_disk() {
+    let db = two_files().await;
+    let part = PartRef {
+        file_id: FileId(10),
+        seg: 0,
+        part: 0,
+        disk_id: disk(1),
+    };
+    // A move naming the wrong disk is ignored.
+    db.apply(CommandV1::MoveParts {
+        parts: vec![PartRef {
+            disk_id: disk(3),
+            ..part
+        }],
+        reason: "rebalance".into(),
+        time_ms: T,
+    })
+    .await;
+    assert_eq!(db.db.repair_queue(10).await.unwrap(), vec![]);
+    db.apply(CommandV1::MoveParts {
+        parts: vec![part],
+        reason: "rebalance".into(),
+        time_ms: T,
+    })
+    .await;
+    assert_eq!(
+        db.db.pending_moves(seg(10)).await.unwrap(),
+        vec![(0, disk(1))]
+    );
+    assert_eq!(db.db.repair_queue(10).await.unwrap().len(), 1);
+    assert_eq!(db.db.moves_left().await.unwrap(), (1, 100));
+    // An empty commit leaves it queued (the move is still to do).
+    db.apply(CommandV1::CommitRepair {
+        segment: seg(10),
+        parts: vec![],
+        time_ms: T,
+        cancelled_moves: vec![],
+    })
+    .await;
+    assert_eq!(db.db.repair_queue(10).await.unwrap().len(), 1);
+    // The move done: forgotten, and the segment leaves the queue.
+    db.apply(CommandV1::CommitRepair {
+        segment: seg(10),
+        parts: vec![RepairedPart {
+            part: 0,
+            from: Some(disk(1)),
+            to: disk(3),
+        }],
+        time_ms: T,
+        cancelled_moves: vec![],
+    })
+    .await;
+    assert_eq!(db.db.pending_moves(seg(10)).await.unwrap(), vec![]);
+    assert_eq!(db.db.repair_queue(10).await.unwrap(), vec![]);
+    assert_eq!(db.db.moves_left().await.unwrap(), (0, 0));
+    // A move no disk can take is dropped by the commit that says so.
+    db.apply(CommandV1::MoveParts {
+        parts: vec![PartRef {
+            file_id: FileId(11),
+            seg: 0,
+            part: 1,
+            disk_id: disk(2),
+        }],
+        reason: "rebalance".into(),
+        time_ms: T,
+    })
+    .await;
+    assert_eq!(db.db.moves_left().await.unwrap().0, 1);
+    db.apply(CommandV1::CommitRepair {
+        segment: seg(11),
+        parts: vec![],
+        time_ms: T,
+        cancelled_moves: vec![1],
+    })
+    .await;
+    assert_eq!(db.db.moves_left().await.unwrap().0, 0);
+    assert_eq!(db.db.repair_queue(10).await.unwrap(), vec![]);
+    let biggest = db.db.parts_with_sizes(disk(2), 10).await.unwrap();
+    assert_eq!(biggest.len(), 2);
 }

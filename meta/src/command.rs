@@ -512,6 +512,9 @@ pub enum CommandV1 {
         parts: Vec<RepairedPart>,
         /// When.
         time_ms: u64,
+        /// Parts asked to move (`MoveParts`) that no disk can take: the request is dropped.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        cancelled_moves: Vec<u16>,
     },
     /// A repair attempt failed: counted, its error kept, retried at `retry_at_ms`.
     RepairFailed {
@@ -546,6 +549,17 @@ pub enum CommandV1 {
     SetBrakes {
         /// One sentence each.
         brakes: Vec<String>,
+    },
+    /// Asks for parts to be moved off their disks (rebalancing): each is rewritten elsewhere
+    /// by the repair queue, read from where it is (only where the metadata still places it
+    /// there).
+    MoveParts {
+        /// The parts, each with the disk it is to leave.
+        parts: Vec<PartRef>,
+        /// Why, in words.
+        reason: String,
+        /// When.
+        time_ms: u64,
     },
 }
 

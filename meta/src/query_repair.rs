@@ -394,6 +394,73 @@ impl MetaDb {
             .opt_int(0, "width")
     }
 
+    /// The parts of segment `s` to move off their disks: `(part, disk to leave)`.
+    pub async fn pending_moves(&self, s: SegmentRef) -> Res<Vec<(u16, DiskId)>> {
+        let rows = sqlx::query(
+            "SELECT m.part, m.from_disk FROM part_moves m JOIN parts p ON p.file_id = m.file_id
+               AND p.seg = m.seg AND p.part = m.part AND p.disk_id = m.from_disk
+             WHERE m.file_id = ? AND m.seg = ? ORDER BY m.part",
+        )
+        .bind(s.file_id.to_bytes().to_vec())
+        .bind(i64::from(s.seg))
+        .fetch_all(&self.pool())
+        .await
+        .db("read a segment's moves")?;
+        rows.iter()
+            .map(|r| {
+                let r = Cols::new(r, "part_moves").key(format!("segment {s}"));
+                Ok((r.int(0, "part")?, r.disk_id(1, "from_disk")?))
+            })
+            .collect()
+    }
+
+    /// Parts still to move, and about how many bytes they hold.
+    pub async fn moves_left(&self) -> Res<(u64, u64)> {
+        let r = sqlx::query(
+            "SELECT COUNT(*), COALESCE(SUM((s.data_len + json_extract(f.geometry, '$.k') - 1) / json_extract(f.geometry, '$.k')), 0)
+             FROM part_moves m JOIN parts p ON p.file_id = m.file_id AND p.seg = m.seg
+               AND p.part = m.part AND p.disk_id = m.from_disk
+             JOIN segments s ON s.file_id = m.file_id AND s.seg = m.seg
+             JOIN files f ON f.file_id = m.file_id",
+        )
+        .fetch_one(&self.pool())
+        .await
+        .db("count the moves left")?;
+        let r = Cols::new(&r, "part_moves").key("moves left");
+        Ok((r.int(0, "count")?, r.int(1, "bytes")?))
+    }
+
+    /// Healthy parts on `disk` with about how many bytes each holds, largest first, at most
+    /// `limit`.
+    pub async fn parts_with_sizes(&self, disk: DiskId, limit: u32) -> Res<Vec<(PartRef, u64)>> {
+        let rows = sqlx::query(
+            "SELECT p.file_id, p.seg, p.part, (s.data_len + json_extract(f.geometry, '$.k') - 1) / json_extract(f.geometry, '$.k') AS b
+             FROM parts p JOIN segments s ON s.file_id = p.file_id AND s.seg = p.seg
+             JOIN files f ON f.file_id = p.file_id
+             WHERE p.disk_id = ? AND p.state = 0
+             ORDER BY b DESC, p.file_id, p.seg, p.part LIMIT ?",
+        )
+        .bind(disk.to_string())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool())
+        .await
+        .db("read a disk's parts")?;
+        rows.iter()
+            .map(|r| {
+                let r = Cols::new(r, "parts").key_col("file_id", 0);
+                Ok((
+                    PartRef {
+                        file_id: r.file_id(0, "file_id")?,
+                        seg: r.int(1, "seg")?,
+                        part: r.int(2, "part")?,
+                        disk_id: disk,
+                    },
+                    r.int(3, "bytes")?,
+                ))
+            })
+            .collect()
+    }
+
     /// The smallest number of parity parts (`m`) among stored files (`None` without files).
     pub async fn smallest_m(&self) -> Res<Option<u64>> {
         let r = sqlx::query("SELECT MIN(json_extract(geometry, '$.m')) FROM files")

@@ -19,7 +19,7 @@ use wormfs_parts::codec::CodecId;
 use wormfs_parts::ids::{ClusterId, DiskId, FileId};
 use wormfs_parts::layout::Geometry;
 
-const VARIANTS: usize = 32;
+const VARIANTS: usize = 33;
 
 fn variant(c: &CommandV1) -> &'static str {
     match c {
@@ -55,6 +55,7 @@ fn variant(c: &CommandV1) -> &'static str {
         CommandV1::SetRepairPaused { .. } => "SetRepairPaused",
         CommandV1::RequestScrub { .. } => "RequestScrub",
         CommandV1::SetBrakes { .. } => "SetBrakes",
+        CommandV1::MoveParts { .. } => "MoveParts",
     }
 }
 
@@ -305,6 +306,7 @@ fn samples() -> Vec<CommandV1> {
                 },
             ],
             time_ms: T,
+            cancelled_moves: vec![],
         },
         CommandV1::RepairFailed {
             segment: SegmentRef {
@@ -330,6 +332,16 @@ fn samples() -> Vec<CommandV1> {
         },
         CommandV1::SetBrakes {
             brakes: vec!["2 disks down; at most 1 may go out at once".into()],
+        },
+        CommandV1::MoveParts {
+            parts: vec![PartRef {
+                file_id: file(0x45),
+                seg: 3,
+                part: 1,
+                disk_id: disk(4),
+            }],
+            reason: "rebalance: disk 4 at 12% free, the cluster at 31%".into(),
+            time_ms: T,
         },
     ]
 }

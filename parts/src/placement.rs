@@ -21,6 +21,8 @@ pub struct Candidate {
     pub domain: u64,
     /// Free bytes.
     pub free_bytes: u64,
+    /// The filesystem's size in bytes (0: unknown).
+    pub total_bytes: u64,
 }
 
 /// Not enough disks for the width asked.
@@ -133,6 +135,7 @@ mod tests {
 
     fn cand(i: u8, node: u64, domain: u64, free: u64) -> Candidate {
         Candidate {
+            total_bytes: 0,
             disk: DiskId(uuid::Uuid::from_bytes([i; 16])),
             node,
             domain,

@@ -211,6 +211,7 @@ impl Store {
                     node: self.node_id,
                     domain: d.fs_dev,
                     free_bytes: space.free_bytes.saturating_sub(d.reserve_bytes),
+                    total_bytes: space.total_bytes,
                 })
             })
             .collect()
@@ -236,6 +237,7 @@ impl Store {
                         node: *node,
                         domain: o.fs_dev,
                         free_bytes: o.free_bytes,
+                        total_bytes: o.total_bytes,
                     })
                     .collect(),
                 Err(e) => {

@@ -174,6 +174,9 @@ fn contract() -> BTreeMap<&'static str, Names> {
         ("ScrubStatus", of::<ScrubStatus>()),
         ("ScrubCounters", of::<ScrubCounters>()),
         ("DiskChange", of::<DiskChange>()),
+        ("RebalanceQuery", of::<RebalanceQuery>()),
+        ("RebalanceReport", of::<RebalanceReport>()),
+        ("DiskFill", of::<DiskFill>()),
         ("DiskPathRequest", of::<DiskPathRequest>()),
         ("ForceQuery", of::<ForceQuery>()),
     ])

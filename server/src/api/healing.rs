@@ -6,7 +6,8 @@ use axum::Json;
 
 use super::types::{
     DiskChange, DiskPathRequest, ForceQuery, HealthReport, ImpactQuery, ImpactResponse,
-    RepairNowRequest, RepairNowResponse, RepairStatus, ScrubRequest, ScrubStatus,
+    RebalanceQuery, RebalanceReport, RepairNowRequest, RepairNowResponse, RepairStatus,
+    ScrubRequest, ScrubStatus,
 };
 use super::{ApiResult, ApiState};
 use crate::healing::health;
@@ -185,4 +186,19 @@ pub(super) async fn disk_replace(
             .replace_disk(disk_id(&id)?, std::path::Path::new(&req.path))
             .await?,
     ))
+}
+
+pub(super) async fn rebalance(
+    State(st): State<ApiState>,
+    Query(q): Query<RebalanceQuery>,
+) -> ApiResult<Json<RebalanceReport>> {
+    let mut r = crate::healing::rebalance::rebalance(&st.store, !q.dry_run).await?;
+    if !q.dry_run && r.parts_queued > 0 {
+        // Further rounds follow in the background until every disk is within the spread.
+        let store = st.store.clone();
+        tokio::spawn(crate::healing::rebalance::rebalance_until_even(store));
+        r.message
+            .push_str("; more rounds follow until every disk is within 5%");
+    }
+    Ok(Json(r))
 }

@@ -299,6 +299,9 @@ pub fn routes() -> Vec<Route> {
         Route::new(Post, "/api/v1/disks/{id}/replace", healing::disk_replace)
             .body::<DiskPathRequest>()
             .answer::<DiskChange>(),
+        Route::new(Post, "/api/v1/rebalance", healing::rebalance)
+            .query::<RebalanceQuery>()
+            .answer::<RebalanceReport>(),
         Route::new(Get, "/api/v1/impact", healing::impact)
             .query::<ImpactQuery>()
             .answer::<ImpactResponse>(),

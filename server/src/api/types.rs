@@ -1097,3 +1097,13 @@ pub struct ForceQuery {
     #[serde(default)]
     pub force: bool,
 }
+
+pub use crate::healing::rebalance::{DiskFill, RebalanceReport};
+
+/// Query of `POST /api/v1/rebalance`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RebalanceQuery {
+    /// Only say what would move.
+    #[serde(default)]
+    pub dry_run: bool,
+}

@@ -6,8 +6,8 @@ use clap::Subcommand;
 use super::client::{enc, human, print_json, Client};
 use super::CliError;
 use crate::api::types::{
-    DiskChange, DiskPathRequest, HealthReport, ImpactResponse, RepairNowRequest, RepairNowResponse,
-    RepairStatus, ScrubRequest, ScrubStatus,
+    DiskChange, DiskPathRequest, HealthReport, ImpactResponse, RebalanceReport, RepairNowRequest,
+    RepairNowResponse, RepairStatus, ScrubRequest, ScrubStatus,
 };
 use crate::healing::health::about;
 
@@ -28,12 +28,24 @@ pub enum RepairCmd {
     },
 }
 
+/// `wormfs scrub [--deep]` (scrub now) or `wormfs scrub status|now`.
+#[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ScrubArgs {
+    /// Also re-encode parity and compare it, and check each segment's BLAKE3.
+    #[arg(long)]
+    pub deep: bool,
+    /// What to do (default: scrub every part now, on every node).
+    #[command(subcommand)]
+    pub cmd: Option<ScrubCmd>,
+}
+
 /// `wormfs scrub ...`
 #[derive(Subcommand, Debug)]
 pub enum ScrubCmd {
     /// This node's scrub: progress, rate, time left, the oldest verification, what it found.
     Status,
-    /// Scrub every part now, on every node.
+    /// Scrub every part now, on every node (the same as `wormfs scrub`).
     Now {
         /// Also re-encode parity and compare it, and check each segment's BLAKE3.
         #[arg(long)]
@@ -127,6 +139,7 @@ pub(super) async fn health(c: &Client) -> anyhow::Result<()> {
             println!("disk {} {} ({}): {}", d.path, d.state, d.disk_id, d.reason);
         }
         print_repair_line(&r.repair);
+        print_scrub(&r.scrub);
         for b in &r.brakes {
             println!("brake: {b}");
         }
@@ -183,8 +196,8 @@ fn print_repair(r: &RepairStatus) {
         );
     }
     println!(
-        "  since start: {} segments repaired, {} parts written, {} failures",
-        r.counters.segments_repaired, r.counters.parts_written, r.counters.failures
+        "  since start: {} segments repaired, {} parts written, {} failures; {} rebalancing move(s) left",
+        r.counters.segments_repaired, r.counters.parts_written, r.counters.failures, r.moves_left
     );
     for b in &r.brakes {
         println!("brake: {b}");
@@ -260,7 +273,8 @@ fn print_scrub(s: &ScrubStatus) {
 }
 
 /// `wormfs scrub ...`.
-pub(super) async fn scrub(c: &Client, cmd: ScrubCmd) -> anyhow::Result<()> {
+pub(super) async fn scrub(c: &Client, args: ScrubArgs) -> anyhow::Result<()> {
+    let cmd = args.cmd.unwrap_or(ScrubCmd::Now { deep: args.deep });
     let s: ScrubStatus = match cmd {
         ScrubCmd::Status => c.get_json("/api/v1/scrub").await?,
         ScrubCmd::Now { deep } => {
@@ -353,6 +367,36 @@ async fn impact(c: &Client, id: Option<String>, node: Option<u64>) -> anyhow::Re
                 println!("  tolerance 0  {}", f.path);
             }
         }
+    }
+    Ok(())
+}
+
+/// `wormfs rebalance [--dry-run]`.
+pub(super) async fn rebalance(c: &Client, dry_run: bool) -> anyhow::Result<()> {
+    let r: RebalanceReport = c
+        .send_json(c.req(
+            reqwest::Method::POST,
+            &format!("/api/v1/rebalance?dry_run={dry_run}"),
+        ))
+        .await?;
+    if c.json {
+        print_json(&r);
+        return Ok(());
+    }
+    println!("{}", r.message);
+    println!(
+        "{:<36} {:>10} {:>10} {:>6} {:>10}",
+        "DISK", "FREE", "SIZE", "FREE%", "TO MOVE"
+    );
+    for d in &r.disks {
+        println!(
+            "{:<36} {:>10} {:>10} {:>5.1}% {:>10}",
+            d.disk_id.to_string(),
+            human(d.free_bytes),
+            human(d.total_bytes),
+            d.free_fraction * 100.0,
+            human(d.to_move_bytes)
+        );
     }
     Ok(())
 }

@@ -31,7 +31,7 @@ mod local;
 mod namespace;
 
 pub use cluster::{AdminCmd, NodeCmd};
-pub use healing::{DiskCmd, RepairCmd, ScrubCmd};
+pub use healing::{DiskCmd, RepairCmd, ScrubArgs, ScrubCmd};
 pub use local::{ConfigCmd, ServeArgs, WebdavCmd};
 pub use namespace::PolicyCmd;
 
@@ -262,12 +262,18 @@ pub enum Cmd {
     /// Repair: status, pause, resume, now.
     #[command(subcommand)]
     Repair(RepairCmd),
-    /// Scrub: status, now.
-    #[command(subcommand)]
-    Scrub(ScrubCmd),
-    /// One disk: what its loss would cost.
+    /// Scrub every part now on every node (`--deep`: parity re-encoded and compared, BLAKE3
+    /// checked), or `scrub status`.
+    Scrub(ScrubArgs),
+    /// The life of a disk: add, drain, replace, remove; and what its loss would cost.
     #[command(subcommand)]
     Disk(DiskCmd),
+    /// Move parts toward an even fill: every disk within 5% of the cluster's free fraction.
+    Rebalance {
+        /// Only say what would move.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 /// What only the binary can do, because it needs the node's composition root (`node.rs`,
@@ -347,6 +353,7 @@ pub async fn run(cli: Cli, host: &impl NodeHost) -> anyhow::Result<()> {
         Cmd::Repair(r) => healing::repair(&client()?, r).await?,
         Cmd::Scrub(s) => healing::scrub(&client()?, s).await?,
         Cmd::Disk(d) => healing::disk(&client()?, d).await?,
+        Cmd::Rebalance { dry_run } => healing::rebalance(&client()?, dry_run).await?,
     }
     std::io::stdout().flush()?;
     Ok(())
@@ -368,6 +375,9 @@ mod tests {
             vec!["wormfs", "disk", "remove", "x", "--force"],
             vec!["wormfs", "repair", "now", "/a"],
             vec!["wormfs", "scrub", "now", "--deep"],
+            vec!["wormfs", "scrub", "--deep"],
+            vec!["wormfs", "scrub"],
+            vec!["wormfs", "scrub", "status"],
             vec!["wormfs", "health"],
         ] {
             Cli::try_parse_from(&args).unwrap_or_else(|e| panic!("{args:?}: {e}"));

@@ -249,14 +249,13 @@ async fn offer_disks(State(sh): State<Arc<Shared>>) -> Result<Json<Vec<DiskOffer
                     Ok(()) => (true, String::new()),
                     Err(e) => (false, e.to_string()),
                 };
-                let free = d
-                    .space()
-                    .map(|s| s.free_bytes.saturating_sub(d.reserve_bytes))
-                    .unwrap_or(0);
+                let space = d.space().unwrap_or_default();
+                let free = space.free_bytes.saturating_sub(d.reserve_bytes);
                 DiskOffer {
                     disk_id: d.id,
                     fs_dev: d.fs_dev,
                     free_bytes: free,
+                    total_bytes: space.total_bytes,
                     writable,
                     reason,
                 }

@@ -31,6 +31,9 @@ pub struct DiskOffer {
     pub fs_dev: u64,
     /// Bytes free for parts (after the reserve).
     pub free_bytes: u64,
+    /// The filesystem's size (0 from a node that did not say).
+    #[serde(default)]
+    pub total_bytes: u64,
     /// Whether it takes new parts now.
     pub writable: bool,
     /// Why not, when it does not.

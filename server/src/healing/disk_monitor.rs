@@ -32,6 +32,22 @@ use wormfs_parts::ids::NodeId;
 
 /// A machine whose data plane has not answered this long has its disks marked down.
 const SILENT_AFTER: Duration = Duration::from_secs(5);
+/// How often the leader looks at the fill when `repair.auto_rebalance` is on.
+const AUTO_REBALANCE_EVERY: Duration = Duration::from_secs(600);
+
+/// Starts rounds of rebalancing when nothing else is queued.
+async fn auto_rebalance(store: &Arc<Store>) -> Result<(), StoreError> {
+    if !store.meta.repair_queue(1).await?.is_empty() || store.meta.repair_paused().await? {
+        return Ok(());
+    }
+    let r = super::rebalance::rebalance(store, false).await?;
+    if r.parts_queued > 0 {
+        tracing::info!("automatic rebalance: {}", r.message);
+        tokio::spawn(super::rebalance::rebalance_until_even(store.clone()));
+    }
+    Ok(())
+}
+
 /// A reason given for a silent machine's disks starts with this.
 pub const MACHINE_REASON: &str = "machine ";
 
@@ -39,6 +55,7 @@ pub const MACHINE_REASON: &str = "machine ";
 pub async fn run(store: Arc<Store>, stop: CancellationToken) {
     let tick = Duration::from_millis((store.repair.disk_out_after_ms / 10).clamp(200, 2000));
     let mut silent: HashMap<NodeId, Instant> = HashMap::new();
+    let mut last_rebalance = Instant::now();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -50,6 +67,12 @@ pub async fn run(store: Arc<Store>, stop: CancellationToken) {
         if store.consensus.status().role == RaftRole::Leader {
             if let Err(e) = as_leader(&store, &mut silent).await {
                 tracing::warn!("disk monitor: {e}");
+            }
+            if store.repair.auto_rebalance && last_rebalance.elapsed() >= AUTO_REBALANCE_EVERY {
+                last_rebalance = Instant::now();
+                if let Err(e) = auto_rebalance(&store).await {
+                    tracing::warn!("automatic rebalance: {e}");
+                }
             }
         } else {
             silent.clear();

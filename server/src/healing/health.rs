@@ -56,6 +56,9 @@ pub struct RepairStatus {
     pub counters: RepairCounters,
     /// Why automatic `out` decisions are held back now.
     pub brakes: Vec<String>,
+    /// Parts still to move off their disks (drains are counted in `queued`; these are
+    /// rebalancing moves).
+    pub moves_left: u64,
 }
 
 /// This node's scrub.
@@ -106,6 +109,8 @@ pub struct HealthReport {
     pub disks_not_up: Vec<DiskStateRecord>,
     /// The repair queue and this node's repair work.
     pub repair: RepairStatus,
+    /// This node's scrub.
+    pub scrub: ScrubStatus,
     /// Why automatic `out` decisions are held back now.
     pub brakes: Vec<String>,
 }
@@ -165,6 +170,7 @@ pub async fn repair_status(store: &Store) -> Result<RepairStatus, StoreError> {
         in_progress: store.healing.in_progress(),
         counters,
         brakes: meta.brakes().await?,
+        moves_left: meta.moves_left().await?.0,
     })
 }
 
@@ -219,6 +225,7 @@ pub async fn report(store: &Store) -> Result<HealthReport, StoreError> {
         .filter(|d| d.state != DiskStatus::Up)
         .collect();
     let repair = repair_status(store).await?;
+    let scrub = scrub_status(store).await?;
     let brakes = repair.brakes.clone();
     let verdict = if unreadable > 0 {
         Verdict::Unreadable
@@ -292,6 +299,7 @@ pub async fn report(store: &Store) -> Result<HealthReport, StoreError> {
         at_risk_count,
         disks_not_up,
         repair,
+        scrub,
         brakes,
     })
 }

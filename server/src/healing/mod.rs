@@ -9,6 +9,7 @@
 //! - `scrub.rs`: reading every local part on a schedule and queueing what fails.
 //! - `throttle.rs`: the byte-rate limit and tranquility shared by repair and scrub, and the
 //!   yield to foreground reads and ingests.
+//! - `rebalance.rs`: moving parts toward an even fill.
 //! - `health.rs`: the report behind `wormfs health` and the API.
 //!
 //! [`Healing`] is the runtime side every part shares: what is running now, its rates and
@@ -18,6 +19,7 @@
 pub mod disk_life;
 pub mod disk_monitor;
 pub mod health;
+pub mod rebalance;
 pub mod repair_job;
 pub mod repair_worker;
 pub mod scrub;
@@ -135,6 +137,8 @@ pub struct Healing {
     pub wake_repair: tokio::sync::Notify,
     /// Wakes the scrub (a scrub was asked for).
     pub wake_scrub: tokio::sync::Notify,
+    /// Rounds of rebalancing are running on this node.
+    pub rebalancing: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Healing {
@@ -152,6 +156,7 @@ impl Default for Healing {
             scrub_rate: Rate::default(),
             wake_repair: tokio::sync::Notify::new(),
             wake_scrub: tokio::sync::Notify::new(),
+            rebalancing: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }

@@ -94,6 +94,8 @@ pub struct JobResult {
     pub unplaced: Vec<u16>,
     /// Why they found none.
     pub unplaced_why: String,
+    /// Moves (rebalancing) that no disk could take: their requests are dropped.
+    pub cancelled_moves: Vec<u16>,
 }
 
 /// What a segment's parts need, from the metadata and the disks' states.
@@ -105,13 +107,20 @@ pub(crate) struct Plan {
     pub rewrite: Vec<(u16, Option<DiskId>)>,
     /// Disks that keep a part of this segment (no new part goes there).
     pub kept: Vec<DiskId>,
+    /// Parts damaged on a disk that is up: the only ones that may be rewritten in place.
+    pub damaged_in_place: Vec<(u16, DiskId)>,
+    /// Parts asked to move off a disk that is up (a rebalance): dropped, not failed, when no
+    /// emptier disk can take them.
+    pub moves: Vec<u16>,
 }
 
-/// Decides what to do for a segment (pure: the metadata's view and the disks' states).
+/// Decides what to do for a segment (pure: the metadata's view, the disks' states and the
+/// parts asked to move off their disks).
 pub(crate) fn plan(
     file: &FileRecord,
     seg: u32,
     statuses: &HashMap<DiskId, DiskStatus>,
+    moves: &[(u16, DiskId)],
     is_local: impl Fn(DiskId) -> bool,
 ) -> Option<Plan> {
     let s = file.segments.iter().find(|s| s.index == seg)?;
@@ -123,7 +132,17 @@ pub(crate) fn plan(
             p.rewrite.push((i, None));
             continue;
         };
+        let moving = moves.contains(&(i, disk));
         match statuses.get(&disk).copied() {
+            Some(DiskStatus::Up) if !missing && moving => {
+                p.sources.push((i, disk));
+                p.rewrite.push((i, Some(disk)));
+                p.moves.push(i);
+            }
+            Some(DiskStatus::Up) if missing => {
+                p.rewrite.push((i, Some(disk)));
+                p.damaged_in_place.push((i, disk));
+            }
             Some(DiskStatus::Up) if !missing => {
                 p.sources.push((i, disk));
                 p.kept.push(disk);
@@ -139,13 +158,17 @@ pub(crate) fn plan(
             _ => p.rewrite.push((i, Some(disk))),
         }
     }
-    // Local parts first (no network), then data parts (no decoding), then moves last (a
-    // draining disk is busy emptying).
+    // Local parts first (no network), then data parts (no decoding), then the parts being
+    // moved last (a draining disk is busy emptying).
     let k = file.geometry.k;
     let draining: Vec<u16> = p
         .rewrite
         .iter()
-        .filter(|(_, d)| d.is_some_and(|d| statuses.get(&d) == Some(&DiskStatus::Draining)))
+        .filter(|(i, d)| {
+            d.is_some_and(|d| {
+                statuses.get(&d) == Some(&DiskStatus::Draining) || moves.contains(&(*i, d))
+            })
+        })
         .map(|(i, _)| *i)
         .collect();
     p.sources
@@ -363,7 +386,10 @@ pub async fn repair_segment(
         .cloned()
         .ok_or(RepairError::Gone)?;
     let statuses = store.disk_statuses().await?;
-    let Some(plan) = plan(&file, segment.seg, &statuses, |d| store.disk(d).is_some()) else {
+    let moves = store.meta.pending_moves(segment).await?;
+    let Some(plan) = plan(&file, segment.seg, &statuses, &moves, |d| {
+        store.disk(d).is_some()
+    }) else {
         return Err(RepairError::Gone);
     };
     if plan.rewrite.is_empty() {
@@ -393,25 +419,31 @@ pub async fn repair_segment(
     let mut cands: Vec<Candidate> = store.candidates(part_bytes);
     cands.extend(store.remote_candidates(part_bytes).await);
     let rewritten_from: Vec<DiskId> = plan.rewrite.iter().filter_map(|(_, d)| *d).collect();
+    let fraction = super::rebalance::free_fraction(&cands);
     cands.retain(|c| {
         statuses.get(&c.disk) == Some(&DiskStatus::Up)
             && !plan.kept.contains(&c.disk)
             && !rewritten_from.contains(&c.disk)
     });
+    if !moves.is_empty() {
+        // A rebalancing move only goes to a disk emptier than the cluster as a whole.
+        cands.retain(|c| {
+            c.total_bytes == 0 || c.free_bytes as f64 / c.total_bytes as f64 >= fraction
+        });
+    }
     let existing: Vec<(NodeId, u64)> = plan.kept.iter().filter_map(|d| dir.disk(*d)).collect();
     let nodes: HashMap<DiskId, NodeId> = cands.iter().map(|c| (c.disk, c.node)).collect();
     let mut order: Vec<DiskId> =
         place_beside(&cands, cands.len(), &existing, &mut rand::rng()).unwrap_or_default();
     // A part damaged on a disk that is still up may be rewritten in place, last.
-    for (_, d) in &plan.rewrite {
-        if let Some(d) = d {
-            if statuses.get(d) == Some(&DiskStatus::Up) && store.disk(*d).is_some() {
-                order.push(*d);
-            }
+    for (_, d) in &plan.damaged_in_place {
+        if store.disk(*d).is_some() {
+            order.push(*d);
         }
     }
     let mut writers = Vec::new();
     let mut unplaced = Vec::new();
+    let mut cancelled_moves = Vec::new();
     let mut why = Vec::new();
     let mut order = order.into_iter();
     for &(part, from) in &plan.rewrite {
@@ -438,8 +470,16 @@ pub async fn repair_segment(
         }
         match opened {
             Some((d, w)) => writers.push((part, d, from, w)),
+            None if plan.moves.contains(&part) => cancelled_moves.push(part),
             None => unplaced.push(part),
         }
+    }
+    if writers.is_empty() && unplaced.is_empty() {
+        // Only moves, and no emptier disk free of this segment's parts: nothing to do.
+        return Ok(JobResult {
+            cancelled_moves,
+            ..JobResult::default()
+        });
     }
     if writers.is_empty() {
         return Err(RepairError::NoDisk {
@@ -583,6 +623,7 @@ pub async fn repair_segment(
     let mut result = JobResult {
         unplaced,
         unplaced_why: why.join("; "),
+        cancelled_moves,
         ..JobResult::default()
     };
     let mut errors = Vec::new();
@@ -674,7 +715,7 @@ mod tests {
         ]
         .into_iter()
         .collect();
-        let p = plan(&f, 0, &statuses, |disk| disk == d(4)).unwrap();
+        let p = plan(&f, 0, &statuses, &[], |disk| disk == d(4)).unwrap();
         assert_eq!(
             p.rewrite,
             vec![(1, Some(d(2))), (2, Some(d(3))), (3, Some(d(4))), (5, None)]
@@ -682,6 +723,12 @@ mod tests {
         // The draining part is the last choice of source even though it is local.
         assert_eq!(p.sources, vec![(0, d(1)), (3, d(4))]);
         assert_eq!(p.kept, vec![d(1), d(5)]);
-        assert!(plan(&f, 1, &statuses, |_| false).is_none());
+        assert_eq!(p.damaged_in_place, vec![(2, d(3))]);
+        assert!(plan(&f, 1, &statuses, &[], |_| false).is_none());
+        // A part asked to move off an up disk is rewritten and read from where it is.
+        let p = plan(&f, 0, &statuses, &[(0, d(1))], |_| false).unwrap();
+        assert_eq!(p.rewrite[0], (0, Some(d(1))));
+        assert!(p.sources.contains(&(0, d(1))));
+        assert!(!p.kept.contains(&d(1)));
     }
 }

@@ -164,11 +164,13 @@ async fn repair_one(
                     segment: q.segment,
                     parts: r.written.clone(),
                     time_ms: now_ms(),
+                    cancelled_moves: r.cancelled_moves.clone(),
                 })
                 .await;
             let written = r.written.len() as u64;
             match out {
                 Ok(Outcome::Repaired { applied, skipped }) => {
+                    drop_replaced_copies(store, q.segment, &r.written, &applied).await;
                     if !skipped.is_empty() {
                         tracing::info!(
                             ?skipped,
@@ -224,6 +226,34 @@ async fn repair_one(
             store.healing.end_repair(q.segment, None);
             tracing::warn!("repair failed (attempt {}): {e}", q.attempts + 1);
             fail(store, q.segment, &e.to_string(), retry(q.attempts)).await
+        }
+    }
+}
+
+/// Deletes this node's old copies of parts that were committed elsewhere (a move or a drain):
+/// the metadata no longer names them, so they are surplus. Other nodes' old copies are left to
+/// their sweepers.
+async fn drop_replaced_copies(
+    store: &Store,
+    s: SegmentRef,
+    written: &[wormfs_meta::command::RepairedPart],
+    applied: &[u16],
+) {
+    for p in written.iter().filter(|p| applied.contains(&p.part)) {
+        let Some(from) = p.from.filter(|f| *f != p.to) else {
+            continue;
+        };
+        let Some(disk) = store.disk(from) else {
+            continue;
+        };
+        let path = disk.part_path(s.file_id, s.seg, p.part);
+        match tokio::task::spawn_blocking(move || std::fs::remove_file(&path)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Ok(Err(e)) => {
+                tracing::warn!(disk = %from, "cannot remove a replaced part (the sweeper will): {e}")
+            }
+            Err(e) => tracing::warn!("cannot remove a replaced part: {e}"),
         }
     }
 }

@@ -136,3 +136,61 @@ fn unmounted_disk_receives_nothing() {
     );
     assert!(s.term().success());
 }
+
+/// Two empty disks added to six half-full ones: `rebalance` moves parts onto them until every
+/// disk is within 5% of the cluster's free fraction, with every file whole and at full
+/// redundancy throughout.
+#[test]
+fn rebalance_fills_new_disks_until_every_disk_is_within_five_percent() {
+    let t = tempfile::tempdir().unwrap();
+    let dirs: Vec<PathBuf> = (0..8).map(|i| t.path().join(format!("disk{i}"))).collect();
+    let mounts: Vec<(PathBuf, u64)> = dirs.iter().cloned().map(|d| (d, 32 * MIB)).collect();
+    let args = disk_args(&dirs[..6]);
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let env = [
+        ("WORMFS_STORAGE__RESERVE_FREE_BYTES", "0"),
+        ("WORMFS_STORAGE__BLOCK_SIZE_BYTES", "65536"),
+        ("WORMFS_STORAGE__SEGMENT_PART_BYTES", "262144"),
+        ("WORMFS_REPAIR__TRANQUILITY", "0"),
+        ("WORMFS_SCRUB__ENABLED", "false"),
+    ];
+    let s = Server::start_with_tmpfs(t.path(), free_port(), &a, &env, &mounts);
+    let mut files = Vec::new();
+    for i in 0..12u64 {
+        let bytes = crate::common::random_bytes(5 * MIB as usize, i);
+        std::fs::write(t.path().join("f"), &bytes).unwrap();
+        s.ok(&["put", "f", &format!("/r/f{i}"), "--policy", "ec:4+2"]);
+        files.push(bytes);
+    }
+    for d in &dirs[6..] {
+        s.ok(&["disk", "add", d.to_str().unwrap()]);
+    }
+    let dry = s.json(&["rebalance", "--dry-run"]);
+    assert!(dry["parts_queued"].as_u64().unwrap() > 0, "{dry:#}");
+    assert_eq!(dry["moves_left"], 0, "a dry run asks for nothing: {dry:#}");
+    let r = s.json(&["rebalance"]);
+    assert!(r["parts_queued"].as_u64().unwrap() > 0, "{r:#}");
+    // Rounds follow until nothing is left to move.
+    let after = crate::common::process::wait_for(120, "the rounds of moves to finish", || {
+        let st = s.json(&["repair", "status"]);
+        let after = s.json(&["rebalance", "--dry-run"]);
+        (st["queued"] == 0 && st["moves_left"] == 0 && after["parts_queued"] == 0).then_some(after)
+    });
+    let f = after["cluster_free_fraction"].as_f64().unwrap();
+    for d in after["disks"].as_array().unwrap() {
+        let frac = d["free_fraction"].as_f64().unwrap();
+        assert!(
+            (frac - f).abs() <= 0.05 + 1e-9,
+            "disk at {frac}, cluster at {f}: {after:#}"
+        );
+    }
+    let o = s.cli(&["--json", "health"]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    for (i, want) in files.iter().enumerate() {
+        s.ok(&["get", &format!("/r/f{i}"), "back"]);
+        assert!(
+            std::fs::read(t.path().join("back")).unwrap() == *want,
+            "f{i}"
+        );
+    }
+}

@@ -287,7 +287,7 @@ fn scrub_finds_every_flipped_byte_and_repair_fixes_each_one() {
     assert_full(&v);
     n.check_files();
     // Every part on disk verifies again: a second scrub finds nothing new.
-    n.s.ok(&["scrub", "now", "--deep"]);
+    n.s.ok(&["scrub", "--deep"]);
     wait_for(120, "a second, deep scrub", || {
         let s = n.s.json(&["scrub", "status"]);
         (s["parts_verified"] == s["parts"] && s["counters"]["state"] == "idle").then_some(())

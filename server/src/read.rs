@@ -292,6 +292,7 @@ impl FileReader {
     /// read on the calling thread; anything else goes through [`Self::stream`] on the blocking
     /// pool, so a slow disk never stalls the runtime.
     pub async fn read_range(self: Arc<Self>, start: u64, end: u64) -> Result<Bytes, ReadError> {
+        self.store.healing.foreground();
         if start < end && end <= self.file.size {
             let blocks = self.blocks(start, end);
             if blocks.len() <= 2 {

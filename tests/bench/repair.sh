@@ -10,7 +10,7 @@
 #    `out` to every segment back at full policy, and the repair rate (logical bytes of the
 #    queued segments per second) as a ratio to the ingest rate;
 # 3. with the default throttle (tranquility 1): WebDAV GETs of one file while a second lost
-#    disk is repaired, against the same GETs with nothing running (ratio);
+#    disk is repaired, against the same GETs with repair paused, alternating (ratio of medians);
 # 4. `wormfs scrub now` at scrub.max_bytes_per_sec = 32 MiB/s: the rate it holds (ratio).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -82,20 +82,25 @@ LOGIN="admin:$(sed -n 's/^password = //p' wormfs-data/webdav-admin.txt)"
 get_bps() { # one WebDAV GET of /f1: bytes per second
     curl -sf -u "$LOGIN" -o /dev/null -w '%{speed_download}' "http://127.0.0.1:$DAV/f1"
 }
-base=()
-for _ in 1 2 3; do base+=("$(get_bps)"); done
 D1=$(disk_id 1)
 W repair pause >/dev/null
 rm -rf "$WORK/d1"
 wait_status "$D1" out
-W repair resume >/dev/null
-during=()
-while :; do
+# Alternate, in the same conditions (same queue, same page cache): GETs with repair paused,
+# then GETs with it running, while segments are still queued.
+base=() during=()
+for _ in $(seq 1 8); do
+    W repair pause >/dev/null
+    until [ "$(W --json repair status | jq_ "len(d['in_progress'])")" = 0 ]; do sleep 0.05; done
+    base+=("$(get_bps)")
+    W repair resume >/dev/null
+    sleep 0.3
+    [ "$(W --json repair status | jq_ "d['queued']")" -gt 0 ] || break
     r=$(get_bps)
-    q=$(W --json repair status | jq_ "d['queued']")
-    [ "$q" -gt 0 ] || break
+    [ "$(W --json repair status | jq_ "d['queued']")" -gt 0 ] || break
     during+=("$r")
 done
+W repair resume >/dev/null
 wait_full
 W disk replace "$D1" "$WORK/d1" >/dev/null
 wait_full

@@ -30,8 +30,10 @@ use wormfs_parts::part_io::{PartReadError, PartReader};
 const BATCH: u32 = 64;
 /// A batch's verifications are committed at least this often.
 const CHECKPOINT: Duration = Duration::from_secs(30);
-/// Blocks read per request.
+/// Blocks read per request by the deep check.
 const BLOCKS_PER_READ: u64 = 32;
+/// Bytes read per throttled step of a part's verification.
+const STEP_BYTES: u64 = 8 << 20;
 
 /// The local time's minute of the day.
 fn minute_of_day() -> u32 {
@@ -127,11 +129,8 @@ async fn batch(
         store.healing.scrub_state("scrubbing", deep);
         let started = Instant::now();
         let part = p.part;
-        let s = store.clone();
-        let r = tokio::task::spawn_blocking(move || verify_local(&s, part))
-            .await
-            .map_err(|e| StoreError::Other(e.into()))?;
-        let mut bytes = match r {
+        let r = verify_local(store, part, throttle, stop).await?;
+        let bytes = match r {
             Ok(n) => {
                 verified.push(part);
                 n
@@ -146,7 +145,7 @@ async fn batch(
                 0
             }
         };
-        store.healing.scrub_read(bytes);
+        let mut deep_bytes = 0;
         if deep && bytes > 0 && leads_deep_check(store, part).await? {
             let seg = SegmentRef {
                 file_id: part.file_id,
@@ -155,7 +154,7 @@ async fn batch(
             let s = store.clone();
             match tokio::task::spawn_blocking(move || deep_check(&s, seg)).await {
                 Ok(Ok(DeepResult { bytes: b, bad })) => {
-                    bytes += b;
+                    deep_bytes = b;
                     store.healing.scrub_read(b);
                     if let Some(bad) = bad {
                         tracing::warn!(segment = %seg, "deep scrub: {}", bad.why);
@@ -167,13 +166,15 @@ async fn batch(
                 Err(e) => tracing::warn!("deep scrub: {e}"),
             }
         }
-        if !throttle
-            .after_step(bytes, started.elapsed(), &store.healing, stop)
-            .await
+        // The part's own reads paid their way as they went; a deep check pays here.
+        if deep_bytes > 0
+            && !throttle
+                .after_step(deep_bytes, started.elapsed(), &store.healing, stop)
+                .await
         {
             break;
         }
-        if started_batch.elapsed() > CHECKPOINT {
+        if stop.is_cancelled() || started_batch.elapsed() > CHECKPOINT {
             break;
         }
     }
@@ -221,31 +222,57 @@ fn classify(e: PartReadError) -> Found {
     }
 }
 
-/// Reads a local part whole, every block checked. Blocking. Returns the bytes read.
-fn verify_local(store: &Store, p: PartRef) -> Result<u64, Found> {
-    let part = store
-        .disks
-        .open_part(p.disk_id, p.file_id, p.seg, p.part)
-        .map_err(classify)?;
-    let blocks = part
-        .header
-        .part_data_len
-        .div_ceil(u64::from(part.header.block_size.max(1)));
+/// Reads a local part whole, every block checked, a few MiB at a time, each step throttled
+/// and counted as it goes (so the configured rate holds over any stretch, however large the
+/// parts). Returns the bytes read, or what is wrong with the part.
+async fn verify_local(
+    store: &Arc<Store>,
+    p: PartRef,
+    throttle: &mut Throttle,
+    stop: &CancellationToken,
+) -> Result<Result<u64, Found>, StoreError> {
+    let s = store.clone();
+    let opened =
+        tokio::task::spawn_blocking(move || s.disks.open_part(p.disk_id, p.file_id, p.seg, p.part))
+            .await
+            .map_err(|e| StoreError::Other(e.into()))?;
+    let part = match opened {
+        Ok(part) => Arc::new(part),
+        Err(e) => return Ok(Err(classify(e))),
+    };
+    let block = u64::from(part.header.block_size.max(1));
+    let blocks = part.header.part_data_len.div_ceil(block);
+    let per_step = (STEP_BYTES / block).max(1);
     let mut first = 0;
     let mut bytes = 0;
     while first < blocks {
-        let n = BLOCKS_PER_READ.min(blocks - first);
-        let got = part.read_blocks(first, n).map_err(classify)?;
-        bytes += got.len() as u64;
+        let n = per_step.min(blocks - first);
+        let started = Instant::now();
+        let reader = part.clone();
+        let got = tokio::task::spawn_blocking(move || reader.read_blocks(first, n))
+            .await
+            .map_err(|e| StoreError::Other(e.into()))?;
+        let got = match got {
+            Ok(g) => g.len() as u64,
+            Err(e) => return Ok(Err(classify(e))),
+        };
+        bytes += got;
         first += n;
+        store.healing.scrub_read(got);
+        if !throttle
+            .after_step(got, started.elapsed(), &store.healing, stop)
+            .await
+        {
+            return Ok(Err(Found::Unavailable("stopped".into())));
+        }
     }
     if bytes != part.header.part_data_len {
-        return Err(Found::Damaged(format!(
+        return Ok(Err(Found::Damaged(format!(
             "{bytes} bytes of data, the header says {}",
             part.header.part_data_len
-        )));
+        ))));
     }
-    Ok(bytes)
+    Ok(Ok(bytes))
 }
 
 /// Whether this node does the deep check of `p`'s segment: `p` is the lowest-numbered part

@@ -229,8 +229,10 @@ fn the_brakes_hold_when_disks_of_one_then_two_machines_go_and_say_why() {
     let (ms, servers) = three_machines(t.path());
     let s = servers[0].as_ref().unwrap();
     let mut files = BTreeMap::new();
-    for i in 0..3 {
-        let bytes = crate::common::random_bytes(500_000, 50 + i);
+    // Twelve one-segment files: each machine holds twelve parts, so both of its disks hold
+    // some (placement picks the disk within a machine).
+    for i in 0..12 {
+        let bytes = crate::common::random_bytes(300_000, 50 + i);
         let path = format!("/b{i}");
         put(s, t.path(), &path, "ec:2+1", &bytes);
         files.insert(path, bytes);
@@ -276,8 +278,16 @@ fn the_brakes_hold_when_disks_of_one_then_two_machines_go_and_say_why() {
     });
     check_files(s, t.path(), &files);
 
+    let b_id = ms[1].id;
+    assert!(
+        disks(s).iter().filter(|d| d.1 == b_id).all(|d| d.4 > 0),
+        "both of the machine's disks hold parts: {:?}",
+        disks(s)
+    );
     // One machine's two disks unreadable: the smallest m in use is 1, so one disk goes out
     // and is rebuilt while the other waits, with the reason shown; then the other.
+    // Repair paused meanwhile, so the moment with one disk out and the other held is seen.
+    s.ok(&["repair", "pause"]);
     for i in 0..2 {
         away(&b.dir.join(format!("d{i}")));
     }
@@ -288,7 +298,7 @@ fn the_brakes_hold_when_disks_of_one_then_two_machines_go_and_say_why() {
         (outs == 1 && held).then_some(v)
     });
     assert!(v["summary"].as_str().unwrap().contains("repair"), "{v:#}");
-    let b_id = ms[1].id;
+    s.ok(&["repair", "resume"]);
     wait_for(120, "both rebuilt in turn", || {
         let outs = disks(s)
             .iter()

@@ -361,34 +361,48 @@ fn a_read_over_a_corrupt_part_returns_the_right_bytes_and_queues_its_repair() {
 }
 
 #[test]
-fn a_repair_killed_before_its_commit_resumes_and_leaves_no_orphan_or_duplicate() {
+fn a_repair_killed_at_each_crash_point_resumes_and_leaves_no_orphan_or_duplicate() {
     let t = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut n = Node::new(t.path(), 7, &[]);
     n.fill();
     n.wait_full(30, "a full report after the writes");
-    assert!(n.s.term().success());
-    let lost = n.disks[0].clone();
-    std::fs::remove_dir_all(&lost).unwrap();
-    // The first repair that finishes its parts aborts the node before committing them.
-    let crash = env_with(&[("WORMFS_CRASH_AT", "repair_before_commit")]);
-    let mut s = start(t.path(), port, &n.disks, &crash);
-    wait_for(60, "the node to abort at the crash point", || {
-        s.child.try_wait().unwrap().map(|_| ())
-    });
-    let log = std::fs::read_to_string(&s.log).unwrap();
-    assert!(log.contains("crash point repair_before_commit"), "{log}");
-    n.s = start(t.path(), port, &n.disks, &env_with(&[]));
-    let v = n.wait_full(120, "the repair to resume after the crash");
-    assert_full(&v);
-    n.check_files();
-    // The parts written before the crash are orphans: swept once older than the grace time.
-    wait_for(30, "the sweep of the crashed repair's parts", || {
-        n.s.ok(&["admin", "sweep"]);
-        let on_disk = n.part_files().len() as u64;
-        let named: u64 = n.disks().iter().filter(|d| d.2 == "up").map(|d| d.3).sum();
-        (on_disk == named).then_some(())
-    });
+    for (round, point) in [
+        "repair_before_finish",
+        "repair_after_finish",
+        "repair_before_commit",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let lost = n.disks[round].clone();
+        let id = n.disk_id(&lost);
+        assert!(n.s.term().success());
+        std::fs::remove_dir_all(&lost).unwrap();
+        // The first repair to reach the point aborts the node there.
+        let crash = env_with(&[("WORMFS_CRASH_AT", point)]);
+        let mut s = start(t.path(), port, &n.disks, &crash);
+        wait_for(60, "the node to abort at the crash point", || {
+            s.child.try_wait().unwrap().map(|_| ())
+        });
+        let log = std::fs::read_to_string(&s.log).unwrap();
+        assert!(log.contains(&format!("crash point {point}")), "{log}");
+        n.s = start(t.path(), port, &n.disks, &env_with(&[]));
+        let v = n.wait_full(120, "the repair to resume after the crash");
+        assert_full(&v);
+        n.check_files();
+        // The parts written before the crash are orphans: swept once older than the grace
+        // time; then every part file on the disks is one the metadata names, once.
+        wait_for(30, "the sweep of the crashed repair's parts", || {
+            n.s.ok(&["admin", "sweep"]);
+            let on_disk = n.part_files_in_use().len() as u64;
+            let named: u64 = n.disks().iter().filter(|d| d.2 == "up").map(|d| d.3).sum();
+            (on_disk == named).then_some(())
+        });
+        // A fresh disk in the lost one's slot for the next round.
+        n.s.ok(&["disk", "replace", &id, lost.to_str().unwrap()]);
+        n.wait_full(60, "full after the replacement");
+    }
     assert!(n.s.term().success());
 }
 

@@ -79,7 +79,8 @@ fn print_file_stat(f: &FileStat) {
     println!("survives: {}", f.tolerance.summary);
     for s in &f.segments {
         println!(
-            "segment {} @{} {} blake3 {}",
+            "segment {}:{} @{} {} blake3 {}",
+            f.file_id,
             s.index,
             s.offset,
             human(s.size),
@@ -96,7 +97,11 @@ fn print_file_stat(f: &FileStat) {
                 "  part {}: {machine}{}{}",
                 p.index,
                 p.disk_path.as_deref().unwrap_or("(none)"),
-                if p.missing { "  MISSING" } else { "" }
+                if p.state == "ok" || p.state.is_empty() {
+                    String::new()
+                } else {
+                    format!("  {}", p.state.to_uppercase())
+                }
             );
         }
     }

@@ -258,14 +258,46 @@ pub async fn report(store: &Store) -> Result<HealthReport, StoreError> {
             )
         }
     };
+    // Tolerance counts parts; folder-disks sharing a filesystem fail together, so say so
+    // where there are fewer filesystems than the widest policy has parts.
+    let widest = meta.widest_policy().await?.unwrap_or(0);
+    let mut domains: Vec<(u64, u64)> = meta
+        .disks()
+        .await?
+        .iter()
+        .filter(|d| d.state == "up" || d.state == "draining")
+        .map(|d| (d.node_id, d.fs_dev))
+        .collect();
+    domains.sort_unstable();
+    domains.dedup();
+    let shared = domains.len() < widest;
+    let unit = |t: i64| match (shared, t == 1) {
+        (false, true) => "disk failure",
+        (false, false) => "disk failures",
+        (true, true) => "lost part",
+        (true, false) => "lost parts",
+    };
+    let caveat = if shared {
+        format!(
+            " The disks are folders on {} filesystem(s), fewer than the {widest} parts of the widest policy: one failing device loses several parts (wormfs stat shows what each file survives).",
+            domains.len()
+        )
+    } else {
+        String::new()
+    };
     let summary = match verdict {
         Verdict::Full => match weakest {
             None => "No files stored yet.".to_owned(),
+            Some(t) if totals.files == 1 => {
+                format!(
+                    "The one file stored can survive {t} more {}.{caveat}",
+                    unit(t)
+                )
+            }
             Some(t) => format!(
-                "All {} can survive {} more disk {}.",
+                "All {} can survive {t} more {}.{caveat}",
                 plural(totals.files, "file", "files"),
-                t,
-                if t == 1 { "failure" } else { "failures" }
+                unit(t)
             ),
         },
         Verdict::Degraded => {
@@ -276,11 +308,11 @@ pub async fn report(store: &Store) -> Result<HealthReport, StoreError> {
                 )
             } else {
                 format!(
-                    "{} of {} below their policy's redundancy (every file can still survive {} more disk {}); {doing}.",
+                    "{} of {} below their policy's redundancy (every file can still survive {} more {}); {doing}.",
                     plural(below, "segment is", "segments are"),
                     group(totals.segments),
                     weakest.unwrap_or(0),
-                    if weakest == Some(1) { "failure" } else { "failures" }
+                    unit(weakest.unwrap_or(0))
                 )
             }
         }

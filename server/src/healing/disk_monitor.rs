@@ -173,6 +173,19 @@ async fn as_leader(
         }
     }
 
+    // The part counts below scan the parts table: only when a disk is down or draining is
+    // there anything to decide (otherwise just clear brakes that no longer hold).
+    if !states
+        .iter()
+        .any(|d| matches!(d.state, DiskStatus::Down | DiskStatus::Draining))
+    {
+        if !store.meta.brakes().await?.is_empty() {
+            store
+                .propose(CommandV1::SetBrakes { brakes: Vec::new() })
+                .await?;
+        }
+        return Ok(());
+    }
     let now = now_ms();
     let parts: HashMap<_, u64> = store
         .meta

@@ -29,8 +29,8 @@ pub use policy::{
 };
 
 use raw::{
-    RawApi, RawCluster, RawConfig, RawDropFolder, RawIngest, RawLog, RawNode, RawRaft, RawRepair,
-    RawScrub, RawStorage, RawWebdav, SetError,
+    RawApi, RawCluster, RawConfig, RawDropFolder, RawIngest, RawLog, RawMeta, RawNode, RawRaft,
+    RawRepair, RawScrub, RawStorage, RawWebdav, SetError,
 };
 
 /// Where the config came from.
@@ -67,6 +67,8 @@ pub struct Config {
     pub repair: RepairConfig,
     /// `[scrub]`.
     pub scrub: ScrubConfig,
+    /// `[meta]`.
+    pub meta: MetaConfig,
     /// `[log]`.
     pub log: LogConfig,
 }
@@ -293,6 +295,17 @@ impl DailyWindow {
         }
         Ok(Self { start_min, end_min })
     }
+}
+
+/// `[meta]`: backups of the metadata on the data disks (docs/operations.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetaConfig {
+    /// A backup this often, when anything changed (0: off).
+    pub backup_interval_ms: u64,
+    /// A backup sooner, after this many applied metadata changes.
+    pub backup_after_changes: u64,
+    /// Backups kept on each disk (the newest).
+    pub backup_keep: u32,
 }
 
 /// `[scrub]`: reading every part on a schedule (docs/operations.md).
@@ -700,6 +713,7 @@ fn build(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
         raft,
         repair,
         scrub,
+        meta,
         log,
     } = raw;
     // Ingest is checked first, against the raw data folder, as it always was; `cluster` needs
@@ -736,6 +750,7 @@ fn build(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
         raft: build_raft(raft, ctx)?,
         repair: build_repair(repair, ctx)?,
         scrub: build_scrub(scrub, ctx)?,
+        meta: build_meta(meta, ctx)?,
         log: build_log(log, ctx)?,
     })
 }
@@ -1375,6 +1390,32 @@ fn build_scrub(s: RawScrub, ctx: &Ctx<'_>) -> Result<ScrubConfig, ConfigError> {
         tranquility,
         hours,
         deep_every,
+    })
+}
+
+fn build_meta(m: RawMeta, ctx: &Ctx<'_>) -> Result<MetaConfig, ConfigError> {
+    let RawMeta {
+        backup_interval_ms,
+        backup_after_changes,
+        backup_keep,
+    } = m;
+    ctx.check(
+        backup_interval_ms == 0 || backup_interval_ms >= 1000,
+        "meta.backup_interval_ms",
+        || format!("must be 0 (off) or at least 1000 ms, got {backup_interval_ms}"),
+    )?;
+    ctx.check(
+        backup_after_changes > 0,
+        "meta.backup_after_changes",
+        || "must be positive, got 0".to_owned(),
+    )?;
+    ctx.check((1..=100).contains(&backup_keep), "meta.backup_keep", || {
+        format!("must be 1 to 100, got {backup_keep}")
+    })?;
+    Ok(MetaConfig {
+        backup_interval_ms,
+        backup_after_changes,
+        backup_keep,
     })
 }
 

@@ -94,6 +94,9 @@ pub(crate) const KEYS: &[&str] = &[
     "scrub.tranquility",
     "scrub.hours",
     "scrub.deep_every",
+    "meta.backup_interval_ms",
+    "meta.backup_after_changes",
+    "meta.backup_keep",
     "log.level",
     "log.format",
 ];
@@ -122,6 +125,8 @@ pub(crate) struct RawConfig {
     pub repair: RawRepair,
     /// `[scrub]`: reading every part on a schedule.
     pub scrub: RawScrub,
+    /// `[meta]`: backups of the metadata on the data disks.
+    pub meta: RawMeta,
     /// `[log]`: the server's own log output.
     pub log: RawLog,
 }
@@ -529,6 +534,28 @@ impl Default for RawScrub {
     }
 }
 
+/// `[meta]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawMeta {
+    /// A backup of the metadata to the data disks this often (0: off).
+    pub backup_interval_ms: u64,
+    /// A backup sooner, after this many metadata changes.
+    pub backup_after_changes: u64,
+    /// Backups kept on each disk.
+    pub backup_keep: u32,
+}
+
+impl Default for RawMeta {
+    fn default() -> Self {
+        RawMeta {
+            backup_interval_ms: 900_000,
+            backup_after_changes: 10_000,
+            backup_keep: 3,
+        }
+    }
+}
+
 /// `[log]`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -786,6 +813,9 @@ pub(crate) fn set_key(
             }
         }
         "scrub.deep_every" => raw.scrub.deep_every = int(text)?,
+        "meta.backup_interval_ms" => raw.meta.backup_interval_ms = int(text)?,
+        "meta.backup_after_changes" => raw.meta.backup_after_changes = int(text)?,
+        "meta.backup_keep" => raw.meta.backup_keep = int(text)?,
         "log.level" => raw.log.level = text.to_owned(),
         "log.format" => raw.log.format = text_value(text)?,
         // KEYS and this match are kept in step by the `every_key_is_settable` test.

@@ -22,6 +22,7 @@ mod query_repair;
 mod raft_store;
 pub mod raft_types;
 pub mod recovery;
+pub mod restore;
 mod row;
 #[cfg(test)]
 mod testutil;

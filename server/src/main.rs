@@ -1,6 +1,6 @@
 //! The `wormfs` binary: `serve` runs a node; every other command is a client of a node's API.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 mod api_listener;
@@ -8,7 +8,7 @@ mod api_listener;
 use anyhow::Context;
 use clap::Parser;
 use wormfs_config::{ConfigSource, LogFormat};
-use wormfs_parts::ids::NodeId;
+use wormfs_parts::ids::{ClusterId, NodeId};
 use wormfs_server::api::{router, ApiState};
 use wormfs_server::cli::{exit, exit_code, Cli, CliError, NodeHost, ServeArgs};
 use wormfs_server::node::Node;
@@ -48,6 +48,28 @@ impl NodeHost for Binary {
     fn lock_node(&self, data_dir: &Path) -> anyhow::Result<(std::fs::File, NodeId)> {
         let lock = wormfs_server::node::lock_data_dir(data_dir)?;
         Ok((lock, wormfs_server::node::read_node_id(data_dir)?))
+    }
+
+    fn lock_data_dir(&self, data_dir: &Path) -> anyhow::Result<std::fs::File> {
+        wormfs_parts::fsutil::create_private_dir_all(data_dir)?;
+        wormfs_server::node::lock_data_dir(data_dir)
+    }
+
+    fn identity(&self, data_dir: &Path) -> anyhow::Result<Option<(NodeId, ClusterId)>> {
+        wormfs_server::node::read_ids(data_dir)
+    }
+
+    fn write_identity(
+        &self,
+        data_dir: &Path,
+        node_id: NodeId,
+        cluster_id: ClusterId,
+    ) -> anyhow::Result<()> {
+        wormfs_server::node::write_ids(data_dir, node_id, cluster_id)
+    }
+
+    fn disk_roots(&self, cfg: &wormfs_config::Config) -> Vec<PathBuf> {
+        wormfs_server::node::disk_roots(cfg)
     }
 }
 

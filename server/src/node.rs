@@ -112,6 +112,24 @@ pub fn read_node_id(data_dir: &Path) -> anyhow::Result<NodeId> {
         .with_context(|| format!("{} is missing: this folder holds no node", path.display()))
 }
 
+/// The node and cluster ids in `data_dir`'s `node.json`, if there is one.
+pub fn read_ids(data_dir: &Path) -> anyhow::Result<Option<(NodeId, ClusterId)>> {
+    Ok(read_identity(&data_dir.join("node.json"))?.map(|i| (i.node_id, i.cluster_id)))
+}
+
+/// Writes `data_dir`'s `node.json` (a recovery into a data folder that lost it).
+pub fn write_ids(data_dir: &Path, node_id: NodeId, cluster_id: ClusterId) -> anyhow::Result<()> {
+    let id = NodeIdentity {
+        format: NODE_IDENTITY_FORMAT,
+        node_id,
+        cluster_id,
+    };
+    write_durably(
+        &data_dir.join("node.json"),
+        &serde_json::to_vec_pretty(&id)?,
+    )
+}
+
 /// The disk roots to use: the configured ones, or six folder-disks in the data folder.
 pub fn disk_roots(cfg: &Config) -> Vec<PathBuf> {
     if cfg.storage.disks.is_empty() {
@@ -334,6 +352,10 @@ impl Node {
         self.tasks.spawn(
             crate::healing::scrub::run(self.store.clone(), self.shutdown.clone())
                 .instrument(tracing::info_span!("scrub")),
+        );
+        self.tasks.spawn(
+            crate::meta_backup::run(self.store.clone(), self.shutdown.clone())
+                .instrument(tracing::info_span!("meta_backup")),
         );
     }
 

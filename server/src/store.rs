@@ -86,6 +86,8 @@ pub struct Store {
     pub scrub: ScrubConfig,
     /// Self-healing's runtime state (what runs now, counters, heal on read).
     pub healing: crate::healing::Healing,
+    /// Metadata backups on this node's disks: settings and the last result.
+    pub backups: crate::meta_backup::MetaBackups,
     /// The disks' replicated states, read once per metadata generation.
     disk_status_cache: std::sync::Mutex<(u64, Arc<HashMap<DiskId, DiskStatus>>)>,
 }
@@ -114,6 +116,7 @@ impl Store {
             repair: cfg.repair.clone(),
             scrub: cfg.scrub.clone(),
             healing: crate::healing::Healing::default(),
+            backups: crate::meta_backup::MetaBackups::new(cfg.meta.clone()),
             disk_status_cache: std::sync::Mutex::new((u64::MAX, Arc::default())),
         }
     }

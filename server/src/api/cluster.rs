@@ -7,8 +7,8 @@ use axum::http::StatusCode;
 use axum::Json;
 
 use super::types::{
-    ClusterResponse, DisksResponse, ErrorKind, Health, IngestStatusResponse, RemoveQuery,
-    RemoveResponse, SnapshotResponse, StatusCounters, StatusResponse, SweepResponse,
+    BackupStatus, ClusterResponse, DisksResponse, ErrorKind, Health, IngestStatusResponse,
+    RemoveQuery, RemoveResponse, SnapshotResponse, StatusCounters, StatusResponse, SweepResponse,
 };
 use super::{internal, ApiError, ApiResult, ApiState};
 use crate::store::StoreError;
@@ -62,6 +62,7 @@ pub(super) async fn status(State(st): State<ApiState>) -> ApiResult<Json<StatusR
             unreadable: c.unreadable.load(Ordering::Relaxed),
             orphans_swept: c.orphans_swept.load(Ordering::Relaxed),
         },
+        meta_backup: crate::meta_backup::status_now(&st.store).await,
     }))
 }
 
@@ -93,6 +94,13 @@ pub(super) async fn admin_snapshot(
     Ok(Json(SnapshotResponse {
         snapshot_index: upto,
     }))
+}
+
+pub(super) async fn admin_backup(State(st): State<ApiState>) -> ApiResult<Json<BackupStatus>> {
+    crate::meta_backup::backup_now(&st.store)
+        .await
+        .map(Json)
+        .map_err(|e| internal(format!("metadata backup: {e:#}")))
 }
 
 pub(super) async fn admin_sweep(State(st): State<ApiState>) -> ApiResult<Json<SweepResponse>> {

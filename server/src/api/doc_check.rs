@@ -162,6 +162,7 @@ fn contract() -> BTreeMap<&'static str, Names> {
         ("ImpactResponse", of::<ImpactResponse>()),
         ("Impact", of::<Impact>()),
         ("HealthReport", of::<HealthReport>()),
+        ("BackupStatus", of::<BackupStatus>()),
         ("Verdict", of::<Verdict>()),
         ("ToleranceCount", of::<ToleranceCount>()),
         ("FileAtRisk", of::<FileAtRisk>()),

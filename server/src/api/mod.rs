@@ -308,6 +308,7 @@ pub fn routes() -> Vec<Route> {
         Route::new(Post, "/api/v1/admin/snapshot", cluster::admin_snapshot)
             .answer::<SnapshotResponse>(),
         Route::new(Post, "/api/v1/admin/sweep", cluster::admin_sweep).answer::<SweepResponse>(),
+        Route::new(Post, "/api/v1/admin/backup", cluster::admin_backup).answer::<BackupStatus>(),
         Route::new(
             Post,
             "/api/v1/admin/nodes/{id}/remove",

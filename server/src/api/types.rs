@@ -244,6 +244,8 @@ pub struct StatusResponse {
     pub raft: RaftStatus,
     /// This node's counters since it started.
     pub counters: StatusCounters,
+    /// This node's last metadata backup to its disks.
+    pub meta_backup: BackupStatus,
 }
 
 /// `health` of the status.
@@ -1038,6 +1040,7 @@ mod tests {
 
 pub use crate::healing::health::{HealthReport, RepairStatus, ScrubStatus, Verdict};
 pub use crate::healing::{RepairCounters, RepairInProgress, ScrubCounters};
+pub use crate::meta_backup::BackupStatus;
 pub use wormfs_meta::command::{DiskStatus, SegmentRef};
 pub use wormfs_meta::{DiskStateRecord, FileAtRisk, Impact, QueuedRepair, ToleranceCount};
 

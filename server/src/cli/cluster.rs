@@ -17,6 +17,8 @@ pub enum AdminCmd {
     Snapshot,
     /// Remove orphan parts now.
     Sweep,
+    /// Write a backup of the metadata to this node's disks now (docs/operations.md).
+    Backup,
 }
 
 /// `wormfs node ...`
@@ -153,7 +155,7 @@ pub(super) async fn disks(c: &Client) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `wormfs admin snapshot|sweep`: prints the node's answer as JSON.
+/// `wormfs admin snapshot|sweep|backup`: prints the node's answer (JSON for the first two).
 pub(super) async fn admin(c: &Client, cmd: AdminCmd) -> anyhow::Result<()> {
     let post = |path| c.req(reqwest::Method::POST, path);
     match cmd {
@@ -164,6 +166,15 @@ pub(super) async fn admin(c: &Client, cmd: AdminCmd) -> anyhow::Result<()> {
         AdminCmd::Sweep => {
             let v: SweepResponse = c.send_json(post("/api/v1/admin/sweep")).await?;
             print_json(&v);
+        }
+        AdminCmd::Backup => {
+            let v: crate::meta_backup::BackupStatus =
+                c.send_json(post("/api/v1/admin/backup")).await?;
+            if c.json {
+                print_json(&v);
+            } else {
+                println!("{}", super::healing::backup_line(&v));
+            }
         }
     }
     Ok(())

@@ -140,6 +140,7 @@ pub(super) async fn health(c: &Client) -> anyhow::Result<()> {
         }
         print_repair_line(&r.repair);
         print_scrub(&r.scrub);
+        println!("{}", backup_line(&r.meta_backup));
         for b in &r.brakes {
             println!("brake: {b}");
         }
@@ -241,6 +242,36 @@ pub(super) async fn repair(c: &Client, cmd: RepairCmd) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// This node's last metadata backup, in one line.
+pub(super) fn backup_line(b: &crate::meta_backup::BackupStatus) -> String {
+    let now = wormfs_parts::fsutil::now_ms();
+    let mut line = match (b.interval_ms, b.last_ms, b.log_index) {
+        (0, _, _) => "metadata backup: off (meta.backup_interval_ms = 0)".to_owned(),
+        (_, Some(t), Some(i)) => format!(
+            "metadata backup: {} ago, log index {i}, on {} disk(s){}",
+            about_secs(now.saturating_sub(t) / 1000),
+            b.disks.len(),
+            match b.changes_since {
+                0 => "; nothing changed since".to_owned(),
+                n => format!("; {n} change(s) since"),
+            }
+        ),
+        _ => "metadata backup: none written since this node started".to_owned(),
+    };
+    if let Some(e) = &b.last_error {
+        line.push_str(&format!("; the last attempt failed: {e}"));
+    }
+    line
+}
+
+fn about_secs(s: u64) -> String {
+    match s {
+        0..=119 => format!("{s} s"),
+        120..=7199 => format!("{} min", s / 60),
+        _ => format!("{} h", s / 3600),
+    }
 }
 
 fn print_scrub(s: &ScrubStatus) {

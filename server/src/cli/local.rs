@@ -170,6 +170,112 @@ pub(super) async fn recover(
     Ok(())
 }
 
+/// `wormfs recover --from-disks`'s options besides the config.
+pub struct FromDisks {
+    /// Only scan, to this file.
+    pub scan_out: Option<PathBuf>,
+    /// Other machines' scans.
+    pub scans: Vec<PathBuf>,
+    /// Backup files to consider too.
+    pub backups: Vec<PathBuf>,
+    /// Write nothing.
+    pub dry_run: bool,
+    /// Print the report as JSON.
+    pub json: bool,
+}
+
+/// `wormfs recover --from-disks`: rebuilds a stopped node's lost metadata from its disks
+/// (see `crate::disk_recovery`).
+pub(super) async fn recover_from_disks(
+    host: &impl NodeHost,
+    args: &ServeArgs,
+    r: FromDisks,
+) -> anyhow::Result<()> {
+    use crate::disk_recovery;
+    let cfg = local_config(args)?;
+    let data = cfg.node.data_dir.clone();
+    let roots = host.disk_roots(&cfg);
+    let ident = if data.join("node.json").exists() {
+        host.identity(&data)?
+    } else {
+        None
+    };
+    let machine = ident.map(|(n, _)| n).or(cfg.node.id);
+    let scan_roots = roots.clone();
+    let local =
+        tokio::task::spawn_blocking(move || disk_recovery::scan_disks(&scan_roots, machine))
+            .await??;
+    if let Some(out) = &r.scan_out {
+        disk_recovery::write_scan(&local, out)?;
+        println!(
+            "scanned {} disk(s) of this machine{}: {} part(s), {} unusable, {} metadata backup(s);              wrote {}. Copy it to the machine that recovers and pass it there with --scan.",
+            local.disks.len(),
+            machine.map(|n| format!(" (node {n})")).unwrap_or_default(),
+            local.parts.len(),
+            local.unusable.len(),
+            local.backups.len(),
+            out.display()
+        );
+        for n in &local.not_disks {
+            println!("not a disk: {n}");
+        }
+        return Ok(());
+    }
+    if let Some((_, cluster)) = ident {
+        if let Some(d) = local.disks.iter().find(|d| d.cluster_id != cluster) {
+            bail!(
+                "disk {} belongs to cluster {}, but {} says this node is in cluster {cluster}",
+                d.root.display(),
+                d.cluster_id,
+                data.join("node.json").display()
+            );
+        }
+    }
+    let remote = r
+        .scans
+        .iter()
+        .map(|p| disk_recovery::read_scan(p))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let _lock = if r.dry_run {
+        None
+    } else {
+        Some(host.lock_data_dir(&data)?)
+    };
+    let peer = cfg.cluster.peer_listen;
+    let proto = if peer.is_ipv4() { "ip4" } else { "ip6" };
+    let opts = disk_recovery::Options {
+        data_dir: data.clone(),
+        local,
+        remote,
+        backups: r.backups,
+        dry_run: r.dry_run,
+        node_id: machine,
+        peer_addr: format!("/{proto}/{}/tcp/{}", peer.ip(), peer.port()),
+        part_capacity: cfg.storage.segment_part_bytes,
+    };
+    let report = disk_recovery::recover(opts).await?;
+    if !r.dry_run && ident.is_none() {
+        let cluster = report
+            .cluster
+            .ok_or_else(|| anyhow::anyhow!("the recovery found no cluster id"))?;
+        host.write_identity(&data, report.node_id, cluster)?;
+    }
+    if r.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.text());
+        if !r.dry_run {
+            println!(
+                "The report is in {}. Start the node: it is the only voter of the recovered \
+                 cluster; start the other machines after it (their meta/ removed) and they \
+                 join it.",
+                data.join("recovery-report.txt").display()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// `wormfs join-token`.
 pub(super) fn join_token(args: &ServeArgs) -> anyhow::Result<()> {
     let cfg = local_config(args)?;

@@ -20,7 +20,7 @@ use std::path::Path;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use wormfs_parts::ids::NodeId;
+use wormfs_parts::ids::{ClusterId, NodeId};
 
 mod client;
 mod cluster;
@@ -146,8 +146,27 @@ pub enum Cmd {
     /// voter of its cluster. See docs/cluster.md before using it.
     Recover {
         /// Confirms that the other voters will never come back with their old data.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "from_disks")]
         force: bool,
+        /// Rebuild this (stopped) node's lost metadata from its disks: the newest metadata
+        /// backup on them, completed from every part header. Writes DATA_DIR/meta and a
+        /// report; never changes a part. See docs/operations.md, "When things go wrong".
+        #[arg(long)]
+        from_disks: bool,
+        /// Only scan this machine's disks and write what they hold to FILE, for a recovery
+        /// run on another machine of the cluster (`--scan FILE` there).
+        #[arg(long, value_name = "FILE", requires = "from_disks")]
+        scan_out: Option<PathBuf>,
+        /// Another machine's scan, from `--scan-out` (repeatable).
+        #[arg(long = "scan", value_name = "FILE", requires = "from_disks")]
+        scans: Vec<PathBuf>,
+        /// A metadata backup file to consider too (repeatable), e.g. copied from another
+        /// machine's disk.
+        #[arg(long = "backup", value_name = "FILE", requires = "from_disks")]
+        backups: Vec<PathBuf>,
+        /// Print the report; write nothing.
+        #[arg(long, requires = "from_disks")]
+        dry_run: bool,
         /// Config and data folder, as for `serve`.
         #[command(flatten)]
         serve: ServeArgs,
@@ -285,6 +304,24 @@ pub trait NodeHost {
     /// Locks `data_dir` for this process (refused while a node runs on it) and reads the node
     /// id recorded there; the lock holds until the file is dropped.
     fn lock_node(&self, data_dir: &Path) -> anyhow::Result<(std::fs::File, NodeId)>;
+
+    /// Makes `data_dir` (0700) if needed and locks it for this process (refused while a node
+    /// runs on it).
+    fn lock_data_dir(&self, data_dir: &Path) -> anyhow::Result<std::fs::File>;
+
+    /// The node and cluster ids in `data_dir`'s `node.json`, if it has one.
+    fn identity(&self, data_dir: &Path) -> anyhow::Result<Option<(NodeId, ClusterId)>>;
+
+    /// Writes `data_dir`'s `node.json` (recovery into a data folder that lost it).
+    fn write_identity(
+        &self,
+        data_dir: &Path,
+        node_id: NodeId,
+        cluster_id: ClusterId,
+    ) -> anyhow::Result<()>;
+
+    /// The disk roots a node with `cfg` uses.
+    fn disk_roots(&self, cfg: &wormfs_config::Config) -> Vec<PathBuf>;
 }
 
 /// Runs a command: every command of the CLI is dispatched here.
@@ -302,7 +339,25 @@ pub async fn run(cli: Cli, host: &impl NodeHost) -> anyhow::Result<()> {
         Cmd::Serve(args) => host.serve(args).await?,
         Cmd::Init { join, serve } => local::init(&serve, join.as_deref())?,
         Cmd::JoinToken { serve } => local::join_token(&serve)?,
-        Cmd::Recover { force, serve } => local::recover(host, &serve, force).await?,
+        Cmd::Recover {
+            from_disks: true,
+            scan_out,
+            scans,
+            backups,
+            dry_run,
+            serve,
+            ..
+        } => {
+            let r = local::FromDisks {
+                scan_out,
+                scans,
+                backups,
+                dry_run,
+                json,
+            };
+            local::recover_from_disks(host, &serve, r).await?
+        }
+        Cmd::Recover { force, serve, .. } => local::recover(host, &serve, force).await?,
         Cmd::Config(c) => local::config(c)?,
         Cmd::Webdav(WebdavCmd::HashPassword) => local::hash_password()?,
         Cmd::Discover { wait } => local::discover(wait, json).await?,

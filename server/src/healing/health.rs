@@ -113,6 +113,8 @@ pub struct HealthReport {
     pub scrub: ScrubStatus,
     /// Why automatic `out` decisions are held back now.
     pub brakes: Vec<String>,
+    /// This node's last metadata backup to its disks.
+    pub meta_backup: crate::meta_backup::BackupStatus,
 }
 
 fn plural(n: u64, one: &str, many: &str) -> String {
@@ -333,6 +335,7 @@ pub async fn report(store: &Store) -> Result<HealthReport, StoreError> {
         repair,
         scrub,
         brakes,
+        meta_backup: crate::meta_backup::status_now(store).await,
     })
 }
 

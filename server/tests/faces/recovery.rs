@@ -312,3 +312,65 @@ fn a_damaged_backup_falls_back_to_the_previous_one() {
     }
     check(&s, &n.dir, &kept, &inc[..1024 * 1024]);
 }
+
+/// Backups without being asked: one soon after changes (every `meta.backup_interval_ms`), a
+/// new one only when something changed, at most `meta.backup_keep` on each disk.
+#[test]
+fn backups_are_written_by_themselves_and_pruned() {
+    let tmp = tempfile::tempdir().unwrap();
+    let n = One::new(tmp.path());
+    let args = n.disk_args();
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut env: Vec<(&str, &str)> = ENV
+        .iter()
+        .copied()
+        .filter(|(k, _)| *k != "WORMFS_META__BACKUP_INTERVAL_MS")
+        .collect();
+    env.extend([
+        ("WORMFS_META__BACKUP_INTERVAL_MS", "1000"),
+        ("WORMFS_META__BACKUP_KEEP", "2"),
+    ]);
+    let s = Server::start_env(&n.dir, n.port, &a, &env);
+    let generations = || -> BTreeSet<String> {
+        n.disks
+            .iter()
+            .flat_map(|d| files_under(&d.join("meta-backups")))
+            .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+            .collect()
+    };
+    let mut seen = BTreeSet::new();
+    for i in 0..4u64 {
+        s.ok(&["mkdir", &format!("/d{i}")]);
+        let index = crate::common::process::wait_for(60, "a backup of the change", || {
+            let st = s.json(&["status"]);
+            let b = &st["meta_backup"];
+            (b["changes_since"] == 0 && b["log_index"].as_u64().is_some())
+                .then(|| b["log_index"].as_u64().unwrap())
+        });
+        seen.insert(index);
+        let per_disk: BTreeMap<String, usize> = n
+            .disks
+            .iter()
+            .map(|d| {
+                (
+                    d.display().to_string(),
+                    files_under(&d.join("meta-backups")).len(),
+                )
+            })
+            .collect();
+        assert!(per_disk.values().all(|&c| c <= 2), "{per_disk:?}");
+    }
+    assert!(seen.len() >= 2, "{seen:?}");
+    // Nothing changes: no new backup.
+    let before = generations();
+    let st = s.json(&["status"]);
+    let t = st["meta_backup"]["last_ms"].as_u64().unwrap();
+    let waited = std::time::Instant::now();
+    crate::common::process::wait_for(30, "three more ticks", || {
+        (waited.elapsed() > std::time::Duration::from_millis(1500)).then_some(())
+    });
+    assert_eq!(s.json(&["status"])["meta_backup"]["last_ms"].as_u64(), Some(t));
+    assert_eq!(generations(), before);
+    let text = s.ok(&["health"]);
+    assert!(text.contains("metadata backup:") && text.contains("nothing changed since"), "{text}");
+}

@@ -81,13 +81,21 @@ fn private_db_file(path: &Path) -> anyhow::Result<()> {
 
 /// Opens a SQLite file with WormFS's durability settings.
 async fn open_pool(path: &Path, max_connections: u32) -> anyhow::Result<SqlitePool> {
+    open_pool_with(path, max_connections, SqliteSynchronous::Full).await
+}
+
+async fn open_pool_with(
+    path: &Path,
+    max_connections: u32,
+    synchronous: SqliteSynchronous,
+) -> anyhow::Result<SqlitePool> {
     private_db_file(path)?;
     let opts = SqliteConnectOptions::from_str("sqlite://")
         .context("build sqlite options")?
         .filename(path)
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Full)
+        .synchronous(synchronous)
         .busy_timeout(Duration::from_secs(30))
         .foreign_keys(false);
     SqlitePoolOptions::new()
@@ -131,7 +139,22 @@ struct MetaDbInner {
 impl MetaDb {
     /// Opens (creating and migrating if needed) the namespace database at `path`.
     pub async fn open(path: &Path) -> anyhow::Result<Self> {
-        let pool = open_pool(path, 8).await?;
+        Self::open_with(path, 8, SqliteSynchronous::Full).await
+    }
+
+    /// Opens a database that an offline tool fills and then makes durable as a whole (one
+    /// connection, no fsync per transaction): `wormfs recover --from-disks`'s working copy,
+    /// which is fsynced before it is moved into place. Never a running node's metadata.
+    pub async fn open_unsynced(path: &Path) -> anyhow::Result<Self> {
+        Self::open_with(path, 1, SqliteSynchronous::Off).await
+    }
+
+    async fn open_with(
+        path: &Path,
+        connections: u32,
+        synchronous: SqliteSynchronous,
+    ) -> anyhow::Result<Self> {
+        let pool = open_pool_with(path, connections, synchronous).await?;
         Migrator::with_migrations(vec![
             migration(1, "namespace", NAMESPACE_SQL),
             migration(3, "webdav", WEBDAV_SQL),

@@ -77,7 +77,8 @@ const CANNOT_KNOW: [&str; 4] = [
 /// Runs the recovery (see the module doc).
 pub async fn recover(opts: Options) -> anyhow::Result<Report> {
     let meta_dir = opts.data_dir.join("meta");
-    if meta_dir.join("metadata.db").exists() {
+    let leftovers = std::fs::read_dir(&meta_dir).map_or(0, |d| d.count());
+    if leftovers > 0 {
         bail!(
             "{} holds metadata already: recovery writes a new one. Move it aside first \
              (mv {} {}.old), or give another --data-dir",
@@ -271,7 +272,8 @@ async fn rebuild(
         }
     }
     let now = wormfs_parts::fsutil::now_ms();
-    let db = MetaDb::open(&db_path).await?;
+    // Filled without an fsync per change, then synced as a whole below.
+    let db = MetaDb::open_unsynced(&db_path).await?;
     let outcome = async {
         if backup.is_none() {
             apply(
@@ -341,6 +343,9 @@ async fn rebuild(
     db.close().await;
     let (me, addr) = outcome?;
     if !opts.dry_run {
+        std::fs::File::open(&db_path)
+            .and_then(|f| f.sync_all())
+            .with_context(|| format!("sync {}", db_path.display()))?;
         wormfs_meta::restore::make_single_voter(work, me, &addr).await?;
     }
     Ok(())
@@ -421,12 +426,7 @@ async fn check_backup_files(
                     .any(|f| f.disk_id == d && f.header.part_index == r.part)
             };
             match r.disk_id {
-                Some(d) if at(d) => {
-                    readable += 1;
-                    if r.state != 0 {
-                        db.set_part_row(PartRow { state: 0, ..*r }).await?;
-                    }
-                }
+                Some(d) if at(d) => readable += 1,
                 other => {
                     if let Some(f) = here.iter().find(|f| f.header.part_index == r.part) {
                         db.set_part_row(PartRow {
@@ -574,6 +574,58 @@ fn judge_segment(seg: u32, parts: &[Found]) -> Result<SegmentFound, MissingSegme
     })
 }
 
+/// A file found in headers, ready to commit.
+struct NewFile {
+    file_id: FileId,
+    policy: String,
+    geometry: Geometry,
+    size: u64,
+    segments: Vec<NewSegment>,
+    time_ms: u64,
+}
+
+impl NewFile {
+    /// Commits it at `path` (an intent first, as every commit has one).
+    async fn commit(
+        &self,
+        db: &MetaDb,
+        me: NodeId,
+        path: &str,
+        conflict: Conflict,
+    ) -> anyhow::Result<Outcome> {
+        apply(
+            db,
+            CommandV1::BeginIngest {
+                file_id: self.file_id,
+                writer: me,
+                path: path.to_owned(),
+                append_to: None,
+                lease_until_ms: u64::MAX >> 1,
+                time_ms: self.time_ms,
+            },
+        )
+        .await?;
+        apply(
+            db,
+            CommandV1::CommitFile {
+                file_id: self.file_id,
+                path: path.to_owned(),
+                conflict,
+                policy: self.policy.clone(),
+                geometry: self.geometry,
+                size: self.size,
+                content_blake3: String::new(),
+                segments: self.segments.clone(),
+                source: SourceIdentity::Upload {
+                    client: "recovered from disks".into(),
+                },
+                time_ms: self.time_ms,
+            },
+        )
+        .await
+    }
+}
+
 fn policy_of(h: &PartHeader) -> Policy {
     if h.codec == CodecId::Replica {
         Policy::Copies { n: h.m + 1 }
@@ -717,6 +769,7 @@ async fn bring_back_from_headers(
                 put_at: None,
                 bytes_kept: 0,
                 missing,
+                note: None,
             });
             continue;
         }
@@ -737,38 +790,36 @@ async fn bring_back_from_headers(
         let size: u64 = good.iter().map(|s| s.new.data_len).sum();
         let checked = good.iter().filter(|s| s.checked).count() as u32;
         let n = good.len() as u32;
-        apply(
-            db,
-            CommandV1::BeginIngest {
-                file_id,
-                writer: me,
-                path: dest.clone(),
-                append_to: None,
-                lease_until_ms: u64::MAX >> 1,
-                time_ms: newest,
-            },
-        )
-        .await?;
-        let out = apply(
-            db,
-            CommandV1::CommitFile {
-                file_id,
-                path: dest.clone(),
-                conflict: Conflict::Replace,
-                policy: policy.to_string(),
-                geometry,
-                size,
-                content_blake3: String::new(),
-                segments: good.into_iter().map(|s| s.new).collect(),
-                source: SourceIdentity::Upload {
-                    client: "recovered from disks".into(),
-                },
-                time_ms: newest,
-            },
-        )
-        .await?;
+        let file = NewFile {
+            file_id,
+            policy: policy.to_string(),
+            geometry,
+            size,
+            segments: good.into_iter().map(|s| s.new).collect(),
+            time_ms: newest,
+        };
+        let out = file.commit(db, me, &dest, Conflict::Replace).await?;
+        let (out, note) = match out {
+            Outcome::Rejected(why) => {
+                // The path is taken by what cannot be replaced (a folder): kept aside.
+                let aside = format!("/lost+found/{file_id}/{basename}");
+                let again = file.commit(db, me, &aside, Conflict::Rename).await?;
+                (again, Some(format!("{dest} could not be used: {why}")))
+            }
+            other => (other, None),
+        };
         db.forget_content_hash(file_id).await?;
         match out {
+            Outcome::Committed { path, .. } if note.is_some() => {
+                report.incomplete.push(Incomplete {
+                    file_id,
+                    header_path,
+                    put_at: Some(path),
+                    bytes_kept: size,
+                    missing,
+                    note,
+                })
+            }
             Outcome::Committed { path, replaced, .. } if missing.is_empty() => {
                 report.from_headers.push(FromHeaders {
                     path,
@@ -785,30 +836,19 @@ async fn bring_back_from_headers(
                 put_at: Some(path),
                 bytes_kept: size,
                 missing,
+                note: None,
             }),
-            other => {
-                missing.push(MissingSegment {
-                    segment: 0,
-                    k: first_k(segs),
-                    parts_found: Vec::new(),
-                    parts_missing: Vec::new(),
-                    error: Some(format!("could not be stored at {dest}: {other:?}")),
-                });
-                report.incomplete.push(Incomplete {
-                    file_id,
-                    header_path,
-                    put_at: None,
-                    bytes_kept: 0,
-                    missing,
-                });
-            }
+            other => report.incomplete.push(Incomplete {
+                file_id,
+                header_path,
+                put_at: None,
+                bytes_kept: 0,
+                missing,
+                note: Some(format!("could not be stored: {other:?}")),
+            }),
         }
     }
     Ok(())
-}
-
-fn first_k(segs: &BTreeMap<u32, Vec<Found>>) -> u16 {
-    segs.values().flatten().next().map_or(1, |f| f.header.k)
 }
 
 /// Records this machine's disks as its own, and other machines' disks as theirs where their

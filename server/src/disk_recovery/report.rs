@@ -88,6 +88,8 @@ pub struct Incomplete {
     pub bytes_kept: u64,
     /// The segments that could not be used.
     pub missing: Vec<MissingSegment>,
+    /// Anything else to know (its path was taken by a folder, it could not be stored).
+    pub note: Option<String>,
 }
 
 /// A file of the backup some of whose parts were not found on the disks scanned.
@@ -241,6 +243,9 @@ impl Report {
                     None => "nothing of it could be read".to_owned(),
                 }
             );
+            if let Some(n) = &i.note {
+                let _ = writeln!(s, "    {n}");
+            }
             for m in &i.missing {
                 let _ = writeln!(
                     s,

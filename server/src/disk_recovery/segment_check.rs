@@ -144,9 +144,15 @@ fn hash_ec(
             let o = usable[i].as_ref().expect("chosen parts are usable");
             shards[i] = Some(o.blocks(r0, r1).map_err(|e| (i, e))?);
         }
-        let views: Vec<Option<&[u8]>> = shards.iter().map(|s| s.as_deref()).collect();
-        let data = wormfs_parts::codec::reconstruct_data(k, m, &views)
-            .map_err(|e| (chosen[0], anyhow::anyhow!("decode: {e}")))?;
+        let decoded;
+        let data: Vec<&[u8]> = if shards[..k].iter().all(Option::is_some) {
+            shards[..k].iter().flatten().map(Vec::as_slice).collect()
+        } else {
+            let views: Vec<Option<&[u8]>> = shards.iter().map(|s| s.as_deref()).collect();
+            decoded = wormfs_parts::codec::reconstruct_data(k, m, &views)
+                .map_err(|e| (chosen[0], anyhow::anyhow!("decode: {e}")))?;
+            decoded.iter().map(Vec::as_slice).collect()
+        };
         for row in 0..(r1 - r0) as usize {
             for shard in &data {
                 let block = &shard[row * b as usize..(row + 1) * b as usize];

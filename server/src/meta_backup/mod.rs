@@ -223,6 +223,29 @@ pub fn list(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// The newest backup this node wrote on its disks, and the disks that hold it.
+fn newest_on_disks(store: &Store) -> Option<(BackupHeader, Vec<String>)> {
+    let mut best: Option<(BackupHeader, Vec<String>)> = None;
+    for d in store.disks.iter() {
+        for p in list(&d.root.join(format::DIR)) {
+            let Ok((h, _)) = format::read_header(&p) else {
+                continue;
+            };
+            if h.cluster_id != store.cluster_id || h.node_id != store.node_id {
+                continue;
+            }
+            match &mut best {
+                Some((b, disks)) if b.log_index == h.log_index && b.created_ms == h.created_ms => {
+                    disks.push(d.id.to_string())
+                }
+                Some((b, _)) if (b.log_index, b.created_ms) >= (h.log_index, h.created_ms) => {}
+                _ => best = Some((h, vec![d.id.to_string()])),
+            }
+        }
+    }
+    best
+}
+
 /// This machine's share of the cluster's `m + 1` copies, on its readable disks, different
 /// filesystems first.
 async fn chosen_disks(store: &Store) -> anyhow::Result<Vec<Arc<LocalDisk>>> {
@@ -254,6 +277,15 @@ async fn chosen_disks(store: &Store) -> anyhow::Result<Vec<Arc<LocalDisk>>> {
 /// last one, and sooner after `meta.backup_after_changes` entries. Off with an interval of 0.
 pub async fn run(store: Arc<Store>, stop: CancellationToken) {
     let cfg = store.backups.cfg.clone();
+    // The last backup this machine wrote before it (re)started, so its age survives a restart.
+    let s = store.clone();
+    if let Ok(Some((h, disks))) = tokio::task::spawn_blocking(move || newest_on_disks(&s)).await {
+        store.backups.with(|st| {
+            st.last_ms = Some(h.created_ms);
+            st.log_index = Some(h.log_index);
+            st.disks = disks;
+        });
+    }
     if cfg.backup_interval_ms == 0 {
         tracing::info!("metadata backups are off (meta.backup_interval_ms = 0)");
         return;

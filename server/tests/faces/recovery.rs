@@ -369,8 +369,14 @@ fn backups_are_written_by_themselves_and_pruned() {
     crate::common::process::wait_for(30, "three more ticks", || {
         (waited.elapsed() > std::time::Duration::from_millis(1500)).then_some(())
     });
-    assert_eq!(s.json(&["status"])["meta_backup"]["last_ms"].as_u64(), Some(t));
+    assert_eq!(
+        s.json(&["status"])["meta_backup"]["last_ms"].as_u64(),
+        Some(t)
+    );
     assert_eq!(generations(), before);
     let text = s.ok(&["health"]);
-    assert!(text.contains("metadata backup:") && text.contains("nothing changed since"), "{text}");
+    assert!(
+        text.contains("metadata backup:") && text.contains("nothing changed since"),
+        "{text}"
+    );
 }

@@ -231,10 +231,16 @@ pub async fn member_addr(db: &MetaDb, me: NodeId) -> anyhow::Result<Option<Strin
 
 /// Makes `meta_dir` (holding a recovered `metadata.db` and no `raft-log.db`) the state of a
 /// cluster of one voter, `me`, reachable at `addr` on the peer network: the membership is
-/// applied at log index 0, a snapshot of the database is taken there, and the new log starts
-/// purged up to it. Started, the node elects itself; machines that join it get the snapshot
+/// applied at log `index` in `term`, a snapshot of the database is taken there, and the new
+/// log starts purged up to it. Started, the node elects itself; machines that join it get the snapshot
 /// (never a replay of a log that does not hold the recovered namespace).
-pub async fn make_single_voter(meta_dir: &Path, me: NodeId, addr: &str) -> anyhow::Result<()> {
+pub async fn make_single_voter(
+    meta_dir: &Path,
+    me: NodeId,
+    addr: &str,
+    index: u64,
+    term: u64,
+) -> anyhow::Result<()> {
     use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
     let log_path = meta_dir.join("raft-log.db");
     anyhow::ensure!(
@@ -246,7 +252,9 @@ pub async fn make_single_voter(meta_dir: &Path, me: NodeId, addr: &str) -> anyho
         vec![BTreeSet::from([me])],
         BTreeMap::from([(me, BasicNode::new(addr))]),
     );
-    let log_id = LogId::new(CommittedLeaderId::new(0, 0), 0);
+    // After the old cluster's entries (so that new backups sort after old ones), in a term
+    // of its own that this node holds the vote of.
+    let log_id = LogId::new(CommittedLeaderId::new(term, me), index);
     let db = MetaDb::open(&meta_dir.join("metadata.db")).await?;
     {
         let mut c = db.pool().acquire().await.context("open the metadata")?;
@@ -270,6 +278,9 @@ pub async fn make_single_voter(meta_dir: &Path, me: NodeId, addr: &str) -> anyho
         .map_err(|e| anyhow::anyhow!("snapshot the recovered metadata: {e}"))?;
     db.close().await;
     let mut log = LogStore::open(&log_path).await?;
+    log.save_vote(&openraft::Vote::new_committed(term, me))
+        .await
+        .map_err(|e| anyhow::anyhow!("start the new log: {e}"))?;
     log.purge(log_id)
         .await
         .map_err(|e| anyhow::anyhow!("start the new log: {e}"))?;

@@ -253,13 +253,12 @@ pub(super) async fn recover_from_disks(
         peer_addr: format!("/{proto}/{}/tcp/{}", peer.ip(), peer.port()),
         part_capacity: cfg.storage.segment_part_bytes,
     };
-    let report = disk_recovery::recover(opts).await?;
-    if !r.dry_run && ident.is_none() {
-        let cluster = report
-            .cluster
-            .ok_or_else(|| anyhow::anyhow!("the recovery found no cluster id"))?;
-        host.write_identity(&data, report.node_id, cluster)?;
-    }
+    // A data folder without node.json gets one, written before the new metadata is moved
+    // into place (it names this node as the only voter).
+    let write = |n, c| host.write_identity(&data, n, c);
+    let writer: disk_recovery::IdentityWriter<'_> = &write;
+    let report =
+        disk_recovery::recover(opts, (!r.dry_run && ident.is_none()).then_some(writer)).await?;
     if r.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -5,6 +5,7 @@
 //! are only read), the state of a cluster of one voter, and a report. docs/operations.md
 //! ("When things go wrong") has the steps, for one machine and for a cluster.
 
+mod from_headers;
 mod report;
 mod scan;
 mod segment_check;
@@ -18,21 +19,13 @@ pub use report::Report;
 pub use scan::{read_scan, scan_disks, write_scan, FoundPart, Scan};
 
 use crate::meta_backup::format as backup_format;
-use report::{
-    Appended, BackupRefused, BackupUsed, Damaged, FromHeaders, Incomplete, MissingSegment,
-};
-use segment_check::LocalPart;
-use wormfs_meta::command::{
-    CommandV1, Conflict, NewSegment, Outcome, PartRef, SegmentRef, SourceIdentity,
-};
+use report::{BackupRefused, BackupUsed, Damaged};
+use wormfs_meta::command::{CommandV1, Outcome, PartRef, SegmentRef};
 use wormfs_meta::restore::{PartRow, SegmentRow};
 use wormfs_meta::MetaDb;
-use wormfs_parts::codec::CodecId;
 use wormfs_parts::disk::PARTS_DIR;
 use wormfs_parts::ids::{ClusterId, DiskId, FileId, NodeId};
-use wormfs_parts::layout::Geometry;
 use wormfs_parts::part_format::{part_file_name, PartHeader};
-use wormfs_parts::policy::Policy;
 
 /// What to recover from, and where to.
 pub struct Options {
@@ -50,10 +43,13 @@ pub struct Options {
     pub node_id: Option<NodeId>,
     /// This node's peer-network address for the membership, when the backup does not have it.
     pub peer_addr: String,
-    /// `storage.segment_part_bytes`: the part capacity of files found only in headers that
-    /// have one segment.
+    /// `storage.segment_part_bytes`: the smallest part capacity of files found only in headers.
     pub part_capacity: u64,
 }
+
+/// Writes a data folder's identity (`node.json`) for the node and cluster ids a recovery
+/// settles on: called before the new `meta/` is moved into place.
+pub type IdentityWriter<'a> = &'a dyn Fn(NodeId, ClusterId) -> anyhow::Result<()>;
 
 /// A part found, with where it can be read when it is on this machine.
 #[derive(Clone, Debug)]
@@ -75,7 +71,12 @@ const CANNOT_KNOW: [&str; 4] = [
 ];
 
 /// Runs the recovery (see the module doc).
-pub async fn recover(opts: Options) -> anyhow::Result<Report> {
+///
+/// `on_identity`, when given, writes the data folder's `node.json` (one that has none).
+pub async fn recover(
+    opts: Options,
+    on_identity: Option<IdentityWriter<'_>>,
+) -> anyhow::Result<Report> {
     let meta_dir = opts.data_dir.join("meta");
     let leftovers = std::fs::read_dir(&meta_dir).map_or(0, |d| d.count());
     if leftovers > 0 {
@@ -143,9 +144,27 @@ pub async fn recover(opts: Options) -> anyhow::Result<Report> {
                 report.parts_unusable.push(u.clone());
             }
         }
-        for n in &scan.not_disks {
-            tracing::warn!("not a disk: {n}");
+        report.not_disks.extend(scan.not_disks.iter().cloned());
+        if !local {
+            for b in &scan.backups {
+                if let Some(h) = &b.header {
+                    report.remote_backups.push(report::RemoteBackup {
+                        node_id: scan.node_id,
+                        disk_id: b.disk_id,
+                        path: b.path.display().to_string(),
+                        log_index: h.log_index,
+                        created_ms: h.created_ms,
+                    });
+                }
+            }
         }
+    }
+    if !opts.dry_run && !report.not_disks.is_empty() {
+        bail!(
+            "{}: mount the disk, or leave it out of the disks given (--disk or \
+             storage.disks), then run again (--dry-run shows the whole report first)",
+            report.not_disks.join("; ")
+        );
     }
     let cluster_id = match cluster_ids.len() {
         0 => bail!("no WormFS disk among the folders given (each holds a wormfs-disk.json)"),
@@ -165,6 +184,21 @@ pub async fn recover(opts: Options) -> anyhow::Result<Report> {
         }
     }
 
+    // What an interrupted recovery left.
+    if !opts.dry_run {
+        for e in std::fs::read_dir(&opts.data_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if e.file_name()
+                .to_string_lossy()
+                .starts_with("meta.recovering-")
+            {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
     let work = if opts.dry_run {
         std::env::temp_dir().join(format!("wormfs-recover-{:016x}", rand::random::<u64>()))
     } else {
@@ -181,15 +215,28 @@ pub async fn recover(opts: Options) -> anyhow::Result<Report> {
         result?;
         return Ok(report);
     }
-    std::fs::rename(&work, &meta_dir)
-        .with_context(|| format!("move {} to {}", work.display(), meta_dir.display()))?;
-    wormfs_parts::fsutil::sync_dir(&opts.data_dir)?;
-    let json = serde_json::to_vec_pretty(&report)?;
-    wormfs_parts::fsutil::write_durably(&opts.data_dir.join("recovery-report.json"), &json)?;
-    wormfs_parts::fsutil::write_durably(
-        &opts.data_dir.join("recovery-report.txt"),
-        report.text().as_bytes(),
-    )?;
+    // Everything durable before the new metadata takes its place: the identity it names,
+    // the report, the folders' entries.
+    let finish = || -> anyhow::Result<()> {
+        if let (Some(write), Some(cluster)) = (on_identity, report.cluster) {
+            write(report.node_id, cluster)?;
+        }
+        let json = serde_json::to_vec_pretty(&report)?;
+        wormfs_parts::fsutil::write_durably(&opts.data_dir.join("recovery-report.json"), &json)?;
+        wormfs_parts::fsutil::write_durably(
+            &opts.data_dir.join("recovery-report.txt"),
+            report.text().as_bytes(),
+        )?;
+        wormfs_parts::fsutil::sync_dir(&work.join("snapshots"))?;
+        wormfs_parts::fsutil::sync_dir(&work)?;
+        std::fs::rename(&work, &meta_dir)
+            .with_context(|| format!("move {} to {}", work.display(), meta_dir.display()))?;
+        wormfs_parts::fsutil::sync_dir(&opts.data_dir)
+    };
+    if let Err(e) = finish() {
+        let _ = std::fs::remove_dir_all(&work);
+        return Err(e);
+    }
     Ok(report)
 }
 
@@ -258,6 +305,7 @@ async fn rebuild(
                     disk_id,
                     node_id: h.node_id,
                     log_index: h.log_index,
+                    log_term: h.log_term,
                     created_ms: h.created_ms,
                 });
                 break;
@@ -313,7 +361,7 @@ async fn rebuild(
             None => HashSet::new(),
         };
         check_backup_files(&db, disks, found, now, report).await?;
-        bring_back_from_headers(
+        from_headers::bring_back(
             &db,
             opts,
             me,
@@ -346,7 +394,16 @@ async fn rebuild(
         std::fs::File::open(&db_path)
             .and_then(|f| f.sync_all())
             .with_context(|| format!("sync {}", db_path.display()))?;
-        wormfs_meta::restore::make_single_voter(work, me, &addr).await?;
+        // The new log continues after the newest log index known, so that backups written
+        // from now on sort after every one written before the disaster.
+        let after = backup
+            .as_ref()
+            .map(|b| (b.log_index, b.log_term))
+            .into_iter()
+            .chain(report.remote_backups.iter().map(|b| (b.log_index, 0)))
+            .max()
+            .unwrap_or((0, 0));
+        wormfs_meta::restore::make_single_voter(work, me, &addr, after.0 + 1, after.1 + 1).await?;
     }
     Ok(())
 }
@@ -492,362 +549,6 @@ async fn check_backup_files(
     let mut ns: Vec<String> = not_scanned.iter().map(ToString::to_string).collect();
     ns.sort();
     report.disks_not_scanned = ns;
-    Ok(())
-}
-
-/// One segment found in headers, checked.
-struct SegmentFound {
-    new: NewSegment,
-    header: PartHeader,
-    checked: bool,
-}
-
-/// The parts of one segment that agree with its first part's header, one per index; `Err`
-/// with what is missing when fewer than `k` were found, or those here do not read back.
-fn judge_segment(seg: u32, parts: &[Found]) -> Result<SegmentFound, MissingSegment> {
-    let h = parts[0].header.clone();
-    let same = |o: &PartHeader| {
-        o.k == h.k
-            && o.m == h.m
-            && o.codec == h.codec
-            && o.block_size == h.block_size
-            && o.segment_data_len == h.segment_data_len
-            && o.segment_blake3 == h.segment_blake3
-    };
-    let width = usize::from(h.k) + usize::from(h.m);
-    let mut by_index: Vec<Option<&Found>> = vec![None; width];
-    for p in parts.iter().filter(|p| same(&p.header)) {
-        let i = usize::from(p.header.part_index);
-        if i < width && by_index[i].is_none() {
-            by_index[i] = Some(p);
-        }
-    }
-    let found_idx: Vec<u16> = (0..width as u16)
-        .filter(|&i| by_index[i as usize].is_some())
-        .collect();
-    let missing = |error: Option<String>| MissingSegment {
-        segment: seg,
-        k: h.k,
-        parts_found: found_idx.clone(),
-        parts_missing: (0..width as u16)
-            .filter(|&i| by_index[i as usize].is_none())
-            .collect(),
-        error,
-    };
-    if found_idx.len() < usize::from(h.k) {
-        return Err(missing(None));
-    }
-    let local: Vec<LocalPart> = by_index
-        .iter()
-        .flatten()
-        .filter_map(|f| {
-            f.local.as_ref().map(|p| LocalPart {
-                path: p.clone(),
-                header: f.header.clone(),
-            })
-        })
-        .collect();
-    let checked = if local.len() >= usize::from(h.k) {
-        if let Err(e) = segment_check::check_segment(&local) {
-            // Parts on other machines may still make it whole: judged by the deep scrub.
-            if found_idx.len() - local.len() < usize::from(h.k) {
-                return Err(missing(Some(format!("{e:#}"))));
-            }
-            false
-        } else {
-            true
-        }
-    } else {
-        false
-    };
-    Ok(SegmentFound {
-        new: NewSegment {
-            index: seg,
-            data_len: h.segment_data_len,
-            blake3: blake3::Hash::from_bytes(h.segment_blake3)
-                .to_hex()
-                .to_string(),
-            parts: by_index.iter().map(|f| f.map(|f| f.disk_id)).collect(),
-        },
-        header: h,
-        checked,
-    })
-}
-
-/// A file found in headers, ready to commit.
-struct NewFile {
-    file_id: FileId,
-    policy: String,
-    geometry: Geometry,
-    size: u64,
-    segments: Vec<NewSegment>,
-    time_ms: u64,
-}
-
-impl NewFile {
-    /// Commits it at `path` (an intent first, as every commit has one).
-    async fn commit(
-        &self,
-        db: &MetaDb,
-        me: NodeId,
-        path: &str,
-        conflict: Conflict,
-    ) -> anyhow::Result<Outcome> {
-        apply(
-            db,
-            CommandV1::BeginIngest {
-                file_id: self.file_id,
-                writer: me,
-                path: path.to_owned(),
-                append_to: None,
-                lease_until_ms: u64::MAX >> 1,
-                time_ms: self.time_ms,
-            },
-        )
-        .await?;
-        apply(
-            db,
-            CommandV1::CommitFile {
-                file_id: self.file_id,
-                path: path.to_owned(),
-                conflict,
-                policy: self.policy.clone(),
-                geometry: self.geometry,
-                size: self.size,
-                content_blake3: String::new(),
-                segments: self.segments.clone(),
-                source: SourceIdentity::Upload {
-                    client: "recovered from disks".into(),
-                },
-                time_ms: self.time_ms,
-            },
-        )
-        .await
-    }
-}
-
-fn policy_of(h: &PartHeader) -> Policy {
-    if h.codec == CodecId::Replica {
-        Policy::Copies { n: h.m + 1 }
-    } else {
-        Policy::Ec { k: h.k, m: h.m }
-    }
-}
-
-/// Files the backup does not hold: committed after it (by the paths in their headers), or
-/// their readable beginning under `/lost+found/`.
-#[allow(clippy::too_many_arguments)]
-async fn bring_back_from_headers(
-    db: &MetaDb,
-    opts: &Options,
-    me: NodeId,
-    found: &BTreeMap<FileId, BTreeMap<u32, Vec<Found>>>,
-    backup_created: u64,
-    in_flight: &HashSet<FileId>,
-    now: u64,
-    report: &mut Report,
-) -> anyhow::Result<()> {
-    let known: HashMap<FileId, u32> = {
-        let mut m: HashMap<FileId, u32> = HashMap::new();
-        for s in db.all_segment_rows().await? {
-            let e = m.entry(s.file_id).or_default();
-            *e = (*e).max(s.seg + 1);
-        }
-        m
-    };
-    let paths = db.file_paths().await?;
-    // Oldest first, so that of two files written to one path the newer ends up there.
-    let mut order: Vec<(u64, FileId)> = found
-        .iter()
-        .map(|(id, segs)| {
-            let newest = segs
-                .values()
-                .flatten()
-                .map(|f| f.header.created_ms)
-                .max()
-                .unwrap_or(0);
-            (newest, *id)
-        })
-        .collect();
-    order.sort();
-    for (newest, file_id) in order {
-        let segs = &found[&file_id];
-        if let Some(&have) = known.get(&file_id) {
-            // A file of the backup: segments beyond its last were appended after it.
-            let mut added = Vec::new();
-            let mut next = have;
-            while let Some(parts) = segs.get(&next) {
-                match judge_segment(next, parts) {
-                    Ok(s) => added.push(s.new),
-                    Err(_) => break,
-                }
-                next += 1;
-            }
-            if added.is_empty() {
-                continue;
-            }
-            let size = paths.get(&file_id).map_or(0, |(s, _)| *s);
-            let intent = FileId::mint();
-            apply(
-                db,
-                CommandV1::BeginIngest {
-                    file_id: intent,
-                    writer: me,
-                    path: paths
-                        .get(&file_id)
-                        .and_then(|(_, p)| p.first().cloned())
-                        .unwrap_or_default(),
-                    append_to: Some(file_id),
-                    lease_until_ms: u64::MAX >> 1,
-                    time_ms: now,
-                },
-            )
-            .await?;
-            let n = added.len() as u32;
-            let out = apply(
-                db,
-                CommandV1::AppendSegments {
-                    intent_id: intent,
-                    file_id,
-                    expected_size: size,
-                    segments: added,
-                    time_ms: newest,
-                },
-            )
-            .await?;
-            if !matches!(out, Outcome::Rejected(_)) {
-                report.appended.push(Appended {
-                    path: paths
-                        .get(&file_id)
-                        .and_then(|(_, p)| p.first().cloned())
-                        .unwrap_or_default(),
-                    file_id,
-                    segments_added: n,
-                });
-            }
-            continue;
-        }
-        if newest < backup_created && !in_flight.contains(&file_id) {
-            report.deleted_before_backup += 1;
-            continue;
-        }
-        let last = *segs.keys().next_back().expect("a found file has a segment");
-        let header_path = segs[&last][0].header.path.clone();
-        let mut good: Vec<SegmentFound> = Vec::new();
-        let mut missing: Vec<MissingSegment> = Vec::new();
-        for seg in 0..=last {
-            match segs.get(&seg) {
-                None => missing.push(MissingSegment {
-                    segment: seg,
-                    k: segs[&last][0].header.k,
-                    parts_found: Vec::new(),
-                    parts_missing: Vec::new(),
-                    error: Some("no part of this segment was found".into()),
-                }),
-                Some(parts) => match judge_segment(seg, parts) {
-                    Ok(s) if missing.is_empty() => good.push(s),
-                    Ok(_) => {}
-                    Err(m) => missing.push(m),
-                },
-            }
-        }
-        let basename = header_path
-            .rsplit('/')
-            .next()
-            .filter(|n| !n.is_empty())
-            .unwrap_or("file")
-            .to_owned();
-        let dest = if missing.is_empty() {
-            header_path.clone()
-        } else {
-            format!("/lost+found/{file_id}/{basename}")
-        };
-        if good.is_empty() {
-            report.incomplete.push(Incomplete {
-                file_id,
-                header_path,
-                put_at: None,
-                bytes_kept: 0,
-                missing,
-                note: None,
-            });
-            continue;
-        }
-        let first = &good[0].header;
-        let policy = policy_of(first);
-        let part_capacity = if good.len() > 1 {
-            first.part_data_len
-        } else {
-            opts.part_capacity.max(first.part_data_len)
-        };
-        let geometry = Geometry {
-            codec: first.codec,
-            k: first.k,
-            m: first.m,
-            block_size: first.block_size,
-            part_capacity,
-        };
-        let size: u64 = good.iter().map(|s| s.new.data_len).sum();
-        let checked = good.iter().filter(|s| s.checked).count() as u32;
-        let n = good.len() as u32;
-        let file = NewFile {
-            file_id,
-            policy: policy.to_string(),
-            geometry,
-            size,
-            segments: good.into_iter().map(|s| s.new).collect(),
-            time_ms: newest,
-        };
-        let out = file.commit(db, me, &dest, Conflict::Replace).await?;
-        let (out, note) = match out {
-            Outcome::Rejected(why) => {
-                // The path is taken by what cannot be replaced (a folder): kept aside.
-                let aside = format!("/lost+found/{file_id}/{basename}");
-                let again = file.commit(db, me, &aside, Conflict::Rename).await?;
-                (again, Some(format!("{dest} could not be used: {why}")))
-            }
-            other => (other, None),
-        };
-        db.forget_content_hash(file_id).await?;
-        match out {
-            Outcome::Committed { path, .. } if note.is_some() => {
-                report.incomplete.push(Incomplete {
-                    file_id,
-                    header_path,
-                    put_at: Some(path),
-                    bytes_kept: size,
-                    missing,
-                    note,
-                })
-            }
-            Outcome::Committed { path, replaced, .. } if missing.is_empty() => {
-                report.from_headers.push(FromHeaders {
-                    path,
-                    file_id,
-                    size,
-                    segments: n,
-                    segments_checked: checked,
-                    replaced,
-                })
-            }
-            Outcome::Committed { path, .. } => report.incomplete.push(Incomplete {
-                file_id,
-                header_path,
-                put_at: Some(path),
-                bytes_kept: size,
-                missing,
-                note: None,
-            }),
-            other => report.incomplete.push(Incomplete {
-                file_id,
-                header_path,
-                put_at: None,
-                bytes_kept: 0,
-                missing,
-                note: Some(format!("could not be stored: {other:?}")),
-            }),
-        }
-    }
     Ok(())
 }
 

@@ -18,7 +18,24 @@ pub struct BackupUsed {
     pub node_id: NodeId,
     /// The Raft log index it holds.
     pub log_index: u64,
+    /// That entry's term.
+    pub log_term: u64,
     /// When it was written (ms since the epoch).
+    pub created_ms: u64,
+}
+
+/// A backup on another machine's disk (listed in its scan).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RemoteBackup {
+    /// The machine.
+    pub node_id: Option<NodeId>,
+    /// Its disk.
+    pub disk_id: DiskId,
+    /// Its file there.
+    pub path: String,
+    /// The Raft log index it holds.
+    pub log_index: u64,
+    /// When it was written.
     pub created_ms: u64,
 }
 
@@ -36,6 +53,11 @@ pub struct BackupRefused {
 pub struct FromHeaders {
     /// Where it is now.
     pub path: String,
+    /// The path in its headers (the one the upload asked for).
+    pub header_path: String,
+    /// The header's path was taken (by a file of the backup, or one found earlier): it got
+    /// the next free name, " (1)" and so on.
+    pub renamed: bool,
     /// Its id.
     pub file_id: FileId,
     /// Bytes.
@@ -45,8 +67,6 @@ pub struct FromHeaders {
     /// Segments whose BLAKE3 was checked here; the rest (parts on other machines) are checked
     /// by the deep scrub the recovery asks for.
     pub segments_checked: u32,
-    /// It replaced what the backup had at that path (which went to the trash).
-    pub replaced: bool,
 }
 
 /// A file of the backup that grew after it (an append).
@@ -58,6 +78,8 @@ pub struct Appended {
     pub file_id: FileId,
     /// Segments added from the headers.
     pub segments_added: u32,
+    /// What could not be added, if anything.
+    pub note: Option<String>,
 }
 
 /// A segment that cannot be read whole.
@@ -148,6 +170,11 @@ pub struct Report {
     pub deleted_before_backup: u64,
     /// Disks the backup names that were not scanned: their parts were not checked.
     pub disks_not_scanned: Vec<String>,
+    /// Folders given that are not WormFS disks, with why.
+    pub not_disks: Vec<String>,
+    /// Backups on other machines' disks (from their scans), to copy here and pass with
+    /// `--backup` when one is newer than the one used.
+    pub remote_backups: Vec<RemoteBackup>,
     /// What a recovery cannot know.
     pub cannot_know: Vec<String>,
 }
@@ -178,10 +205,14 @@ impl Report {
         for u in &self.parts_unusable {
             let _ = writeln!(s, "  unusable: {u}");
         }
+        for n in &self.not_disks {
+            let _ = writeln!(s, "not a disk: {n} (mount it, or leave it out)");
+        }
         for r in &self.backups_refused {
             let _ = writeln!(
                 s,
-                "newer backup refused: {}: {} (the previous generation is used)",
+                "newer backup refused: {}: {} (the previous generation is used; a good copy \
+                 of a newer one, from another disk or machine, can be given with --backup FILE)",
                 r.path, r.error
             );
         }
@@ -203,6 +234,19 @@ impl Report {
                 );
             }
         }
+        let used = self.backup.as_ref().map_or(0, |b| b.log_index);
+        for r in self.remote_backups.iter().filter(|r| r.log_index > used) {
+            let _ =
+                writeln!(
+                s,
+                "a newer backup (log index {}) is on {}disk {}: {}; copy it here and run again \
+                 with --backup FILE to start from it",
+                r.log_index,
+                r.node_id.map(|n| format!("node {n}'s ")).unwrap_or_default(),
+                r.disk_id,
+                r.path
+            );
+        }
         let _ = writeln!(s, "files restored from the backup: {}", self.from_backup);
         let _ = writeln!(
             s,
@@ -217,18 +261,23 @@ impl Report {
                 f.size,
                 f.segments,
                 f.segments_checked,
-                if f.replaced {
-                    "; replaced the backup's file there, which is in the trash"
+                if f.renamed {
+                    format!("; {} was taken, so it got this name", f.header_path)
                 } else {
-                    ""
+                    String::new()
                 }
             );
         }
         for a in &self.appended {
             let _ = writeln!(
                 s,
-                "appended after the backup: {} (+{} segment(s))",
-                a.path, a.segments_added
+                "appended after the backup: {} (+{} segment(s)){}",
+                a.path,
+                a.segments_added,
+                a.note
+                    .as_ref()
+                    .map(|n| format!(": {n}"))
+                    .unwrap_or_default()
             );
         }
         let _ = writeln!(s, "files found incomplete: {}", self.incomplete.len());
@@ -292,14 +341,15 @@ impl Report {
         if self.deleted_before_backup > 0 {
             let _ = writeln!(
                 s,
-                "files deleted before the backup (parts left for the sweeper): {}",
+                "files deleted before the backup (their parts are left to the sweeper): {}",
                 self.deleted_before_backup
             );
         }
         for d in &self.disks_not_scanned {
             let _ = writeln!(
                 s,
-                "not scanned: disk {d}, which the backup names (its parts were not checked)"
+                "not scanned: disk {d}, which the backup names (its parts were not checked): \
+                 mount it and run again, or pass --scan from its machine"
             );
         }
         let _ = writeln!(s, "what a recovery cannot know:");

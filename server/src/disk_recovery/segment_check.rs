@@ -64,15 +64,28 @@ impl Opened {
 /// Bytes of part data decoded per step.
 const STEP_BYTES: u64 = 8 << 20;
 
-/// Reads the segment from `parts` (all of one segment) and checks its BLAKE3. Returns which
-/// parts were unusable (their index and why) alongside the verdict.
-pub fn check_segment(parts: &[LocalPart]) -> anyhow::Result<()> {
+/// Why a segment did not read back here, and which of the parts given were bad.
+#[derive(Debug)]
+pub struct SegmentFault {
+    /// What went wrong, in words.
+    pub why: String,
+    /// Parts that failed (unreadable, a block that does not match its checksum, a copy whose
+    /// BLAKE3 differs); the others may still be good.
+    pub bad: Vec<u16>,
+}
+
+/// Reads the segment from `parts` (all of one segment and one version) and checks its BLAKE3.
+pub fn check_segment(parts: &[LocalPart]) -> Result<(), SegmentFault> {
     let Some(first) = parts.first() else {
-        bail!("no part of the segment is on the disks scanned here");
+        return Err(SegmentFault {
+            why: "no part of the segment is on the disks scanned here".into(),
+            bad: Vec::new(),
+        });
     };
     let h = &first.header;
     let want = blake3::Hash::from_bytes(h.segment_blake3);
     let mut why = Vec::new();
+    let mut bad = Vec::new();
     if h.codec == CodecId::Replica {
         for p in parts {
             match open(p).and_then(|o| {
@@ -83,8 +96,12 @@ pub fn check_segment(parts: &[LocalPart]) -> anyhow::Result<()> {
                 Ok(_) => why.push(format!("copy {}: BLAKE3 differs", p.header.part_index)),
                 Err(e) => why.push(format!("copy {}: {e:#}", p.header.part_index)),
             }
+            bad.push(p.header.part_index);
         }
-        bail!("no copy reads back whole: {}", why.join("; "));
+        return Err(SegmentFault {
+            why: format!("no copy reads back whole: {}", why.join("; ")),
+            bad,
+        });
     }
     let (k, m) = (usize::from(h.k), usize::from(h.m));
     let mut usable: Vec<Option<Opened>> = (0..k + m).map(|_| None).collect();
@@ -93,27 +110,41 @@ pub fn check_segment(parts: &[LocalPart]) -> anyhow::Result<()> {
         if i < k + m && usable[i].is_none() {
             match open(p) {
                 Ok(o) => usable[i] = Some(o),
-                Err(e) => why.push(format!("part {i}: {e:#}")),
+                Err(e) => {
+                    why.push(format!("part {i}: {e:#}"));
+                    bad.push(i as u16);
+                }
             }
         }
     }
     loop {
         let have = usable.iter().filter(|o| o.is_some()).count();
         if have < k {
-            bail!(
-                "{have} of the {k} parts needed read back here{}",
-                if why.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({})", why.join("; "))
-                }
-            );
+            return Err(SegmentFault {
+                why: format!(
+                    "{have} of the {k} parts needed read back here{}",
+                    if why.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", why.join("; "))
+                    }
+                ),
+                bad,
+            });
         }
         match hash_ec(&usable, k, m, h) {
             Ok(got) if got == want => return Ok(()),
-            Ok(_) => bail!("the segment decodes, but its BLAKE3 differs from its header's"),
+            Ok(_) => {
+                // Every part read verified block by block: the parts disagree with their
+                // header's hash, which no choice of parts here can fix.
+                return Err(SegmentFault {
+                    why: "the segment decodes, but its BLAKE3 differs from its header's".into(),
+                    bad: (0..(k + m) as u16).collect(),
+                });
+            }
             Err((i, e)) => {
                 why.push(format!("part {i}: {e:#}"));
+                bad.push(i as u16);
                 usable[i] = None;
             }
         }

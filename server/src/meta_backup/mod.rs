@@ -123,6 +123,9 @@ async fn write_backup(store: &Arc<Store>) -> anyhow::Result<(BackupHeader, Vec<S
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
     let tmp = meta_dir.join(format!("backup-{:016x}.tmp", rand::random::<u64>()));
+    // Stamped before the copy: a part written before this time belongs to a file the copy
+    // holds, or to an ingest it holds as under way (recovery relies on it).
+    let created_ms = now_ms();
     let point = store.meta.copy_into(&tmp).await;
     let result = async {
         let point = point?.context("nothing applied yet: no namespace to back up")?;
@@ -142,7 +145,7 @@ async fn write_backup(store: &Arc<Store>) -> anyhow::Result<(BackupHeader, Vec<S
                 node_id,
                 log_index: point.index,
                 log_term: point.term,
-                created_ms: now_ms(),
+                created_ms,
                 db_len,
                 db_blake3,
             };
@@ -277,6 +280,26 @@ async fn chosen_disks(store: &Store) -> anyhow::Result<Vec<Arc<LocalDisk>>> {
 /// last one, and sooner after `meta.backup_after_changes` entries. Off with an interval of 0.
 pub async fn run(store: Arc<Store>, stop: CancellationToken) {
     let cfg = store.backups.cfg.clone();
+    // What an interrupted backup left: its copy in meta/, its temporary files on the disks.
+    if let Some(meta_dir) = store.meta.path().parent() {
+        for e in std::fs::read_dir(meta_dir).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("backup-") && name.contains(".tmp") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    for d in store.disks.iter() {
+        for e in std::fs::read_dir(d.root.join(format::DIR))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if e.file_name().to_string_lossy().starts_with(".meta-") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
     // The last backup this machine wrote before it (re)started, so its age survives a restart.
     let s = store.clone();
     if let Ok(Some((h, disks))) = tokio::task::spawn_blocking(move || newest_on_disks(&s)).await {

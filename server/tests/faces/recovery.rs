@@ -136,6 +136,7 @@ fn recover_from_disks_after_the_metadata_is_lost() {
     n.put(&s, "/late/deep/e.bin", "copies:3", bytes(9000, 8), &[]);
     s.ok(&["mv", "/ren/r.bin", "/ren/r2.bin"]);
     s.ok(&["rm", "/del/d.bin"]);
+    let old_x = n.files["/repl/x.bin"].clone();
     n.put(
         &s,
         "/repl/x.bin",
@@ -168,7 +169,7 @@ fn recover_from_disks_after_the_metadata_is_lost() {
         assert_eq!(v["from_backup"].as_u64(), Some(6), "{v}");
         assert_eq!(
             paths(&v["from_headers"]),
-            ["/late/c.bin", "/late/deep/e.bin", "/repl/x.bin"]
+            ["/late/c.bin", "/late/deep/e.bin", "/repl/x (1).bin"]
                 .map(String::from)
                 .into(),
             "{v}"
@@ -178,13 +179,15 @@ fn recover_from_disks_after_the_metadata_is_lost() {
         assert!(v["damaged"].as_array().unwrap().is_empty(), "{v}");
     }
     assert_eq!(dry["dry_run"], true);
-    let replaced = r["from_headers"]
+    // The replacing file is brought back beside the backup's version, never over it.
+    let renamed = r["from_headers"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|f| f["path"] == "/repl/x.bin")
+        .find(|f| f["header_path"] == "/repl/x.bin")
         .unwrap();
-    assert_eq!(replaced["replaced"], true, "{r}");
+    assert_eq!(renamed["path"], "/repl/x (1).bin", "{r}");
+    assert_eq!(renamed["renamed"], true, "{r}");
     for f in r["from_headers"].as_array().unwrap() {
         // One machine holds every part: each segment was read and its BLAKE3 checked here.
         assert_eq!(f["segments_checked"], f["segments"], "{f}");
@@ -194,7 +197,9 @@ fn recover_from_disks_after_the_metadata_is_lost() {
 
     let s = n.start();
     // What the backup cannot know: the rename is undone (the file is at its old path), the
-    // deleted file is back.
+    // deleted file is back, the replaced version is back beside its replacement.
+    let newer = n.files.insert("/repl/x.bin".into(), old_x).unwrap();
+    n.files.insert("/repl/x (1).bin".into(), newer);
     for (path, want) in &n.files {
         check(&s, &n.dir, path, want);
     }
@@ -205,6 +210,20 @@ fn recover_from_disks_after_the_metadata_is_lost() {
     check(&s, &n.dir, "/after/f.bin", &n.files["/after/f.bin"]);
     let h = s.cli(&["health"]);
     assert_eq!(h.status.code(), Some(0), "{h:?}");
+    // The recovered log continues after the backup's: a new backup sorts after the old ones
+    // (pruning keeps the newest), it is not pruned at once.
+    let after = backup(&s);
+    assert!(after > index, "{after} <= {index}");
+    for d in &n.disks {
+        let mut names: Vec<String> = files_under(&d.join("meta-backups"))
+            .iter()
+            .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        if let Some(last) = names.last() {
+            assert!(last.starts_with(&format!("meta-{after:020}-")), "{names:?}");
+        }
+    }
     // A second recovery into a folder that has metadata again is refused.
     drop(s);
     let o = std::process::Command::new(crate::common::process::BIN)
@@ -310,7 +329,16 @@ fn a_damaged_backup_falls_back_to_the_previous_one() {
     for path in ["/a.bin", "/b.bin", "/c.bin"] {
         check(&s, &n.dir, path, &n.files[path]);
     }
-    check(&s, &n.dir, &kept, &inc[..1024 * 1024]);
+    // Its first segment reads back; segment 2's three parts are kept with it (unreadable
+    // until a fourth comes back), so the sweeper leaves them; segment 1 left nothing.
+    let out = n.dir.join("first");
+    s.ok(&["get", &kept, out.to_str().unwrap(), "--range", "0-1048575"]);
+    assert!(std::fs::read(&out).unwrap() == inc[..1024 * 1024]);
+    let size = s.json(&["stat", &kept])["size"].as_u64().unwrap();
+    assert_eq!(size, 1024 * 1024 + (inc.len() as u64 - 2 * 1024 * 1024));
+    let o = s.cli(&["get", &kept, out.to_str().unwrap()]);
+    assert!(!o.status.success(), "the unreadable segment read back");
+    assert_eq!(s.cli(&["health"]).status.code(), Some(2));
 }
 
 /// Backups without being asked: one soon after changes (every `meta.backup_interval_ms`), a

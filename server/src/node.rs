@@ -23,8 +23,7 @@ use wormfs_parts::disk::LocalDisk;
 use wormfs_parts::fsutil::{now_ms, write_durably};
 use wormfs_parts::ids::{ClusterId, NodeId};
 
-/// Name of the node's peer identity key (libp2p) in the data folder.
-pub const PEER_KEY_FILE: &str = "peer-key";
+pub use crate::peer::net::PEER_KEY_FILE;
 /// Folder-disks made inside the data folder when no disk is configured.
 pub const DEFAULT_FOLDER_DISKS: usize = 6;
 

@@ -243,6 +243,14 @@ pub(super) async fn recover_from_disks(
     };
     let peer = cfg.cluster.peer_listen;
     let proto = if peer.is_ipv4() { "ip4" } else { "ip6" };
+    // A member's address ends with its peer id (consensus::network): the key the node will
+    // start with (made now, as its first start would, when the data folder has none).
+    let peer_id = if r.dry_run {
+        None
+    } else {
+        let key = crate::peer::net::load_identity(&data.join(crate::peer::net::PEER_KEY_FILE))?;
+        Some(key.public().to_peer_id())
+    };
     let opts = disk_recovery::Options {
         data_dir: data.clone(),
         local,
@@ -250,7 +258,12 @@ pub(super) async fn recover_from_disks(
         backups: r.backups,
         dry_run: r.dry_run,
         node_id: machine,
-        peer_addr: format!("/{proto}/{}/tcp/{}", peer.ip(), peer.port()),
+        peer_addr: format!(
+            "/{proto}/{}/tcp/{}{}",
+            peer.ip(),
+            peer.port(),
+            peer_id.map(|p| format!("/p2p/{p}")).unwrap_or_default()
+        ),
         part_capacity: cfg.storage.segment_part_bytes,
     };
     // A data folder without node.json gets one, written before the new metadata is moved

@@ -146,6 +146,10 @@ pub fn ip_of(addr: &Multiaddr) -> Option<std::net::IpAddr> {
 }
 
 /// Reads the node's peer identity from `path`, or makes one (mode 0600).
+/// The data folder's file holding this node's peer key.
+pub const PEER_KEY_FILE: &str = "peer-key";
+
+/// This node's peer key from `path`, made (mode 0600) when there is none.
 pub fn load_identity(path: &std::path::Path) -> anyhow::Result<identity::Keypair> {
     match std::fs::read_to_string(path) {
         Ok(text) => {

@@ -258,12 +258,8 @@ pub(super) async fn recover_from_disks(
         backups: r.backups,
         dry_run: r.dry_run,
         node_id: machine,
-        peer_addr: format!(
-            "/{proto}/{}/tcp/{}{}",
-            peer.ip(),
-            peer.port(),
-            peer_id.map(|p| format!("/p2p/{p}")).unwrap_or_default()
-        ),
+        peer_addr: format!("/{proto}/{}/tcp/{}", peer.ip(), peer.port()),
+        peer_id: peer_id.map(|p| p.to_string()),
         part_capacity: cfg.storage.segment_part_bytes,
     };
     // A data folder without node.json gets one, written before the new metadata is moved

@@ -41,8 +41,11 @@ pub struct Options {
     pub dry_run: bool,
     /// The node id of the data folder, if it has one (`node.json`) or the config names one.
     pub node_id: Option<NodeId>,
-    /// This node's peer-network address for the membership, when the backup does not have it.
+    /// This node's peer-network address for the membership (`/ip4/IP/tcp/PORT`), when the
+    /// backup does not have one for it.
     pub peer_addr: String,
+    /// This node's peer id, which ends its membership address (its peer key may be new).
+    pub peer_id: Option<String>,
     /// `storage.segment_part_bytes`: the smallest part capacity of files found only in headers.
     pub part_capacity: u64,
 }
@@ -382,9 +385,15 @@ async fn rebuild(
             },
         )
         .await?;
-        let addr = wormfs_meta::restore::member_addr(&db, me)
+        let transport = wormfs_meta::restore::member_addr(&db, me)
             .await?
+            .map(|a| a.split("/p2p/").next().unwrap_or_default().to_owned())
+            .filter(|a| !a.is_empty())
             .unwrap_or_else(|| opts.peer_addr.clone());
+        let addr = match &opts.peer_id {
+            Some(p) => format!("{transport}/p2p/{p}"),
+            None => transport,
+        };
         anyhow::Ok((me, addr))
     }
     .await;

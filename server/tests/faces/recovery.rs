@@ -288,7 +288,9 @@ fn a_damaged_backup_falls_back_to_the_previous_one() {
         }
     }
     assert_eq!(gone, 9);
-    std::fs::remove_dir_all(n.meta()).unwrap();
+    // The whole data folder is lost this time (node.json, keys, token): it is made anew.
+    let old_id = std::fs::read_to_string(n.dir.join("wormfs-data/node.json")).unwrap();
+    std::fs::remove_dir_all(n.dir.join("wormfs-data")).unwrap();
 
     let r = n.recover(&[]);
     assert_eq!(r["backup"]["log_index"].as_u64(), Some(first), "{r}");
@@ -325,6 +327,10 @@ fn a_damaged_backup_falls_back_to_the_previous_one() {
     let text = std::fs::read_to_string(n.dir.join("wormfs-data/recovery-report.txt")).unwrap();
     assert!(text.contains("newer backup refused"), "{text}");
 
+    // The backup's only machine's node id is kept.
+    let new_id = std::fs::read_to_string(n.dir.join("wormfs-data/node.json")).unwrap();
+    let id = |j: &str| serde_json::from_str::<Value>(j).unwrap()["node_id"].clone();
+    assert_eq!(id(&old_id), id(&new_id));
     let s = n.start();
     for path in ["/a.bin", "/b.bin", "/c.bin"] {
         check(&s, &n.dir, path, &n.files[path]);

@@ -1115,3 +1115,40 @@ fn repair_and_scrub_keys_are_checked_and_the_scrub_window_parsed() {
         assert!(e.contains("line"), "{text}: {e}");
     }
 }
+
+#[test]
+fn retention_keys_are_checked_and_min_free_parsed() {
+    let cfg = load_text("").expect("defaults");
+    assert_eq!(cfg.retention.trash_ms, 30 * 86_400_000);
+    assert_eq!(cfg.retention.trash_min_free, MinFree::Basis(500));
+    let cfg =
+        load_text("[retention]\ntrash_days = 0.5\ntrash_min_free = \"50GiB\"\n").expect("valid");
+    assert_eq!(cfg.retention.trash_ms, 43_200_000);
+    assert_eq!(cfg.retention.trash_min_free, MinFree::Bytes(50 << 30));
+    assert_eq!(
+        load_text("[retention]\ntrash_days = 0\n")
+            .expect("off")
+            .retention
+            .trash_ms,
+        0
+    );
+    assert_eq!(MinFree::parse("2.5%"), Ok(MinFree::Basis(250)));
+    assert_eq!(MinFree::parse("10 MB"), Ok(MinFree::Bytes(10_000_000)));
+    assert_eq!(MinFree::parse("123"), Ok(MinFree::Bytes(123)));
+    assert_eq!(MinFree::Basis(500).bytes(1000), 50);
+    for (text, key) in [
+        ("[retention]\ntrash_days = -1\n", "retention.trash_days"),
+        (
+            "[retention]\ntrash_min_free = \"lots\"\n",
+            "retention.trash_min_free",
+        ),
+        (
+            "[retention]\ntrash_min_free = \"120%\"\n",
+            "retention.trash_min_free",
+        ),
+    ] {
+        let e = load_text(text).expect_err(text).to_string();
+        assert!(e.contains(key), "{text}: {e}");
+        assert!(e.contains("line"), "{text}: {e}");
+    }
+}

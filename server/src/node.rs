@@ -335,6 +335,10 @@ impl Node {
             crate::healing::scrub::run(self.store.clone(), self.shutdown.clone())
                 .instrument(tracing::info_span!("scrub")),
         );
+        self.tasks.spawn(
+            crate::trash::run(self.store.clone(), self.shutdown.clone())
+                .instrument(tracing::info_span!("trash")),
+        );
     }
 
     /// Stops background tasks, then Raft, then closes the metadata, in that order.

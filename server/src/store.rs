@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use serde::Serialize;
-use wormfs_config::{Config, IngestConfig, RepairConfig, ScrubConfig, StorageConfig};
+use wormfs_config::{
+    Config, IngestConfig, RepairConfig, RetentionConfig, ScrubConfig, StorageConfig,
+};
 
 use crate::consensus::{Consensus, ConsensusError};
 use wormfs_meta::command::{CommandV1, DiskStatus, Outcome, Rejection};
@@ -58,6 +60,8 @@ pub struct Counters {
     pub unreadable: AtomicU64,
     /// Orphan parts removed by the sweeper.
     pub orphans_swept: AtomicU64,
+    /// Sweeps finished (the trash's space check waits for one after it purges).
+    pub sweeps: AtomicU64,
 }
 
 /// One node's storage engine.
@@ -84,6 +88,8 @@ pub struct Store {
     pub repair: RepairConfig,
     /// Scrub settings.
     pub scrub: ScrubConfig,
+    /// The trash's settings (this node's; the leader's apply).
+    pub retention: RetentionConfig,
     /// Self-healing's runtime state (what runs now, counters, heal on read).
     pub healing: crate::healing::Healing,
     /// The disks' replicated states, read once per metadata generation.
@@ -113,6 +119,7 @@ impl Store {
             data,
             repair: cfg.repair.clone(),
             scrub: cfg.scrub.clone(),
+            retention: cfg.retention.clone(),
             healing: crate::healing::Healing::default(),
             disk_status_cache: std::sync::Mutex::new((u64::MAX, Arc::default())),
         }

@@ -103,6 +103,7 @@ pub(crate) fn store_err(e: StoreError, writing: bool) -> BackendError {
             Rejection::IsADirectory(_) | Rejection::NotEmpty(_) | Rejection::InvalidPath(_) => {
                 BackendError::Forbidden(r.to_string())
             }
+            Rejection::Retained { .. } => BackendError::Retained(r.to_string()),
             other => BackendError::Other(other.to_string()),
         },
         StoreError::Unavailable(why) if writing => BackendError::InsufficientStorage(why),
@@ -199,6 +200,22 @@ impl Backend for StoreBackend {
                 }
                 if opts.create_new {
                     return Err(BackendError::Exists);
+                }
+                // A retained file: refused before the body, as the commit would after it.
+                let until = self
+                    .store
+                    .meta
+                    .retention(&p)
+                    .await
+                    .map_err(meta_err)?
+                    .and_then(|r| r.retain_until_ms)
+                    .filter(|&u| u > wormfs_parts::fsutil::now_ms());
+                if let Some(until_ms) = until {
+                    let r = Rejection::Retained {
+                        path: p.to_string(),
+                        until_ms,
+                    };
+                    return Err(BackendError::Retained(r.to_string()));
                 }
             }
             let client = match &opts.principal {

@@ -13,5 +13,6 @@ mod disks_mounted;
 mod drop_folders;
 mod files_on_disk;
 mod self_healing;
+mod trash_retention;
 mod webdav_http;
 mod webdav_safety;

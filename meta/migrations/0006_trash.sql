@@ -15,3 +15,6 @@ CREATE INDEX trash_by_age ON trash (deleted_ms);
 ALTER TABLE entries ADD COLUMN retain_ms INTEGER;
 -- Files: the entry cannot be deleted, replaced, moved or renamed before this time (ms).
 ALTER TABLE entries ADD COLUMN retain_until_ms INTEGER;
+-- Small (only retained files): lets a removal skip the walk of its subtree when no file in the
+-- whole tree is retained.
+CREATE INDEX entries_retained ON entries (retain_until_ms) WHERE retain_until_ms IS NOT NULL;

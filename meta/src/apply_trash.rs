@@ -90,6 +90,17 @@ pub(crate) async fn retained(
     path: &str,
     time_ms: u64,
 ) -> Res<Option<Rejection>> {
+    // Most trees hold no retained file: one look at the partial index answers.
+    let any = sqlx::query(
+        "SELECT 1 FROM entries WHERE retain_until_ms IS NOT NULL AND retain_until_ms > ? LIMIT 1",
+    )
+    .bind(to_i64(time_ms))
+    .fetch_optional(&mut *c)
+    .await
+    .db("look for retained files")?;
+    if any.is_none() {
+        return Ok(None);
+    }
     let row = sqlx::query(
         "WITH RECURSIVE sub(id, path) AS (SELECT ?, ?
            UNION ALL SELECT e.id, sub.path || '/' || e.name FROM entries e JOIN sub ON e.parent = sub.id)

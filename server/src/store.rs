@@ -316,6 +316,25 @@ impl Store {
             .ok_or_else(|| Rejection::NotFound(path.to_string()))?)
     }
 
+    /// Refuses at once, before any byte is written, a change the commit would refuse: the file
+    /// at `path` is retained (its retention ends after now).
+    pub async fn check_not_retained(&self, path: &TreePath) -> Result<(), StoreError> {
+        let until = self
+            .meta
+            .retention(path)
+            .await?
+            .and_then(|r| r.retain_until_ms)
+            .filter(|&u| u > now_ms());
+        match until {
+            Some(until_ms) => Err(Rejection::Retained {
+                path: path.to_string(),
+                until_ms,
+            }
+            .into()),
+            None => Ok(()),
+        }
+    }
+
     /// Creates a directory.
     pub async fn mkdir(&self, path: &TreePath, parents: bool) -> Result<(), StoreError> {
         self.propose(CommandV1::Mkdir {

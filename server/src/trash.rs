@@ -126,7 +126,7 @@ fn tick(trash_ms: u64) -> Duration {
     if trash_ms == 0 {
         Duration::from_secs(5)
     } else {
-        Duration::from_millis((trash_ms / 4).clamp(250, 30_000))
+        Duration::from_millis((trash_ms / 4).clamp(250, 5_000))
     }
 }
 

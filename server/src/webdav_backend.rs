@@ -202,21 +202,7 @@ impl Backend for StoreBackend {
                     return Err(BackendError::Exists);
                 }
                 // A retained file: refused before the body, as the commit would after it.
-                let until = self
-                    .store
-                    .meta
-                    .retention(&p)
-                    .await
-                    .map_err(meta_err)?
-                    .and_then(|r| r.retain_until_ms)
-                    .filter(|&u| u > wormfs_parts::fsutil::now_ms());
-                if let Some(until_ms) = until {
-                    let r = Rejection::Retained {
-                        path: p.to_string(),
-                        until_ms,
-                    };
-                    return Err(BackendError::Retained(r.to_string()));
-                }
+                self.store.check_not_retained(&p).await.map_err(werr)?;
             }
             let client = match &opts.principal {
                 Some(u) => format!("webdav:{u}"),

@@ -188,6 +188,21 @@ pub(super) async fn policy(c: &Client, cmd: PolicyCmd) -> anyhow::Result<()> {
                     v.small_file_threshold_bytes,
                     v.small_files
                 );
+                let st: StatResponse = c.get_json(&format!("/api/v1/stat/{}", enc(&dir)?)).await?;
+                if let StatResponse::Dir(d) = st {
+                    if let Some(r) = d.effective_retain_ms {
+                        println!(
+                            "{}: retain:{}{}",
+                            v.path,
+                            format_retain(r),
+                            if d.retain_ms.is_none() {
+                                " (inherited)"
+                            } else {
+                                ""
+                            }
+                        );
+                    }
+                }
             }
         }
         PolicyCmd::Set { dir, policy } if policy.starts_with("retain:") => {

@@ -392,3 +392,53 @@ fn admin_unlock_runs_offline_and_logs_what_it_unlocked() {
     s.ok(&["rm", "-r", "/keep"]);
     s.term();
 }
+
+/// Below `retention.trash_min_free` the leader frees the oldest trash first, only as much as
+/// the shortfall needs, and logs it.
+#[test]
+fn low_free_space_frees_the_oldest_trash_first() {
+    const MIB: u64 = 1 << 20;
+    let t = tempfile::tempdir().unwrap();
+    let dirs: Vec<PathBuf> = (0..3).map(|i| t.path().join(format!("disk{i}"))).collect();
+    let mounts: Vec<(PathBuf, u64)> = dirs.iter().map(|d| (d.clone(), 16 * MIB)).collect();
+    let cfg = write_config(t.path(), "[retention]\ntrash_min_free = \"60%\"\n");
+    let mut args = vec!["--config".to_owned(), cfg.display().to_string()];
+    for d in &dirs {
+        args.push("--disk".into());
+        args.push(d.display().to_string());
+    }
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let s = Server::start_with_tmpfs(
+        t.path(),
+        free_port(),
+        &a,
+        &[("WORMFS_STORAGE__RESERVE_FREE_BYTES", "1048576")],
+        &mounts,
+    );
+    wait_trash(&s, true);
+    // Three 4 MiB files as ec:2+1: 18 MiB of 48 MiB used, 27 MiB free beyond the reserves,
+    // under the 28.8 MiB floor by less than one file.
+    for (i, name) in ["/a", "/b", "/c"].iter().enumerate() {
+        put(
+            &s,
+            "f.bin",
+            &bytes(4 * MIB as usize, i as u8),
+            name,
+            &["--policy", "ec:2+1"],
+        );
+    }
+    s.ok(&["rm", "/a"]);
+    s.ok(&["rm", "/b"]);
+    wait_for(60, "the oldest trash to be freed", || {
+        (trash_paths(&s) == vec!["/b".to_owned()]).then_some(())
+    });
+    let log = std::fs::read_to_string(&s.log).unwrap();
+    assert!(
+        log.contains("free space below retention.trash_min_free"),
+        "{log}"
+    );
+    s.ok(&["admin", "sweep"]);
+    assert_eq!(trash_paths(&s), vec!["/b".to_owned()]);
+    assert_eq!(get(&s, "/c"), bytes(4 * MIB as usize, 2));
+    s.term();
+}

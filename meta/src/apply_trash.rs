@@ -427,11 +427,15 @@ impl MetaDb {
         Ok(out)
     }
 
+    /// Whether deletes go to the trash now (the replicated setting).
+    pub async fn trash_enabled(&self) -> Res<bool> {
+        let mut c = self.pool().acquire().await.db("acquire a connection")?;
+        trash_enabled(&mut c).await
+    }
+
     /// The trash's figures.
     pub async fn trash_totals(&self) -> Res<TrashTotals> {
-        let mut c = self.pool().acquire().await.db("acquire a connection")?;
-        let enabled = trash_enabled(&mut c).await?;
-        drop(c);
+        let enabled = self.trash_enabled().await?;
         let all = self.trash(None).await?;
         let mut t = TrashTotals {
             enabled,

@@ -156,20 +156,19 @@ pub async fn run(store: Arc<Store>, stop: CancellationToken) {
 async fn as_leader(store: &Store, waiting_for_sweep: &mut Option<u64>) -> Result<(), StoreError> {
     let trash_ms = store.retention.trash_ms;
     let want = trash_ms > 0;
-    let totals = store.meta.trash_totals().await?;
-    if totals.enabled != want {
+    if store.meta.trash_enabled().await? != want {
         store.propose(CommandV1::SetTrash { enabled: want }).await?;
         tracing::info!(
             "trash turned {} (retention.trash_days here; the leader's value applies)",
             if want { "on" } else { "off" }
         );
     }
-    if totals.entries == 0 {
+    let entries = store.meta.trash(None).await?;
+    if entries.is_empty() {
         return Ok(());
     }
     let now = now_ms();
     let cutoff = now.saturating_sub(trash_ms);
-    let entries = store.meta.trash(None).await?;
     let expired: Vec<TrashEntry> = entries
         .iter()
         .filter(|e| e.deleted_ms < cutoff)

@@ -2,7 +2,10 @@
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
+
+use super::locks::{honour_locks, with_parent};
 
 use super::types::{
     RetentionRequest, TrashEmptyRequest, TrashEmptyResponse, TrashItem, TrashQuery, TrashResponse,
@@ -34,15 +37,21 @@ pub(super) async fn list(
 pub(super) async fn restore(
     State(st): State<ApiState>,
     Json(b): Json<TrashRestoreRequest>,
-) -> ApiResult<Json<TrashRestoreResponse>> {
+) -> ApiResult<Response> {
     let path = b.path.as_deref().map(parse_path).transpose()?;
-    let to = b.to.as_deref().map(parse_path).transpose()?;
-    let (entry, to) = crate::trash::restore(&st.store, path.as_ref(), b.id, to.as_ref()).await?;
+    let entry = crate::trash::find(&st.store, path.as_ref(), b.id).await?;
+    let dest = parse_path(b.to.as_deref().unwrap_or(&entry.path))?;
+    // A WebDAV lock on the destination (or its folder) is in the way, as for a PUT there.
+    if let Err(r) = honour_locks(&st.store, &with_parent(&dest, false), false).await {
+        return Ok(r);
+    }
+    let (entry, to) = crate::trash::restore(&st.store, None, Some(entry.id), Some(&dest)).await?;
     Ok(Json(TrashRestoreResponse {
         id: entry.id,
         from: entry.path,
         to,
-    }))
+    })
+    .into_response())
 }
 
 pub(super) async fn empty(

@@ -11,4 +11,5 @@ mod cluster_data_plane;
 mod cluster_healing;
 mod cluster_mdns;
 mod cluster_processes;
+mod cluster_trash;
 mod mdns_namespace;

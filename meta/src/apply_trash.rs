@@ -204,14 +204,33 @@ pub(crate) async fn file_retained(
     .fetch_optional(&mut *c)
     .await
     .db("read a file's retention")?;
-    row.map(|r| {
-        let r = Cols::new(&r, "entries").key_col("id", 0);
-        Ok(Rejection::Retained {
-            path: file_id.to_string(),
-            until_ms: r.int(1, "retain_until_ms")?,
-        })
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let r = Cols::new(&row, "entries").key_col("id", 0);
+    let (id, until_ms): (i64, u64) = (r.col(0, "id")?, r.int(1, "retain_until_ms")?);
+    // Its full path, from the entry up to the root.
+    let path: Option<String> = sqlx::query(
+        "WITH RECURSIVE up(id, parent, path) AS (
+           SELECT id, parent, '/' || name FROM entries WHERE id = ?
+           UNION ALL SELECT e.id, e.parent, '/' || e.name || up.path
+           FROM entries e JOIN up ON e.id = up.parent WHERE up.parent != 1)
+         SELECT path FROM up WHERE parent = 1",
+    )
+    .bind(id)
+    .fetch_optional(&mut *c)
+    .await
+    .db("read a file's path")?
+    .map(|r| {
+        Cols::new(&r, "entries")
+            .key(format!("id {id}"))
+            .col(0, "path")
     })
-    .transpose()
+    .transpose()?;
+    Ok(Some(Rejection::Retained {
+        path: path.unwrap_or_else(|| file_id.to_string()),
+        until_ms,
+    }))
 }
 
 /// `SetRetention`: sets or clears a directory's retention.

@@ -171,7 +171,9 @@ pub(crate) async fn retention_for(c: &mut SqliteConnection, dir: i64) -> Res<Opt
     .transpose()
 }
 
-/// Gives the new file entry `entry` in `dir` the retention that applies there.
+/// Gives the new file entry `entry` in `dir` the retention that applies there, unless its file
+/// is empty: the empty file a WebDAV LOCK makes before the PUT that replaces it (Finder saves
+/// that way) must stay replaceable, and there is nothing in it to keep.
 pub(crate) async fn retain_new_entry(
     c: &mut SqliteConnection,
     entry: i64,
@@ -179,12 +181,15 @@ pub(crate) async fn retain_new_entry(
     time_ms: u64,
 ) -> Res<()> {
     if let Some(r) = retention_for(c, dir).await? {
-        sqlx::query("UPDATE entries SET retain_until_ms = ? WHERE id = ? AND is_dir = 0")
-            .bind(to_i64(time_ms.saturating_add(r)))
-            .bind(entry)
-            .execute(&mut *c)
-            .await
-            .db("retain a file")?;
+        sqlx::query(
+            "UPDATE entries SET retain_until_ms = ? WHERE id = ? AND is_dir = 0
+             AND EXISTS (SELECT 1 FROM files f WHERE f.file_id = entries.file_id AND f.size > 0)",
+        )
+        .bind(to_i64(time_ms.saturating_add(r)))
+        .bind(entry)
+        .execute(&mut *c)
+        .await
+        .db("retain a file")?;
     }
     Ok(())
 }

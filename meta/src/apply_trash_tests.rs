@@ -585,3 +585,33 @@ fn the_refusal_says_until_when() {
     };
     assert_eq!(r.to_string(), "/v/a: retained until 2025-12-06T05:46:40Z");
 }
+
+#[tokio::test]
+async fn an_empty_file_is_not_retained_so_a_lock_then_put_can_replace_it() {
+    let t = test_db().await;
+    t.apply(CommandV1::Mkdir {
+        path: "/v".into(),
+        parents: true,
+        time_ms: T,
+    })
+    .await;
+    t.retain("/v", Some(DAY)).await;
+    // The empty file a WebDAV LOCK makes, then the PUT's version over it.
+    t.begin(f(1), "/v/doc").await;
+    let mut empty = commit(f(1), "/v/doc", Conflict::Fail);
+    if let CommandV1::CommitFile { size, segments, .. } = &mut empty {
+        *size = 0;
+        segments.clear();
+    }
+    assert!(matches!(t.apply(empty).await, Outcome::Committed { .. }));
+    let out = t.put_at(f(2), "/v/doc", Conflict::Replace, T + 1).await;
+    assert!(
+        matches!(out, Outcome::Committed { replaced: true, .. }),
+        "{out:?}"
+    );
+    // The real content is retained.
+    assert_eq!(
+        t.apply(remove("/v/doc", false, T + 2)).await,
+        retained("/v/doc", T + 1 + DAY)
+    );
+}

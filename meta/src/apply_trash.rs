@@ -52,6 +52,7 @@ pub(crate) struct FileBelow {
     pub path: String,
     pub file_id: FileId,
     pub mtime_ms: u64,
+    pub size: u64,
 }
 
 /// Every file entry at or below entry `id` (whose full path is `path`), with its full path.
@@ -63,8 +64,9 @@ pub(crate) async fn files_below(
     sqlx::query(
         "WITH RECURSIVE sub(id, path) AS (SELECT ?, ?
            UNION ALL SELECT e.id, sub.path || '/' || e.name FROM entries e JOIN sub ON e.parent = sub.id)
-         SELECT sub.path, e.file_id, e.mtime_ms, e.id
-         FROM sub JOIN entries e ON e.id = sub.id WHERE e.file_id IS NOT NULL ORDER BY sub.path",
+         SELECT sub.path, e.file_id, e.mtime_ms, e.id, COALESCE(f.size, 0)
+         FROM sub JOIN entries e ON e.id = sub.id LEFT JOIN files f ON f.file_id = e.file_id
+         WHERE e.file_id IS NOT NULL ORDER BY sub.path",
     )
     .bind(id)
     .bind(path)
@@ -78,6 +80,7 @@ pub(crate) async fn files_below(
             path: r.col(0, "path")?,
             file_id: r.file_id(1, "file_id")?,
             mtime_ms: r.int(2, "mtime_ms")?,
+            size: r.int(4, "files.size")?,
         })
     })
     .collect()
@@ -123,8 +126,9 @@ pub(crate) async fn retained(
     .transpose()
 }
 
-/// Records a trash row for each file entry at or below `id` (when the trash is on). Call
-/// before the entries go; release the files after.
+/// Records a trash row for each file entry at or below `id` (when the trash is on; an empty
+/// file has nothing to keep, and the one a WebDAV LOCK makes before Finder's PUT would litter
+/// the trash). Call before the entries go; release the files after.
 pub(crate) async fn trash_below(
     c: &mut SqliteConnection,
     id: i64,
@@ -133,7 +137,7 @@ pub(crate) async fn trash_below(
 ) -> Res<Vec<FileId>> {
     let files = files_below(c, id, path).await?;
     if trash_enabled(c).await? {
-        for f in &files {
+        for f in files.iter().filter(|f| f.size > 0) {
             sqlx::query(
                 "INSERT INTO trash (file_id, path, deleted_ms, mtime_ms) VALUES (?, ?, ?, ?)",
             )

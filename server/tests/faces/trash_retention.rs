@@ -305,6 +305,20 @@ fn a_retained_file_refuses_every_change_through_every_face_until_it_ends() {
         );
     }
 
+    // Finder saves into the folder: a LOCK makes an empty file, the PUT under the lock
+    // replaces it (an empty file is not retained); the content is then retained.
+    let a = dav.lock("/vault/saved.txt", "finder");
+    assert_eq!(a.status, 201, "{}", a.text());
+    let token = a.header("lock-token").unwrap().to_owned();
+    let a = dav.curl(
+        &["-T", other, "-H", &format!("If: ({token})")],
+        "/vault/saved.txt",
+    );
+    assert_eq!(a.status, 204, "{}", a.text());
+    assert_eq!(dav.unlock("/vault/saved.txt", &token).status, 204);
+    let a = dav.curl(&["-X", "DELETE"], "/vault/saved.txt");
+    assert_eq!(a.status, 403, "{}", a.text());
+
     // A drop folder with conflict = "replace": the file's failure says why.
     std::fs::write(t.path().join("drop/a.bin"), bytes(2000, 8)).unwrap();
     wait_for(60, "the drop folder's failure", || {

@@ -587,8 +587,9 @@ fn the_refusal_says_until_when() {
 }
 
 #[tokio::test]
-async fn an_empty_file_is_not_retained_so_a_lock_then_put_can_replace_it() {
+async fn an_empty_file_is_not_retained_nor_trashed_so_a_lock_then_put_can_replace_it() {
     let t = test_db().await;
+    t.trash_on().await;
     t.apply(CommandV1::Mkdir {
         path: "/v".into(),
         parents: true,
@@ -608,6 +609,10 @@ async fn an_empty_file_is_not_retained_so_a_lock_then_put_can_replace_it() {
     assert!(
         matches!(out, Outcome::Committed { replaced: true, .. }),
         "{out:?}"
+    );
+    assert!(
+        t.trashed().await.is_empty(),
+        "an empty file is not kept in the trash"
     );
     // The real content is retained.
     assert_eq!(

@@ -125,6 +125,11 @@ async fn a_removed_file_goes_to_the_trash_and_comes_back() {
     );
     let totals = t.db.trash_totals().await.unwrap();
     assert_eq!((totals.entries, totals.files, totals.bytes), (1, 1, 100));
+    // Health and repair still name it (by the path it had).
+    assert_eq!(
+        t.db.path_of_file(f(1)).await.unwrap().as_deref(),
+        Some("/d/a.mkv")
+    );
     assert_eq!(t.db.trash(Some(&p("/d"))).await.unwrap().len(), 1);
     assert!(t.db.trash(Some(&p("/e"))).await.unwrap().is_empty());
     assert!(t.db.trash(Some(&p("/d/a"))).await.unwrap().is_empty());

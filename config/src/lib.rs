@@ -30,7 +30,7 @@ pub use policy::{
 
 use raw::{
     RawApi, RawCluster, RawConfig, RawDropFolder, RawIngest, RawLog, RawMeta, RawNode, RawRaft,
-    RawRepair, RawScrub, RawStorage, RawWebdav, SetError,
+    RawRepair, RawRetention, RawScrub, RawStorage, RawWebdav, SetError,
 };
 
 /// Where the config came from.
@@ -69,8 +69,84 @@ pub struct Config {
     pub scrub: ScrubConfig,
     /// `[meta]`.
     pub meta: MetaConfig,
+    /// `[retention]`.
+    pub retention: RetentionConfig,
     /// `[log]`.
     pub log: LogConfig,
+}
+
+/// `[retention]`: the trash (docs/operations.md, "Trash").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetentionConfig {
+    /// How long a deleted or replaced file stays in the trash, in ms (`trash_days`; 0: the
+    /// trash is off and deletes free space at once).
+    pub trash_ms: u64,
+    /// Below this free space the oldest trash is freed first.
+    pub trash_min_free: MinFree,
+}
+
+/// A free-space floor: bytes, or a share of the capacity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MinFree {
+    /// Bytes.
+    Bytes(u64),
+    /// Hundredths of a percent of the capacity (0 to 10000: "5%" is 500).
+    Basis(u32),
+}
+
+impl MinFree {
+    /// Parses "50GiB", "500 MB", "1T", "123" (bytes) or "5%".
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let bad =
+            || format!("expected a size such as \"50GiB\" or a share such as \"5%\", got {s:?}");
+        if let Some(p) = t.strip_suffix('%') {
+            let v: f64 = p.trim().parse().map_err(|_| bad())?;
+            if !(v.is_finite() && (0.0..=100.0).contains(&v)) {
+                return Err(format!("a share must be from 0% to 100%, got {s:?}"));
+            }
+            return Ok(Self::Basis((v * 100.0).round() as u32));
+        }
+        let split = t
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(t.len());
+        let (num, unit) = (t[..split].trim(), t[split..].trim());
+        let v: f64 = num.parse().map_err(|_| bad())?;
+        let mult: f64 = match unit.to_ascii_lowercase().as_str() {
+            "" | "b" => 1.0,
+            "k" | "kib" => 1024.0,
+            "kb" => 1e3,
+            "m" | "mib" => 1024.0 * 1024.0,
+            "mb" => 1e6,
+            "g" | "gib" => 1024.0 * 1024.0 * 1024.0,
+            "gb" => 1e9,
+            "t" | "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+            "tb" => 1e12,
+            _ => return Err(bad()),
+        };
+        let bytes = v * mult;
+        if !(bytes.is_finite() && (0.0..1.8e19).contains(&bytes)) {
+            return Err(bad());
+        }
+        Ok(Self::Bytes(bytes as u64))
+    }
+
+    /// The floor in bytes for a store of `capacity` bytes.
+    pub fn bytes(self, capacity: u64) -> u64 {
+        match self {
+            Self::Bytes(b) => b,
+            Self::Basis(p) => (u128::from(capacity) * u128::from(p) / 10_000) as u64,
+        }
+    }
+}
+
+impl std::fmt::Display for MinFree {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Bytes(b) => write!(f, "{b} bytes"),
+            Self::Basis(p) => write!(f, "{}%", f64::from(*p) / 100.0),
+        }
+    }
 }
 
 /// `[node]`: who this machine is and where it keeps its data.
@@ -714,6 +790,7 @@ fn build(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
         repair,
         scrub,
         meta,
+        retention,
         log,
     } = raw;
     // Ingest is checked first, against the raw data folder, as it always was; `cluster` needs
@@ -751,6 +828,7 @@ fn build(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
         repair: build_repair(repair, ctx)?,
         scrub: build_scrub(scrub, ctx)?,
         meta: build_meta(meta, ctx)?,
+        retention: build_retention(retention, ctx)?,
         log: build_log(log, ctx)?,
     })
 }
@@ -1416,6 +1494,24 @@ fn build_meta(m: RawMeta, ctx: &Ctx<'_>) -> Result<MetaConfig, ConfigError> {
         backup_interval_ms,
         backup_after_changes,
         backup_keep,
+    })
+}
+
+fn build_retention(r: RawRetention, ctx: &Ctx<'_>) -> Result<RetentionConfig, ConfigError> {
+    let RawRetention {
+        trash_days,
+        trash_min_free,
+    } = r;
+    ctx.check(
+        trash_days.is_finite() && (0.0..=36_500.0).contains(&trash_days),
+        "retention.trash_days",
+        || format!("must be a number of days from 0 (no trash) to 36500, got {trash_days}"),
+    )?;
+    let trash_min_free = MinFree::parse(&trash_min_free)
+        .map_err(|e| ctx.err("retention.trash_min_free", None, e))?;
+    Ok(RetentionConfig {
+        trash_ms: (trash_days * 86_400_000.0) as u64,
+        trash_min_free,
     })
 }
 

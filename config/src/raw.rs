@@ -97,6 +97,8 @@ pub(crate) const KEYS: &[&str] = &[
     "meta.backup_interval_ms",
     "meta.backup_after_changes",
     "meta.backup_keep",
+    "retention.trash_days",
+    "retention.trash_min_free",
     "log.level",
     "log.format",
 ];
@@ -127,6 +129,8 @@ pub(crate) struct RawConfig {
     pub scrub: RawScrub,
     /// `[meta]`: backups of the metadata on the data disks.
     pub meta: RawMeta,
+    /// `[retention]`: the trash.
+    pub retention: RawRetention,
     /// `[log]`: the server's own log output.
     pub log: RawLog,
 }
@@ -556,6 +560,26 @@ impl Default for RawMeta {
     }
 }
 
+/// `[retention]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawRetention {
+    /// Days a deleted or replaced file stays in the trash (fractions allowed; 0: no trash).
+    pub trash_days: f64,
+    /// Below this free space (bytes with a unit, such as "50GiB", or a share such as "5%"),
+    /// the oldest trash goes first.
+    pub trash_min_free: String,
+}
+
+impl Default for RawRetention {
+    fn default() -> Self {
+        RawRetention {
+            trash_days: 30.0,
+            trash_min_free: "5%".into(),
+        }
+    }
+}
+
 /// `[log]`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -816,6 +840,13 @@ pub(crate) fn set_key(
         "meta.backup_interval_ms" => raw.meta.backup_interval_ms = int(text)?,
         "meta.backup_after_changes" => raw.meta.backup_after_changes = int(text)?,
         "meta.backup_keep" => raw.meta.backup_keep = int(text)?,
+        "retention.trash_days" => {
+            raw.retention.trash_days = text
+                .trim()
+                .parse()
+                .map_err(|_| format!("expected a number of days such as 30 or 0.5, got {text:?}"))?
+        }
+        "retention.trash_min_free" => raw.retention.trash_min_free = text.trim().to_owned(),
         "log.level" => raw.log.level = text.to_owned(),
         "log.format" => raw.log.format = text_value(text)?,
         // KEYS and this match are kept in step by the `every_key_is_settable` test.

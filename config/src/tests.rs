@@ -246,6 +246,7 @@ fn example_mentions_every_key_and_every_key_is_settable_from_env() {
             "repair.enabled" | "scrub.enabled" | "repair.auto_rebalance" => "false",
             "scrub.hours" => "01:00-06:00",
             "repair.retry_max_ms" => "100000000",
+            "meta.backup_interval_ms" => "60000",
             _ => "3",
         };
         let mut vars = vec![(var.clone(), value)];
@@ -1114,4 +1115,64 @@ fn repair_and_scrub_keys_are_checked_and_the_scrub_window_parsed() {
         assert!(e.contains(key), "{text}: {e}");
         assert!(e.contains("line"), "{text}: {e}");
     }
+}
+
+#[test]
+fn retention_keys_are_checked_and_min_free_parsed() {
+    let cfg = load_text("").expect("defaults");
+    assert_eq!(cfg.retention.trash_ms, 30 * 86_400_000);
+    assert_eq!(cfg.retention.trash_min_free, MinFree::Basis(500));
+    let cfg =
+        load_text("[retention]\ntrash_days = 0.5\ntrash_min_free = \"50GiB\"\n").expect("valid");
+    assert_eq!(cfg.retention.trash_ms, 43_200_000);
+    assert_eq!(cfg.retention.trash_min_free, MinFree::Bytes(50 << 30));
+    assert_eq!(
+        load_text("[retention]\ntrash_days = 0\n")
+            .expect("off")
+            .retention
+            .trash_ms,
+        0
+    );
+    assert_eq!(MinFree::parse("2.5%"), Ok(MinFree::Basis(250)));
+    assert_eq!(MinFree::parse("10 MB"), Ok(MinFree::Bytes(10_000_000)));
+    assert_eq!(MinFree::parse("123"), Ok(MinFree::Bytes(123)));
+    assert_eq!(MinFree::Basis(500).bytes(1000), 50);
+    for (text, key) in [
+        ("[retention]\ntrash_days = -1\n", "retention.trash_days"),
+        (
+            "[retention]\ntrash_min_free = \"lots\"\n",
+            "retention.trash_min_free",
+        ),
+        (
+            "[retention]\ntrash_min_free = \"120%\"\n",
+            "retention.trash_min_free",
+        ),
+    ] {
+        let e = load_text(text).expect_err(text).to_string();
+        assert!(e.contains(key), "{text}: {e}");
+        assert!(e.contains("line"), "{text}: {e}");
+    }
+}
+
+#[test]
+fn meta_keys_are_checked_naming_key_and_line() {
+    for (toml, key) in [
+        (
+            "[meta]\nbackup_interval_ms = 10\n",
+            "meta.backup_interval_ms",
+        ),
+        (
+            "[meta]\nbackup_after_changes = 0\n",
+            "meta.backup_after_changes",
+        ),
+        ("[meta]\nbackup_keep = 0\n", "meta.backup_keep"),
+        ("[meta]\nbackup_keep = 101\n", "meta.backup_keep"),
+    ] {
+        let (_, message) = error_of(toml);
+        assert!(message.contains(key), "{toml}: {message}");
+        assert!(message.contains("line 2"), "{toml}: {message}");
+    }
+    let cfg = load_text("[meta]\nbackup_interval_ms = 0\nbackup_keep = 5\n").unwrap();
+    assert_eq!(cfg.meta.backup_interval_ms, 0);
+    assert_eq!(cfg.meta.backup_keep, 5);
 }

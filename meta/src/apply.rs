@@ -8,7 +8,7 @@
 
 use sqlx::SqliteConnection;
 
-use super::{apply_dav, apply_repair, apply_tree};
+use super::{apply_dav, apply_repair, apply_trash, apply_tree};
 use crate::command::{CommandV1, Conflict, NewSegment, Outcome, Rejection, SourceIdentity};
 use crate::error::{DbContext, MetaError, Res};
 use crate::row::Cols;
@@ -102,7 +102,7 @@ fn parse_path(p: &str) -> Result<TreePath, Rejection> {
 }
 
 /// Creates the missing directories of `path` (all of it); `Err` rejection if a file is in the way.
-async fn mkdir_all(
+pub(crate) async fn mkdir_all(
     c: &mut SqliteConnection,
     path: &TreePath,
     time_ms: i64,
@@ -150,34 +150,16 @@ async fn delete_file_rows(c: &mut SqliteConnection, file_id: FileId) -> Res<()> 
     Ok(())
 }
 
-/// Deletes one entry row and its dead properties.
-pub(crate) async fn delete_entry_row(c: &mut SqliteConnection, id: i64) -> Res<()> {
-    sqlx::query("DELETE FROM props WHERE entry = ?")
-        .bind(id)
-        .execute(&mut *c)
-        .await
-        .db("delete an entry's properties")?;
-    sqlx::query("DELETE FROM entries WHERE id = ?")
-        .bind(id)
-        .execute(&mut *c)
-        .await
-        .db("delete an entry")?;
-    Ok(())
-}
-
-/// Deletes the directory entry `id` with everything below it (and their dead properties), and
-/// releases the files no longer named.
-pub(crate) async fn delete_subtree(c: &mut SqliteConnection, id: i64) -> Res<()> {
-    let ids: Vec<FileId> = sqlx::query(
-        "WITH RECURSIVE sub(id) AS (SELECT ? UNION ALL SELECT e.id FROM entries e JOIN sub ON e.parent = sub.id)
-         SELECT file_id, id FROM entries WHERE id IN sub AND file_id IS NOT NULL",
-    )
-    .bind(id)
-    .fetch_all(&mut *c)
-    .await.db("read the files below a directory")?
-    .iter()
-    .map(|row| Cols::new(row, "entries").key_col("id", 1).file_id(0, "file_id"))
-    .collect::<Res<_>>()?;
+/// Deletes the entry `id` (a file, or a directory with everything below it) and their dead
+/// properties, records the files in the trash (when it is on) under their full paths (`path`
+/// is the entry's), and releases the files no longer named.
+pub(crate) async fn delete_subtree(
+    c: &mut SqliteConnection,
+    id: i64,
+    path: &str,
+    time_ms: u64,
+) -> Res<()> {
+    let ids = apply_trash::trash_below(c, id, path, time_ms).await?;
     for table in ["props WHERE entry", "entries WHERE id"] {
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "WITH RECURSIVE sub(id) AS (SELECT ? UNION ALL SELECT e.id FROM entries e JOIN sub ON e.parent = sub.id)
@@ -193,10 +175,13 @@ pub(crate) async fn delete_subtree(c: &mut SqliteConnection, id: i64) -> Res<()>
     Ok(())
 }
 
-/// Drops a file's rows once no entry names it any more (a COPY shares the file).
+/// Drops a file's rows once no entry and no trash entry names it any more (a COPY shares the
+/// file).
 pub(crate) async fn release_file(c: &mut SqliteConnection, file_id: FileId) -> Res<()> {
-    let named = sqlx::query("SELECT 1 FROM entries WHERE file_id = ? LIMIT 1")
-        .bind(file_id.to_bytes().to_vec())
+    let named = sqlx::query(
+        "SELECT 1 FROM entries WHERE file_id = ?1 UNION ALL SELECT 1 FROM trash WHERE file_id = ?1 LIMIT 1",
+    )
+    .bind(file_id.to_bytes().to_vec())
         .fetch_optional(&mut *c)
         .await
         .db("find the names of a file")?
@@ -433,8 +418,10 @@ pub(crate) async fn apply_command(c: &mut SqliteConnection, cmd: &CommandV1) -> 
             time_ms,
         } => append_segments(c, *intent_id, *file_id, *expected_size, segments, *time_ms).await,
         CommandV1::Remove {
-            path, recursive, ..
-        } => remove(c, path, *recursive).await,
+            path,
+            recursive,
+            time_ms,
+        } => remove(c, path, *recursive, *time_ms).await,
         CommandV1::Rename {
             from,
             to,
@@ -457,7 +444,7 @@ pub(crate) async fn apply_command(c: &mut SqliteConnection, cmd: &CommandV1) -> 
             now_ms,
         } => apply_dav::refresh(c, token, *expires_ms, *timeout_secs, *now_ms).await,
         CommandV1::DeleteLocks { path } => apply_dav::delete_locks(c, path).await,
-        CommandV1::RemoveTree { path, .. } => apply_tree::remove_tree(c, path).await,
+        CommandV1::RemoveTree { path, time_ms } => apply_tree::remove_tree(c, path, *time_ms).await,
         CommandV1::MoveTree {
             from,
             to,
@@ -513,6 +500,17 @@ pub(crate) async fn apply_command(c: &mut SqliteConnection, cmd: &CommandV1) -> 
             reason,
             time_ms,
         } => apply_repair::move_parts(c, parts, reason, *time_ms).await,
+        CommandV1::SetTrash { enabled } => apply_trash::set_trash(c, *enabled).await,
+        CommandV1::RestoreTrash { id, to, time_ms } => {
+            apply_trash::restore_trash(c, *id, to, *time_ms).await
+        }
+        CommandV1::PurgeTrash {
+            ids,
+            deleted_before_ms,
+        } => apply_trash::purge_trash(c, ids, *deleted_before_ms).await,
+        CommandV1::SetRetention { path, retain_ms } => {
+            apply_trash::set_retention(c, path, *retain_ms).await
+        }
     }
 }
 
@@ -802,6 +800,12 @@ async fn commit_file(
                 if let Some(r) = unstorable {
                     reject!(r);
                 }
+                if let Some(r) =
+                    apply_trash::retained(c, existing.id, &path.to_string(), time_ms).await?
+                {
+                    reject!(r);
+                }
+                apply_trash::trash_below(c, existing.id, &path.to_string(), time_ms).await?;
                 // The new version keeps the old one's dead properties (moved below).
                 sqlx::query("DELETE FROM entries WHERE id = ?")
                     .bind(existing.id)
@@ -910,7 +914,7 @@ async fn insert_file(
     .await
     .db("insert a file")?;
     insert_segments(c, file.file_id, 0, file.segments, time_ms).await?;
-    Ok(sqlx::query(
+    let entry = sqlx::query(
         "INSERT INTO entries (parent, name, is_dir, file_id, mtime_ms) VALUES (?, ?, 0, ?, ?)",
     )
     .bind(dir)
@@ -920,7 +924,9 @@ async fn insert_file(
     .execute(&mut *c)
     .await
     .db("insert a file's entry")?
-    .last_insert_rowid())
+    .last_insert_rowid();
+    apply_trash::retain_new_entry(c, entry, dir, time_ms).await?;
+    Ok(entry)
 }
 
 /// `AppendSegments`: adds segments to the end of a committed file and drops the appending
@@ -960,10 +966,17 @@ async fn append_segments(
     )
     .key(&key)
     .col(0, "count")?;
+    if names == 0 {
+        // Only the trash names it.
+        reject!(Rejection::NotFound(file_id.to_string()));
+    }
     if names > 1 {
         reject!(Rejection::Invalid(format!(
             "{file_id} is shared with a copy; appending would change the copy too"
         )));
+    }
+    if let Some(r) = apply_trash::file_retained(c, file_id, time_ms).await? {
+        reject!(r);
     }
     if size != expected_size {
         reject!(Rejection::Changed(file_id.to_string()));
@@ -1025,7 +1038,12 @@ async fn append_segments(
 
 /// `Remove`: removes a file's name (its rows go once no name is left), or a directory: an
 /// empty one, or with `recursive` everything below it. Never the root.
-async fn remove(c: &mut SqliteConnection, path: &str, recursive: bool) -> Res<Outcome> {
+async fn remove(
+    c: &mut SqliteConnection,
+    path: &str,
+    recursive: bool,
+    time_ms: u64,
+) -> Res<Outcome> {
     let path = match parse_path(path) {
         Ok(p) if !p.is_root() => p,
         Ok(p) => reject!(Rejection::InvalidPath(p.to_string())),
@@ -1045,13 +1063,11 @@ async fn remove(c: &mut SqliteConnection, path: &str, recursive: bool) -> Res<Ou
         if has_child && !recursive {
             reject!(Rejection::NotEmpty(path.to_string()));
         }
-        delete_subtree(c, r.id).await?;
-    } else {
-        delete_entry_row(c, r.id).await?;
-        if let Some(f) = r.file_id {
-            release_file(c, f).await?;
-        }
     }
+    if let Some(r) = apply_trash::retained(c, r.id, &path.to_string(), time_ms).await? {
+        reject!(r);
+    }
+    delete_subtree(c, r.id, &path.to_string(), time_ms).await?;
     Ok(Outcome::Done)
 }
 
@@ -1089,10 +1105,15 @@ async fn rename(
         if !replace || existing.is_dir || src.is_dir {
             reject!(Rejection::AlreadyExists(to.to_string()));
         }
-        delete_entry_row(c, existing.id).await?;
-        if let Some(f) = existing.file_id {
-            release_file(c, f).await?;
+        if let Some(r) = apply_trash::retained(c, existing.id, &to.to_string(), time_ms).await? {
+            reject!(r);
         }
+    }
+    if let Some(r) = apply_trash::retained(c, src.id, &from.to_string(), time_ms).await? {
+        reject!(r);
+    }
+    if let Some(existing) = lookup_child(c, parent.id, name).await? {
+        delete_subtree(c, existing.id, &to.to_string(), time_ms).await?;
     }
     sqlx::query("UPDATE entries SET parent = ?, name = ?, mtime_ms = ? WHERE id = ?")
         .bind(parent.id)

@@ -5,7 +5,8 @@ use crate::command::{DeadProp, Lock};
 use crate::lock_rules;
 use sqlx::SqliteConnection;
 
-use super::apply::{delete_entry_row, lookup_child, release_file, walk, Walk};
+use super::apply::{delete_subtree, lookup_child, walk, Walk};
+use super::apply_trash;
 use crate::command::{Outcome, Rejection};
 use wormfs_parts::tree_path::TreePath;
 
@@ -71,10 +72,10 @@ pub(crate) async fn copy(
         if !replace || existing.is_dir {
             reject!(Rejection::AlreadyExists(to.to_string()));
         }
-        delete_entry_row(c, existing.id).await?;
-        if let Some(f) = existing.file_id {
-            release_file(c, f).await?;
+        if let Some(r) = apply_trash::retained(c, existing.id, &to.to_string(), time_ms).await? {
+            reject!(r);
         }
+        delete_subtree(c, existing.id, &to.to_string(), time_ms).await?;
     }
     let r = sqlx::query(
         "INSERT INTO entries (parent, name, is_dir, file_id, mtime_ms) VALUES (?, ?, 0, ?, ?)",
@@ -87,6 +88,7 @@ pub(crate) async fn copy(
     .await
     .db("insert a copy's entry")?;
     copy_props(c, src.id, r.last_insert_rowid()).await?;
+    apply_trash::retain_new_entry(c, r.last_insert_rowid(), parent.id, time_ms).await?;
     Ok(Outcome::Done)
 }
 

@@ -5,10 +5,9 @@
 
 use sqlx::SqliteConnection;
 
-use super::apply::{
-    delete_entry_row, delete_subtree, lookup_child, release_file, walk, Resolved, Walk,
-};
+use super::apply::{delete_subtree, lookup_child, walk, Resolved, Walk};
 use super::apply_dav;
+use super::apply_trash;
 use crate::command::{Outcome, Rejection};
 use wormfs_parts::tree_path::TreePath;
 
@@ -23,19 +22,6 @@ macro_rules! reject {
 
 fn parse(p: &str) -> Result<TreePath, Rejection> {
     TreePath::parse(p).map_err(|e| Rejection::Invalid(e.to_string()))
-}
-
-/// Removes an entry: a file's name, or a directory with everything below it.
-async fn delete_resolved(c: &mut SqliteConnection, r: &Resolved) -> Res<()> {
-    if r.is_dir {
-        delete_subtree(c, r.id).await
-    } else {
-        delete_entry_row(c, r.id).await?;
-        if let Some(f) = r.file_id {
-            release_file(c, f).await?;
-        }
-        Ok(())
-    }
 }
 
 /// The two paths of a MOVE or COPY, refused when either is the root or when one is inside the
@@ -71,7 +57,11 @@ async fn destination(
 }
 
 /// `RemoveTree`: a file, or a directory and everything below it, and the locks on them.
-pub(crate) async fn remove_tree(c: &mut SqliteConnection, path: &str) -> Res<Outcome> {
+pub(crate) async fn remove_tree(
+    c: &mut SqliteConnection,
+    path: &str,
+    time_ms: u64,
+) -> Res<Outcome> {
     let path = match parse(path) {
         Ok(p) if !p.is_root() => p,
         Ok(p) => reject!(Rejection::InvalidPath(p.to_string())),
@@ -81,19 +71,24 @@ pub(crate) async fn remove_tree(c: &mut SqliteConnection, path: &str) -> Res<Out
         Walk::Found(r) => r,
         _ => reject!(Rejection::NotFound(path.to_string())),
     };
-    delete_resolved(c, &r).await?;
+    if let Some(r) = apply_trash::retained(c, r.id, &path.to_string(), time_ms).await? {
+        reject!(r);
+    }
+    delete_subtree(c, r.id, &path.to_string(), time_ms).await?;
     apply_dav::delete_locks(c, &path.to_string()).await?;
     Ok(Outcome::Done)
 }
 
 /// The checks and the overwrite of a MOVE or COPY: both paths parsed and refused as [`pair`]
-/// says, the source found, and whatever is at `to` removed (with its locks) when `replace`.
-/// Returns the paths, the source and the destination's parent directory.
+/// says, the source found (and, for a MOVE, not retained), and whatever is at `to` removed
+/// (with its locks) when `replace` and nothing retained is there. Returns the paths, the
+/// source and the destination's parent directory.
 async fn clear_destination(
     c: &mut SqliteConnection,
-    from: &str,
-    to: &str,
+    (from, to): (&str, &str),
     replace: bool,
+    moving: bool,
+    time_ms: u64,
 ) -> Res<Result<(TreePath, TreePath, Resolved, i64), Rejection>> {
     let (from, to) = match pair(from, to) {
         Ok(p) => p,
@@ -107,8 +102,16 @@ async fn clear_destination(
         Ok(d) => d,
         Err(r) => return Ok(Err(r)),
     };
+    if moving {
+        if let Some(r) = apply_trash::retained(c, src.id, &from.to_string(), time_ms).await? {
+            return Ok(Err(r));
+        }
+    }
     if let Some(e) = existing {
-        delete_resolved(c, &e).await?;
+        if let Some(r) = apply_trash::retained(c, e.id, &to.to_string(), time_ms).await? {
+            return Ok(Err(r));
+        }
+        delete_subtree(c, e.id, &to.to_string(), time_ms).await?;
         apply_dav::delete_locks(c, &to.to_string()).await?;
     }
     Ok(Ok((from, to, src, parent)))
@@ -124,10 +127,11 @@ pub(crate) async fn move_tree(
     replace: bool,
     time_ms: u64,
 ) -> Res<Outcome> {
-    let (from, to, src, parent) = match clear_destination(c, from, to, replace).await? {
-        Ok(x) => x,
-        Err(r) => reject!(r),
-    };
+    let (from, to, src, parent) =
+        match clear_destination(c, (from, to), replace, true, time_ms).await? {
+            Ok(x) => x,
+            Err(r) => reject!(r),
+        };
     sqlx::query("UPDATE entries SET parent = ?, name = ?, mtime_ms = ? WHERE id = ?")
         .bind(parent)
         .bind(to.name().unwrap_or_default())
@@ -150,8 +154,8 @@ async fn copy_entry(
     time_ms: u64,
 ) -> Res<i64> {
     let r = sqlx::query(
-        "INSERT INTO entries (parent, name, is_dir, file_id, policy, mtime_ms)
-         SELECT ?, ?, is_dir, file_id, policy, ? FROM entries WHERE id = ?",
+        "INSERT INTO entries (parent, name, is_dir, file_id, policy, retain_ms, mtime_ms)
+         SELECT ?, ?, is_dir, file_id, policy, retain_ms, ? FROM entries WHERE id = ?",
     )
     .bind(parent)
     .bind(name)
@@ -170,6 +174,8 @@ async fn copy_entry(
     .execute(&mut *c)
     .await
     .db("copy an entry's dead properties")?;
+    // A copied file gets the retention of where it lands, as a new file would.
+    apply_trash::retain_new_entry(c, id, parent, time_ms).await?;
     Ok(id)
 }
 
@@ -184,10 +190,11 @@ pub(crate) async fn copy_tree(
     deep: bool,
     time_ms: u64,
 ) -> Res<Outcome> {
-    let (_, to, src, parent) = match clear_destination(c, from, to, replace).await? {
-        Ok(x) => x,
-        Err(r) => reject!(r),
-    };
+    let (_, to, src, parent) =
+        match clear_destination(c, (from, to), replace, false, time_ms).await? {
+            Ok(x) => x,
+            Err(r) => reject!(r),
+        };
     let top = copy_entry(c, src.id, parent, to.name().unwrap_or_default(), time_ms).await?;
     if !(src.is_dir && deep) {
         return Ok(Outcome::Done);

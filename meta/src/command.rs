@@ -561,6 +561,40 @@ pub enum CommandV1 {
         /// When.
         time_ms: u64,
     },
+    /// Turns the trash on or off for the deletes applied after it (the leader proposes it when
+    /// its `retention.trash_days` disagrees with the replicated value). Off: a deleted or
+    /// replaced file's rows go at once, as before the trash existed.
+    SetTrash {
+        /// On.
+        enabled: bool,
+    },
+    /// Gives a file in the trash a name again, at `to` (refused if `to` exists; missing
+    /// parent directories are created). The trash entry goes.
+    RestoreTrash {
+        /// The trash entry.
+        id: u64,
+        /// Where it goes.
+        to: String,
+        /// When.
+        time_ms: u64,
+    },
+    /// Drops trash entries: those listed, and with `deleted_before_ms` every entry deleted
+    /// before that time. A file whose last name (entry or trash entry) goes is released: its
+    /// rows go and the sweeper removes its parts.
+    PurgeTrash {
+        /// The entries.
+        ids: Vec<u64>,
+        /// Also every entry deleted before this time (ms).
+        deleted_before_ms: Option<u64>,
+    },
+    /// Sets (or clears, with `None`: inherited again) a directory's retention: files committed
+    /// below it afterwards cannot be deleted, replaced, moved or renamed for `retain_ms`.
+    SetRetention {
+        /// The directory.
+        path: String,
+        /// The retention in ms, or `None`.
+        retain_ms: Option<u64>,
+    },
 }
 
 /// Why a command was not applied (a normal result).
@@ -599,6 +633,52 @@ pub enum Rejection {
     /// Another node is repairing this segment.
     #[error("{0}")]
     Claimed(String),
+    /// A retained file (or a directory holding one) cannot be deleted, replaced, moved,
+    /// renamed or appended to before its retention ends.
+    #[error("{path}: retained until {}", rfc3339_ms(*until_ms))]
+    Retained {
+        /// The retained file.
+        path: String,
+        /// Its retention's end (ms since the epoch).
+        until_ms: u64,
+    },
+}
+
+/// `ms` since the epoch as an RFC 3339 UTC time (`2026-12-06T11:20:00Z`; milliseconds shown
+/// only when not zero).
+pub fn rfc3339_ms(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (h, mi, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
+    let frac = ms % 1000;
+    if frac == 0 {
+        format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+    } else {
+        format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{frac:03}Z")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rfc3339_formats_utc() {
+        assert_eq!(super::rfc3339_ms(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::rfc3339_ms(1_765_000_000_000), "2025-12-06T05:46:40Z");
+        assert_eq!(
+            super::rfc3339_ms(951_782_400_123),
+            "2000-02-29T00:00:00.123Z"
+        );
+    }
 }
 
 /// The result of applying one command.

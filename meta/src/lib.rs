@@ -12,6 +12,9 @@ mod apply_repair;
 mod apply_repair_tests;
 #[cfg(test)]
 mod apply_tests;
+mod apply_trash;
+#[cfg(test)]
+mod apply_trash_tests;
 mod apply_tree;
 pub mod command;
 mod error;
@@ -40,6 +43,7 @@ use sqlx::sqlite::{
 };
 use sqlx::SqlSafeStr;
 
+pub use apply_trash::{Retention, TrashEntry, TrashTotals};
 pub use query::{
     DirEntry, DiskRecord, EntryKind, FileRecord, IntentRecord, NodeRecord, PartRecord,
     SegmentRecord, Totals,
@@ -54,6 +58,7 @@ const RAFT_LOG_SQL: &str = include_str!("../migrations/0002_raft_log.sql");
 const WEBDAV_SQL: &str = include_str!("../migrations/0003_webdav.sql");
 const DATA_PLANE_SQL: &str = include_str!("../migrations/0004_data_plane.sql");
 const REPAIR_SQL: &str = include_str!("../migrations/0005_repair.sql");
+const TRASH_SQL: &str = include_str!("../migrations/0006_trash.sql");
 
 pub use error::{DbError, MetaError};
 
@@ -160,6 +165,7 @@ impl MetaDb {
             migration(3, "webdav", WEBDAV_SQL),
             migration(4, "data_plane", DATA_PLANE_SQL),
             migration(5, "repair", REPAIR_SQL),
+            migration(6, "trash", TRASH_SQL),
         ])
         .run(&pool)
         .await

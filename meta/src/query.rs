@@ -572,9 +572,10 @@ impl MetaDb {
             }
         };
         Ok(Totals {
-            files: one("SELECT COUNT(*) FROM files").await?,
+            // Files with a name: those only the trash names are its own figure.
+            files: one("SELECT COUNT(*) FROM files f WHERE EXISTS (SELECT 1 FROM entries e WHERE e.file_id = f.file_id)").await?,
             dirs: one("SELECT COUNT(*) FROM entries WHERE is_dir = 1 AND id != 1").await?,
-            logical_bytes: one("SELECT COALESCE(SUM(size), 0) FROM files").await?,
+            logical_bytes: one("SELECT COALESCE(SUM(size), 0) FROM files f WHERE EXISTS (SELECT 1 FROM entries e WHERE e.file_id = f.file_id)").await?,
             segments: one("SELECT COUNT(*) FROM segments").await?,
             missing_parts: one("SELECT COUNT(*) FROM parts WHERE state != 0").await?,
             intents: one("SELECT COUNT(*) FROM intents").await?,

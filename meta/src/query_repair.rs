@@ -278,7 +278,8 @@ impl MetaDb {
             .int(0, "count")
     }
 
-    /// One path naming `file_id` (a copy may give it several), `None` if none does.
+    /// One path naming `file_id` (a copy may give it several), else the path it had when it
+    /// went to the trash (the newest trash entry's), `None` if none does.
     pub async fn path_of_file(&self, file_id: FileId) -> Res<Option<String>> {
         let rows = sqlx::query(
             "WITH RECURSIVE up(id, parent, name, depth) AS (
@@ -294,7 +295,20 @@ impl MetaDb {
         .await
         .db("find a file's path")?;
         if rows.is_empty() {
-            return Ok(None);
+            let trashed = sqlx::query(
+                "SELECT path FROM trash WHERE file_id = ? ORDER BY deleted_ms DESC, id DESC LIMIT 1",
+            )
+            .bind(file_id.to_bytes().to_vec())
+            .fetch_optional(&self.pool())
+            .await
+            .db("find a file's path in the trash")?;
+            return trashed
+                .map(|r| {
+                    Cols::new(&r, "trash")
+                        .key(format!("file {file_id}"))
+                        .col(0, "path")
+                })
+                .transpose();
         }
         let mut path = String::new();
         for r in &rows {

@@ -19,7 +19,7 @@ use wormfs_parts::codec::CodecId;
 use wormfs_parts::ids::{ClusterId, DiskId, FileId};
 use wormfs_parts::layout::Geometry;
 
-const VARIANTS: usize = 33;
+const VARIANTS: usize = 37;
 
 fn variant(c: &CommandV1) -> &'static str {
     match c {
@@ -56,6 +56,10 @@ fn variant(c: &CommandV1) -> &'static str {
         CommandV1::RequestScrub { .. } => "RequestScrub",
         CommandV1::SetBrakes { .. } => "SetBrakes",
         CommandV1::MoveParts { .. } => "MoveParts",
+        CommandV1::SetTrash { .. } => "SetTrash",
+        CommandV1::RestoreTrash { .. } => "RestoreTrash",
+        CommandV1::PurgeTrash { .. } => "PurgeTrash",
+        CommandV1::SetRetention { .. } => "SetRetention",
     }
 }
 
@@ -342,6 +346,20 @@ fn samples() -> Vec<CommandV1> {
             }],
             reason: "rebalance: disk 4 at 12% free, the cluster at 31%".into(),
             time_ms: T,
+        },
+        CommandV1::SetTrash { enabled: true },
+        CommandV1::RestoreTrash {
+            id: 17,
+            to: "/films/restored.mkv".into(),
+            time_ms: T,
+        },
+        CommandV1::PurgeTrash {
+            ids: vec![3, 5],
+            deleted_before_ms: Some(T - 30 * 86_400_000),
+        },
+        CommandV1::SetRetention {
+            path: "/archive".into(),
+            retain_ms: Some(30 * 86_400_000),
         },
     ]
 }

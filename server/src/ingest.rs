@@ -597,6 +597,9 @@ impl Store {
         if req.path.is_root() {
             return Err(StoreError::BadRequest("cannot write a file at /".into()));
         }
+        if req.conflict == Conflict::Replace {
+            self.check_not_retained(&req.path).await?;
+        }
         let threshold = self.storage.small_file_threshold_bytes;
         let mut src = Source::new(rest);
         let mut head = Vec::new();
@@ -700,6 +703,7 @@ impl Store {
         rest: R,
     ) -> Result<IngestResult, StoreError> {
         let rec = self.file_at(path).await?;
+        self.check_not_retained(path).await?;
         let file_id = rec.file_id;
         let intent = FileId::mint();
         let lease = self.begin_intent(intent, path, Some(file_id)).await?;

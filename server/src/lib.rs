@@ -17,6 +17,7 @@ pub mod peer;
 pub mod read;
 pub mod store;
 pub mod sweeper;
+pub mod trash;
 pub mod webdav_backend;
 pub mod webdav_face;
 mod webdav_lookups;

@@ -356,6 +356,10 @@ impl Node {
             crate::meta_backup::run(self.store.clone(), self.shutdown.clone())
                 .instrument(tracing::info_span!("meta_backup")),
         );
+        self.tasks.spawn(
+            crate::trash::run(self.store.clone(), self.shutdown.clone())
+                .instrument(tracing::info_span!("trash")),
+        );
     }
 
     /// Stops background tasks, then Raft, then closes the metadata, in that order.

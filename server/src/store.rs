@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use serde::Serialize;
-use wormfs_config::{Config, IngestConfig, RepairConfig, ScrubConfig, StorageConfig};
+use wormfs_config::{
+    Config, IngestConfig, RepairConfig, RetentionConfig, ScrubConfig, StorageConfig,
+};
 
 use crate::consensus::{Consensus, ConsensusError};
 use wormfs_meta::command::{CommandV1, DiskStatus, Outcome, Rejection};
@@ -58,6 +60,8 @@ pub struct Counters {
     pub unreadable: AtomicU64,
     /// Orphan parts removed by the sweeper.
     pub orphans_swept: AtomicU64,
+    /// Sweeps finished (the trash's space check waits for one after it purges).
+    pub sweeps: AtomicU64,
 }
 
 /// One node's storage engine.
@@ -84,6 +88,8 @@ pub struct Store {
     pub repair: RepairConfig,
     /// Scrub settings.
     pub scrub: ScrubConfig,
+    /// The trash's settings (this node's; the leader's apply).
+    pub retention: RetentionConfig,
     /// Self-healing's runtime state (what runs now, counters, heal on read).
     pub healing: crate::healing::Healing,
     /// Metadata backups on this node's disks: settings and the last result.
@@ -115,6 +121,7 @@ impl Store {
             data,
             repair: cfg.repair.clone(),
             scrub: cfg.scrub.clone(),
+            retention: cfg.retention.clone(),
             healing: crate::healing::Healing::default(),
             backups: crate::meta_backup::MetaBackups::new(cfg.meta.clone()),
             disk_status_cache: std::sync::Mutex::new((u64::MAX, Arc::default())),
@@ -310,6 +317,25 @@ impl Store {
             .file(file_id)
             .await?
             .ok_or_else(|| Rejection::NotFound(path.to_string()))?)
+    }
+
+    /// Refuses at once, before any byte is written, a change the commit would refuse: the file
+    /// at `path` is retained (its retention ends after now).
+    pub async fn check_not_retained(&self, path: &TreePath) -> Result<(), StoreError> {
+        let until = self
+            .meta
+            .retention(path)
+            .await?
+            .and_then(|r| r.retain_until_ms)
+            .filter(|&u| u > now_ms());
+        match until {
+            Some(until_ms) => Err(Rejection::Retained {
+                path: path.to_string(),
+                until_ms,
+            }
+            .into()),
+            None => Ok(()),
+        }
     }
 
     /// Creates a directory.

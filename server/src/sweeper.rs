@@ -112,5 +112,6 @@ pub async fn sweep(store: &Arc<Store>) -> Result<SweepReport, StoreError> {
         .counters
         .orphans_swept
         .fetch_add(report.removed, Ordering::Relaxed);
+    store.counters.sweeps.fetch_add(1, Ordering::Relaxed);
     Ok(report)
 }

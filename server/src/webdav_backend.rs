@@ -103,6 +103,7 @@ pub(crate) fn store_err(e: StoreError, writing: bool) -> BackendError {
             Rejection::IsADirectory(_) | Rejection::NotEmpty(_) | Rejection::InvalidPath(_) => {
                 BackendError::Forbidden(r.to_string())
             }
+            Rejection::Retained { .. } => BackendError::Retained(r.to_string()),
             other => BackendError::Other(other.to_string()),
         },
         StoreError::Unavailable(why) if writing => BackendError::InsufficientStorage(why),
@@ -200,6 +201,8 @@ impl Backend for StoreBackend {
                 if opts.create_new {
                     return Err(BackendError::Exists);
                 }
+                // A retained file: refused before the body, as the commit would after it.
+                self.store.check_not_retained(&p).await.map_err(werr)?;
             }
             let client = match &opts.principal {
                 Some(u) => format!("webdav:{u}"),

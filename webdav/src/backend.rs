@@ -42,6 +42,10 @@ pub enum BackendError {
     /// The operation is not allowed here.
     #[error("forbidden: {0}")]
     Forbidden(String),
+    /// A retained file (or a directory holding one) cannot change yet: answered 403 with
+    /// this sentence (which says until when) as the body.
+    #[error("{0}")]
+    Retained(String),
     /// Not enough space to store the file.
     #[error("insufficient storage: {0}")]
     InsufficientStorage(String),

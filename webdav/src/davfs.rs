@@ -189,6 +189,10 @@ fn fs_err(e: BackendError) -> FsError {
         BackendError::NotFound => FsError::NotFound,
         BackendError::Exists => FsError::Exists,
         BackendError::BadPath(_) | BackendError::Forbidden(_) => FsError::Forbidden,
+        BackendError::Retained(why) => {
+            crate::note_refusal(&why);
+            FsError::Forbidden
+        }
         BackendError::InsufficientStorage(why) => {
             tracing::warn!("webdav: insufficient storage: {why}");
             FsError::InsufficientStorage

@@ -157,7 +157,12 @@ where
         let face = face.clone();
         let span = tracing::info_span!("webdav", method = %req.method(), path = %req.uri().path(), user = tracing::field::Empty);
         let fragment = fragments.take(req.method().as_str(), req.uri().path());
-        async move { Ok::<_, std::convert::Infallible>(respond(&face, req, fragment, peer.ip()).await) }
+        let answer = async move {
+            let resp = respond(&face, req, fragment, peer.ip()).await;
+            Ok::<_, std::convert::Infallible>(with_refusal(resp))
+        };
+        REFUSAL
+            .scope(std::cell::RefCell::new(None), answer)
             .instrument(span)
     });
     let conn = hyper::server::conn::http1::Builder::new()
@@ -173,6 +178,29 @@ where
     tokio::select! {
         r = conn.as_mut() => if let Err(e) = r { tracing::debug!("webdav connection: {e}") },
         _ = stop.cancelled() => conn.as_mut().graceful_shutdown(),
+    }
+}
+
+tokio::task_local! {
+    /// Why the backend refused a change to a retained file during this request, for the 403's
+    /// body (dav-server answers an `FsError` with an empty body).
+    static REFUSAL: std::cell::RefCell<Option<String>>;
+}
+
+/// Records why this request's change was refused (see [`REFUSAL`]).
+pub(crate) fn note_refusal(why: &str) {
+    let _ = REFUSAL.try_with(|c| *c.borrow_mut() = Some(why.to_owned()));
+}
+
+/// A 403 whose refusal was noted gets the sentence as its body.
+fn with_refusal(resp: Resp) -> Resp {
+    let why = REFUSAL.try_with(|c| c.borrow_mut().take()).ok().flatten();
+    match why {
+        Some(why) if resp.status() == StatusCode::FORBIDDEN => {
+            tracing::info!("refused: {why}");
+            status_response(StatusCode::FORBIDDEN, &why)
+        }
+        _ => resp,
     }
 }
 

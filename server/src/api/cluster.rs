@@ -54,6 +54,13 @@ pub(super) async fn status(State(st): State<ApiState>) -> ApiResult<Json<StatusR
         disk_bytes_used: raw,
         read_only: st.store.consensus.read_only(),
         raft: st.store.consensus.status(),
+        trash: st
+            .store
+            .meta
+            .trash_totals()
+            .await
+            .map_err(StoreError::from)?
+            .into(),
         counters: StatusCounters {
             ingests_committed: c.ingests_committed.load(Ordering::Relaxed),
             ingests_failed: c.ingests_failed.load(Ordering::Relaxed),
@@ -69,6 +76,13 @@ pub(super) async fn status(State(st): State<ApiState>) -> ApiResult<Json<StatusR
 pub(super) async fn disks(State(st): State<ApiState>) -> ApiResult<Json<DisksResponse>> {
     Ok(Json(DisksResponse {
         disks: st.store.disk_reports().await?,
+        trash: st
+            .store
+            .meta
+            .trash_totals()
+            .await
+            .map_err(StoreError::from)?
+            .into(),
     }))
 }
 

@@ -28,6 +28,7 @@ mod files;
 mod healing;
 mod locks;
 mod namespace;
+mod trash;
 pub mod types;
 
 /// Shared state of the API.
@@ -72,6 +73,7 @@ impl From<StoreError> for ApiError {
                 Rejection::InvalidPath(_) | Rejection::Invalid(_) => {
                     (StatusCode::BAD_REQUEST, ErrorKind::BadRequest)
                 }
+                Rejection::Retained { .. } => (StatusCode::FORBIDDEN, ErrorKind::Retained),
             },
             StoreError::BadRequest(_) => (StatusCode::BAD_REQUEST, ErrorKind::BadRequest),
             StoreError::Consensus(ConsensusError::NoQuorum(_)) => {
@@ -278,6 +280,18 @@ pub fn routes() -> Vec<Route> {
         Route::new(Put, "/api/v1/policy", namespace::policy_set_root).body::<PolicyRequest>(),
         Route::new(Get, "/api/v1/policy/{*path}", namespace::policy_get).answer::<PolicyResponse>(),
         Route::new(Put, "/api/v1/policy/{*path}", namespace::policy_set).body::<PolicyRequest>(),
+        Route::new(Put, "/api/v1/retention", trash::retention_set_root).body::<RetentionRequest>(),
+        Route::new(Put, "/api/v1/retention/{*path}", trash::retention_set)
+            .body::<RetentionRequest>(),
+        Route::new(Get, "/api/v1/trash", trash::list)
+            .query::<TrashQuery>()
+            .answer::<TrashResponse>(),
+        Route::new(Post, "/api/v1/trash/restore", trash::restore)
+            .body::<TrashRestoreRequest>()
+            .answer::<TrashRestoreResponse>(),
+        Route::new(Post, "/api/v1/trash/empty", trash::empty)
+            .body::<TrashEmptyRequest>()
+            .answer::<TrashEmptyResponse>(),
         Route::new(Get, "/api/v1/health/report", healing::health_report).answer::<HealthReport>(),
         Route::new(Get, "/api/v1/repair", healing::repair_status).answer::<RepairStatus>(),
         Route::new(Post, "/api/v1/repair/pause", healing::repair_pause).answer::<RepairStatus>(),

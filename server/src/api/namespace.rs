@@ -82,11 +82,20 @@ pub(super) async fn stat(
             .effective_policy(&path)
             .await
             .map_err(StoreError::from)?;
+        let retention = st
+            .store
+            .meta
+            .retention(&path)
+            .await
+            .map_err(StoreError::from)?
+            .unwrap_or_default();
         return Ok(Json(StatResponse::Dir(DirStat {
             path: path.to_string(),
             mtime_ms: entry.mtime_ms,
             policy: entry.policy,
             effective_policy: policy,
+            retain_ms: retention.retain_ms,
+            effective_retain_ms: retention.effective_ms,
         })));
     }
     let Some(fid) = entry.file_id else {
@@ -208,6 +217,13 @@ pub(super) async fn stat(
         source: rec.source,
         segments,
         tolerance: tol,
+        retained_until_ms: st
+            .store
+            .meta
+            .retention(&path)
+            .await
+            .map_err(StoreError::from)?
+            .and_then(|r| r.retain_until_ms),
     }))))
 }
 

@@ -60,6 +60,9 @@ pub enum ErrorKind {
     Conflict,
     /// 409: a node removal refused (the node was heard from recently).
     Refused,
+    /// 403: a retained file (or a directory holding one) cannot be deleted, replaced, moved,
+    /// renamed or appended to yet; the message says until when (RFC 3339, UTC).
+    Retained,
     /// 416: a range that starts past the end of the file.
     BadRange,
     /// 423: a WebDAV lock is in the way.
@@ -149,6 +152,45 @@ pub struct LocksQuery {
     /// Remove the WebDAV locks in the way instead of answering 423.
     #[serde(default)]
     pub break_locks: bool,
+}
+
+/// Query of `GET /api/v1/trash`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct TrashQuery {
+    /// Only the files deleted at this path or below it (their original paths).
+    #[serde(default)]
+    pub path: Option<String>,
+}
+
+/// Body of `POST /api/v1/trash/restore`: the trash entry `id`, or else the newest one whose
+/// original path is `path`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct TrashRestoreRequest {
+    /// The file's original path.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// The trash entry's id (as `GET /api/v1/trash` lists it).
+    #[serde(default)]
+    pub id: Option<u64>,
+    /// Where it goes (its original path by default); refused if something is there.
+    #[serde(default)]
+    pub to: Option<String>,
+}
+
+/// Body of `POST /api/v1/trash/empty`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct TrashEmptyRequest {
+    /// Only what was deleted more than this many days ago (fractions allowed); all by default.
+    #[serde(default)]
+    pub older_than_days: Option<f64>,
+}
+
+/// Body of `PUT /api/v1/retention/...`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RetentionRequest {
+    /// A duration such as `30d`, `12h`, `90s`, `1y` (units s, m, h, d, w, y), or `null` (or
+    /// `none`) to inherit the parent's again. Applies to files written afterwards.
+    pub retain: Option<String>,
 }
 
 /// Query of `DELETE /api/v1/files/...`.
@@ -246,6 +288,9 @@ pub struct StatusResponse {
     pub counters: StatusCounters,
     /// This node's last metadata backup to its disks.
     pub meta_backup: BackupStatus,
+    /// What the trash holds (not counted in `files` and `logical_bytes`).
+    #[serde(default)]
+    pub trash: TrashFigures,
 }
 
 /// `health` of the status.
@@ -286,6 +331,103 @@ pub struct DisksResponse {
     /// Every disk of the cluster, with what this node sees of its own.
     #[serde(with = "disk_reports")]
     pub disks: Vec<DiskReport>,
+    /// What the trash holds (its parts are on these disks until it is emptied).
+    #[serde(default)]
+    pub trash: TrashFigures,
+}
+
+/// What the trash holds, in `status` and `disks`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrashFigures {
+    /// Whether deletes go to the trash now (the replicated setting).
+    pub enabled: bool,
+    /// Trash entries.
+    pub entries: u64,
+    /// Files named only by the trash: what emptying it frees.
+    pub files: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Their parts' bytes on the disks (parity or copies included).
+    pub stored_bytes: u64,
+}
+
+impl From<wormfs_meta::TrashTotals> for TrashFigures {
+    fn from(t: wormfs_meta::TrashTotals) -> Self {
+        Self {
+            enabled: t.enabled,
+            entries: t.entries,
+            files: t.files,
+            bytes: t.bytes,
+            stored_bytes: t.stored_bytes,
+        }
+    }
+}
+
+/// A file in the trash.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrashItem {
+    /// The trash entry's id.
+    pub id: u64,
+    /// Its full path when it was deleted or replaced.
+    pub path: String,
+    /// When (ms since the epoch).
+    pub deleted_ms: u64,
+    /// Its last change before (ms since the epoch).
+    pub mtime_ms: u64,
+    /// The file's id.
+    pub file_id: FileId,
+    /// Bytes.
+    pub size: u64,
+    /// Bytes its parts take on the disks.
+    pub stored_bytes: u64,
+    /// The file still has a name outside the trash (a copy): purging this entry frees nothing.
+    pub shared: bool,
+}
+
+impl From<wormfs_meta::TrashEntry> for TrashItem {
+    fn from(e: wormfs_meta::TrashEntry) -> Self {
+        Self {
+            id: e.id,
+            path: e.path,
+            deleted_ms: e.deleted_ms,
+            mtime_ms: e.mtime_ms,
+            file_id: e.file_id,
+            size: e.size,
+            stored_bytes: e.stored_bytes,
+            shared: e.shared,
+        }
+    }
+}
+
+/// Answer of `GET /api/v1/trash`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrashResponse {
+    /// The entries, oldest first.
+    pub entries: Vec<TrashItem>,
+    /// The whole trash's figures (not only the entries listed).
+    pub totals: TrashFigures,
+    /// Days a file stays in the trash on this node's config (0: the trash is off).
+    pub trash_days: f64,
+}
+
+/// Answer of `POST /api/v1/trash/restore`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrashRestoreResponse {
+    /// The trash entry restored.
+    pub id: u64,
+    /// Its original path.
+    pub from: String,
+    /// Where it is now.
+    pub to: String,
+}
+
+/// Answer of `POST /api/v1/trash/empty`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrashEmptyResponse {
+    /// Trash entries dropped.
+    pub entries: u64,
+    /// Bytes of the files freed (their parts go at the sweeper's next pass).
+    pub bytes: u64,
 }
 
 /// Answer of `GET /api/v1/ingest`: this node's drop folders.
@@ -395,6 +537,12 @@ pub struct DirStat {
     pub policy: Option<String>,
     /// The policy new files in it get (`null`: the node's default).
     pub effective_policy: Option<String>,
+    /// Its own retention in ms (`null`: inherited).
+    #[serde(default)]
+    pub retain_ms: Option<u64>,
+    /// The retention files written in it get, in ms (`null`: none).
+    #[serde(default)]
+    pub effective_retain_ms: Option<u64>,
 }
 
 /// A file's stat (with `"kind": "file"`).
@@ -424,6 +572,10 @@ pub struct FileStat {
     pub segments: Vec<SegmentStat>,
     /// The failures it survives.
     pub tolerance: Tolerance,
+    /// Until when (ms since the epoch) it cannot be deleted, replaced, moved or renamed
+    /// (`null`: never retained; a past time: its retention has ended).
+    #[serde(default)]
+    pub retained_until_ms: Option<u64>,
 }
 
 /// A segment of a file's stat.
@@ -889,9 +1041,13 @@ mod tests {
             DiskState::ReadOnly,
             DiskState::Missing,
         ] {
-            same_as_engine(&json!({ "disks": [disk(s)] }), || DisksResponse {
-                disks: vec![disk(s)],
-            });
+            same_as_engine(
+                &json!({ "disks": [disk(s)], "trash": TrashFigures::default() }),
+                || DisksResponse {
+                    disks: vec![disk(s)],
+                    trash: TrashFigures::default(),
+                },
+            );
         }
         let result = IngestResult {
             path: "/a".into(),
@@ -995,6 +1151,7 @@ mod tests {
                 machines: 0,
                 summary: "empty file: nothing to lose".into(),
             },
+            retained_until_ms: None,
         };
         let text = serde_json::to_string(&StatResponse::File(Box::new(file))).unwrap();
         let back: StatResponse = serde_json::from_str(&text).unwrap();
@@ -1023,10 +1180,13 @@ mod tests {
             mtime_ms: 1,
             policy: None,
             effective_policy: None,
+            retain_ms: None,
+            effective_retain_ms: None,
         });
         assert_eq!(
             serde_json::to_value(&dir).unwrap(),
-            json!({"kind": "dir", "path": "/", "mtime_ms": 1, "policy": null, "effective_policy": null})
+            json!({"kind": "dir", "path": "/", "mtime_ms": 1, "policy": null, "effective_policy": null,
+                   "retain_ms": null, "effective_retain_ms": null})
         );
         let v: Value = serde_json::to_value(PolicyRequest { policy: None }).unwrap();
         assert_eq!(v, json!({ "policy": null }));

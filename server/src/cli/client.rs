@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{exit, CliError};
-use crate::api::types::{BrokenLocks, ErrorBody, LockInfo};
+use crate::api::types::{BrokenLocks, ErrorBody, ErrorKind, LockInfo};
 
 /// A node's API, with the token and the output mode.
 pub(super) struct Client {
@@ -59,11 +59,13 @@ impl Client {
             return Ok(r);
         }
         let status = r.status();
-        let msg = match r.json::<ErrorBody>().await {
-            Ok(body) => body.error,
-            Err(_) => status.as_str().to_owned(),
+        let (msg, kind) = match r.json::<ErrorBody>().await {
+            Ok(body) => (body.error, Some(body.kind)),
+            Err(_) => (status.as_str().to_owned(), None),
         };
         let code = match status.as_u16() {
+            // A retained file: a conflict, not a matter of credentials.
+            _ if kind == Some(ErrorKind::Retained) => exit::CONFLICT,
             400 | 416 => exit::USAGE,
             401 | 403 => exit::AUTH,
             404 => exit::NOT_FOUND,

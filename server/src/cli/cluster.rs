@@ -19,6 +19,15 @@ pub enum AdminCmd {
     Sweep,
     /// Write a backup of the metadata to this node's disks now (docs/operations.md).
     Backup,
+    /// Offline, on a stopped node: clear the retention of the files at PATH and below (each
+    /// logged to stderr and DATA_DIR/unlock.log). In a cluster: on every machine, all stopped.
+    Unlock {
+        /// The file or directory.
+        path: String,
+        /// Config and data folder, as for `serve`.
+        #[command(flatten)]
+        serve: Box<super::local::ServeArgs>,
+    },
 }
 
 /// `wormfs node ...`
@@ -114,6 +123,14 @@ pub(super) async fn status(c: &Client) -> anyhow::Result<()> {
         "missing parts: {}   ingests in progress: {}",
         v.missing_parts, v.ingests_in_progress
     );
+    let t = v.trash;
+    println!(
+        "trash:    {} file(s), {} ({} on the disks){}",
+        t.files,
+        human(t.bytes),
+        human(t.stored_bytes),
+        if t.enabled { "" } else { "; the trash is off" }
+    );
     println!(
         "raft:     term {} leader {} applied {}",
         v.raft.term,
@@ -152,6 +169,13 @@ pub(super) async fn disks(c: &Client) -> anyhow::Result<()> {
             }
         );
     }
+    let t = v.trash;
+    println!(
+        "trash: {} file(s), {} ({} of the disks' space, freed when they expire or on `wormfs trash empty`)",
+        t.files,
+        human(t.bytes),
+        human(t.stored_bytes)
+    );
     Ok(())
 }
 
@@ -175,6 +199,10 @@ pub(super) async fn admin(c: &Client, cmd: AdminCmd) -> anyhow::Result<()> {
             } else {
                 println!("{}", super::healing::backup_line(&v));
             }
+        }
+        // Offline: `run` dispatches it before any client is made.
+        AdminCmd::Unlock { .. } => {
+            anyhow::bail!(super::CliError::usage("admin unlock runs offline"))
         }
     }
     Ok(())

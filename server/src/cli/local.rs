@@ -102,7 +102,7 @@ pub enum WebdavCmd {
 }
 
 /// Loads the config for a local command, as `serve` would.
-fn local_config(args: &ServeArgs) -> anyhow::Result<wormfs_config::Config> {
+pub(super) fn local_config(args: &ServeArgs) -> anyhow::Result<wormfs_config::Config> {
     wormfs_config::load(args.config.as_deref(), std::env::vars(), &args.overrides())
         .map_err(|e| CliError::usage(e.to_string()).into())
 }

@@ -29,11 +29,13 @@ mod healing;
 mod ingest;
 mod local;
 mod namespace;
+mod trash;
 
 pub use cluster::{AdminCmd, NodeCmd};
 pub use healing::{DiskCmd, RepairCmd, ScrubArgs, ScrubCmd};
 pub use local::{ConfigCmd, ServeArgs, WebdavCmd};
 pub use namespace::PolicyCmd;
+pub use trash::TrashCmd;
 
 use client::Client;
 
@@ -255,9 +257,12 @@ pub enum Cmd {
         #[arg(long)]
         break_locks: bool,
     },
-    /// Directory policies.
+    /// Directory policies: storage (ec:K+M, copies:N) and retention (retain:30d).
     #[command(subcommand)]
     Policy(PolicyCmd),
+    /// The trash: deleted and replaced files, kept `retention.trash_days`.
+    #[command(subcommand)]
+    Trash(TrashCmd),
     /// List disks.
     Disks,
     /// Show the node's status.
@@ -358,6 +363,7 @@ pub async fn run(cli: Cli, host: &impl NodeHost) -> anyhow::Result<()> {
             local::recover_from_disks(host, &serve, r).await?
         }
         Cmd::Recover { force, serve, .. } => local::recover(host, &serve, force).await?,
+        Cmd::Admin(AdminCmd::Unlock { path, serve }) => trash::unlock(host, &serve, &path).await?,
         Cmd::Config(c) => local::config(c)?,
         Cmd::Webdav(WebdavCmd::HashPassword) => local::hash_password()?,
         Cmd::Discover { wait } => local::discover(wait, json).await?,
@@ -398,6 +404,7 @@ pub async fn run(cli: Cli, host: &impl NodeHost) -> anyhow::Result<()> {
             break_locks,
         } => namespace::mv(&client()?, from, to, break_locks).await?,
         Cmd::Policy(p) => namespace::policy(&client()?, p).await?,
+        Cmd::Trash(t) => trash::trash(&client()?, t).await?,
         Cmd::Cluster => cluster::cluster(&client()?).await?,
         Cmd::Status => cluster::status(&client()?).await?,
         Cmd::Disks => cluster::disks(&client()?).await?,
@@ -434,6 +441,13 @@ mod tests {
             vec!["wormfs", "scrub"],
             vec!["wormfs", "scrub", "status"],
             vec!["wormfs", "health"],
+            vec!["wormfs", "trash", "ls", "/a"],
+            vec!["wormfs", "trash", "restore", "/a", "--to", "/b"],
+            vec!["wormfs", "trash", "restore", "--id", "3"],
+            vec!["wormfs", "trash", "empty", "--older-than", "2.5"],
+            vec!["wormfs", "admin", "unlock", "--config", "c.toml", "/a"],
+            vec!["wormfs", "admin", "unlock", "--data-dir", "d", "/a"],
+            vec!["wormfs", "policy", "set", "/a", "retain:30d"],
         ] {
             Cli::try_parse_from(&args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
         }

@@ -4,9 +4,11 @@ use clap::Subcommand;
 
 use super::client::{enc, human, print_json, Client};
 use crate::api::types::{
-    FileStat, ListResponse, MkdirQuery, MvRequest, PolicyRequest, PolicyResponse, RmQuery,
-    StatResponse,
+    FileStat, ListResponse, MkdirQuery, MvRequest, PolicyRequest, PolicyResponse, RetentionRequest,
+    RmQuery, StatResponse,
 };
+use crate::trash::format_retain;
+use wormfs_meta::command::rfc3339_ms;
 use wormfs_meta::EntryKind;
 
 /// `wormfs policy ...`
@@ -18,7 +20,8 @@ pub enum PolicyCmd {
         #[arg(default_value = "/")]
         dir: String,
     },
-    /// Set a directory's policy (ec:K+M, copies:N, or inherit).
+    /// Set a directory's policy (ec:K+M, copies:N, or inherit), or its retention
+    /// (retain:30d, retain:12h, retain:none) without touching the storage policy.
     Set {
         /// Directory.
         dir: String,
@@ -55,9 +58,14 @@ pub(super) async fn stat(c: &Client, path: &str) -> anyhow::Result<()> {
     }
     match v {
         StatResponse::Dir(d) => println!(
-            "{}: directory, policy {}",
+            "{}: directory, policy {}{}",
             d.path,
-            d.effective_policy.as_deref().unwrap_or("default")
+            d.effective_policy.as_deref().unwrap_or("default"),
+            match (d.effective_retain_ms, d.retain_ms) {
+                (Some(r), Some(_)) => format!(", retain:{}", format_retain(r)),
+                (Some(r), None) => format!(", retain:{} (inherited)", format_retain(r)),
+                (None, _) => String::new(),
+            }
         ),
         StatResponse::File(f) => print_file_stat(&f),
     }
@@ -76,6 +84,14 @@ fn print_file_stat(f: &FileStat) {
     );
     println!("etag:     {}", f.etag);
     println!("file id:  {}", f.file_id);
+    if let Some(until) = f.retained_until_ms {
+        let now = wormfs_parts::fsutil::now_ms();
+        println!(
+            "retained until {}{}",
+            rfc3339_ms(until),
+            if until <= now { " (ended)" } else { "" }
+        );
+    }
     println!("survives: {}", f.tolerance.summary);
     for s in &f.segments {
         println!(
@@ -172,7 +188,38 @@ pub(super) async fn policy(c: &Client, cmd: PolicyCmd) -> anyhow::Result<()> {
                     v.small_file_threshold_bytes,
                     v.small_files
                 );
+                let st: StatResponse = c.get_json(&format!("/api/v1/stat/{}", enc(&dir)?)).await?;
+                if let StatResponse::Dir(d) = st {
+                    if let Some(r) = d.effective_retain_ms {
+                        println!(
+                            "{}: retain:{}{}",
+                            v.path,
+                            format_retain(r),
+                            if d.retain_ms.is_none() {
+                                " (inherited)"
+                            } else {
+                                ""
+                            }
+                        );
+                    }
+                }
             }
+        }
+        PolicyCmd::Set { dir, policy } if policy.starts_with("retain:") => {
+            let retain = &policy["retain:".len()..];
+            if let Err(e) = crate::trash::parse_retain(retain) {
+                anyhow::bail!(super::CliError::usage(e));
+            }
+            let body = RetentionRequest {
+                retain: (retain != "none").then(|| retain.to_owned()),
+            };
+            let rq = c
+                .req(
+                    reqwest::Method::PUT,
+                    &format!("/api/v1/retention/{}", enc(&dir)?),
+                )
+                .json(&body);
+            c.check(rq.send().await?).await?;
         }
         PolicyCmd::Set { dir, policy } => {
             let body = PolicyRequest {

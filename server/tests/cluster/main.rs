@@ -12,4 +12,5 @@ mod cluster_healing;
 mod cluster_mdns;
 mod cluster_processes;
 mod cluster_recovery;
+mod cluster_trash;
 mod mdns_namespace;

@@ -499,6 +499,8 @@ async fn sweeper_removes_orphans_only() {
     let t = tempfile::tempdir().unwrap();
     let mut cfg = config(t.path(), 4096, 64 * 1024);
     cfg.ingest.orphan_grace_ms = cfg.ingest.lease_ms;
+    // No trash: the removed file's parts are orphans at once.
+    cfg.retention.trash_ms = 0;
     let node = start(&cfg).await;
     let store = node.store.clone();
     put(&store, "/keep", Some("ec:4+2"), &random_bytes(100_000, 1))

@@ -14,5 +14,6 @@ mod drop_folders;
 mod files_on_disk;
 mod recovery;
 mod self_healing;
+mod trash_retention;
 mod webdav_http;
 mod webdav_safety;

@@ -137,6 +137,7 @@ pub(super) async fn status(c: &Client) -> anyhow::Result<()> {
         or_null(v.raft.leader),
         or_null(v.raft.last_applied)
     );
+    println!("{}", super::healing::backup_line(&v.meta_backup));
     Ok(())
 }
 

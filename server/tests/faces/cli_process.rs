@@ -88,6 +88,8 @@ fn cli_against_a_live_node() {
     s.ok(&["rm", "/Music/a.nfo"]);
     let status = s.json(&["status"]);
     assert_eq!(status["files"], 2);
+    let text = s.ok(&["status"]);
+    assert!(text.contains("metadata backup:"), "{text}");
     assert_eq!(s.json(&["disks"])["disks"].as_array().unwrap().len(), 6);
 
     // Exit codes.

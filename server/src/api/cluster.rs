@@ -54,13 +54,7 @@ pub(super) async fn status(State(st): State<ApiState>) -> ApiResult<Json<StatusR
         disk_bytes_used: raw,
         read_only: st.store.consensus.read_only(),
         raft: st.store.consensus.status(),
-        trash: st
-            .store
-            .meta
-            .trash_totals()
-            .await
-            .map_err(StoreError::from)?
-            .into(),
+        trash: trash_figures(&st).await?,
         counters: StatusCounters {
             ingests_committed: c.ingests_committed.load(Ordering::Relaxed),
             ingests_failed: c.ingests_failed.load(Ordering::Relaxed),
@@ -73,16 +67,21 @@ pub(super) async fn status(State(st): State<ApiState>) -> ApiResult<Json<StatusR
     }))
 }
 
+/// What the trash holds, for the status and the disks.
+async fn trash_figures(st: &ApiState) -> ApiResult<super::types::TrashFigures> {
+    Ok(st
+        .store
+        .meta
+        .trash_totals()
+        .await
+        .map_err(StoreError::from)?
+        .into())
+}
+
 pub(super) async fn disks(State(st): State<ApiState>) -> ApiResult<Json<DisksResponse>> {
     Ok(Json(DisksResponse {
         disks: st.store.disk_reports().await?,
-        trash: st
-            .store
-            .meta
-            .trash_totals()
-            .await
-            .map_err(StoreError::from)?
-            .into(),
+        trash: trash_figures(&st).await?,
     }))
 }
 

@@ -187,6 +187,8 @@ pub enum Role {
     ReadOnly,
     /// Read and write.
     ReadWrite,
+    /// Read and write, and administer the cluster (the admin page).
+    Admin,
 }
 
 /// What the WebDAV face does with the metadata files Finder writes (`.DS_Store`, `._name`).
@@ -277,9 +279,10 @@ choice!(MacMetadata, "macOS metadata handling", r#""store" or "discard""#, {
     Discard => "discard",
 });
 
-choice!(Role, "role", r#""ro" or "rw""#, {
+choice!(Role, "role", r#""ro", "rw" or "admin""#, {
     ReadOnly => "ro",
     ReadWrite => "rw",
+    Admin => "admin",
 });
 
 choice!(LogFormat, "log format", r#""text" or "json""#, {
@@ -328,7 +331,7 @@ serde_as_str!(
 );
 serde_as_str!(LogFormat, r#"a log format string: "text" or "json""#);
 serde_as_str!(Anonymous, r#"anonymous access: "off", "ro" or "rw""#);
-serde_as_str!(Role, r#"a role: "ro" or "rw""#);
+serde_as_str!(Role, r#"a role: "ro", "rw" or "admin""#);
 serde_as_str!(
     MacMetadata,
     r#"macOS metadata handling: "store" or "discard""#

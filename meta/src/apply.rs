@@ -8,7 +8,7 @@
 
 use sqlx::SqliteConnection;
 
-use super::{apply_dav, apply_repair, apply_trash, apply_tree};
+use super::{apply_accounts, apply_dav, apply_repair, apply_trash, apply_tree};
 use crate::command::{CommandV1, Conflict, NewSegment, Outcome, Rejection, SourceIdentity};
 use crate::error::{DbContext, MetaError, Res};
 use crate::row::Cols;
@@ -510,6 +510,18 @@ pub(crate) async fn apply_command(c: &mut SqliteConnection, cmd: &CommandV1) -> 
         } => apply_trash::purge_trash(c, ids, *deleted_before_ms).await,
         CommandV1::SetRetention { path, retain_ms } => {
             apply_trash::set_retention(c, path, *retain_ms).await
+        }
+        CommandV1::PutUser {
+            user,
+            mode,
+            time_ms,
+        } => apply_accounts::put_user(c, user, *mode, *time_ms).await,
+        CommandV1::RemoveUser { name } => apply_accounts::remove_user(c, name).await,
+        CommandV1::AddToken { token, time_ms } => {
+            apply_accounts::add_token(c, token, *time_ms).await
+        }
+        CommandV1::RevokeToken { name, time_ms } => {
+            apply_accounts::revoke_token(c, name, *time_ms).await
         }
     }
 }

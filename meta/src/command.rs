@@ -595,6 +595,151 @@ pub enum CommandV1 {
         /// The retention in ms, or `None`.
         retain_ms: Option<u64>,
     },
+    /// Adds or changes a WebDAV user (see [`PutMode`]).
+    PutUser {
+        /// The user.
+        user: UserRecord,
+        /// What happens if the name exists.
+        mode: PutMode,
+        /// When.
+        time_ms: u64,
+    },
+    /// Removes a WebDAV user.
+    RemoveUser {
+        /// The name.
+        name: String,
+    },
+    /// Adds an API token. The same hash again changes nothing (a machine registering its local
+    /// token twice); a live token of the same name is refused.
+    AddToken {
+        /// The token.
+        token: TokenRecord,
+        /// When.
+        time_ms: u64,
+    },
+    /// Revokes the live API token of that name: it stops working on every machine.
+    RevokeToken {
+        /// The name.
+        name: String,
+        /// When.
+        time_ms: u64,
+    },
+}
+
+/// What a WebDAV user may do (the cluster's accounts; docs/cluster.md, "Accounts").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccountRole {
+    /// Read only: GET, HEAD, OPTIONS and PROPFIND.
+    Ro,
+    /// Read and write.
+    Rw,
+    /// Read and write, and administer the cluster (the admin page).
+    Admin,
+}
+
+impl AccountRole {
+    /// The role's name, as the config file and the CLI spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountRole::Ro => "ro",
+            AccountRole::Rw => "rw",
+            AccountRole::Admin => "admin",
+        }
+    }
+
+    /// The role named `s`, if any.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "ro" => Some(AccountRole::Ro),
+            "rw" => Some(AccountRole::Rw),
+            "admin" => Some(AccountRole::Admin),
+            _ => None,
+        }
+    }
+
+    /// May write over WebDAV.
+    pub fn can_write(self) -> bool {
+        self != AccountRole::Ro
+    }
+}
+
+/// Where a user came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UserSource {
+    /// Made with `wormfs user add` (or the API).
+    Cli,
+    /// The `admin` user a cluster's first machine generates when no user exists.
+    Generated,
+    /// A `[[webdav.users]]` entry of this node's config file, imported at its start.
+    Config {
+        /// The node.
+        node: u64,
+    },
+}
+
+impl UserSource {
+    /// As the `users.source` column holds it: `cli`, `generated`, `config node N`.
+    pub fn to_column(self) -> String {
+        match self {
+            UserSource::Cli => "cli".into(),
+            UserSource::Generated => "generated".into(),
+            UserSource::Config { node } => format!("config node {node}"),
+        }
+    }
+
+    /// From the `users.source` column.
+    pub fn from_column(s: &str) -> Option<Self> {
+        match s {
+            "cli" => Some(UserSource::Cli),
+            "generated" => Some(UserSource::Generated),
+            _ => s
+                .strip_prefix("config node ")
+                .and_then(|n| n.parse().ok())
+                .map(|node| UserSource::Config { node }),
+        }
+    }
+}
+
+/// A WebDAV user, as the log carries it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    /// The name: 1 to 64 bytes, no `:` and no control characters.
+    pub name: String,
+    /// The password's Argon2 hash (PHC string, `$argon2id$...`); never the password.
+    pub password_hash: String,
+    /// What the user may do.
+    pub role: AccountRole,
+    /// Where it came from.
+    pub source: UserSource,
+}
+
+/// How `PutUser` treats an existing user of that name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PutMode {
+    /// A new user: refused if the name exists.
+    Create,
+    /// A change: refused if the name does not exist.
+    Replace,
+    /// Either (a config file's users, imported at start: the file wins).
+    Upsert,
+    /// The cluster's first user: refused once any user was ever put (the generated `admin`).
+    First,
+}
+
+/// An API token, as the log carries it: its BLAKE3, never the token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// The name: 1 to 64 bytes, no control characters; unique among live tokens.
+    pub name: String,
+    /// BLAKE3 of the token, hex (64 digits).
+    pub hash: String,
+    /// May only read (GET and HEAD on the API).
+    pub read_only: bool,
+    /// The machine whose local `admin-token` file it is, if it is one.
+    pub node: Option<u64>,
 }
 
 /// Why a command was not applied (a normal result).

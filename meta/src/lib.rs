@@ -6,6 +6,9 @@
 //! vote; both run with `synchronous=FULL` and WAL, so a commit is on disk before it returns.
 
 mod apply;
+mod apply_accounts;
+#[cfg(test)]
+mod apply_accounts_tests;
 mod apply_dav;
 mod apply_repair;
 #[cfg(test)]
@@ -43,6 +46,9 @@ use sqlx::sqlite::{
 };
 use sqlx::SqlSafeStr;
 
+pub use apply_accounts::{
+    account_name_problem, AccountsSnapshot, TokenRow, UserRow, MAX_ACCOUNT_NAME,
+};
 pub use apply_trash::{Retention, TrashEntry, TrashTotals};
 pub use query::{
     DirEntry, DiskRecord, EntryKind, FileRecord, IntentRecord, NodeRecord, PartRecord,
@@ -59,6 +65,7 @@ const WEBDAV_SQL: &str = include_str!("../migrations/0003_webdav.sql");
 const DATA_PLANE_SQL: &str = include_str!("../migrations/0004_data_plane.sql");
 const REPAIR_SQL: &str = include_str!("../migrations/0005_repair.sql");
 const TRASH_SQL: &str = include_str!("../migrations/0006_trash.sql");
+const ACCOUNTS_SQL: &str = include_str!("../migrations/0007_accounts.sql");
 
 pub use error::{DbError, MetaError};
 
@@ -166,6 +173,7 @@ impl MetaDb {
             migration(4, "data_plane", DATA_PLANE_SQL),
             migration(5, "repair", REPAIR_SQL),
             migration(6, "trash", TRASH_SQL),
+            migration(7, "accounts", ACCOUNTS_SQL),
         ])
         .run(&pool)
         .await

@@ -12,14 +12,14 @@ use std::path::PathBuf;
 
 use uuid::Uuid;
 use wormfs_meta::command::{
-    Command, CommandV1, Conflict, DeadProp, DiskStatus, Lock, NewSegment, PartRef, RepairedPart,
-    SegmentRef, SourceIdentity,
+    AccountRole, Command, CommandV1, Conflict, DeadProp, DiskStatus, Lock, NewSegment, PartRef,
+    PutMode, RepairedPart, SegmentRef, SourceIdentity, TokenRecord, UserRecord, UserSource,
 };
 use wormfs_parts::codec::CodecId;
 use wormfs_parts::ids::{ClusterId, DiskId, FileId};
 use wormfs_parts::layout::Geometry;
 
-const VARIANTS: usize = 37;
+const VARIANTS: usize = 41;
 
 fn variant(c: &CommandV1) -> &'static str {
     match c {
@@ -60,6 +60,10 @@ fn variant(c: &CommandV1) -> &'static str {
         CommandV1::RestoreTrash { .. } => "RestoreTrash",
         CommandV1::PurgeTrash { .. } => "PurgeTrash",
         CommandV1::SetRetention { .. } => "SetRetention",
+        CommandV1::PutUser { .. } => "PutUser",
+        CommandV1::RemoveUser { .. } => "RemoveUser",
+        CommandV1::AddToken { .. } => "AddToken",
+        CommandV1::RevokeToken { .. } => "RevokeToken",
     }
 }
 
@@ -360,6 +364,30 @@ fn samples() -> Vec<CommandV1> {
         CommandV1::SetRetention {
             path: "/archive".into(),
             retain_ms: Some(30 * 86_400_000),
+        },
+        CommandV1::PutUser {
+            user: UserRecord {
+                name: "ann".into(),
+                password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2g".into(),
+                role: AccountRole::Rw,
+                source: UserSource::Config { node: 3 },
+            },
+            mode: PutMode::Upsert,
+            time_ms: T,
+        },
+        CommandV1::RemoveUser { name: "ann".into() },
+        CommandV1::AddToken {
+            token: TokenRecord {
+                name: "backup-script".into(),
+                hash: "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262".into(),
+                read_only: true,
+                node: Some(2),
+            },
+            time_ms: T,
+        },
+        CommandV1::RevokeToken {
+            name: "backup-script".into(),
+            time_ms: T,
         },
     ]
 }

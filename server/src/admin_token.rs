@@ -1,5 +1,6 @@
-//! The admin API token: a file in the data folder, mode 0600, made at the first start and read
-//! by the node (to check requests) and by the CLI on the same machine (to send it).
+//! This machine's API token: a file in the data folder, mode 0600, made at the first start and
+//! read by the CLI on the same machine (to send it). The node registers it in the cluster's
+//! tokens (see [`crate::accounts`]), so it works on every machine of the cluster.
 
 use std::path::Path;
 
@@ -7,15 +8,6 @@ use anyhow::{bail, Context};
 
 /// Name of the admin token file in the data folder.
 pub const TOKEN_FILE: &str = "admin-token";
-
-/// Generates a random token of 64 hex digits (256 bits).
-fn new_token() -> String {
-    format!(
-        "{:032x}{:032x}",
-        rand::random::<u128>(),
-        rand::random::<u128>()
-    )
-}
 
 /// Reads the token file, refusing one that others can read.
 pub fn read_token(data_dir: &Path) -> anyhow::Result<String> {
@@ -41,10 +33,11 @@ pub fn read_or_create(data_dir: &Path) -> anyhow::Result<String> {
     if path.exists() {
         return read_token(data_dir);
     }
-    let t = new_token();
+    let t = crate::accounts::new_token();
     wormfs_parts::fsutil::write_secret(&path, &t)?;
     eprintln!(
-        "\n  Admin API token (printed once; also in {}, mode 0600):\n    {t}\n",
+        "\n  API token of this machine (printed once; also in {}, mode 0600):\n    {t}\n  \
+         It works on every machine of the cluster; make more with `wormfs token create`.\n",
         path.display()
     );
     Ok(t)

@@ -1,7 +1,6 @@
 //! The `wormfs` binary: `serve` runs a node; every other command is a client of a node's API.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 mod api_listener;
 
@@ -157,11 +156,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let node = Node::start(&cfg).await?;
     let state = ApiState {
         store: node.store.clone(),
-        token: Arc::new(node.token.clone()),
+        accounts: node.accounts.clone(),
         drops: node.drops.clone(),
     };
     // WebDAV is bound before the API, so a caller that sees the API up finds WebDAV up too.
-    let face = wormfs_server::webdav_face::build(&cfg, node.store.clone())?;
+    let face = wormfs_server::webdav_face::build(&cfg, node.store.clone(), &node.accounts).await?;
     let dav_listener = tokio::net::TcpListener::bind(cfg.webdav.listen)
         .await
         .with_context(|| format!("WebDAV: listen on {}", cfg.webdav.listen))?;

@@ -51,8 +51,10 @@ struct NodeIdentity {
 pub struct Node {
     /// The storage engine.
     pub store: Arc<Store>,
-    /// The API token.
+    /// This machine's local API token (`DATA/admin-token`).
     pub token: String,
+    /// The cluster's accounts (users and tokens).
+    pub accounts: Arc<crate::accounts::Accounts>,
     /// Cancelled at shutdown.
     pub shutdown: CancellationToken,
     /// The drop folders' ingest status.
@@ -230,8 +232,14 @@ impl Node {
             cfg,
             data_client,
         ));
+        let accounts = Arc::new(crate::accounts::Accounts::new(
+            store.meta.clone(),
+            ident.node_id,
+            &token,
+        ));
         let node = Node {
             store,
+            accounts,
             token,
             shutdown,
             drops: Arc::default(),
@@ -252,6 +260,7 @@ impl Node {
             )?;
         }
         node.spawn_registration(registration);
+        node.start_accounts(cfg, fresh).await;
         node.spawn_background();
         crate::drop_folders::start(
             node.store.clone(),
@@ -297,6 +306,41 @@ impl Node {
         };
         self.tasks
             .spawn(task.instrument(tracing::info_span!("registration")));
+    }
+
+    /// Tells the cluster's accounts what this node brings (its token, its config's users, the
+    /// first user): a new node before it serves (so the generated password is there when the
+    /// API answers), a restarted one in the background.
+    async fn start_accounts(&self, cfg: &Config, fresh: bool) {
+        use crate::accounts::bootstrap;
+        let plan = bootstrap::Plan::of(cfg, self.store.node_id);
+        if fresh {
+            let once = bootstrap::once(&self.store, &self.accounts, &plan);
+            match tokio::time::timeout(Duration::from_secs(30), once).await {
+                Ok(Ok(())) => return self.spawn_accounts_refresh(),
+                Ok(Err(e)) => tracing::warn!("accounts: not yet told (retrying): {e:#}"),
+                Err(_) => tracing::warn!("accounts: not yet told after 30 s (retrying)"),
+            }
+        }
+        self.tasks.spawn(
+            bootstrap::run(
+                self.store.clone(),
+                self.accounts.clone(),
+                plan,
+                self.shutdown.clone(),
+            )
+            .instrument(tracing::info_span!("accounts_bootstrap")),
+        );
+        self.spawn_accounts_refresh();
+    }
+
+    fn spawn_accounts_refresh(&self) {
+        self.tasks.spawn(
+            self.accounts
+                .clone()
+                .run(self.shutdown.clone())
+                .instrument(tracing::info_span!("accounts")),
+        );
     }
 
     fn spawn_background(&self) {
@@ -390,7 +434,7 @@ fn secret_files(cfg: &Config) -> Vec<PathBuf> {
     let data = &cfg.node.data_dir;
     let mut files = vec![
         data.join(crate::admin_token::TOKEN_FILE),
-        data.join(crate::webdav_face::ADMIN_FILE),
+        data.join(crate::accounts::bootstrap::ADMIN_FILE),
         data.join(PEER_KEY_FILE),
         data.join(crate::data_plane::cert::KEY_FILE),
         cfg.cluster.secret_file.clone(),

@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
@@ -76,14 +76,14 @@ pub struct Caller {
 
 /// The users and the memory of recent logins.
 pub struct Auth {
-    users: HashMap<String, User>,
+    /// The users by name, replaced as a whole when the cluster's accounts change.
+    users: std::sync::RwLock<Arc<HashMap<String, User>>>,
     anonymous: Option<bool>,
     remembered: Mutex<HashMap<[u8; 32], (String, Instant)>>,
     checks: Arc<Semaphore>,
-    /// The parameters of the dummy hash checked for unknown user names (a real user's).
-    dummy_params: Option<(argon2::Algorithm, argon2::Params)>,
-    /// The dummy hash, made at the first unknown name.
-    dummy: OnceLock<String>,
+    /// The dummy hash checked for unknown user names (made at the first unknown name with
+    /// the parameters of a real user's hash), and the parameters it was made with.
+    dummy: Mutex<Option<(DummyParams, String)>>,
     /// Argon2 verifications run (for the tests).
     verifications: AtomicU64,
     throttle: Mutex<Throttle>,
@@ -139,31 +139,55 @@ pub const CHALLENGE: &str = "Basic realm=\"WormFS\", charset=\"UTF-8\"";
 impl Auth {
     /// The checker for `cfg`; a hash that does not parse is an error naming its user.
     pub fn new(cfg: AuthConfig) -> Result<Self, String> {
-        let mut users = HashMap::new();
-        for u in cfg.users {
-            check_hash(&u.password_hash)
-                .map_err(|e| format!("user {:?}: password hash: {e}", u.name))?;
-            users.insert(u.name.clone(), u);
-        }
-        // The dummy hash costs what the users' hashes cost: the parameters of the first user
-        // by name (all users usually share them).
-        let dummy_params = users.keys().min().and_then(|n| {
-            let h = PasswordHash::new(&users[n].password_hash).ok()?;
-            let alg = argon2::Algorithm::try_from(h.algorithm).ok()?;
-            Some((alg, argon2::Params::try_from(&h).ok()?))
-        });
+        let users = user_map(cfg.users)?;
         Ok(Self {
-            users,
+            users: std::sync::RwLock::new(Arc::new(users)),
             anonymous: cfg.anonymous,
             remembered: Mutex::new(HashMap::new()),
             checks: Arc::new(Semaphore::new(2)),
-            dummy_params,
-            dummy: OnceLock::new(),
+            dummy: Mutex::new(None),
             verifications: AtomicU64::new(0),
             throttle: Mutex::new(Throttle::default()),
             clock: Arc::new(Instant::now),
             delay_failures: true,
         })
+    }
+
+    /// Replaces the users (the cluster's accounts changed): a removed user or a changed
+    /// password stops working at once, remembered logins included. A user whose hash does not
+    /// parse is left out (and named in the error), the others are taken.
+    pub fn set_users(&self, users: Vec<User>) -> Result<(), String> {
+        let mut bad = Vec::new();
+        let mut map = HashMap::new();
+        for u in users {
+            match check_hash(&u.password_hash) {
+                Ok(()) => {
+                    map.insert(u.name.clone(), u);
+                }
+                Err(e) => bad.push(format!("user {:?}: password hash: {e}", u.name)),
+            }
+        }
+        *self.users.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(map);
+        self.remembered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        if bad.is_empty() {
+            Ok(())
+        } else {
+            Err(bad.join("; "))
+        }
+    }
+
+    /// The names of the users, sorted.
+    pub fn user_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.users().keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    fn users(&self) -> Arc<HashMap<String, User>> {
+        self.users.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The same, with `clock` telling the time for the throttle (for the tests).
@@ -246,7 +270,8 @@ impl Auth {
 
     async fn check(&self, user: &str, password: &str) -> Result<Caller, Refusal> {
         let bad = || unauthorized("wrong user name or password");
-        let Some(u) = self.users.get(user) else {
+        let users = self.users();
+        let Some(u) = users.get(user) else {
             // The same work as for a real user, so names cannot be found by timing.
             let dummy = self.dummy_hash().await;
             let _permit = self
@@ -313,17 +338,43 @@ impl Auth {
         .unwrap_or(false)
     }
 
-    /// A hash of a random password with the users' parameters, made once.
+    /// A hash of a random password with the users' parameters (those of the first user by
+    /// name; all users usually share them), made again only when those change.
     async fn dummy_hash(&self) -> String {
-        if let Some(h) = self.dummy.get() {
-            return h.clone();
+        let params = {
+            let users = self.users();
+            users.keys().min().and_then(|n| {
+                let h = PasswordHash::new(&users[n].password_hash).ok()?;
+                let alg = argon2::Algorithm::try_from(h.algorithm).ok()?;
+                Some((alg, argon2::Params::try_from(&h).ok()?))
+            })
+        };
+        if let Some((p, h)) = &*self.dummy.lock().unwrap_or_else(|p| p.into_inner()) {
+            if *p == params {
+                return h.clone();
+            }
         }
-        let params = self.dummy_params.clone();
-        let made = tokio::task::spawn_blocking(move || dummy_hash_with(params))
+        let for_hash = params.clone();
+        let made = tokio::task::spawn_blocking(move || dummy_hash_with(for_hash))
             .await
             .unwrap_or_default();
-        self.dummy.get_or_init(|| made).clone()
+        *self.dummy.lock().unwrap_or_else(|p| p.into_inner()) = Some((params, made.clone()));
+        made
     }
+}
+
+/// The parameters of the dummy hash (none: Argon2's defaults).
+type DummyParams = Option<(argon2::Algorithm, argon2::Params)>;
+
+/// The users by name; a hash that does not parse is an error naming its user.
+fn user_map(users: Vec<User>) -> Result<HashMap<String, User>, String> {
+    let mut map = HashMap::new();
+    for u in users {
+        check_hash(&u.password_hash)
+            .map_err(|e| format!("user {:?}: password hash: {e}", u.name))?;
+        map.insert(u.name.clone(), u);
+    }
+    Ok(map)
 }
 
 /// A hash of a random password with the algorithm and parameters `params`, or the defaults.
@@ -482,7 +533,7 @@ fn parse_basic(v: &[u8]) -> Option<(String, String)> {
 
 /// Checks that a stored hash is a whole Argon2 PHC string (algorithm, parameters, salt and
 /// hash), so a truncated or mistyped one is refused at start, not at the first login.
-fn check_hash(phc: &str) -> Result<(), String> {
+pub fn check_hash(phc: &str) -> Result<(), String> {
     let h = PasswordHash::new(phc).map_err(|e| e.to_string())?;
     if !h.algorithm.as_str().starts_with("argon2") {
         return Err(format!("{} is not an Argon2 hash", h.algorithm));
@@ -570,6 +621,43 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn replaced_users_take_effect_at_once_even_for_remembered_logins() {
+        let a = auth(None);
+        let get = Method::GET;
+        assert!(a.admit(&get, &basic("ann", "s3cret é"), HOME).await.is_ok());
+        // ann's password changes and kid goes: the remembered login does not outlive it.
+        a.set_users(vec![User {
+            name: "ann".into(),
+            password_hash: hash_password("new").unwrap(),
+            can_write: true,
+        }])
+        .unwrap();
+        let old = a.admit(&get, &basic("ann", "s3cret é"), HOME).await;
+        assert_eq!(old.unwrap_err().status, 401);
+        assert!(a.admit(&get, &basic("ann", "new"), HOME).await.is_ok());
+        let kid = a.admit(&get, &basic("kid", "pw"), HOME).await;
+        assert_eq!(kid.unwrap_err().status, 401);
+        assert_eq!(a.user_names(), vec!["ann".to_string()]);
+        // A user with a broken hash is left out and named; the others stay.
+        let e = a
+            .set_users(vec![
+                User {
+                    name: "bad".into(),
+                    password_hash: "plain".into(),
+                    can_write: true,
+                },
+                User {
+                    name: "kid".into(),
+                    password_hash: hash_password("pw").unwrap(),
+                    can_write: false,
+                },
+            ])
+            .unwrap_err();
+        assert!(e.contains("bad"), "{e}");
+        assert_eq!(a.user_names(), vec!["kid".to_string()]);
+    }
+
+    #[tokio::test]
     async fn an_unknown_user_costs_a_hash_check_like_a_known_one() {
         let a = auth(None);
         let get = Method::GET;
@@ -582,9 +670,10 @@ mod tests {
         );
         assert_eq!(a.verifications.load(Ordering::Relaxed), 1);
         // The dummy hash has the users' parameters.
-        let dummy = a.dummy.get().unwrap();
-        let real = PasswordHash::new(&a.users["ann"].password_hash).unwrap();
-        let d = PasswordHash::new(dummy).unwrap();
+        let dummy = a.dummy.lock().unwrap().clone().unwrap().1;
+        let users = a.users();
+        let real = PasswordHash::new(&users["ann"].password_hash).unwrap();
+        let d = PasswordHash::new(&dummy).unwrap();
         assert_eq!(d.algorithm, real.algorithm);
         assert_eq!(d.params, real.params);
         assert!(a.admit(&get, &basic("kid", "wrong"), HOME).await.is_err());

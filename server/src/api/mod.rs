@@ -21,6 +21,7 @@ use types::{ErrorBody, ErrorKind};
 use wormfs_meta::command::Rejection;
 use wormfs_parts::tree_path::TreePath;
 
+mod accounts;
 mod cluster;
 #[cfg(test)]
 mod doc_check;
@@ -36,8 +37,8 @@ pub mod types;
 pub struct ApiState {
     /// The engine.
     pub store: Arc<Store>,
-    /// The bearer token.
-    pub token: Arc<String>,
+    /// The cluster's accounts: the API tokens accepted.
+    pub accounts: Arc<crate::accounts::Accounts>,
     /// The drop folders' ingest status.
     pub drops: Arc<crate::drop_folders::IngestStatus>,
 }
@@ -323,6 +324,20 @@ pub fn routes() -> Vec<Route> {
             .answer::<SnapshotResponse>(),
         Route::new(Post, "/api/v1/admin/sweep", cluster::admin_sweep).answer::<SweepResponse>(),
         Route::new(Post, "/api/v1/admin/backup", cluster::admin_backup).answer::<BackupStatus>(),
+        Route::new(Get, "/api/v1/users", accounts::users).answer::<UsersResponse>(),
+        Route::new(Post, "/api/v1/users", accounts::user_add)
+            .body::<UserRequest>()
+            .answer::<UserAnswer>(),
+        Route::new(Put, "/api/v1/users/{name}", accounts::user_change)
+            .body::<UserChange>()
+            .answer::<UserAnswer>(),
+        Route::new(Delete, "/api/v1/users/{name}", accounts::user_remove).answer::<AccountChange>(),
+        Route::new(Get, "/api/v1/tokens", accounts::tokens).answer::<TokensResponse>(),
+        Route::new(Post, "/api/v1/tokens", accounts::token_create)
+            .body::<TokenRequest>()
+            .answer::<TokenCreated>(),
+        Route::new(Delete, "/api/v1/tokens/{name}", accounts::token_revoke)
+            .answer::<AccountChange>(),
         Route::new(
             Post,
             "/api/v1/admin/nodes/{id}/remove",
@@ -364,42 +379,72 @@ async fn health() -> Json<types::HealthResponse> {
 
 async fn trace_request(req: Request, next: Next) -> Response {
     use tracing::Instrument;
-    let span = tracing::info_span!("api", method = %req.method(), path = %req.uri().path());
+    let span = tracing::info_span!(
+        "api",
+        method = %req.method(),
+        path = %req.uri().path(),
+        token = tracing::field::Empty
+    );
     let res = next.run(req).instrument(span.clone()).await;
     span.in_scope(|| tracing::debug!(status = res.status().as_u16(), "request done"));
     res
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Who made a request: the token it carried (set by the auth layer).
+#[derive(Clone, Debug)]
+pub struct Caller {
+    /// The token's name.
+    pub token_name: String,
+    /// The token's hash.
+    pub token_hash: String,
 }
 
-async fn auth(State(st): State<ApiState>, req: Request, next: Next) -> Response {
+async fn auth(State(st): State<ApiState>, mut req: Request, next: Next) -> Response {
     let given = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match given {
-        Some(t) if constant_time_eq(t.trim().as_bytes(), st.token.as_bytes()) => {
-            next.run(req).await
-        }
-        Some(_) => ApiError(
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| t.trim().to_owned());
+    let unauthorized = |why: &str| {
+        let mut r = ApiError(
             StatusCode::UNAUTHORIZED,
             ErrorKind::Unauthorized,
-            "wrong API token".into(),
+            why.into(),
         )
-        .into_response(),
-        None => {
-            let mut r = ApiError(
-                StatusCode::UNAUTHORIZED,
-                ErrorKind::Unauthorized,
-                "missing API token (Authorization: Bearer ...)".into(),
-            )
-            .into_response();
-            r.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            r
+        .into_response();
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        r
+    };
+    let Some(token) = given else {
+        return unauthorized("missing API token (Authorization: Bearer ...)");
+    };
+    match st.accounts.check_token(&token).await {
+        Ok(Ok(access)) => {
+            let reads = matches!(
+                *req.method(),
+                axum::http::Method::GET | axum::http::Method::HEAD
+            );
+            if access.read_only && !reads {
+                return ApiError(
+                    StatusCode::FORBIDDEN,
+                    ErrorKind::Forbidden,
+                    format!("the API token {:?} may only read", access.name),
+                )
+                .into_response();
+            }
+            tracing::Span::current().record("token", access.name.as_str());
+            req.extensions_mut().insert(Caller {
+                token_name: access.name,
+                token_hash: crate::accounts::token_hash(&token),
+            });
+            next.run(req).await
         }
+        Ok(Err(crate::accounts::TokenRefusal::Revoked)) => {
+            unauthorized("this API token was revoked")
+        }
+        Ok(Err(crate::accounts::TokenRefusal::Unknown)) => unauthorized("wrong API token"),
+        Err(e) => ApiError::from(StoreError::from(e)).into_response(),
     }
 }

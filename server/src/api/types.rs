@@ -50,8 +50,10 @@ pub struct ErrorBody {
 pub enum ErrorKind {
     /// 400: a bad path, policy, query or header.
     BadRequest,
-    /// 401: the token is missing or wrong.
+    /// 401: the token is missing, wrong or revoked.
     Unauthorized,
+    /// 403: a read-only token asked for a change.
+    Forbidden,
     /// 404: no such file, directory or endpoint.
     NotFound,
     /// 409: the name is taken.
@@ -1269,4 +1271,116 @@ pub struct RebalanceQuery {
     /// Only say what would move.
     #[serde(default)]
     pub dry_run: bool,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Accounts: the cluster's WebDAV users and API tokens
+
+/// A WebDAV user as the API shows it (never its password hash).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserInfo {
+    /// The name.
+    pub name: String,
+    /// `ro`, `rw` or `admin`.
+    pub role: String,
+    /// Where it came from: `cli`, `generated`, or `config node N`.
+    pub source: String,
+    /// When it was made (ms).
+    pub created_ms: u64,
+    /// When it last changed (ms).
+    pub changed_ms: u64,
+}
+
+/// Answer of `GET /api/v1/users`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsersResponse {
+    /// Every user, by name.
+    pub users: Vec<UserInfo>,
+}
+
+/// Body of `POST /api/v1/users`: a new user.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRequest {
+    /// The name.
+    pub name: String,
+    /// The password's Argon2id hash (PHC string), as `wormfs webdav hash-password` prints it.
+    pub password_hash: String,
+    /// `ro`, `rw` (the default) or `admin`.
+    #[serde(default)]
+    pub role: Option<String>,
+}
+
+/// Body of `PUT /api/v1/users/{name}`: what changes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserChange {
+    /// A new password hash.
+    #[serde(default)]
+    pub password_hash: Option<String>,
+    /// A new role.
+    #[serde(default)]
+    pub role: Option<String>,
+}
+
+/// Answer of a change to a user.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserAnswer {
+    /// The user as it now is.
+    pub user: UserInfo,
+    /// What the operator should know (a user a config file defines comes back at its node's
+    /// next start).
+    pub notes: Vec<String>,
+}
+
+/// An API token as the API shows it (never the token or its hash).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenInfo {
+    /// The name.
+    pub name: String,
+    /// May only read (GET and HEAD).
+    pub read_only: bool,
+    /// The machine whose local `admin-token` file it is, if it is one.
+    pub machine: Option<NodeId>,
+    /// When it was made (ms).
+    pub created_ms: u64,
+    /// When it was revoked (ms), if it was.
+    pub revoked_ms: Option<u64>,
+    /// It is the token of this request.
+    pub this_request: bool,
+}
+
+/// Answer of `GET /api/v1/tokens`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokensResponse {
+    /// Every token, revoked ones included, oldest first.
+    pub tokens: Vec<TokenInfo>,
+}
+
+/// Body of `POST /api/v1/tokens`: a new token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRequest {
+    /// Its name (unique among live tokens).
+    pub name: String,
+    /// May only read.
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// Answer of `POST /api/v1/tokens`: the token, shown this once.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenCreated {
+    /// Its name.
+    pub name: String,
+    /// The token (64 hex digits). Only its hash is kept: it cannot be shown again.
+    pub token: String,
+    /// May only read.
+    pub read_only: bool,
+}
+
+/// Answer of a removal or a revocation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountChange {
+    /// The user or token.
+    pub name: String,
+    /// What the operator should know.
+    pub notes: Vec<String>,
 }

@@ -22,6 +22,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 use wormfs_parts::ids::{ClusterId, NodeId};
 
+mod accounts;
 mod client;
 mod cluster;
 mod files;
@@ -260,6 +261,12 @@ pub enum Cmd {
     /// Directory policies: storage (ec:K+M, copies:N) and retention (retain:30d).
     #[command(subcommand)]
     Policy(PolicyCmd),
+    /// The cluster's WebDAV users (every machine accepts them): add, remove, passwd, list.
+    #[command(subcommand)]
+    User(accounts::UserCmd),
+    /// The cluster's API tokens (every machine accepts them): create, revoke, list.
+    #[command(subcommand)]
+    Token(accounts::TokenCmd),
     /// The trash: deleted and replaced files, kept `retention.trash_days`.
     #[command(subcommand)]
     Trash(TrashCmd),
@@ -405,6 +412,8 @@ pub async fn run(cli: Cli, host: &impl NodeHost) -> anyhow::Result<()> {
         } => namespace::mv(&client()?, from, to, break_locks).await?,
         Cmd::Policy(p) => namespace::policy(&client()?, p).await?,
         Cmd::Trash(t) => trash::trash(&client()?, t).await?,
+        Cmd::User(u) => accounts::user(&client()?, u).await?,
+        Cmd::Token(t) => accounts::token(&client()?, t).await?,
         Cmd::Cluster => cluster::cluster(&client()?).await?,
         Cmd::Status => cluster::status(&client()?).await?,
         Cmd::Disks => cluster::disks(&client()?).await?,
@@ -448,6 +457,9 @@ mod tests {
             vec!["wormfs", "admin", "unlock", "--config", "c.toml", "/a"],
             vec!["wormfs", "admin", "unlock", "--data-dir", "d", "/a"],
             vec!["wormfs", "policy", "set", "/a", "retain:30d"],
+            vec!["wormfs", "user", "add", "ann", "--role", "ro", "--generate"],
+            vec!["wormfs", "user", "passwd", "ann", "--role", "admin"],
+            vec!["wormfs", "token", "create", "backup", "--read-only"],
         ] {
             Cli::try_parse_from(&args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
         }

@@ -7,6 +7,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod cluster_accounts;
 mod cluster_data_plane;
 mod cluster_healing;
 mod cluster_mdns;

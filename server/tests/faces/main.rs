@@ -7,6 +7,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod accounts;
 mod api_safety;
 mod cli_process;
 mod disks_mounted;

@@ -511,9 +511,12 @@ async fn open_nofollow(path: &Path) -> Result<tokio::fs::File, Failure> {
 
 /// The tree path for `rel` in `folder`: the folder's tree prefix plus the relative path.
 fn dest_path(folder: &DropFolderConfig, rel: &Path) -> Result<TreePath, String> {
-    let rel = rel
-        .to_str()
-        .ok_or_else(|| format!("{} is not valid UTF-8; rename it", rel.display()))?;
+    let rel = rel.to_str().ok_or_else(|| {
+        format!(
+            "{} is not valid UTF-8; rename it",
+            wormfs_parts::fsutil::escaped(rel)
+        )
+    })?;
     let full = if folder.tree == "/" {
         format!("/{rel}")
     } else {

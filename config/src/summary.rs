@@ -54,7 +54,10 @@ impl Config {
         ));
         out.push(format!(
             "webdav users: {}, anonymous access {}{}",
-            self.webdav.users.len(),
+            match self.webdav.users.len() {
+                0 => "none listed (the node makes an \"admin\" user)".to_owned(),
+                n => n.to_string(),
+            },
             self.webdav.anonymous,
             if self.webdav.tls.is_some() {
                 ", TLS on"

@@ -266,32 +266,16 @@ async fn insert_segments(
 }
 
 /// Picks "stem (n).ext" for the first free n, never longer than `max` bytes (see
-/// [`renamed`]).
+/// [`wormfs_parts::tree_path::numbered_name`]).
 async fn free_name(c: &mut SqliteConnection, dir: i64, name: &str, max: usize) -> Res<String> {
     let mut n = 1u64;
     loop {
-        let cand = renamed(name, n, max);
+        let cand = wormfs_parts::tree_path::numbered_name(name, n, max);
         if lookup_child(c, dir, &cand).await?.is_none() {
             return Ok(cand);
         }
         n += 1;
     }
-}
-
-/// `name` with " (n)" before its extension, at most `max` bytes: the stem is shortened, on a
-/// character boundary, to make room for the number; an extension that leaves no room for a
-/// stem counts as part of the stem.
-pub(crate) fn renamed(name: &str, n: u64, max: usize) -> String {
-    let suffix = format!(" ({n})");
-    let (stem, ext) = match name.rfind('.') {
-        Some(i) if i > 0 && suffix.len() + (name.len() - i) < max => (&name[..i], &name[i..]),
-        _ => (name, ""),
-    };
-    let mut cut = stem.len().min(max.saturating_sub(suffix.len() + ext.len()));
-    while !stem.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!("{}{suffix}{ext}", &stem[..cut])
 }
 
 /// A rejection if moving or copying the entry `src` (a file or a directory) to `to` would give

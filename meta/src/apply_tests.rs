@@ -656,7 +656,7 @@ async fn commit_conflict_rename_never_makes_a_name_or_path_too_long() {
 
 #[test]
 fn the_renaming_rule_keeps_within_the_limit_for_any_number() {
-    use crate::apply::renamed;
+    use wormfs_parts::tree_path::numbered_name as renamed;
     assert_eq!(renamed("a.txt", 1, 255), "a (1).txt");
     assert_eq!(renamed(".hidden", 2, 255), ".hidden (2)");
     for n in [1, 9, 10, 99, 100, 12345, u64::MAX] {

@@ -228,7 +228,7 @@ fn config_check_summary_and_the_example_as_the_readme_uses_it() {
         "listens:",
         "drop folders:",
         "policies:",
-        "webdav users: 0",
+        "webdav users: none listed",
     ] {
         assert!(out.contains(says), "{says}: {out}");
     }

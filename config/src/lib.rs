@@ -14,6 +14,7 @@
 mod error;
 mod policy;
 mod raw;
+mod summary;
 #[cfg(test)]
 mod tests;
 

@@ -165,6 +165,7 @@ impl Default for RawNode {
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawApi {
     /// Address of the node API; unset means 127.0.0.1:7710 (no file) or 0.0.0.0:7710 (file run).
+    #[serde(deserialize_with = "address::<_, 7710>")]
     pub listen: Option<SocketAddr>,
 }
 
@@ -173,6 +174,7 @@ pub(crate) struct RawApi {
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawWebdav {
     /// Address of the WebDAV face; unset means 127.0.0.1:7711 (no file) or 0.0.0.0:7711.
+    #[serde(deserialize_with = "address::<_, 7711>")]
     pub listen: Option<SocketAddr>,
     /// Access without a password.
     pub anonymous: Anonymous,
@@ -237,9 +239,11 @@ pub(crate) struct RawDiscovery {
 pub(crate) struct RawCluster {
     /// Address where this node listens for its peers; unset means 127.0.0.1:7712 (no file) or
     /// 0.0.0.0:7712 (file run).
+    #[serde(deserialize_with = "address::<_, 7712>")]
     pub peer_listen: Option<SocketAddr>,
     /// Address where this node serves part data to its peers (the TLS data plane); unset means
     /// 127.0.0.1:7713 (no file) or 0.0.0.0:7713 (file run).
+    #[serde(deserialize_with = "address::<_, 7713>")]
     pub data_listen: Option<SocketAddr>,
     /// Static peers, each `HOST:PORT`.
     pub peers: Vec<String>,
@@ -599,6 +603,34 @@ impl Default for RawLog {
     }
 }
 
+/// An address key (`IP:PORT`, `PORT` the key's default): the value is echoed when it is not
+/// one, as serde's own message ("invalid socket address syntax") does not say which value was
+/// refused.
+fn address<'de, D: serde::Deserializer<'de>, const PORT: u16>(
+    d: D,
+) -> Result<Option<SocketAddr>, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_address(&text, PORT)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
+/// Parses an `IP:PORT` address; the error names the value and the expected form, with `port`
+/// (the key's default) in the example.
+pub(crate) fn parse_address(text: &str, port: u16) -> Result<SocketAddr, String> {
+    text.trim().parse().map_err(|_| {
+        let hint = match text.trim().rsplit_once(':') {
+            Some((_, p)) if p.parse::<u16>().is_err() => {
+                "; the port must be a whole number from 0 to 65535"
+            }
+            _ => "; an IP address, not a host name",
+        };
+        format!(
+            "expected an address and port like 0.0.0.0:{port} or [::]:{port}, got {text:?}{hint}"
+        )
+    })
+}
+
 /// Parses a config file's text. On failure returns a message starting with the line and
 /// column, then the key path, then toml's description.
 pub(crate) fn parse_file(text: &str) -> Result<RawConfig, String> {
@@ -731,16 +763,8 @@ pub(crate) fn set_key(
         }
         "node.data_dir" => raw.node.data_dir = PathBuf::from(text),
         "node.cluster_name" => raw.node.cluster_name = text.to_owned(),
-        "api.listen" => {
-            raw.api.listen = Some(text.trim().parse().map_err(|_| {
-                format!("expected an address and port like 0.0.0.0:7710, got {text:?}")
-            })?)
-        }
-        "webdav.listen" => {
-            raw.webdav.listen = Some(text.trim().parse().map_err(|_| {
-                format!("expected an address and port like 0.0.0.0:7711, got {text:?}")
-            })?)
-        }
+        "api.listen" => raw.api.listen = Some(parse_address(text, 7710)?),
+        "webdav.listen" => raw.webdav.listen = Some(parse_address(text, 7711)?),
         "webdav.anonymous" => raw.webdav.anonymous = text_value(text)?,
         "webdav.users" => raw.webdav.users = RawUser::parse_list(text)?,
         "webdav.tls_cert" => raw.webdav.tls_cert = non_empty_path(text),
@@ -760,16 +784,8 @@ pub(crate) fn set_key(
                 Some(boolean(text)?)
             }
         }
-        "cluster.peer_listen" => {
-            raw.cluster.peer_listen = Some(text.trim().parse().map_err(|_| {
-                format!("expected an address and port like 0.0.0.0:7712, got {text:?}")
-            })?)
-        }
-        "cluster.data_listen" => {
-            raw.cluster.data_listen = Some(text.trim().parse().map_err(|_| {
-                format!("expected an address and port like 0.0.0.0:7713, got {text:?}")
-            })?)
-        }
+        "cluster.peer_listen" => raw.cluster.peer_listen = Some(parse_address(text, 7712)?),
+        "cluster.data_listen" => raw.cluster.data_listen = Some(parse_address(text, 7713)?),
         "cluster.peers" => {
             raw.cluster.peers = text
                 .split(',')

@@ -1176,3 +1176,110 @@ fn meta_keys_are_checked_naming_key_and_line() {
     assert_eq!(cfg.meta.backup_interval_ms, 0);
     assert_eq!(cfg.meta.backup_keep, 5);
 }
+
+/// The commented-out blocks of the example: runs of lines that are TOML behind one `# `
+/// (`key = value`, a `[table]` header, and under a header its own `# # ` comments). Each is
+/// (first line index, line count).
+fn commented_blocks(text: &str) -> Vec<(usize, usize)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let is_code = |l: &str| {
+        let Some(rest) = l.strip_prefix("# ") else {
+            return false;
+        };
+        let header = rest.starts_with('[') && rest.trim_end().ends_with(']');
+        let assignment = rest.split_once(" = ").is_some_and(|(k, _)| {
+            !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+        });
+        header || assignment
+    };
+    let mut blocks = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        if !is_code(lines[i]) {
+            i += 1;
+            continue;
+        }
+        let under_header = lines[i].starts_with("# [");
+        let start = i;
+        i += 1;
+        while i < lines.len()
+            && (is_code(lines[i]) || (under_header && lines[i].starts_with("# #")))
+        {
+            i += 1;
+        }
+        blocks.push((start, i - start));
+    }
+    blocks
+}
+
+#[test]
+fn every_commented_block_of_the_example_uncommented_on_its_own_is_a_valid_config() {
+    let blocks = commented_blocks(example());
+    let lines: Vec<&str> = example().lines().collect();
+    let shown: Vec<&str> = blocks.iter().map(|&(s, _)| lines[s]).collect();
+    for want in [
+        "# [[webdav.users]]",
+        "# [[ingest.folders]]",
+        "# tls_cert = ",
+        "# peers = [\"",
+    ] {
+        assert!(
+            shown.iter().any(|l| l.starts_with(want)),
+            "{want} not found among the blocks {shown:?}"
+        );
+    }
+    for (start, len) in blocks {
+        let variant: String = lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let l = if (start..start + len).contains(&i) {
+                    l.strip_prefix("# ").unwrap_or(l)
+                } else {
+                    l
+                };
+                format!("{l}\n")
+            })
+            .collect();
+        let block = lines[start..start + len].join("\n");
+        // The same load as `wormfs config check`.
+        if let Err(e) = load_text(&variant) {
+            panic!("the example with this block uncommented does not load: {e}\n{block}");
+        }
+    }
+}
+
+#[test]
+fn a_bad_address_names_its_value_key_and_line_for_every_address_key() {
+    for (section, key) in [
+        ("api", "listen"),
+        ("webdav", "listen"),
+        ("cluster", "peer_listen"),
+        ("cluster", "data_listen"),
+    ] {
+        for bad in ["0.0.0.0:99999", "nas.local:7710", "7710"] {
+            let (_, message) = error_of(&format!("# a comment\n[{section}]\n{key} = \"{bad}\"\n"));
+            assert!(
+                message.contains(&format!("{section}.{key}"))
+                    && message.contains("line 3")
+                    && message.contains(bad),
+                "{section}.{key} = {bad:?}: {message}"
+            );
+        }
+    }
+    let (_, message) = error_of("[api]\nlisten = \"0.0.0.0:99999\"\n");
+    assert!(message.contains("65535"), "{message}");
+    // The same words from the environment.
+    let (_dir, path) = config_file("");
+    let err = load(
+        Some(&path),
+        env(&[("WORMFS_API__LISTEN", "0.0.0.0:99999")]),
+        &Overrides::default(),
+    )
+    .expect_err("refused");
+    let message = err.to_string();
+    assert!(
+        message.contains("0.0.0.0:99999") && message.contains("WORMFS_API__LISTEN"),
+        "{message}"
+    );
+}

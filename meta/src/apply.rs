@@ -265,20 +265,59 @@ async fn insert_segments(
     Ok(offset)
 }
 
-/// Picks "stem (n).ext" for the first free n.
-async fn free_name(c: &mut SqliteConnection, dir: i64, name: &str) -> Res<String> {
-    let (stem, ext) = match name.rfind('.') {
-        Some(i) if i > 0 => (&name[..i], &name[i..]),
-        _ => (name, ""),
-    };
+/// Picks "stem (n).ext" for the first free n, never longer than `max` bytes (see
+/// [`wormfs_parts::tree_path::numbered_name`]).
+async fn free_name(c: &mut SqliteConnection, dir: i64, name: &str, max: usize) -> Res<String> {
     let mut n = 1u64;
     loop {
-        let cand = format!("{stem} ({n}){ext}");
+        let cand = wormfs_parts::tree_path::numbered_name(name, n, max);
         if lookup_child(c, dir, &cand).await?.is_none() {
             return Ok(cand);
         }
         n += 1;
     }
+}
+
+/// A rejection if moving or copying the entry `src` (a file or a directory) to `to` would give
+/// something below it a path longer than the limit, which no command could then name.
+pub(crate) async fn subtree_fits(
+    c: &mut SqliteConnection,
+    src: &Resolved,
+    to: &TreePath,
+) -> Res<Option<Rejection>> {
+    if !src.is_dir {
+        return Ok(None);
+    }
+    let row = sqlx::query(
+        "WITH RECURSIVE sub(id, len) AS (SELECT ?, 0 UNION ALL \
+         SELECT e.id, sub.len + 1 + length(CAST(e.name AS BLOB)) FROM entries e \
+         JOIN sub ON e.parent = sub.id) SELECT MAX(len) FROM sub",
+    )
+    .bind(src.id)
+    .fetch_one(&mut *c)
+    .await
+    .db("measure a subtree's deepest path")?;
+    let below: i64 = Cols::new(&row, "entries").col(0, "len")?;
+    let longest = to.to_string().len() + usize::try_from(below).unwrap_or(usize::MAX);
+    Ok(
+        (longest > wormfs_parts::tree_path::PATH_MAX_BYTES).then(|| {
+            Rejection::Invalid(format!(
+                "{to}: a path below it would be {longest} bytes long, over the limit of {}",
+                wormfs_parts::tree_path::PATH_MAX_BYTES
+            ))
+        }),
+    )
+}
+
+/// The longest name that fits in `dir` within the path limit (and the name limit).
+fn name_room(dir: &TreePath) -> usize {
+    let prefix = if dir.is_root() {
+        1
+    } else {
+        dir.to_string().len() + 1
+    };
+    wormfs_parts::tree_path::NAME_MAX_BYTES
+        .min(wormfs_parts::tree_path::PATH_MAX_BYTES.saturating_sub(prefix))
 }
 
 async fn intent_exists(c: &mut SqliteConnection, id: FileId) -> Res<bool> {
@@ -798,7 +837,9 @@ async fn commit_file(
     let mut replaced_entry = None;
     if let Some(existing) = lookup_child(c, dir, &name).await? {
         match conflict {
-            Conflict::Rename => name = free_name(c, dir, &name).await?,
+            Conflict::Rename => {
+                name = free_name(c, dir, &name, name_room(&path.parent())).await?;
+            }
             Conflict::Skip => {
                 return Ok(Outcome::Skipped {
                     path: path.to_string(),
@@ -833,6 +874,16 @@ async fn commit_file(
     }
     if let Some(r) = unstorable {
         reject!(r);
+    }
+    // No name that a path check would refuse is ever stored (every face and command refuses
+    // such a path, so the file could never be read, moved or removed).
+    let stored = child_path(&path.parent(), &name);
+    match TreePath::parse(&stored) {
+        Ok(p) if p.name() == Some(name.as_str()) => {}
+        Ok(_) => reject!(Rejection::Invalid(format!(
+            "{stored}: the name is not in normal form (NFC)"
+        ))),
+        Err(e) => reject!(Rejection::Invalid(e.to_string())),
     }
     let entry = insert_file(c, file, dir, &name, time_ms).await?;
     if let Some(old) = replaced_entry {
@@ -1110,6 +1161,9 @@ async fn rename(
         _ => reject!(Rejection::NotFound(to.parent().to_string())),
     };
     let name = to.name().unwrap_or_default();
+    if let Some(r) = subtree_fits(c, &src, &to).await? {
+        reject!(r);
+    }
     if let Some(existing) = lookup_child(c, parent.id, name).await? {
         if existing.id == src.id {
             return Ok(Outcome::Done);

@@ -606,6 +606,73 @@ async fn commit_conflict_rename_picks_the_first_free_name() {
 }
 
 #[tokio::test]
+async fn commit_conflict_rename_never_makes_a_name_or_path_too_long() {
+    let t = test_db().await;
+    // A 255-byte name (the limit) with an extension: the stem is shortened for " (1)".
+    let long = format!("{}.mkv", "a".repeat(251));
+    t.put(f(1), &format!("/{long}"), Conflict::Rename).await;
+    let want = format!("/{} (1).mkv", "a".repeat(247));
+    assert_eq!(
+        t.put(f(2), &format!("/{long}"), Conflict::Rename).await,
+        committed(&want, f(2), false)
+    );
+    // Multi-byte characters are cut whole: 127 "é" (2 bytes each) and "x" = 255 bytes.
+    let wide = format!("{}x", "é".repeat(127));
+    t.put(f(3), &format!("/{wide}"), Conflict::Rename).await;
+    let Outcome::Committed { path, .. } = t.put(f(4), &format!("/{wide}"), Conflict::Rename).await
+    else {
+        panic!("not committed")
+    };
+    assert_eq!(path, format!("/{} (1)", "é".repeat(125)));
+    // An extension that leaves no room is part of the stem.
+    let dotted = format!("a.{}", "b".repeat(253));
+    t.put(f(5), &format!("/{dotted}"), Conflict::Rename).await;
+    let Outcome::Committed { path, .. } =
+        t.put(f(6), &format!("/{dotted}"), Conflict::Rename).await
+    else {
+        panic!("not committed")
+    };
+    assert_eq!(path.len(), 256, "{path}");
+    assert!(path.ends_with("b (1)"), "{path}");
+    // A path at the 4096-byte limit keeps within it.
+    let dir: String = (0..16)
+        .map(|i| format!("/{}{i:02}", "d".repeat(250)))
+        .collect();
+    let name = "n".repeat(4096 - dir.len() - 1);
+    let full = format!("{dir}/{name}");
+    assert_eq!(full.len(), 4096);
+    t.put(f(7), &full, Conflict::Rename).await;
+    let Outcome::Committed { path, .. } = t.put(f(8), &full, Conflict::Rename).await else {
+        panic!("not committed")
+    };
+    assert_eq!(path.len(), 4096);
+    assert!(path.ends_with(" (1)"), "{path}");
+    // Every renamed name is one a path check accepts, so it can be read and removed.
+    for p in [want.as_str(), &path] {
+        assert!(TreePath::parse(p).is_ok(), "{p}");
+        assert!(t.at(p).await.is_some(), "{p}");
+    }
+}
+
+#[test]
+fn the_renaming_rule_keeps_within_the_limit_for_any_number() {
+    use wormfs_parts::tree_path::numbered_name as renamed;
+    assert_eq!(renamed("a.txt", 1, 255), "a (1).txt");
+    assert_eq!(renamed(".hidden", 2, 255), ".hidden (2)");
+    for n in [1, 9, 10, 99, 100, 12345, u64::MAX] {
+        for name in [
+            "é".repeat(127) + "x",
+            "a".repeat(255),
+            format!("{}.txt", "€".repeat(83)),
+        ] {
+            let r = renamed(&name, n, 255);
+            assert!(r.len() <= 255, "{r}");
+            assert!(r.contains(&format!(" ({n})")), "{r}");
+        }
+    }
+}
+
+#[tokio::test]
 async fn commit_conflict_skip_stores_nothing() {
     let t = test_db().await;
     t.put(f(1), "/a", Conflict::Fail).await;
@@ -1355,4 +1422,39 @@ async fn a_lock_whose_token_is_in_use_is_refused_not_an_error() {
     );
     let locks = t.db.locks(0).await.unwrap();
     assert_eq!((locks.len(), locks[0].path.as_str()), (1, "/a"));
+}
+
+#[tokio::test]
+async fn no_move_rename_or_copy_makes_a_path_below_it_too_long() {
+    let t = test_db().await;
+    // A file 4094 bytes deep under /a: "/a" + 16 folders of 1 + 250 bytes + the file's name.
+    let dirs: String = (0..16)
+        .map(|i| format!("/{}{i:02}", "d".repeat(248)))
+        .collect();
+    let name = "n".repeat(4094 - 2 - dirs.len() - 1);
+    let file = format!("/a{dirs}/{name}");
+    assert_eq!(file.len(), 4094);
+    t.put(f(1), &file, Conflict::Fail).await;
+    let too_long = |o: Outcome| {
+        matches!(&o, Outcome::Rejected(Rejection::Invalid(m)) if m.contains("4097 bytes")) || {
+            panic!("{o:?}")
+        }
+    };
+    // Three more bytes in the folder's name would take the file to 4097.
+    assert!(too_long(t.apply(rename("/a", "/abcd", false)).await));
+    assert!(too_long(t.apply(move_tree("/a", "/abcd", false)).await));
+    let copy = CommandV1::CopyTree {
+        from: "/a".into(),
+        to: "/abcd".into(),
+        replace: false,
+        deep: true,
+        time_ms: T + 1,
+    };
+    assert!(too_long(t.apply(copy).await));
+    assert!(t.at(&file).await.is_some());
+    assert!(t.at("/abcd").await.is_none());
+    // As long or shorter is fine.
+    assert_eq!(t.apply(rename("/a", "/b", false)).await, Outcome::Done);
+    assert!(t.at(&format!("/b{dirs}/{name}")).await.is_some());
+    assert_eq!(t.apply(move_tree("/b", "/abc", false)).await, Outcome::Done);
 }

@@ -5,7 +5,7 @@
 
 use sqlx::SqliteConnection;
 
-use super::apply::{delete_subtree, lookup_child, walk, Resolved, Walk};
+use super::apply::{delete_subtree, lookup_child, subtree_fits, walk, Resolved, Walk};
 use super::apply_dav;
 use super::apply_trash;
 use crate::command::{Outcome, Rejection};
@@ -98,6 +98,9 @@ async fn clear_destination(
         Walk::Found(r) => r,
         _ => return Ok(Err(Rejection::NotFound(from.to_string()))),
     };
+    if let Some(r) = subtree_fits(c, &src, &to).await? {
+        return Ok(Err(r));
+    }
     let (parent, existing) = match destination(c, &to, replace).await? {
         Ok(d) => d,
         Err(r) => return Ok(Err(r)),

@@ -7,6 +7,26 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 
+/// A local path for a message: valid UTF-8 as it is, any other byte as `\xNN` (never the
+/// U+FFFD a lossy conversion shows, which names no file).
+pub fn escaped(p: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = String::new();
+    for chunk in p.as_os_str().as_bytes().utf8_chunks() {
+        for ch in chunk.valid().chars() {
+            if ch.is_control() {
+                out.extend(ch.escape_default());
+            } else {
+                out.push(ch);
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
 /// Fsyncs a directory, so a rename or create inside it survives a power cut.
 pub fn sync_dir(dir: &Path) -> anyhow::Result<()> {
     std::fs::File::open(dir)
@@ -140,4 +160,19 @@ pub fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
     writeln!(f, "{secret}")?;
     f.sync_all()?;
     sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+#[cfg(test)]
+mod escape_tests {
+    use super::escaped;
+    use std::os::unix::ffi::OsStrExt;
+
+    #[test]
+    fn a_name_that_is_not_utf8_is_shown_escaped() {
+        let p = std::path::Path::new(std::ffi::OsStr::from_bytes(
+            b"/d/caf\xe9 \xc3\xa9t\xc3\xa9.txt",
+        ));
+        assert_eq!(escaped(p), "/d/caf\\xe9 \u{e9}t\u{e9}.txt");
+        assert_eq!(escaped(std::path::Path::new("a\nb")), "a\\nb");
+    }
 }

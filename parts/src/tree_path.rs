@@ -9,6 +9,22 @@ pub const NAME_MAX_BYTES: usize = 255;
 /// Longest path, in bytes.
 pub const PATH_MAX_BYTES: usize = 4096;
 
+/// `name` with " (n)" before its extension, at most `max` bytes: the stem is shortened, on a
+/// character boundary, to make room for the number; an extension that leaves no room for a
+/// stem counts as part of the stem.
+pub fn numbered_name(name: &str, n: u64, max: usize) -> String {
+    let suffix = format!(" ({n})");
+    let (stem, ext) = match name.rfind('.') {
+        Some(i) if i > 0 && suffix.len() + (name.len() - i) < max => (&name[..i], &name[i..]),
+        _ => (name, ""),
+    };
+    let mut cut = stem.len().min(max.saturating_sub(suffix.len() + ext.len()));
+    while !stem.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}{suffix}{ext}", &stem[..cut])
+}
+
 /// A validated path in the tree: `/` or `/a/b/c`, each component NFC-normalised.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TreePath {

@@ -511,9 +511,12 @@ async fn open_nofollow(path: &Path) -> Result<tokio::fs::File, Failure> {
 
 /// The tree path for `rel` in `folder`: the folder's tree prefix plus the relative path.
 fn dest_path(folder: &DropFolderConfig, rel: &Path) -> Result<TreePath, String> {
-    let rel = rel
-        .to_str()
-        .ok_or_else(|| format!("{} is not valid UTF-8; rename it", rel.display()))?;
+    let rel = rel.to_str().ok_or_else(|| {
+        format!(
+            "{} is not valid UTF-8; rename it",
+            wormfs_parts::fsutil::escaped(rel)
+        )
+    })?;
     let full = if folder.tree == "/" {
         format!("/{rel}")
     } else {
@@ -541,17 +544,20 @@ fn move_file(from: &Path, to: &Path) -> std::io::Result<()> {
     }
 }
 
-/// `path`, or `name (1).ext`, `name (2).ext`... if it exists (a done folder never overwrites).
+/// `path`, or `name (1).ext`, `name (2).ext`... if it exists (a done folder never overwrites),
+/// by the rule the tree renames by: never over 255 bytes, the stem shortened to make room.
 fn free_name(path: &Path) -> PathBuf {
     if std::fs::symlink_metadata(path).is_err() {
         return path.to_owned();
     }
-    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("file");
-    let ext = path.extension().and_then(|s| s.to_str());
+    let name = path.file_name().and_then(|s| s.to_str()).unwrap_or("file");
     (1..)
-        .map(|i| match ext {
-            Some(e) => path.with_file_name(format!("{stem} ({i}).{e}")),
-            None => path.with_file_name(format!("{stem} ({i})")),
+        .map(|i| {
+            path.with_file_name(wormfs_parts::tree_path::numbered_name(
+                name,
+                i,
+                wormfs_parts::tree_path::NAME_MAX_BYTES,
+            ))
         })
         .find(|p| std::fs::symlink_metadata(p).is_err())
         .unwrap_or_else(|| path.to_owned())
@@ -624,5 +630,23 @@ impl AsyncRead for CheckedReader {
             }
             other => other,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::free_name;
+
+    #[test]
+    fn a_taken_name_in_the_done_folder_is_numbered_within_the_name_limit() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let long = dir.path().join(format!("{}.mkv", "x".repeat(251)));
+        std::fs::write(&long, b"a").expect("write");
+        let free = free_name(&long);
+        let name = free.file_name().and_then(|n| n.to_str()).expect("name");
+        assert_eq!(name, format!("{} (1).mkv", "x".repeat(247)));
+        std::fs::write(&free, b"b").expect("a 255-byte name can be created");
+        let short = dir.path().join("a.txt");
+        assert_eq!(free_name(&short), short);
     }
 }

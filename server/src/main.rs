@@ -19,6 +19,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     let cli = Cli::parse();
+    if !matches!(cli.cmd, wormfs_server::cli::Cmd::Serve(_)) {
+        quiet_on_broken_pipe();
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -31,9 +34,34 @@ fn main() {
     };
     // Every command is dispatched in cli::run; this binary supplies what needs node.rs.
     if let Err(e) = rt.block_on(wormfs_server::cli::run(cli, &Binary)) {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+        {
+            std::process::exit(BROKEN_PIPE_EXIT);
+        }
         eprintln!("wormfs: {e:#}");
         std::process::exit(exit_code(&e));
     }
+}
+
+/// The exit code of a command whose reader went away: 128 + SIGPIPE, what a shell reports for
+/// a tool that SIGPIPE ended.
+const BROKEN_PIPE_EXIT: i32 = 141;
+
+/// A client command whose output reader goes away (`wormfs disks | head -1`) ends quietly, as
+/// Unix tools do. Rust ignores SIGPIPE, so writing to a closed pipe is an error (EPIPE) that
+/// `println!` turns into a panic: that panic ends the process here, without its message.
+/// SIGPIPE itself stays ignored (the process's sockets are written with MSG_NOSIGNAL anyway),
+/// and `serve` keeps its own hook: a node does not end silently.
+fn quiet_on_broken_pipe() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info.payload_as_str().unwrap_or("");
+        if msg.starts_with("failed printing to std") && msg.contains("Broken pipe") {
+            std::process::exit(BROKEN_PIPE_EXIT);
+        }
+        default_hook(info);
+    }));
 }
 
 /// The commands that need the node's composition root, which only the binary reaches.
@@ -90,10 +118,50 @@ fn init_tracing(level: &str, format: LogFormat) {
     });
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour_logs())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => b.json().init(),
         LogFormat::Text => b.init(),
+    }
+}
+
+/// Whether log lines get terminal colours: only when they go to a terminal (standard error),
+/// and never with `NO_COLOR` set (https://no-color.org).
+fn colour_logs() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// What the command line and the environment changed in the config, for the first log line.
+fn overrides_given(o: &wormfs_config::Overrides) -> String {
+    let mut given: Vec<String> = Vec::new();
+    let mut flag = |set: bool, name: &str| {
+        if set {
+            given.push(name.to_owned());
+        }
+    };
+    flag(o.data_dir.is_some(), "--data-dir");
+    flag(!o.disks.is_empty(), &format!("--disk (x{})", o.disks.len()));
+    flag(o.listen.is_some(), "--listen");
+    flag(o.webdav_listen.is_some(), "--webdav-listen");
+    flag(o.anonymous.is_some(), "--anonymous");
+    flag(o.mdns.is_some(), "--mdns");
+    flag(!o.ingest.is_empty(), "--ingest");
+    flag(!o.peers.is_empty(), "--peer");
+    flag(o.peer_listen.is_some(), "--peer-listen");
+    flag(o.data_listen.is_some(), "--data-listen");
+    flag(o.secret_file.is_some(), "--cluster-secret-file");
+    let mut vars: Vec<String> = std::env::vars()
+        .map(|(k, _)| k)
+        .filter(|k| k.starts_with("WORMFS_") && k.contains("__"))
+        .collect();
+    vars.sort();
+    given.extend(vars);
+    if given.is_empty() {
+        "no overrides".to_owned()
+    } else {
+        format!("overridden by {}", given.join(", "))
     }
 }
 
@@ -150,9 +218,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         default_hook(info);
         std::process::abort();
     }));
-    if matches!(cfg.source, ConfigSource::Embedded) {
-        tracing::info!(data_dir = %cfg.node.data_dir.display(), mdns = cfg.discovery.mdns, "no config file: running the embedded default (one node, folder-disks, 127.0.0.1)");
-    }
+    let source = match &cfg.source {
+        ConfigSource::Embedded => "the embedded default (no config file)".to_owned(),
+        ConfigSource::File(p) => format!("config file {}", p.display()),
+    };
+    tracing::info!(
+        data_dir = %cfg.node.data_dir.display(),
+        mdns = cfg.discovery.mdns,
+        "running {source}, {}; data folder {}; disks: {}; listening: {}",
+        overrides_given(&overrides),
+        cfg.node.data_dir.display(),
+        cfg.disks_text(),
+        cfg.listeners_text()
+    );
     let node = Node::start(&cfg).await?;
     let state = ApiState {
         store: node.store.clone(),

@@ -192,17 +192,7 @@ pub(super) async fn stat(
     tol.summary = if rec.segments.is_empty() {
         "empty file: nothing to lose".into()
     } else {
-        format!(
-            "survives the loss of {} more part(s) of any segment, {} disk(s) (folders on one filesystem count as one), {} machine(s){}",
-            tol.parts,
-            tol.disks,
-            tol.machines,
-            if tol.parts < tol.policy_parts {
-                format!("; its policy gives {}: repair is due", tol.policy_parts)
-            } else {
-                String::new()
-            }
-        )
+        tolerance_sentence(&tol)
     };
     Ok(Json(StatResponse::File(Box::new(FileStat {
         path: path.to_string(),
@@ -281,4 +271,74 @@ pub(super) async fn policy_set(
         .map_err(bad)?;
     st.store.set_policy(&path, policy).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// What a file survives now, in words a person reads without the glossary: failed disks and
+/// machines where the parts are spread over them, else lost parts and why a disk failure is
+/// not survived; and whether repair is due.
+pub(crate) fn tolerance_sentence(t: &Tolerance) -> String {
+    let n = |count: usize, one: &str, many: &str| {
+        format!("{count} {}", if count == 1 { one } else { many })
+    };
+    let mut s = if t.disks > 0 {
+        let mut s = format!("survives {}", n(t.disks, "failed disk", "failed disks"));
+        if t.machines > 0 {
+            s.push_str(&format!(", or {}", n(t.machines, "machine", "machines")));
+        }
+        s
+    } else if t.parts > 0 {
+        format!(
+            "survives {}; these folders share one disk, so a disk failure would lose it",
+            n(t.parts, "lost part", "lost parts")
+        )
+    } else {
+        "survives no further loss: one more lost part and it cannot be read".to_owned()
+    };
+    if t.parts < t.policy_parts {
+        s.push_str(&format!(
+            " (its policy allows {}: repair is due)",
+            n(t.policy_parts, "lost part", "lost parts")
+        ));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tolerance_tests {
+    use super::*;
+
+    fn tol(policy_parts: usize, parts: usize, disks: usize, machines: usize) -> Tolerance {
+        Tolerance {
+            policy_parts,
+            parts,
+            disks,
+            machines,
+            summary: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_tolerance_reads_as_one_sentence() {
+        assert_eq!(
+            tolerance_sentence(&tol(2, 2, 2, 1)),
+            "survives 2 failed disks, or 1 machine"
+        );
+        assert_eq!(
+            tolerance_sentence(&tol(1, 1, 1, 0)),
+            "survives 1 failed disk"
+        );
+        assert_eq!(
+            tolerance_sentence(&tol(2, 2, 0, 0)),
+            "survives 2 lost parts; these folders share one disk, so a disk failure would lose it"
+        );
+        assert_eq!(
+            tolerance_sentence(&tol(2, 1, 0, 0)),
+            "survives 1 lost part; these folders share one disk, so a disk failure would lose it \
+             (its policy allows 2 lost parts: repair is due)"
+        );
+        assert!(tolerance_sentence(&tol(2, 0, 0, 0)).starts_with("survives no further loss"));
+        for t in [tol(2, 2, 2, 1), tol(2, 2, 0, 0), tol(1, 0, 0, 0)] {
+            assert_eq!(tolerance_sentence(&t).matches("surviv").count(), 1);
+        }
+    }
 }

@@ -39,6 +39,38 @@ fn find_token(flag: Option<String>) -> anyhow::Result<String> {
     })
 }
 
+/// The base URL for `--node`: a URL (`http://` or `https://`), or `HOST:PORT`, `IP:PORT`,
+/// `[IPV6]:PORT` (or a host alone, on port 7710), taken as `http://`.
+pub(super) fn node_url(node: &str) -> anyhow::Result<String> {
+    let refused = |why: &str| {
+        CliError::usage(format!(
+            "--node {node:?} (or WORMFS_NODE): {why}; expected a node's API address such as \
+             127.0.0.1:7710, nas.local:7710, [::1]:7710 or http://HOST:PORT"
+        ))
+    };
+    let text = node.trim();
+    let with_scheme = if text.contains("://") {
+        text.to_owned()
+    } else {
+        format!("http://{text}")
+    };
+    let url = reqwest::Url::parse(&with_scheme).map_err(|e| refused(&e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(refused("the scheme must be http or https").into());
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(refused("no host").into());
+    }
+    if !url.username().is_empty() || url.password().is_some() || url.query().is_some() {
+        return Err(refused("a user, password or query has no place there").into());
+    }
+    let mut url = url;
+    if !text.contains("://") && url.port().is_none() {
+        let _ = url.set_port(Some(7710));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
+}
+
 impl Client {
     /// A client of the node at `node`, with the token given or found.
     pub(super) fn new(node: &str, token: Option<String>, json: bool) -> anyhow::Result<Self> {
@@ -46,7 +78,7 @@ impl Client {
             http: reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(10))
                 .build()?,
-            base: node.trim_end_matches('/').to_owned(),
+            base: node_url(node)?,
             token: find_token(token)?,
             json,
         })
@@ -192,4 +224,30 @@ pub(super) fn print_json<T: Serialize + ?Sized>(v: &T) {
 /// An optional value as the JSON answer printed it: the value, or `null`.
 pub(super) fn or_null<T: std::fmt::Display>(v: Option<T>) -> String {
     v.map_or_else(|| "null".to_owned(), |v| v.to_string())
+}
+
+#[cfg(test)]
+mod node_url_tests {
+    use super::node_url;
+
+    #[test]
+    fn node_addresses_without_a_scheme_are_http_and_garbage_is_named() {
+        for (given, want) in [
+            ("127.0.0.1:7710", "http://127.0.0.1:7710"),
+            ("[::1]:7710", "http://[::1]:7710"),
+            ("nas.local:7720", "http://nas.local:7720"),
+            ("nas.local", "http://nas.local:7710"),
+            ("http://127.0.0.1:7710/", "http://127.0.0.1:7710"),
+            ("https://nas.local:7710", "https://nas.local:7710"),
+        ] {
+            assert_eq!(node_url(given).expect(given), want, "{given}");
+        }
+        for bad in ["not a node!", "ftp://x:1", "127.0.0.1:99999", "http://", ""] {
+            let e = node_url(bad).expect_err(bad).to_string();
+            assert!(
+                e.contains(&format!("{bad:?}")) && e.contains("--node"),
+                "{e}"
+            );
+        }
+    }
 }

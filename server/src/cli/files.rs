@@ -11,6 +11,7 @@ use tokio::io::AsyncWriteExt;
 use super::client::{bar, enc, human, print_json, Client};
 use super::{exit, CliError};
 use crate::api::types::{LocksQuery, PutQuery, WriteResponse};
+use wormfs_parts::fsutil::escaped;
 
 /// How `put` stores each file.
 pub(super) struct Put<'a> {
@@ -25,16 +26,84 @@ pub(super) struct Put<'a> {
 /// `wormfs put SRC DEST`: a file, or every file of a folder tree under DEST.
 pub(super) async fn put(c: &Client, src: &Path, dest: &str, how: &Put<'_>) -> anyhow::Result<()> {
     let meta = std::fs::metadata(src).with_context(|| format!("read {}", src.display()))?;
-    let mut results = Vec::new();
     if meta.is_dir() {
-        let mut files = Vec::new();
-        walk_files(src, &mut files)?;
-        files.sort();
-        for f in files {
-            let rel = f.strip_prefix(src)?.to_string_lossy().into_owned();
-            let d = format!("{}/{}", dest.trim_end_matches('/'), rel);
-            let r = put_file(c, &f, &d, how).await?;
-            c.report_broken(&r.broken_locks);
+        return put_tree(c, src, dest, how).await;
+    }
+    let r = put_file(c, src, dest, how).await?;
+    c.report_broken(&r.broken_locks);
+    if c.json {
+        print_json(&[&r]);
+    } else if r.result.skipped {
+        println!("{} skipped: {} exists", src.display(), r.result.path);
+    } else {
+        println!(
+            "{} -> {} ({}, {}, blake3 {})",
+            src.display(),
+            r.result.path,
+            human(r.result.size),
+            r.result.policy,
+            r.result.blake3
+        );
+        if r.result.missing_parts > 0 {
+            println!(
+                "warning: {} part(s) could not be written and wait for repair",
+                r.result.missing_parts
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `put` of a folder tree: every file, in name order. A file that cannot be stored (a name
+/// that is not UTF-8 or that the tree refuses, a taken name under `--conflict fail`, an
+/// unreadable file) is reported and the rest go on; the command then fails with a summary.
+/// A failure that every later file would meet too (no node, a wrong token, no quorum or
+/// space) stops it at once, with the same summary.
+async fn put_tree(c: &Client, src: &Path, dest: &str, how: &Put<'_>) -> anyhow::Result<()> {
+    let mut files = Vec::new();
+    let mut failed: Vec<String> = Vec::new();
+    walk_files(src, &mut files, &mut failed);
+    files.sort();
+    let (mut stored, mut skipped) = (0usize, 0usize);
+    let mut results = Vec::new();
+    let mut stop = None;
+    for f in files {
+        let rel = f.strip_prefix(src).unwrap_or(&f);
+        let Some(rel) = rel.to_str() else {
+            failed.push(format!(
+                "{}: the name is not valid UTF-8 (WormFS names are UTF-8); rename it",
+                escaped(&f)
+            ));
+            eprintln!("wormfs: {}", failed.last().map_or("", String::as_str));
+            continue;
+        };
+        let d = format!("{}/{}", dest.trim_end_matches('/'), rel);
+        // Checked here too, so a name the tree refuses costs no upload.
+        if let Err(e) = wormfs_parts::tree_path::TreePath::parse(&d) {
+            failed.push(format!("{}: not a name WormFS can store: {e}", escaped(&f)));
+            eprintln!("wormfs: {}", failed.last().map_or("", String::as_str));
+            continue;
+        }
+        let r = match put_file(c, &f, &d, how).await {
+            Ok(r) => r,
+            Err(e) if stops_a_tree(&e) => {
+                stop = Some(e);
+                break;
+            }
+            Err(e) => {
+                failed.push(format!("{}: {e:#}", escaped(&f)));
+                eprintln!("wormfs: {}", failed.last().map_or("", String::as_str));
+                continue;
+            }
+        };
+        c.report_broken(&r.broken_locks);
+        if r.result.skipped {
+            skipped += 1;
+            if !c.json {
+                println!("{} skipped: {} exists", f.display(), r.result.path);
+            }
+        } else {
+            stored += 1;
             if !c.json {
                 println!(
                     "{} -> {} ({})",
@@ -43,33 +112,57 @@ pub(super) async fn put(c: &Client, src: &Path, dest: &str, how: &Put<'_>) -> an
                     human(r.result.size)
                 );
             }
-            results.push(r);
-        }
-    } else {
-        let r = put_file(c, src, dest, how).await?;
-        c.report_broken(&r.broken_locks);
-        if !c.json {
-            println!(
-                "{} -> {} ({}, {}, blake3 {})",
-                src.display(),
-                r.result.path,
-                human(r.result.size),
-                r.result.policy,
-                r.result.blake3
-            );
-            if r.result.missing_parts > 0 {
-                println!(
-                    "warning: {} part(s) could not be written and wait for repair",
-                    r.result.missing_parts
-                );
-            }
         }
         results.push(r);
     }
     if c.json {
         print_json(&results);
+    } else if !failed.is_empty() || stop.is_some() || skipped > 0 {
+        println!(
+            "{stored} stored, {skipped} skipped (already there), {} failed",
+            failed.len()
+        );
+    }
+    let rerun = format!(
+        "run the same put again with --conflict skip to store only what is missing{}",
+        if how.conflict == "rename" {
+            " (--conflict rename would store every file again under a new name)"
+        } else {
+            ""
+        }
+    );
+    if let Some(e) = stop {
+        let code = super::exit_code(&e);
+        return Err(CliError::new(
+            code,
+            format!(
+                "{e:#}\nstopped after {stored} stored, {skipped} skipped, {} failed; once the \
+                 node is back, {rerun}",
+                failed.len()
+            ),
+        )
+        .into());
+    }
+    if !failed.is_empty() {
+        bail!(CliError::new(
+            exit::FAILURE,
+            format!(
+                "{} file(s) of {} not stored (see above); fix them, then {rerun}",
+                failed.len(),
+                failed.len() + stored + skipped
+            ),
+        ));
     }
     Ok(())
+}
+
+/// Whether a file's failure would be every later file's too: the node cannot be reached, the
+/// token is refused, or the node cannot store now (no quorum, no space).
+fn stops_a_tree(e: &anyhow::Error) -> bool {
+    match e.downcast_ref::<CliError>() {
+        Some(c) => matches!(c.code, exit::AUTH | exit::UNAVAILABLE),
+        None => e.downcast_ref::<reqwest::Error>().is_some(),
+    }
 }
 
 /// Streams one local file to DEST, with a progress bar.
@@ -353,16 +446,34 @@ async fn download(
     Ok(got)
 }
 
-/// Every regular file under `root`.
-fn walk_files(root: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
-    for e in std::fs::read_dir(root).with_context(|| format!("read {}", root.display()))? {
-        let e = e?;
-        let t = e.file_type()?;
-        if t.is_dir() {
-            walk_files(&e.path(), out)?;
-        } else if t.is_file() {
-            out.push(e.path());
+/// Every regular file under `root`; a folder that cannot be read is noted in `failed` (and on
+/// standard error) and the rest is walked.
+fn walk_files(root: &Path, out: &mut Vec<PathBuf>, failed: &mut Vec<String>) {
+    let entries = match std::fs::read_dir(root) {
+        Ok(e) => e,
+        Err(e) => {
+            failed.push(format!("{}: cannot read the folder: {e}", escaped(root)));
+            eprintln!("wormfs: {}", failed.last().map_or("", String::as_str));
+            return;
+        }
+    };
+    for e in entries {
+        let e = match e {
+            Ok(e) => e,
+            Err(e) => {
+                failed.push(format!("{}: cannot read the folder: {e}", escaped(root)));
+                eprintln!("wormfs: {}", failed.last().map_or("", String::as_str));
+                continue;
+            }
+        };
+        match e.file_type() {
+            Ok(t) if t.is_dir() => walk_files(&e.path(), out, failed),
+            Ok(t) if t.is_file() => out.push(e.path()),
+            Ok(_) => {}
+            Err(err) => {
+                failed.push(format!("{}: {err}", escaped(&e.path())));
+                eprintln!("wormfs: {}", failed.last().map_or("", String::as_str));
+            }
         }
     }
-    Ok(())
 }

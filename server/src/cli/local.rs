@@ -343,7 +343,10 @@ pub(super) fn config(cmd: ConfigCmd) -> anyhow::Result<()> {
                 &wormfs_config::Overrides::default(),
             )
             .map_err(|e| CliError::usage(e.to_string()))?;
-            println!("{}: OK\n{cfg:#?}", file.display());
+            println!("{}: OK", file.display());
+            for line in cfg.summary().iter().skip(1) {
+                println!("  {line}");
+            }
         }
     }
     Ok(())

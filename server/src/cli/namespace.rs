@@ -92,7 +92,8 @@ fn print_file_stat(f: &FileStat) {
             if until <= now { " (ended)" } else { "" }
         );
     }
-    println!("survives: {}", f.tolerance.summary);
+    // A sentence of its own ("survives 2 failed disks, or 1 machine").
+    println!("{}", f.tolerance.summary);
     for s in &f.segments {
         println!(
             "segment {}:{} @{} {} blake3 {}",

@@ -13,6 +13,7 @@ mod cli_process;
 mod disks_mounted;
 mod drop_folders;
 mod files_on_disk;
+mod first_hour;
 mod recovery;
 mod self_healing;
 mod trash_retention;

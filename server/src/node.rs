@@ -236,6 +236,7 @@ impl Node {
             store.meta.clone(),
             ident.node_id,
             &token,
+            crate::accounts::bootstrap::Plan::of(cfg, ident.node_id).config_users,
         ));
         let node = Node {
             store,

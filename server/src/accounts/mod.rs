@@ -14,7 +14,7 @@ pub mod bootstrap;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, OnceLock, RwLock};
 
-use wormfs_meta::command::AccountRole;
+use wormfs_meta::command::{AccountRole, UserRecord};
 use wormfs_meta::{MetaDb, MetaError, TokenRow, UserRow};
 use wormfs_parts::ids::NodeId;
 
@@ -80,12 +80,22 @@ pub struct Accounts {
     reload: tokio::sync::Mutex<()>,
     /// The WebDAV face's users, kept equal to the cluster's.
     webdav: OnceLock<Arc<wormfs_webdav::Auth>>,
+    /// This machine's config file's users: its WebDAV face takes them as the file says at
+    /// once, before (or without) the cluster having imported them.
+    config_users: Vec<UserRecord>,
 }
 
 impl Accounts {
-    /// The accounts read from `meta`, with this machine's `local_token`.
-    pub fn new(meta: MetaDb, node_id: NodeId, local_token: &str) -> Self {
+    /// The accounts read from `meta`, with this machine's `local_token` and its config file's
+    /// users.
+    pub fn new(
+        meta: MetaDb,
+        node_id: NodeId,
+        local_token: &str,
+        config_users: Vec<UserRecord>,
+    ) -> Self {
         Accounts {
+            config_users,
             meta,
             node_id,
             local_hash: token_hash(local_token),
@@ -110,12 +120,20 @@ impl Accounts {
         let Some(auth) = self.webdav.get() else {
             return;
         };
-        let list = users
+        // The cluster's users, with this machine's config file winning for those it lists.
+        let mut by_name: HashMap<&str, &UserRecord> = users
             .iter()
+            .map(|u| (u.user.name.as_str(), &u.user))
+            .collect();
+        for u in &self.config_users {
+            by_name.insert(u.name.as_str(), u);
+        }
+        let list = by_name
+            .values()
             .map(|u| wormfs_webdav::User {
-                name: u.user.name.clone(),
-                password_hash: u.user.password_hash.clone(),
-                can_write: u.user.role.can_write(),
+                name: u.name.clone(),
+                password_hash: u.password_hash.clone(),
+                can_write: u.role.can_write(),
             })
             .collect();
         if let Err(e) = auth.set_users(list) {

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::common::dav::{admin_login, node, Dav};
-use crate::common::process::{files_under, free_port, webdav_port, Server, BIN};
+use crate::common::process::{files_under, free_port, wait_for, webdav_port, Server, BIN};
 
 fn data_of(n: usize, seed: u32) -> Vec<u8> {
     (0..n as u32)
@@ -481,9 +481,14 @@ fn users_roles_anonymous_access_and_https() {
         201
     );
     assert_eq!(https(Some("kid:kid pass"), &[], "/a.txt").body, b"hello");
-    // The generated admin user is not used once users are configured.
+    // The generated admin is one of the cluster's users: the config's users join it, and it
+    // goes when removed.
     let admin = admin_login(&t.path().join("wormfs-data"));
-    assert_eq!(https(Some(&admin), &[], "/").status, 401);
+    assert_eq!(https(Some(&admin), &[], "/").status, 200);
+    s.ok(&["user", "remove", "admin"]);
+    wait_for(30, "the removed admin refused", || {
+        (https(Some(&admin), &[], "/").status == 401).then_some(())
+    });
     // Plain HTTP on the HTTPS port gets no answer.
     let plain = Command::new("curl")
         .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])

@@ -548,7 +548,8 @@ fn a_part_that_could_not_be_written_is_queued_and_repaired_as_put_says() {
         )]
     });
     let s = servers[0].as_ref().unwrap();
-    // The finishes of machine 2's parts fail (as a failed fsync would).
+    // The finishes of machine 2's parts fail (as a failed fsync would): one part of each of
+    // the file's two segments.
     std::fs::write(fail(1), b"").unwrap();
     let bytes = crate::common::random_bytes(500_000, 13);
     let local = t.path().join("upload");
@@ -566,7 +567,9 @@ fn a_part_that_could_not_be_written_is_queued_and_repaired_as_put_says() {
     );
     assert!(o.status.success(), "{out}{err}");
     assert!(
-        err.contains("1 part(s) could not be written: stored with reduced protection; they are queued for repair"),
+        err.contains(
+            "2 part(s) could not be written: stored with reduced protection; they are queued for repair"
+        ),
         "{out}{err}"
     );
     assert!(!out.contains("warning"), "{out}");

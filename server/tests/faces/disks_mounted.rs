@@ -208,6 +208,7 @@ fn a_full_store_says_disk_full_in_put_disks_and_status() {
         ("WORMFS_STORAGE__RESERVE_FREE_BYTES", "0"),
         ("WORMFS_META__BACKUP_INTERVAL_MS", "0"),
         ("WORMFS_RETENTION__TRASH_DAYS", "0"),
+        ("WORMFS_INGEST__LEASE_MS", "2000"),
         ("WORMFS_INGEST__ORPHAN_GRACE_MS", "2000"),
     ];
     let s = Server::start_with_tmpfs(t.path(), free_port(), &a, &env, &mounts);

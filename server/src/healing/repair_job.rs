@@ -464,6 +464,35 @@ pub async fn repair_segment(
             c.total_bytes == 0 || c.free_bytes as f64 / c.total_bytes as f64 >= fraction
         });
     }
+    if !spread.is_empty() {
+        // The machines a spread move waits for are asked afresh: one just back may still be
+        // remembered as silent for a moment.
+        let holding: std::collections::HashSet<NodeId> = existing.iter().map(|(n, _)| *n).collect();
+        for m in dir.machines() {
+            if m == store.node_id || holding.contains(&m) || cands.iter().any(|c| c.node == m) {
+                continue;
+            }
+            if let Ok(offers) = store.data.disk_offers_now(m).await {
+                cands.extend(
+                    offers
+                        .into_iter()
+                        .filter(|o| {
+                            o.writable
+                                && o.free_bytes >= part_bytes
+                                && statuses.get(&o.disk_id) == Some(&DiskStatus::Up)
+                                && !plan.kept.contains(&o.disk_id)
+                        })
+                        .map(|o| Candidate {
+                            disk: o.disk_id,
+                            node: m,
+                            domain: o.fs_dev,
+                            free_bytes: o.free_bytes,
+                            total_bytes: o.total_bytes,
+                        }),
+                );
+            }
+        }
+    }
     let nodes: HashMap<DiskId, NodeId> = cands.iter().map(|c| (c.disk, c.node)).collect();
     let mut pool: Vec<DiskId> =
         place_beside(&cands, cands.len(), &existing, &mut rand::rng()).unwrap_or_default();

@@ -473,13 +473,25 @@ fn status_and_disks_tell_every_machines_disks_as_that_machine_sees_them() {
 }
 
 /// A file written while one of three machines is down is stored on the other two (surviving no
-/// machine): `put` warns on stderr, and once the machine is back repair moves a part to it,
-/// without the file being written again, until the file survives one machine as its policy
-/// gives.
+/// machine): `put` warns on stderr, and once the machine is back (its disks `up` again) repair
+/// moves a part to it at once, not after its backoff, without the file being written again,
+/// until the file survives one machine as its policy gives.
 #[test]
 fn a_file_written_while_a_machine_is_down_is_moved_to_it_once_it_is_back() {
     let t = tempfile::tempdir().unwrap();
-    let (ms, mut servers) = three_named_machines(t.path());
+    // A failed move is retried only after ten minutes: the machine's return must make it due.
+    let (ms, mut servers) = three_named_machines_with(t.path(), |_| {
+        vec![
+            (
+                "WORMFS_REPAIR__RETRY_MIN_MS".to_owned(),
+                "600000".to_owned(),
+            ),
+            (
+                "WORMFS_REPAIR__RETRY_MAX_MS".to_owned(),
+                "600000".to_owned(),
+            ),
+        ]
+    });
     let gone = not_the_leader(&servers, &ms);
     servers[gone].take().unwrap().kill9();
     let s = servers.iter().flatten().next().unwrap();
@@ -517,6 +529,15 @@ fn a_file_written_while_a_machine_is_down_is_moved_to_it_once_it_is_back() {
     assert_eq!(st["tolerance"]["machines"], 0, "{st:#}");
     let file_id = st["file_id"].clone();
 
+    // Back once the cluster has its disks down (as after any real absence).
+    let gone_id = ms[gone].id;
+    wait_for(30, "the stopped machine's disks down", || {
+        disks(s)
+            .iter()
+            .filter(|d| d.1 == gone_id)
+            .all(|d| d.3 != "up")
+            .then_some(())
+    });
     let _back = ms[gone].start(&crate::common::machines::peers_of(&ms, gone));
     for path in ["/while-down", "/while-down-2"] {
         wait_for(

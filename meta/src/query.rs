@@ -110,6 +110,8 @@ pub struct DiskRecord {
     pub state: String,
     /// Parts it holds per the metadata.
     pub parts: u64,
+    /// About how many bytes of part data those hold (each part's share of its segment).
+    pub part_bytes: u64,
 }
 
 /// An ingest intent.
@@ -396,7 +398,11 @@ impl MetaDb {
     pub async fn disks(&self) -> Res<Vec<DiskRecord>> {
         let rows = sqlx::query(
             "SELECT d.disk_id, d.node_id, d.path, d.fs_dev, d.state,
-                    (SELECT COUNT(*) FROM parts p WHERE p.disk_id = d.disk_id)
+                    (SELECT COUNT(*) FROM parts p WHERE p.disk_id = d.disk_id),
+                    (SELECT COALESCE(SUM((s.data_len + json_extract(f.geometry, '$.k') - 1) / json_extract(f.geometry, '$.k')), 0)
+                       FROM parts p JOIN segments s ON s.file_id = p.file_id AND s.seg = p.seg
+                       JOIN files f ON f.file_id = p.file_id
+                      WHERE p.disk_id = d.disk_id AND p.state = 0)
              FROM disks d ORDER BY d.path",
         )
         .fetch_all(&self.pool())
@@ -412,6 +418,7 @@ impl MetaDb {
                     fs_dev: r.id_bits(3, "fs_dev")?,
                     state: r.col(4, "state")?,
                     parts: r.int(5, "part count")?,
+                    part_bytes: r.int(6, "part bytes")?,
                 })
             })
             .collect()

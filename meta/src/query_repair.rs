@@ -428,6 +428,29 @@ impl MetaDb {
             .collect()
     }
 
+    /// Segments with parts still asked to move (at most `limit`): a machine back makes them
+    /// due at once (a move that waited for it).
+    pub async fn segments_with_moves(&self, limit: u32) -> Res<Vec<SegmentRef>> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT m.file_id, m.seg FROM part_moves m JOIN parts p ON p.file_id = m.file_id
+               AND p.seg = m.seg AND p.part = m.part AND p.disk_id = m.from_disk
+             ORDER BY m.file_id, m.seg LIMIT ?",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool())
+        .await
+        .db("read the segments with moves")?;
+        rows.iter()
+            .map(|r| {
+                let r = Cols::new(r, "part_moves").key_col("file_id", 0);
+                Ok(SegmentRef {
+                    file_id: r.file_id(0, "file_id")?,
+                    seg: r.int(1, "seg")?,
+                })
+            })
+            .collect()
+    }
+
     /// Parts still to move, and about how many bytes they hold.
     pub async fn moves_left(&self) -> Res<(u64, u64)> {
         let r = sqlx::query(

@@ -36,17 +36,110 @@ pub struct DiskIdentity {
 }
 
 /// What a node sees of one of its disks (not replicated).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DiskState {
     /// Takes new parts.
     Active,
-    /// Less free space than the reserve: no new parts.
+    /// Less free space than the reserve plus [`FULL_FLOOR_BYTES`], or a write found no space
+    /// (ENOSPC): no new parts.
     Full,
     /// Mounted read-only or not writable: no new parts.
     ReadOnly,
     /// The identity file is gone or belongs to another disk: nothing is read or written.
     Missing,
+    /// Another machine's disk, that machine not answering: its state is unknown (never a
+    /// local disk's state; the cluster's status shows it).
+    MachineDown,
+}
+
+/// Free space (beyond the reserve) below which a disk counts as full: a part's header and a
+/// block or two would not fit.
+pub const FULL_FLOOR_BYTES: u64 = 1 << 20;
+
+/// Whether an I/O error says the filesystem has no space left (ENOSPC, or EDQUOT).
+pub fn is_no_space(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(28) | Some(122))
+        || e.kind() == std::io::ErrorKind::StorageFull
+        || e.kind() == std::io::ErrorKind::QuotaExceeded
+}
+
+/// Where a filesystem is mounted, from `/proc/self/mountinfo`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountInfo {
+    /// Its mount point (`/mnt/disk1`).
+    pub mount_point: String,
+    /// Its source (`/dev/sdb1`, `tmpfs`).
+    pub device: String,
+}
+
+/// The mount of the filesystem holding `path` (device `dev`), read from
+/// `/proc/self/mountinfo`: the mount of that device whose mount point is the longest prefix
+/// of `path`. `None` where it cannot be told.
+pub fn mount_of(path: &Path, dev: u64) -> Option<MountInfo> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mount_in(&text, path, dev)
+}
+
+fn unescape_mount(s: &str) -> String {
+    // Spaces, tabs, newlines and backslashes are written as octal escapes (`\040`).
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn mount_in(text: &str, path: &Path, dev: u64) -> Option<MountInfo> {
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    let want = format!("{major}:{minor}");
+    let mut best: Option<MountInfo> = None;
+    for line in text.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let f: Vec<&str> = left.split(' ').collect();
+        if f.len() < 5 || f[2] != want {
+            continue;
+        }
+        let mount_point = unescape_mount(f[4]);
+        if !path.starts_with(&mount_point) {
+            continue;
+        }
+        let device = right
+            .split(' ')
+            .nth(1)
+            .map(unescape_mount)
+            .unwrap_or_default();
+        if best
+            .as_ref()
+            .is_none_or(|b| mount_point.len() >= b.mount_point.len())
+        {
+            best = Some(MountInfo {
+                mount_point,
+                device,
+            });
+        }
+    }
+    best
+}
+
+/// Whether an error chain holds an I/O error that says the filesystem has no space left.
+pub fn chain_is_no_space(e: &anyhow::Error) -> bool {
+    e.chain()
+        .any(|c| c.downcast_ref::<std::io::Error>().is_some_and(is_no_space))
 }
 
 /// Why a disk cannot take a write.
@@ -89,7 +182,7 @@ pub enum DiskError {
         was: u64,
     },
     /// Not enough free space.
-    #[error("disk {path}: full ({free} bytes free, {reserve} reserved)")]
+    #[error("disk {path}: disk full ({free} bytes free, {reserve} reserved)")]
     Full {
         /// The disk root.
         path: PathBuf,
@@ -338,6 +431,12 @@ impl LocalDisk {
         *g = (s, why);
     }
 
+    /// Records a write that found no space left (ENOSPC): no new parts until a check finds
+    /// room above the floor again.
+    pub fn mark_full(&self, why: &str) {
+        self.set_state(DiskState::Full, format!("disk full: {why}"));
+    }
+
     /// Space on the disk's filesystem.
     pub fn space(&self) -> Result<Space, DiskError> {
         let st = rustix::fs::statvfs(&self.root).map_err(|e| io(&self.root)(e.into()))?;
@@ -356,13 +455,23 @@ impl LocalDisk {
                     self.set_state(DiskState::Active, String::new());
                 }
             }
-            Err(DiskError::Full { .. }) => self.set_state(
-                DiskState::Full,
-                res.as_ref()
-                    .err()
-                    .map(|e| e.to_string())
-                    .unwrap_or_default(),
-            ),
+            // Full only below the floor: a disk with room, only not for this part, is not.
+            Err(DiskError::Full { free, .. })
+                if *free < self.reserve_bytes.saturating_add(FULL_FLOOR_BYTES) =>
+            {
+                self.set_state(
+                    DiskState::Full,
+                    res.as_ref()
+                        .err()
+                        .map(|e| e.to_string())
+                        .unwrap_or_default(),
+                )
+            }
+            Err(DiskError::Full { .. }) => {
+                if self.state().0 != DiskState::Active {
+                    self.set_state(DiskState::Active, String::new());
+                }
+            }
             Err(DiskError::ReadOnly { .. }) => {
                 self.set_state(DiskState::ReadOnly, "read-only".into())
             }
@@ -408,7 +517,8 @@ impl LocalDisk {
             });
         }
         let free = st.f_bavail * st.f_frsize;
-        if free < self.reserve_bytes.saturating_add(needed) {
+        let floor = self.reserve_bytes.saturating_add(FULL_FLOOR_BYTES);
+        if free < floor.max(self.reserve_bytes.saturating_add(needed)) {
             return Err(DiskError::Full {
                 path: self.root.clone(),
                 free,
@@ -468,6 +578,29 @@ mod tests {
         let again = LocalDisk::open(&root, cluster, Some(d.id), 0).unwrap();
         assert_eq!(again.state().0, DiskState::Missing);
         assert!(read_identity(&root).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_disk_is_named_by_its_mount() {
+        let text = "22 1 0:21 / /proc rw - proc proc rw\n\
+                    29 1 254:0 / / rw,relatime shared:1 - ext4 /dev/mapper/vg-root rw\n\
+                    40 29 254:0 /srv /mnt/my\\040disk rw - ext4 /dev/mapper/vg-root rw\n\
+                    41 29 0:45 / /mnt/t rw - tmpfs tmpfs rw,size=8192k\n";
+        let dev = 254u64 << 8;
+        let m = mount_in(text, Path::new("/var/lib/wormfs/d1"), dev).unwrap();
+        assert_eq!(m.mount_point, "/");
+        assert_eq!(m.device, "/dev/mapper/vg-root");
+        let m = mount_in(text, Path::new("/mnt/my disk/d2"), dev).unwrap();
+        assert_eq!(m.mount_point, "/mnt/my disk");
+        let m = mount_in(text, Path::new("/mnt/t/d3"), 45).unwrap();
+        assert_eq!(
+            (m.mount_point.as_str(), m.device.as_str()),
+            ("/mnt/t", "tmpfs")
+        );
+        assert!(mount_in(text, Path::new("/x"), 99).is_none());
+        // The running system's own root is found.
+        let dev = std::fs::metadata("/").unwrap().dev();
+        assert!(mount_of(Path::new("/"), dev).is_some());
     }
 
     #[test]

@@ -79,7 +79,14 @@ impl LocalPartWriter {
             .create_new(true)
             .mode(0o600)
             .open(&tmp)
-            .with_context(|| format!("create {}", tmp.display()))?;
+            .map_err(|e| {
+                if crate::disk::is_no_space(&e) {
+                    disk.mark_full(&e.to_string());
+                    anyhow::Error::new(e).context(format!("disk full: create {}", tmp.display()))
+                } else {
+                    anyhow::Error::new(e).context(format!("create {}", tmp.display()))
+                }
+            })?;
         file.seek(SeekFrom::Start(u64::from(header_len)))?;
         Ok(Self {
             disk,
@@ -91,6 +98,21 @@ impl LocalPartWriter {
             crcs: Vec::new(),
             partial_crc: 0,
         })
+    }
+
+    /// An I/O failure of `what`, named; one that found no space left marks the disk full and
+    /// says "disk full".
+    fn io_failure(&self, e: std::io::Error, what: &str) -> anyhow::Error {
+        if crate::disk::is_no_space(&e) {
+            self.disk.mark_full(&e.to_string());
+            anyhow::Error::new(e).context(format!(
+                "disk full: {what} {} on {}",
+                self.tmp.display(),
+                self.disk.root.display()
+            ))
+        } else {
+            anyhow::Error::new(e).context(format!("{what} {}", self.tmp.display()))
+        }
     }
 
     fn update_crcs(&mut self, mut data: &[u8]) {
@@ -111,8 +133,9 @@ impl LocalPartWriter {
 impl PartWriter for LocalPartWriter {
     fn write(&mut self, data: &[u8]) -> anyhow::Result<()> {
         let f = self.file.as_mut().context("part already closed")?;
-        f.write_all(data)
-            .with_context(|| format!("write {}", self.tmp.display()))?;
+        if let Err(e) = f.write_all(data) {
+            return Err(self.io_failure(e, "write"));
+        }
         self.disk
             .bytes_written
             .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
@@ -132,10 +155,12 @@ impl PartWriter for LocalPartWriter {
                 header.part_data_len
             );
             let f = self.file.take().context("part already closed")?;
-            f.write_all_at(&header.encode(&self.crcs), 0)
-                .with_context(|| format!("write header {}", self.tmp.display()))?;
-            f.sync_all()
-                .with_context(|| format!("fsync {}", self.tmp.display()))?;
+            if let Err(e) = f.write_all_at(&header.encode(&self.crcs), 0) {
+                return Err(self.io_failure(e, "write header"));
+            }
+            if let Err(e) = f.sync_all() {
+                return Err(self.io_failure(e, "fsync"));
+            }
             drop(f);
             std::fs::rename(&self.tmp, &self.dest)
                 .with_context(|| format!("rename {}", self.dest.display()))?;

@@ -21,6 +21,7 @@ use crate::store::{Store, StoreError};
 use wormfs_meta::command::{CommandV1, Conflict, NewSegment, Outcome, SourceIdentity};
 use wormfs_parts::codec;
 use wormfs_parts::crash_point::crash_point;
+use wormfs_parts::disk::DiskState;
 use wormfs_parts::fsutil::now_ms;
 use wormfs_parts::ids::{DiskId, FileId, NodeId};
 use wormfs_parts::layout::Geometry;
@@ -65,8 +66,67 @@ pub struct IngestResult {
     pub skipped: bool,
     /// Whether an existing file was replaced.
     pub replaced: bool,
-    /// Parts that could not be written and wait for repair.
+    /// Parts that could not be written; they are queued for repair.
     pub missing_parts: usize,
+    /// Machines the file survives as written (each segment's parts by machine).
+    pub machines_tolerated: usize,
+    /// Machines its policy lets it survive spread over the cluster's machines.
+    pub policy_machines_tolerated: usize,
+    /// Parts queued to move to a machine that holds none of their segment (the file was
+    /// written while a machine was down): repair moves them once it is back.
+    pub respread_parts: usize,
+}
+
+/// How a file written as `segments` is spread over machines: the machines it survives, those
+/// its policy would survive spread over `machines` machines, and the parts to move for that
+/// (on a machine holding more than its even share of a segment, the highest-numbered ones).
+pub(crate) fn machine_spread(
+    geo: &Geometry,
+    file_id: FileId,
+    segments: &[NewSegment],
+    machines: usize,
+    node_of: impl Fn(DiskId) -> Option<NodeId>,
+) -> (usize, usize, Vec<wormfs_meta::command::PartRef>) {
+    use wormfs_parts::placement::domains_tolerated;
+    let (w, k) = (geo.width(), usize::from(geo.k));
+    let spread_over = machines.clamp(1, w.max(1));
+    let even: Vec<usize> = (0..spread_over)
+        .map(|i| w / spread_over + usize::from(i < w % spread_over))
+        .collect();
+    let possible = domains_tolerated(&even, k);
+    let cap = w.div_ceil(spread_over);
+    let mut tolerated = possible;
+    let mut moves = Vec::new();
+    for s in segments {
+        let mut by_node: std::collections::BTreeMap<NodeId, Vec<(u16, DiskId)>> =
+            Default::default();
+        for (i, d) in s.parts.iter().enumerate() {
+            if let Some(d) = d {
+                if let Some(n) = node_of(*d) {
+                    by_node.entry(n).or_default().push((i as u16, *d));
+                }
+            }
+        }
+        let counts: Vec<usize> = by_node.values().map(Vec::len).collect();
+        let t = domains_tolerated(&counts, k);
+        tolerated = tolerated.min(t);
+        if t < possible {
+            for parts in by_node.values() {
+                for &(part, disk_id) in parts.iter().skip(cap) {
+                    moves.push(wormfs_meta::command::PartRef {
+                        file_id,
+                        seg: s.index,
+                        part,
+                        disk_id,
+                    });
+                }
+            }
+        }
+    }
+    if segments.is_empty() {
+        tolerated = possible;
+    }
+    (tolerated, possible, moves)
 }
 
 /// The bytes in: a buffered head (used to tell small files) then the rest of the stream.
@@ -135,6 +195,8 @@ struct SegmentWriter {
     /// A zero-padded copy of a short last row.
     pad: Vec<u8>,
     encoder: codec::Encoder,
+    /// Why parts failed, for the error when too few are left.
+    failures: Vec<String>,
 }
 
 impl SegmentWriter {
@@ -147,6 +209,7 @@ impl SegmentWriter {
         if let Some(w) = self.writers[i].take() {
             w.abort();
         }
+        self.failures.push(format!("{err:#}"));
         self.disks[i] = None;
     }
 
@@ -204,10 +267,11 @@ impl SegmentWriter {
         }
         anyhow::ensure!(
             self.live() >= self.quorum,
-            "only {} of {} parts still writable, {} needed",
+            "only {} of {} parts still writable, {} needed{}",
             self.live(),
             self.geo.width(),
-            self.quorum
+            self.quorum,
+            failure_reasons(&self.failures)
         );
         Ok(())
     }
@@ -261,14 +325,16 @@ impl SegmentWriter {
         for (i, r) in results {
             if let Err(e) = r {
                 tracing::warn!(file = %self.file_id, segment = self.index, part = i, "part finish failed: {e:#}");
+                self.failures.push(format!("{e:#}"));
                 self.disks[i] = None;
             }
         }
         let durable = self.disks.iter().filter(|d| d.is_some()).count();
         anyhow::ensure!(
             durable >= self.quorum,
-            "only {durable} parts durable, {} needed",
-            self.quorum
+            "only {durable} parts durable, {} needed{}",
+            self.quorum,
+            failure_reasons(&self.failures)
         );
         Ok(NewSegment {
             index: self.index,
@@ -284,6 +350,18 @@ impl SegmentWriter {
                 w.abort();
             }
         }
+    }
+}
+
+/// The reasons parts failed, for an error: "disk full" first where that is why.
+fn failure_reasons(failures: &[String]) -> String {
+    let full = failures.iter().filter(|f| f.contains("disk full")).count();
+    if full > 0 {
+        format!(": disk full ({full} part(s) found no space left; `wormfs disks` shows which)")
+    } else if let Some(f) = failures.first() {
+        format!(": {f}")
+    } else {
+        String::new()
     }
 }
 
@@ -332,6 +410,57 @@ impl Store {
         let w = LocalPartWriter::create(disk.clone(), dest, header_len, block_size, part_bytes)
             .with_context(|| format!("disk {}", disk.root.display()))?;
         Ok(Box::new(w))
+    }
+
+    /// Why too few disks could take a part of `part_bytes`, counted over the cluster's disks
+    /// as each machine reports them: "disk full" first where that is why.
+    async fn why_no_room(&self, part_bytes: u64) -> String {
+        let mut full = 0;
+        let mut other = 0;
+        let mut reasons = Vec::new();
+        for d in self.disks.iter() {
+            match d.verify_for_write(part_bytes) {
+                Ok(()) => {}
+                Err(wormfs_parts::disk::DiskError::Full { .. }) => full += 1,
+                Err(e) => {
+                    other += 1;
+                    reasons.push(e.to_string());
+                }
+            }
+        }
+        for (node, _) in self.data.directory().peers() {
+            match self.data.disk_offers(node).await {
+                Ok(offers) => {
+                    for o in offers {
+                        if o.state == Some(DiskState::Full)
+                            || (o.writable && o.free_bytes < part_bytes)
+                            || o.reason.contains("full")
+                        {
+                            full += 1;
+                        } else if !o.writable {
+                            other += 1;
+                            reasons.push(o.reason);
+                        }
+                    }
+                }
+                Err(e) => reasons.push(format!("node {node}: {e}")),
+            }
+        }
+        let mut out = Vec::new();
+        if full > 0 {
+            out.push(format!(
+                "disk full: {full} disk(s) have less than {part_bytes} bytes free beyond their reserve"
+            ));
+        }
+        if other > 0 || !reasons.is_empty() {
+            reasons.truncate(3);
+            out.push(reasons.join("; "));
+        }
+        if out.is_empty() {
+            "disks missing, read-only or not up".to_owned()
+        } else {
+            out.join("; ")
+        }
     }
 
     fn quorum(&self, geo: &Geometry) -> usize {
@@ -404,8 +533,13 @@ impl Store {
                 w.abort();
             }
             return Err(StoreError::Unavailable(format!(
-                "only {live} disks can take a part of a {} segment, {quorum} needed (disks full, missing or read-only?)",
-                if geo.is_replica() { format!("copies:{width}") } else { format!("ec:{}+{}", geo.k, geo.m) }
+                "only {live} disks can take a part of a {} segment, {quorum} needed ({})",
+                if geo.is_replica() {
+                    format!("copies:{width}")
+                } else {
+                    format!("ec:{}+{}", geo.k, geo.m)
+                },
+                self.why_no_room(part_bytes).await
             )));
         }
         Ok(SegmentWriter {
@@ -419,6 +553,7 @@ impl Store {
             quorum,
             pad: Vec::new(),
             encoder: codec::Encoder::default(),
+            failures: Vec::new(),
         })
     }
 
@@ -683,6 +818,11 @@ impl Store {
                 return Err(e);
             }
         };
+        let (machines_tolerated, policy_machines_tolerated, respread_parts) = if skipped {
+            (0, 0, 0)
+        } else {
+            self.respread(&geo, file_id, &segments).await
+        };
         Ok(IngestResult {
             path,
             file_id,
@@ -692,6 +832,9 @@ impl Store {
             skipped,
             replaced,
             missing_parts,
+            machines_tolerated,
+            policy_machines_tolerated,
+            respread_parts,
         })
     }
 
@@ -731,6 +874,9 @@ impl Store {
                 skipped: false,
                 replaced: false,
                 missing_parts: 0,
+                machines_tolerated: 0,
+                policy_machines_tolerated: 0,
+                respread_parts: 0,
             });
         }
         let missing_parts = segments
@@ -752,6 +898,8 @@ impl Store {
             }
             return Err(e);
         }
+        let (machines_tolerated, policy_machines_tolerated, respread_parts) =
+            self.respread(&rec.geometry, file_id, &segments).await;
         Ok(IngestResult {
             path: path.to_string(),
             file_id,
@@ -761,7 +909,50 @@ impl Store {
             skipped: false,
             replaced: false,
             missing_parts,
+            machines_tolerated,
+            policy_machines_tolerated,
+            respread_parts,
         })
+    }
+
+    /// After a commit: how the new segments are spread over machines and, where that is less
+    /// than the cluster could give (a machine was down), the parts asked to move (`MoveParts`,
+    /// recorded in the metadata): repair moves each to a machine holding no part of its
+    /// segment once there is one. Returns the machines tolerated, the policy's, and the parts
+    /// queued. A failure to queue is logged: the file is stored either way.
+    async fn respread(
+        &self,
+        geo: &Geometry,
+        file_id: FileId,
+        segments: &[NewSegment],
+    ) -> (usize, usize, usize) {
+        let dir = self.data.directory();
+        let machines = dir.machines().len().max(1);
+        let (tolerated, possible, moves) = machine_spread(geo, file_id, segments, machines, |d| {
+            dir.disk(d).map(|(n, _)| n)
+        });
+        if moves.is_empty() {
+            return (tolerated, possible, 0);
+        }
+        let reason = format!(
+            "written while a machine was down: survives {tolerated} machine(s), its policy {possible}; moved once a machine holding none of its parts is back"
+        );
+        let n = moves.len();
+        for chunk in moves.chunks(256) {
+            if let Err(e) = self
+                .propose(CommandV1::MoveParts {
+                    parts: chunk.to_vec(),
+                    reason: reason.clone(),
+                    time_ms: now_ms(),
+                })
+                .await
+            {
+                tracing::warn!(file = %file_id, "could not queue the file's re-placement: {e}");
+                return (tolerated, possible, 0);
+            }
+        }
+        tracing::info!(file = %file_id, parts = n, "{reason}");
+        (tolerated, possible, n)
     }
 
     async fn abandon(&self, intent: FileId) {
@@ -820,4 +1011,55 @@ type Joined = (SegmentWriter, Vec<u8>, anyhow::Result<()>);
 async fn join_handle(h: tokio::task::JoinHandle<Joined>) -> Result<Joined, StoreError> {
     h.await
         .map_err(|e| StoreError::Other(anyhow::anyhow!("encoder task failed: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(n: u128) -> DiskId {
+        DiskId(uuid::Uuid::from_u128(n))
+    }
+
+    #[test]
+    fn a_segment_on_fewer_machines_than_the_cluster_has_gets_its_surplus_parts_moved() {
+        let geo = Geometry::for_policy(Policy::Ec { k: 2, m: 1 }, 65536, 1 << 20);
+        // Disk n is on machine n / 10.
+        let node_of = |x: DiskId| Some((x.0.as_u128() / 10) as NodeId);
+        let seg = |parts: Vec<Option<u128>>| NewSegment {
+            index: 0,
+            data_len: 10,
+            blake3: String::new(),
+            parts: parts.into_iter().map(|p| p.map(d)).collect(),
+        };
+        // Machine 3 was down: parts 0 and 1 on machine 1, part 2 on machine 2.
+        let (t, p, moves) = machine_spread(
+            &geo,
+            FileId(1),
+            &[seg(vec![Some(10), Some(11), Some(20)])],
+            3,
+            node_of,
+        );
+        assert_eq!((t, p), (0, 1));
+        assert_eq!(moves.len(), 1);
+        assert_eq!((moves[0].part, moves[0].disk_id), (1, d(11)));
+        // Spread over the three: nothing to move.
+        let (t, p, moves) = machine_spread(
+            &geo,
+            FileId(1),
+            &[seg(vec![Some(10), Some(20), Some(30)])],
+            3,
+            node_of,
+        );
+        assert_eq!((t, p, moves.len()), (1, 1, 0));
+        // Two machines in all: as good as it gets.
+        let (t, p, moves) = machine_spread(
+            &geo,
+            FileId(1),
+            &[seg(vec![Some(10), Some(11), Some(20)])],
+            2,
+            node_of,
+        );
+        assert_eq!((t, p, moves.len()), (0, 0, 0));
+    }
 }

@@ -11,9 +11,10 @@ use wormfs_config::{
 };
 
 use crate::consensus::{Consensus, ConsensusError};
+use crate::data_plane::wire::DiskOffer;
 use wormfs_meta::command::{CommandV1, DiskStatus, Outcome, Rejection};
 use wormfs_meta::{DirEntry, FileRecord, MetaDb, MetaError};
-use wormfs_parts::disk::{DiskState, LocalDisk, Space};
+use wormfs_parts::disk::{DiskState, LocalDisk, MountInfo, Space};
 use wormfs_parts::disk_set::DiskSet;
 use wormfs_parts::fsutil::now_ms;
 use wormfs_parts::ids::{ClusterId, DiskId, FileId, NodeId};
@@ -432,7 +433,35 @@ impl Store {
         Ok(())
     }
 
-    /// Disk reports: metadata joined with what this node sees.
+    /// Whether the store is full, from its disks' reports: some disks full and too few of the
+    /// others (active and `up`) for a write of the default policy (its data parts and the write
+    /// quorum). `Some` with the sentence that says so.
+    pub fn full_reason(&self, reports: &[DiskReport]) -> Option<String> {
+        let counted =
+            |d: &&DiskReport| !matches!(d.status, DiskStatus::Removed | DiskStatus::Drained);
+        let full = reports
+            .iter()
+            .filter(counted)
+            .filter(|d| d.state == DiskState::Full)
+            .count();
+        let writable = reports
+            .iter()
+            .filter(|d| d.state == DiskState::Active && d.status == DiskStatus::Up)
+            .count();
+        let policy = Policy::resolve(self.storage.default_policy, self.cluster_disks(), false);
+        let k = policy.width() - policy.redundancy();
+        let needed = k + usize::from(self.storage.write_quorum_extra).min(policy.redundancy());
+        (full > 0 && writable < needed).then(|| {
+            format!(
+                "the store is full: {full} disk(s) full, {writable} can take new parts, a write of {policy} needs {needed}"
+            )
+        })
+    }
+
+    /// Every registered disk as `wormfs disks` shows it, with its state as its own machine
+    /// sees it: this node's disks read here, the other machines' asked of their data servers
+    /// (in parallel; an answer is reused for a moment), a disk of a machine that does not
+    /// answer shown as [`DiskState::MachineDown`].
     pub async fn disk_reports(&self) -> Result<Vec<DiskReport>, StoreError> {
         let records = self.meta.disks().await?;
         let states: HashMap<DiskId, (DiskStatus, String)> = self
@@ -442,15 +471,103 @@ impl Store {
             .into_iter()
             .map(|d| (d.disk_id, (d.state, d.reason)))
             .collect();
+        let names: HashMap<NodeId, String> = self
+            .meta
+            .nodes()
+            .await?
+            .into_iter()
+            .map(|n| (n.node_id, n.name))
+            .collect();
+        // The other machines' own view of their disks.
+        let mut others: Vec<NodeId> = records
+            .iter()
+            .map(|r| r.node_id)
+            .filter(|n| *n != self.node_id)
+            .collect();
+        others.sort_unstable();
+        others.dedup();
+        let asks = others.iter().map(|node| async move {
+            let r = match self.data.disk_offers(*node).await {
+                Ok(offers) => Ok(offers
+                    .into_iter()
+                    .map(|o| (o.disk_id, o))
+                    .collect::<HashMap<_, _>>()),
+                Err(e) => Err(e.to_string()),
+            };
+            (*node, r)
+        });
+        let remote: HashMap<NodeId, Result<HashMap<DiskId, DiskOffer>, String>> =
+            futures::future::join_all(asks).await.into_iter().collect();
+        let local_mounts: HashMap<DiskId, Option<MountInfo>> = self
+            .disks
+            .iter()
+            .map(|d| (d.id, wormfs_parts::disk::mount_of(&d.root, d.fs_dev)))
+            .collect();
         Ok(records
             .into_iter()
             .map(|r| {
                 let local = self.disk(r.disk_id);
                 let local = local.as_ref();
-                let space = local.and_then(|d| d.space().ok()).unwrap_or_default();
-                let (state, reason) = local
-                    .map(|d| d.state())
-                    .unwrap_or((DiskState::Missing, "not attached".into()));
+                let machine = names.get(&r.node_id).cloned().unwrap_or_default();
+                let (space, state, reason, mount) = match local {
+                    Some(d) => {
+                        let (state, reason) = d.state();
+                        (
+                            d.space().ok().unwrap_or_default(),
+                            state,
+                            reason,
+                            local_mounts.get(&d.id).cloned().flatten(),
+                        )
+                    }
+                    None if r.node_id == self.node_id => (
+                        Space::default(),
+                        DiskState::Missing,
+                        "not attached".to_owned(),
+                        None,
+                    ),
+                    None => match remote.get(&r.node_id) {
+                        Some(Ok(offers)) => match offers.get(&r.disk_id) {
+                            Some(o) => (
+                                Space {
+                                    total_bytes: o.total_bytes,
+                                    free_bytes: o.free_bytes,
+                                },
+                                o.state.unwrap_or(if o.writable {
+                                    DiskState::Active
+                                } else if o.reason.contains("full") {
+                                    DiskState::Full
+                                } else if o.reason.contains("read-only") {
+                                    DiskState::ReadOnly
+                                } else {
+                                    DiskState::Missing
+                                }),
+                                o.reason.clone(),
+                                o.mount.clone(),
+                            ),
+                            None => (
+                                Space::default(),
+                                DiskState::Missing,
+                                format!("not attached on machine {machine} (node {})", r.node_id),
+                                None,
+                            ),
+                        },
+                        Some(Err(e)) => (
+                            Space::default(),
+                            DiskState::MachineDown,
+                            format!(
+                                "machine {machine} (node {}) does not answer: {e}",
+                                r.node_id
+                            ),
+                            None,
+                        ),
+                        None => (
+                            Space::default(),
+                            DiskState::MachineDown,
+                            format!("machine {machine} (node {}) does not answer", r.node_id),
+                            None,
+                        ),
+                    },
+                };
                 let (status, status_reason) = states
                     .get(&r.disk_id)
                     .cloned()
@@ -460,12 +577,15 @@ impl Store {
                     status_reason,
                     disk_id: r.disk_id,
                     node_id: r.node_id,
+                    machine,
                     path: r.path,
                     filesystem: r.fs_dev,
+                    mount,
                     space,
                     state,
                     reason,
                     parts: r.parts,
+                    part_bytes: r.part_bytes,
                     bytes_read: local
                         .map(|d| d.bytes_read.load(Ordering::Relaxed))
                         .unwrap_or(0),
@@ -488,13 +608,19 @@ pub struct DiskReport {
     pub disk_id: DiskId,
     /// Node.
     pub node_id: NodeId,
+    /// Its machine's name.
+    pub machine: String,
     /// Path on the node.
     pub path: String,
     /// Filesystem device (failure domain).
     pub filesystem: u64,
-    /// Capacity and free space.
+    /// Where that filesystem is mounted on its machine (`null` where unknown).
+    pub mount: Option<MountInfo>,
+    /// Capacity and free space of its filesystem (free: what the machine reports, after the
+    /// reserve for another machine's disk).
     pub space: Space,
-    /// Observed state.
+    /// Observed state, as its own machine sees it (`machine_down` when that machine does not
+    /// answer).
     pub state: DiskState,
     /// Why, when not active.
     pub reason: String,
@@ -505,6 +631,8 @@ pub struct DiskReport {
     pub status_reason: String,
     /// Parts it holds.
     pub parts: u64,
+    /// About how many bytes of WormFS part data it holds (from the metadata).
+    pub part_bytes: u64,
     /// Bytes read since start.
     pub bytes_read: u64,
     /// Bytes written since start.

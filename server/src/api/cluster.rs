@@ -12,6 +12,8 @@ use super::types::{
 };
 use super::{internal, ApiError, ApiResult, ApiState};
 use crate::store::StoreError;
+use wormfs_meta::command::DiskStatus;
+use wormfs_parts::disk::DiskState;
 
 pub(super) async fn cluster(State(st): State<ApiState>) -> ApiResult<Json<ClusterResponse>> {
     let nodes = st.store.meta.nodes().await.map_err(StoreError::from)?;
@@ -21,28 +23,59 @@ pub(super) async fn cluster(State(st): State<ApiState>) -> ApiResult<Json<Cluste
 
 pub(super) async fn status(State(st): State<ApiState>) -> ApiResult<Json<StatusResponse>> {
     let t = st.store.meta.totals().await.map_err(StoreError::from)?;
-    let disks = st.store.disk_reports().await?;
+    let all = st.store.disk_reports().await?;
+    // Disks removed for good (or emptied and left) are not counted.
+    let disks: Vec<_> = all
+        .iter()
+        .filter(|d| !matches!(d.status, DiskStatus::Removed | DiskStatus::Drained))
+        .collect();
     // Folders on one filesystem share its space: count each filesystem once.
     let mut seen = std::collections::HashSet::new();
     let raw: u64 = disks
         .iter()
-        .filter(|d| seen.insert((d.node_id, d.filesystem)))
+        .filter(|d| d.space.total_bytes > 0 && seen.insert((d.node_id, d.filesystem)))
         .map(|d| d.space.total_bytes.saturating_sub(d.space.free_bytes))
         .sum();
-    let c = &st.store.counters;
-    let health = if t.missing_parts > 0
-        || disks
-            .iter()
-            .any(|d| d.state != wormfs_parts::disk::DiskState::Active)
-    {
+    let count = |s: DiskState| disks.iter().filter(|d| d.state == s).count();
+    let (full, machine_down) = (count(DiskState::Full), count(DiskState::MachineDown));
+    let not_active = disks
+        .iter()
+        .filter(|d| !matches!(d.state, DiskState::Active | DiskState::Full))
+        .count();
+    let store_full = st.store.full_reason(&all);
+    let mut why = Vec::new();
+    if let Some(f) = &store_full {
+        why.push(f.clone());
+    } else if full > 0 {
+        why.push(format!("{full} disk(s) full"));
+    }
+    if machine_down > 0 {
+        why.push(format!(
+            "{machine_down} disk(s) on machines that do not answer"
+        ));
+    }
+    if not_active > machine_down {
+        why.push(format!(
+            "{} disk(s) missing or read-only",
+            not_active - machine_down
+        ));
+    }
+    if t.missing_parts > 0 {
+        why.push(format!("{} part(s) missing", t.missing_parts));
+    }
+    let health = if store_full.is_some() {
+        Health::Full
+    } else if t.missing_parts > 0 || not_active > 0 {
         Health::Degraded
     } else {
         Health::Healthy
     };
+    let c = &st.store.counters;
     Ok(Json(StatusResponse {
         cluster_id: st.store.cluster_id,
         node_id: st.store.node_id,
         health,
+        health_reason: why.join("; "),
         files: t.files,
         directories: t.dirs,
         logical_bytes: t.logical_bytes,
@@ -50,8 +83,11 @@ pub(super) async fn status(State(st): State<ApiState>) -> ApiResult<Json<StatusR
         missing_parts: t.missing_parts,
         ingests_in_progress: t.intents,
         disks: disks.len(),
-        disks_active: st.store.writable_disks(),
+        disks_active: count(DiskState::Active),
+        disks_full: full,
+        disks_machine_down: machine_down,
         disk_bytes_used: raw,
+        part_bytes: disks.iter().map(|d| d.part_bytes).sum(),
         read_only: st.store.consensus.read_only(),
         raft: st.store.consensus.status(),
         trash: trash_figures(&st).await?,

@@ -145,6 +145,7 @@ fn contract() -> BTreeMap<&'static str, Names> {
         ("DisksResponse", of::<DisksResponse>()),
         ("DiskReport", probe(DiskReportWire::deserialize)),
         ("Space", probe(SpaceWire::deserialize)),
+        ("MountInfo", of::<wormfs_parts::disk::MountInfo>()),
         ("DiskState", probe(DiskStateWire::deserialize)),
         ("IngestStatusResponse", of::<IngestStatusResponse>()),
         ("DropFolderInfo", of::<DropFolderInfo>()),

@@ -25,7 +25,7 @@ use crate::store::DiskReport;
 use crate::sweeper::SweepReport;
 use wormfs_meta::command::{Lock, SourceIdentity};
 use wormfs_meta::{DirEntry, EntryKind};
-use wormfs_parts::disk::{DiskState, Space};
+use wormfs_parts::disk::{DiskState, MountInfo, Space};
 use wormfs_parts::ids::{ClusterId, DiskId, FileId, NodeId};
 use wormfs_parts::layout::Geometry;
 
@@ -261,8 +261,11 @@ pub struct StatusResponse {
     pub cluster_id: ClusterId,
     /// The node answering.
     pub node_id: NodeId,
-    /// Whether anything is missing or a disk is not active.
+    /// Whether anything is missing, a disk is not active, or the store is full.
     pub health: Health,
+    /// Why `health` is not `healthy`, in words (empty when it is).
+    #[serde(default)]
+    pub health_reason: String,
     /// Files in the namespace.
     pub files: u64,
     /// Directories (without the root).
@@ -275,12 +278,22 @@ pub struct StatusResponse {
     pub missing_parts: u64,
     /// Writes under way in the cluster.
     pub ingests_in_progress: u64,
-    /// Disks in the cluster.
+    /// Disks in the cluster (not removed).
     pub disks: usize,
-    /// This node's disks that take new parts.
+    /// Of those, disks that take new parts, on every machine (each as its machine reports it).
     pub disks_active: usize,
-    /// Bytes used on the disks' filesystems (each filesystem counted once).
+    /// Of those, disks that are full.
+    #[serde(default)]
+    pub disks_full: usize,
+    /// Of those, disks whose machine does not answer.
+    #[serde(default)]
+    pub disks_machine_down: usize,
+    /// Bytes used on the disks' filesystems (each filesystem counted once), WormFS's and
+    /// anything else's.
     pub disk_bytes_used: u64,
+    /// About how many bytes of WormFS parts the disks hold.
+    #[serde(default)]
+    pub part_bytes: u64,
     /// Why this node serves reads only (its metadata failed); `null` when it does not.
     pub read_only: Option<String>,
     /// This node's Raft state.
@@ -303,6 +316,9 @@ pub enum Health {
     Healthy,
     /// Missing parts or a disk that is not active.
     Degraded,
+    /// Too few disks have room for a new file's parts: writes fail until space is freed or
+    /// disks are added.
+    Full,
 }
 
 /// `counters` of the status: this node's, since it started.
@@ -674,6 +690,7 @@ impl Health {
         match self {
             Health::Healthy => "healthy",
             Health::Degraded => "degraded",
+            Health::Full => "full",
         }
     }
 }
@@ -806,6 +823,7 @@ pub(crate) enum DiskStateWire {
     Full,
     ReadOnly,
     Missing,
+    MachineDown,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -813,8 +831,10 @@ pub(crate) enum DiskStateWire {
 pub(crate) struct DiskReportWire {
     disk_id: DiskId,
     node_id: NodeId,
+    machine: String,
     path: String,
     filesystem: u64,
+    mount: Option<MountInfo>,
     #[serde(with = "SpaceWire")]
     space: Space,
     #[serde(with = "DiskStateWire")]
@@ -823,6 +843,7 @@ pub(crate) struct DiskReportWire {
     status: DiskStatus,
     status_reason: String,
     parts: u64,
+    part_bytes: u64,
     bytes_read: u64,
     bytes_written: u64,
     read_errors: u64,
@@ -839,6 +860,9 @@ pub(crate) struct IngestResultWire {
     skipped: bool,
     replaced: bool,
     missing_parts: usize,
+    machines_tolerated: usize,
+    policy_machines_tolerated: usize,
+    respread_parts: usize,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -1024,8 +1048,13 @@ mod tests {
             status_reason: String::new(),
             disk_id: DiskId(uuid::Uuid::from_u128(7)),
             node_id: 1,
+            machine: "nas1".into(),
             path: "/d0".into(),
             filesystem: 2049,
+            mount: Some(MountInfo {
+                mount_point: "/".into(),
+                device: "/dev/sda1".into(),
+            }),
             space: Space {
                 total_bytes: 100,
                 free_bytes: 40,
@@ -1033,6 +1062,7 @@ mod tests {
             state,
             reason: String::new(),
             parts: 5,
+            part_bytes: 500,
             bytes_read: 1,
             bytes_written: 2,
             read_errors: 0,
@@ -1042,6 +1072,7 @@ mod tests {
             DiskState::Full,
             DiskState::ReadOnly,
             DiskState::Missing,
+            DiskState::MachineDown,
         ] {
             same_as_engine(
                 &json!({ "disks": [disk(s)], "trash": TrashFigures::default() }),
@@ -1060,6 +1091,9 @@ mod tests {
             skipped: false,
             replaced: true,
             missing_parts: 1,
+            machines_tolerated: 0,
+            policy_machines_tolerated: 1,
+            respread_parts: 1,
         };
         same_as_engine(&result, || WriteResponse {
             result: result.clone(),

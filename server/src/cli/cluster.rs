@@ -9,6 +9,8 @@ use crate::api::types::{
     StatusResponse, SweepResponse,
 };
 use crate::consensus::{ClusterView, Formation};
+use wormfs_meta::command::DiskStatus;
+use wormfs_parts::disk::DiskState;
 
 /// `wormfs admin ...`
 #[derive(Subcommand, Debug)]
@@ -106,17 +108,29 @@ pub(super) async fn status(c: &Client) -> anyhow::Result<()> {
         return Ok(());
     }
     println!("cluster:  {}  node {}", v.cluster_id, v.node_id);
-    println!("health:   {}", v.health.as_str());
+    if v.health_reason.is_empty() {
+        println!("health:   {}", v.health.as_str());
+    } else {
+        println!("health:   {} ({})", v.health.as_str(), v.health_reason);
+    }
     println!(
         "files:    {} in {} directories, {}",
         v.files,
         v.directories,
         human(v.logical_bytes)
     );
+    let mut counts = vec![format!("{} active", v.disks_active)];
+    if v.disks_full > 0 {
+        counts.push(format!("{} full", v.disks_full));
+    }
+    if v.disks_machine_down > 0 {
+        counts.push(format!("{} on machines down", v.disks_machine_down));
+    }
     println!(
-        "disks:    {} ({} active), {} used",
+        "disks:    {} ({}), WormFS parts {}, filesystems {} used",
         v.disks,
-        v.disks_active,
+        counts.join(", "),
+        human(v.part_bytes),
         human(v.disk_bytes_used)
     );
     println!(
@@ -141,6 +155,20 @@ pub(super) async fn status(c: &Client) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A disk's STATE in `wormfs disks`: what its machine sees when that says more than the
+/// replicated state (`full`, `read-only`, `missing`, `machine down`), else the replicated
+/// state (`up`, `down`, `out`, `draining`, ...).
+fn disk_state_label(state: DiskState, status: DiskStatus) -> String {
+    match (state, status) {
+        (DiskState::MachineDown, _) => "machine down".to_owned(),
+        (DiskState::Active, s) => s.as_str().to_owned(),
+        (DiskState::Full, DiskStatus::Up) => "full".to_owned(),
+        (DiskState::ReadOnly, DiskStatus::Up) => "read-only".to_owned(),
+        (DiskState::Missing, DiskStatus::Up) => "missing".to_owned(),
+        (_, s) => s.as_str().to_owned(),
+    }
+}
+
 /// `wormfs disks`.
 pub(super) async fn disks(c: &Client) -> anyhow::Result<()> {
     let v: DisksResponse = c.get_json("/api/v1/disks").await?;
@@ -148,20 +176,53 @@ pub(super) async fn disks(c: &Client) -> anyhow::Result<()> {
         print_json(&v);
         return Ok(());
     }
+    // Grouped by machine (this table is sorted by machine, then path).
+    let mut disks: Vec<_> = v.disks.iter().collect();
+    disks.sort_by(|a, b| (a.node_id, &a.path).cmp(&(b.node_id, &b.path)));
+    // A name two machines share (host names alike) is followed by the node id.
+    let mut by_name: std::collections::HashMap<&str, std::collections::HashSet<u64>> =
+        Default::default();
+    for d in &disks {
+        by_name
+            .entry(d.machine.as_str())
+            .or_default()
+            .insert(d.node_id);
+    }
+    let shared_names: Vec<&str> = by_name
+        .iter()
+        .filter(|(_, ids)| ids.len() > 1)
+        .map(|(n, _)| *n)
+        .collect();
     println!(
-        "{:<36}  {:<8} {:>10} {:>10} {:>7}  {:<8} PATH",
-        "ID", "FS", "CAPACITY", "USED", "PARTS", "STATE"
+        "{:<12} {:<36}  {:<16} {:>10} {:>10} {:>10} {:>7}  {:<12} PATH",
+        "MACHINE", "ID", "MOUNT", "SIZE", "FREE", "WORMFS", "PARTS", "STATE"
     );
-    for d in &v.disks {
+    for d in disks {
         let (total, free) = (d.space.total_bytes, d.space.free_bytes);
+        let unknown = d.state == DiskState::MachineDown;
+        let size = |n: u64| if unknown { "-".to_owned() } else { human(n) };
+        let mount = match &d.mount {
+            Some(m) => m.mount_point.clone(),
+            None if unknown => "-".to_owned(),
+            None => format!("dev {:x}", d.filesystem),
+        };
+        let machine = if d.machine.is_empty() {
+            format!("node {}", d.node_id)
+        } else if shared_names.contains(&d.machine.as_str()) {
+            format!("{} ({})", d.machine, d.node_id)
+        } else {
+            d.machine.clone()
+        };
         println!(
-            "{:<36}  {:<8x} {:>10} {:>10} {:>7}  {:<8} {}{}",
+            "{:<12} {:<36}  {:<16} {:>10} {:>10} {:>10} {:>7}  {:<12} {}{}",
+            machine,
             d.disk_id.to_string(),
-            d.filesystem,
-            human(total),
-            human(total.saturating_sub(free)),
+            mount,
+            size(total),
+            size(free),
+            human(d.part_bytes),
             d.parts,
-            d.status.as_str(),
+            disk_state_label(d.state, d.status),
             d.path,
             match (d.status_reason.is_empty(), d.reason.is_empty()) {
                 (true, true) => String::new(),

@@ -44,12 +44,7 @@ pub(super) async fn put(c: &Client, src: &Path, dest: &str, how: &Put<'_>) -> an
             r.result.policy,
             r.result.blake3
         );
-        if r.result.missing_parts > 0 {
-            println!(
-                "warning: {} part(s) could not be written and wait for repair",
-                r.result.missing_parts
-            );
-        }
+        warn_protection(&r);
     }
     Ok(())
 }
@@ -111,6 +106,7 @@ async fn put_tree(c: &Client, src: &Path, dest: &str, how: &Put<'_>) -> anyhow::
                     r.result.path,
                     human(r.result.size)
                 );
+                warn_protection(&r);
             }
         }
         results.push(r);
@@ -162,6 +158,39 @@ fn stops_a_tree(e: &anyhow::Error) -> bool {
     match e.downcast_ref::<CliError>() {
         Some(c) => matches!(c.code, exit::AUTH | exit::UNAVAILABLE),
         None => e.downcast_ref::<reqwest::Error>().is_some(),
+    }
+}
+
+/// On standard error: a file stored with less protection than its policy gives, and what
+/// repairs it (parts that could not be written are queued for repair; parts on a machine that
+/// holds more than its share, written while a machine was down, are queued to move).
+pub(super) fn warn_protection(r: &WriteResponse) {
+    let r = &r.result;
+    if r.skipped {
+        return;
+    }
+    if r.machines_tolerated < r.policy_machines_tolerated {
+        eprintln!(
+            "warning: {}: stored with reduced protection: survives {} machine{} until repaired (its policy gives {}){}",
+            r.path,
+            r.machines_tolerated,
+            if r.machines_tolerated == 1 { "" } else { "s" },
+            r.policy_machines_tolerated,
+            if r.respread_parts > 0 {
+                format!(
+                    "; {} part(s) queued to move to a machine holding none of their segment, once one is back",
+                    r.respread_parts
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
+    if r.missing_parts > 0 {
+        eprintln!(
+            "warning: {}: {} part(s) could not be written: stored with reduced protection; they are queued for repair (`wormfs repair status`)",
+            r.path, r.missing_parts
+        );
     }
 }
 
@@ -233,6 +262,7 @@ pub(super) async fn append(
         print_json(&v);
     } else {
         println!("{} now {}", dest, human(v.result.size));
+        warn_protection(&v);
     }
     Ok(())
 }

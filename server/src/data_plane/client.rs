@@ -217,6 +217,16 @@ impl DataClient {
         r
     }
 
+    /// The disks `node` offers now, asked afresh (not the answer reused for a moment), and
+    /// remembered for the next [`Self::disk_offers`].
+    pub async fn disk_offers_now(&self, node: NodeId) -> Result<Vec<DiskOffer>, DataError> {
+        let r = self.ask_offers(node).await;
+        if !matches!(r, Err(DataError::Unknown(_))) {
+            lock(&self.offers).insert(node, (Instant::now(), r.clone()));
+        }
+        r
+    }
+
     /// Whether `node`'s data server answers now (the disk monitor's liveness probe; neither
     /// read from nor written to the placement's memory of offers).
     pub async fn answers(&self, node: NodeId) -> Result<(), DataError> {

@@ -110,6 +110,14 @@ impl Directory {
         self.read().disks.get(&disk).copied()
     }
 
+    /// The machines with registered disks (not removed), sorted.
+    pub fn machines(&self) -> Vec<NodeId> {
+        let mut v: Vec<NodeId> = self.read().disks.values().map(|(n, _)| *n).collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
     /// How to reach `node`.
     pub fn endpoint(&self, node: NodeId) -> Option<Endpoint> {
         self.read().nodes.get(&node).cloned()

@@ -258,6 +258,8 @@ async fn offer_disks(State(sh): State<Arc<Shared>>) -> Result<Json<Vec<DiskOffer
                     total_bytes: space.total_bytes,
                     writable,
                     reason,
+                    state: Some(d.state().0),
+                    mount: wormfs_parts::disk::mount_of(&d.root, d.fs_dev),
                 }
             })
             .collect::<Vec<_>>()

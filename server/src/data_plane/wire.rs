@@ -38,6 +38,12 @@ pub struct DiskOffer {
     pub writable: bool,
     /// Why not, when it does not.
     pub reason: String,
+    /// Its state as its node sees it (absent from a node that did not say).
+    #[serde(default)]
+    pub state: Option<wormfs_parts::disk::DiskState>,
+    /// Where its filesystem is mounted on its node (absent where unknown).
+    #[serde(default)]
+    pub mount: Option<wormfs_parts::disk::MountInfo>,
 }
 
 /// Starts a part on a disk of the serving node.

@@ -104,6 +104,7 @@ async fn own_disks(store: &Arc<Store>) -> Result<(), StoreError> {
     let s = store.clone();
     let _ = tokio::task::spawn_blocking(move || s.disks.iter().for_each(|d| d.refresh())).await;
     let statuses = store.disk_statuses().await?;
+    let mut back = false;
     for d in store.disks.iter() {
         let Some(&current) = statuses.get(&d.id) else {
             continue;
@@ -117,10 +118,35 @@ async fn own_disks(store: &Arc<Store>) -> Result<(), StoreError> {
             }
             (DiskStatus::Up, false) => set(store, d.id, DiskStatus::Down, why).await?,
             (DiskStatus::Down | DiskStatus::Out, true) => {
-                set(store, d.id, DiskStatus::Up, "readable again".into()).await?
+                set(store, d.id, DiskStatus::Up, "readable again".into()).await?;
+                back = true;
             }
             _ => {}
         }
+    }
+    if back {
+        moves_due_now(store).await?;
+    }
+    Ok(())
+}
+
+/// Makes the segments with parts asked to move due at once: a disk back may be where a move
+/// waits to go (a file written while its machine was down), which would otherwise wait for
+/// the repair's backoff (up to `repair.retry_max_ms`).
+async fn moves_due_now(store: &Store) -> Result<(), StoreError> {
+    let segments = store.meta.segments_with_moves(10_000).await?;
+    for chunk in segments.chunks(256) {
+        store
+            .propose(CommandV1::QueueRepair {
+                segments: chunk.to_vec(),
+                damaged: Vec::new(),
+                reason: "disks back: parts waiting to move to them".into(),
+                time_ms: now_ms(),
+            })
+            .await?;
+    }
+    if !segments.is_empty() {
+        store.healing.wake_repair.notify_one();
     }
     Ok(())
 }

@@ -323,6 +323,15 @@ pub async fn report(store: &Store) -> Result<HealthReport, StoreError> {
             plural(unreadable_files, "file", "files")
         ),
     };
+    // A store too full for new files says so, whatever the redundancy.
+    let summary = match store.full_reason(&store.disk_reports().await?) {
+        Some(full) => format!(
+            "{summary} {}{}; new files cannot be written until space is freed or disks are added (`wormfs disks` shows which are full).",
+            full[..1].to_uppercase(),
+            &full[1..]
+        ),
+        None => summary,
+    };
     Ok(HealthReport {
         verdict,
         summary,

@@ -176,6 +176,37 @@ pub(crate) fn plan(
     Some(p)
 }
 
+/// The moves of `plan` that spread the segment over more machines: a part asked to move off a
+/// machine that keeps another part of the segment while a machine with disks (`machines`)
+/// holds none of it (a file written while a machine was down, queued by the ingest). Such a
+/// move goes only to a machine holding no part of the segment, and waits (retried with the
+/// repair's backoff) while there is none, instead of being dropped as a rebalancing move is.
+pub(crate) fn spread_moves(
+    plan: &Plan,
+    existing: &[(NodeId, u64)],
+    machines: &[NodeId],
+    node_of: impl Fn(DiskId) -> Option<(NodeId, u64)>,
+) -> Vec<u16> {
+    let holding: std::collections::HashSet<NodeId> = existing.iter().map(|(n, _)| *n).collect();
+    let mut free_machines = machines.iter().filter(|m| !holding.contains(m)).count();
+    let mut out = Vec::new();
+    for &i in &plan.moves {
+        let from = plan
+            .rewrite
+            .iter()
+            .find(|(p, _)| *p == i)
+            .and_then(|(_, d)| *d);
+        let shared = from
+            .and_then(&node_of)
+            .is_some_and(|(n, _)| holding.contains(&n));
+        if shared && free_machines > 0 {
+            free_machines -= 1;
+            out.push(i);
+        }
+    }
+    out
+}
+
 /// A part being written: its index, its new disk, where the metadata had it, its writer.
 type NewPart = (u16, DiskId, Option<DiskId>, Box<dyn PartWriter>);
 
@@ -425,31 +456,73 @@ pub async fn repair_segment(
             && !plan.kept.contains(&c.disk)
             && !rewritten_from.contains(&c.disk)
     });
-    if !moves.is_empty() {
+    let existing: Vec<(NodeId, u64)> = plan.kept.iter().filter_map(|d| dir.disk(*d)).collect();
+    let spread = spread_moves(&plan, &existing, &dir.machines(), |d| dir.disk(d));
+    if plan.moves.iter().any(|m| !spread.contains(m)) {
         // A rebalancing move only goes to a disk emptier than the cluster as a whole.
         cands.retain(|c| {
             c.total_bytes == 0 || c.free_bytes as f64 / c.total_bytes as f64 >= fraction
         });
     }
-    let existing: Vec<(NodeId, u64)> = plan.kept.iter().filter_map(|d| dir.disk(*d)).collect();
+    if !spread.is_empty() {
+        // The machines a spread move waits for are asked afresh: one just back may still be
+        // remembered as silent for a moment.
+        let holding: std::collections::HashSet<NodeId> = existing.iter().map(|(n, _)| *n).collect();
+        for m in dir.machines() {
+            if m == store.node_id || holding.contains(&m) || cands.iter().any(|c| c.node == m) {
+                continue;
+            }
+            if let Ok(offers) = store.data.disk_offers_now(m).await {
+                cands.extend(
+                    offers
+                        .into_iter()
+                        .filter(|o| {
+                            o.writable
+                                && o.free_bytes >= part_bytes
+                                && statuses.get(&o.disk_id) == Some(&DiskStatus::Up)
+                                && !plan.kept.contains(&o.disk_id)
+                        })
+                        .map(|o| Candidate {
+                            disk: o.disk_id,
+                            node: m,
+                            domain: o.fs_dev,
+                            free_bytes: o.free_bytes,
+                            total_bytes: o.total_bytes,
+                        }),
+                );
+            }
+        }
+    }
     let nodes: HashMap<DiskId, NodeId> = cands.iter().map(|c| (c.disk, c.node)).collect();
-    let mut order: Vec<DiskId> =
+    let mut pool: Vec<DiskId> =
         place_beside(&cands, cands.len(), &existing, &mut rand::rng()).unwrap_or_default();
     // A part damaged on a disk that is still up may be rewritten in place, last.
     for (_, d) in &plan.damaged_in_place {
         if store.disk(*d).is_some() {
-            order.push(*d);
+            pool.push(*d);
         }
     }
     let mut writers = Vec::new();
     let mut unplaced = Vec::new();
     let mut cancelled_moves = Vec::new();
     let mut why = Vec::new();
-    let mut order = order.into_iter();
-    for &(part, from) in &plan.rewrite {
+    // Machines holding a part of this segment, the new ones included as they are chosen.
+    let mut used: std::collections::HashSet<NodeId> = existing.iter().map(|(n, _)| *n).collect();
+    // Spread moves first: they take the machines that hold nothing of this segment.
+    let mut rewrite = plan.rewrite.clone();
+    rewrite.sort_by_key(|(p, _)| !spread.contains(p));
+    for &(part, from) in &rewrite {
+        let to_spread = spread.contains(&part);
         let mut opened = None;
-        for disk_id in order.by_ref() {
+        let mut i = 0;
+        while i < pool.len() {
+            let disk_id = pool[i];
             let node = nodes.get(&disk_id).copied().unwrap_or(store.node_id);
+            if to_spread && used.contains(&node) {
+                i += 1;
+                continue;
+            }
+            pool.remove(i);
             let t = PartTarget {
                 disk_id,
                 node,
@@ -462,6 +535,7 @@ pub async fn repair_segment(
                 .await
             {
                 Ok(w) => {
+                    used.insert(node);
                     opened = Some((disk_id, w));
                     break;
                 }
@@ -470,6 +544,12 @@ pub async fn repair_segment(
         }
         match opened {
             Some((d, w)) => writers.push((part, d, from, w)),
+            None if to_spread => {
+                why.push(format!(
+                    "part {part} waits for a machine holding no part of this segment (it was written while one was down)"
+                ));
+                unplaced.push(part)
+            }
             None if plan.moves.contains(&part) => cancelled_moves.push(part),
             None => unplaced.push(part),
         }
@@ -730,5 +810,31 @@ mod tests {
         assert_eq!(p.rewrite[0], (0, Some(d(1))));
         assert!(p.sources.contains(&(0, d(1))));
         assert!(!p.kept.contains(&d(1)));
+    }
+
+    #[test]
+    fn a_move_off_a_machine_holding_two_parts_waits_for_a_machine_holding_none() {
+        // ec:2+1 written while machine 3 was down: parts 0 and 1 on machine 1, part 2 on 2.
+        let f = file(
+            vec![(Some(1), false), (Some(2), false), (Some(3), false)],
+            2,
+            1,
+        );
+        let statuses: HashMap<DiskId, DiskStatus> =
+            (1..=3).map(|i| (d(i), DiskStatus::Up)).collect();
+        let node_of = |disk: DiskId| match disk.0.as_u128() {
+            1 | 2 => Some((1, 10)),
+            3 => Some((2, 20)),
+            _ => Some((3, 30)),
+        };
+        let p = plan(&f, 0, &statuses, &[(1, d(2))], |_| false).unwrap();
+        let existing: Vec<_> = p.kept.iter().filter_map(|x| node_of(*x)).collect();
+        assert_eq!(spread_moves(&p, &existing, &[1, 2, 3], node_of), vec![1]);
+        // With only the two machines registered it is an ordinary (rebalancing) move.
+        assert!(spread_moves(&p, &existing, &[1, 2], node_of).is_empty());
+        // A move off the machine that holds only that part spreads nothing.
+        let p = plan(&f, 0, &statuses, &[(2, d(3))], |_| false).unwrap();
+        let existing: Vec<_> = p.kept.iter().filter_map(|x| node_of(*x)).collect();
+        assert!(spread_moves(&p, &existing, &[1, 2, 3], node_of).is_empty());
     }
 }

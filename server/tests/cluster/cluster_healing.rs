@@ -330,3 +330,289 @@ fn the_brakes_hold_when_disks_of_one_then_two_machines_go_and_say_why() {
     assert_eq!(health(s).1["brakes"].as_array().unwrap().len(), 0);
     check_files(s, t.path(), &files);
 }
+
+/// Three machines named m1, m2, m3 with two folder-disks each.
+fn three_named_machines(root: &Path) -> (Vec<Machine>, Vec<Option<Server>>) {
+    three_named_machines_with(root, |_| Vec::new())
+}
+
+/// Three machines named m1, m2, m3 with two folder-disks each, machine `i` with `extra(i)` in
+/// its environment too.
+fn three_named_machines_with(
+    root: &Path,
+    extra: impl Fn(usize) -> Vec<(String, String)>,
+) -> (Vec<Machine>, Vec<Option<Server>>) {
+    let mut ms: Vec<Machine> = (1u8..=3)
+        .map(|n| Machine::new(root, n, u64::from(n) * 10))
+        .collect();
+    for (i, m) in ms.iter_mut().enumerate() {
+        m.disks = (0..2)
+            .map(|d| m.dir.join(format!("d{d}")).display().to_string())
+            .collect();
+        m.env = ENV
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        m.env
+            .push(("WORMFS_NODE__NAME".to_owned(), format!("m{}", i + 1)));
+        m.env.extend(extra(i));
+    }
+    share_secret(&ms);
+    let servers = start_all(&ms);
+    wait_for(60, "three voters and a leader", || {
+        let v = cluster(servers[0].as_ref().unwrap());
+        (voters(&v).len() == 3 && v["leader"].is_u64()).then_some(())
+    });
+    wait_for(60, "six disks registered", || {
+        let v = servers[0].as_ref().unwrap().json(&["disks"]);
+        (v["disks"].as_array().unwrap().len() == 6).then_some(())
+    });
+    (ms, servers)
+}
+
+/// The index of a machine that is not the leader (stopping it needs no election).
+fn not_the_leader(servers: &[Option<Server>], ms: &[Machine]) -> usize {
+    let leader = cluster(servers[0].as_ref().unwrap())["leader"]
+        .as_u64()
+        .unwrap();
+    ms.iter().position(|m| m.id != leader).unwrap()
+}
+
+/// `(machine, state)` of every disk, as `disks --json` on `s` says.
+fn disk_states(s: &Server) -> Vec<(String, String)> {
+    s.json(&["disks"])["disks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["machine"].as_str().unwrap_or_default().to_owned(),
+                d["state"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Every node of a healthy cluster says so and counts all six disks active, listing each with
+/// its machine, its mount and WormFS's bytes; a machine stopped shows its disks as
+/// "machine down" (not "missing") on the others.
+#[test]
+fn status_and_disks_tell_every_machines_disks_as_that_machine_sees_them() {
+    let t = tempfile::tempdir().unwrap();
+    let (ms, mut servers) = three_named_machines(t.path());
+    let bytes = crate::common::random_bytes(400_000, 7);
+    put(
+        servers[0].as_ref().unwrap(),
+        t.path(),
+        "/a",
+        "ec:2+1",
+        &bytes,
+    );
+    for s in servers.iter().flatten() {
+        wait_for(30, "every disk active as its machine reports it", || {
+            let v = s.json(&["status"]);
+            (v["disks"] == 6 && v["disks_active"] == 6).then_some(v)
+        });
+        let v = s.json(&["status"]);
+        assert_eq!(v["health"], "healthy", "{v:#}");
+        assert!(v["part_bytes"].as_u64().unwrap() >= 400_000, "{v:#}");
+        let states = disk_states(s);
+        assert_eq!(states.len(), 6);
+        for n in 1..=3 {
+            let of: Vec<_> = states.iter().filter(|d| d.0 == format!("m{n}")).collect();
+            assert_eq!(of.len(), 2, "{states:?}");
+            assert!(of.iter().all(|d| d.1 == "active"), "{states:?}");
+        }
+        let text = s.ok(&["disks"]);
+        assert!(text.contains("MACHINE"), "{text}");
+        assert!(!text.contains("missing"), "{text}");
+        assert!(!text.contains("not attached"), "{text}");
+        for n in 1..=3 {
+            assert!(text.contains(&format!("m{n} ")), "{text}");
+        }
+        // WormFS's bytes are the parts (about 200 KB on each of three disks), not the
+        // filesystems' use.
+        let d = s.json(&["disks"]);
+        let parts: u64 = d["disks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["part_bytes"].as_u64().unwrap())
+            .sum();
+        assert!((390_000..1_000_000).contains(&parts), "{d:#}");
+        assert!(d["disks"][0]["mount"]["mount_point"].is_string(), "{d:#}");
+        let text = s.ok(&["status"]);
+        assert!(text.contains("health:   healthy"), "{text}");
+        assert!(text.contains("disks:    6 (6 active)"), "{text}");
+    }
+    let gone = not_the_leader(&servers, &ms);
+    let name = format!("m{}", gone + 1);
+    servers[gone].take().unwrap().kill9();
+    for s in servers.iter().flatten() {
+        wait_for(
+            30,
+            "the stopped machine's disks shown as machine down",
+            || {
+                disk_states(s)
+                    .iter()
+                    .filter(|d| d.0 == name)
+                    .all(|d| d.1 == "machine_down")
+                    .then_some(())
+            },
+        );
+        let text = s.ok(&["disks"]);
+        let lines: Vec<&str> = text.lines().filter(|l| l.starts_with(&name)).collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(lines.iter().all(|l| l.contains("machine down")), "{text}");
+        assert!(!text.contains("missing"), "{text}");
+        let v = s.json(&["status"]);
+        assert_eq!(v["disks_machine_down"], 2, "{v:#}");
+        assert_eq!(v["disks_active"], 4, "{v:#}");
+        assert_eq!(v["health"], "degraded", "{v:#}");
+    }
+}
+
+/// A file written while one of three machines is down is stored on the other two (surviving no
+/// machine): `put` warns on stderr, and once the machine is back (its disks `up` again) repair
+/// moves a part to it at once, not after its backoff, without the file being written again,
+/// until the file survives one machine as its policy gives.
+#[test]
+fn a_file_written_while_a_machine_is_down_is_moved_to_it_once_it_is_back() {
+    let t = tempfile::tempdir().unwrap();
+    // A failed move is retried only after ten minutes: the machine's return must make it due.
+    let (ms, mut servers) = three_named_machines_with(t.path(), |_| {
+        vec![
+            (
+                "WORMFS_REPAIR__RETRY_MIN_MS".to_owned(),
+                "600000".to_owned(),
+            ),
+            (
+                "WORMFS_REPAIR__RETRY_MAX_MS".to_owned(),
+                "600000".to_owned(),
+            ),
+        ]
+    });
+    let gone = not_the_leader(&servers, &ms);
+    servers[gone].take().unwrap().kill9();
+    let s = servers.iter().flatten().next().unwrap();
+    let bytes = crate::common::random_bytes(700_000, 11);
+    let local = t.path().join("upload");
+    std::fs::write(&local, &bytes).unwrap();
+    let o = s.cli(&[
+        "put",
+        local.to_str().unwrap(),
+        "/while-down",
+        "--policy",
+        "ec:2+1",
+    ]);
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert!(o.status.success(), "{out}{err}");
+    assert!(
+        err.contains("stored with reduced protection: survives 0 machines until repaired"),
+        "{err}"
+    );
+    assert!(!out.contains("warning"), "{out}");
+    let v = s.json(&[
+        "put",
+        local.to_str().unwrap(),
+        "/while-down-2",
+        "--policy",
+        "ec:2+1",
+    ]);
+    assert_eq!(v[0]["machines_tolerated"], 0, "{v:#}");
+    assert_eq!(v[0]["policy_machines_tolerated"], 1, "{v:#}");
+    assert!(v[0]["respread_parts"].as_u64().unwrap() >= 1, "{v:#}");
+    let st = s.json(&["stat", "/while-down"]);
+    assert_eq!(st["tolerance"]["machines"], 0, "{st:#}");
+    let file_id = st["file_id"].clone();
+
+    // Back once the cluster has its disks down (as after any real absence).
+    let gone_id = ms[gone].id;
+    wait_for(30, "the stopped machine's disks down", || {
+        disks(s)
+            .iter()
+            .filter(|d| d.1 == gone_id)
+            .all(|d| d.3 != "up")
+            .then_some(())
+    });
+    let _back = ms[gone].start(&crate::common::machines::peers_of(&ms, gone));
+    for path in ["/while-down", "/while-down-2"] {
+        wait_for(
+            120,
+            "the file spread over the three machines by repair",
+            || {
+                let st = s.json(&["stat", path]);
+                (st["tolerance"]["machines"] == 1).then_some(())
+            },
+        );
+    }
+    // The same file, not a new one, and whole.
+    assert_eq!(s.json(&["stat", "/while-down"])["file_id"], file_id);
+    let back = t.path().join("readback");
+    s.ok(&["get", "/while-down", back.to_str().unwrap()]);
+    assert!(std::fs::read(&back).unwrap() == bytes);
+}
+
+/// A part that could not be written is what `put` says it is: queued for repair, which writes
+/// it once the disk takes writes again (here a machine whose part finishes fail, then work).
+#[test]
+fn a_part_that_could_not_be_written_is_queued_and_repaired_as_put_says() {
+    let t = tempfile::tempdir().unwrap();
+    let fail = |i: usize| t.path().join(format!("fail-finishes-{i}"));
+    let (ms, servers) = three_named_machines_with(t.path(), |i| {
+        vec![(
+            "WORMFS_TEST_DATA_FINISH_FAIL_IF".to_owned(),
+            fail(i).display().to_string(),
+        )]
+    });
+    let s = servers[0].as_ref().unwrap();
+    // The finishes of machine 2's parts fail (as a failed fsync would): one part of each of
+    // the file's two segments.
+    std::fs::write(fail(1), b"").unwrap();
+    let bytes = crate::common::random_bytes(500_000, 13);
+    let local = t.path().join("upload");
+    std::fs::write(&local, &bytes).unwrap();
+    let o = s.cli(&[
+        "put",
+        local.to_str().unwrap(),
+        "/one-short",
+        "--policy",
+        "copies:3",
+    ]);
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert!(o.status.success(), "{out}{err}");
+    assert!(
+        err.contains(
+            "2 part(s) could not be written: stored with reduced protection; they are queued for repair"
+        ),
+        "{out}{err}"
+    );
+    assert!(!out.contains("warning"), "{out}");
+    let st = s.json(&["stat", "/one-short"]);
+    assert_eq!(st["tolerance"]["parts"], 1, "{st:#}");
+    // Queued, as said.
+    let r = s.json(&["repair", "status"]);
+    assert!(
+        r["queued"].as_u64().unwrap() >= 1 || !r["in_progress"].as_array().unwrap().is_empty(),
+        "{r:#}"
+    );
+    // Once machine 2 takes writes again, repair writes the part there.
+    std::fs::remove_file(fail(1)).unwrap();
+    wait_for(90, "the missing part written by repair", || {
+        let st = s.json(&["stat", "/one-short"]);
+        (st["tolerance"]["parts"] == 2 && st["tolerance"]["machines"] == 2).then_some(())
+    });
+    let held: Vec<u64> = s.json(&["stat", "/one-short"])["segments"][0]["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["node_id"].as_u64())
+        .collect();
+    assert!(held.contains(&ms[1].id), "{held:?}");
+}

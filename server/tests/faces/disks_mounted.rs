@@ -194,3 +194,60 @@ fn rebalance_fills_new_disks_until_every_disk_is_within_five_percent() {
         );
     }
 }
+
+/// A store filled up says so: `put` fails with "disk full", `disks` marks the full disks
+/// `full` (not `active`), and `status` says the store is full.
+#[test]
+fn a_full_store_says_disk_full_in_put_disks_and_status() {
+    let t = tempfile::tempdir().unwrap();
+    let dirs: Vec<PathBuf> = (0..3).map(|i| t.path().join(format!("disk{i}"))).collect();
+    let mounts: Vec<(PathBuf, u64)> = dirs.iter().map(|d| (d.clone(), 8 * MIB)).collect();
+    let args = disk_args(&dirs);
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let env = [
+        ("WORMFS_STORAGE__RESERVE_FREE_BYTES", "0"),
+        ("WORMFS_META__BACKUP_INTERVAL_MS", "0"),
+        ("WORMFS_RETENTION__TRASH_DAYS", "0"),
+        ("WORMFS_INGEST__LEASE_MS", "2000"),
+        ("WORMFS_INGEST__ORPHAN_GRACE_MS", "2000"),
+    ];
+    let s = Server::start_with_tmpfs(t.path(), free_port(), &a, &env, &mounts);
+    let status = s.json(&["status"]);
+    assert_eq!(status["health"], "healthy", "{status:#}");
+    // A copy on each disk leaves each with well under a MiB.
+    let big = vec![3u8; (7 * MIB + MIB / 4) as usize];
+    std::fs::write(t.path().join("big"), &big).unwrap();
+    s.ok(&["put", "big", "/big", "--policy", "copies:3"]);
+    std::fs::write(t.path().join("small"), vec![1u8; 300_000]).unwrap();
+    let o = s.cli(&["put", "small", "/small", "--policy", "copies:3"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains("disk full"), "{err}");
+    let disks = s.json(&["disks"]);
+    for d in disks["disks"].as_array().unwrap() {
+        assert_eq!(d["state"], "full", "{disks:#}");
+        assert!(d["part_bytes"].as_u64().unwrap() >= 7 * MIB, "{disks:#}");
+        assert_eq!(d["mount"]["device"], "wormfs-test", "{disks:#}");
+    }
+    let text = s.ok(&["disks"]);
+    let rows: Vec<&str> = text.lines().filter(|l| l.contains("/disk")).collect();
+    assert_eq!(rows.len(), 3, "{text}");
+    assert!(rows.iter().all(|l| l.contains(" full ")), "{text}");
+    assert!(!text.contains(" up "), "{text}");
+    let status = s.json(&["status"]);
+    assert_eq!(status["health"], "full", "{status:#}");
+    assert_eq!(status["disks_full"], 3, "{status:#}");
+    let text = s.ok(&["status"]);
+    assert!(text.contains("health:   full (the store is full"), "{text}");
+    let text = String::from_utf8_lossy(&s.cli(&["health"]).stdout).into_owned();
+    assert!(text.contains("The store is full"), "{text}");
+    // Freed space is taken again.
+    s.ok(&["rm", "/big"]);
+    crate::common::process::wait_for(30, "the disks active again", || {
+        s.ok(&["admin", "sweep"]);
+        let v = s.json(&["status"]);
+        (v["health"] == "healthy").then_some(())
+    });
+    s.ok(&["put", "small", "/small", "--policy", "copies:3"]);
+    assert!(s.term().success());
+}

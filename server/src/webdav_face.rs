@@ -1,7 +1,6 @@
 //! Putting the WebDAV face together from the config: dav-server over the store, the cluster's
 //! users, anonymous access, and HTTPS.
 
-use std::io::{BufRead, IsTerminal, Write};
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
@@ -70,19 +69,9 @@ pub async fn build(
 
 /// `wormfs webdav hash-password`: the hash of the first line of standard input.
 pub fn hash_password_from_stdin() -> anyhow::Result<String> {
-    let stdin = std::io::stdin();
-    if stdin.is_terminal() {
-        eprint!("Password (it will be shown as you type): ");
-        std::io::stderr().flush().ok();
-    }
-    let mut line = String::new();
-    stdin
-        .lock()
-        .read_line(&mut line)
-        .context("read the password")?;
-    let pw = line.trim_end_matches(['\r', '\n']);
-    if pw.is_empty() {
+    let Some(pw) = crate::accounts::password_from_stdin("Password").context("read the password")?
+    else {
         bail!("empty password");
-    }
-    wormfs_webdav::auth::hash_password(pw).map_err(|e| anyhow::anyhow!("hash: {e}"))
+    };
+    wormfs_webdav::auth::hash_password(&pw).map_err(|e| anyhow::anyhow!("hash: {e}"))
 }

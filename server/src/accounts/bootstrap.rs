@@ -19,7 +19,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use super::{local_token_name, Accounts};
+use super::{local_token_name, new_password, Accounts};
 use crate::store::{Store, StoreError};
 use wormfs_config::{Config, Role};
 use wormfs_meta::command::{
@@ -69,13 +69,6 @@ fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
-}
-
-fn new_password() -> String {
-    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
-    (0..20)
-        .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char)
-        .collect()
 }
 
 /// The password an older version (or this one, earlier) left in `webdav-admin.txt`.

@@ -65,6 +65,29 @@ pub fn new_token() -> String {
     )
 }
 
+/// A new password: 20 characters without look-alikes (about 116 bits).
+pub fn new_password() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    (0..20)
+        .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+/// The first line of standard input as a password (asked for with `prompt` on a terminal);
+/// `None` when it is empty.
+pub fn password_from_stdin(prompt: &str) -> std::io::Result<Option<String>> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprint!("{prompt} (it will be shown as you type): ");
+        std::io::stderr().flush().ok();
+    }
+    let mut line = String::new();
+    stdin.lock().read_line(&mut line)?;
+    let pw = line.trim_end_matches(['\r', '\n']);
+    Ok((!pw.is_empty()).then(|| pw.to_owned()))
+}
+
 /// The name this node's local token is registered under.
 pub fn local_token_name(node: NodeId) -> String {
     format!("node-{node}")

@@ -1,8 +1,6 @@
 //! `wormfs user add|remove|passwd|list` and `wormfs token create|revoke|list`: the cluster's
 //! WebDAV users and API tokens (every machine accepts them).
 
-use std::io::{BufRead, IsTerminal, Write};
-
 use anyhow::Context;
 use clap::Subcommand;
 
@@ -75,36 +73,20 @@ pub enum TokenCmd {
     List,
 }
 
-fn new_password() -> String {
-    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
-    (0..20)
-        .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char)
-        .collect()
-}
-
 /// The password: generated, or the first line of standard input.
 fn password(generate: bool, name: &str) -> anyhow::Result<(String, bool)> {
     if generate {
-        return Ok((new_password(), true));
+        return Ok((crate::accounts::new_password(), true));
     }
-    let stdin = std::io::stdin();
-    if stdin.is_terminal() {
-        eprint!("Password for {name} (it will be shown as you type): ");
-        std::io::stderr().flush().ok();
-    }
-    let mut line = String::new();
-    stdin
-        .lock()
-        .read_line(&mut line)
-        .context("read the password")?;
-    let pw = line.trim_end_matches(['\r', '\n']);
-    if pw.is_empty() {
-        return Err(CliError::usage(
+    match crate::accounts::password_from_stdin(&format!("Password for {name}"))
+        .context("read the password")?
+    {
+        Some(pw) => Ok((pw, false)),
+        None => Err(CliError::usage(
             "empty password: give it on standard input (`echo PW | wormfs user add NAME`), or use --generate",
         )
-        .into());
+        .into()),
     }
-    Ok((pw.to_owned(), false))
 }
 
 /// The hash to send: the one given, or the hash of the password (made here: the password

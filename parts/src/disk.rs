@@ -78,7 +78,9 @@ pub struct MountInfo {
 /// of `path`. `None` where it cannot be told.
 pub fn mount_of(path: &Path, dev: u64) -> Option<MountInfo> {
     let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    mount_in(&text, path, dev)
+    // Mount points are absolute: a relative disk path (the embedded default's) is resolved.
+    let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+    mount_in(&text, &abs, dev)
 }
 
 fn unescape_mount(s: &str) -> String {
@@ -601,6 +603,9 @@ mod tests {
         // The running system's own root is found.
         let dev = std::fs::metadata("/").unwrap().dev();
         assert!(mount_of(Path::new("/"), dev).is_some());
+        // A relative path (the embedded default's folder-disks) too.
+        let dev = std::fs::metadata(".").unwrap().dev();
+        assert!(mount_of(Path::new("."), dev).is_some());
     }
 
     #[test]

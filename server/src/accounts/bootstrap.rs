@@ -25,6 +25,7 @@ use wormfs_config::{Config, Role};
 use wormfs_meta::command::{
     AccountRole, CommandV1, PutMode, Rejection, TokenRecord, UserRecord, UserSource,
 };
+use wormfs_parts::fsutil::now_ms;
 
 /// The file in the data folder holding the generated admin user's password.
 pub const ADMIN_FILE: &str = "webdav-admin.txt";
@@ -62,13 +63,6 @@ impl Plan {
             data_dir: cfg.node.data_dir.clone(),
         }
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// The password an older version (or this one, earlier) left in `webdav-admin.txt`.

@@ -13,13 +13,7 @@ use crate::accounts::{new_token, token_hash};
 use crate::store::StoreError;
 use wormfs_meta::command::{AccountRole, CommandV1, PutMode, TokenRecord, UserRecord, UserSource};
 use wormfs_meta::{account_name_problem, UserRow};
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+use wormfs_parts::fsutil::now_ms;
 
 fn info(u: &UserRow) -> UserInfo {
     UserInfo {

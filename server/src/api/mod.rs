@@ -380,7 +380,7 @@ pub fn router(state: ApiState) -> Router {
 }
 
 async fn health(State(st): State<ApiState>) -> Response {
-    let h = crate::alerts::node_health::check(&st.store);
+    let h = crate::alerts::node_health::check(&st.store).await;
     let code = match h.status {
         types::NodeHealth::Down => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::OK,

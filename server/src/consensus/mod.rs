@@ -363,6 +363,20 @@ impl Consensus {
         RaftStatus::from_metrics(&self.raft.metrics().borrow())
     }
 
+    /// How long ago this node last heard from each other member (voters and learners), `None`
+    /// for one not heard from since this node started.
+    pub fn member_contacts(&self) -> Vec<(NodeId, Option<std::time::Duration>)> {
+        let st = self.status();
+        let mut members: Vec<NodeId> = st.voters.into_iter().chain(st.learners).collect();
+        members.sort_unstable();
+        members.dedup();
+        members
+            .into_iter()
+            .filter(|id| *id != self.node_id())
+            .map(|id| (id, self.inner.contacts.since(id)))
+            .collect()
+    }
+
     /// Builds a snapshot now and purges the log up to it (operators and tests).
     pub async fn snapshot_and_purge(&self) -> anyhow::Result<u64> {
         let m = self.metrics();

@@ -234,7 +234,7 @@ pub const DEFS: &[Def] = &[
     Def { name: RAFT_LAST_LOG, kind: Kind::Gauge, labels: &[], help: "The last Raft log index written here." },
     Def { name: RAFT_APPLIED, kind: Kind::Gauge, labels: &[], help: "The last Raft log index committed and applied to the metadata here." },
     Def { name: RAFT_VOTERS, kind: Kind::Gauge, labels: &[], help: "Voting members of the cluster." },
-    Def { name: RAFT_CONTACT, kind: Kind::Gauge, labels: &["member"], help: "Seconds since this node last heard from each other member (-1: not since it started)." },
+    Def { name: RAFT_CONTACT, kind: Kind::Gauge, labels: &["member"], help: "Seconds since this node last heard from each member (0 for itself; -1: not since it started)." },
     Def { name: BACKUP_AGE, kind: Kind::Gauge, labels: &[], help: "Seconds since this node's last metadata backup to its disks (-1: none since it started)." },
     Def { name: BACKUP_TIME, kind: Kind::Gauge, labels: &[], help: "When that backup was written (Unix seconds; 0: none since the node started)." },
     Def { name: BACKUP_FAILING, kind: Kind::Gauge, labels: &[], help: "1 when this node's last backup attempt failed." },
@@ -547,6 +547,8 @@ fn raft(store: &Store) {
     metrics::gauge!(RAFT_LAST_LOG).set(st.last_log.unwrap_or(0) as f64);
     metrics::gauge!(RAFT_APPLIED).set(st.last_applied.unwrap_or(0) as f64);
     metrics::gauge!(RAFT_VOTERS).set(st.voters.len() as f64);
+    // This node itself, so the series exists on a cluster of one too.
+    metrics::gauge!(RAFT_CONTACT, "member" => store.node_id.to_string()).set(0.0);
     for (id, since) in store.consensus.member_contacts() {
         metrics::gauge!(RAFT_CONTACT, "member" => id.to_string())
             .set(since.map_or(-1.0, |d| d.as_secs_f64()));

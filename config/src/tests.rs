@@ -518,8 +518,10 @@ fn overrides_beat_env_beat_file() {
         data_listen: None,
         peers: Vec::new(),
         secret_file: None,
+        log_format: Some(LogFormat::Json),
     };
     let with_flags = load(Some(&path), vars, &overrides).expect("loads");
+    assert_eq!(with_flags.log.format, LogFormat::Json);
     assert_eq!(with_flags.api.listen, "10.0.0.3:3".parse().expect("addr"));
     assert_eq!(with_flags.node.data_dir, PathBuf::from("/flag"));
     assert_eq!(with_flags.storage.disks, vec![PathBuf::from("/d1")]);

@@ -155,6 +155,12 @@ names! {
     INGEST_BYTES = "wormfs_ingest_bytes_total";
     /// Ingests that failed.
     INGEST_FAILURES = "wormfs_ingest_failures_total";
+    /// Parts reads found missing, unreadable or corrupt.
+    READ_DAMAGED = "wormfs_read_damaged_parts_total";
+    /// Rows decoded around a damaged part.
+    READ_DEGRADED_ROWS = "wormfs_read_degraded_rows_total";
+    /// Reads that could not be served.
+    READ_UNREADABLE = "wormfs_read_unreadable_total";
     /// Request durations.
     REQUEST_DURATION = "wormfs_request_duration_seconds";
     /// Answers with a status of 400 or more.
@@ -227,6 +233,9 @@ pub const DEFS: &[Def] = &[
     Def { name: INGEST_FILES, kind: Kind::Counter, labels: &[], help: "Ingests and appends this node committed." },
     Def { name: INGEST_BYTES, kind: Kind::Counter, labels: &[], help: "Bytes of those ingests and appends." },
     Def { name: INGEST_FAILURES, kind: Kind::Counter, labels: &[], help: "Ingests and appends on this node that failed." },
+    Def { name: READ_DAMAGED, kind: Kind::Counter, labels: &[], help: "Parts this node's reads found missing, unreadable or corrupt (each queued for repair: heal on read)." },
+    Def { name: READ_DEGRADED_ROWS, kind: Kind::Counter, labels: &[], help: "Rows this node's reads decoded around a damaged or missing part." },
+    Def { name: READ_UNREADABLE, kind: Kind::Counter, labels: &[], help: "Reads this node could not serve: fewer than k readable parts." },
     Def { name: REQUEST_DURATION, kind: Kind::Histogram, labels: &["face", "method", "route"], help: "Seconds from a request's arrival to its answer's head, by face (api, webdav), method and route template." },
     Def { name: REQUEST_ERRORS, kind: Kind::Counter, labels: &["face", "route", "status"], help: "Answers with a status of 400 or more, by face, route template and status." },
     Def { name: RAFT_ROLE, kind: Kind::Gauge, labels: &["role"], help: "1 for this node's Raft role (leader, follower, candidate, learner, shutdown), 0 for the others." },
@@ -505,6 +514,14 @@ impl Exporter {
         metrics::gauge!(BACKUP_TIME).set(b.last_ms.map_or(0.0, |t| t as f64 / 1000.0));
         metrics::gauge!(BACKUP_FAILING).set(flag(b.last_error.is_some()));
         metrics::gauge!(BACKUP_CHANGES).set(b.changes_since as f64);
+        let c = &store.counters;
+        for (name, a) in [
+            (READ_DAMAGED, &c.damaged_part_reads),
+            (READ_DEGRADED_ROWS, &c.degraded_rows),
+            (READ_UNREADABLE, &c.unreadable),
+        ] {
+            metrics::counter!(name).absolute(a.load(Ordering::Relaxed));
+        }
         let d = drops.snapshot();
         let count = |k: &str| d.get(k).and_then(|v| v.as_u64()).unwrap_or(0) as f64;
         metrics::gauge!(INGEST_QUEUED).set(count("queued"));

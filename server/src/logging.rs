@@ -55,6 +55,11 @@ fn colour_logs() -> bool {
     std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
+/// Whether the log is JSON lines.
+pub fn is_json() -> bool {
+    JSON.load(Ordering::Relaxed)
+}
+
 /// A note for the person who started the node (the shared-filesystem banner, where the first
 /// WebDAV password is): on standard error as it is with a text log; a warning event with a
 /// JSON log, so a collector reading standard error sees only JSON.

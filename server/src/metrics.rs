@@ -171,6 +171,8 @@ names! {
     RAFT_TERM = "wormfs_raft_term";
     /// The last log index written here.
     RAFT_LAST_LOG = "wormfs_raft_last_log_index";
+    /// The commit index this node knows.
+    RAFT_COMMIT = "wormfs_raft_commit_index";
     /// The last log index applied here.
     RAFT_APPLIED = "wormfs_raft_applied_index";
     /// Voters.
@@ -241,6 +243,12 @@ pub const DEFS: &[Def] = &[
     Def { name: RAFT_ROLE, kind: Kind::Gauge, labels: &["role"], help: "1 for this node's Raft role (leader, follower, candidate, learner, shutdown), 0 for the others." },
     Def { name: RAFT_TERM, kind: Kind::Gauge, labels: &[], help: "The current Raft term." },
     Def { name: RAFT_LAST_LOG, kind: Kind::Gauge, labels: &[], help: "The last Raft log index written here." },
+    Def {
+        name: RAFT_COMMIT,
+        kind: Kind::Gauge,
+        labels: &[],
+        help: "The commit index this node knows: on the leader, the highest log index a majority of voters hold; elsewhere the applied index.",
+    },
     Def { name: RAFT_APPLIED, kind: Kind::Gauge, labels: &[], help: "The last Raft log index committed and applied to the metadata here." },
     Def { name: RAFT_VOTERS, kind: Kind::Gauge, labels: &[], help: "Voting members of the cluster." },
     Def { name: RAFT_CONTACT, kind: Kind::Gauge, labels: &["member"], help: "Seconds since this node last heard from each member (0 for itself; -1: not since it started)." },
@@ -563,6 +571,7 @@ fn raft(store: &Store) {
     metrics::gauge!(RAFT_TERM).set(st.term as f64);
     metrics::gauge!(RAFT_LAST_LOG).set(st.last_log.unwrap_or(0) as f64);
     metrics::gauge!(RAFT_APPLIED).set(st.last_applied.unwrap_or(0) as f64);
+    metrics::gauge!(RAFT_COMMIT).set(store.consensus.commit_index().unwrap_or(0) as f64);
     metrics::gauge!(RAFT_VOTERS).set(st.voters.len() as f64);
     // This node itself, so the series exists on a cluster of one too.
     metrics::gauge!(RAFT_CONTACT, "member" => store.node_id.to_string()).set(0.0);

@@ -263,6 +263,8 @@ fn metrics_scrape_has_every_documented_name_with_sane_values_and_the_dashboard_n
     assert!(value(f, "wormfs_raft_term", &[]) >= 1.0);
     let applied = value(f, "wormfs_raft_applied_index", &[]);
     assert!((1.0..=value(f, "wormfs_raft_last_log_index", &[])).contains(&applied));
+    // Read after the applied index, the commit index is at least that.
+    assert!(value(f, "wormfs_raft_commit_index", &[]) >= applied);
     assert_eq!(value(f, "wormfs_raft_voters", &[]), 1.0);
     assert!(value(f, "wormfs_ingest_files_total", &[]) >= 1.0);
     assert!(value(f, "wormfs_ingest_bytes_total", &[]) >= data.len() as f64);

@@ -143,10 +143,13 @@ async fn connection(
     let svc_act = act.clone();
     let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         svc_act.request_started();
-        let req = req.map(|b| WatchedBody {
+        let mut req = req.map(|b| WatchedBody {
             inner: b,
             act: svc_act.clone(),
         });
+        // The client's address, for handlers that need it (the admin page's login throttle).
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
         let fut = hyper::service::Service::call(&inner, req);
         let act = svc_act.clone();
         async move {

@@ -236,6 +236,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         store: node.store.clone(),
         accounts: node.accounts.clone(),
         drops: node.drops.clone(),
+        sessions: Default::default(),
     };
     // WebDAV is bound before the API, so a caller that sees the API up finds WebDAV up too.
     let face = wormfs_server::webdav_face::build(&cfg, node.store.clone(), &node.accounts).await?;

@@ -85,6 +85,8 @@ pub enum ErrorKind {
     NoMajority,
     /// 507: not enough writable disks or space.
     InsufficientStorage,
+    /// 429: too many failed logins from this address (the admin page's login); retry later.
+    Throttled,
     /// A kind this client does not know (from a newer node); never sent.
     #[serde(other)]
     Other,
@@ -896,6 +898,7 @@ pub(crate) struct ItemWire {
     updated_ms: u64,
     note: Option<String>,
     attempts: u32,
+    next_try_ms: Option<u64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -1132,6 +1135,7 @@ mod tests {
             updated_ms: 8,
             note: None,
             attempts: 1,
+            next_try_ms: None,
         };
         let items: Vec<Item> = [
             ItemState::Queued,
@@ -1417,4 +1421,38 @@ pub struct AccountChange {
     pub name: String,
     /// What the operator should know.
     pub notes: Vec<String>,
+}
+
+// The admin page's login.
+
+/// `POST /api/v1/session`: a login, with a user's password or an API token.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    /// A user of the cluster with the admin role (with `password`).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// The user's password.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// An API token (instead of `user` and `password`).
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+/// An admin page session, as the page sees it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SessionInfo {
+    /// The user's or the token's name.
+    pub name: String,
+    /// `user` (a password login) or `token`.
+    pub login: String,
+    /// The session may only look: actions are hidden on the page and refused (403).
+    pub read_only: bool,
+    /// The token to send as `X-CSRF-Token` with every request that is not a GET or HEAD.
+    pub csrf_token: String,
+    /// When the session ends (ms since the epoch).
+    pub expires_ms: u64,
+    /// This node's id (each node has its own sessions).
+    pub node_id: NodeId,
 }

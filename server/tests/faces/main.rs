@@ -8,6 +8,7 @@
 mod common;
 
 mod accounts;
+mod admin_page;
 mod api_safety;
 mod cli_process;
 mod disks_mounted;

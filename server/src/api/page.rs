@@ -1,0 +1,50 @@
+//! The admin page, embedded in the binary: one HTML page, one script, one style sheet
+//! (`server/ui/`), served on the API port at `/`. The page itself holds no data: the script
+//! logs in (`POST /api/v1/session`) and reads the JSON routes with the session cookie.
+
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+
+const INDEX: &str = include_str!("../../ui/index.html");
+const SCRIPT: &str = include_str!("../../ui/admin.js");
+const STYLE: &str = include_str!("../../ui/admin.css");
+
+/// The page's own files only: no other origin, no inline script, no framing.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                   connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+fn asset(body: &'static str, content_type: &'static str) -> Response {
+    let mut r = body.into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    r
+}
+
+/// `GET /`: the page.
+pub(super) async fn index() -> Response {
+    asset(INDEX, "text/html; charset=utf-8")
+}
+
+/// `GET /admin.js`: its script.
+pub(super) async fn script() -> Response {
+    asset(SCRIPT, "text/javascript; charset=utf-8")
+}
+
+/// `GET /admin.css`: its style sheet.
+pub(super) async fn style() -> Response {
+    asset(STYLE, "text/css; charset=utf-8")
+}

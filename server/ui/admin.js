@@ -12,6 +12,7 @@ const state = {
   last: {},           // panel -> JSON text last rendered (to skip identical redraws)
   timer: null,
   busy: false,
+  pending: false,     // a forced refresh asked for while one ran
 };
 
 // ---------------------------------------------------------------------------------------
@@ -22,6 +23,13 @@ function h(tag, attrs, ...children) {
   for (const [k, v] of Object.entries(attrs || {})) {
     if (v === null || v === undefined || v === false) continue;
     if (k === "class") el.className = v;
+    else if (k === "style") {
+      // Through the CSSOM: the page's Content-Security-Policy refuses style attributes.
+      for (const decl of String(v).split(";")) {
+        const i = decl.indexOf(":");
+        if (i > 0) el.style.setProperty(decl.slice(0, i).trim(), decl.slice(i + 1).trim());
+      }
+    }
     else if (k === "text") el.textContent = v;
     else if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
     else el.setAttribute(k, v === true ? "" : String(v));
@@ -111,6 +119,19 @@ function apiPath(route, path) {
   return segs.length ? route + "/" + segs.join("/") : route;
 }
 
+/// JSON with integers past 2^53 (node ids are 64-bit) kept as their exact text.
+function parseJson(text) {
+  return JSON.parse(text, (_k, v, ctx) =>
+    typeof v === "number" && !Number.isSafeInteger(v) && Number.isInteger(v) && ctx && ctx.source ? ctx.source : v);
+}
+
+/// Node ids compared as numbers whatever their form (number or exact text).
+function byId(a, b) {
+  const x = String(a);
+  const y = String(b);
+  return x.length - y.length || (x < y ? -1 : x > y ? 1 : 0);
+}
+
 class ApiFailure extends Error {
   constructor(status, message) { super(message); this.status = status; }
 }
@@ -133,7 +154,7 @@ async function api(method, path, body) {
   const text = await r.text();
   let data = null;
   if (text) {
-    try { data = JSON.parse(text); } catch (_) { data = { error: text }; }
+    try { data = parseJson(text); } catch (_) { data = { error: text }; }
   }
   if (!r.ok) throw new ApiFailure(r.status, (data && data.error) || ("HTTP " + r.status));
   return data;
@@ -161,6 +182,9 @@ function canAct() { return state.session && !state.session.read_only; }
 
 function showLogin(why) {
   state.session = null;
+  state.panel = "overview";
+  state.dir = "/";
+  state.file = null;
   stopPolling();
   $("app").hidden = true;
   $("logout").hidden = true;
@@ -252,7 +276,12 @@ function draw(panel, data, build) {
 }
 
 async function refresh(force) {
-  if (!state.session || state.busy) return;
+  if (!state.session) return;
+  if (state.busy) {
+    // One more run once this one ends (a panel chosen meanwhile is drawn at once).
+    if (force) state.pending = true;
+    return;
+  }
   if ($("confirm").open && !force) return;
   if (force) state.last[state.panel] = null;
   state.busy = true;
@@ -263,6 +292,10 @@ async function refresh(force) {
     if (e.status !== 401) say(e.message, true);
   } finally {
     state.busy = false;
+  }
+  if (state.pending) {
+    state.pending = false;
+    refresh(true);
   }
 }
 
@@ -407,7 +440,7 @@ function buildDisks(d) {
     byNode.get(x.node_id).push(x);
   }
   const out = [];
-  for (const [node, list] of [...byNode.entries()].sort((a, b) => a[0] - b[0])) {
+  for (const [node, list] of [...byNode.entries()].sort((a, b) => byId(a[0], b[0]))) {
     const rows = list.map((x) => {
       const used = Math.max(0, x.space.total_bytes - x.space.free_bytes);
       const actions = [];
@@ -608,7 +641,7 @@ function buildStat(d) {
       if (!machines.has(node)) machines.set(node, { name: p.node_name || ("node " + node), disks: new Map() });
       const m = machines.get(node);
       if (!m.disks.has(p.disk_id)) m.disks.set(p.disk_id, { path: p.disk_path || p.disk_id, parts: [] });
-      m.disks.get(p.disk_id).parts.push({ seg: seg.index, idx: p.index, bad: p.missing || p.state !== "ok", state: p.state });
+      m.disks.get(p.disk_id).parts.push({ seg: seg.index, idx: p.index, bad: p.missing || !p.state.startsWith("ok"), state: p.state });
     }
   }
   const map = h("div", { class: "map", id: "part-map" });
@@ -762,7 +795,7 @@ async function start() {
   try {
     const r = await fetch("/api/v1/session", { credentials: "same-origin", cache: "no-store" });
     if (r.status === 200) {
-      state.session = await r.json();
+      state.session = parseJson(await r.text());
       if (state.session.login === "bearer") { state.session = null; showLogin(""); return; }
       showApp();
       return;

@@ -347,10 +347,8 @@ impl Worker {
                         delay.as_secs()
                     )),
                 );
-                self.status.next_try(
-                    &source,
-                    now_ms().saturating_add(delay.as_millis() as u64),
-                );
+                self.status
+                    .next_try(&source, now_ms().saturating_add(delay.as_millis() as u64));
                 self.watcher.retry_after(&r.path, delay);
             }
         }

@@ -102,8 +102,8 @@ function table(headers, rows, opts) {
   return h("div", { class: "scroll" }, h("table", {}, h("thead", {}, head), h("tbody", {}, body)));
 }
 
-function figure(k, v) {
-  return h("div", { class: "figure" }, h("span", { class: "v" }, v), h("span", { class: "k" }, k));
+function figure(k, v, key) {
+  return h("div", { class: "figure", "data-count": key }, h("span", { class: "v" }, v), h("span", { class: "k" }, k));
 }
 
 function say(text, bad) {
@@ -331,11 +331,13 @@ async function overview() {
 
 function capacity(disks) {
   // Each filesystem counted once per machine: folders on one disk share its space.
+  // A missing disk or a silent machine's reports no space: the largest report counts.
   const seen = new Map();
   for (const x of disks) {
     if (x.status === "removed" || x.status === "drained") continue;
     const key = x.node_id + ":" + x.filesystem;
-    if (!seen.has(key)) seen.set(key, x.space);
+    const had = seen.get(key);
+    if (!had || x.space.total_bytes > had.total_bytes) seen.set(key, x.space);
   }
   let total = 0;
   let free = 0;
@@ -426,9 +428,14 @@ async function disks() {
   draw("disks", d, buildDisks);
 }
 
+function statusClass(status) {
+  return status === "up" ? "ok" : status === "draining" || status === "drained" ? "warn" : "bad";
+}
+
 function diskState(x) {
-  const bad = x.state !== "active" || (x.status !== "up" && x.status !== "draining" && x.status !== "drained");
-  const cls = x.state === "missing" || x.status === "out" || x.status === "removed" || x.status === "down" ? "bad" : bad ? "warn" : "ok";
+  let cls = statusClass(x.status);
+  if (x.state === "missing") cls = "bad";
+  else if (x.state !== "active" && cls === "ok") cls = "warn";
   const text = x.status === "up" ? x.state : x.state + ", " + x.status;
   return h("span", { class: "badge " + cls, "data-disk-state": x.status }, text);
 }
@@ -645,12 +652,12 @@ function buildStat(d) {
     }
   }
   const map = h("div", { class: "map", id: "part-map" });
-  for (const [node, m] of machines) {
+  for (const [node, m] of [...machines.entries()].sort((a, b) => byId(a[0], b[0]))) {
     const box = h("div", { class: "machine" }, h("h4", {}, m.name + " (node " + node + ")"));
-    for (const [id, dk] of m.disks) {
+    for (const [id, dk] of [...m.disks.entries()].sort((a, b) => (a[1].path < b[1].path ? -1 : 1))) {
       const info = diskName.get(id);
       box.append(h("div", { class: "diskbox" },
-        h("div", {}, dk.path, info && info.status !== "up" ? h("span", { class: "badge bad" }, " " + info.status) : null),
+        h("div", {}, dk.path, " ", info && info.status !== "up" ? h("span", { class: "badge " + statusClass(info.status) }, info.status) : null),
         dk.parts.map((p) => h("span", { class: "chip" + (p.bad ? " bad" : ""), title: p.state }, "s" + p.seg + "·p" + p.idx + (p.bad ? " " + p.state : "")))));
     }
     map.append(box);
@@ -675,8 +682,9 @@ function buildIngest(d) {
       h("strong", {}, f.path), " → " + f.tree + " (then " + f.after + (f.done_dir ? " to " + f.done_dir : "") + "; " + f.watch + ", settles " + secs(Math.round(f.settle_ms / 1000)) + ")")))
       : h("p", { class: "muted" }, "No drop folder on this node (drop_folders in its config)."),
     h("div", { class: "grid", style: "margin-top:.6rem" },
-      figure("settling", num(d.settling)), figure("queued", num(d.queued)), figure("in progress", num(d.in_progress)),
-      figure("done", num(d.done)), figure("failed", num(d.failed)))));
+      figure("settling", num(d.settling), "settling"), figure("queued", num(d.queued), "queued"),
+      figure("in progress", num(d.in_progress), "in_progress"),
+      figure("done", num(d.done), "done"), figure("failed", num(d.failed), "failed"))));
   const order = { in_progress: 0, failed: 1, queued: 2, done: 3 };
   const items = [...d.items].sort((a, b) => (order[a.state] - order[b.state]) || (b.updated_ms - a.updated_ms));
   const rows = items.map((it) => {
@@ -721,10 +729,16 @@ function buildRepair(d) {
     h("h3", {}, "Queued by tolerance"),
     table(["tolerance", ["segments", "num"]], r.queued_by_tolerance.map((t) => h("tr", {}, h("td", {}, String(t.tolerance)), h("td", { class: "num" }, num(t.segments)))), { empty: "The queue is empty." }),
     h("h3", {}, "In progress on this node"),
-    table(["segment", "progress", "parts"], r.in_progress.map((j) => h("tr", {},
-      h("td", {}, h("div", {}, j.path), h("div", { class: "muted" }, j.segment.file_id.slice(0, 12) + ":" + j.segment.seg)),
-      h("td", {}, progress(j.bytes_done, j.bytes_total, "repair of " + j.path), h("div", { class: "muted" }, bytes(j.bytes_done) + " of " + bytes(j.bytes_total))),
-      h("td", {}, j.parts.join(", ")))), { empty: "Nothing is being repaired here." }),
+    table(["segment", "progress", "rate, time left", "parts"], r.in_progress.map((j) => {
+      const secsRun = Math.max(1, (Date.now() - j.started_ms) / 1000);
+      const rate = j.bytes_done / secsRun;
+      const left = rate > 0 ? Math.round((j.bytes_total - j.bytes_done) / rate) : null;
+      return h("tr", {},
+        h("td", {}, h("div", {}, j.path), h("div", { class: "muted" }, j.segment.file_id.slice(0, 12) + ":" + j.segment.seg)),
+        h("td", {}, progress(j.bytes_done, j.bytes_total, "repair of " + j.path), h("div", { class: "muted" }, bytes(j.bytes_done) + " of " + bytes(j.bytes_total))),
+        h("td", {}, bytes(rate) + "/s, " + secs(left)),
+        h("td", {}, j.parts.join(", ")));
+    }), { empty: "Nothing is being repaired here." }),
     h("h3", {}, "Queue (most endangered first)"),
     table(["segment", ["tolerance", "num"], "why", ["attempts", "num hide-narrow"], "next try"], r.queue.map((q) => h("tr", {},
       h("td", {}, q.segment.file_id.slice(0, 12) + ":" + q.segment.seg),

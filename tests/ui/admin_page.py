@@ -14,10 +14,12 @@ Input: the environment variable WORMFS_UI_TEST, a JSON object:
   drop        the drop folder (it goes to /incoming in the tree)
   lost_disk   a disk folder to delete (holding a part of the dropped file)
   drain_disk  the path of another disk, to drain from the page
+  extra_disk  a folder to add as a disk from the page (a drain needs a spare)
   shots       where screenshots go
 Exits 0 when every check passed; prints what failed otherwise.
 """
 
+import base64
 import json
 import os
 import shutil
@@ -27,6 +29,7 @@ import urllib.request
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -87,8 +90,6 @@ def browser():
 
 
 D = browser()
-if EVENTS_MISSING:
-    print("FIXME: this node has no GET /api/v1/events yet; its 404s are not counted", flush=True)
 
 
 def wait(what, cond):
@@ -116,12 +117,14 @@ def text(css):
 
 
 def shot(name):
-    """A screenshot of the whole page (the window grown to the page's height)."""
-    size = D.get_window_size()
-    height = D.execute_script("return document.documentElement.scrollHeight")
-    D.set_window_size(size["width"], min(max(height + 20, 400), 4000))
-    D.save_screenshot(os.path.join(SHOTS, name + ".png"))
-    D.set_window_size(size["width"], size["height"])
+    """A screenshot of the whole page, beyond the window's height (Chromium's DevTools)."""
+    m = D.execute_cdp_cmd("Page.getLayoutMetrics", {})
+    size = m["cssContentSize"]
+    r = D.execute_cdp_cmd("Page.captureScreenshot", {
+        "format": "png", "captureBeyondViewport": True,
+        "clip": {"x": 0, "y": 0, "width": size["width"], "height": min(size["height"], 6000), "scale": 1}})
+    with open(os.path.join(SHOTS, name + ".png"), "wb") as f:
+        f.write(base64.b64decode(r["data"]))
 
 
 # FIXME: until the node has `GET /api/v1/events` (the lead's branch), the page's requests for
@@ -188,8 +191,14 @@ def api_json(path):
 
 def main():
     os.makedirs(SHOTS, exist_ok=True)
+    for old in os.listdir(SHOTS):
+        if old.endswith(".png"):
+            os.remove(os.path.join(SHOTS, old))
     admin_user, admin_pw = CFG["admin"].split(":", 1)
     rw_user, rw_pw = CFG["rw"].split(":", 1)
+
+    if EVENTS_MISSING:
+        print("FIXME: this node has no GET /api/v1/events yet; its 404s are not counted", flush=True)
 
     phase("without a session: the API refuses, the page shows only the login form")
     for method, path in [("GET", "/api/v1/status"), ("GET", "/api/v1/disks"), ("GET", "/api/v1/health/report"),
@@ -239,13 +248,29 @@ def main():
 
     phase("a file dropped into the drop folder goes through the ingest panel to done")
     tab("ingest")
-    data = bytes((i * 7919) % 251 for i in range(3 * 1024 * 1024))
     name = "dropped.bin"
-    tmp = os.path.join(CFG["drop"], ".dropped.bin.part")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.rename(tmp, os.path.join(CFG["drop"], name))
     seen = set()
+
+    def settling():
+        e = el('#panel-ingest [data-count="settling"] .v')
+        return e is not None and e.text not in ("", "0")
+
+    # Written a little at a time until the panel shows it settling (each write starts its
+    # settle time again), then left alone: the node takes it once unchanged for the settle time.
+    with open(os.path.join(CFG["drop"], name), "wb") as f:
+        f.write(bytes((i * 7919) % 251 for i in range(2 * 1024 * 1024)))
+        f.flush()
+        chunk = 0
+        while True:
+            try:
+                WebDriverWait(D, 1, poll_frequency=0.2).until(lambda _d: settling())
+                break
+            except TimeoutException:
+                chunk += 1
+                assert chunk < WAIT, "the panel never showed the file settling"
+                f.write(bytes([chunk % 256]) * 65536)
+                f.flush()
+    seen.add("settling")
 
     def state_of_drop():
         row = el('#panel-ingest tr[data-state][data-source$="%s"]' % name)
@@ -256,6 +281,7 @@ def main():
 
     wait("the dropped file done in the ingest panel", state_of_drop)
     print("states seen:", sorted(seen), flush=True)
+    assert el('#panel-ingest [data-count="done"] .v').text == "1"
     shot("ingest")
     no_console_errors("the ingest panel")
 
@@ -298,8 +324,18 @@ def main():
     only_expected_errors("the refused requests", "/api/v1/repair/resume", "/drain")
     shot("repair")
 
-    phase("a drain started from the disks panel, through its confirmation")
+    phase("a disk added from the disks panel, through its confirmation")
     tab("disks")
+    wait("the add button", lambda: el('#panel-disks button[data-key^="add-"]') is not None)
+    el('#panel-disks button[data-key^="add-"]').click()
+    wait("the add dialog", lambda: visible("#confirm") and visible("#confirm-path"))
+    el("#confirm-path").send_keys(CFG["extra_disk"])
+    el("#confirm-ok").click()
+    wait("the dialog closed after the add", lambda: not visible("#confirm"))
+    wait("seven disks in the panel", lambda: len(D.find_elements(By.CSS_SELECTOR, "#panel-disks tr[data-disk]")) == 7)
+    assert "disk" in text("#message"), text("#message")
+
+    phase("a drain started from the disks panel, through its confirmation")
     button = '#panel-disks tr[data-disk="%s"] button[data-action="drain"]' % drain["disk_id"]
     wait("the drain button", lambda: el(button) is not None)
     el(button).click()

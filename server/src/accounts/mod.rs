@@ -298,7 +298,14 @@ impl Accounts {
     /// them (its config file's users winning over the cluster's): the admin page's sessions
     /// end when either changes.
     pub async fn login_view(&self, name: &str) -> Result<Option<(AccountRole, String)>, MetaError> {
-        let view = |u: &UserRecord| (u.role, blake3::hash(u.password_hash.as_bytes()).to_hex().to_string());
+        let view = |u: &UserRecord| {
+            (
+                u.role,
+                blake3::hash(u.password_hash.as_bytes())
+                    .to_hex()
+                    .to_string(),
+            )
+        };
         if let Some(u) = self.config_users.iter().find(|u| u.name == name) {
             return Ok(Some(view(u)));
         }

@@ -442,14 +442,21 @@ async fn auth(State(st): State<ApiState>, mut req: Request, next: Next) -> Respo
             return unauthorized("missing API token (Authorization: Bearer ...)");
         };
         let Some(session) = st.sessions.get(&id) else {
-            return unauthorized("the admin page's session ended (or this node restarted): log in again");
+            return unauthorized(
+                "the admin page's session ended (or this node restarted): log in again",
+            );
         };
         match session::still_valid(&st, &session).await {
             Ok(true) => {}
             Ok(false) => {
                 st.sessions.end(&id);
-                tracing::info!(who = session.name(), "admin page: session ended: its user or token changed");
-                return unauthorized("the admin page's session ended: its user or token changed; log in again");
+                tracing::info!(
+                    who = session.name(),
+                    "admin page: session ended: its user or token changed"
+                );
+                return unauthorized(
+                    "the admin page's session ended: its user or token changed; log in again",
+                );
             }
             Err(e) => return e.into_response(),
         }
@@ -467,7 +474,10 @@ async fn auth(State(st): State<ApiState>, mut req: Request, next: Next) -> Respo
                 )
                 .into_response();
             }
-            if session.read_only {
+            // A read-only session may still log out.
+            let logout = *req.method() == axum::http::Method::DELETE
+                && req.uri().path() == "/api/v1/session";
+            if session.read_only && !logout {
                 return ApiError(
                     StatusCode::FORBIDDEN,
                     ErrorKind::Forbidden,

@@ -13,7 +13,23 @@ const STYLE: &str = include_str!("../../ui/admin.css");
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                    connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
-fn asset(body: &'static str, content_type: &'static str) -> Response {
+/// For working on the page: a folder to read the three files from at each request instead of
+/// the copies built in (`WORMFS_DEV_UI_DIR=server/ui`), so a change shows at a reload.
+const DEV_DIR: &str = "WORMFS_DEV_UI_DIR";
+
+fn asset(built_in: &'static str, content_type: &'static str) -> Response {
+    let body = match std::env::var_os(DEV_DIR) {
+        Some(dir) => {
+            let name = match content_type.split(';').next() {
+                Some("text/javascript") => "admin.js",
+                Some("text/css") => "admin.css",
+                _ => "index.html",
+            };
+            std::fs::read_to_string(std::path::Path::new(&dir).join(name))
+                .unwrap_or_else(|_| built_in.to_owned())
+        }
+        None => built_in.to_owned(),
+    };
     let mut r = body.into_response();
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));

@@ -109,12 +109,17 @@ fn admin_page_in_headless_chromium_logs_in_shows_every_panel_and_acts_only_with_
         "drop": drop,
         "lost_disk": absolute(&paths[0]),
         "drain_disk": paths[1],
+        "extra_disk": t.path().join("extra-disk"),
         "shots": shots,
     });
 
     let (ok, log) = run_script(&config, &shots);
     eprintln!("{log}");
-    assert!(ok, "the browser script failed (screenshots in {})", shots.display());
+    assert!(
+        ok,
+        "the browser script failed (screenshots in {})",
+        shots.display()
+    );
     assert!(log.contains("ALL CHECKS PASSED"), "{log}");
 
     // What the page did, as the CLI sees it.

@@ -96,10 +96,22 @@ function table(headers, rows, opts) {
     const [text, cls] = Array.isArray(x) ? x : [x, null];
     return h("th", { scope: "col", class: cls }, text);
   }));
+  // Each cell names its column, for a phone's width where rows are shown as stacked cards.
+  for (const r of rows) {
+    [...r.children].forEach((td, i) => {
+      const x = headers[i];
+      const label = Array.isArray(x) ? x[0] : x;
+      if (label && !td.hasAttribute("data-label")) td.setAttribute("data-label", label);
+      // One box for the cell's content, beside its label.
+      const cell = h("div", { class: "cell" });
+      cell.append(...td.childNodes);
+      td.append(cell);
+    });
+  }
   const body = rows.length
     ? rows
     : [h("tr", {}, h("td", { colspan: headers.length, class: "muted" }, (opts && opts.empty) || "nothing"))];
-  return h("div", { class: "scroll" }, h("table", {}, h("thead", {}, head), h("tbody", {}, body)));
+  return h("div", { class: "scroll" }, h("table", { class: "stack" }, h("thead", {}, head), h("tbody", {}, body)));
 }
 
 function figure(k, v, key) {

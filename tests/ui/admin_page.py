@@ -322,7 +322,6 @@ def main():
     assert api_json("/api/v1/repair")["paused"] is True
     assert next(d for d in api_json("/api/v1/disks")["disks"] if d["disk_id"] == drain["disk_id"])["status"] == "up"
     only_expected_errors("the refused requests", "/api/v1/repair/resume", "/drain")
-    shot("repair")
 
     phase("a disk added from the disks panel, through its confirmation")
     tab("disks")
@@ -365,20 +364,26 @@ def main():
     wait("the file's tolerance below its policy", lambda: el("#file-tolerance") is not None
          and int(el("#file-tolerance").get_attribute("data-parts")) < full_parts)
     shot("files-degraded")
+    tab("repair")
+    wait("the repair queue", lambda: el("#panel-repair td[data-label='why']") is not None)
+    shot("repair")
 
     phase("the events panel")
     tab("events")
     shot("events")
 
     phase("a phone's width")
-    D.set_window_size(375, 800)
-    tab("overview")
-    width = D.execute_script("return document.documentElement.scrollWidth")
-    assert width <= 380, "the overview is wider than a phone: %d px" % width
-    shot("phone-overview")
-    tab("disks")
-    shot("phone-disks")
-    D.set_window_size(1280, 900)
+    # A window cannot be made that narrow: the phone's screen is emulated.
+    D.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                      {"width": 375, "height": 800, "deviceScaleFactor": 1, "mobile": True})
+    for panel in ("overview", "disks", "files", "ingest", "repair", "events"):
+        tab(panel)
+        widths = D.execute_script(
+            "return [document.documentElement.clientWidth, document.documentElement.scrollWidth]")
+        assert widths[0] == 375 and widths[1] <= 375, "the %s panel is wider than a phone: %s" % (panel, widths)
+        if panel in ("overview", "disks"):
+            shot("phone-" + panel)
+    D.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
     phase("keyboard: the tabs are buttons that take the focus")
     first = el('.tab[data-panel="overview"]')

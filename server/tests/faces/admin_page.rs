@@ -73,6 +73,8 @@ fn admin_page_in_headless_chromium_logs_in_shows_every_panel_and_acts_only_with_
             ("WORMFS_STORAGE__SEGMENT_PART_BYTES", "262144"),
             ("WORMFS_STORAGE__RESERVE_FREE_BYTES", "0"),
             ("WORMFS_SCRUB__ENABLED", "false"),
+            // A deleted disk is soon `out` and its segments queued (repair is paused by then).
+            ("WORMFS_REPAIR__DISK_OUT_AFTER_MS", "1000"),
         ],
     );
     let data = t.path().join("wormfs-data");

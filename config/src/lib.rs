@@ -25,13 +25,13 @@ use std::path::{Component, Path, PathBuf};
 
 pub use error::ConfigError;
 pub use policy::{
-    AfterIngest, Anonymous, ConflictRule, LogFormat, MacMetadata, ParseChoiceError,
-    PolicyParseError, PolicySpec, Role, MAX_COPIES, MAX_EC_DATA, MAX_EC_PARITY,
+    AfterIngest, AlertSeverity, Anonymous, ConflictRule, LogFormat, MacMetadata, ParseChoiceError,
+    PolicyParseError, PolicySpec, Role, WebhookFormat, MAX_COPIES, MAX_EC_DATA, MAX_EC_PARITY,
 };
 
 use raw::{
-    RawApi, RawCluster, RawConfig, RawDropFolder, RawIngest, RawLog, RawMeta, RawNode, RawRaft,
-    RawRepair, RawRetention, RawScrub, RawStorage, RawWebdav, SetError,
+    RawAlerts, RawApi, RawCluster, RawConfig, RawDropFolder, RawIngest, RawLog, RawMeta, RawNode,
+    RawRaft, RawRepair, RawRetention, RawScrub, RawStorage, RawWebdav, SetError,
 };
 
 /// Where the config came from.
@@ -74,6 +74,37 @@ pub struct Config {
     pub retention: RetentionConfig,
     /// `[log]`.
     pub log: LogConfig,
+    /// `[alerts]`.
+    pub alerts: AlertsConfig,
+}
+
+/// `[alerts]`: messages sent when something needs attention (docs/alerts.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertsConfig {
+    /// A condition must hold (or have cleared) this long before its message goes out.
+    pub debounce_ms: u64,
+    /// A member not heard from for this long is lost.
+    pub member_lost_after_ms: u64,
+    /// A machine's newest metadata backup older than this is stale (0: four times
+    /// `meta.backup_interval_ms`; never when backups are off).
+    pub backup_stale_after_ms: u64,
+    /// A segment whose repair failed this many times in a row is stuck.
+    pub repair_stuck_attempts: u32,
+    /// Where the messages go.
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+/// One `[[alerts.webhooks]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookConfig {
+    /// The URL the messages are POSTed to.
+    pub url: String,
+    /// The body's shape.
+    pub format: WebhookFormat,
+    /// A file holding the token sent with each message (read at each send).
+    pub token_file: Option<PathBuf>,
+    /// Conditions below this severity are not sent.
+    pub min_severity: AlertSeverity,
 }
 
 /// `[retention]`: the trash (docs/operations.md, "Trash").
@@ -793,6 +824,7 @@ fn build(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
         meta,
         retention,
         log,
+        alerts,
     } = raw;
     // Ingest is checked first, against the raw data folder, as it always was; `cluster` needs
     // the validated, resolved `node.data_dir` for its default secret file.
@@ -831,6 +863,7 @@ fn build(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
         meta: build_meta(meta, ctx)?,
         retention: build_retention(retention, ctx)?,
         log: build_log(log, ctx)?,
+        alerts: build_alerts(alerts, ctx)?,
     })
 }
 
@@ -1522,4 +1555,57 @@ fn build_log(log: RawLog, ctx: &Ctx<'_>) -> Result<LogConfig, ConfigError> {
         "must be a filter directive such as \"info\" or \"info,wormfs=debug\", got \"\"".to_owned()
     })?;
     Ok(LogConfig { level, format })
+}
+
+fn build_alerts(a: RawAlerts, ctx: &Ctx<'_>) -> Result<AlertsConfig, ConfigError> {
+    let RawAlerts {
+        debounce_ms,
+        member_lost_after_ms,
+        backup_stale_after_ms,
+        repair_stuck_attempts,
+        webhooks,
+    } = a;
+    ctx.check(
+        member_lost_after_ms > 0,
+        "alerts.member_lost_after_ms",
+        || "must be positive, got 0".to_owned(),
+    )?;
+    ctx.check(
+        repair_stuck_attempts > 0,
+        "alerts.repair_stuck_attempts",
+        || "must be at least 1, got 0".to_owned(),
+    )?;
+    let mut built = Vec::with_capacity(webhooks.len());
+    for (i, w) in webhooks.into_iter().enumerate() {
+        let url = w.url.trim().to_owned();
+        let host = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"))
+            .map(|rest| rest.split(['/', '?', '#']).next().unwrap_or(""));
+        if !host.is_some_and(|h| !h.is_empty() && !h.contains(char::is_whitespace)) {
+            return Err(ctx.err(
+                "alerts.webhooks",
+                Some(i),
+                format!(
+                    "webhook {}: url must be an http:// or https:// URL with a host, got {url:?}",
+                    i + 1
+                ),
+            ));
+        }
+        built.push(WebhookConfig {
+            url,
+            format: w.format,
+            token_file: w
+                .token_file
+                .map(|f| normalize(&ctx.resolve("alerts.webhooks", f))),
+            min_severity: w.min_severity,
+        });
+    }
+    Ok(AlertsConfig {
+        debounce_ms,
+        member_lost_after_ms,
+        backup_stale_after_ms,
+        repair_stuck_attempts,
+        webhooks: built,
+    })
 }

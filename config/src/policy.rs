@@ -290,6 +290,40 @@ choice!(LogFormat, "log format", r#""text" or "json""#, {
     Json => "json",
 });
 
+/// The body an alert webhook receives (docs/alerts.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WebhookFormat {
+    /// WormFS's own JSON document.
+    Json,
+    /// An ntfy message: the text as the body, title, priority and tags as headers.
+    Ntfy,
+    /// A Gotify message: `{"title", "message", "priority"}`.
+    Gotify,
+}
+
+choice!(WebhookFormat, "webhook format", r#""json", "ntfy" or "gotify""#, {
+    Json => "json",
+    Ntfy => "ntfy",
+    Gotify => "gotify",
+});
+
+/// How much an alert matters, lowest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum AlertSeverity {
+    /// Worth knowing.
+    Info,
+    /// Needs attention soon.
+    Warning,
+    /// Data is at risk now.
+    Critical,
+}
+
+choice!(AlertSeverity, "severity", r#""info", "warning" or "critical""#, {
+    Info => "info",
+    Warning => "warning",
+    Critical => "critical",
+});
+
 /// Implements serde for a type through its text form (`Display` / `FromStr`).
 macro_rules! serde_as_str {
     ($ty:ident, $expecting:literal) => {
@@ -330,6 +364,14 @@ serde_as_str!(
     r#"a conflict rule string: "rename", "replace" or "skip""#
 );
 serde_as_str!(LogFormat, r#"a log format string: "text" or "json""#);
+serde_as_str!(
+    WebhookFormat,
+    r#"a webhook format: "json", "ntfy" or "gotify""#
+);
+serde_as_str!(
+    AlertSeverity,
+    r#"a severity: "info", "warning" or "critical""#
+);
 serde_as_str!(Anonymous, r#"anonymous access: "off", "ro" or "rw""#);
 serde_as_str!(Role, r#"a role: "ro", "rw" or "admin""#);
 serde_as_str!(

@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::policy::{
-    AfterIngest, Anonymous, ConflictRule, LogFormat, MacMetadata, ParseChoiceError, PolicySpec,
-    Role,
+    AfterIngest, AlertSeverity, Anonymous, ConflictRule, LogFormat, MacMetadata, ParseChoiceError,
+    PolicySpec, Role, WebhookFormat,
 };
 
 /// One MiB.
@@ -101,6 +101,11 @@ pub(crate) const KEYS: &[&str] = &[
     "retention.trash_min_free",
     "log.level",
     "log.format",
+    "alerts.debounce_ms",
+    "alerts.member_lost_after_ms",
+    "alerts.backup_stale_after_ms",
+    "alerts.repair_stuck_attempts",
+    "alerts.webhooks",
 ];
 
 /// The whole file.
@@ -133,6 +138,8 @@ pub(crate) struct RawConfig {
     pub retention: RawRetention,
     /// `[log]`: the server's own log output.
     pub log: RawLog,
+    /// `[alerts]`: messages to a phone when something needs attention.
+    pub alerts: RawAlerts,
 }
 
 /// `[node]`.
@@ -584,6 +591,80 @@ impl Default for RawRetention {
     }
 }
 
+/// `[alerts]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawAlerts {
+    /// A condition must hold (or have cleared) this long before a message goes out.
+    pub debounce_ms: u64,
+    /// A member not heard from for this long is lost.
+    pub member_lost_after_ms: u64,
+    /// A machine's newest metadata backup older than this is stale (0: four times
+    /// `meta.backup_interval_ms`).
+    pub backup_stale_after_ms: u64,
+    /// A segment whose repair failed this many times in a row is stuck.
+    pub repair_stuck_attempts: u32,
+    /// `[[alerts.webhooks]]`: where the messages go.
+    pub webhooks: Vec<RawWebhook>,
+}
+
+impl Default for RawAlerts {
+    fn default() -> Self {
+        RawAlerts {
+            debounce_ms: 60_000,
+            member_lost_after_ms: 60_000,
+            backup_stale_after_ms: 0,
+            repair_stuck_attempts: 5,
+            webhooks: Vec::new(),
+        }
+    }
+}
+
+/// One `[[alerts.webhooks]]` entry.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawWebhook {
+    /// The URL the messages are POSTed to (`http://` or `https://`).
+    pub url: String,
+    /// `json`, `ntfy` or `gotify`.
+    #[serde(default = "default_webhook_format")]
+    pub format: WebhookFormat,
+    /// A file holding the token sent with each message (ntfy: `Authorization: Bearer`;
+    /// gotify: `X-Gotify-Key`; json: `Authorization: Bearer`).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Conditions below this severity are not sent.
+    #[serde(default = "default_min_severity")]
+    pub min_severity: AlertSeverity,
+}
+
+fn default_webhook_format() -> WebhookFormat {
+    WebhookFormat::Json
+}
+
+fn default_min_severity() -> AlertSeverity {
+    AlertSeverity::Warning
+}
+
+impl RawWebhook {
+    /// From `FORMAT=URL` or `URL` (`WORMFS_ALERTS__WEBHOOKS="ntfy=https://ntfy.sh/t,..."`).
+    pub(crate) fn from_spec(spec: &str) -> Result<Self, String> {
+        let spec = spec.trim();
+        let (format, url) = match spec.split_once('=') {
+            Some((f, u)) if !f.contains(':') && !f.contains('/') => {
+                (f.parse::<WebhookFormat>().map_err(|e| e.to_string())?, u)
+            }
+            _ => (WebhookFormat::Json, spec),
+        };
+        Ok(Self {
+            url: url.trim().to_owned(),
+            format,
+            token_file: None,
+            min_severity: default_min_severity(),
+        })
+    }
+}
+
 /// `[log]`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -865,6 +946,17 @@ pub(crate) fn set_key(
         "retention.trash_min_free" => raw.retention.trash_min_free = text.trim().to_owned(),
         "log.level" => raw.log.level = text.to_owned(),
         "log.format" => raw.log.format = text_value(text)?,
+        "alerts.debounce_ms" => raw.alerts.debounce_ms = int(text)?,
+        "alerts.member_lost_after_ms" => raw.alerts.member_lost_after_ms = int(text)?,
+        "alerts.backup_stale_after_ms" => raw.alerts.backup_stale_after_ms = int(text)?,
+        "alerts.repair_stuck_attempts" => raw.alerts.repair_stuck_attempts = int(text)?,
+        "alerts.webhooks" => {
+            raw.alerts.webhooks = text
+                .split(',')
+                .filter(|s| !s.trim().is_empty())
+                .map(RawWebhook::from_spec)
+                .collect::<Result<_, _>>()?
+        }
         // KEYS and this match are kept in step by the `every_key_is_settable` test.
         _ => return Err(SetError::Unknown),
     }

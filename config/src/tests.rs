@@ -247,6 +247,7 @@ fn example_mentions_every_key_and_every_key_is_settable_from_env() {
             "scrub.hours" => "01:00-06:00",
             "repair.retry_max_ms" => "100000000",
             "meta.backup_interval_ms" => "60000",
+            "alerts.webhooks" => "ntfy=https://ntfy.sh/t,http://127.0.0.1:9/hook",
             _ => "3",
         };
         let mut vars = vec![(var.clone(), value)];
@@ -1282,4 +1283,74 @@ fn a_bad_address_names_its_value_key_and_line_for_every_address_key() {
         message.contains("0.0.0.0:99999") && message.contains("WORMFS_API__LISTEN"),
         "{message}"
     );
+}
+
+#[test]
+fn alert_webhooks_are_read_from_tables_and_env_and_a_bad_url_names_its_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("wormfs.toml");
+    std::fs::write(
+        &path,
+        "[alerts]\ndebounce_ms = 5000\n\n[[alerts.webhooks]]\nurl = \"https://ntfy.sh/films\"\nformat = \"ntfy\"\ntoken_file = \"ntfy-token\"\n\n[[alerts.webhooks]]\nurl = \"http://10.0.0.2:8080/message\"\nformat = \"gotify\"\nmin_severity = \"critical\"\n",
+    )
+    .expect("write");
+    let c = load(Some(&path), no_env(), &Overrides::default()).expect("loads");
+    assert_eq!(c.alerts.debounce_ms, 5000);
+    assert_eq!(c.alerts.webhooks.len(), 2);
+    let ntfy = &c.alerts.webhooks[0];
+    assert_eq!(ntfy.format, WebhookFormat::Ntfy);
+    assert_eq!(ntfy.min_severity, AlertSeverity::Warning);
+    assert_eq!(
+        ntfy.token_file.as_deref(),
+        Some(dir.path().join("ntfy-token").as_path())
+    );
+    assert_eq!(c.alerts.webhooks[1].min_severity, AlertSeverity::Critical);
+
+    let c = load(
+        None,
+        env(&[(
+            "WORMFS_ALERTS__WEBHOOKS",
+            "gotify=http://h:1/message, http://h:2/x?a=b",
+        )]),
+        &Overrides::default(),
+    )
+    .expect("env loads");
+    let w: Vec<(WebhookFormat, &str)> = c
+        .alerts
+        .webhooks
+        .iter()
+        .map(|w| (w.format, w.url.as_str()))
+        .collect();
+    assert_eq!(
+        w,
+        [
+            (WebhookFormat::Gotify, "http://h:1/message"),
+            (WebhookFormat::Json, "http://h:2/x?a=b")
+        ]
+    );
+
+    std::fs::write(
+        &path,
+        "[[alerts.webhooks]]\nurl = \"https://ntfy.sh/ok\"\n\n[[alerts.webhooks]]\nurl = \"ntfy.sh/films\"\n",
+    )
+    .expect("write");
+    let e = load(Some(&path), no_env(), &Overrides::default())
+        .expect_err("a URL without a scheme is refused")
+        .to_string();
+    assert!(
+        e.contains("line 4")
+            && e.contains("alerts.webhooks")
+            && e.contains("webhook 2")
+            && e.contains("ntfy.sh/films"),
+        "{e}"
+    );
+    std::fs::write(
+        &path,
+        "[[alerts.webhooks]]\nurl = \"http://h/\"\nformat = \"slack\"\n",
+    )
+    .expect("write");
+    let e = load(Some(&path), no_env(), &Overrides::default())
+        .expect_err("an unknown format is refused")
+        .to_string();
+    assert!(e.contains("slack") && e.contains("ntfy"), "{e}");
 }

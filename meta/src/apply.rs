@@ -8,7 +8,7 @@
 
 use sqlx::SqliteConnection;
 
-use super::{apply_accounts, apply_dav, apply_repair, apply_trash, apply_tree};
+use super::{apply_accounts, apply_dav, apply_events, apply_repair, apply_trash, apply_tree};
 use crate::command::{CommandV1, Conflict, NewSegment, Outcome, Rejection, SourceIdentity};
 use crate::error::{DbContext, MetaError, Res};
 use crate::row::Cols;
@@ -371,9 +371,17 @@ fn child_path(dir: &TreePath, name: &str) -> String {
     }
 }
 
+/// Applies one command, and records the events it caused (see [`crate::apply_events`]).
+pub(crate) async fn apply_command(c: &mut SqliteConnection, cmd: &CommandV1) -> Res<Outcome> {
+    let before = apply_events::before(c, cmd).await?;
+    let outcome = apply_one(c, cmd).await?;
+    apply_events::after(c, cmd, before, &outcome).await?;
+    Ok(outcome)
+}
+
 /// Applies one command: one function per command, each reading only its arguments and the
 /// database.
-pub(crate) async fn apply_command(c: &mut SqliteConnection, cmd: &CommandV1) -> Res<Outcome> {
+async fn apply_one(c: &mut SqliteConnection, cmd: &CommandV1) -> Res<Outcome> {
     match cmd {
         CommandV1::InitCluster { cluster_id, .. } => init_cluster(c, &cluster_id.to_string()).await,
         CommandV1::RegisterNode {
@@ -562,6 +570,13 @@ pub(crate) async fn apply_command(c: &mut SqliteConnection, cmd: &CommandV1) -> 
         CommandV1::RevokeToken { name, time_ms } => {
             apply_accounts::revoke_token(c, name, *time_ms).await
         }
+        CommandV1::RecordEvent {
+            kind,
+            severity,
+            node,
+            message,
+            time_ms,
+        } => apply_events::record_event(c, kind, *severity, *node, message, *time_ms).await,
     }
 }
 

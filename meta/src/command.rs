@@ -624,6 +624,53 @@ pub enum CommandV1 {
         /// When.
         time_ms: u64,
     },
+    /// Records an event that no other command records: a leader change, a metadata backup
+    /// written, a machine that stopped answering (docs/operations.md, "Events").
+    RecordEvent {
+        /// What happened, as a stable name (`leader_changed`, `backup_written`, ...).
+        kind: String,
+        /// How much it matters.
+        severity: EventSeverity,
+        /// The machine it is about, if one.
+        node: Option<NodeId>,
+        /// In words.
+        message: String,
+        /// When.
+        time_ms: u64,
+    },
+}
+
+/// How much an event matters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventSeverity {
+    /// Worth knowing: a disk came back, a machine joined, a backup was written.
+    Info,
+    /// Needs attention soon: a disk is down, corruption was found (and is being repaired).
+    Warning,
+    /// Data is at risk now: a disk is out, a file cannot survive another failure.
+    Critical,
+}
+
+impl EventSeverity {
+    /// Its name in the metadata and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Info => "info",
+            Self::Warning => "warning",
+            Self::Critical => "critical",
+        }
+    }
+
+    /// The severity named `s`, if any.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "info" => Some(Self::Info),
+            "warning" => Some(Self::Warning),
+            "critical" => Some(Self::Critical),
+            _ => None,
+        }
+    }
 }
 
 /// What a WebDAV user may do (the cluster's accounts; docs/cluster.md, "Accounts").

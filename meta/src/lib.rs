@@ -10,6 +10,9 @@ mod apply_accounts;
 #[cfg(test)]
 mod apply_accounts_tests;
 mod apply_dav;
+mod apply_events;
+#[cfg(test)]
+mod apply_events_tests;
 mod apply_repair;
 #[cfg(test)]
 mod apply_repair_tests;
@@ -23,6 +26,7 @@ pub mod command;
 mod error;
 pub mod lock_rules;
 mod query;
+mod query_events;
 mod query_repair;
 #[allow(clippy::result_large_err)] // openraft's StorageError is large; its traits return it.
 mod raft_store;
@@ -49,6 +53,7 @@ use sqlx::SqlSafeStr;
 pub use apply_accounts::{
     account_name_problem, AccountsSnapshot, TokenRow, UserRow, MAX_ACCOUNT_NAME,
 };
+pub use apply_events::{EventRecord, EVENT_HISTORY};
 pub use apply_trash::{Retention, TrashEntry, TrashTotals};
 pub use query::{
     DirEntry, DiskRecord, EntryKind, FileRecord, IntentRecord, NodeRecord, PartRecord,
@@ -66,6 +71,7 @@ const DATA_PLANE_SQL: &str = include_str!("../migrations/0004_data_plane.sql");
 const REPAIR_SQL: &str = include_str!("../migrations/0005_repair.sql");
 const TRASH_SQL: &str = include_str!("../migrations/0006_trash.sql");
 const ACCOUNTS_SQL: &str = include_str!("../migrations/0007_accounts.sql");
+const EVENTS_SQL: &str = include_str!("../migrations/0008_events.sql");
 
 pub use error::{DbError, MetaError};
 
@@ -174,6 +180,7 @@ impl MetaDb {
             migration(5, "repair", REPAIR_SQL),
             migration(6, "trash", TRASH_SQL),
             migration(7, "accounts", ACCOUNTS_SQL),
+            migration(8, "events", EVENTS_SQL),
         ])
         .run(&pool)
         .await

@@ -141,6 +141,23 @@ impl MetaDb {
         self.queue_where("1", 0, limit).await
     }
 
+    /// Queued repairs that failed at least `min_attempts` times in a row (stuck), most
+    /// endangered first, at most `limit`.
+    pub async fn stuck_repairs(&self, min_attempts: u32, limit: u32) -> Res<Vec<QueuedRepair>> {
+        self.queue_where(&format!("attempts >= {min_attempts}"), 0, limit)
+            .await
+    }
+
+    /// How many parts were found damaged (corrupt or unreadable on a readable disk) and are
+    /// not rewritten yet.
+    pub async fn damaged_parts(&self) -> Res<u64> {
+        let r = sqlx::query("SELECT COUNT(*) FROM parts WHERE state = 2")
+            .fetch_one(&self.pool())
+            .await
+            .db("count damaged parts")?;
+        Cols::new(&r, "parts").key("damaged").int(0, "count")
+    }
+
     /// Queued repairs that node `me` may start at `now_ms` (due, and not claimed by another
     /// node's live claim: a node restarted after a crash takes its own claims back at once),
     /// most endangered first.
@@ -281,44 +298,8 @@ impl MetaDb {
     /// One path naming `file_id` (a copy may give it several), else the path it had when it
     /// went to the trash (the newest trash entry's), `None` if none does.
     pub async fn path_of_file(&self, file_id: FileId) -> Res<Option<String>> {
-        let rows = sqlx::query(
-            "WITH RECURSIVE up(id, parent, name, depth) AS (
-                SELECT id, parent, name, 0 FROM entries
-                 WHERE id = (SELECT MIN(id) FROM entries WHERE file_id = ?)
-                UNION ALL
-                SELECT e.id, e.parent, e.name, up.depth + 1 FROM entries e JOIN up ON e.id = up.parent
-                 WHERE up.parent != 0 AND up.depth < 4096)
-             SELECT name FROM up WHERE id != 1 ORDER BY depth DESC",
-        )
-        .bind(file_id.to_bytes().to_vec())
-        .fetch_all(&self.pool())
-        .await
-        .db("find a file's path")?;
-        if rows.is_empty() {
-            let trashed = sqlx::query(
-                "SELECT path FROM trash WHERE file_id = ? ORDER BY deleted_ms DESC, id DESC LIMIT 1",
-            )
-            .bind(file_id.to_bytes().to_vec())
-            .fetch_optional(&self.pool())
-            .await
-            .db("find a file's path in the trash")?;
-            return trashed
-                .map(|r| {
-                    Cols::new(&r, "trash")
-                        .key(format!("file {file_id}"))
-                        .col(0, "path")
-                })
-                .transpose();
-        }
-        let mut path = String::new();
-        for r in &rows {
-            let name: String = Cols::new(r, "entries")
-                .key(format!("file {file_id}"))
-                .col(0, "name")?;
-            path.push('/');
-            path.push_str(&name);
-        }
-        Ok(Some(path))
+        let mut c = self.pool().acquire().await.db("find a file's path")?;
+        path_of_file_in(&mut c, file_id).await
     }
 
     /// What losing `disks` now would cost (for `wormfs disk impact`, the removal checks and
@@ -601,4 +582,50 @@ impl MetaDb {
         let mut c = self.pool().acquire().await.db("acquire a connection")?;
         crate::apply::kv_get(&mut c, key).await
     }
+}
+
+/// One path naming `file_id` (a copy may give it several), else the path it had when it
+/// went to the trash (the newest trash entry's), `None` if none does.
+pub(crate) async fn path_of_file_in(
+    c: &mut sqlx::SqliteConnection,
+    file_id: FileId,
+) -> Res<Option<String>> {
+    let rows = sqlx::query(
+        "WITH RECURSIVE up(id, parent, name, depth) AS (
+            SELECT id, parent, name, 0 FROM entries
+             WHERE id = (SELECT MIN(id) FROM entries WHERE file_id = ?)
+            UNION ALL
+            SELECT e.id, e.parent, e.name, up.depth + 1 FROM entries e JOIN up ON e.id = up.parent
+             WHERE up.parent != 0 AND up.depth < 4096)
+         SELECT name FROM up WHERE id != 1 ORDER BY depth DESC",
+    )
+    .bind(file_id.to_bytes().to_vec())
+    .fetch_all(&mut *c)
+    .await
+    .db("find a file's path")?;
+    if rows.is_empty() {
+        let trashed = sqlx::query(
+            "SELECT path FROM trash WHERE file_id = ? ORDER BY deleted_ms DESC, id DESC LIMIT 1",
+        )
+        .bind(file_id.to_bytes().to_vec())
+        .fetch_optional(&mut *c)
+        .await
+        .db("find a file's path in the trash")?;
+        return trashed
+            .map(|r| {
+                Cols::new(&r, "trash")
+                    .key(format!("file {file_id}"))
+                    .col(0, "path")
+            })
+            .transpose();
+    }
+    let mut path = String::new();
+    for r in &rows {
+        let name: String = Cols::new(r, "entries")
+            .key(format!("file {file_id}"))
+            .col(0, "name")?;
+        path.push('/');
+        path.push_str(&name);
+    }
+    Ok(Some(path))
 }

@@ -12,14 +12,15 @@ use std::path::PathBuf;
 
 use uuid::Uuid;
 use wormfs_meta::command::{
-    AccountRole, Command, CommandV1, Conflict, DeadProp, DiskStatus, Lock, NewSegment, PartRef,
-    PutMode, RepairedPart, SegmentRef, SourceIdentity, TokenRecord, UserRecord, UserSource,
+    AccountRole, Command, CommandV1, Conflict, DeadProp, DiskStatus, EventSeverity, Lock,
+    NewSegment, PartRef, PutMode, RepairedPart, SegmentRef, SourceIdentity, TokenRecord,
+    UserRecord, UserSource,
 };
 use wormfs_parts::codec::CodecId;
 use wormfs_parts::ids::{ClusterId, DiskId, FileId};
 use wormfs_parts::layout::Geometry;
 
-const VARIANTS: usize = 41;
+const VARIANTS: usize = 42;
 
 fn variant(c: &CommandV1) -> &'static str {
     match c {
@@ -64,6 +65,7 @@ fn variant(c: &CommandV1) -> &'static str {
         CommandV1::RemoveUser { .. } => "RemoveUser",
         CommandV1::AddToken { .. } => "AddToken",
         CommandV1::RevokeToken { .. } => "RevokeToken",
+        CommandV1::RecordEvent { .. } => "RecordEvent",
     }
 }
 
@@ -387,6 +389,13 @@ fn samples() -> Vec<CommandV1> {
         },
         CommandV1::RevokeToken {
             name: "backup-script".into(),
+            time_ms: T,
+        },
+        CommandV1::RecordEvent {
+            kind: "leader_changed".into(),
+            severity: EventSeverity::Info,
+            node: Some(7),
+            message: "machine 7 leads the cluster (term 3)".into(),
             time_ms: T,
         },
     ]

@@ -5,12 +5,14 @@
 pub mod accounts;
 pub mod admin_session;
 pub mod admin_token;
+pub mod alerts;
 pub mod api;
 pub mod cli;
 pub mod consensus;
 pub mod data_plane;
 pub mod disk_recovery;
 pub mod drop_folders;
+pub mod events;
 pub mod healing;
 pub mod ingest;
 pub mod meta_backup;

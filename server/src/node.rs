@@ -405,6 +405,18 @@ impl Node {
             crate::trash::run(self.store.clone(), self.shutdown.clone())
                 .instrument(tracing::info_span!("trash")),
         );
+        self.tasks.spawn(
+            crate::events::run(
+                self.store.clone(),
+                self.store.alerts.member_lost_after_ms(),
+                self.shutdown.clone(),
+            )
+            .instrument(tracing::info_span!("events")),
+        );
+        self.tasks.spawn(
+            crate::alerts::run(self.store.clone(), self.shutdown.clone())
+                .instrument(tracing::info_span!("alerts")),
+        );
     }
 
     /// Stops background tasks, then Raft, then closes the metadata, in that order.

@@ -95,6 +95,8 @@ pub struct Store {
     pub healing: crate::healing::Healing,
     /// Metadata backups on this node's disks: settings and the last result.
     pub backups: crate::meta_backup::MetaBackups,
+    /// The alerts: settings, the conditions this machine sees, its deliveries.
+    pub alerts: crate::alerts::Alerts,
     /// The disks' replicated states, read once per metadata generation.
     disk_status_cache: std::sync::Mutex<(u64, Arc<HashMap<DiskId, DiskStatus>>)>,
 }
@@ -125,6 +127,7 @@ impl Store {
             retention: cfg.retention.clone(),
             healing: crate::healing::Healing::default(),
             backups: crate::meta_backup::MetaBackups::new(cfg.meta.clone()),
+            alerts: crate::alerts::Alerts::new(cfg.alerts.clone()),
             disk_status_cache: std::sync::Mutex::new((u64::MAX, Arc::default())),
         }
     }

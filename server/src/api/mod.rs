@@ -25,6 +25,8 @@ mod accounts;
 mod cluster;
 #[cfg(test)]
 mod doc_check;
+mod drain;
+mod events;
 mod files;
 mod healing;
 mod locks;
@@ -306,6 +308,11 @@ pub fn routes() -> Vec<Route> {
             .body::<TrashEmptyRequest>()
             .answer::<TrashEmptyResponse>(),
         Route::new(Get, "/api/v1/health/report", healing::health_report).answer::<HealthReport>(),
+        Route::new(Get, "/api/v1/events", events::events)
+            .query::<EventsQuery>()
+            .answer::<EventsResponse>(),
+        Route::new(Get, "/api/v1/alerts", events::alerts).answer::<AlertsResponse>(),
+        Route::new(Post, "/api/v1/alerts/test", events::alerts_test).answer::<AlertTestResponse>(),
         Route::new(Get, "/api/v1/repair", healing::repair_status).answer::<RepairStatus>(),
         Route::new(Post, "/api/v1/repair/pause", healing::repair_pause).answer::<RepairStatus>(),
         Route::new(Post, "/api/v1/repair/resume", healing::repair_resume).answer::<RepairStatus>(),
@@ -380,13 +387,17 @@ pub fn router(state: ApiState) -> Router {
             )
         })
         .with_state(state)
+        .layer(middleware::from_fn(drain::drain_refused_body))
         .layer(middleware::from_fn(trace_request))
 }
 
-async fn health() -> Json<types::HealthResponse> {
-    Json(types::HealthResponse {
-        status: "ok".into(),
-    })
+async fn health(State(st): State<ApiState>) -> Response {
+    let h = crate::alerts::node_health::check(&st.store);
+    let code = match h.status {
+        types::NodeHealth::Down => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::OK,
+    };
+    (code, Json(h)).into_response()
 }
 
 async fn trace_request(req: Request, next: Next) -> Response {

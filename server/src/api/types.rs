@@ -250,10 +250,38 @@ pub struct PolicyRequest {
 // Answers
 
 /// Answer of `GET /api/v1/health`.
+pub use crate::alerts::node_health::{HealthResponse, NodeHealth};
+
+/// Answer of `GET /api/v1/alerts`.
+pub use crate::alerts::{ActiveAlert, AlertsResponse, Delivery};
+
+/// One event (`GET /api/v1/events`).
+pub use wormfs_meta::command::EventSeverity;
+pub use wormfs_meta::EventRecord;
+
+/// Query of `GET /api/v1/events`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct EventsQuery {
+    /// At most this many (default 100, at most 1000).
+    pub limit: Option<u32>,
+    /// Only events with an id below this one (paging back).
+    pub before: Option<u64>,
+    /// Only events with an id above this one (following).
+    pub after: Option<u64>,
+}
+
+/// Answer of `GET /api/v1/events`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct HealthResponse {
-    /// Always `ok`.
-    pub status: String,
+pub struct EventsResponse {
+    /// Newest first.
+    pub events: Vec<EventRecord>,
+}
+
+/// Answer of `POST /api/v1/alerts/test`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AlertTestResponse {
+    /// One per webhook, in the configured order.
+    pub deliveries: Vec<Delivery>,
 }
 
 /// Answer of `GET /api/v1/status`.

@@ -25,6 +25,7 @@ use wormfs_parts::ids::{ClusterId, NodeId};
 mod accounts;
 mod client;
 mod cluster;
+mod events;
 mod files;
 mod healing;
 mod ingest;
@@ -305,6 +306,37 @@ pub enum Cmd {
         #[arg(long)]
         dry_run: bool,
     },
+    /// What happened: disks down, out and back, corruption found and repaired, machines
+    /// joining and leaving, leader changes, backups (oldest first; the cluster keeps 10,000).
+    Events {
+        /// How many of the newest to show.
+        #[arg(long, short = 'n', default_value_t = 50)]
+        limit: u32,
+        /// Keep printing new events as they come (Ctrl-C stops).
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
+    /// What needs attention now (the conditions the alerts send), and the last deliveries;
+    /// `alerts test` sends a test message to every webhook.
+    Alerts {
+        #[command(subcommand)]
+        /// What to do (nothing: list the conditions).
+        what: Option<AlertsCmd>,
+    },
+    /// Exit 0 when the node is healthy, 1 when degraded (an alert condition holds), 2 when
+    /// down (no leader, or not answering). Needs no token: for container health checks.
+    Healthcheck {
+        /// Give up after this many seconds (counted as down).
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+    },
+}
+
+/// `wormfs alerts ...`.
+#[derive(Debug, Subcommand)]
+pub enum AlertsCmd {
+    /// Sends a test message to every webhook of that machine now.
+    Test,
 }
 
 /// What only the binary can do, because it needs the node's composition root (`node.rs`,
@@ -425,6 +457,12 @@ pub async fn run(cli: Cli, host: &impl NodeHost) -> anyhow::Result<()> {
         Cmd::Scrub(s) => healing::scrub(&client()?, s).await?,
         Cmd::Disk(d) => healing::disk(&client()?, d).await?,
         Cmd::Rebalance { dry_run } => healing::rebalance(&client()?, dry_run).await?,
+        Cmd::Events { limit, follow } => events::events(&client()?, limit, follow).await?,
+        Cmd::Alerts { what: None } => events::alerts(&client()?).await?,
+        Cmd::Alerts {
+            what: Some(AlertsCmd::Test),
+        } => events::alerts_test(&client()?).await?,
+        Cmd::Healthcheck { timeout } => events::healthcheck(&node, json, timeout).await?,
     }
     std::io::stdout().flush()?;
     Ok(())
@@ -450,6 +488,10 @@ mod tests {
             vec!["wormfs", "scrub"],
             vec!["wormfs", "scrub", "status"],
             vec!["wormfs", "health"],
+            vec!["wormfs", "events", "-n", "5", "--follow"],
+            vec!["wormfs", "alerts"],
+            vec!["wormfs", "alerts", "test"],
+            vec!["wormfs", "healthcheck", "--timeout", "3"],
             vec!["wormfs", "trash", "ls", "/a"],
             vec!["wormfs", "trash", "restore", "/a", "--to", "/b"],
             vec!["wormfs", "trash", "restore", "--id", "3"],

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::store::Store;
 use format::BackupHeader;
 use wormfs_config::MetaConfig;
+use wormfs_meta::command::EventSeverity;
 use wormfs_parts::disk::LocalDisk;
 use wormfs_parts::fsutil::{now_ms, sync_dir};
 
@@ -276,6 +277,14 @@ async fn chosen_disks(store: &Store) -> anyhow::Result<Vec<Arc<LocalDisk>>> {
     Ok(out)
 }
 
+/// The id of the newest event in the metadata (0: none).
+async fn newest_event(store: &Store) -> u64 {
+    match store.meta.events(1, None, None).await {
+        Ok(e) => e.first().map_or(0, |e| e.id),
+        Err(_) => 0,
+    }
+}
+
 /// The periodic backup: every `meta.backup_interval_ms` when anything was applied since the
 /// last one, and sooner after `meta.backup_after_changes` entries. Off with an interval of 0.
 pub async fn run(store: Arc<Store>, stop: CancellationToken) {
@@ -315,6 +324,12 @@ pub async fn run(store: Arc<Store>, stop: CancellationToken) {
     }
     let tick = Duration::from_millis((cfg.backup_interval_ms / 10).clamp(500, 30_000));
     let mut last_failure: Option<u64> = None;
+    // The machines' `backup_written` / `backup_failed` events are metadata changes no backup
+    // needs to be written for (else three machines would keep each other writing backups):
+    // those newer than `mark` (the newest event when this machine last wrote one) are not
+    // counted.
+    let mut mark = newest_event(&store).await;
+    let mut failing = false;
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
@@ -329,11 +344,18 @@ pub async fn run(store: Arc<Store>, stop: CancellationToken) {
             }
         };
         let st = store.backups.status();
-        let since = st.log_index.map_or(applied, |i| applied.saturating_sub(i));
+        let quiet = store
+            .meta
+            .count_events_after(mark, &["backup_written", "backup_failed"])
+            .await
+            .unwrap_or(0);
+        let since = st
+            .log_index
+            .map_or(applied, |i| applied.saturating_sub(i).saturating_sub(quiet));
         store.backups.with(|s| s.changes_since = since);
         let now = now_ms();
         let due = match (st.log_index, st.last_ms) {
-            (Some(i), _) if i == applied => false,
+            (Some(_), _) if since == 0 => false,
             (Some(_), Some(t)) => {
                 now.saturating_sub(t) >= cfg.backup_interval_ms || since >= cfg.backup_after_changes
             }
@@ -343,7 +365,44 @@ pub async fn run(store: Arc<Store>, stop: CancellationToken) {
         let waiting = last_failure
             .is_some_and(|t| now.saturating_sub(t) < (cfg.backup_interval_ms / 10).max(1000));
         if due && !waiting {
-            last_failure = backup_now(&store).await.is_err().then_some(now);
+            let result = backup_now(&store).await;
+            last_failure = result.is_err().then_some(now);
+            mark = newest_event(&store).await;
+            match result {
+                Ok(st) => {
+                    failing = false;
+                    let msg = format!(
+                        "machine {} wrote a metadata backup (log index {}) to {} disk(s)",
+                        store.node_id,
+                        st.log_index.unwrap_or(0),
+                        st.disks.len()
+                    );
+                    crate::events::record(
+                        &store,
+                        "backup_written",
+                        EventSeverity::Info,
+                        Some(store.node_id),
+                        msg,
+                    )
+                    .await;
+                }
+                Err(e) if !failing => {
+                    failing = true;
+                    let msg = format!(
+                        "machine {} could not write a metadata backup: {e:#}",
+                        store.node_id
+                    );
+                    crate::events::record(
+                        &store,
+                        "backup_failed",
+                        EventSeverity::Warning,
+                        Some(store.node_id),
+                        msg,
+                    )
+                    .await;
+                }
+                Err(_) => {}
+            }
         }
     }
 }

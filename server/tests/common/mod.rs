@@ -143,3 +143,4 @@ pub fn part_files(store: &Store) -> Vec<std::path::PathBuf> {
 pub mod dav;
 pub mod machines;
 pub mod process;
+pub mod receiver;

@@ -286,6 +286,10 @@ fn api_writes_honour_webdav_locks_unless_told_to_break_them() {
     // A deep lock on a directory covers what is below it and new files in it.
     assert_eq!(dav.lock("/d", "<D:href>ann</D:href>").status, 200);
     s.fails(&["put", src, "/d/new.txt"], 4, "locked");
+    // A body far larger than the sockets' buffers: the refusal is answered, not "broken pipe".
+    let big = t.path().join("big.bin");
+    std::fs::write(&big, vec![7u8; 8 << 20]).unwrap();
+    s.fails(&["put", big.to_str().unwrap(), "/d/big.bin"], 4, "locked");
     s.fails(&["rm", "/d/g.txt"], 4, "locked");
     s.fails(&["mv", "/f.txt", "/d/f.txt"], 4, "locked");
 

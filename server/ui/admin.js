@@ -336,6 +336,7 @@ async function overview() {
     disks: "/api/v1/disks",
     policy: "/api/v1/policy",
     events: "/api/v1/events?limit=100",
+    alerts: "/api/v1/alerts",
   });
   if (d.report) healthBadge(d.report, d.status);
   draw("overview", d, buildOverview);
@@ -412,6 +413,12 @@ function buildOverview(d) {
   }
 
   const alerts = [];
+  if (d.alerts) {
+    for (const a of d.alerts.alerts) {
+      alerts.push(h("li", { "data-alert": a.kind }, h("span", { class: "badge " + (a.severity === "critical" ? "bad" : "warn") }, a.severity),
+        " ", h("strong", {}, a.title), " " + a.message + " (since " + when(a.since_ms) + ")"));
+    }
+  }
   if (r) {
     for (const x of r.disks_not_up) alerts.push(h("li", {}, h("span", { class: "badge warn" }, "disk " + x.state), " ", x.path + " (node " + x.node_id + "): " + x.reason));
     for (const b of r.brakes) alerts.push(h("li", {}, h("span", { class: "badge warn" }, "brake"), " ", b));

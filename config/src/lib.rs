@@ -30,7 +30,8 @@ pub use policy::{
 };
 
 use raw::{
-    RawAlerts, RawApi, RawCluster, RawConfig, RawDropFolder, RawIngest, RawLog, RawMeta, RawNode,
+    RawAdmin, RawAlerts, RawApi, RawCluster, RawConfig, RawDropFolder, RawIngest, RawLog, RawMeta,
+    RawNode,
     RawRaft, RawRepair, RawRetention, RawScrub, RawStorage, RawWebdav, SetError,
 };
 
@@ -52,6 +53,8 @@ pub struct Config {
     pub node: NodeConfig,
     /// `[api]`.
     pub api: ApiConfig,
+    /// `[admin]`.
+    pub admin: AdminConfig,
     /// `[webdav]`.
     pub webdav: WebdavConfig,
     /// `[discovery]`.
@@ -200,6 +203,14 @@ pub struct NodeConfig {
 pub struct ApiConfig {
     /// Listen address: 127.0.0.1:7710 with no config file, 0.0.0.0:7710 for a file run.
     pub listen: SocketAddr,
+}
+
+/// `[admin]`: the operator's face on the API port: `/metrics` (docs/metrics.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// The file holding the bearer token `/metrics` asks for (resolved against the config
+    /// file's folder). `None`: `/metrics` answers loopback clients only, without a token.
+    pub metrics_token_file: Option<PathBuf>,
 }
 
 /// `[webdav]`: the WebDAV face.
@@ -483,6 +494,8 @@ pub struct Overrides {
     pub peers: Vec<String>,
     /// `--cluster-secret-file PATH`: replaces `cluster.secret_file`.
     pub secret_file: Option<PathBuf>,
+    /// `--log-format text|json`: replaces `log.format`.
+    pub log_format: Option<LogFormat>,
 }
 
 /// The complete, commented example config.
@@ -664,7 +677,12 @@ fn apply_overrides(
         data_listen,
         peers,
         secret_file,
+        log_format,
     } = overrides;
+    if let Some(f) = log_format {
+        raw.log.format = *f;
+        origins.insert("log.format", Origin::Flag("--log-format"));
+    }
     if let Some(m) = mdns {
         raw.discovery.mdns = Some(*m);
         origins.insert("discovery.mdns", Origin::Flag("--mdns"));
@@ -813,6 +831,7 @@ fn build(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
     let RawConfig {
         node,
         api,
+        admin,
         webdav,
         discovery,
         cluster,
@@ -843,6 +862,7 @@ fn build(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
     };
     let node = build_node(node, ctx)?;
     let api = build_api(api, ctx);
+    let admin = build_admin(admin, ctx)?;
     let webdav = build_webdav(webdav, ctx)?;
     let discovery = DiscoveryConfig {
         mdns: discovery.mdns.unwrap_or(ctx.file.is_some()),
@@ -852,6 +872,7 @@ fn build(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
         source,
         node,
         api,
+        admin,
         webdav,
         discovery,
         cluster,
@@ -916,6 +937,22 @@ fn build_api(api: RawApi, ctx: &Ctx<'_>) -> ApiConfig {
     ApiConfig {
         listen: listen.unwrap_or_else(|| default_listen(ctx, raw::DEFAULT_API_PORT)),
     }
+}
+
+fn build_admin(admin: RawAdmin, ctx: &Ctx<'_>) -> Result<AdminConfig, ConfigError> {
+    let RawAdmin { metrics_token_file } = admin;
+    let metrics_token_file = match metrics_token_file {
+        Some(path) => {
+            ctx.check(
+                !path.as_os_str().is_empty(),
+                "admin.metrics_token_file",
+                || "must not be empty (leave it unset for /metrics on loopback only)".to_owned(),
+            )?;
+            Some(absolute(&ctx.resolve("admin.metrics_token_file", path)))
+        }
+        None => None,
+    };
+    Ok(AdminConfig { metrics_token_file })
 }
 
 fn build_webdav(webdav: RawWebdav, ctx: &Ctx<'_>) -> Result<WebdavConfig, ConfigError> {

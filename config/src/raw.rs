@@ -44,6 +44,7 @@ pub(crate) const KEYS: &[&str] = &[
     "node.data_dir",
     "node.cluster_name",
     "api.listen",
+    "admin.metrics_token_file",
     "webdav.listen",
     "webdav.anonymous",
     "webdav.users",
@@ -116,6 +117,8 @@ pub(crate) struct RawConfig {
     pub node: RawNode,
     /// `[api]`: the node API and admin page.
     pub api: RawApi,
+    /// `[admin]`: the operator's face on the API port (`/metrics`).
+    pub admin: RawAdmin,
     /// `[webdav]`: the WebDAV face.
     pub webdav: RawWebdav,
     /// `[discovery]`: mDNS.
@@ -174,6 +177,15 @@ pub(crate) struct RawApi {
     /// Address of the node API; unset means 127.0.0.1:7710 (no file) or 0.0.0.0:7710 (file run).
     #[serde(deserialize_with = "address::<_, 7710>")]
     pub listen: Option<SocketAddr>,
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawAdmin {
+    /// A file holding the bearer token `/metrics` asks for; unset means `/metrics` answers
+    /// loopback clients only, without a token.
+    pub metrics_token_file: Option<PathBuf>,
 }
 
 /// `[webdav]`.
@@ -845,6 +857,7 @@ pub(crate) fn set_key(
         "node.data_dir" => raw.node.data_dir = PathBuf::from(text),
         "node.cluster_name" => raw.node.cluster_name = text.to_owned(),
         "api.listen" => raw.api.listen = Some(parse_address(text, 7710)?),
+        "admin.metrics_token_file" => raw.admin.metrics_token_file = non_empty_path(text),
         "webdav.listen" => raw.webdav.listen = Some(parse_address(text, 7711)?),
         "webdav.anonymous" => raw.webdav.anonymous = text_value(text)?,
         "webdav.users" => raw.webdav.users = RawUser::parse_list(text)?,

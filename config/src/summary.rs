@@ -33,6 +33,13 @@ impl Config {
         out.push(format!("disks:        {}", self.disks_text()));
         out.push(format!("listens:      {}", self.listeners_text()));
         out.push(format!(
+            "metrics:      /metrics on the API port, {}",
+            match &self.admin.metrics_token_file {
+                Some(f) => format!("token from {}", f.display()),
+                None => "this machine (loopback) only, no token".to_owned(),
+            }
+        ));
+        out.push(format!(
             "drop folders: {}",
             if self.ingest.folders.is_empty() {
                 "none".to_owned()

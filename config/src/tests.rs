@@ -186,6 +186,7 @@ fn example_mentions_every_key_and_every_key_is_settable_from_env() {
     raw.cluster.peer_listen = Some("127.0.0.1:3".parse().expect("addr"));
     raw.cluster.data_listen = Some("127.0.0.1:4".parse().expect("addr"));
     raw.cluster.secret_file = Some("s".into());
+    raw.admin.metrics_token_file = Some("t".into());
     raw.scrub.hours = Some("01:00-06:00".into());
     let table = toml::Table::try_from(&raw).expect("serialise raw");
     let mut fields = Vec::new();
@@ -240,6 +241,7 @@ fn example_mentions_every_key_and_every_key_is_settable_from_env() {
             "cluster.data_listen" => "127.0.0.1:4",
             "cluster.peers" => "a:1,b:2",
             "cluster.secret_file" => "/s",
+            "admin.metrics_token_file" => "/t",
             "cluster.voter_replace_after_ms" => "86400000",
             "webdav.users" => "ann:ro:$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA",
             "webdav.tls_cert" | "webdav.tls_key" => "/x.pem",
@@ -517,8 +519,10 @@ fn overrides_beat_env_beat_file() {
         data_listen: None,
         peers: Vec::new(),
         secret_file: None,
+        log_format: Some(LogFormat::Json),
     };
     let with_flags = load(Some(&path), vars, &overrides).expect("loads");
+    assert_eq!(with_flags.log.format, LogFormat::Json);
     assert_eq!(with_flags.api.listen, "10.0.0.3:3".parse().expect("addr"));
     assert_eq!(with_flags.node.data_dir, PathBuf::from("/flag"));
     assert_eq!(with_flags.storage.disks, vec![PathBuf::from("/d1")]);
@@ -1153,6 +1157,34 @@ fn retention_keys_are_checked_and_min_free_parsed() {
         assert!(e.contains(key), "{text}: {e}");
         assert!(e.contains("line"), "{text}: {e}");
     }
+}
+
+#[test]
+fn admin_metrics_token_file_is_resolved_and_checked_naming_key_and_line() {
+    // Unset: /metrics is for loopback clients only.
+    assert_eq!(load_text("").unwrap().admin.metrics_token_file, None);
+    // A relative path is resolved against the config file's folder.
+    let (dir, path) = config_file("[admin]\nmetrics_token_file = \"metrics-token\"\n");
+    let cfg = load(Some(&path), no_env(), &Overrides::default()).unwrap();
+    assert_eq!(
+        cfg.admin.metrics_token_file,
+        Some(dir.path().join("metrics-token"))
+    );
+    // Empty, or a typo in the key: an error naming the key and the line.
+    let (_, message) = error_of("[admin]\n\nmetrics_token_file = \"\"\n");
+    assert!(message.contains("admin.metrics_token_file"), "{message}");
+    assert!(message.contains("line 3"), "{message}");
+    let (_, message) = error_of("[admin]\nmetrics_tokn_file = \"/t\"\n");
+    assert!(message.contains("line 2"), "{message}");
+    assert!(message.contains("metrics_tokn_file"), "{message}");
+    // The environment sets it too.
+    let cfg = load(
+        None,
+        env(&[("WORMFS_ADMIN__METRICS_TOKEN_FILE", "/run/t")]),
+        &Overrides::default(),
+    )
+    .unwrap();
+    assert_eq!(cfg.admin.metrics_token_file, Some(PathBuf::from("/run/t")));
 }
 
 #[test]

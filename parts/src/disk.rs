@@ -233,6 +233,10 @@ pub struct LocalDisk {
     pub bytes_written: AtomicU64,
     /// Failed or corrupt reads.
     pub read_errors: AtomicU64,
+    /// Of those, the blocks whose checksum did not match.
+    pub checksum_failures: AtomicU64,
+    /// Writes of part files that failed (the disk full included).
+    pub write_errors: AtomicU64,
 }
 
 /// Space on a disk's filesystem.
@@ -325,6 +329,8 @@ impl LocalDisk {
             bytes_read: AtomicU64::new(0),
             bytes_written: AtomicU64::new(0),
             read_errors: AtomicU64::new(0),
+            checksum_failures: AtomicU64::new(0),
+            write_errors: AtomicU64::new(0),
         };
         if disk.state().0 == DiskState::Missing {
             tracing::error!(disk = %disk.root.display(), reason = %disk.state().1, "disk is missing: it gets no parts");
@@ -554,6 +560,19 @@ impl LocalDisk {
     /// Counts bytes read.
     pub fn count_read(&self, n: u64) {
         self.bytes_read.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts a read that failed; `checksum` when it was a block whose checksum did not match.
+    pub fn count_read_error(&self, checksum: bool) {
+        self.read_errors.fetch_add(1, Ordering::Relaxed);
+        if checksum {
+            self.checksum_failures.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a write to a part file that failed.
+    pub fn count_write_error(&self) {
+        self.write_errors.fetch_add(1, Ordering::Relaxed);
     }
 }
 

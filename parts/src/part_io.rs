@@ -80,6 +80,7 @@ impl LocalPartWriter {
             .mode(0o600)
             .open(&tmp)
             .map_err(|e| {
+                disk.count_write_error();
                 if crate::disk::is_no_space(&e) {
                     disk.mark_full(&e.to_string());
                     anyhow::Error::new(e).context(format!("disk full: create {}", tmp.display()))
@@ -103,6 +104,7 @@ impl LocalPartWriter {
     /// An I/O failure of `what`, named; one that found no space left marks the disk full and
     /// says "disk full".
     fn io_failure(&self, e: std::io::Error, what: &str) -> anyhow::Error {
+        self.disk.count_write_error();
         if crate::disk::is_no_space(&e) {
             self.disk.mark_full(&e.to_string());
             anyhow::Error::new(e).context(format!(
@@ -162,8 +164,12 @@ impl PartWriter for LocalPartWriter {
                 return Err(self.io_failure(e, "fsync"));
             }
             drop(f);
-            std::fs::rename(&self.tmp, &self.dest)
-                .with_context(|| format!("rename {}", self.dest.display()))?;
+            if let Err(e) = std::fs::rename(&self.tmp, &self.dest) {
+                self.disk.count_write_error();
+                return Err(
+                    anyhow::Error::new(e).context(format!("rename {}", self.dest.display()))
+                );
+            }
             crate::fsutil::sync_dir(self.dest.parent().unwrap_or(Path::new(".")))
         })();
         if res.is_err() {
@@ -267,10 +273,16 @@ impl OpenPart {
         while (buf.len() as u64) < len {
             let off = base + buf.len() as u64;
             match rustix::io::pread(&self.file, rustix::buffer::spare_capacity(&mut buf), off) {
-                Ok(0) => return Err(PartReadError::Corrupt(first)),
+                Ok(0) => {
+                    self.disk.count_read_error(false);
+                    return Err(PartReadError::Corrupt(first));
+                }
                 Ok(_) => {}
                 Err(rustix::io::Errno::INTR) => {}
-                Err(e) => return Err(std::io::Error::from(e).into()),
+                Err(e) => {
+                    self.disk.count_read_error(false);
+                    return Err(std::io::Error::from(e).into());
+                }
             }
         }
         // The allocation may be larger than asked; never keep bytes beyond the range.
@@ -325,9 +337,7 @@ impl OpenPart {
         for b in first..end {
             let l = self.header.stored_block_len(b) as usize;
             if crc32c::crc32c(&buf[off..off + l]) != self.table[b as usize] {
-                self.disk
-                    .read_errors
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.disk.count_read_error(true);
                 return Err(PartReadError::Corrupt(b));
             }
             off += l;

@@ -35,10 +35,19 @@ pub fn read_or_create(data_dir: &Path) -> anyhow::Result<String> {
     }
     let t = crate::accounts::new_token();
     wormfs_parts::fsutil::write_secret(&path, &t)?;
-    eprintln!(
-        "\n  API token of this machine (printed once; also in {}, mode 0600):\n    {t}\n  \
-         It works on every machine of the cluster; make more with `wormfs token create`.\n",
-        path.display()
-    );
+    if crate::logging::is_json() {
+        // A log collector keeps what it reads: the token stays in its file.
+        crate::logging::note(&format!(
+            "API token of this machine made: it is in {} (mode 0600). It works on every machine \
+             of the cluster; make more with `wormfs token create`.",
+            path.display()
+        ));
+    } else {
+        eprintln!(
+            "\n  API token of this machine (printed once; also in {}, mode 0600):\n    {t}\n  \
+             It works on every machine of the cluster; make more with `wormfs token create`.\n",
+            path.display()
+        );
+    }
     Ok(t)
 }

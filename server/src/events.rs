@@ -84,6 +84,18 @@ pub async fn run(store: Arc<Store>, lost_after_ms: u64, stop: CancellationToken)
                 msg,
             )
             .await;
+            // A machine recorded unreachable that comes back as the leader says so itself.
+            if recorded_unreachable(&store, store.node_id).await {
+                let msg = format!("machine {} answers again (and leads)", store.node_id);
+                record(
+                    &store,
+                    "member_back",
+                    EventSeverity::Info,
+                    Some(store.node_id),
+                    msg,
+                )
+                .await;
+            }
         }
         let Ok(nodes) = store.meta.nodes().await else {
             continue;

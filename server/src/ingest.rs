@@ -706,7 +706,11 @@ impl Store {
         req: IngestRequest,
         src: R,
     ) -> Result<IngestResult, StoreError> {
-        let res = self.ingest_inner(req, src).await;
+        let res = {
+            let _running = crate::metrics::IngestRunning::start();
+            self.ingest_inner(req, src).await
+        };
+        crate::metrics::ingest_done(res.as_ref().map(|r| r.size));
         match &res {
             Ok(r) => {
                 self.counters
@@ -845,6 +849,20 @@ impl Store {
         path: &TreePath,
         rest: R,
     ) -> Result<IngestResult, StoreError> {
+        let res = {
+            let _running = crate::metrics::IngestRunning::start();
+            self.append_inner(path, rest).await
+        };
+        // The bytes appended were counted by append_inner (the result has the file's size).
+        crate::metrics::ingest_done(res.as_ref().map(|_| 0));
+        res
+    }
+
+    async fn append_inner<R: AsyncRead + Unpin>(
+        self: &Arc<Self>,
+        path: &TreePath,
+        rest: R,
+    ) -> Result<IngestResult, StoreError> {
         let rec = self.file_at(path).await?;
         self.check_not_retained(path).await?;
         let file_id = rec.file_id;
@@ -900,6 +918,7 @@ impl Store {
         }
         let (machines_tolerated, policy_machines_tolerated, respread_parts) =
             self.respread(&rec.geometry, file_id, &segments).await;
+        metrics::counter!(crate::metrics::INGEST_BYTES).increment(src.total);
         Ok(IngestResult {
             path: path.to_string(),
             file_id,

@@ -6,7 +6,7 @@ mod api_listener;
 
 use anyhow::Context;
 use clap::Parser;
-use wormfs_config::{ConfigSource, LogFormat};
+use wormfs_config::ConfigSource;
 use wormfs_parts::ids::{ClusterId, NodeId};
 use wormfs_server::api::{router, ApiState};
 use wormfs_server::cli::{exit, exit_code, Cli, CliError, NodeHost, ServeArgs};
@@ -100,39 +100,6 @@ impl NodeHost for Binary {
     }
 }
 
-fn init_tracing(level: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("WORMFS_LOG").unwrap_or_else(|_| {
-        // openraft is chatty at info; keep it at warn unless the level names it. Its
-        // replication warnings repeat several times a second while a member is down; the
-        // leader logs that member's going and coming back once instead (consensus/membership.rs).
-        let directive = if level.contains("openraft") {
-            level.to_owned()
-        } else {
-            format!(
-                "{level},openraft=warn,openraft::replication=off,\
-                 openraft::network::snapshot_transport=off,\
-                 openraft::engine::handler::replication_handler=off"
-            )
-        };
-        tracing_subscriber::EnvFilter::new(directive)
-    });
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(colour_logs())
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => b.json().init(),
-        LogFormat::Text => b.init(),
-    }
-}
-
-/// Whether log lines get terminal colours: only when they go to a terminal (standard error),
-/// and never with `NO_COLOR` set (https://no-color.org).
-fn colour_logs() -> bool {
-    use std::io::IsTerminal;
-    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
-}
-
 /// What the command line and the environment changed in the config, for the first log line.
 fn overrides_given(o: &wormfs_config::Overrides) -> String {
     let mut given: Vec<String> = Vec::new();
@@ -152,6 +119,7 @@ fn overrides_given(o: &wormfs_config::Overrides) -> String {
     flag(o.peer_listen.is_some(), "--peer-listen");
     flag(o.data_listen.is_some(), "--data-listen");
     flag(o.secret_file.is_some(), "--cluster-secret-file");
+    flag(o.log_format.is_some(), "--log-format");
     let mut vars: Vec<String> = std::env::vars()
         .map(|(k, _)| k)
         .filter(|k| k.starts_with("WORMFS_") && k.contains("__"))
@@ -211,7 +179,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let overrides = args.overrides();
     let cfg = wormfs_config::load(args.config.as_deref(), std::env::vars(), &overrides)
         .map_err(|e| CliError::usage(e.to_string()))?;
-    init_tracing(&cfg.log.level, cfg.log.format);
+    wormfs_server::logging::init(&cfg.log.level, cfg.log.format);
+    // The metrics token is read before anything starts: a bad file stops the node at once.
+    let metrics = std::sync::Arc::new(
+        wormfs_server::metrics::Exporter::from_config(&cfg.admin)
+            .map_err(|e| CliError::usage(format!("{e:#}")))?,
+    );
     // A panicking task must not leave a half-alive node: abort, and let the supervisor restart.
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
@@ -237,6 +210,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         accounts: node.accounts.clone(),
         drops: node.drops.clone(),
         sessions: Default::default(),
+        metrics,
     };
     // WebDAV is bound before the API, so a caller that sees the API up finds WebDAV up too.
     let face = wormfs_server::webdav_face::build(&cfg, node.store.clone(), &node.accounts).await?;
@@ -245,15 +219,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("WebDAV: listen on {}", cfg.webdav.listen))?;
     let scheme = if face.tls.is_some() { "https" } else { "http" };
     tracing::info!(addr = %cfg.webdav.listen, %scheme, anonymous = %cfg.webdav.anonymous, "WebDAV listening");
-    eprintln!("WormFS WebDAV on {scheme}://{}", cfg.webdav.listen);
+    wormfs_server::logging::note(&format!(
+        "WormFS WebDAV on {scheme}://{}",
+        cfg.webdav.listen
+    ));
     let listener = tokio::net::TcpListener::bind(cfg.api.listen)
         .await
         .with_context(|| format!("listen on {}", cfg.api.listen))?;
     tracing::info!(addr = %cfg.api.listen, "node API listening");
-    eprintln!(
+    wormfs_server::logging::note(&format!(
         "WormFS node {} serving the API on http://{}",
         node.store.node_id, cfg.api.listen
-    );
+    ));
     advertise(&cfg, &node, face.tls.is_some());
     let dav_task = tokio::spawn(wormfs_webdav::serve(
         dav_listener,

@@ -814,11 +814,11 @@ fn warn_about_disk_layout(cfg: &Config, disks: &[Arc<LocalDisk>]) {
     devs.sort_unstable();
     devs.dedup();
     if matches!(cfg.source, ConfigSource::Embedded) || devs.len() < disks.len() {
-        eprintln!(
+        crate::logging::note(&format!(
             "\n  NOTE: {} disk folders share {} filesystem(s). Folders on one disk protect against lost or\n  corrupt parts, not against that disk failing. Give WormFS folders on separate disks for that.\n",
             disks.len(),
             devs.len()
-        );
+        ));
     }
     if disks.len() == 1 {
         tracing::warn!("only one disk: files are stored as copies:1 and a disk failure loses them");

@@ -157,9 +157,12 @@ where
         let face = face.clone();
         let span = tracing::info_span!("webdav", method = %req.method(), path = %req.uri().path(), user = tracing::field::Empty);
         let fragment = fragments.take(req.method().as_str(), req.uri().path());
+        let started = std::time::Instant::now();
+        let method = req.method().clone();
         let answer = async move {
-            let resp = respond(&face, req, fragment, peer.ip()).await;
-            Ok::<_, std::convert::Infallible>(with_refusal(resp))
+            let resp = with_refusal(respond(&face, req, fragment, peer.ip()).await);
+            record_request(&method, resp.status(), started.elapsed());
+            Ok::<_, std::convert::Infallible>(resp)
         };
         REFUSAL
             .scope(std::cell::RefCell::new(None), answer)
@@ -178,6 +181,37 @@ where
     tokio::select! {
         r = conn.as_mut() => if let Err(e) = r { tracing::debug!("webdav connection: {e}") },
         _ = stop.cancelled() => conn.as_mut().graceful_shutdown(),
+    }
+}
+
+/// Records an answered request in the node's metrics (docs/metrics.md): the same names as the
+/// API's, with `face` `webdav` and one route, the tree; the method says what was asked.
+fn record_request(method: &http::Method, status: StatusCode, took: std::time::Duration) {
+    const METHODS: &[&str] = &[
+        "GET",
+        "HEAD",
+        "PUT",
+        "POST",
+        "DELETE",
+        "OPTIONS",
+        "PROPFIND",
+        "PROPPATCH",
+        "MKCOL",
+        "COPY",
+        "MOVE",
+        "LOCK",
+        "UNLOCK",
+    ];
+    let method = METHODS
+        .iter()
+        .find(|m| **m == method.as_str())
+        .copied()
+        .unwrap_or("other");
+    metrics::histogram!("wormfs_request_duration_seconds", "face" => "webdav", "method" => method, "route" => "/{*path}")
+        .record(took.as_secs_f64());
+    if status.as_u16() >= 400 {
+        metrics::counter!("wormfs_request_errors_total", "face" => "webdav", "route" => "/{*path}", "status" => status.as_u16().to_string())
+            .increment(1);
     }
 }
 

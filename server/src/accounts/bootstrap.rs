@@ -173,12 +173,12 @@ async fn first_user(store: &Store, plan: &Plan) -> anyhow::Result<()> {
                     &format!("user = {ADMIN_USER}\npassword = {password}"),
                 )?;
             }
-            eprintln!(
+            crate::logging::note(&format!(
                 "\n  WebDAV user \"{ADMIN_USER}\" created for the cluster; its password is in {} \
                  (mode 0600).\n  It works on every machine of the cluster. Add your own users with \
                  `wormfs user add` (docs/cluster.md, \"Accounts\").\n",
                 path.display()
-            );
+            ));
             tracing::info!("accounts: generated the cluster's first WebDAV user, admin");
         }
         Err(StoreError::Rejected(Rejection::AlreadyExists(_))) => {

@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::consensus::status::RaftRole;
 use crate::store::Store;
 
 /// The verdict.
@@ -44,14 +45,34 @@ pub struct HealthResponse {
 }
 
 /// This machine's health now.
-pub fn check(store: &Store) -> HealthResponse {
+pub async fn check(store: &Store) -> HealthResponse {
     let raft = store.consensus.status();
     let alerts = store.alerts.view().alerts;
     let mut reasons: Vec<String> = Vec::new();
+    // A leader cut off from the others stays leader until it hears of a newer term, but
+    // commits nothing: counted down once no majority has answered it for as long as a member
+    // takes to be counted lost.
+    let cut_off = if raft.role == RaftRole::Leader && raft.voters.len() > 1 {
+        store
+            .consensus
+            .view(Vec::new())
+            .await
+            .millis_since_quorum_ack
+            .filter(|ms| *ms >= store.alerts.member_lost_after_ms())
+    } else {
+        None
+    };
     let status = if raft.leader.is_none() {
         reasons.push(format!(
             "machine {} knows no leader: nothing can be stored or changed (wormfs cluster)",
             store.node_id
+        ));
+        NodeHealth::Down
+    } else if let Some(ms) = cut_off {
+        reasons.push(format!(
+            "machine {} leads, but no majority of the voting machines has answered it for {} s: nothing can be stored or changed (wormfs cluster)",
+            store.node_id,
+            ms / 1000
         ));
         NodeHealth::Down
     } else if !alerts.is_empty() {

@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::{StreamExt, TryStreamExt};
 use tokio_util::io::StreamReader;
+use tracing::Instrument;
 
 use super::locks::{done, honour_locks, lock_infos, with_parent};
 use super::types::{ErrorKind, LocksQuery, PutQuery, RmQuery, WriteResponse};
@@ -92,9 +93,12 @@ pub(super) async fn put_file(
     // The write runs in its own task: a client that goes away must not cancel it half-way.
     let store = st.store.clone();
     let reader = body_reader(body);
-    let res = tokio::spawn(async move { store.ingest(req, reader).await })
-        .await
-        .map_err(internal)??;
+    // In the request's span, so the ingest's log lines say which request they belong to.
+    let res = tokio::spawn(
+        async move { store.ingest(req, reader).await }.instrument(tracing::Span::current()),
+    )
+    .await
+    .map_err(internal)??;
     let status = if res.skipped {
         StatusCode::OK
     } else {
@@ -120,9 +124,11 @@ pub(super) async fn append(
     };
     let store = st.store.clone();
     let reader = body_reader(body);
-    let res = tokio::spawn(async move { store.append(&path, reader).await })
-        .await
-        .map_err(internal)??;
+    let res = tokio::spawn(
+        async move { store.append(&path, reader).await }.instrument(tracing::Span::current()),
+    )
+    .await
+    .map_err(internal)??;
     let body = WriteResponse {
         result: res,
         broken_locks: lock_infos(&broken),

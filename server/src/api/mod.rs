@@ -32,6 +32,7 @@ mod healing;
 mod locks;
 mod namespace;
 mod page;
+mod scrape;
 mod session;
 mod trash;
 pub mod types;
@@ -45,6 +46,8 @@ pub struct ApiState {
     pub accounts: Arc<crate::accounts::Accounts>,
     /// The drop folders' ingest status.
     pub drops: Arc<crate::drop_folders::IngestStatus>,
+    /// `/metrics`: its token and the figures read at scrape time.
+    pub metrics: Arc<crate::metrics::Exporter>,
     /// The admin page's sessions (this node's, in memory).
     pub sessions: Arc<crate::admin_session::Sessions>,
 }
@@ -265,6 +268,8 @@ pub fn routes() -> Vec<Route> {
         Route::open(Get, "/api/v1/session", session::whoami).answer::<SessionInfo>(),
         Route::new(Delete, "/api/v1/session", session::logout),
         Route::open(Get, "/api/v1/health", health).answer::<HealthResponse>(),
+        // Outside /api/v1, with its own token (admin.metrics_token_file) or loopback only.
+        Route::open(Get, "/metrics", scrape::metrics).answer_bytes(),
         Route::new(Get, "/api/v1/status", cluster::status).answer::<StatusResponse>(),
         Route::new(Get, "/api/v1/cluster", cluster::cluster).answer::<ClusterResponse>(),
         Route::new(Get, "/api/v1/disks", cluster::disks).answer::<DisksResponse>(),
@@ -392,7 +397,7 @@ pub fn router(state: ApiState) -> Router {
 }
 
 async fn health(State(st): State<ApiState>) -> Response {
-    let h = crate::alerts::node_health::check(&st.store);
+    let h = crate::alerts::node_health::check(&st.store).await;
     let code = match h.status {
         types::NodeHealth::Down => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::OK,
@@ -402,14 +407,24 @@ async fn health(State(st): State<ApiState>) -> Response {
 
 async fn trace_request(req: Request, next: Next) -> Response {
     use tracing::Instrument;
+    let started = std::time::Instant::now();
+    // The route's template, never the raw path: the metrics' labels stay few.
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", |m| m.as_str())
+        .to_owned();
+    let method = req.method().clone();
     let span = tracing::info_span!(
         "api",
-        method = %req.method(),
+        method = %method,
         path = %req.uri().path(),
         token = tracing::field::Empty
     );
     let res = next.run(req).instrument(span.clone()).await;
-    span.in_scope(|| tracing::debug!(status = res.status().as_u16(), "request done"));
+    let status = res.status().as_u16();
+    crate::metrics::record_request("api", method.as_str(), &route, status, started.elapsed());
+    span.in_scope(|| tracing::debug!(status, "request done"));
     res
 }
 

@@ -52,6 +52,9 @@ pub struct ServeArgs {
     /// The cluster secret file (default DATA_DIR/cluster-secret).
     #[arg(long, env = "WORMFS_CLUSTER_SECRET_FILE")]
     pub cluster_secret_file: Option<PathBuf>,
+    /// Log lines as text for people or one JSON object per line (replaces `log.format`).
+    #[arg(long, value_name = "text|json")]
+    pub log_format: Option<wormfs_config::LogFormat>,
 }
 
 impl ServeArgs {
@@ -69,6 +72,7 @@ impl ServeArgs {
             data_listen: self.data_listen,
             peers: self.peers.clone(),
             secret_file: self.cluster_secret_file.clone(),
+            log_format: self.log_format,
         }
     }
 }

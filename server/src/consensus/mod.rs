@@ -363,6 +363,44 @@ impl Consensus {
         RaftStatus::from_metrics(&self.raft.metrics().borrow())
     }
 
+    /// The commit index this node knows: on the leader, the highest log index a majority of
+    /// the voters hold (openraft's replication progress, the leader's own included); elsewhere
+    /// the last applied index (a follower applies every entry it learns is committed, and
+    /// openraft 0.9 does not expose the leader's commit index to it).
+    pub fn commit_index(&self) -> Option<u64> {
+        let m = self.metrics();
+        let applied = m.last_applied.map(|l| l.index);
+        let Some(progress) = m.replication.as_ref() else {
+            return applied;
+        };
+        let mut held: Vec<u64> = m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .map(|id| progress.get(&id).copied().flatten().map_or(0, |l| l.index))
+            .collect();
+        if held.is_empty() {
+            return applied;
+        }
+        held.sort_unstable_by(|a, b| b.cmp(a));
+        // The majority-th highest: held by at least floor(n/2)+1 voters.
+        held.get(held.len() / 2).copied().max(applied)
+    }
+
+    /// How long ago this node last heard from each other member (voters and learners), `None`
+    /// for one not heard from since this node started.
+    pub fn member_contacts(&self) -> Vec<(NodeId, Option<std::time::Duration>)> {
+        let st = self.status();
+        let mut members: Vec<NodeId> = st.voters.into_iter().chain(st.learners).collect();
+        members.sort_unstable();
+        members.dedup();
+        members
+            .into_iter()
+            .filter(|id| *id != self.node_id())
+            .map(|id| (id, self.inner.contacts.since(id)))
+            .collect()
+    }
+
     /// Builds a snapshot now and purges the log up to it (operators and tests).
     pub async fn snapshot_and_purge(&self) -> anyhow::Result<u64> {
         let m = self.metrics();

@@ -133,6 +133,8 @@ pub struct Healing {
     repair_rate: Rate,
     scrub: Mutex<ScrubCounters>,
     scrub_rate: Rate,
+    /// When the scrub last found nothing due (ms since epoch; 0: not since start).
+    scrub_pass_ms: AtomicU64,
     /// Wakes the repair worker (a segment was queued here).
     pub wake_repair: tokio::sync::Notify,
     /// Wakes the scrub (a scrub was asked for).
@@ -154,6 +156,7 @@ impl Default for Healing {
             repair_rate: Rate::default(),
             scrub: Mutex::default(),
             scrub_rate: Rate::default(),
+            scrub_pass_ms: AtomicU64::new(0),
             wake_repair: tokio::sync::Notify::new(),
             wake_scrub: tokio::sync::Notify::new(),
             rebalancing: std::sync::atomic::AtomicBool::new(false),
@@ -213,6 +216,7 @@ impl Healing {
         }
         lock(&self.repair).bytes += bytes;
         self.repair_rate.add(bytes);
+        metrics::counter!(crate::metrics::REPAIR_BYTES).increment(bytes);
     }
 
     pub(crate) fn end_repair(&self, segment: SegmentRef, parts_written: Option<u64>) {
@@ -222,8 +226,13 @@ impl Healing {
             Some(n) => {
                 c.segments_repaired += 1;
                 c.parts_written += n;
+                metrics::counter!(crate::metrics::REPAIR_DONE).increment(1);
+                metrics::counter!(crate::metrics::REPAIR_PARTS_WRITTEN).increment(n);
             }
-            None => c.failures += 1,
+            None => {
+                c.failures += 1;
+                metrics::counter!(crate::metrics::REPAIR_FAILURES).increment(1);
+            }
         }
     }
 
@@ -236,6 +245,10 @@ impl Healing {
 
     pub(crate) fn scrub_state(&self, state: &str, deep: bool) {
         let mut s = lock(&self.scrub);
+        // Nothing due after scrubbing (or at the first look after start): a pass is complete.
+        if state == "idle" && s.state != "idle" {
+            self.scrub_pass_ms.store(now_ms(), Ordering::Relaxed);
+        }
         s.state = state.to_owned();
         s.deep = deep;
     }
@@ -243,6 +256,7 @@ impl Healing {
     pub(crate) fn scrub_read(&self, bytes: u64) {
         lock(&self.scrub).bytes_verified += bytes;
         self.scrub_rate.add(bytes);
+        metrics::counter!(crate::metrics::SCRUB_BYTES).increment(bytes);
     }
 
     pub(crate) fn scrub_counted(&self, verified: u64, damaged: u64, deep_mismatches: u64) {
@@ -250,6 +264,15 @@ impl Healing {
         s.parts_verified += verified;
         s.damaged_found += damaged;
         s.deep_mismatches += deep_mismatches;
+        metrics::counter!(crate::metrics::SCRUB_PARTS).increment(verified);
+        metrics::counter!(crate::metrics::SCRUB_CORRUPTIONS).increment(damaged);
+        metrics::counter!(crate::metrics::SCRUB_DEEP_MISMATCHES).increment(deep_mismatches);
+    }
+
+    /// When this node's scrub last completed a pass: found every local part verified within
+    /// the interval (ms since epoch), if it has since the node started.
+    pub fn scrub_pass_done_ms(&self) -> Option<u64> {
+        Some(self.scrub_pass_ms.load(Ordering::Relaxed)).filter(|&t| t > 0)
     }
 
     /// This node's scrub counters.

@@ -47,7 +47,16 @@ pub struct MetaBackups {
     status: std::sync::Mutex<BackupStatus>,
     /// Serializes backups (the periodic one and `wormfs admin backup`).
     running: tokio::sync::Mutex<()>,
+    /// The newest event when this machine last wrote a backup: the machines' backup events
+    /// after it are metadata changes no backup needs to be written for (else three machines
+    /// would keep each other writing backups on an idle cluster).
+    events_mark: std::sync::atomic::AtomicU64,
+    /// Whether the last attempt failed (a failure is an event once, until one succeeds).
+    failing: std::sync::atomic::AtomicBool,
 }
+
+/// Events that do not count as changes a backup is due for.
+const QUIET_EVENTS: [&str; 2] = ["backup_written", "backup_failed"];
 
 impl MetaBackups {
     /// With the node's `[meta]` settings.
@@ -59,6 +68,8 @@ impl MetaBackups {
             }),
             cfg,
             running: tokio::sync::Mutex::new(()),
+            events_mark: std::sync::atomic::AtomicU64::new(0),
+            failing: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -76,9 +87,36 @@ impl MetaBackups {
 pub async fn status_now(store: &Store) -> BackupStatus {
     let mut s = store.backups.status();
     if let (Ok(Some(p)), Some(i)) = (store.meta.applied_point().await, s.log_index) {
-        s.changes_since = p.index.saturating_sub(i);
+        s.changes_since = changes_since(store, p.index, i).await;
     }
     s
+}
+
+/// Metadata changes applied since the backup of `backup_index`, up to `applied`: the log
+/// entries, less the machines' backup events since this machine's last backup.
+async fn changes_since(store: &Store, applied: u64, backup_index: u64) -> u64 {
+    let mark = store
+        .backups
+        .events_mark
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let quiet = store
+        .meta
+        .count_events_after(mark, &QUIET_EVENTS)
+        .await
+        .unwrap_or(0);
+    applied.saturating_sub(backup_index).saturating_sub(quiet)
+}
+
+/// Remembers the newest event now as the mark of [`changes_since`].
+async fn set_events_mark(store: &Store) {
+    let newest = match store.meta.events(1, None, None).await {
+        Ok(e) => e.first().map_or(0, |e| e.id),
+        Err(_) => 0,
+    };
+    store
+        .backups
+        .events_mark
+        .store(newest, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Writes a backup now; returns the new status.
@@ -99,6 +137,10 @@ pub async fn backup_now(store: &Arc<Store>) -> anyhow::Result<BackupStatus> {
         }
         s.clone()
     });
+    set_events_mark(store).await;
+    let failed_before = backups
+        .failing
+        .swap(result.is_err(), std::sync::atomic::Ordering::Relaxed);
     match result {
         Ok((h, disks)) => {
             tracing::info!(
@@ -107,10 +149,27 @@ pub async fn backup_now(store: &Arc<Store>) -> anyhow::Result<BackupStatus> {
                 disks = ?disks,
                 "metadata backup written"
             );
+            let msg = format!(
+                "machine {} wrote a metadata backup (log index {}) to {} disk(s)",
+                store.node_id,
+                h.log_index,
+                disks.len()
+            );
+            let node = Some(store.node_id);
+            crate::events::record(store, "backup_written", EventSeverity::Info, node, msg).await;
             Ok(backups.status())
         }
         Err(e) => {
             tracing::warn!("metadata backup failed: {e:#}");
+            if !failed_before {
+                let msg = format!(
+                    "machine {} could not write a metadata backup: {e:#}",
+                    store.node_id
+                );
+                let node = Some(store.node_id);
+                crate::events::record(store, "backup_failed", EventSeverity::Warning, node, msg)
+                    .await;
+            }
             Err(e)
         }
     }
@@ -277,14 +336,6 @@ async fn chosen_disks(store: &Store) -> anyhow::Result<Vec<Arc<LocalDisk>>> {
     Ok(out)
 }
 
-/// The id of the newest event in the metadata (0: none).
-async fn newest_event(store: &Store) -> u64 {
-    match store.meta.events(1, None, None).await {
-        Ok(e) => e.first().map_or(0, |e| e.id),
-        Err(_) => 0,
-    }
-}
-
 /// The periodic backup: every `meta.backup_interval_ms` when anything was applied since the
 /// last one, and sooner after `meta.backup_after_changes` entries. Off with an interval of 0.
 pub async fn run(store: Arc<Store>, stop: CancellationToken) {
@@ -324,12 +375,7 @@ pub async fn run(store: Arc<Store>, stop: CancellationToken) {
     }
     let tick = Duration::from_millis((cfg.backup_interval_ms / 10).clamp(500, 30_000));
     let mut last_failure: Option<u64> = None;
-    // The machines' `backup_written` / `backup_failed` events are metadata changes no backup
-    // needs to be written for (else three machines would keep each other writing backups):
-    // those newer than `mark` (the newest event when this machine last wrote one) are not
-    // counted.
-    let mut mark = newest_event(&store).await;
-    let mut failing = false;
+    set_events_mark(&store).await;
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
@@ -344,14 +390,10 @@ pub async fn run(store: Arc<Store>, stop: CancellationToken) {
             }
         };
         let st = store.backups.status();
-        let quiet = store
-            .meta
-            .count_events_after(mark, &["backup_written", "backup_failed"])
-            .await
-            .unwrap_or(0);
-        let since = st
-            .log_index
-            .map_or(applied, |i| applied.saturating_sub(i).saturating_sub(quiet));
+        let since = match st.log_index {
+            Some(i) => changes_since(&store, applied, i).await,
+            None => applied,
+        };
         store.backups.with(|s| s.changes_since = since);
         let now = now_ms();
         let due = match (st.log_index, st.last_ms) {
@@ -365,44 +407,7 @@ pub async fn run(store: Arc<Store>, stop: CancellationToken) {
         let waiting = last_failure
             .is_some_and(|t| now.saturating_sub(t) < (cfg.backup_interval_ms / 10).max(1000));
         if due && !waiting {
-            let result = backup_now(&store).await;
-            last_failure = result.is_err().then_some(now);
-            mark = newest_event(&store).await;
-            match result {
-                Ok(st) => {
-                    failing = false;
-                    let msg = format!(
-                        "machine {} wrote a metadata backup (log index {}) to {} disk(s)",
-                        store.node_id,
-                        st.log_index.unwrap_or(0),
-                        st.disks.len()
-                    );
-                    crate::events::record(
-                        &store,
-                        "backup_written",
-                        EventSeverity::Info,
-                        Some(store.node_id),
-                        msg,
-                    )
-                    .await;
-                }
-                Err(e) if !failing => {
-                    failing = true;
-                    let msg = format!(
-                        "machine {} could not write a metadata backup: {e:#}",
-                        store.node_id
-                    );
-                    crate::events::record(
-                        &store,
-                        "backup_failed",
-                        EventSeverity::Warning,
-                        Some(store.node_id),
-                        msg,
-                    )
-                    .await;
-                }
-                Err(_) => {}
-            }
+            last_failure = backup_now(&store).await.is_err().then_some(now);
         }
     }
 }

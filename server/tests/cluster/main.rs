@@ -9,6 +9,7 @@ mod common;
 
 mod cluster_accounts;
 mod cluster_data_plane;
+mod cluster_events;
 mod cluster_healing;
 mod cluster_mdns;
 mod cluster_processes;

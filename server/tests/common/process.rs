@@ -222,11 +222,13 @@ impl Server {
 }
 
 fn serve_args(port: u16, extra: &[&str]) -> Vec<String> {
-    let mut args = vec![
-        "serve".to_string(),
-        "--listen".into(),
-        format!("127.0.0.1:{port}"),
-    ];
+    let mut args = vec!["serve".to_string()];
+    // The API on 127.0.0.1 unless the test places it (on all interfaces, say): the harness
+    // reaches it on 127.0.0.1 either way.
+    if !extra.contains(&"--listen") {
+        args.push("--listen".into());
+        args.push(format!("127.0.0.1:{port}"));
+    }
     let ports = harness_ports(port);
     // Each node its own WebDAV port (one above the API port when free), so nodes run side by side.
     if !extra.contains(&"--webdav-listen") {

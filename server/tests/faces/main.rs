@@ -16,6 +16,7 @@ mod disks_mounted;
 mod drop_folders;
 mod files_on_disk;
 mod first_hour;
+mod metrics;
 mod recovery;
 mod self_healing;
 mod trash_retention;

@@ -3,8 +3,10 @@
 # unshare and nsenter (util-linux: tmpfs disks in a private mount namespace, mDNS in a private
 # network namespace), ip (iproute2), litmus (the WebDAV compliance suite), rclone and cadaver
 # (WebDAV clients), openssl (test certificates), ffmpeg and ffprobe (seeking into a video over
-# WebDAV), python3-prometheus-client (/metrics parsed by Prometheus's own parser). Fails loudly
-# if one cannot be installed, so no test is ever skipped for lack of a tool.
+# WebDAV), python3-prometheus-client (/metrics parsed by Prometheus's own parser), chromium,
+# chromedriver and Debian's python3 with selenium (the admin page driven in a headless
+# browser). Fails loudly if one cannot be installed, so no test is ever skipped for lack of a
+# tool.
 set -euo pipefail
 need=()
 command -v curl >/dev/null || need+=(curl)
@@ -18,6 +20,9 @@ command -v openssl >/dev/null || need+=(openssl)
 # The system's Python with Prometheus's own text parser (the /metrics tests run /usr/bin/python3,
 # not whatever python3 comes first in PATH).
 /usr/bin/python3 -c 'import prometheus_client.parser' 2>/dev/null || need+=(python3-prometheus-client)
+command -v chromium >/dev/null || need+=(chromium)
+command -v chromedriver >/dev/null || need+=(chromium-driver)
+/usr/bin/python3 -c "import selenium" 2>/dev/null || need+=(python3-selenium)
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "== installing test tools: ${need[*]}"
 SUDO=""

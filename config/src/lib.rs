@@ -31,8 +31,7 @@ pub use policy::{
 
 use raw::{
     RawAdmin, RawAlerts, RawApi, RawCluster, RawConfig, RawDropFolder, RawIngest, RawLog, RawMeta,
-    RawNode,
-    RawRaft, RawRepair, RawRetention, RawScrub, RawStorage, RawWebdav, SetError,
+    RawNode, RawRaft, RawRepair, RawRetention, RawScrub, RawStorage, RawWebdav, SetError,
 };
 
 /// Where the config came from.

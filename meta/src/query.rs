@@ -112,6 +112,9 @@ pub struct DiskRecord {
     pub parts: u64,
     /// About how many bytes of part data those hold (each part's share of its segment).
     pub part_bytes: u64,
+    /// The oldest verification (write, repair or scrub) of its healthy parts, ms since the
+    /// epoch: every part on it was checked since. `None` when it holds none.
+    pub oldest_verified_ms: Option<u64>,
 }
 
 /// An ingest intent.
@@ -402,7 +405,8 @@ impl MetaDb {
                     (SELECT COALESCE(SUM((s.data_len + json_extract(f.geometry, '$.k') - 1) / json_extract(f.geometry, '$.k')), 0)
                        FROM parts p JOIN segments s ON s.file_id = p.file_id AND s.seg = p.seg
                        JOIN files f ON f.file_id = p.file_id
-                      WHERE p.disk_id = d.disk_id AND p.state = 0)
+                      WHERE p.disk_id = d.disk_id AND p.state = 0),
+                    (SELECT MIN(p.verified_ms) FROM parts p WHERE p.disk_id = d.disk_id AND p.state = 0)
              FROM disks d ORDER BY d.path",
         )
         .fetch_all(&self.pool())
@@ -419,6 +423,7 @@ impl MetaDb {
                     state: r.col(4, "state")?,
                     parts: r.int(5, "part count")?,
                     part_bytes: r.int(6, "part bytes")?,
+                    oldest_verified_ms: r.opt_int(7, "oldest verification")?,
                 })
             })
             .collect()

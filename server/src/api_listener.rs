@@ -147,7 +147,8 @@ async fn connection(
             inner: b,
             act: svc_act.clone(),
         });
-        // Who is asking, for the routes that decide by address (`/metrics` without a token).
+        // Who is asking, for the routes that decide by address (`/metrics` without a token) and
+        // the admin page's login throttle.
         req.extensions_mut()
             .insert(axum::extract::ConnectInfo(peer));
         let fut = hyper::service::Service::call(&inner, req);

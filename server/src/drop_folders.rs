@@ -72,6 +72,8 @@ pub struct Item {
     pub note: Option<String>,
     /// Attempts so far.
     pub attempts: u32,
+    /// When a failed file is tried again (ms since the epoch), unless it changes before.
+    pub next_try_ms: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -148,6 +150,7 @@ impl IngestStatus {
                 updated_ms: now_ms(),
                 note: None,
                 attempts: 0,
+                next_try_ms: None,
             },
             progress: Arc::new(AtomicU64::new(0)),
             started: None,
@@ -157,6 +160,7 @@ impl IngestStatus {
         t.item.state = state;
         t.item.note = note;
         t.item.updated_ms = now_ms();
+        t.item.next_try_ms = None;
         match state {
             ItemState::InProgress => {
                 t.item.attempts += 1;
@@ -193,6 +197,12 @@ impl IngestStatus {
             .get(source)
             .map(|t| t.progress.clone())
             .unwrap_or_default()
+    }
+
+    fn next_try(&self, source: &str, at_ms: u64) {
+        if let Some(t) = lock(&self.items).get_mut(source) {
+            t.item.next_try_ms = Some(at_ms);
+        }
     }
 
     fn attempts(&self, source: &str) -> u32 {
@@ -337,6 +347,8 @@ impl Worker {
                         delay.as_secs()
                     )),
                 );
+                self.status
+                    .next_try(&source, now_ms().saturating_add(delay.as_millis() as u64));
                 self.watcher.retry_after(&r.path, delay);
             }
         }

@@ -3,6 +3,7 @@
 //! See docs/ARCHITECTURE.md for the code map.
 
 pub mod accounts;
+pub mod admin_session;
 pub mod admin_token;
 pub mod alerts;
 pub mod api;

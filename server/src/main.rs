@@ -209,6 +209,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         store: node.store.clone(),
         accounts: node.accounts.clone(),
         drops: node.drops.clone(),
+        sessions: Default::default(),
         metrics,
     };
     // WebDAV is bound before the API, so a caller that sees the API up finds WebDAV up too.

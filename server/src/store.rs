@@ -589,6 +589,7 @@ impl Store {
                     reason,
                     parts: r.parts,
                     part_bytes: r.part_bytes,
+                    oldest_verified_ms: r.oldest_verified_ms,
                     bytes_read: local
                         .map(|d| d.bytes_read.load(Ordering::Relaxed))
                         .unwrap_or(0),
@@ -636,6 +637,9 @@ pub struct DiskReport {
     pub parts: u64,
     /// About how many bytes of WormFS part data it holds (from the metadata).
     pub part_bytes: u64,
+    /// The oldest verification (write, repair or scrub) of its healthy parts, ms since the
+    /// epoch: every part on it was checked since (`None`: it holds none).
+    pub oldest_verified_ms: Option<u64>,
     /// Bytes read since start.
     pub bytes_read: u64,
     /// Bytes written since start.

@@ -227,6 +227,18 @@ impl Auth {
         Ok(caller)
     }
 
+    /// Checks a user name and password as a Basic login would (the same throttle per address
+    /// and user name, the same Argon2id check): for another face of the node that logs users
+    /// in, the admin page. Read-only users are admitted; the caller decides what they may do.
+    pub async fn check_login(
+        &self,
+        user: &str,
+        password: &str,
+        peer: IpAddr,
+    ) -> Result<Caller, Refusal> {
+        self.login(user, password, peer).await
+    }
+
     /// A Basic login: the throttle, then the check; a failure is counted and, for a throttled
     /// user name, answered only after its back-off.
     async fn login(&self, user: &str, password: &str, peer: IpAddr) -> Result<Caller, Refusal> {

@@ -237,7 +237,16 @@ impl Accounts {
         &self,
         token: &str,
     ) -> Result<Result<TokenAccess, TokenRefusal>, MetaError> {
-        let hash = token_hash(token);
+        self.check_token_hash(&token_hash(token)).await
+    }
+
+    /// Whether the token whose [`token_hash`] is `hash` is accepted here (an admin page
+    /// session keeps only the hash of the token it was opened with).
+    pub async fn check_token_hash(
+        &self,
+        hash: &str,
+    ) -> Result<Result<TokenAccess, TokenRefusal>, MetaError> {
+        let hash = hash.to_owned();
         let c = self.fresh().await?;
         if let Some(a) = c.live.get(&hash) {
             return Ok(Ok(a.clone()));
@@ -283,6 +292,55 @@ impl Accounts {
             .iter()
             .filter(|u| u.user.role == AccountRole::Admin)
             .count())
+    }
+
+    /// A user's role and a digest of its password hash, as this machine's WebDAV face sees
+    /// them (its config file's users winning over the cluster's): the admin page's sessions
+    /// end when either changes.
+    pub async fn login_view(&self, name: &str) -> Result<Option<(AccountRole, String)>, MetaError> {
+        let view = |u: &UserRecord| {
+            (
+                u.role,
+                blake3::hash(u.password_hash.as_bytes())
+                    .to_hex()
+                    .to_string(),
+            )
+        };
+        if let Some(u) = self.config_users.iter().find(|u| u.name == name) {
+            return Ok(Some(view(u)));
+        }
+        Ok(self.user(name).await?.map(|u| view(&u.user)))
+    }
+
+    /// Checks a user's password as the WebDAV face does (its Argon2id check, its throttle of
+    /// failed logins per address and user name) for the admin page: the user's role and
+    /// [`Accounts::login_view`]'s digest, or the refusal (401, or 429 when throttled).
+    pub async fn check_password(
+        &self,
+        name: &str,
+        password: &str,
+        peer: std::net::IpAddr,
+    ) -> Result<Result<(AccountRole, String), wormfs_webdav::guard::Refusal>, MetaError> {
+        let Some(auth) = self.webdav.get() else {
+            return Ok(Err(wormfs_webdav::guard::Refusal {
+                status: axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                reason: "password logins are not ready yet on this node".into(),
+                precondition: None,
+            }));
+        };
+        // The users as the WebDAV face has them now.
+        self.fresh().await?;
+        if let Err(r) = auth.check_login(name, password, peer).await {
+            return Ok(Err(r));
+        }
+        match self.login_view(name).await? {
+            Some(v) => Ok(Ok(v)),
+            None => Ok(Err(wormfs_webdav::guard::Refusal {
+                status: axum::http::StatusCode::UNAUTHORIZED,
+                reason: "wrong user name or password".into(),
+                precondition: None,
+            })),
+        }
     }
 
     /// This node's id.

@@ -210,6 +210,8 @@ fn contract() -> BTreeMap<&'static str, Names> {
         ("DiskFill", of::<DiskFill>()),
         ("DiskPathRequest", of::<DiskPathRequest>()),
         ("ForceQuery", of::<ForceQuery>()),
+        ("LoginRequest", of::<LoginRequest>()),
+        ("SessionInfo", of::<SessionInfo>()),
     ])
 }
 

@@ -31,7 +31,9 @@ mod files;
 mod healing;
 mod locks;
 mod namespace;
+mod page;
 mod scrape;
+mod session;
 mod trash;
 pub mod types;
 
@@ -46,6 +48,8 @@ pub struct ApiState {
     pub drops: Arc<crate::drop_folders::IngestStatus>,
     /// `/metrics`: its token and the figures read at scrape time.
     pub metrics: Arc<crate::metrics::Exporter>,
+    /// The admin page's sessions (this node's, in memory).
+    pub sessions: Arc<crate::admin_session::Sessions>,
 }
 
 /// An API error with its status.
@@ -175,7 +179,7 @@ pub struct Route {
     pub verb: Verb,
     /// The path, in axum's syntax (`{*path}`: the rest of the path, a WormFS path).
     pub path: &'static str,
-    /// Whether it needs the token (`Authorization: Bearer ...`).
+    /// Whether it needs the token (`Authorization: Bearer ...`) or an admin page session.
     pub auth: bool,
     /// The type of its query parameters, if it takes any.
     pub query: Option<&'static str>,
@@ -255,6 +259,14 @@ pub fn routes() -> Vec<Route> {
     use types::*;
     use Verb::*;
     vec![
+        Route::open(Get, "/", page::index).answer_bytes(),
+        Route::open(Get, "/admin.js", page::script).answer_bytes(),
+        Route::open(Get, "/admin.css", page::style).answer_bytes(),
+        Route::open(Post, "/api/v1/session", session::login)
+            .body::<LoginRequest>()
+            .answer::<SessionInfo>(),
+        Route::open(Get, "/api/v1/session", session::whoami).answer::<SessionInfo>(),
+        Route::new(Delete, "/api/v1/session", session::logout),
         Route::open(Get, "/api/v1/health", health).answer::<HealthResponse>(),
         // Outside /api/v1, with its own token (admin.metrics_token_file) or loopback only.
         Route::open(Get, "/metrics", scrape::metrics).answer_bytes(),
@@ -416,17 +428,24 @@ async fn trace_request(req: Request, next: Next) -> Response {
     res
 }
 
-/// Who made a request: the token it carried (set by the auth layer).
+/// Who made a request: the token it carried, or the admin page session whose cookie it
+/// carried (set by the auth layer).
 #[derive(Clone, Debug)]
 pub struct Caller {
     /// The token's name.
     pub token_name: String,
-    /// The token's hash.
+    /// The token's hash (empty for an admin page session opened with a password).
     pub token_hash: String,
+    /// May only read.
+    pub read_only: bool,
 }
 
 async fn auth(State(st): State<ApiState>, mut req: Request, next: Next) -> Response {
-    let given = req
+    let reads = matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
+    let bearer = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -443,15 +462,69 @@ async fn auth(State(st): State<ApiState>, mut req: Request, next: Next) -> Respo
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         r
     };
-    let Some(token) = given else {
-        return unauthorized("missing API token (Authorization: Bearer ...)");
+    let Some(token) = bearer else {
+        // No token: the admin page's session cookie, if any.
+        let Some(id) = crate::admin_session::cookie_value(req.headers()) else {
+            return unauthorized("missing API token (Authorization: Bearer ...)");
+        };
+        let Some(session) = st.sessions.get(&id) else {
+            return unauthorized(
+                "the admin page's session ended (or this node restarted): log in again",
+            );
+        };
+        match session::still_valid(&st, &session).await {
+            Ok(true) => {}
+            Ok(false) => {
+                st.sessions.end(&id);
+                tracing::info!(
+                    who = session.name(),
+                    "admin page: session ended: its user or token changed"
+                );
+                return unauthorized(
+                    "the admin page's session ended: its user or token changed; log in again",
+                );
+            }
+            Err(e) => return e.into_response(),
+        }
+        if !reads {
+            let given = req
+                .headers()
+                .get(crate::admin_session::CSRF_HEADER)
+                .and_then(|v| v.to_str().ok());
+            if !crate::admin_session::csrf_matches(&session, given) {
+                tracing::info!(who = session.name(), method = %req.method(), "admin page: refused: no valid CSRF token");
+                return ApiError(
+                    StatusCode::FORBIDDEN,
+                    ErrorKind::Forbidden,
+                    "missing or wrong CSRF token (X-CSRF-Token): reload the admin page".into(),
+                )
+                .into_response();
+            }
+            // A read-only session may still log out.
+            let logout = *req.method() == axum::http::Method::DELETE
+                && req.uri().path() == "/api/v1/session";
+            if session.read_only && !logout {
+                return ApiError(
+                    StatusCode::FORBIDDEN,
+                    ErrorKind::Forbidden,
+                    format!("the session of {:?} may only look", session.name()),
+                )
+                .into_response();
+            }
+        }
+        tracing::Span::current().record("token", session.name());
+        req.extensions_mut().insert(Caller {
+            token_name: session.name().to_owned(),
+            token_hash: match &session.login {
+                crate::admin_session::Login::Token { hash, .. } => hash.clone(),
+                crate::admin_session::Login::User { .. } => String::new(),
+            },
+            read_only: session.read_only,
+        });
+        return next.run(req).await;
     };
     match st.accounts.check_token(&token).await {
         Ok(Ok(access)) => {
-            let reads = matches!(
-                *req.method(),
-                axum::http::Method::GET | axum::http::Method::HEAD
-            );
             if access.read_only && !reads {
                 return ApiError(
                     StatusCode::FORBIDDEN,
@@ -464,6 +537,7 @@ async fn auth(State(st): State<ApiState>, mut req: Request, next: Next) -> Respo
             req.extensions_mut().insert(Caller {
                 token_name: access.name,
                 token_hash: crate::accounts::token_hash(&token),
+                read_only: access.read_only,
             });
             next.run(req).await
         }

@@ -85,6 +85,8 @@ pub enum ErrorKind {
     NoMajority,
     /// 507: not enough writable disks or space.
     InsufficientStorage,
+    /// 429: too many failed logins from this address (the admin page's login); retry later.
+    Throttled,
     /// A kind this client does not know (from a newer node); never sent.
     #[serde(other)]
     Other,
@@ -872,6 +874,7 @@ pub(crate) struct DiskReportWire {
     status_reason: String,
     parts: u64,
     part_bytes: u64,
+    oldest_verified_ms: Option<u64>,
     bytes_read: u64,
     bytes_written: u64,
     read_errors: u64,
@@ -924,6 +927,7 @@ pub(crate) struct ItemWire {
     updated_ms: u64,
     note: Option<String>,
     attempts: u32,
+    next_try_ms: Option<u64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -1091,6 +1095,7 @@ mod tests {
             reason: String::new(),
             parts: 5,
             part_bytes: 500,
+            oldest_verified_ms: Some(9),
             bytes_read: 1,
             bytes_written: 2,
             read_errors: 0,
@@ -1160,6 +1165,7 @@ mod tests {
             updated_ms: 8,
             note: None,
             attempts: 1,
+            next_try_ms: None,
         };
         let items: Vec<Item> = [
             ItemState::Queued,
@@ -1445,4 +1451,38 @@ pub struct AccountChange {
     pub name: String,
     /// What the operator should know.
     pub notes: Vec<String>,
+}
+
+// The admin page's login.
+
+/// `POST /api/v1/session`: a login, with a user's password or an API token.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    /// A user of the cluster with the admin role (with `password`).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// The user's password.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// An API token (instead of `user` and `password`).
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+/// An admin page session, as the page sees it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SessionInfo {
+    /// The user's or the token's name.
+    pub name: String,
+    /// `user` (a password login) or `token`.
+    pub login: String,
+    /// The session may only look: actions are hidden on the page and refused (403).
+    pub read_only: bool,
+    /// The token to send as `X-CSRF-Token` with every request that is not a GET or HEAD.
+    pub csrf_token: String,
+    /// When the session ends (ms since the epoch).
+    pub expires_ms: u64,
+    /// This node's id (each node has its own sessions).
+    pub node_id: NodeId,
 }

@@ -8,6 +8,7 @@
 mod common;
 
 mod accounts;
+mod admin_page;
 mod alerts_events;
 mod api_safety;
 mod cli_process;

@@ -343,27 +343,10 @@ pub fn ingest_done<E>(result: Result<u64, E>) {
     }
 }
 
-/// The methods a request is labelled with; any other is `other` (bounded labels).
-const METHODS: &[&str] = &[
-    "GET",
-    "HEAD",
-    "PUT",
-    "POST",
-    "DELETE",
-    "OPTIONS",
-    "PROPFIND",
-    "PROPPATCH",
-    "MKCOL",
-    "COPY",
-    "MOVE",
-    "LOCK",
-    "UNLOCK",
-];
-
 /// Records one answered request: `face` `api` or `webdav`, `route` a route template (never a
 /// raw path).
 pub fn record_request(face: &'static str, method: &str, route: &str, status: u16, took: Duration) {
-    let method = METHODS
+    let method = wormfs_webdav::RECORDED_METHODS
         .iter()
         .find(|m| **m == method)
         .copied()

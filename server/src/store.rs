@@ -599,6 +599,12 @@ impl Store {
                     read_errors: local
                         .map(|d| d.read_errors.load(Ordering::Relaxed))
                         .unwrap_or(0),
+                    checksum_failures: local
+                        .map(|d| d.checksum_failures.load(Ordering::Relaxed))
+                        .unwrap_or(0),
+                    write_errors: local
+                        .map(|d| d.write_errors.load(Ordering::Relaxed))
+                        .unwrap_or(0),
                 }
             })
             .collect())
@@ -646,4 +652,8 @@ pub struct DiskReport {
     pub bytes_written: u64,
     /// Corrupt or failed block reads since start.
     pub read_errors: u64,
+    /// Of those, blocks whose checksum did not match.
+    pub checksum_failures: u64,
+    /// Failed part writes since start.
+    pub write_errors: u64,
 }

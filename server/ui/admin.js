@@ -484,7 +484,7 @@ function buildDisks(d) {
         h("td", { class: "num" }, bytes(x.space.total_bytes)),
         h("td", {}, h("div", {}, bytes(used)), bar(used, x.space.total_bytes, "disk " + x.path + " used " + bytes(used))),
         h("td", { class: "num" }, num(x.parts), h("div", { class: "muted" }, bytes(x.part_bytes))),
-        h("td", { class: "num hide-narrow" }, num(x.read_errors)),
+        h("td", { class: "num hide-narrow", title: num(x.checksum_failures) + " checksum failure(s) among the read errors" }, num(x.read_errors) + " / " + num(x.write_errors)),
         h("td", { class: "hide-narrow", title: "every part on it was checked since then" }, x.oldest_verified_ms ? ago(Date.now() - x.oldest_verified_ms) : "-"),
         h("td", { class: "hide-narrow" }, "read " + bytes(x.bytes_read) + ", written " + bytes(x.bytes_written)),
         h("td", {}, h("div", { class: "actions" }, actions)));
@@ -492,11 +492,11 @@ function buildDisks(d) {
     const name = list[0].machine || ("node " + node);
     out.push(h("div", { class: "card" },
       h("h2", {}, name + " (node " + node + ")"),
-      table(["disk", "state", ["size", "num"], "used", ["parts", "num"], ["read errors", "num hide-narrow"], ["checked", "hide-narrow"], ["I/O since start", "hide-narrow"], ""], rows),
+      table(["disk", "state", ["size", "num"], "used", ["parts", "num"], ["errors read / write", "num hide-narrow"], ["checked", "hide-narrow"], ["I/O since start", "hide-narrow"], ""], rows),
       canAct() ? h("div", { class: "actions", style: "margin-top:.5rem" },
         h("button", { type: "button", "data-key": "add-" + node, onclick: () => confirmAdd(node, name) }, "Add a disk")) : null));
   }
-  out.push(h("p", { class: "muted" }, "Read errors and I/O are this node's counters since it started; the trash holds " + bytes(d.disks.trash.stored_bytes) + " of parts."));
+  out.push(h("p", { class: "muted" }, "Read and write errors and I/O are this node's counters since it started; the trash holds " + bytes(d.disks.trash.stored_bytes) + " of parts."));
   return out;
 }
 

@@ -184,25 +184,28 @@ where
     }
 }
 
+/// The methods a request is labelled with in the metrics; any other is `other` (bounded
+/// labels). The node's API labels its requests with the same list.
+pub const RECORDED_METHODS: &[&str] = &[
+    "GET",
+    "HEAD",
+    "PUT",
+    "POST",
+    "DELETE",
+    "OPTIONS",
+    "PROPFIND",
+    "PROPPATCH",
+    "MKCOL",
+    "COPY",
+    "MOVE",
+    "LOCK",
+    "UNLOCK",
+];
+
 /// Records an answered request in the node's metrics (docs/metrics.md): the same names as the
 /// API's, with `face` `webdav` and one route, the tree; the method says what was asked.
 fn record_request(method: &http::Method, status: StatusCode, took: std::time::Duration) {
-    const METHODS: &[&str] = &[
-        "GET",
-        "HEAD",
-        "PUT",
-        "POST",
-        "DELETE",
-        "OPTIONS",
-        "PROPFIND",
-        "PROPPATCH",
-        "MKCOL",
-        "COPY",
-        "MOVE",
-        "LOCK",
-        "UNLOCK",
-    ];
-    let method = METHODS
+    let method = RECORDED_METHODS
         .iter()
         .find(|m| **m == method.as_str())
         .copied()

@@ -440,6 +440,19 @@ pub struct Caller {
     pub read_only: bool,
 }
 
+/// A 401 answer saying `why`, asking for a bearer token.
+pub(super) fn unauthorized(why: &str) -> Response {
+    let mut r = ApiError(
+        StatusCode::UNAUTHORIZED,
+        ErrorKind::Unauthorized,
+        why.into(),
+    )
+    .into_response();
+    r.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    r
+}
+
 async fn auth(State(st): State<ApiState>, mut req: Request, next: Next) -> Response {
     let reads = matches!(
         *req.method(),
@@ -451,17 +464,6 @@ async fn auth(State(st): State<ApiState>, mut req: Request, next: Next) -> Respo
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(|t| t.trim().to_owned());
-    let unauthorized = |why: &str| {
-        let mut r = ApiError(
-            StatusCode::UNAUTHORIZED,
-            ErrorKind::Unauthorized,
-            why.into(),
-        )
-        .into_response();
-        r.headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        r
-    };
     let Some(token) = bearer else {
         // No token: the admin page's session cookie, if any.
         let Some(id) = crate::admin_session::cookie_value(req.headers()) else {

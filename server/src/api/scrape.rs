@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::types::ErrorKind;
@@ -24,17 +24,7 @@ pub(super) async fn metrics(State(st): State<ApiState>, req: Request) -> Respons
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     match st.metrics.check(peer, auth) {
-        Err(Refusal::Unauthorized(why)) => {
-            let mut r = ApiError(
-                StatusCode::UNAUTHORIZED,
-                ErrorKind::Unauthorized,
-                why.into(),
-            )
-            .into_response();
-            r.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            r
-        }
+        Err(Refusal::Unauthorized(why)) => super::unauthorized(why),
         Err(Refusal::Forbidden(why)) => {
             ApiError(StatusCode::FORBIDDEN, ErrorKind::Forbidden, why).into_response()
         }

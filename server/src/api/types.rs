@@ -878,6 +878,8 @@ pub(crate) struct DiskReportWire {
     bytes_read: u64,
     bytes_written: u64,
     read_errors: u64,
+    checksum_failures: u64,
+    write_errors: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -1099,6 +1101,8 @@ mod tests {
             bytes_read: 1,
             bytes_written: 2,
             read_errors: 0,
+            checksum_failures: 0,
+            write_errors: 0,
         };
         for s in [
             DiskState::Active,

@@ -332,6 +332,10 @@ pub async fn run(store: Arc<Store>, stop: CancellationToken) {
     let tick = Duration::from_millis((cfg.debounce_ms / 4).clamp(200, 2000));
     let http = client();
     let cluster = cluster_name(&store).await;
+    // The metadata's conditions scan every segment: read again only when the metadata
+    // changed, and during a long ingest (a change every moment) at most this often.
+    let rescan = Duration::from_millis(cfg.debounce_ms.clamp(tick.as_millis() as u64, 10_000));
+    let mut scanned_at: Option<tokio::time::Instant> = None;
     let mut seen_generation = u64::MAX;
     let mut from_meta: Vec<Condition> = Vec::new();
     let mut no_leader_since: Option<u64> = Some(now_ms());
@@ -348,7 +352,9 @@ pub async fn run(store: Arc<Store>, stop: CancellationToken) {
             no_leader_since = Some(now);
         }
         let generation = store.meta.generation();
-        if generation != seen_generation {
+        let due = scanned_at.is_none_or(|at| at.elapsed() >= rescan);
+        if generation != seen_generation && due {
+            scanned_at = Some(tokio::time::Instant::now());
             match conditions::from_metadata(&store, &t).await {
                 Ok(c) => {
                     from_meta = c;

@@ -167,7 +167,7 @@ pub(crate) async fn after(
     if matches!(outcome, Outcome::Rejected(_)) {
         return Ok(());
     }
-    match (cmd, before) {
+    let event = match (cmd, before) {
         (
             CommandV1::SetDiskState {
                 disk_id,
@@ -202,19 +202,15 @@ pub(crate) async fn after(
                 "disk {} on machine {} {what}{reason}; it was {}",
                 old.path, old.node, old.state
             );
-            record(
-                c,
-                NewEvent {
-                    kind,
-                    severity,
-                    node: Some(old.node),
-                    disk: Some(disk_id.to_string()),
-                    path: None,
-                    message,
-                    at_ms: *time_ms,
-                },
-            )
-            .await
+            Some(NewEvent {
+                kind,
+                severity,
+                node: Some(old.node),
+                disk: Some(disk_id.to_string()),
+                path: None,
+                message,
+                at_ms: *time_ms,
+            })
         }
         (
             CommandV1::RegisterDisk {
@@ -227,19 +223,15 @@ pub(crate) async fn after(
             Before::Disk(None),
         ) => {
             let message = format!("disk {path} on machine {node_id} was added");
-            record(
-                c,
-                NewEvent {
-                    kind: "disk_added",
-                    severity: EventSeverity::Info,
-                    node: Some(*node_id),
-                    disk: Some(disk_id.to_string()),
-                    path: None,
-                    message,
-                    at_ms: *time_ms,
-                },
-            )
-            .await
+            Some(NewEvent {
+                kind: "disk_added",
+                severity: EventSeverity::Info,
+                node: Some(*node_id),
+                disk: Some(disk_id.to_string()),
+                path: None,
+                message,
+                at_ms: *time_ms,
+            })
         }
         (
             CommandV1::RegisterNode {
@@ -252,37 +244,29 @@ pub(crate) async fn after(
             Before::Node(false),
         ) => {
             let message = format!("machine {node_id} ({name}, {api_addr}) joined the cluster");
-            record(
-                c,
-                NewEvent {
-                    kind: "member_joined",
-                    severity: EventSeverity::Info,
-                    node: Some(*node_id),
-                    disk: None,
-                    path: None,
-                    message,
-                    at_ms: *time_ms,
-                },
-            )
-            .await
+            Some(NewEvent {
+                kind: "member_joined",
+                severity: EventSeverity::Info,
+                node: Some(*node_id),
+                disk: None,
+                path: None,
+                message,
+                at_ms: *time_ms,
+            })
         }
         (CommandV1::RemoveNode { node_id, time_ms }, Before::Node(true)) => {
             let message = format!(
                 "machine {node_id} was removed from the cluster; its disks' parts are rebuilt elsewhere"
             );
-            record(
-                c,
-                NewEvent {
-                    kind: "member_left",
-                    severity: EventSeverity::Warning,
-                    node: Some(*node_id),
-                    disk: None,
-                    path: None,
-                    message,
-                    at_ms: *time_ms,
-                },
-            )
-            .await
+            Some(NewEvent {
+                kind: "member_left",
+                severity: EventSeverity::Warning,
+                node: Some(*node_id),
+                disk: None,
+                path: None,
+                message,
+                at_ms: *time_ms,
+            })
         }
         (
             CommandV1::QueueRepair {
@@ -306,19 +290,15 @@ pub(crate) async fn after(
                 "corruption found: part {} of segment {} of {what}{on}{more} ({reason}); queued for repair",
                 first.part, first.seg
             );
-            record(
-                c,
-                NewEvent {
-                    kind: "corruption_found",
-                    severity: EventSeverity::Warning,
-                    node: disk.map(|d| d.node),
-                    disk: Some(first.disk_id.to_string()),
-                    path,
-                    message,
-                    at_ms: *time_ms,
-                },
-            )
-            .await
+            Some(NewEvent {
+                kind: "corruption_found",
+                severity: EventSeverity::Warning,
+                node: disk.map(|d| d.node),
+                disk: Some(first.disk_id.to_string()),
+                path,
+                message,
+                at_ms: *time_ms,
+            })
         }
         (CommandV1::CommitRepair { time_ms, .. }, Before::DamagedParts(segment, was))
             if was > 0 =>
@@ -334,22 +314,22 @@ pub(crate) async fn after(
                 was - now,
                 segment.seg
             );
-            record(
-                c,
-                NewEvent {
-                    kind: "corruption_repaired",
-                    severity: EventSeverity::Info,
-                    node: None,
-                    disk: None,
-                    path,
-                    message,
-                    at_ms: *time_ms,
-                },
-            )
-            .await
+            Some(NewEvent {
+                kind: "corruption_repaired",
+                severity: EventSeverity::Info,
+                node: None,
+                disk: None,
+                path,
+                message,
+                at_ms: *time_ms,
+            })
         }
-        _ => Ok(()),
+        _ => None,
+    };
+    if let Some(e) = event {
+        record(c, e).await?;
     }
+    Ok(())
 }
 
 /// `RecordEvent`: an event no other command records. The kind is a stable name: 1 to 64

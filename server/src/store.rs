@@ -575,6 +575,10 @@ impl Store {
                     .get(&r.disk_id)
                     .cloned()
                     .unwrap_or((DiskStatus::Up, String::new()));
+                // This node's counters of its own disks (0 for another machine's).
+                let counter = |c: fn(&LocalDisk) -> &AtomicU64| {
+                    local.map_or(0, |d| c(d).load(Ordering::Relaxed))
+                };
                 DiskReport {
                     status,
                     status_reason,
@@ -590,21 +594,11 @@ impl Store {
                     parts: r.parts,
                     part_bytes: r.part_bytes,
                     oldest_verified_ms: r.oldest_verified_ms,
-                    bytes_read: local
-                        .map(|d| d.bytes_read.load(Ordering::Relaxed))
-                        .unwrap_or(0),
-                    bytes_written: local
-                        .map(|d| d.bytes_written.load(Ordering::Relaxed))
-                        .unwrap_or(0),
-                    read_errors: local
-                        .map(|d| d.read_errors.load(Ordering::Relaxed))
-                        .unwrap_or(0),
-                    checksum_failures: local
-                        .map(|d| d.checksum_failures.load(Ordering::Relaxed))
-                        .unwrap_or(0),
-                    write_errors: local
-                        .map(|d| d.write_errors.load(Ordering::Relaxed))
-                        .unwrap_or(0),
+                    bytes_read: counter(|d| &d.bytes_read),
+                    bytes_written: counter(|d| &d.bytes_written),
+                    read_errors: counter(|d| &d.read_errors),
+                    checksum_failures: counter(|d| &d.checksum_failures),
+                    write_errors: counter(|d| &d.write_errors),
                 }
             })
             .collect())

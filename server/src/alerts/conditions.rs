@@ -159,8 +159,14 @@ pub async fn from_metadata(store: &Store, t: &Thresholds) -> Result<Vec<Conditio
             .collect::<Vec<_>>()
             .join(", ")
     };
+    // Files that cannot be read now (counted once: the query reads every segment).
+    let unreadable_files = if unreadable > 0 {
+        meta.count_files_at_risk(-1).await?
+    } else {
+        0
+    };
     if unreadable > 0 {
-        let count = meta.count_files_at_risk(-1).await?;
+        let count = unreadable_files;
         let some = names(meta.files_at_risk(-1, 3).await?);
         out.push(cond(
             "files_unreadable",
@@ -177,7 +183,7 @@ pub async fn from_metadata(store: &Store, t: &Thresholds) -> Result<Vec<Conditio
         let count = meta
             .count_files_at_risk(0)
             .await?
-            .saturating_sub(meta.count_files_at_risk(-1).await?);
+            .saturating_sub(unreadable_files);
         if count > 0 {
             let some = names(meta.files_at_risk(0, 3).await?);
             out.push(cond(

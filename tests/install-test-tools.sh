@@ -5,8 +5,12 @@
 # (WebDAV clients), openssl (test certificates), ffmpeg and ffprobe (seeking into a video over
 # WebDAV), python3-prometheus-client (/metrics parsed by Prometheus's own parser), chromium,
 # chromedriver and Debian's python3 with selenium (the admin page driven in a headless
-# browser). Fails loudly if one cannot be installed, so no test is ever skipped for lack of a
-# tool.
+# browser), and for the packaging tests: docker-compose (the compose examples and the rendered
+# TrueNAS app), Debian's python3 with jinja2 and yaml (the TrueNAS renderer), debootstrap
+# (the chroot the .deb and the Unraid plugin are installed in), lintian, musl-tools (the
+# static binary) and systemd's systemd-analyze (the unit's security exposure). Fails loudly if
+# one cannot be installed, so no test is ever skipped for lack of a tool. Docker itself is the
+# machine's (the packaging tests check that it answers).
 set -euo pipefail
 need=()
 command -v curl >/dev/null || need+=(curl)
@@ -23,6 +27,13 @@ command -v openssl >/dev/null || need+=(openssl)
 command -v chromium >/dev/null || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)
 /usr/bin/python3 -c "import selenium" 2>/dev/null || need+=(python3-selenium)
+command -v docker-compose >/dev/null || need+=(docker-compose)
+/usr/bin/python3 -c "import jinja2, yaml" 2>/dev/null || need+=(python3-jinja2 python3-yaml)
+command -v debootstrap >/dev/null || need+=(debootstrap)
+command -v lintian >/dev/null || need+=(lintian)
+command -v musl-gcc >/dev/null || need+=(musl-tools)
+command -v systemd-analyze >/dev/null || need+=(systemd)
+command -v setpriv >/dev/null || need+=(util-linux)
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "== installing test tools: ${need[*]}"
 SUDO=""

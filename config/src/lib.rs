@@ -855,7 +855,11 @@ fn build(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
         let disks: Vec<PathBuf> = storage
             .disks
             .iter()
-            .map(|d| normalize(&ctx.resolve("storage.disks", d.clone())))
+            .flat_map(|d| {
+                let d = normalize(&ctx.resolve("storage.disks", d.clone()));
+                // A bad glob is reported by build_storage, naming the key.
+                expand_disk_glob(&d).unwrap_or_default()
+            })
             .collect();
         build_ingest(ingest, storage.conflict, &data_dir, &disks, ctx)?
     };
@@ -1164,6 +1168,39 @@ const MAX_SEGMENT_PART: u64 = 1024 * 1024 * 1024;
 /// Largest allowed `write_quorum_extra` (the largest parity count).
 const MAX_QUORUM_EXTRA: u8 = 16;
 
+/// A disk entry whose last component is `*` (`/disks/*`) stands for every folder in its parent,
+/// in name order (names starting with `.` left out): one per mounted volume in a container.
+/// Any other entry is itself. Matching no folder is an error, never an empty list.
+fn expand_disk_glob(disk: &Path) -> Result<Vec<PathBuf>, String> {
+    if disk.file_name().is_none_or(|n| n != "*") {
+        return Ok(vec![disk.to_owned()]);
+    }
+    let parent = disk.parent().unwrap_or(Path::new("/"));
+    let entries = std::fs::read_dir(parent).map_err(|e| {
+        format!(
+            "{} stands for every folder in {}, which cannot be read: {e}",
+            disk.display(),
+            parent.display()
+        )
+    })?;
+    let mut found: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .map(|e| e.path())
+        .collect();
+    found.sort();
+    if found.is_empty() {
+        return Err(format!(
+            "{} matches no folder: mount each disk as a folder of {} (e.g. {}/disk1)",
+            disk.display(),
+            parent.display(),
+            parent.display()
+        ));
+    }
+    Ok(found)
+}
+
 fn build_storage(storage: RawStorage, ctx: &Ctx<'_>) -> Result<StorageConfig, ConfigError> {
     let RawStorage {
         disks,
@@ -1188,14 +1225,16 @@ fn build_storage(storage: RawStorage, ctx: &Ctx<'_>) -> Result<StorageConfig, Co
             ));
         }
         let disk = normalize(&ctx.resolve("storage.disks", disk));
-        if !seen.insert(disk.clone()) {
-            return Err(ctx.err(
-                "storage.disks",
-                Some(i),
-                format!("disk {} is listed twice", disk.display()),
-            ));
+        for disk in expand_disk_glob(&disk).map_err(|m| ctx.err("storage.disks", Some(i), m))? {
+            if !seen.insert(disk.clone()) {
+                return Err(ctx.err(
+                    "storage.disks",
+                    Some(i),
+                    format!("disk {} is listed twice", disk.display()),
+                ));
+            }
+            resolved.push(disk);
         }
-        resolved.push(disk);
     }
 
     ctx.check(

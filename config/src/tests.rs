@@ -551,6 +551,50 @@ fn relative_disk_paths_resolve_against_the_config_folder() {
 }
 
 #[test]
+fn a_disk_ending_in_star_is_every_folder_there() {
+    let (dir, path) = config_file("[storage]\ndisks = [\"vols/*\"]\n");
+    let vols = dir.path().join("vols");
+    // No folder yet: refused, naming the key, the line and what to mount.
+    std::fs::create_dir_all(&vols).expect("mkdir");
+    let err = load(Some(&path), no_env(), &Overrides::default()).expect_err("no folder");
+    let message = err.to_string();
+    match &err {
+        ConfigError::Invalid { key, line, .. } => {
+            assert_eq!(key, "storage.disks");
+            assert_eq!(*line, Some(2), "{message}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(message.contains("matches no folder"), "{message}");
+    for name in ["disk2", "disk1", ".hidden", "disk10"] {
+        std::fs::create_dir_all(vols.join(name)).expect("mkdir");
+    }
+    std::fs::write(vols.join("a-file"), b"x").expect("write");
+    let config = load(Some(&path), no_env(), &Overrides::default()).expect("loads");
+    assert_eq!(
+        config.storage.disks,
+        vec![vols.join("disk1"), vols.join("disk10"), vols.join("disk2")]
+    );
+    // From the environment too, beside a plain entry (listed twice is still refused).
+    let glob = format!("{}/*,/other", vols.display());
+    let config = load(
+        Some(&path),
+        env(&[("WORMFS_STORAGE__DISKS", glob.as_str())]),
+        &Overrides::default(),
+    )
+    .expect("loads");
+    assert_eq!(config.storage.disks.len(), 4);
+    let twice = format!("{}/*,{}", vols.display(), vols.join("disk1").display());
+    let err = load(
+        Some(&path),
+        env(&[("WORMFS_STORAGE__DISKS", twice.as_str())]),
+        &Overrides::default(),
+    )
+    .expect_err("twice");
+    assert!(err.to_string().contains("listed twice"), "{err}");
+}
+
+#[test]
 fn duplicate_disks_are_refused() {
     let (err, message) =
         error_of("[storage]\ndisks = [\n  \"/mnt/a\",\n  \"/mnt/b\",\n  \"/mnt/a/\",\n]\n");

@@ -28,6 +28,37 @@ pub enum DiscoveryError {
     /// The mDNS daemon could not start or answer.
     #[error("mDNS: {0}")]
     Mdns(#[from] mdns_sd::Error),
+    /// UDP port 5353 is held by a program that does not share it (TrueNAS's own mDNS service
+    /// binds it exclusively).
+    #[error(
+        "mDNS cannot use UDP port {port}: {source}. Another program holds it without sharing \
+         (TrueNAS's own mDNS service does), so this machine neither finds its peers nor is \
+         found over mDNS; list the other machines as static peers (cluster.peers, \
+         WORMFS_CLUSTER__PEERS or --peer HOST:7712). Everything else works"
+    )]
+    PortTaken {
+        /// The mDNS port.
+        port: u16,
+        /// What binding it said.
+        source: std::io::Error,
+    },
+}
+
+/// The mDNS port (RFC 6762).
+pub const MDNS_PORT: u16 = 5353;
+
+/// Checks that the mDNS port can be bound the way the daemon binds it (shared: address and
+/// port reuse). The daemon itself only logs such a failure at debug level and then sends and
+/// hears nothing, so it is checked first.
+fn probe_port(port: u16) -> Result<(), DiscoveryError> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let taken = |source| DiscoveryError::PortTaken { port, source };
+    let sock = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).map_err(taken)?;
+    sock.set_reuse_address(true).map_err(taken)?;
+    sock.set_reuse_port(true).map_err(taken)?;
+    let addr = std::net::SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, port);
+    sock.bind(&addr.into()).map_err(taken)?;
+    Ok(())
 }
 
 /// The host name a node advertises its services under.
@@ -62,6 +93,7 @@ pub struct Mdns {
 impl Mdns {
     /// Starts the responder (it joins multicast on every interface).
     pub fn start() -> Result<Self, DiscoveryError> {
+        probe_port(MDNS_PORT)?;
         Ok(Self {
             daemon: ServiceDaemon::new()?,
             registered: Vec::new(),

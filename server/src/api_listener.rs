@@ -83,6 +83,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let stop = CancellationToken::new();
+    let abort = CancellationToken::new();
     let tracker = TaskTracker::new();
     let per_ip = Arc::new(PerIp::default());
     let refusals = RateLimitedLog::default();
@@ -114,16 +115,35 @@ pub async fn serve(
         }
         let app = app.clone();
         let stop = stop.clone();
+        let abort = abort.clone();
         tracker.spawn(async move {
-            connection(stream, peer, app, limits, stop).await;
+            tokio::select! {
+                () = connection(stream, peer, app, limits, stop) => {}
+                () = abort.cancelled() => {}
+            }
             drop(slot);
         });
     }
     drop(listener);
     stop.cancel();
     tracker.close();
-    tracker.wait().await;
+    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            in_flight = tracker.len(),
+            "shutdown: requests still running after {SHUTDOWN_GRACE:?} are dropped (an upload \
+             not finished is not stored; its client sees an error and can send it again)"
+        );
+        abort.cancel();
+        tracker.wait().await;
+    }
 }
+
+/// How long requests in flight may run on after SIGTERM: the platforms stop a node within
+/// 10 s (Docker's default) and unmount its disks next.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: 45\r\nconnection: close\r\n\r\ntoo many connections from this address; retry\n";
 

@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod node;
 pub mod peer;
 pub mod read;
+pub mod startup_checks;
 pub mod store;
 pub mod sweeper;
 pub mod trash;

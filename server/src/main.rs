@@ -17,6 +17,47 @@ use wormfs_server::node::Node;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// How long a node may take to stop after SIGTERM before it stops at once: within Docker's
+/// default 10 s, after which the platforms kill it and unmount its disks. Stopping at once is
+/// safe (every acknowledged write is durable; what was in flight is swept at the next start),
+/// only less tidy.
+const SHUTDOWN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(8);
+
+/// SQLite's temporary files go to `SQLITE_TMPDIR` when set (a `FROM scratch` image has no
+/// /tmp; the image sets `/data/tmp`): made here when missing, as the data folder may be a fresh
+/// volume or host folder.
+fn make_sqlite_tmpdir() {
+    let Some(dir) = std::env::var_os("SQLITE_TMPDIR").map(PathBuf::from) else {
+        return;
+    };
+    if dir.is_dir() {
+        return;
+    }
+    match wormfs_parts::fsutil::create_private_dir_all(&dir) {
+        Ok(()) => tracing::info!(dir = %dir.display(), "made SQLITE_TMPDIR"),
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), "SQLITE_TMPDIR cannot be made ({e}): SQLite falls back to /var/tmp, /tmp or the working folder")
+        }
+    }
+}
+
+/// Ends the process if the orderly shutdown has not within [`SHUTDOWN_DEADLINE`].
+fn shutdown_watchdog() {
+    let spawned = std::thread::Builder::new()
+        .name("shutdown-watchdog".into())
+        .spawn(|| {
+            std::thread::sleep(SHUTDOWN_DEADLINE);
+            tracing::warn!(
+                "shutdown: not finished after {SHUTDOWN_DEADLINE:?}; stopping now (work in \
+                 flight is abandoned and swept at the next start; nothing acknowledged is lost)"
+            );
+            std::process::exit(0);
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("shutdown: no watchdog thread: {e}");
+    }
+}
+
 fn main() {
     let cli = Cli::parse();
     if !matches!(cli.cmd, wormfs_server::cli::Cmd::Serve(_)) {
@@ -205,6 +246,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         cfg.listeners_text()
     );
     let node = Node::start(&cfg).await?;
+    make_sqlite_tmpdir();
     let state = ApiState {
         store: node.store.clone(),
         accounts: node.accounts.clone(),
@@ -254,6 +296,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: shutting down"),
             _ = stop.cancelled() => {}
         }
+        shutdown_watchdog();
     });
     server.await;
     tracing::info!("shutdown: API stopped accepting requests");

@@ -157,6 +157,7 @@ impl Node {
 
     async fn start_with(cfg: &Config, network: Network) -> anyhow::Result<Node> {
         let data = &cfg.node.data_dir;
+        crate::startup_checks::check(cfg)?;
         let lock = prepare_data_dir(cfg)?;
         let mut ident = load_or_create_identity(cfg)?;
         let token = crate::admin_token::read_or_create(data)?;
@@ -510,6 +511,10 @@ fn start_mdns(
     }
     let mut mdns = match wormfs_discovery::Mdns::start() {
         Ok(m) => m,
+        Err(e @ wormfs_discovery::DiscoveryError::PortTaken { .. }) => {
+            tracing::error!("{e}");
+            return (None, None);
+        }
         Err(e) => {
             tracing::error!("mDNS could not start; only static peers will be found: {e}");
             return (None, None);

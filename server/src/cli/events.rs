@@ -139,10 +139,16 @@ pub(super) async fn alerts_test(c: &Client) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `wormfs healthcheck`: exit 0 healthy, 1 degraded, 2 down (or not answering). Needs no
-/// token: for container health checks and monitoring.
-pub(super) async fn healthcheck(node: &str, json: bool, timeout_secs: u64) -> anyhow::Result<()> {
-    let base = node_url(node)?;
+/// `wormfs healthcheck`: exit 0 healthy, 1 degraded, 2 down (or not answering); with
+/// `container`, 0 healthy or degraded and 1 down (Docker reserves 2). Needs no token: for
+/// container health checks and monitoring.
+pub(super) async fn healthcheck(
+    node: &str,
+    json: bool,
+    timeout_secs: u64,
+    container: bool,
+) -> anyhow::Result<()> {
+    let base = node_url(&health_node(node))?;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(timeout_secs.max(1)))
         .build()?;
@@ -180,10 +186,31 @@ pub(super) async fn healthcheck(node: &str, json: bool, timeout_secs: u64) -> an
             println!("{word}: {}", h.reasons.join("; "));
         }
     }
-    let code = h.status.exit_code();
+    let code = match (container, h.status) {
+        (true, NodeHealth::Down) => 1,
+        (true, _) => 0,
+        (false, status) => status.exit_code(),
+    };
     if code != 0 {
         std::io::Write::flush(&mut std::io::stdout())?;
         std::process::exit(code);
     }
     Ok(())
+}
+
+/// The node a health check asks: `--node`/`WORMFS_NODE` when given; otherwise this machine's
+/// node at the port `WORMFS_API__LISTEN` sets (a container that moved its API port), else the
+/// default `127.0.0.1:7710`.
+fn health_node(node: &str) -> String {
+    if std::env::var_os("WORMFS_NODE").is_some() || node != super::DEFAULT_NODE {
+        return node.to_owned();
+    }
+    match std::env::var("WORMFS_API__LISTEN")
+        .ok()
+        .and_then(|l| l.trim().parse::<std::net::SocketAddr>().ok())
+    {
+        Some(addr) if addr.ip().is_unspecified() => format!("127.0.0.1:{}", addr.port()),
+        Some(addr) => addr.to_string(),
+        None => node.to_owned(),
+    }
 }

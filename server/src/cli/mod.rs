@@ -90,6 +90,9 @@ pub fn exit_code(e: &anyhow::Error) -> i32 {
         .map_or(exit::FAILURE, |c| c.code)
 }
 
+/// The node the CLI talks to when neither `--node` nor `WORMFS_NODE` says.
+pub const DEFAULT_NODE: &str = "http://127.0.0.1:7710";
+
 /// WormFS: a write-once storage cluster for home media.
 #[derive(Parser, Debug)]
 #[command(name = "wormfs", version, about)]
@@ -99,7 +102,7 @@ pub struct Cli {
         long,
         global = true,
         env = "WORMFS_NODE",
-        default_value = "http://127.0.0.1:7710"
+        default_value = DEFAULT_NODE
     )]
     pub node: String,
     /// API token (default: read from DATA_DIR/admin-token).
@@ -329,6 +332,10 @@ pub enum Cmd {
         /// Give up after this many seconds (counted as down).
         #[arg(long, default_value_t = 10)]
         timeout: u64,
+        /// For a container's HEALTHCHECK (Docker reserves exit 2): exit 0 when healthy or
+        /// degraded (the node works; an alert says what needs a hand), 1 when down.
+        #[arg(long)]
+        container: bool,
     },
 }
 
@@ -462,7 +469,9 @@ pub async fn run(cli: Cli, host: &impl NodeHost) -> anyhow::Result<()> {
         Cmd::Alerts {
             what: Some(AlertsCmd::Test),
         } => events::alerts_test(&client()?).await?,
-        Cmd::Healthcheck { timeout } => events::healthcheck(&node, json, timeout).await?,
+        Cmd::Healthcheck { timeout, container } => {
+            events::healthcheck(&node, json, timeout, container).await?
+        }
     }
     std::io::stdout().flush()?;
     Ok(())

@@ -16,12 +16,17 @@ struct IsolatedNode {
 
 impl IsolatedNode {
     fn start(flags: &[&str], env: &[(&str, &str)]) -> IsolatedNode {
+        Self::start_after("", flags, env)
+    }
+
+    /// Starts the node after `prelude` (shell) has run inside its namespaces.
+    fn start_after(prelude: &str, flags: &[&str], env: &[(&str, &str)]) -> IsolatedNode {
         let dir = tempfile::tempdir().unwrap();
         let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
         let child = Command::new("unshare")
             .args(["--user", "--map-root-user", "--net", "sh", "-c"])
             .arg(format!(
-                "ip link set lo up && exec '{BIN}' serve --listen 127.0.0.1:17710 --webdav-listen 127.0.0.1:17711 {}",
+                "ip link set lo up && {prelude} exec '{BIN}' serve --listen 127.0.0.1:17710 --webdav-listen 127.0.0.1:17711 {}",
                 flags.join(" ")
             ))
             .envs(env.iter().copied())
@@ -31,6 +36,23 @@ impl IsolatedNode {
             .spawn()
             .expect("unshare runs (util-linux, installed by tests/install-test-tools.sh)");
         IsolatedNode { child, _dir: dir }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("serve.log")).unwrap_or_default()
+    }
+
+    /// Runs the CLI inside the node's namespaces, with its token.
+    fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new("nsenter")
+            .args(["--target", &self.child.id().to_string()])
+            .args(["--user", "--net", "--preserve-credentials", BIN])
+            .args(["--node", "127.0.0.1:17710"])
+            .args(args)
+            .env("WORMFS_DATA_DIR", self._dir.path().join("wormfs-data"))
+            .current_dir(self._dir.path())
+            .output()
+            .unwrap()
     }
 
     /// Runs `wormfs discover --json` inside the node's namespaces.
@@ -133,4 +155,53 @@ fn webdav_is_advertised_only_when_mdns_is_on() {
         let v = node.discover(3);
         assert_eq!(v, serde_json::json!([]), "{flags:?} {env:?}");
     }
+}
+
+/// TrueNAS's own mDNS service holds UDP 5353 without sharing it. A node with mDNS on, started
+/// beside such a holder, says so in one line that points to static peers, and everything else
+/// works: it stores and serves files and reports healthy.
+#[test]
+fn mdns_port_held_exclusively_is_one_clear_line_and_nothing_else_breaks() {
+    // A plain bind (no SO_REUSEADDR/SO_REUSEPORT) is exclusive; the ready file says it holds.
+    // It ends with the node (its parent): it watches for being orphaned.
+    let prelude = "python3 -c 'import os,socket,time\n\
+p=os.getppid()\n\
+s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+s.bind((\"0.0.0.0\",5353))\n\
+open(\"holder-ready\",\"w\").close()\n\
+while os.getppid()==p: time.sleep(0.2)' & \
+        for i in $(seq 100); do [ -e holder-ready ] && break; sleep 0.1; done; \
+        [ -e holder-ready ] || { echo 'the 5353 holder did not start' >&2; exit 1; }; ";
+    let mut node = IsolatedNode::start_after(prelude, &["--mdns", "on"], &[]);
+    node.wait_up();
+    let log = node.log();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("UDP port 5353"))
+        .collect();
+    assert_eq!(lines.len(), 1, "one line about the port, got: {log}");
+    assert!(
+        lines[0].contains("static peers") && lines[0].contains("WORMFS_CLUSTER__PEERS"),
+        "{}",
+        lines[0]
+    );
+    // Everything else works.
+    std::fs::write(node._dir.path().join("f"), b"mdns or not").unwrap();
+    let put = node.cli(&["put", "f", "/f"]);
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+    let get = node.cli(&["get", "/f", "-"]);
+    assert_eq!(get.stdout, b"mdns or not");
+    let health = node.cli(&["healthcheck"]);
+    assert!(
+        health.status.success(),
+        "{}",
+        String::from_utf8_lossy(&health.stdout)
+    );
+    // Nothing more was logged about it while the node ran.
+    let later = node.log();
+    assert_eq!(later.matches("UDP port 5353").count(), 1, "{later}");
 }

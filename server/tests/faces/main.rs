@@ -17,6 +17,7 @@ mod drop_folders;
 mod files_on_disk;
 mod first_hour;
 mod metrics;
+mod platform;
 mod recovery;
 mod self_healing;
 mod trash_retention;

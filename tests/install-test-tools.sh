@@ -34,6 +34,12 @@ command -v lintian >/dev/null || need+=(lintian)
 command -v musl-gcc >/dev/null || need+=(musl-tools)
 command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v setpriv >/dev/null || need+=(util-linux)
+command -v dpkg-deb >/dev/null && command -v dpkg-shlibdeps >/dev/null || need+=(dpkg-dev)
+# cargo-deb builds the .deb (pinned: packaging/debian/build.sh names the same version).
+if ! command -v cargo-deb >/dev/null; then
+    echo "== installing cargo-deb 3.8.0 (cargo install, a few minutes)"
+    cargo install cargo-deb --version 3.8.0 --locked --quiet
+fi
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "== installing test tools: ${need[*]}"
 SUDO=""

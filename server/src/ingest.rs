@@ -980,7 +980,11 @@ impl Store {
             .write(CommandV1::AbortIngest { file_id: intent })
             .await
         {
-            tracing::warn!(file = %intent, "could not drop the intent (the sweeper will): {e}");
+            if self.consensus.stopping() {
+                tracing::info!(file = %intent, "shutting down: the unfinished upload's intent is dropped by the sweeper after the next start");
+            } else {
+                tracing::warn!(file = %intent, "could not drop the intent (the sweeper will): {e}");
+            }
         }
     }
 

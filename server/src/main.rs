@@ -144,23 +144,54 @@ impl NodeHost for Binary {
 /// What the command line and the environment changed in the config, for the first log line.
 fn overrides_given(o: &wormfs_config::Overrides) -> String {
     let mut given: Vec<String> = Vec::new();
-    let mut flag = |set: bool, name: &str| {
-        if set {
-            given.push(name.to_owned());
+    // A flag that has a variable too is named as the user gave it: the image sets
+    // WORMFS_DATA_DIR, and its log must not send anyone looking for a --data-dir.
+    let args: Vec<String> = std::env::args().collect();
+    let mut flag = |set: bool, name: &str, var: Option<&str>| {
+        if !set {
+            return;
+        }
+        let flag_name = name.split(' ').next().unwrap_or(name);
+        let on_line = args
+            .iter()
+            .any(|a| a == flag_name || a.starts_with(&format!("{flag_name}=")));
+        match var {
+            Some(var) if !on_line && std::env::var_os(var).is_some() => given.push(var.to_owned()),
+            _ => given.push(name.to_owned()),
         }
     };
-    flag(o.data_dir.is_some(), "--data-dir");
-    flag(!o.disks.is_empty(), &format!("--disk (x{})", o.disks.len()));
-    flag(o.listen.is_some(), "--listen");
-    flag(o.webdav_listen.is_some(), "--webdav-listen");
-    flag(o.anonymous.is_some(), "--anonymous");
-    flag(o.mdns.is_some(), "--mdns");
-    flag(!o.ingest.is_empty(), "--ingest");
-    flag(!o.peers.is_empty(), "--peer");
-    flag(o.peer_listen.is_some(), "--peer-listen");
-    flag(o.data_listen.is_some(), "--data-listen");
-    flag(o.secret_file.is_some(), "--cluster-secret-file");
-    flag(o.log_format.is_some(), "--log-format");
+    flag(o.data_dir.is_some(), "--data-dir", Some("WORMFS_DATA_DIR"));
+    flag(
+        !o.disks.is_empty(),
+        &format!("--disk (x{})", o.disks.len()),
+        Some("WORMFS_DISKS"),
+    );
+    flag(o.listen.is_some(), "--listen", Some("WORMFS_LISTEN"));
+    flag(
+        o.webdav_listen.is_some(),
+        "--webdav-listen",
+        Some("WORMFS_WEBDAV_LISTEN"),
+    );
+    flag(o.anonymous.is_some(), "--anonymous", None);
+    flag(o.mdns.is_some(), "--mdns", None);
+    flag(!o.ingest.is_empty(), "--ingest", None);
+    flag(!o.peers.is_empty(), "--peer", None);
+    flag(
+        o.peer_listen.is_some(),
+        "--peer-listen",
+        Some("WORMFS_PEER_LISTEN"),
+    );
+    flag(
+        o.data_listen.is_some(),
+        "--data-listen",
+        Some("WORMFS_DATA_LISTEN"),
+    );
+    flag(
+        o.secret_file.is_some(),
+        "--cluster-secret-file",
+        Some("WORMFS_CLUSTER_SECRET_FILE"),
+    );
+    flag(o.log_format.is_some(), "--log-format", None);
     let mut vars: Vec<String> = std::env::vars()
         .map(|(k, _)| k)
         .filter(|k| k.starts_with("WORMFS_") && k.contains("__"))

@@ -159,7 +159,7 @@ impl Mounts {
             return Some(format!(
                 "it is not a mounted volume but a folder of the container's own filesystem, \
                  which goes away with the container. Mount a disk's folder there (docker run \
-                 -v /mnt/disk1/wormfs:{0}, a compose `volumes:` line, a TrueNAS host path, an \
+                 -v /mnt/diskN/wormfs:{0}, a compose `volumes:` line, a TrueNAS host path, an \
                  Unraid Path), or take it out of storage.disks",
                 disk.display()
             ));

@@ -22,21 +22,59 @@ pub(super) struct Client {
     pub(super) json: bool,
 }
 
-/// Finds the token: the flag or env, else `DATA_DIR/admin-token`.
+/// Finds the token: the flag or env; else `admin-token` in `WORMFS_DATA_DIR`; else in
+/// `./wormfs-data` (the embedded default); else in the data folder of the config file a
+/// service runs (`WORMFS_CONFIG`, or the packages' `/etc/wormfs/wormfs.toml`).
 fn find_token(flag: Option<String>) -> anyhow::Result<String> {
     if let Some(t) = flag {
         return Ok(t);
     }
-    let dir = std::env::var_os("WORMFS_DATA_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("wormfs-data"));
-    crate::admin_token::read_token(&dir).map_err(|e| {
+    let refused = |e: anyhow::Error, tried: &str| -> anyhow::Error {
         CliError::new(
             exit::AUTH,
-            format!("no API token: {e:#} (give --token, WORMFS_TOKEN or WORMFS_DATA_DIR)"),
+            format!("no API token: {e:#} ({tried}; give --token, WORMFS_TOKEN or WORMFS_DATA_DIR)"),
         )
         .into()
-    })
+    };
+    if let Some(dir) = std::env::var_os("WORMFS_DATA_DIR").map(PathBuf::from) {
+        return crate::admin_token::read_token(&dir)
+            .map_err(|e| refused(e, "from WORMFS_DATA_DIR"));
+    }
+    let local = PathBuf::from("wormfs-data");
+    let local_err = match crate::admin_token::read_token(&local) {
+        Ok(t) => return Ok(t),
+        Err(e) => e,
+    };
+    match service_data_dir() {
+        Some((config, dir)) => crate::admin_token::read_token(&dir).map_err(|e| {
+            refused(
+                e,
+                &format!(
+                    "the data folder of {}; ./wormfs-data has none",
+                    config.display()
+                ),
+            )
+        }),
+        None => Err(refused(local_err, "./wormfs-data")),
+    }
+}
+
+/// The config file a service runs and its data folder, when there is one: `WORMFS_CONFIG`, or
+/// the Debian package's `/etc/wormfs/wormfs.toml`.
+fn service_data_dir() -> Option<(PathBuf, PathBuf)> {
+    let config = std::env::var_os("WORMFS_CONFIG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/etc/wormfs/wormfs.toml"));
+    if !config.is_file() {
+        return None;
+    }
+    let cfg = wormfs_config::load(
+        Some(&config),
+        std::env::vars(),
+        &wormfs_config::Overrides::default(),
+    )
+    .ok()?;
+    Some((config, cfg.node.data_dir))
 }
 
 /// The base URL for `--node`: a URL (`http://` or `https://`), or `HOST:PORT`, `IP:PORT`,

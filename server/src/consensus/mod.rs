@@ -87,6 +87,8 @@ struct Inner {
     contacts: network::Contacts,
     /// Nodes seen over mDNS.
     mdns: Option<std::sync::Mutex<wormfs_discovery::Watcher>>,
+    /// Set by [`Consensus::shutdown`]: Raft stopping is then no failure.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 /// openraft's configuration for a node of cluster `cluster_name` (the in-process Raft tests use
@@ -149,6 +151,7 @@ impl Consensus {
                 formation: std::sync::Mutex::new(Formation::Starting),
                 contacts,
                 mdns: mdns.map(std::sync::Mutex::new),
+                stopping: std::sync::atomic::AtomicBool::new(false),
             }),
         };
         tokio::spawn(me.clone().serve_inbound(inbound, shutdown.clone()));
@@ -187,9 +190,19 @@ impl Consensus {
         }
     }
 
+    /// Whether [`Consensus::shutdown`] was called.
+    pub fn stopping(&self) -> bool {
+        self.inner
+            .stopping
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Why this node is read-only, if it is: Raft stopped on it (its state machine could not
     /// apply an entry). It serves reads and refuses writes until restarted, which resyncs it.
     pub fn read_only(&self) -> Option<String> {
+        if self.stopping() {
+            return None;
+        }
         match &self.metrics().running_state {
             Ok(()) => None,
             Err(e) => Some(format!(
@@ -200,6 +213,9 @@ impl Consensus {
 
     /// Proposes a command and returns its outcome once applied on this node.
     pub async fn write(&self, cmd: CommandV1) -> Result<Outcome, ConsensusError> {
+        if self.stopping() {
+            return Err(ConsensusError::Fatal("this node is shutting down".into()));
+        }
         if let Some(why) = self.read_only() {
             return Err(ConsensusError::ReadOnly(why));
         }
@@ -441,6 +457,9 @@ impl Consensus {
 
     /// Stops Raft and closes the log.
     pub async fn shutdown(&self) {
+        self.inner
+            .stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!("raft shutdown: {e}");
         }

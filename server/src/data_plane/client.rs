@@ -35,6 +35,10 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const DIRECTORY_CATCH_UP: Duration = Duration::from_millis(300);
 /// How long a node's disk offers are reused for placement.
 const OFFERS_TTL: Duration = Duration::from_secs(2);
+/// How long block reads skip a node whose last read found it silent (unreachable or past the
+/// read timeout): its blocks are decoded from other parts meanwhile, so a machine that is off
+/// costs one wait, not one per file (a media player would stall at every file).
+const SILENT_NODE_SKIP: Duration = Duration::from_secs(15);
 
 /// A data-plane request that failed.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -93,6 +97,8 @@ pub struct DataClient {
     pref: CipherPreference,
     conns: Mutex<HashMap<NodeId, Arc<Conn>>>,
     offers: Mutex<HashMap<NodeId, CachedOffers>>,
+    /// Nodes whose last block read found them silent, and until when reads skip them.
+    silent: Mutex<HashMap<NodeId, Instant>>,
     rt: tokio::runtime::Handle,
 }
 
@@ -110,6 +116,7 @@ impl DataClient {
             pref,
             conns: Mutex::default(),
             offers: Mutex::default(),
+            silent: Mutex::default(),
             rt: tokio::runtime::Handle::current(),
         })
     }
@@ -361,18 +368,50 @@ impl DataClient {
     ) -> Result<Bytes, DataError> {
         let node = part.node;
         let c = self.conn(node)?;
+        if let Some(until) = lock(&self.silent).get(&node).copied() {
+            let now = Instant::now();
+            if now < until {
+                return Err(DataError::Unreachable {
+                    node,
+                    addr: c.endpoint.addr.to_string(),
+                    detail: format!(
+                        "silent at its last read; asked again in {} s",
+                        (until - now).as_secs() + 1
+                    ),
+                });
+            }
+        }
         let path = format!(
             "/v1/parts/{}/{}/{}/{}?first={first}&count={count}",
             part.disk, part.file, part.segment, part.part
         );
-        // Two tries: a pooled connection the server closed fails once; a slow node is then
-        // left to the decoder rather than waited for again.
+        let r = self.read_blocks_from(node, &c, &path).await;
+        match &r {
+            Err(DataError::Unreachable { .. }) => {
+                lock(&self.silent).insert(node, Instant::now() + SILENT_NODE_SKIP);
+            }
+            _ => {
+                lock(&self.silent).remove(&node);
+            }
+        }
+        r
+    }
+
+    async fn read_blocks_from(
+        &self,
+        node: NodeId,
+        c: &Conn,
+        path: &str,
+    ) -> Result<Bytes, DataError> {
+        // Two tries: a pooled connection the server closed fails once, at once; a node that
+        // stays silent for the connect timeout is not asked again (it is left to the decoder).
         let mut tries = 0;
         loop {
             tries += 1;
-            let r = c.http.get(Self::url(&c, &path)).timeout(READ_TIMEOUT);
+            let started = Instant::now();
+            let r = c.http.get(Self::url(c, path)).timeout(READ_TIMEOUT);
             let res = async {
-                let resp = self.send(node, &c, r).await?;
+                let resp = self.send(node, c, r).await?;
                 let crc: Option<u32> = resp
                     .headers()
                     .get(CRC_HEADER)
@@ -390,7 +429,7 @@ impl DataClient {
             }
             .await;
             match res {
-                Err(e) if e.transient() && tries < 2 => {
+                Err(e) if e.transient() && tries < 2 && started.elapsed() < CONNECT_TIMEOUT => {
                     tracing::debug!("data plane: block read failed, trying once more: {e}")
                 }
                 r => return r,

@@ -222,8 +222,12 @@ pub struct LocalDisk {
     pub id: DiskId,
     /// Its root folder.
     pub root: PathBuf,
-    /// The device of the root folder at open (its failure domain).
+    /// The device of the root folder at open (checked before every write: a disk whose
+    /// filesystem changed under it takes no parts).
     pub fs_dev: u64,
+    /// Its failure domain for placement: its filesystem (`fs_dev`), unless the node knows
+    /// better (datasets of one ZFS pool share the pool's; set by the server after opening).
+    pub domain: u64,
     /// Free space below which it takes no new parts.
     pub reserve_bytes: u64,
     state: Mutex<(DiskState, String)>,
@@ -324,6 +328,7 @@ impl LocalDisk {
             id,
             root: root.to_owned(),
             fs_dev,
+            domain: fs_dev,
             reserve_bytes,
             state: Mutex::new(state),
             bytes_read: AtomicU64::new(0),

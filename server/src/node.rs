@@ -798,12 +798,14 @@ async fn open_disks(
             cfg.storage.reserve_free_bytes,
         )
         .with_context(|| format!("open disk {root_s}"))?;
+        let mut disk = disk;
+        disk.domain = crate::startup_checks::failure_domain(&disk.root, disk.fs_dev);
         if prior.is_none() {
             registration.push(CommandV1::RegisterDisk {
                 disk_id: disk.id,
                 node_id: ident.node_id,
                 path: root_s,
-                fs_dev: disk.fs_dev,
+                fs_dev: disk.domain,
                 time_ms: now_ms(),
             });
         }
@@ -815,6 +817,15 @@ async fn open_disks(
 /// Says so when disk folders share a filesystem (they then protect against lost parts, not a
 /// failed disk), and when there is only one disk.
 fn warn_about_disk_layout(cfg: &Config, disks: &[Arc<LocalDisk>]) {
+    let roots: Vec<PathBuf> = disks.iter().map(|d| d.root.clone()).collect();
+    for (pool, members) in crate::startup_checks::shared_zfs_pools(&roots) {
+        let names: Vec<String> = members.iter().map(|p| p.display().to_string()).collect();
+        tracing::warn!(pool = %pool, disks = ?names, "disks are datasets of one ZFS pool: one failure domain");
+        crate::logging::note(&format!(
+            "\n  NOTE: disks {} are datasets of one ZFS pool ({pool}): one failure domain. WormFS\n  counts them as one disk when it spreads parts and says what a file survives; against a\n  failed drive, the pool's own redundancy (mirror, RAID-Z) protects them. For WormFS to spread\n  files over drives, give it one pool per drive.\n",
+            names.join(", ")
+        ));
+    }
     let mut devs: Vec<u64> = disks.iter().map(|d| d.fs_dev).collect();
     devs.sort_unstable();
     devs.dedup();

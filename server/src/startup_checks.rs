@@ -22,14 +22,55 @@ pub fn check(cfg: &Config) -> anyhow::Result<()> {
     check_writable(&cfg.node.data_dir, "the data folder (node.data_dir)")?;
     let mounts = Mounts::read();
     for disk in &cfg.storage.disks {
-        check_writable(disk, "the disk")?;
-        if !disk.join(wormfs_parts::disk::IDENTITY_FILE).exists() {
-            if let Some(why) = mounts.unmounted(disk) {
-                anyhow::bail!("disk {}: {why}", disk.display());
-            }
+        check_disk_with(disk, &mounts)?;
+    }
+    Ok(())
+}
+
+/// The checks of one disk (also for `wormfs disk add`): writable by this user, and if it is
+/// new, not the bare mount point of an unmounted filesystem.
+pub fn check_disk(disk: &Path) -> anyhow::Result<()> {
+    check_disk_with(disk, &Mounts::read())
+}
+
+fn check_disk_with(disk: &Path, mounts: &Mounts) -> anyhow::Result<()> {
+    check_writable(disk, "the disk")?;
+    if !disk.join(wormfs_parts::disk::IDENTITY_FILE).exists() {
+        if let Some(why) = mounts.unmounted(disk) {
+            anyhow::bail!("disk {}: {why}", disk.display());
         }
     }
     Ok(())
+}
+
+/// A disk's failure domain: its filesystem's device, except for a ZFS dataset, whose domain is
+/// its pool (datasets of one pool fail together: they share the pool's drives).
+pub fn failure_domain(root: &Path, fs_dev: u64) -> u64 {
+    Mounts::read()
+        .zfs_pool(root)
+        .map_or(fs_dev, |pool| pool_domain(&pool))
+}
+
+/// The disks that are datasets of one ZFS pool, by pool (pools holding two or more).
+pub fn shared_zfs_pools(disks: &[PathBuf]) -> Vec<(String, Vec<PathBuf>)> {
+    let mounts = Mounts::read();
+    let mut pools: std::collections::BTreeMap<String, Vec<PathBuf>> = Default::default();
+    for d in disks {
+        if let Some(pool) = mounts.zfs_pool(d) {
+            pools.entry(pool).or_default().push(d.clone());
+        }
+    }
+    pools.into_iter().filter(|(_, m)| m.len() > 1).collect()
+}
+
+/// A pool's domain number: far above any device number (a `dev_t` keeps its high bits clear),
+/// the same on every machine for the same pool name (pools of different machines are still
+/// apart: placement counts domains per machine).
+fn pool_domain(pool: &str) -> u64 {
+    let h = blake3::hash(format!("zfs-pool:{pool}").as_bytes());
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&h.as_bytes()[..8]);
+    u64::from_le_bytes(b) | (1 << 63)
 }
 
 /// Whether this process runs in a container (Docker's and Podman's marker files).
@@ -89,6 +130,7 @@ fn check_writable(path: &Path, what: &str) -> anyhow::Result<()> {
 struct Mount {
     point: PathBuf,
     fstype: String,
+    source: String,
 }
 
 /// The mount table and the mount points `/etc/fstab` promises.
@@ -111,10 +153,13 @@ impl Mounts {
             .filter_map(|line| {
                 let (left, right) = line.split_once(" - ")?;
                 let point = left.split(' ').nth(4)?;
-                let fstype = right.split(' ').next()?;
+                let mut right = right.split(' ');
+                let fstype = right.next()?;
+                let source = right.next().unwrap_or("");
                 Some(Mount {
                     point: PathBuf::from(unescape(point)),
                     fstype: fstype.to_owned(),
+                    source: unescape(source),
                 })
             })
             .collect();
@@ -142,6 +187,12 @@ impl Mounts {
             .iter()
             .filter(|m| path.starts_with(&m.point))
             .max_by_key(|m| m.point.components().count())
+    }
+
+    /// The ZFS pool `path` lives on, if it is on a ZFS dataset (`tank/media` is pool `tank`).
+    fn zfs_pool(&self, path: &Path) -> Option<String> {
+        let on = self.holding(&real_path(path))?;
+        (on.fstype == "zfs").then(|| on.source.split('/').next().unwrap_or(&on.source).to_owned())
     }
 
     /// Why a new disk at `disk` is not a mounted filesystem, if it is not.
@@ -265,6 +316,33 @@ mod tests {
         assert_eq!(m.unmounted(Path::new("/disks/disk1")), None);
         let why = m.unmounted(Path::new("/disks/disk2")).expect("refused");
         assert!(why.contains("container's own filesystem"), "{why}");
+    }
+
+    #[test]
+    fn datasets_of_one_zfs_pool_are_one_pool() {
+        let info = "\
+22 1 254:1 / / rw - ext4 /dev/vda1 rw
+50 22 0:60 / /mnt/tank/films rw - zfs tank/films rw,xattr
+51 22 0:61 / /mnt/tank/photos rw - zfs tank/photos rw,xattr
+52 22 0:62 / /mnt/other rw - zfs other rw,xattr
+53 22 8:17 / /mnt/disk1 rw - xfs /dev/sdb1 rw
+";
+        let m = Mounts::parse(info, "");
+        assert_eq!(
+            m.zfs_pool(Path::new("/mnt/tank/films/wormfs")).as_deref(),
+            Some("tank")
+        );
+        assert_eq!(
+            m.zfs_pool(Path::new("/mnt/tank/photos/wormfs")).as_deref(),
+            Some("tank")
+        );
+        assert_eq!(
+            m.zfs_pool(Path::new("/mnt/other/w")).as_deref(),
+            Some("other")
+        );
+        assert_eq!(m.zfs_pool(Path::new("/mnt/disk1/wormfs")), None);
+        assert_ne!(pool_domain("tank"), pool_domain("other"));
+        assert!(pool_domain("tank") > u64::from(u32::MAX));
     }
 
     #[test]

@@ -223,7 +223,7 @@ impl Store {
                 Some(Candidate {
                     disk: d.id,
                     node: self.node_id,
-                    domain: d.fs_dev,
+                    domain: d.domain,
                     free_bytes: space.free_bytes.saturating_sub(d.reserve_bytes),
                     total_bytes: space.total_bytes,
                 })

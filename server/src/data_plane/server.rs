@@ -253,7 +253,8 @@ async fn offer_disks(State(sh): State<Arc<Shared>>) -> Result<Json<Vec<DiskOffer
                 let free = space.free_bytes.saturating_sub(d.reserve_bytes);
                 DiskOffer {
                     disk_id: d.id,
-                    fs_dev: d.fs_dev,
+                    // The failure domain (the filesystem, or a ZFS pool's).
+                    fs_dev: d.domain,
                     free_bytes: free,
                     total_bytes: space.total_bytes,
                     writable,

@@ -73,6 +73,7 @@ impl Store {
             // The disk that was here is gone (its folder was emptied or replaced): detach it.
             self.disks.remove(old.id);
         }
+        crate::startup_checks::check_disk(&path).map_err(|e| bad(format!("{e:#}")))?;
         std::fs::create_dir_all(&path)
             .map_err(|e| bad(format!("{}: cannot create the folder: {e}", path.display())))?;
         let (cluster, reserve) = (self.cluster_id, self.storage.reserve_free_bytes);
@@ -93,12 +94,14 @@ impl Store {
                 )));
             }
         }
+        let mut disk = disk;
+        disk.domain = crate::startup_checks::failure_domain(&disk.root, disk.fs_dev);
         let disk = Arc::new(disk);
         self.propose(CommandV1::RegisterDisk {
             disk_id: disk.id,
             node_id: self.node_id,
             path: path.display().to_string(),
-            fs_dev: disk.fs_dev,
+            fs_dev: disk.domain,
             time_ms: now_ms(),
         })
         .await?;

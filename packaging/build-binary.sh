@@ -55,7 +55,7 @@ else
     built="$target_dir/release/wormfs"
 fi
 
-tmp="$out/wormfs.new"
+tmp="$out/wormfs.new.$$"
 strip -o "$tmp" "$built"
 mv -f "$tmp" "$out/wormfs"
 rm -rf "$out/glibc-root"

@@ -14,6 +14,9 @@ cd "$(dirname "$0")/.."
 target_dir="${CARGO_TARGET_DIR:-target}"
 out="$target_dir/packaging/bin"
 mkdir -p "$out"
+# One build at a time (the package tests may ask at once); the next finds it made.
+exec 9>"$out/.lock"
+flock 9
 want="${WORMFS_PACKAGING_LIBC:-auto}"
 musl=x86_64-unknown-linux-musl
 

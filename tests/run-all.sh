@@ -14,9 +14,10 @@ echo "== each library crate builds on its own (no feature borrowed from the work
 for crate in config discovery watcher webdav parts meta; do
   cargo check -p "wormfs-$crate" --locked
 done
-echo "== packages for the packaging tests: the release binary, the container image, a debootstrap tree"
+echo "== packages for the packaging tests: the release binary, the container image, the .deb, a debootstrap tree"
 # Built before the tests (the tests call the same scripts, which then find everything made).
 bash packaging/container/build.sh >/dev/null
+bash packaging/debian/build.sh >/dev/null
 bash packaging/rootfs.sh --image >/dev/null
 echo "== tests (with the crash-points feature, for the crash-safety tests)"
 if command -v cargo-nextest >/dev/null 2>&1; then

@@ -35,8 +35,9 @@ pub fn read_or_create(data_dir: &Path) -> anyhow::Result<String> {
     }
     let t = crate::accounts::new_token();
     wormfs_parts::fsutil::write_secret(&path, &t)?;
-    if crate::logging::is_json() {
-        // A log collector keeps what it reads: the token stays in its file.
+    if crate::logging::is_json() || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        // A log collector (JSON lines, the journal, `docker logs`) keeps what it reads and shows
+        // it to more people than the file's owner: the token stays in its file.
         crate::logging::note(&format!(
             "API token of this machine made: it is in {} (mode 0600). It works on every machine \
              of the cluster; make more with `wormfs token create`.",

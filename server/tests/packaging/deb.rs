@@ -765,7 +765,9 @@ fn systemd_container_install_start_upgrade_remove_purge() {
         "enabled",
         "the upgrade disabled the unit"
     );
-    let back = bx.sh("WORMFS_DATA_DIR=/var/lib/wormfs wormfs get /os-release -");
+    // Without WORMFS_DATA_DIR, the CLI finds the service's token through the packaged
+    // config's data folder.
+    let back = bx.sh("cd / && wormfs get /os-release -");
     assert_eq!(
         back.trim(),
         content.trim(),

@@ -11,6 +11,13 @@
 # WORMFS_PACKAGING_LIBC=glibc|musl forces one (musl fails if it cannot be had).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# A caller running under cargo (a test) passes the variables cargo sets for it, and cargo's
+# fingerprints remember some of them (ring's build script: CARGO_MANIFEST_DIR): left set, they
+# make the release build look stale and rebuild it (minutes) each time the caller changes.
+for v in $(compgen -e | grep -E '^(CARGO_(PKG_|MANIFEST_|CRATE_|BIN_|PRIMARY_PACKAGE|TARGET_TMPDIR)|NEXTEST|__NEXTEST)'); do
+    unset "$v"
+done
+unset CARGO
 target_dir="${CARGO_TARGET_DIR:-target}"
 out="$target_dir/packaging/bin"
 mkdir -p "$out"

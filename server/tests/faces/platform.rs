@@ -22,6 +22,21 @@ fn slow_upload(file: &Path, url: &str, auth: &[&str]) -> Child {
         .expect("curl runs")
 }
 
+/// Gives `path` to uid and gid 568, TrueNAS's apps user.
+fn give_to_568(path: &Path) {
+    rustix::fs::chown(
+        path,
+        Some(rustix::fs::Uid::from_raw(568)),
+        Some(rustix::fs::Gid::from_raw(568)),
+    )
+    .unwrap();
+}
+
+/// Nothing was written in `dir` (a refusal comes before any write).
+fn assert_empty(dir: &Path) {
+    assert_eq!(std::fs::read_dir(dir).unwrap().count(), 0, "it wrote first");
+}
+
 /// SIGTERM with an API upload and a WebDAV upload in flight (each would take minutes): the node
 /// stops cleanly (exit 0, its shutdown logged) without waiting for them, and nothing of either
 /// upload is visible after a restart; the node then works as before.
@@ -125,36 +140,18 @@ fn a_folder_the_user_cannot_write_is_named_with_owner_user_and_fix() {
     ] {
         assert!(err.contains(says), "missing {says:?} in: {err}");
     }
-    assert_eq!(
-        std::fs::read_dir(&data).unwrap().count(),
-        0,
-        "it wrote first"
-    );
+    assert_empty(&data);
     // Then the disk, once the data folder is the user's.
-    rustix::fs::chown(
-        &data,
-        Some(rustix::fs::Uid::from_raw(568)),
-        Some(rustix::fs::Gid::from_raw(568)),
-    )
-    .unwrap();
+    give_to_568(&data);
     let err = refused(serve_as_568());
     assert!(
         err.contains(&format!("the disk {}", disk.display()))
             && err.contains(&format!("chown -R 568:568 {}", disk.display())),
         "{err}"
     );
-    assert_eq!(
-        std::fs::read_dir(&data).unwrap().count(),
-        0,
-        "it wrote first"
-    );
+    assert_empty(&data);
     // Chowned: it starts and answers its health check.
-    rustix::fs::chown(
-        &disk,
-        Some(rustix::fs::Uid::from_raw(568)),
-        Some(rustix::fs::Gid::from_raw(568)),
-    )
-    .unwrap();
+    give_to_568(&disk);
     let mut child = serve_as_568();
     let node = format!("127.0.0.1:{port}");
     let healthy = wait_for(60, "the node as uid 568 to answer", || {

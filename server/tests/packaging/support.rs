@@ -183,6 +183,21 @@ impl Drop for Volume {
     }
 }
 
+/// The HTTP status `curl ARGS` got ("000" when nothing answered), within 10 s.
+pub fn http_code(args: &[&str]) -> String {
+    ok(Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "10",
+        ])
+        .args(args))
+}
+
 /// The health Docker reports for a container ("starting", "healthy", "unhealthy").
 pub fn health(container: &str) -> String {
     docker(&["inspect", "-f", "{{.State.Health.Status}}", container])

@@ -10,7 +10,7 @@ use std::process::Command;
 
 use serde_json::{json, Value};
 
-use crate::support::{image, ok, repo, run, temp_dir, unique, wait_for};
+use crate::support::{http_code, image, ok, repo, run, temp_dir, unique, wait_for};
 
 /// The app folder.
 fn app() -> PathBuf {
@@ -615,29 +615,16 @@ fn rendered_bridge_compose_starts_healthy_and_serves_webdav() {
     });
     // The admin page answers on its published port, and WebDAV with the generated admin's
     // password, which the node wrote into the data host path.
-    let code = |args: &[&str]| {
-        ok(Command::new("curl")
-            .args([
-                "-s",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                "--max-time",
-                "10",
-            ])
-            .args(args))
-    };
-    assert_eq!(code(&[&format!("http://127.0.0.1:{api}/")]), "200");
+    assert_eq!(http_code(&[&format!("http://127.0.0.1:{api}/")]), "200");
     let admin = std::fs::read_to_string(data.join("webdav-admin.txt")).unwrap();
     let password = admin
         .lines()
         .find_map(|l| l.strip_prefix("password = "))
         .expect("webdav-admin.txt has a password line");
     let url = format!("http://127.0.0.1:{webdav}/");
-    assert_eq!(code(&[&url]), "401", "WebDAV without a password");
+    assert_eq!(http_code(&[&url]), "401", "WebDAV without a password");
     assert_eq!(
-        code(&[
+        http_code(&[
             "-X",
             "PROPFIND",
             "-H",

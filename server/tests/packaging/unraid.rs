@@ -22,7 +22,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use crate::support::{
-    docker, image, ok, packaged_binary, repo, rootfs, run, temp_dir, unique, wait_for,
+    docker, http_code, image, ok, packaged_binary, repo, rootfs, run, temp_dir, unique, wait_for,
     wait_healthy, Container, Network,
 };
 
@@ -671,16 +671,7 @@ fn ca_template_docker_run_line_starts_a_healthy_node() {
     // The image's health check, `wormfs healthcheck --container`.
     wait_healthy(&container.0, 180);
     let api = ports["7710"];
-    let code = ok(Command::new("curl").args([
-        "-s",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        "--max-time",
-        "10",
-        &format!("http://127.0.0.1:{api}/"),
-    ]));
+    let code = http_code(&[&format!("http://127.0.0.1:{api}/")]);
     assert_eq!(code, "200", "the WebUI (admin page) on the published 7710");
     // The node wrote as 99:100 into the appdata folder.
     let appdata = cfgs.iter().find(|c| c.target == "/data").unwrap();

@@ -83,7 +83,9 @@ pub fn mount_of(path: &Path, dev: u64) -> Option<MountInfo> {
     mount_in(&text, &abs, dev)
 }
 
-fn unescape_mount(s: &str) -> String {
+/// A field of `/proc/self/mountinfo` or `/etc/fstab` with its octal escapes (`\040` for a
+/// space) turned back into characters.
+pub fn unescape_mount(s: &str) -> String {
     // Spaces, tabs, newlines and backslashes are written as octal escapes (`\040`).
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());

@@ -157,9 +157,9 @@ impl Mounts {
                 let fstype = right.next()?;
                 let source = right.next().unwrap_or("");
                 Some(Mount {
-                    point: PathBuf::from(unescape(point)),
+                    point: PathBuf::from(wormfs_parts::disk::unescape_mount(point)),
                     fstype: fstype.to_owned(),
-                    source: unescape(source),
+                    source: wormfs_parts::disk::unescape_mount(source),
                 })
             })
             .collect();
@@ -175,7 +175,7 @@ impl Mounts {
                     && point != "/"
                     && fstype != "swap"
                     && !options.split(',').any(|o| o == "noauto"))
-                .then(|| PathBuf::from(unescape(point)))
+                .then(|| PathBuf::from(wormfs_parts::disk::unescape_mount(point)))
             })
             .collect();
         Mounts { mounted, fstab }
@@ -258,14 +258,6 @@ fn real_path(path: &Path) -> PathBuf {
             _ => return path.to_path_buf(),
         }
     }
-}
-
-/// mountinfo and fstab write a space as `\040`, a tab `\011`, a backslash `\134`.
-fn unescape(s: &str) -> String {
-    s.replace("\\040", " ")
-        .replace("\\011", "\t")
-        .replace("\\012", "\n")
-        .replace("\\134", "\\")
 }
 
 #[cfg(test)]

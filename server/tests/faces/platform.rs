@@ -22,6 +22,21 @@ fn slow_upload(file: &Path, url: &str, auth: &[&str]) -> Child {
         .expect("curl runs")
 }
 
+/// A node's listeners (the API on `port`, the rest on free ports), mDNS off.
+fn node_args(port: u16) -> Vec<String> {
+    let on = |p: u16| format!("127.0.0.1:{p}");
+    [
+        ("--mdns", "off".to_owned()),
+        ("--listen", on(port)),
+        ("--webdav-listen", on(free_port())),
+        ("--peer-listen", on(free_port())),
+        ("--data-listen", on(free_port())),
+    ]
+    .into_iter()
+    .flat_map(|(flag, value)| [flag.to_owned(), value])
+    .collect()
+}
+
 /// Gives `path` to uid and gid 568, TrueNAS's apps user.
 fn give_to_568(path: &Path) {
     rustix::fs::chown(
@@ -113,10 +128,7 @@ fn a_folder_the_user_cannot_write_is_named_with_owner_user_and_fix() {
             .arg(&data)
             .arg("--disk")
             .arg(&disk)
-            .args(["--mdns", "off", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--webdav-listen", &format!("127.0.0.1:{}", free_port())])
-            .args(["--peer-listen", &format!("127.0.0.1:{}", free_port())])
-            .args(["--data-listen", &format!("127.0.0.1:{}", free_port())])
+            .args(node_args(port))
             .current_dir(t.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -212,10 +224,7 @@ fn a_disk_under_an_unmounted_fstab_mount_point_is_refused() {
             ])
             .args(["serve", "--data-dir", "data", "--disk"])
             .arg(&disk)
-            .args(["--mdns", "off", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--webdav-listen", &format!("127.0.0.1:{}", free_port())])
-            .args(["--peer-listen", &format!("127.0.0.1:{}", free_port())])
-            .args(["--data-listen", &format!("127.0.0.1:{}", free_port())])
+            .args(node_args(port))
             .current_dir(t.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -69,6 +69,16 @@ pub fn script(path: &str, args: &[&str]) -> String {
     out.lines().last().unwrap_or_default().to_owned()
 }
 
+/// The workspace's version (Cargo.toml), which every package is built as.
+pub fn workspace_version() -> String {
+    std::fs::read_to_string(repo().join("Cargo.toml"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("version = \""))
+        .map(|v| v.trim_end_matches('"').to_owned())
+        .expect("a version in Cargo.toml")
+}
+
 /// The image, built if needed: `ghcr.io/wormfs/wormfs:VERSION`.
 pub fn image() -> String {
     require_docker();

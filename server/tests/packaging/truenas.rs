@@ -10,7 +10,9 @@ use std::process::Command;
 
 use serde_json::{json, Value};
 
-use crate::support::{http_code, image, ok, repo, run, temp_dir, unique, wait_for};
+use crate::support::{
+    http_code, image, ok, repo, run, temp_dir, unique, wait_for, workspace_version,
+};
 
 /// The app folder.
 fn app() -> PathBuf {
@@ -295,12 +297,7 @@ fn catalog_files_are_complete_and_every_question_is_used() {
 
     // The image the app runs is the one packaging/container/build.sh tags.
     let ix_values = yaml(&app().join("ix_values.yaml"));
-    let version = std::fs::read_to_string(repo().join("Cargo.toml"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("version = \""))
-        .map(|v| v.trim_end_matches('"').to_owned())
-        .unwrap();
+    let version = workspace_version();
     assert_eq!(
         ix_values["images"]["image"]["repository"],
         "ghcr.io/wormfs/wormfs"

@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 
 use crate::support::{
     docker, http_code, image, ok, packaged_binary, repo, rootfs, run, temp_dir, unique, wait_for,
-    wait_healthy, Container, Network,
+    wait_healthy, workspace_version, Container, Network,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -920,12 +920,7 @@ fn plugin_installs_starts_stops_and_removes_in_a_debootstrap_chroot() {
         .arg(&dist)
         .arg("--base-url")
         .arg(format!("http://127.0.0.1:{port}/releases"))));
-    let version = std::fs::read_to_string(repo().join("Cargo.toml"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("version = \""))
-        .map(|v| v.trim_end_matches('"').to_owned())
-        .unwrap();
+    let version = workspace_version();
     let tarball_name = format!("wormfs-{version}-x86_64.tar.gz");
     let xml = read_xml(&plg);
     assert_eq!(xml.name, "PLUGIN");

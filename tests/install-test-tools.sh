@@ -8,7 +8,8 @@
 # browser), and for the packaging tests: docker-compose (the compose examples and the rendered
 # TrueNAS app), Debian's python3 with jinja2 and yaml (the TrueNAS renderer), debootstrap
 # (the chroot the .deb and the Unraid plugin are installed in), lintian, musl-tools (the
-# static binary) and systemd's systemd-analyze (the unit's security exposure). Fails loudly if
+# static binary) and systemd's systemd-analyze (the unit's security exposure), and fuse3
+# (fusermount3, for `wormfs mount`). Fails loudly if
 # one cannot be installed, so no test is ever skipped for lack of a tool. Docker itself is the
 # machine's (the packaging tests check that it answers).
 set -euo pipefail
@@ -34,6 +35,8 @@ command -v lintian >/dev/null || need+=(lintian)
 command -v musl-gcc >/dev/null || need+=(musl-tools)
 command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v setpriv >/dev/null || need+=(util-linux)
+# The FUSE mount's tests (fusermount3; the kernel's /dev/fuse is the machine's).
+command -v fusermount3 >/dev/null || need+=(fuse3)
 command -v dpkg-deb >/dev/null && command -v dpkg-shlibdeps >/dev/null || need+=(dpkg-dev)
 # cargo-deb builds the .deb (pinned: packaging/debian/build.sh names the same version).
 if ! command -v cargo-deb >/dev/null; then

@@ -25,13 +25,15 @@ use std::path::{Component, Path, PathBuf};
 
 pub use error::ConfigError;
 pub use policy::{
-    AfterIngest, AlertSeverity, Anonymous, ConflictRule, LogFormat, MacMetadata, ParseChoiceError,
-    PolicyParseError, PolicySpec, Role, WebhookFormat, MAX_COPIES, MAX_EC_DATA, MAX_EC_PARITY,
+    AfterIngest, AlertSeverity, Anonymous, ConflictRule, LogFormat, MacMetadata, MediaServerKind,
+    ParseChoiceError, PolicyParseError, PolicySpec, Role, WebhookFormat, MAX_COPIES, MAX_EC_DATA,
+    MAX_EC_PARITY,
 };
 
 use raw::{
-    RawAdmin, RawAlerts, RawApi, RawCluster, RawConfig, RawDropFolder, RawIngest, RawLog, RawMeta,
-    RawNode, RawRaft, RawRepair, RawRetention, RawScrub, RawStorage, RawWebdav, SetError,
+    RawAdmin, RawAlerts, RawApi, RawCluster, RawConfig, RawDropFolder, RawIngest, RawLog,
+    RawMediaServer, RawMeta, RawNode, RawRaft, RawRepair, RawRetention, RawScrub, RawStorage,
+    RawWebdav, SetError,
 };
 
 /// Where the config came from.
@@ -78,6 +80,35 @@ pub struct Config {
     pub log: LogConfig,
     /// `[alerts]`.
     pub alerts: AlertsConfig,
+    /// `[[media_servers]]`.
+    pub media_servers: Vec<MediaServerConfig>,
+}
+
+/// One `[[media_servers]]` entry: a Jellyfin or Plex server asked to scan the folders where
+/// files were committed, deleted or moved (docs/media-servers.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaServerConfig {
+    /// Jellyfin or Plex.
+    pub kind: MediaServerKind,
+    /// The server's base URL, without a trailing `/`.
+    pub url: String,
+    /// The file holding the server's token (resolved against the config file's folder); read
+    /// and checked at start, read again before each request.
+    pub token_file: PathBuf,
+    /// WormFS folders and the media server's paths for them, longest WormFS folder first (a
+    /// change is mapped by the longest folder that holds it; a change under none is not sent).
+    pub path_map: Vec<PathMapEntry>,
+    /// Wait this long (ms) after the last change before asking for a scan.
+    pub notify_delay_ms: u64,
+}
+
+/// One `path_map` entry of a `[[media_servers]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathMapEntry {
+    /// The WormFS folder: absolute, without a trailing `/` (the root is `/`).
+    pub wormfs: String,
+    /// Where the media server sees it, as written (a POSIX or a Windows path).
+    pub server: String,
 }
 
 /// `[alerts]`: messages sent when something needs attention (docs/alerts.md).
@@ -437,7 +468,8 @@ pub struct ScrubConfig {
     pub max_bytes_per_sec: u64,
     /// After each step, sleep this many times the step's duration.
     pub tranquility: u32,
-    /// Only inside this daily window of local time.
+    /// Only scrub (and repair, except segments one lost part away from unreadable) inside this
+    /// daily window of local time (`None`: any time).
     pub hours: Option<DailyWindow>,
     /// Every Nth pass is deep (0: only when asked).
     pub deep_every: u32,
@@ -580,6 +612,22 @@ impl ConfigFile {
         let item = self.doc.as_ref()?.get(section)?.get(field)?;
         let item = index.and_then(|i| item.get(i)).unwrap_or(item);
         let span = item.span()?;
+        Some(raw::line_column(&self.text, span.start).0)
+    }
+
+    /// The 1-based line of `field` in the `index`th table of the top-level array `array`
+    /// (`[[media_servers]]`), or of that table's header when the field is not written.
+    fn line_of_entry(&self, array: &str, index: usize, field: &str) -> Option<usize> {
+        let entry = self
+            .doc
+            .as_ref()?
+            .get(array)?
+            .as_array_of_tables()?
+            .get(index)?;
+        let span = entry
+            .get(field)
+            .and_then(toml_edit::Item::span)
+            .or_else(|| entry.span())?;
         Some(raw::line_column(&self.text, span.start).0)
     }
 
@@ -843,6 +891,7 @@ fn build(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
         retention,
         log,
         alerts,
+        media_servers,
     } = raw;
     // Ingest is checked first, against the raw data folder, as it always was; `cluster` needs
     // the validated, resolved `node.data_dir` for its default secret file.
@@ -888,6 +937,7 @@ fn build(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
         retention: build_retention(retention, ctx)?,
         log: build_log(log, ctx)?,
         alerts: build_alerts(alerts, ctx)?,
+        media_servers: build_media_servers(media_servers, ctx)?,
     })
 }
 
@@ -1683,4 +1733,152 @@ fn build_alerts(a: RawAlerts, ctx: &Ctx<'_>) -> Result<AlertsConfig, ConfigError
         repair_stuck_attempts,
         webhooks: built,
     })
+}
+
+/// An error about `field` of the `index`th `[[media_servers]]` entry: these are set in the file
+/// only, so the error names the file, the key (`media_servers[N].field`, counted from 1) and
+/// the line.
+fn media_server_err(ctx: &Ctx<'_>, index: usize, field: &str, message: String) -> ConfigError {
+    ConfigError::Invalid {
+        path: ctx.file.map(|f| f.path.clone()),
+        key: format!("media_servers[{}].{field}", index + 1),
+        line: ctx
+            .file
+            .and_then(|f| f.line_of_entry("media_servers", index, field)),
+        message,
+    }
+}
+
+/// A WormFS folder of a `path_map`: absolute, no `.`, `..` or empty component, no control
+/// character; returned without a trailing `/`.
+fn wormfs_folder(text: &str) -> Result<String, String> {
+    let bad = |why: &str| {
+        format!("the WormFS folder {text:?} {why}; write it as an absolute path such as \"/Films\"")
+    };
+    if !text.starts_with('/') {
+        return Err(bad("is not absolute"));
+    }
+    if text.chars().any(char::is_control) {
+        return Err(bad("has a control character"));
+    }
+    let trimmed = text.trim_end_matches('/');
+    if trimmed.is_empty() {
+        return Ok("/".to_owned());
+    }
+    if trimmed[1..]
+        .split('/')
+        .any(|c| c.is_empty() || c == "." || c == "..")
+    {
+        return Err(bad("has an empty, \".\" or \"..\" component"));
+    }
+    Ok(trimmed.to_owned())
+}
+
+fn build_media_servers(
+    servers: Vec<RawMediaServer>,
+    ctx: &Ctx<'_>,
+) -> Result<Vec<MediaServerConfig>, ConfigError> {
+    let mut built = Vec::with_capacity(servers.len());
+    for (i, s) in servers.into_iter().enumerate() {
+        let RawMediaServer {
+            kind,
+            url,
+            token_file,
+            path_map,
+            notify_delay_ms,
+        } = s;
+        let url = url.trim().trim_end_matches('/').to_owned();
+        let host = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"))
+            .map(|rest| rest.split(['/', '?', '#']).next().unwrap_or(""));
+        if !host.is_some_and(|h| !h.is_empty() && !h.contains(char::is_whitespace))
+            || url.contains(['?', '#'])
+        {
+            return Err(media_server_err(
+                ctx,
+                i,
+                "url",
+                format!(
+                    "must be the server's http:// or https:// address with a host and no query, \
+                     such as \"http://127.0.0.1:{}\", got {url:?}",
+                    match kind {
+                        MediaServerKind::Jellyfin => 8096,
+                        MediaServerKind::Plex => 32400,
+                    }
+                ),
+            ));
+        }
+        if token_file.as_os_str().is_empty() {
+            return Err(media_server_err(
+                ctx,
+                i,
+                "token_file",
+                "must name the file holding the server's token".to_owned(),
+            ));
+        }
+        let token_file = absolute(&match ctx.file {
+            Some(file) if token_file.is_relative() => file.resolve(&token_file),
+            _ => token_file,
+        });
+        if path_map.is_empty() {
+            return Err(media_server_err(
+                ctx,
+                i,
+                "path_map",
+                "must map at least one WormFS folder to the server's path for it, such as \
+                 path_map = { \"/Films\" = \"/media/films\" }"
+                    .to_owned(),
+            ));
+        }
+        let mut map = Vec::with_capacity(path_map.len());
+        for (from, to) in path_map {
+            let wormfs =
+                wormfs_folder(&from).map_err(|e| media_server_err(ctx, i, "path_map", e))?;
+            let server = to.trim().to_owned();
+            if server.is_empty() || server.chars().any(char::is_control) {
+                return Err(media_server_err(
+                    ctx,
+                    i,
+                    "path_map",
+                    format!(
+                        "the server's path for {from:?} must be a path such as \"/media/films\", \
+                         got {to:?}"
+                    ),
+                ));
+            }
+            if map.iter().any(|e: &PathMapEntry| e.wormfs == wormfs) {
+                return Err(media_server_err(
+                    ctx,
+                    i,
+                    "path_map",
+                    format!("the WormFS folder {wormfs:?} is mapped twice"),
+                ));
+            }
+            map.push(PathMapEntry { wormfs, server });
+        }
+        // Longest first: the first entry that holds a path is the longest prefix.
+        map.sort_by(|a, b| {
+            b.wormfs
+                .len()
+                .cmp(&a.wormfs.len())
+                .then(a.wormfs.cmp(&b.wormfs))
+        });
+        if notify_delay_ms > 86_400_000 {
+            return Err(media_server_err(
+                ctx,
+                i,
+                "notify_delay_ms",
+                format!("must be at most 86400000 (a day), got {notify_delay_ms}"),
+            ));
+        }
+        built.push(MediaServerConfig {
+            kind,
+            url,
+            token_file,
+            path_map: map,
+            notify_delay_ms,
+        });
+    }
+    Ok(built)
 }

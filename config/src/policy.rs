@@ -324,6 +324,20 @@ choice!(AlertSeverity, "severity", r#""info", "warning" or "critical""#, {
     Critical => "critical",
 });
 
+/// The kind of media server told about new files (`[[media_servers]]`, docs/media-servers.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MediaServerKind {
+    /// Jellyfin: `POST /Library/Media/Updated`.
+    Jellyfin,
+    /// Plex Media Server: `GET /library/sections/{id}/refresh?path=...`.
+    Plex,
+}
+
+choice!(MediaServerKind, "media server kind", r#""jellyfin" or "plex""#, {
+    Jellyfin => "jellyfin",
+    Plex => "plex",
+});
+
 /// Implements serde for a type through its text form (`Display` / `FromStr`).
 macro_rules! serde_as_str {
     ($ty:ident, $expecting:literal) => {
@@ -371,6 +385,10 @@ serde_as_str!(
 serde_as_str!(
     AlertSeverity,
     r#"a severity: "info", "warning" or "critical""#
+);
+serde_as_str!(
+    MediaServerKind,
+    r#"a media server kind: "jellyfin" or "plex""#
 );
 serde_as_str!(Anonymous, r#"anonymous access: "off", "ro" or "rw""#);
 serde_as_str!(Role, r#"a role: "ro", "rw" or "admin""#);

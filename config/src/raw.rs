@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::policy::{
-    AfterIngest, AlertSeverity, Anonymous, ConflictRule, LogFormat, MacMetadata, ParseChoiceError,
-    PolicySpec, Role, WebhookFormat,
+    AfterIngest, AlertSeverity, Anonymous, ConflictRule, LogFormat, MacMetadata, MediaServerKind,
+    ParseChoiceError, PolicySpec, Role, WebhookFormat,
 };
 
 /// One MiB.
@@ -143,6 +143,9 @@ pub(crate) struct RawConfig {
     pub log: RawLog,
     /// `[alerts]`: messages to a phone when something needs attention.
     pub alerts: RawAlerts,
+    /// `[[media_servers]]`: Jellyfin and Plex servers asked to scan the folders that changed.
+    /// A top-level array of tables, so it comes last when written out.
+    pub media_servers: Vec<RawMediaServer>,
 }
 
 /// `[node]`.
@@ -542,7 +545,8 @@ pub(crate) struct RawScrub {
     pub max_bytes_per_sec: u64,
     /// After each step, sleep this many times the step's duration.
     pub tranquility: u32,
-    /// Only scrub inside this daily window of local time, e.g. "01:00-06:00" (unset: any time).
+    /// Only scrub (and repair, except segments one lost part away from unreadable) inside this
+    /// daily window of local time, e.g. "01:00-06:00" (unset: any time).
     pub hours: Option<String>,
     /// Every Nth pass is deep (0: only when asked).
     pub deep_every: u32,
@@ -675,6 +679,39 @@ impl RawWebhook {
             min_severity: default_min_severity(),
         })
     }
+}
+
+/// The fields of one `[[media_servers]]` entry, in file order (the entries have no
+/// `section.key` names of their own, so they are not in [`KEYS`]; set them in the file only).
+/// Kept in step with [`RawMediaServer`] and the example by a test.
+#[cfg(test)]
+pub(crate) const MEDIA_SERVER_KEYS: &[&str] =
+    &["kind", "url", "token_file", "path_map", "notify_delay_ms"];
+
+/// Default `notify_delay_ms` of a `[[media_servers]]` entry: a season arriving file by file is
+/// one scan.
+pub(crate) const DEFAULT_NOTIFY_DELAY_MS: u64 = 60_000;
+
+/// One `[[media_servers]]` entry.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMediaServer {
+    /// `jellyfin` or `plex`.
+    pub kind: MediaServerKind,
+    /// The server's base URL (`http://127.0.0.1:8096`, `http://127.0.0.1:32400`).
+    pub url: String,
+    /// A file holding the server's API key (Jellyfin) or `X-Plex-Token` (Plex).
+    pub token_file: PathBuf,
+    /// WormFS folders and where the media server sees them: `{ "/Films" = "/media/films" }`.
+    #[serde(default)]
+    pub path_map: std::collections::BTreeMap<String, String>,
+    /// Wait this long (ms) after the last change of a batch before asking for the scan.
+    #[serde(default = "default_notify_delay")]
+    pub notify_delay_ms: u64,
+}
+
+fn default_notify_delay() -> u64 {
+    DEFAULT_NOTIFY_DELAY_MS
 }
 
 /// `[log]`.

@@ -74,6 +74,22 @@ impl Config {
             }
         ));
         out.push(format!(
+            "media:        {}",
+            if self.media_servers.is_empty() {
+                "no media server told about changes".to_owned()
+            } else {
+                self.media_servers
+                    .iter()
+                    .map(|m| {
+                        let folders: Vec<&str> =
+                            m.path_map.iter().map(|e| e.wormfs.as_str()).collect();
+                        format!("{} {} ({})", m.kind, m.url, folders.join(", "))
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            }
+        ));
+        out.push(format!(
             "mDNS:         {}",
             if self.discovery.mdns { "on" } else { "off" }
         ));

@@ -191,6 +191,10 @@ fn example_mentions_every_key_and_every_key_is_settable_from_env() {
     let table = toml::Table::try_from(&raw).expect("serialise raw");
     let mut fields = Vec::new();
     for (section, value) in &table {
+        if section == "media_servers" {
+            // A top-level array of tables, checked below.
+            continue;
+        }
         let inner = value.as_table().expect("section is a table");
         fields.extend(inner.keys().map(|k| format!("{section}.{k}")));
     }
@@ -1429,4 +1433,140 @@ fn alert_webhooks_are_read_from_tables_and_env_and_a_bad_url_names_its_line() {
         .expect_err("an unknown format is refused")
         .to_string();
     assert!(e.contains("slack") && e.contains("ntfy"), "{e}");
+}
+
+/// A config with one `[[media_servers]]` entry made of `fields` (TOML lines) after two lines
+/// of other sections, so the entry's lines are 5 and on.
+fn media_server_file(fields: &str) -> String {
+    format!("[log]\nlevel = \"info\"\n\n[[media_servers]]\n{fields}")
+}
+
+#[test]
+fn the_example_shows_every_media_server_field() {
+    let start = example()
+        .find("# [[media_servers]]")
+        .expect("the example shows [[media_servers]]");
+    let block = &example()[start..];
+    for field in raw::MEDIA_SERVER_KEYS {
+        assert!(
+            block
+                .lines()
+                .any(|l| l.starts_with(&format!("# {field} = "))),
+            "the example's [[media_servers]] does not show {field}"
+        );
+    }
+    // Every field of the raw entry is in MEDIA_SERVER_KEYS.
+    let entry = raw::RawMediaServer {
+        kind: MediaServerKind::Plex,
+        url: "http://x".into(),
+        token_file: "t".into(),
+        path_map: [("/a".to_owned(), "/b".to_owned())].into(),
+        notify_delay_ms: 1,
+    };
+    let table = toml::Table::try_from(&entry).expect("serialise an entry");
+    let mut fields: Vec<&str> = table.keys().map(String::as_str).collect();
+    let mut keys = raw::MEDIA_SERVER_KEYS.to_vec();
+    fields.sort_unstable();
+    keys.sort_unstable();
+    assert_eq!(
+        fields, keys,
+        "MEDIA_SERVER_KEYS is out of step with RawMediaServer"
+    );
+}
+
+#[test]
+fn media_servers_load_with_defaults_and_the_longest_folder_first() {
+    let (dir, path) = config_file(&media_server_file(
+        "kind = \"plex\"\nurl = \"http://127.0.0.1:32400/\"\ntoken_file = \"plex-token\"\n\
+         path_map = { \"/\" = \"/mnt/wormfs\", \"/Films/\" = \"/media/films\", \
+         \"/Films/Kids\" = \"D:\\\\Kids\" }\n",
+    ));
+    let cfg = load(Some(&path), no_env(), &Overrides::default()).expect("loads");
+    assert_eq!(cfg.media_servers.len(), 1);
+    let m = &cfg.media_servers[0];
+    assert_eq!(m.kind, MediaServerKind::Plex);
+    assert_eq!(m.url, "http://127.0.0.1:32400");
+    assert_eq!(m.token_file, dir.path().join("plex-token"));
+    assert_eq!(m.notify_delay_ms, 60_000);
+    let order: Vec<(&str, &str)> = m
+        .path_map
+        .iter()
+        .map(|e| (e.wormfs.as_str(), e.server.as_str()))
+        .collect();
+    assert_eq!(
+        order,
+        vec![
+            ("/Films/Kids", "D:\\Kids"),
+            ("/Films", "/media/films"),
+            ("/", "/mnt/wormfs"),
+        ]
+    );
+    assert!(load_text("").expect("empty loads").media_servers.is_empty());
+}
+
+#[test]
+fn a_bad_media_server_entry_names_its_key_and_line() {
+    let base = "kind = \"jellyfin\"\nurl = \"http://127.0.0.1:8096\"\ntoken_file = \"/t\"\n";
+    for (fields, key, line, words) in [
+        (
+            "kind = \"jellyfin\"\nurl = \"nas.local:8096\"\ntoken_file = \"/t\"\npath_map = { \"/a\" = \"/b\" }\n".to_owned(),
+            "media_servers[1].url",
+            6,
+            "http://",
+        ),
+        (
+            format!("{base}path_map = {{ \"Films\" = \"/b\" }}\n"),
+            "media_servers[1].path_map",
+            8,
+            "not absolute",
+        ),
+        (
+            format!("{base}path_map = {{ \"/a/../b\" = \"/b\" }}\n"),
+            "media_servers[1].path_map",
+            8,
+            "\"..\"",
+        ),
+        (
+            format!("{base}path_map = {{ \"/a\" = \"\" }}\n"),
+            "media_servers[1].path_map",
+            8,
+            "server's path",
+        ),
+        (
+            format!("{base}path_map = {{ \"/a\" = \"/x\", \"/a/\" = \"/y\" }}\n"),
+            "media_servers[1].path_map",
+            8,
+            "mapped twice",
+        ),
+        (base.to_owned(), "media_servers[1].path_map", 4, "at least one"),
+        (
+            format!("{base}path_map = {{ \"/a\" = \"/b\" }}\nnotify_delay_ms = 99999999999\n"),
+            "media_servers[1].notify_delay_ms",
+            9,
+            "at most",
+        ),
+    ] {
+        let text = media_server_file(&fields);
+        let (err, message) = error_of(&text);
+        match err {
+            ConfigError::Invalid { key: k, line: l, .. } => {
+                assert_eq!(k, key, "{text}: {message}");
+                assert_eq!(l, Some(line), "{text}: {message}");
+            }
+            other => panic!("{text}: expected Invalid, got {other:?}"),
+        }
+        assert!(message.contains(words), "{text}: {message}");
+    }
+    // Unknown fields and kinds are refused by the parser, with their line.
+    for (fields, words) in [
+        ("kind = \"emby\"\n", "jellyfin"),
+        (
+            &format!("{base}path_map = {{ \"/a\" = \"/b\" }}\ndelay = 1\n") as &str,
+            "delay",
+        ),
+    ] {
+        let (_, message) = error_of(&media_server_file(fields));
+        assert!(message.contains(words), "{fields}: {message}");
+        assert!(message.contains("line "), "{fields}: {message}");
+    }
 }

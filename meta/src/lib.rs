@@ -22,6 +22,7 @@ mod apply_trash;
 #[cfg(test)]
 mod apply_trash_tests;
 mod apply_tree;
+pub mod changes;
 pub mod command;
 mod error;
 pub mod lock_rules;
@@ -152,6 +153,8 @@ struct MetaDbInner {
     generation: std::sync::atomic::AtomicU64,
     /// Damaged rows skipped by reads that stay available without them (each also logged).
     skipped_rows: std::sync::atomic::AtomicU64,
+    /// What each committed batch changed in the tree (see [`changes`]).
+    changes: tokio::sync::broadcast::Sender<Arc<changes::ChangeBatch>>,
 }
 
 impl MetaDb {
@@ -191,6 +194,7 @@ impl MetaDb {
                 pool: RwLock::new(pool),
                 generation: std::sync::atomic::AtomicU64::new(0),
                 skipped_rows: std::sync::atomic::AtomicU64::new(0),
+                changes: changes::channel(),
             }),
         })
     }
@@ -201,6 +205,20 @@ impl MetaDb {
         self.inner
             .generation
             .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Follows what committed changes do to the tree, from now on: each applied batch of log
+    /// entries that changed a name, and a [`changes::TreeChange::Reset`] when a snapshot was
+    /// installed. A receiver that falls behind gets `Lagged` and must treat it as a reset.
+    pub fn subscribe_changes(&self) -> tokio::sync::broadcast::Receiver<Arc<changes::ChangeBatch>> {
+        self.inner.changes.subscribe()
+    }
+
+    /// Tells the subscribers (nobody listening is fine).
+    pub(crate) fn publish_changes(&self, batch: changes::ChangeBatch) {
+        if !batch.changes.is_empty() {
+            let _ = self.inner.changes.send(Arc::new(batch));
+        }
     }
 
     /// Marks a committed change (after the commit, before its proposer hears of it).
@@ -274,6 +292,10 @@ impl MetaDb {
             Err(poison) => *poison.into_inner() = pool,
         }
         self.bump_generation();
+        self.publish_changes(changes::ChangeBatch {
+            log_index: 0,
+            changes: vec![changes::TreeChange::Reset],
+        });
         Ok(())
     }
 

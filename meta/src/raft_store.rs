@@ -377,6 +377,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut tx = pool.begin().await.map_err(werr)?;
         let mut out = Vec::new();
         let mut last = None;
+        let mut changed = Vec::new();
         for entry in entries {
             last = Some(entry.log_id);
             match entry.payload {
@@ -403,6 +404,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     if let Outcome::Rejected(r) = &outcome {
                         tracing::info!(log_index = entry.log_id.index, "command rejected: {r}");
                     }
+                    changed.extend(crate::changes::tree_changes(&cmd, &outcome));
                     out.push(outcome);
                 }
                 EntryPayload::Membership(m) => {
@@ -425,6 +427,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         }
         tx.commit().await.map_err(werr)?;
         self.db.bump_generation();
+        self.db.publish_changes(crate::changes::ChangeBatch {
+            log_index: last.map_or(0, |l| l.index),
+            changes: changed,
+        });
         Ok(out)
     }
 

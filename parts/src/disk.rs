@@ -3,6 +3,15 @@
 //! Each disk root holds `wormfs-disk.json` (cluster id, disk id). A path that the metadata knows
 //! as a disk but whose identity file is gone (an unmounted disk showing its empty mount point) is
 //! marked missing and never written to, so parts never land on the root filesystem by accident.
+//!
+//! Disks that may sleep (docs/operations.md): what the node shows of a disk (its state, its
+//! space) is kept in memory, so a status call touches no disk. The identity file is read
+//! whole once, then checked by its inode (device, inode number, size, change time) with a
+//! `stat` the kernel answers from its inode cache: a write checks it before every part, the
+//! disk monitor cheaply every few seconds ([`LocalDisk::quick_check`]), and neither opens a
+//! file. Space is measured (`statvfs`) when the disk takes a write, at open and when asked
+//! ([`LocalDisk::space`]); [`LocalDisk::known_space`] answers from the last measure and
+//! measures again only after bytes were written or [`LocalDisk::forget_space`].
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -243,6 +252,54 @@ pub struct LocalDisk {
     pub checksum_failures: AtomicU64,
     /// Writes of part files that failed (the disk full included).
     pub write_errors: AtomicU64,
+    /// The identity file's inode when its content was last read and found right: while it is
+    /// unchanged, the identity needs no new read.
+    identity_seen: Mutex<Option<IdentityStamp>>,
+    /// The last measure of space, with `bytes_written` when it was taken (`None`: measure
+    /// again).
+    space_seen: Mutex<Option<(Space, u64)>>,
+    /// The sweeper's mark of what the disk held when a sweep last found nothing left to do
+    /// on it (its own fingerprint of the writes and the parts the metadata places here);
+    /// `None`: the next sweep lists it.
+    pub swept_clean: Mutex<Option<u64>>,
+}
+
+/// What `stat` says of an identity file: another file (a swapped disk, a rewritten or
+/// replaced identity) differs in one of these.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct IdentityStamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    ctime: i64,
+    ctime_nsec: i64,
+}
+
+impl IdentityStamp {
+    /// Whether the file last changed over a second ago.
+    fn settled(&self) -> bool {
+        let changed = std::time::Duration::new(
+            u64::try_from(self.ctime).unwrap_or(0),
+            u32::try_from(self.ctime_nsec).unwrap_or(0),
+        );
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .is_ok_and(|now| now.saturating_sub(changed) > std::time::Duration::from_secs(1))
+    }
+
+    fn of(m: &std::fs::Metadata) -> Self {
+        Self {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            ctime: m.ctime(),
+            ctime_nsec: m.ctime_nsec(),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Space on a disk's filesystem.
@@ -338,6 +395,9 @@ impl LocalDisk {
             read_errors: AtomicU64::new(0),
             checksum_failures: AtomicU64::new(0),
             write_errors: AtomicU64::new(0),
+            identity_seen: Mutex::new(None),
+            space_seen: Mutex::new(None),
+            swept_clean: Mutex::new(None),
         };
         if disk.state().0 == DiskState::Missing {
             tracing::error!(disk = %disk.root.display(), reason = %disk.state().1, "disk is missing: it gets no parts");
@@ -452,13 +512,111 @@ impl LocalDisk {
         self.set_state(DiskState::Full, format!("disk full: {why}"));
     }
 
-    /// Space on the disk's filesystem.
+    /// Space on the disk's filesystem, measured now (`statvfs`), and remembered for
+    /// [`Self::known_space`].
     pub fn space(&self) -> Result<Space, DiskError> {
         let st = rustix::fs::statvfs(&self.root).map_err(|e| io(&self.root)(e.into()))?;
-        Ok(Space {
+        Ok(self.remember_space(&st))
+    }
+
+    fn remember_space(&self, st: &rustix::fs::StatVfs) -> Space {
+        let space = Space {
             total_bytes: st.f_blocks * st.f_frsize,
             free_bytes: st.f_bavail * st.f_frsize,
-        })
+        };
+        let written = self.bytes_written.load(Ordering::Relaxed);
+        *lock(&self.space_seen) = Some((space, written));
+        space
+    }
+
+    /// Space as last measured, measured again only when bytes were written to the disk since
+    /// (it is awake then) or [`Self::forget_space`] was called: what status calls show, so
+    /// they never poll a disk. A measure that fails gives the last one (zero if none).
+    pub fn known_space(&self) -> Space {
+        let written = self.bytes_written.load(Ordering::Relaxed);
+        match *lock(&self.space_seen) {
+            Some((space, at)) if at == written => return space,
+            _ => {}
+        }
+        self.space()
+            .unwrap_or_else(|_| lock(&self.space_seen).map(|(s, _)| s).unwrap_or_default())
+    }
+
+    /// Makes the next [`Self::known_space`] measure again (parts were removed).
+    pub fn forget_space(&self) {
+        let mut g = lock(&self.space_seen);
+        if let Some((_, at)) = g.as_mut() {
+            *at = at.wrapping_sub(1);
+        }
+    }
+
+    /// Whether the identity file is still the one last read, checked with a `stat` of it
+    /// (no file is opened, nothing is read: the kernel answers from its inode cache, so a
+    /// sleeping disk stays asleep). `Err` says what changed; [`Self::refresh`] then reads
+    /// the identity again and sets the state.
+    pub fn quick_check(&self) -> Result<(), DiskError> {
+        let m = match std::fs::metadata(self.root.join(IDENTITY_FILE)) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(DiskError::Missing {
+                    path: self.root.clone(),
+                })
+            }
+            Err(e) => return Err(io(&self.root)(e)),
+        };
+        if *lock(&self.identity_seen) == Some(IdentityStamp::of(&m)) {
+            Ok(())
+        } else {
+            Err(DiskError::Io {
+                path: self.root.clone(),
+                source: std::io::Error::other("identity file changed since it was last read"),
+            })
+        }
+    }
+
+    /// Checks the identity file: a `stat` when it is the file last read and found right,
+    /// else its content read and compared.
+    fn check_identity(&self) -> Result<(), DiskError> {
+        let file = self.root.join(IDENTITY_FILE);
+        let before = match std::fs::metadata(&file) {
+            Ok(m) => IdentityStamp::of(&m),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                *lock(&self.identity_seen) = None;
+                return Err(DiskError::Missing {
+                    path: self.root.clone(),
+                });
+            }
+            Err(e) => return Err(io(&self.root)(e)),
+        };
+        if *lock(&self.identity_seen) == Some(before) {
+            return Ok(());
+        }
+        *lock(&self.identity_seen) = None;
+        match read_identity(&self.root)? {
+            None => {
+                return Err(DiskError::Missing {
+                    path: self.root.clone(),
+                })
+            }
+            Some(i) if i.disk_id != self.id => {
+                return Err(DiskError::Swapped {
+                    path: self.root.clone(),
+                    found: i.disk_id,
+                    cluster: i.cluster_id,
+                    expected: self.id,
+                })
+            }
+            Some(_) => {}
+        }
+        // Remembered only if the file did not change while it was read, and last changed
+        // long enough ago that a change now would show in its change time (which the kernel
+        // keeps in coarse ticks: a file rewritten within one would look the same).
+        if std::fs::metadata(&file).is_ok_and(|m| IdentityStamp::of(&m) == before)
+            && before.settled()
+        {
+            *lock(&self.identity_seen) = Some(before);
+        }
+        Ok(())
     }
 
     /// Checks that this is still the same disk and that it can take `needed` bytes.
@@ -501,22 +659,7 @@ impl LocalDisk {
     }
 
     fn check(&self, needed: u64) -> Result<(), DiskError> {
-        match read_identity(&self.root)? {
-            None => {
-                return Err(DiskError::Missing {
-                    path: self.root.clone(),
-                })
-            }
-            Some(i) if i.disk_id != self.id => {
-                return Err(DiskError::Swapped {
-                    path: self.root.clone(),
-                    found: i.disk_id,
-                    cluster: i.cluster_id,
-                    expected: self.id,
-                })
-            }
-            Some(_) => {}
-        }
+        self.check_identity()?;
         let dev = std::fs::metadata(&self.root).map_err(io(&self.root))?.dev();
         if dev != self.fs_dev {
             return Err(DiskError::DeviceChanged {
@@ -526,12 +669,12 @@ impl LocalDisk {
             });
         }
         let st = rustix::fs::statvfs(&self.root).map_err(|e| io(&self.root)(e.into()))?;
+        let free = self.remember_space(&st).free_bytes;
         if st.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY) {
             return Err(DiskError::ReadOnly {
                 path: self.root.clone(),
             });
         }
-        let free = st.f_bavail * st.f_frsize;
         let floor = self.reserve_bytes.saturating_add(FULL_FLOOR_BYTES);
         if free < floor.max(self.reserve_bytes.saturating_add(needed)) {
             return Err(DiskError::Full {
@@ -543,7 +686,9 @@ impl LocalDisk {
         Ok(())
     }
 
-    /// Re-checks identity, writability and space (the periodic health check).
+    /// Re-checks identity, writability and space: at open, and when the disk monitor saw a
+    /// change ([`Self::quick_check`], read or write errors). Opens no file while the
+    /// identity file is the one last read.
     pub fn refresh(&self) {
         let _ = self.verify_for_write(0);
     }
@@ -661,6 +806,70 @@ mod tests {
         );
         assert!(e.to_string().contains(&file.display().to_string()), "{e}");
         assert!(LocalDisk::open(t.path(), cluster, Some(d.id), 0).is_err());
+    }
+
+    /// Refreshes `d` until its identity file is remembered (the quick check passes), failing
+    /// after 10 s.
+    fn settled(d: &LocalDisk) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while d.quick_check().is_err() {
+            assert!(std::time::Instant::now() < deadline, "never settled");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            d.refresh();
+        }
+        assert_eq!(d.state().0, DiskState::Active);
+    }
+
+    #[test]
+    fn the_identity_is_checked_by_its_inode_and_read_again_when_it_changed() {
+        let t = tempfile::tempdir().unwrap();
+        let cluster = ClusterId::random();
+        let d = LocalDisk::open(t.path(), cluster, None, 0).unwrap();
+        // A file changed within the last second is read at each check; once older, it is
+        // read once more and then checked by a stat (the quick check agrees).
+        settled(&d);
+        d.verify_for_write(1).unwrap();
+        let file = t.path().join(IDENTITY_FILE);
+        let text = std::fs::read_to_string(&file).unwrap();
+        // Rewritten in place with another disk's id: the inode's change time moved, so the
+        // quick check fails and a write's check reads it again and refuses it.
+        let other = DiskId::random();
+        std::fs::write(&file, text.replace(&d.id.to_string(), &other.to_string())).unwrap();
+        assert!(d.quick_check().is_err());
+        assert!(matches!(
+            d.verify_for_write(1),
+            Err(DiskError::Swapped { found, .. }) if found == other
+        ));
+        assert_eq!(d.state().0, DiskState::Missing);
+        // Put back (a new file): read again, right, and the quick check agrees once more.
+        std::fs::remove_file(&file).unwrap();
+        std::fs::write(&file, &text).unwrap();
+        assert!(d.quick_check().is_err());
+        d.refresh();
+        assert_eq!(d.state().0, DiskState::Active);
+        settled(&d);
+        // Gone (unmounted): the quick check says so without reading anything.
+        std::fs::remove_file(&file).unwrap();
+        assert!(matches!(d.quick_check(), Err(DiskError::Missing { .. })));
+    }
+
+    #[test]
+    fn known_space_is_measured_again_only_after_a_write_or_when_forgotten() {
+        let t = tempfile::tempdir().unwrap();
+        let d = LocalDisk::open(t.path(), ClusterId::random(), None, 0).unwrap();
+        let first = d.known_space();
+        assert!(first.total_bytes > 0);
+        let seen = |d: &LocalDisk| lock(&d.space_seen).map(|(_, at)| at);
+        assert_eq!(seen(&d), Some(0));
+        // Bytes written: the next known_space measures again, marked with the new count.
+        d.bytes_written.fetch_add(4096, Ordering::Relaxed);
+        d.known_space();
+        assert_eq!(seen(&d), Some(4096));
+        // Forgotten (parts swept off it): measured again too.
+        d.forget_space();
+        assert_ne!(seen(&d), Some(4096));
+        d.known_space();
+        assert_eq!(seen(&d), Some(4096));
     }
 
     #[test]

@@ -278,12 +278,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     let node = Node::start(&cfg).await?;
     make_sqlite_tmpdir();
+    let changes = wormfs_server::changes::ChangeFeed::start(&node.store.meta);
     let state = ApiState {
         store: node.store.clone(),
         accounts: node.accounts.clone(),
         drops: node.drops.clone(),
         sessions: Default::default(),
         metrics,
+        changes: changes.clone(),
+        media: node.media.clone(),
     };
     // WebDAV is bound before the API, so a caller that sees the API up finds WebDAV up too.
     let face = wormfs_server::webdav_face::build(&cfg, node.store.clone(), &node.accounts).await?;
@@ -328,6 +331,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             _ = stop.cancelled() => {}
         }
         shutdown_watchdog();
+        // Long polls of /api/v1/changes answer now, so they do not hold the shutdown.
+        changes.close();
     });
     server.await;
     tracing::info!("shutdown: API stopped accepting requests");

@@ -577,15 +577,15 @@ fn with(mut labels: Vec<Label>, key: &'static str, value: &'static str) -> Vec<L
     labels
 }
 
-/// This node's disks: space (a statfs each), states, and the counters kept in memory.
+/// This node's disks: space as last measured (a scrape wakes no disk: docs/operations.md,
+/// "Disks that may sleep"), states, and the counters kept in memory.
 async fn disks(store: &Store) -> Result<(), StoreError> {
     let statuses = store.disk_statuses().await?;
     for d in store.disks.iter() {
         let l = disk_labels(&d);
-        if let Ok(space) = d.space() {
-            metrics::gauge!(DISK_TOTAL, l.clone()).set(space.total_bytes as f64);
-            metrics::gauge!(DISK_FREE, l.clone()).set(space.free_bytes as f64);
-        }
+        let space = d.known_space();
+        metrics::gauge!(DISK_TOTAL, l.clone()).set(space.total_bytes as f64);
+        metrics::gauge!(DISK_FREE, l.clone()).set(space.free_bytes as f64);
         let (state, _) = d.state();
         for (s, name) in [
             (DiskState::Active, "active"),

@@ -64,6 +64,8 @@ pub struct Node {
     /// The mDNS daemon when `discovery.mdns` is on: it advertises `_wormfs._tcp`, and the
     /// faces add their own records to it.
     pub mdns: std::sync::Mutex<Option<wormfs_discovery::Mdns>>,
+    /// The media servers told about changes (`[[media_servers]]`) and their last results.
+    pub media: Arc<crate::media_notify::MediaNotify>,
     tasks: TaskTracker,
     _lock: std::fs::File,
 }
@@ -163,6 +165,10 @@ impl Node {
         let token = crate::admin_token::read_or_create(data)?;
         let shutdown = CancellationToken::new();
         let secret = load_cluster_secret(cfg)?;
+        // Media servers' token files are checked before anything starts, as secrets are.
+        let media = Arc::new(crate::media_notify::MediaNotify::from_config(
+            &cfg.media_servers,
+        )?);
         let cert = NodeCert::load_or_create(data, ident.node_id)?;
         let (net, inbound, data_listener, data_addr, mdns, watcher) = match network {
             Network::Peers => {
@@ -247,6 +253,7 @@ impl Node {
             drops: Arc::default(),
             data_addr,
             mdns: std::sync::Mutex::new(mdns),
+            media,
             tasks: TaskTracker::new(),
             _lock: lock,
         };
@@ -418,6 +425,9 @@ impl Node {
             crate::alerts::run(self.store.clone(), self.shutdown.clone())
                 .instrument(tracing::info_span!("alerts")),
         );
+        // Follows the change feed and tells the media servers; stopped with the others.
+        self.media
+            .start(&self.store.meta, self.shutdown.clone(), &self.tasks);
     }
 
     /// Stops background tasks, then Raft, then closes the metadata, in that order.

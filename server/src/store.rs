@@ -516,7 +516,8 @@ impl Store {
                     Some(d) => {
                         let (state, reason) = d.state();
                         (
-                            d.space().ok().unwrap_or_default(),
+                            // As last measured: a status call wakes no disk.
+                            d.known_space(),
                             state,
                             reason,
                             local_mounts.get(&d.id).cloned().flatten(),

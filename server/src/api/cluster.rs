@@ -100,6 +100,7 @@ pub(super) async fn status(State(st): State<ApiState>) -> ApiResult<Json<StatusR
             orphans_swept: c.orphans_swept.load(Ordering::Relaxed),
         },
         meta_backup: crate::meta_backup::status_now(&st.store).await,
+        media_servers: st.media.status(),
     }))
 }
 

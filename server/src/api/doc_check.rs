@@ -132,6 +132,11 @@ fn contract() -> BTreeMap<&'static str, Names> {
         ("Severity", of::<crate::alerts::conditions::Severity>()),
         ("Delivery", of::<Delivery>()),
         ("AlertTestResponse", of::<AlertTestResponse>()),
+        ("NotifyTestResponse", of::<NotifyTestResponse>()),
+        ("NotifyTestResult", of::<NotifyTestResult>()),
+        ("MediaServerStatus", of::<MediaServerStatus>()),
+        ("NotifyResult", of::<NotifyResult>()),
+        ("NotifyOutcome", of::<NotifyOutcome>()),
         ("StatusResponse", of::<StatusResponse>()),
         ("Health", of::<Health>()),
         ("StatusCounters", of::<StatusCounters>()),
@@ -164,6 +169,14 @@ fn contract() -> BTreeMap<&'static str, Names> {
         // IngestResult's fields flattened, and `broken_locks`.
         ("WriteResponse", write),
         ("BrokenLocks", of::<BrokenLocks>()),
+        ("ChangesQuery", of::<ChangesQuery>()),
+        ("ChangesResponse", of::<ChangesResponse>()),
+        ("ChangeItem", of::<ChangeItem>()),
+        // Internally tagged by `kind`: serde does not name the values to a deserializer.
+        (
+            "TreeChange",
+            names(&["created", "deleted", "moved", "reset"]),
+        ),
         ("ListResponse", of::<ListResponse>()),
         ("DirEntry", probe(DirEntryWire::deserialize)),
         ("EntryKind", probe(EntryKindWire::deserialize)),

@@ -176,6 +176,18 @@ pub(super) async fn get_file(
     let rec = st.store.file_at(&path).await?;
     let size = rec.size;
     let etag = format!("\"{}\"", rec.etag);
+    if let Some(want) = headers.get(header::IF_MATCH) {
+        let matches = want
+            .to_str()
+            .is_ok_and(|w| w.split(',').any(|t| matches!(t.trim(), "*") || t.trim() == etag));
+        if !matches {
+            return Err(ApiError(
+                StatusCode::PRECONDITION_FAILED,
+                ErrorKind::PreconditionFailed,
+                format!("{path} was replaced: it is now {etag}"),
+            ));
+        }
+    }
     let range = headers
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())

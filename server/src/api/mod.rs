@@ -31,6 +31,7 @@ mod files;
 mod healing;
 mod locks;
 mod namespace;
+mod notify;
 mod page;
 mod scrape;
 mod session;
@@ -50,6 +51,10 @@ pub struct ApiState {
     pub metrics: Arc<crate::metrics::Exporter>,
     /// The admin page's sessions (this node's, in memory).
     pub sessions: Arc<crate::admin_session::Sessions>,
+    /// The tree's changes, numbered, for clients that cache it (`GET /api/v1/changes`).
+    pub changes: Arc<crate::changes::ChangeFeed>,
+    /// The media servers told about changes (`[[media_servers]]`).
+    pub media: Arc<crate::media_notify::MediaNotify>,
 }
 
 /// An API error with its status.
@@ -297,6 +302,9 @@ pub fn routes() -> Vec<Route> {
             .body::<MvRequest>()
             .answer::<BrokenLocks>(),
         Route::new(Get, "/api/v1/policy", namespace::policy_get_root).answer::<PolicyResponse>(),
+        Route::new(Get, "/api/v1/changes", namespace::changes)
+            .query::<ChangesQuery>()
+            .answer::<ChangesResponse>(),
         Route::new(Put, "/api/v1/policy", namespace::policy_set_root).body::<PolicyRequest>(),
         Route::new(Get, "/api/v1/policy/{*path}", namespace::policy_get).answer::<PolicyResponse>(),
         Route::new(Put, "/api/v1/policy/{*path}", namespace::policy_set).body::<PolicyRequest>(),
@@ -318,6 +326,7 @@ pub fn routes() -> Vec<Route> {
             .answer::<EventsResponse>(),
         Route::new(Get, "/api/v1/alerts", events::alerts).answer::<AlertsResponse>(),
         Route::new(Post, "/api/v1/alerts/test", events::alerts_test).answer::<AlertTestResponse>(),
+        Route::new(Post, "/api/v1/notify/test", notify::test).answer::<NotifyTestResponse>(),
         Route::new(Get, "/api/v1/repair", healing::repair_status).answer::<RepairStatus>(),
         Route::new(Post, "/api/v1/repair/pause", healing::repair_pause).answer::<RepairStatus>(),
         Route::new(Post, "/api/v1/repair/resume", healing::repair_resume).answer::<RepairStatus>(),

@@ -9,7 +9,7 @@ use axum::Json;
 
 use super::locks::{done, honour_locks, with_parent};
 use super::types::{
-    DirStat, FileStat, ListResponse, LocksQuery, MkdirQuery, MvRequest, PartStat, PolicyRequest,
+    ChangesQuery, ChangesResponse, DirStat, FileStat, ListResponse, LocksQuery, MkdirQuery, MvRequest, PartStat, PolicyRequest,
     PolicyResponse, SegmentStat, StatResponse, Tolerance,
 };
 use super::{bad, parse_path, ApiResult, ApiState};
@@ -43,6 +43,15 @@ pub(super) async fn mv(
     };
     st.store.rename(&from, &to, b.replace).await?;
     Ok(done(&broken))
+}
+
+/// The tree's changes after `after`, waiting up to `wait_ms` for one (a long poll).
+pub(super) async fn changes(
+    State(st): State<ApiState>,
+    Query(q): Query<ChangesQuery>,
+) -> ApiResult<Json<ChangesResponse>> {
+    let wait = std::time::Duration::from_millis(q.wait_ms);
+    Ok(Json(st.changes.since(q.epoch, q.after, wait).await))
 }
 
 pub(super) async fn list_root(st: State<ApiState>) -> ApiResult<Json<ListResponse>> {

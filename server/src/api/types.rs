@@ -67,6 +67,8 @@ pub enum ErrorKind {
     Retained,
     /// 416: a range that starts past the end of the file.
     BadRange,
+    /// 412: `If-Match` names another version of the file (it was replaced meanwhile).
+    PreconditionFailed,
     /// 423: a WebDAV lock is in the way.
     Locked,
     /// 500: a fault of the node (its log says more).
@@ -254,6 +256,7 @@ pub use crate::alerts::node_health::{HealthResponse, NodeHealth};
 
 /// Answer of `GET /api/v1/alerts`.
 pub use crate::alerts::{ActiveAlert, AlertsResponse, Delivery};
+pub use crate::media_notify::{MediaServerStatus, NotifyOutcome, NotifyResult, NotifyTestResult};
 
 /// One event (`GET /api/v1/events`).
 pub use wormfs_meta::command::EventSeverity;
@@ -282,6 +285,13 @@ pub struct EventsResponse {
 pub struct AlertTestResponse {
     /// One per webhook, in the configured order.
     pub deliveries: Vec<Delivery>,
+}
+
+/// Answer of `POST /api/v1/notify/test`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NotifyTestResponse {
+    /// One per media server of the node answering, in its config's order (empty: none).
+    pub servers: Vec<NotifyTestResult>,
 }
 
 /// Answer of `GET /api/v1/status`.
@@ -336,6 +346,10 @@ pub struct StatusResponse {
     /// What the trash holds (not counted in `files` and `logical_bytes`).
     #[serde(default)]
     pub trash: TrashFigures,
+    /// The media servers this node tells about changes, with their last notification (empty
+    /// when it has none).
+    #[serde(default)]
+    pub media_servers: Vec<MediaServerStatus>,
 }
 
 /// `health` of the status.
@@ -547,6 +561,43 @@ pub struct ListResponse {
     /// Its entries by name (a file: the file itself).
     #[serde(with = "dir_entries")]
     pub entries: Vec<DirEntry>,
+}
+
+/// Query of `GET /api/v1/changes`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ChangesQuery {
+    /// The epoch of the numbers the client follows (from an earlier answer); without it, or
+    /// from another epoch, the answer is a reset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
+    /// The last number the client has seen.
+    #[serde(default)]
+    pub after: u64,
+    /// How long to wait for a change when there is none yet, in ms (at most 30,000).
+    #[serde(default)]
+    pub wait_ms: u64,
+}
+
+/// Answer of `GET /api/v1/changes`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ChangesResponse {
+    /// This node process's numbering (a new one at each start).
+    pub epoch: u64,
+    /// The newest number: ask for changes after it next.
+    pub seq: u64,
+    /// Drop everything cached: the changes since `after` are not all known.
+    pub reset: bool,
+    /// The changes after `after`, oldest first.
+    pub changes: Vec<ChangeItem>,
+}
+
+/// One change in a [`ChangesResponse`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ChangeItem {
+    /// Its number.
+    pub seq: u64,
+    /// What changed.
+    pub change: wormfs_meta::changes::TreeChange,
 }
 
 /// Answer of `GET /api/v1/stat/...`: a directory or a file, told apart by `kind`.

@@ -122,6 +122,11 @@ impl Client {
         })
     }
 
+    /// The token this client sends.
+    pub(super) fn token(&self) -> &str {
+        &self.token
+    }
+
     /// The answer if it is a success; else its [`ErrorBody`]'s message with the exit code
     /// its status maps to.
     pub(super) async fn check(&self, r: reqwest::Response) -> anyhow::Result<reqwest::Response> {
@@ -140,7 +145,7 @@ impl Client {
             401 | 403 => exit::AUTH,
             404 => exit::NOT_FOUND,
             // 423: a WebDAV lock is in the way (the message names it and --break-locks).
-            409 | 423 => exit::CONFLICT,
+            409 | 412 | 423 => exit::CONFLICT,
             503 | 507 => exit::UNAVAILABLE,
             _ => exit::FAILURE,
         };

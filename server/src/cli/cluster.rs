@@ -152,6 +152,9 @@ pub(super) async fn status(c: &Client) -> anyhow::Result<()> {
         or_null(v.raft.last_applied)
     );
     println!("{}", super::healing::backup_line(&v.meta_backup));
+    for m in &v.media_servers {
+        println!("{}", super::notify::status_line(m));
+    }
     Ok(())
 }
 

@@ -18,6 +18,7 @@ use std::future::Future;
 use std::io::Write;
 use std::path::Path;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use wormfs_parts::ids::{ClusterId, NodeId};
@@ -31,6 +32,7 @@ mod healing;
 mod ingest;
 mod local;
 mod namespace;
+mod notify;
 mod trash;
 
 pub use cluster::{AdminCmd, NodeCmd};
@@ -326,6 +328,33 @@ pub enum Cmd {
         /// What to do (nothing: list the conditions).
         what: Option<AlertsCmd>,
     },
+    /// The media servers told about changes (`[[media_servers]]`): `notify test` sends one
+    /// harmless request to each and says what it answered (exit 1 if any failed).
+    #[command(subcommand)]
+    Notify(NotifyCmd),
+    /// Mount the cluster's tree (or a folder of it) read-only with FUSE, for media servers
+    /// (docs/mount.md). Runs until SIGTERM, Ctrl-C or `fusermount -u MOUNTPOINT`.
+    Mount {
+        /// An empty folder to mount on.
+        mountpoint: PathBuf,
+        /// The WormFS folder shown at the mount point.
+        #[arg(long, default_value = "/")]
+        root: String,
+        /// Seconds the kernel may cache names and attributes (changes reach the mount within
+        /// a second or two anyway, through the node's change feed).
+        #[arg(long, default_value_t = 3600)]
+        cache_ttl: u64,
+        /// Seconds any call to the node may take before the operation fails with EIO.
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+        /// Let other users read the mount (a media server running as its own user); as a
+        /// user other than root it needs `user_allow_other` in /etc/fuse.conf.
+        #[arg(long)]
+        allow_other: bool,
+        /// The kernel's read-ahead for the mount in KiB (needs root; 0 leaves it).
+        #[arg(long, default_value_t = 4096)]
+        read_ahead_kb: u32,
+    },
     /// Exit 0 when the node is healthy, 1 when degraded (an alert condition holds), 2 when
     /// down (no leader, or not answering). Needs no token: for container health checks.
     Healthcheck {
@@ -343,6 +372,14 @@ pub enum Cmd {
 #[derive(Debug, Subcommand)]
 pub enum AlertsCmd {
     /// Sends a test message to every webhook of that machine now.
+    Test,
+}
+
+/// `wormfs notify ...`.
+#[derive(Debug, Subcommand)]
+pub enum NotifyCmd {
+    /// Sends one harmless request to every media server of that machine (Jellyfin:
+    /// `GET /System/Info`; Plex: `GET /library/sections`) and prints what each answered.
     Test,
 }
 
@@ -436,6 +473,35 @@ pub async fn run(cli: Cli, host: &impl NodeHost) -> anyhow::Result<()> {
             dest,
             break_locks,
         } => files::append(&client()?, &src, &dest, break_locks).await?,
+        Cmd::Mount {
+            mountpoint,
+            root,
+            cache_ttl,
+            timeout,
+            allow_other,
+            read_ahead_kb,
+        } => {
+            let c = client()?;
+            let args = crate::mount::MountArgs {
+                base: c.base.clone(),
+                token: c.token().to_owned(),
+                mountpoint,
+                root,
+                cache_ttl: Duration::from_secs(cache_ttl),
+                timeout: Duration::from_secs(timeout.max(1)),
+                allow_other,
+                read_ahead_kb,
+            };
+            crate::mount::run(args).await.map_err(|e| {
+                let code = match e.downcast_ref::<crate::mount::MountError>() {
+                    Some(crate::mount::MountError::Usage(_)) => exit::USAGE,
+                    Some(crate::mount::MountError::Refused(_)) => exit::AUTH,
+                    Some(crate::mount::MountError::Unavailable(_)) => exit::UNAVAILABLE,
+                    None => exit::FAILURE,
+                };
+                CliError::new(code, format!("{e:#}"))
+            })?
+        }
         Cmd::Ls { path } => namespace::ls(&client()?, &path).await?,
         Cmd::Stat { path } => namespace::stat(&client()?, &path).await?,
         Cmd::Rm {
@@ -469,6 +535,7 @@ pub async fn run(cli: Cli, host: &impl NodeHost) -> anyhow::Result<()> {
         Cmd::Alerts {
             what: Some(AlertsCmd::Test),
         } => events::alerts_test(&client()?).await?,
+        Cmd::Notify(NotifyCmd::Test) => notify::test(&client()?).await?,
         Cmd::Healthcheck { timeout, container } => {
             events::healthcheck(&node, json, timeout, container).await?
         }

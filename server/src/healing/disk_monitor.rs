@@ -3,11 +3,20 @@
 //! Every node watches its own disks: one that stops reading (identity file gone, I/O errors,
 //! unmounted) is proposed `down`; one that reads again, `up` (also after being `out`: its parts
 //! that were not rebuilt yet count again, and those rebuilt elsewhere are surplus, removed by
-//! the sweeper once nothing names them). The leader also watches the other machines: one whose
-//! data plane has not answered for [`SILENT_AFTER`] has its `up` disks marked `down`, with a
-//! reason starting "machine". And the leader turns `down` into `out` after
-//! `repair.disk_out_after_ms` (`repair.machine_out_after_ms` for a silent machine), within two
-//! brakes:
+//! the sweeper once nothing names them).
+//!
+//! Without waking a disk that sleeps (docs/operations.md, "Disks that may sleep"): each tick
+//! looks at a disk only with [`LocalDisk::quick_check`], a `stat` of its identity file that
+//! the kernel answers from its inode cache (no file opened, nothing read, no space measured).
+//! The full check ([`LocalDisk::refresh`]: identity, device, writability, space) runs only for
+//! a disk whose quick check failed, that counted read or write errors since the last tick
+//! (a failing disk is found by the I/O that failed), or that is missing now (it is not
+//! asleep, it is gone; the check sees it come back).
+//!
+//! The leader also watches the other machines: one whose data plane has not answered for
+//! [`SILENT_AFTER`] has its `up` disks marked `down`, with a reason starting "machine". And
+//! the leader turns `down` into `out` after `repair.disk_out_after_ms`
+//! (`repair.machine_out_after_ms` for a silent machine), within two brakes:
 //! - never more disks `out` with parts still to rebuild than the smallest `m` in use, so a
 //!   network fault or a shelf of disks going away together does not start rebuilding
 //!   everything at once;
@@ -27,7 +36,9 @@ use crate::consensus::RaftRole;
 use crate::store::{Store, StoreError};
 use wormfs_meta::command::{CommandV1, DiskStatus};
 use wormfs_parts::disk::DiskState;
+use wormfs_parts::disk::LocalDisk;
 use wormfs_parts::fsutil::now_ms;
+use wormfs_parts::ids::DiskId;
 use wormfs_parts::ids::NodeId;
 
 /// A machine whose data plane has not answered this long has its disks marked down.
@@ -56,12 +67,15 @@ pub async fn run(store: Arc<Store>, stop: CancellationToken) {
     let tick = Duration::from_millis((store.repair.disk_out_after_ms / 10).clamp(200, 2000));
     let mut silent: HashMap<NodeId, Instant> = HashMap::new();
     let mut last_rebalance = Instant::now();
+    // The disks were checked when they were opened: errors from now on count.
+    let mut errors: HashMap<DiskId, u64> =
+        store.disks.iter().map(|d| (d.id, io_errors(&d))).collect();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(tick) => {}
         }
-        if let Err(e) = own_disks(&store).await {
+        if let Err(e) = own_disks(&store, &mut errors).await {
             tracing::debug!("disk monitor: {e}");
         }
         if store.consensus.status().role == RaftRole::Leader {
@@ -99,10 +113,45 @@ async fn set(
     Ok(())
 }
 
+/// Read and write errors a disk counted so far.
+fn io_errors(d: &LocalDisk) -> u64 {
+    d.read_errors
+        .load(std::sync::atomic::Ordering::Relaxed)
+        .wrapping_add(d.write_errors.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+/// Checks this node's disks without waking those that sleep: the full check only for a disk
+/// that changed, failed I/O since the last look (`errors`, updated here) or is missing.
+/// Returns how many disks had the full check.
+fn check_disks(store: &Store, errors: &mut HashMap<DiskId, u64>) -> usize {
+    let mut full = 0;
+    for d in store.disks.iter() {
+        let now = io_errors(&d);
+        let failed_io = errors.insert(d.id, now).is_some_and(|before| before != now);
+        if failed_io || !d.readable() || d.quick_check().is_err() {
+            d.refresh();
+            full += 1;
+        }
+    }
+    full
+}
+
 /// Proposes this node's disks `down` or `up` as they stop or start reading.
-async fn own_disks(store: &Arc<Store>) -> Result<(), StoreError> {
+async fn own_disks(
+    store: &Arc<Store>,
+    errors: &mut HashMap<DiskId, u64>,
+) -> Result<(), StoreError> {
     let s = store.clone();
-    let _ = tokio::task::spawn_blocking(move || s.disks.iter().for_each(|d| d.refresh())).await;
+    let mut errs = std::mem::take(errors);
+    let (errs, full) = tokio::task::spawn_blocking(move || {
+        let full = check_disks(&s, &mut errs);
+        (errs, full)
+    })
+    .await
+    .unwrap_or_default();
+    *errors = errs;
+    // Counted by the sleeping-disks test: the rounds it waits for, and no full check in them.
+    tracing::debug!(disks = store.disks.len(), full, "disk monitor round");
     let statuses = store.disk_statuses().await?;
     let mut back = false;
     for d in store.disks.iter() {

@@ -99,6 +99,22 @@ async fn holders(store: &Store, s: SegmentRef) -> Result<Vec<NodeId>, StoreError
     Ok(nodes)
 }
 
+/// Whether `q` may be repaired now: inside `scrub.hours` (when set; the disks may sleep
+/// outside it, docs/operations.md), or at any time when one more lost part would make it
+/// unreadable (tolerance 0 or below: that never waits for the night).
+fn urgent_or_in_hours(store: &Store, q: &QueuedRepair) -> bool {
+    use chrono::Timelike;
+    let Some(w) = store.scrub.hours else {
+        return true;
+    };
+    let t = chrono::Local::now();
+    if q.tolerance <= 0 || w.contains(t.hour() * 60 + t.minute()) {
+        return true;
+    }
+    tracing::debug!(segment = %q.segment, tolerance = q.tolerance, "repair waits for scrub.hours");
+    false
+}
+
 /// One pass over the due entries; `Ok(true)` if something was attempted.
 async fn step(
     store: &Arc<Store>,
@@ -114,6 +130,9 @@ async fn step(
     for q in due {
         if stop.is_cancelled() || store.meta.repair_paused().await? {
             break;
+        }
+        if !urgent_or_in_hours(store, &q) {
+            continue;
         }
         let holders = holders(store, q.segment).await?;
         if !mine(store, &q, &holders, now_ms()) {

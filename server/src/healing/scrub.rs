@@ -122,7 +122,8 @@ async fn batch(
     let mut deep_failed: Vec<SegmentRef> = Vec::new();
     let started_batch = Instant::now();
     for p in due {
-        if stop.is_cancelled() {
+        // The window ends within a batch too: the rest waits for the next one.
+        if stop.is_cancelled() || cfg.hours.is_some_and(|w| !w.contains(minute_of_day())) {
             break;
         }
         let deep = auto_deep || p.verified_ms < asked_deep_before;

@@ -6,6 +6,11 @@
 //! How many disks: enough that the cluster holds at least `m + 1` copies, `m` being the
 //! widest redundancy of any stored file: each of the `M` machines with disks writes to
 //! `ceil((m + 1) / M)` of its own (at least one), on different filesystems first.
+//!
+//! Disks that may sleep (docs/operations.md): the backups wake only those disks, the same
+//! ones each time (chosen in disk id order), at most once per `meta.backup_interval_ms` and
+//! only when the metadata changed (or after `meta.backup_after_changes`); an interval of 0
+//! turns them off. At start the task lists each disk's `meta-backups/` once.
 
 pub mod format;
 

@@ -41,7 +41,7 @@ fn disk_bytes_read(s: &Server) -> u64 {
 }
 
 /// Waits until the disk reads have not moved for a while (read-ahead settles), returning the total.
-fn settled_bytes_read(s: &Server) -> u64 {
+pub(crate) fn settled_bytes_read(s: &Server) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut last = disk_bytes_read(s);
     let mut still_since = Instant::now();

@@ -142,5 +142,6 @@ pub fn part_files(store: &Store) -> Vec<std::path::PathBuf> {
 }
 pub mod dav;
 pub mod machines;
+pub mod mount;
 pub mod process;
 pub mod receiver;

@@ -433,6 +433,21 @@ function buildOverview(d) {
       if (alerts.length > 30) break;
     }
   }
+  if (st && st.media_servers && st.media_servers.length) {
+    const rows = st.media_servers.map((m) => {
+      const last = m.last;
+      const cls = !last ? "" : last.outcome === "sent" ? "ok" : "bad";
+      return h("tr", { "data-media-server": m.kind },
+        h("td", {}, m.kind),
+        h("td", { class: "hide-narrow" }, m.url),
+        h("td", {}, last ? h("span", { class: "badge " + cls }, last.outcome) : "nothing sent yet",
+          last ? " " + when(last.at_ms) + ": " + last.message : ""),
+        h("td", {}, num(m.pending_folders)));
+    });
+    out.push(h("div", { class: "card", id: "media-servers" }, h("h2", {}, "Media servers"),
+      table(["server", ["URL", "hide-narrow"], "last notification", "folders waiting"], rows)));
+  }
+
   out.push(h("div", { class: "card", id: "alerts" }, h("h2", {}, "Alerts"),
     alerts.length ? h("ul", { class: "plain" }, alerts) : h("p", { class: "muted" }, "No warnings."),
     d.events ? null : h("p", { class: "muted" }, "This node does not report events.")));

@@ -177,9 +177,10 @@ pub(super) async fn get_file(
     let size = rec.size;
     let etag = format!("\"{}\"", rec.etag);
     if let Some(want) = headers.get(header::IF_MATCH) {
-        let matches = want
-            .to_str()
-            .is_ok_and(|w| w.split(',').any(|t| matches!(t.trim(), "*") || t.trim() == etag));
+        let matches = want.to_str().is_ok_and(|w| {
+            w.split(',')
+                .any(|t| matches!(t.trim(), "*") || t.trim() == etag)
+        });
         if !matches {
             return Err(ApiError(
                 StatusCode::PRECONDITION_FAILED,

@@ -9,8 +9,8 @@ use axum::Json;
 
 use super::locks::{done, honour_locks, with_parent};
 use super::types::{
-    ChangesQuery, ChangesResponse, DirStat, FileStat, ListResponse, LocksQuery, MkdirQuery, MvRequest, PartStat, PolicyRequest,
-    PolicyResponse, SegmentStat, StatResponse, Tolerance,
+    ChangesQuery, ChangesResponse, DirStat, FileStat, ListResponse, LocksQuery, MkdirQuery,
+    MvRequest, PartStat, PolicyRequest, PolicyResponse, SegmentStat, StatResponse, Tolerance,
 };
 use super::{bad, parse_path, ApiResult, ApiState};
 use crate::store::StoreError;

@@ -132,6 +132,8 @@ impl FileReader {
             FIRST_CHUNK
         };
         let range_end = at.saturating_add(self.chunk.max(end - at)).min(self.size);
+        // A read larger than the chunk sets the pace: the next range doubles from it.
+        self.chunk = self.chunk.max(end - at).min(MAX_CHUNK);
         let body = self
             .remote
             .range(&self.path, &self.etag, at, range_end)

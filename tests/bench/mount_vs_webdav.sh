@@ -27,7 +27,8 @@ command -v fusermount3 >/dev/null || need+=(fuse3)
 command -v curl >/dev/null || need+=(curl)
 command -v bc >/dev/null || need+=(bc)
 install_missing "${need[@]}"
-cargo build --release -p wormfs-server --bin wormfs --example http_bench >/dev/null
+# BENCH_REUSE_BUILD=1 runs the release binaries already built (as they are).
+[ "${BENCH_REUSE_BUILD:-0}" = 1 ] || cargo build --release -p wormfs-server --bin wormfs --example http_bench >/dev/null
 BIN=$PWD/target/release/wormfs
 HB=$PWD/target/release/examples/http_bench
 WORK=$PWD/target/bench-mount

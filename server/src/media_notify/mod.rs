@@ -391,6 +391,7 @@ impl Server {
             .await?;
         let mut sent = 0;
         let mut outside = Vec::new();
+        let mut failed = Vec::new();
         for folder in folders {
             let Some(section) = plex::section_for(&sections, folder) else {
                 tracing::warn!(
@@ -401,11 +402,25 @@ impl Server {
                 outside.push(folder.as_str());
                 continue;
             };
-            self.with_retries(stop, attempts, || {
-                plex::refresh(&self.http, &self.cfg.url, token, &section.key, folder)
-            })
-            .await?;
-            sent += 1;
+            // One folder failing (a library removed since the sections were read) does not
+            // keep the others from being sent; a refused token stops them all.
+            match self
+                .with_retries(stop, attempts, || {
+                    plex::refresh(&self.http, &self.cfg.url, token, &section.key, folder)
+                })
+                .await
+            {
+                Ok(_) => sent += 1,
+                Err(f @ Failure::Refused(..)) => return Err(f),
+                Err(f) => failed.push(format!("{folder}: {f}")),
+            }
+        }
+        if !failed.is_empty() {
+            return Err(Failure::Permanent(format!(
+                "{sent} folder(s) refreshed, {} failed: {}",
+                failed.len(),
+                failed.join("; ")
+            )));
         }
         let mut message = format!("{sent} folder(s) refreshed");
         if !outside.is_empty() {

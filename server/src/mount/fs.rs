@@ -107,16 +107,27 @@ impl Shared {
                 return Ok(l);
             }
         }
-        let (entries, is_file) = self.remote.list(&node.path).await.map_err(|e| {
-            if let RemoteError::Unavailable(why) = &e {
-                tracing::warn!(path = %node.path, "listing failed: {why}");
+        // A change that arrives while the listing is on its way may postdate it: ask again
+        // (the last answer is still given, not cached, if changes keep coming).
+        let mut last = None;
+        for _ in 0..3 {
+            let generation = self.tree.generation();
+            let entries = self.remote.list(&node.path).await.map_err(|e| {
+                if let RemoteError::Unavailable(why) = &e {
+                    tracing::warn!(path = %node.path, "listing failed: {why}");
+                }
+                errno(&e)
+            })?;
+            let (listing, current) = self
+                .tree
+                .store_listing(ino, entries, generation)
+                .ok_or(Errno::ENOENT)?;
+            if current {
+                return Ok(listing);
             }
-            errno(&e)
-        })?;
-        if is_file {
-            return Err(Errno::ENOTDIR);
+            last = Some(listing);
         }
-        self.tree.store_listing(ino, entries).ok_or(Errno::ENOENT)
+        last.ok_or(Errno::EIO)
     }
 }
 

@@ -151,7 +151,7 @@ pub async fn run(args: MountArgs) -> anyhow::Result<()> {
         .to_string();
     let remote = Remote::new(args.base.clone(), args.token.clone(), args.timeout)?;
     // The root must be a folder the node can list now: a typo is an error, not an empty mount.
-    let (entries, is_file) = remote.list(&root).await.map_err(|e| match e {
+    let refused = |e: RemoteError| match e {
         RemoteError::NotFound => MountError::Usage(format!(
             "--root {root}: no such folder on the node at {}",
             args.base
@@ -161,10 +161,11 @@ pub async fn run(args: MountArgs) -> anyhow::Result<()> {
              data folder)"
         )),
         e => MountError::Unavailable(format!("cannot list {root} on {}: {e}", args.base)),
-    })?;
-    if is_file {
+    };
+    if !remote.is_dir(&root).await.map_err(refused)? {
         return Err(MountError::Usage(format!("--root {root} is a file, not a folder")).into());
     }
+    let entries = remote.list(&root).await.map_err(refused)?;
     let root_mtime = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
@@ -175,7 +176,8 @@ pub async fn run(args: MountArgs) -> anyhow::Result<()> {
         uid: rustix::process::getuid().as_raw(),
         gid: rustix::process::getgid().as_raw(),
     });
-    shared.tree.store_listing(tree::ROOT, entries);
+    let generation = shared.tree.generation();
+    shared.tree.store_listing(tree::ROOT, entries, generation);
 
     let mut options = vec![
         MountOption::RO,

@@ -71,6 +71,8 @@ impl FileReader {
                 // One more try on a fresh range: a connection the node closed while idle.
                 Err(RemoteError::Unavailable(why)) if !retried => {
                     tracing::debug!(path = %self.path, "range failed ({why}); once more");
+                    // What the failed range appended past `at` is asked for again.
+                    out.truncate((at - offset) as usize);
                     self.open = None;
                     self.left = Bytes::new();
                     retried = true;

@@ -102,8 +102,9 @@ impl Remote {
         }
     }
 
-    /// A directory's entries (a file: the file alone, with `file` true).
-    pub async fn list(&self, path: &str) -> Result<(Vec<DirEntry>, bool), RemoteError> {
+    /// A directory's entries (a file is listed as itself: ask [`Remote::is_dir`] first
+    /// where the kind is not known).
+    pub async fn list(&self, path: &str) -> Result<Vec<DirEntry>, RemoteError> {
         // The root is `/api/v1/list` (a trailing `/` names no route).
         let url = match enc(path) {
             e if e.is_empty() => "/api/v1/list".to_owned(),
@@ -119,12 +120,26 @@ impl Remote {
             return Err(Self::error_of(r).await);
         }
         let v: ListResponse = r.json().await.map_err(|e| self.unreachable(e))?;
-        // A file is listed as itself, under its own name.
-        let is_file = v.entries.len() == 1
-            && v.entries[0].kind == wormfs_meta::EntryKind::File
-            && path.rsplit('/').next() == Some(v.entries[0].name.as_str())
-            && path != "/";
-        Ok((v.entries, is_file))
+        Ok(v.entries)
+    }
+
+    /// Whether `path` is a directory (`GET /api/v1/stat`).
+    pub async fn is_dir(&self, path: &str) -> Result<bool, RemoteError> {
+        let url = match enc(path) {
+            e if e.is_empty() => "/api/v1/stat".to_owned(),
+            e => format!("/api/v1/stat/{e}"),
+        };
+        let r = self
+            .get(&url)
+            .timeout(self.timeout)
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        if !r.status().is_success() {
+            return Err(Self::error_of(r).await);
+        }
+        let v: serde_json::Value = r.json().await.map_err(|e| self.unreachable(e))?;
+        Ok(v.get("kind").and_then(serde_json::Value::as_str) == Some("dir"))
     }
 
     /// The bytes `start..end` of the file at `path`, as long as it is still the version with
@@ -152,7 +167,16 @@ impl Remote {
             ))
         })?
         .map_err(|e| self.unreachable(e))?;
-        if r.status() != StatusCode::PARTIAL_CONTENT && r.status() != StatusCode::OK {
+        // A 200 is the whole file from byte 0: right only when that is what was asked.
+        let whole = r.status() == StatusCode::OK && start == 0 && r.content_length() == Some(end);
+        if r.status() != StatusCode::PARTIAL_CONTENT && !whole {
+            if r.status().is_success() {
+                return Err(RemoteError::Unavailable(format!(
+                    "{} answered {} to a range request",
+                    self.base,
+                    r.status()
+                )));
+            }
             return Err(Self::error_of(r).await);
         }
         let timeout = self.timeout;

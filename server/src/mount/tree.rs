@@ -6,7 +6,7 @@
 //! never served for the new bytes. Inodes are never reused; the kernel's `forget` is ignored (a
 //! few hundred bytes per entry seen).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use wormfs_meta::{DirEntry, EntryKind};
@@ -55,8 +55,12 @@ pub struct Tree {
 
 struct Inner {
     nodes: HashMap<u64, Node>,
-    keys: HashMap<String, u64>,
+    /// Inodes by key, sorted so everything below a path is one range.
+    keys: BTreeMap<String, u64>,
     next: u64,
+    /// Bumped by every change, reset and loss of the feed: a listing asked for before it
+    /// moved may be older than the change and is not cached.
+    generation: u64,
     /// Listings by WormFS path, kept only while the change feed is followed.
     listings: HashMap<String, Listing>,
     in_sync: bool,
@@ -123,7 +127,7 @@ impl Tree {
                 etag: None,
             },
         );
-        let mut keys = HashMap::new();
+        let mut keys = BTreeMap::new();
         keys.insert(root.clone(), ROOT);
         Tree {
             root,
@@ -131,6 +135,7 @@ impl Tree {
                 nodes,
                 keys,
                 next: ROOT + 1,
+                generation: 0,
                 listings: HashMap::new(),
                 in_sync: false,
             }),
@@ -160,9 +165,21 @@ impl Tree {
         inner.listings.get(path).cloned()
     }
 
-    /// Records the entries the node listed for the directory `dir` (inode `dir_ino`): each
-    /// gets its inode and attributes, and the listing is cached while in sync.
-    pub fn store_listing(&self, dir_ino: u64, entries: Vec<DirEntry>) -> Option<Listing> {
+    /// The generation to read before asking the node for a listing (see [`Tree::store_listing`]).
+    pub fn generation(&self) -> u64 {
+        self.lock().generation
+    }
+
+    /// Records the entries the node listed for the directory `dir` (inode `dir_ino`), asked
+    /// for at `generation`: each gets its inode and attributes, and the listing is cached while
+    /// in sync. The flag says whether it is current: false when a change arrived while it was
+    /// asked for (it may predate the change; it is not cached, and the caller asks again).
+    pub fn store_listing(
+        &self,
+        dir_ino: u64,
+        entries: Vec<DirEntry>,
+        generation: u64,
+    ) -> Option<(Listing, bool)> {
         let mut inner = self.lock();
         let dir_path = inner.nodes.get(&dir_ino)?.path.clone();
         let mut children = Vec::with_capacity(entries.len());
@@ -197,10 +214,11 @@ impl Tree {
             });
         }
         let listing = Arc::new(children);
-        if inner.in_sync {
+        let current = inner.generation == generation;
+        if inner.in_sync && current {
             inner.listings.insert(dir_path, listing.clone());
         }
-        Some(listing)
+        Some((listing, current))
     }
 
     /// Following the change feed (listings may be cached) or not (every listing asks the
@@ -210,6 +228,7 @@ impl Tree {
         inner.in_sync = in_sync;
         if !in_sync {
             inner.listings.clear();
+            inner.generation += 1;
         }
     }
 
@@ -217,7 +236,12 @@ impl Tree {
     /// cache.
     pub fn reset(&self) -> Forget {
         let mut inner = self.lock();
+        Self::reset_locked(&mut inner)
+    }
+
+    fn reset_locked(inner: &mut Inner) -> Forget {
         inner.listings.clear();
+        inner.generation += 1;
         let mut f = Forget::default();
         for (&ino, n) in &inner.nodes {
             if ino != ROOT {
@@ -233,44 +257,48 @@ impl Tree {
     /// The WormFS path `path` (a file or directory, with everything below it) changed: drops
     /// the listings of it, of its ancestors (up to the mount's root) and below it, forgets
     /// the inodes below it (a later lookup makes new ones), and names what the kernel must
-    /// drop. Paths outside the mount's root change nothing.
+    /// drop: the changed name in its parent, and the ancestors' attributes (never the
+    /// ancestors' own names: that would drop every name the kernel cached below them). A
+    /// change to the mount's root or above it is a reset; paths elsewhere change nothing.
     pub fn changed(&self, path: &str) -> Forget {
-        let mut f = Forget::default();
         let mut inner = self.lock();
-        // Ancestors inside the root: their listings, and each one's entry in its parent (a
-        // folder made on the way by `mkdir -p` is new there too).
-        let mut p = path.to_owned();
-        loop {
-            let parent = parent_of(&p).to_owned();
-            if within(&parent, &self.root) {
-                inner.listings.remove(&parent);
-                if let Some(&pino) = inner.keys.get(&parent) {
-                    let name = p.rsplit('/').next().unwrap_or_default().to_owned();
-                    if !name.is_empty() {
-                        f.entries.push((pino, name));
-                    }
-                    f.inodes.push(pino);
-                }
-            }
-            if parent == "/" || !within(&parent, &self.root) || parent == self.root {
-                break;
-            }
-            p = parent;
-        }
-        if !within(path, &self.root) || path == self.root {
+        if within(&self.root, path) {
+            // The root itself, or a folder above it, was replaced, moved or removed.
+            let f = Self::reset_locked(&mut inner);
+            inner.keys.retain(|_, ino| *ino == ROOT);
             return f;
         }
-        // The path itself and below: listings dropped, names forgotten so the next lookup
-        // makes fresh inodes.
+        if !within(path, &self.root) {
+            return Forget::default();
+        }
+        inner.generation += 1;
+        let mut f = Forget::default();
+        let parent = parent_of(path).to_owned();
+        if let Some(&pino) = inner.keys.get(&parent) {
+            let name = path.rsplit('/').next().unwrap_or_default().to_owned();
+            f.entries.push((pino, name));
+        }
+        // Every ancestor inside the root: its listing and its attributes (a new name in it).
+        let mut p = parent;
+        loop {
+            inner.listings.remove(&p);
+            if let Some(&ino) = inner.keys.get(&p) {
+                f.inodes.push(ino);
+            }
+            if p == self.root || p == "/" {
+                break;
+            }
+            p = parent_of(&p).to_owned();
+        }
+        // The path itself and below: listings dropped, inodes forgotten so the next lookup
+        // makes fresh ones. Keys below `path` are one range of the sorted map.
         inner.listings.retain(|k, _| !within(k, path));
         let gone: Vec<String> = inner
             .keys
-            .keys()
-            .filter(|k| {
-                let p = k.split('\0').next().unwrap_or_default();
-                within(p, path)
-            })
-            .cloned()
+            .range::<str, _>((std::ops::Bound::Included(path), std::ops::Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(path))
+            .filter(|(k, _)| within(k.split('\0').next().unwrap_or_default(), path))
+            .map(|(k, _)| k.clone())
             .collect();
         for k in gone {
             if let Some(ino) = inner.keys.remove(&k) {
@@ -313,10 +341,22 @@ mod tests {
     #[test]
     fn a_replaced_file_is_a_new_inode() {
         let t = Tree::new("/", 0);
-        let a = t.store_listing(ROOT, vec![file("a", "e1")]).unwrap()[0].ino;
-        let again = t.store_listing(ROOT, vec![file("a", "e1")]).unwrap()[0].ino;
+        let a = t
+            .store_listing(ROOT, vec![file("a", "e1")], t.generation())
+            .unwrap()
+            .0[0]
+            .ino;
+        let again = t
+            .store_listing(ROOT, vec![file("a", "e1")], t.generation())
+            .unwrap()
+            .0[0]
+            .ino;
         assert_eq!(a, again);
-        let b = t.store_listing(ROOT, vec![file("a", "e2")]).unwrap()[0].ino;
+        let b = t
+            .store_listing(ROOT, vec![file("a", "e2")], t.generation())
+            .unwrap()
+            .0[0]
+            .ino;
         assert_ne!(a, b);
         assert_eq!(t.node(b).unwrap().path, "/a");
     }
@@ -324,25 +364,29 @@ mod tests {
     #[test]
     fn listings_are_cached_only_in_sync_and_dropped_on_change() {
         let t = Tree::new("/Films", 0);
-        t.store_listing(ROOT, vec![dir("X")]);
+        t.store_listing(ROOT, vec![dir("X")], t.generation());
         assert!(
             t.cached_listing("/Films").is_none(),
             "not in sync: nothing cached"
         );
         t.set_in_sync(true);
-        let x = t.store_listing(ROOT, vec![dir("X")]).unwrap()[0].ino;
-        t.store_listing(x, vec![file("m.mkv", "e")]);
+        let x = t
+            .store_listing(ROOT, vec![dir("X")], t.generation())
+            .unwrap()
+            .0[0]
+            .ino;
+        t.store_listing(x, vec![file("m.mkv", "e")], t.generation());
         assert!(t.cached_listing("/Films/X").is_some());
-        // A film arrives in /Films/X: X's listing goes, the root's entry for X and X's own
-        // attributes are dropped, and the new name in X.
+        // A film arrives in /Films/X: the listings of X and the root go, their attributes are
+        // dropped, and the new name in X; never X's own name (the kernel would drop every
+        // name cached below X).
         let f = t.changed("/Films/X/n.mkv");
         assert!(t.cached_listing("/Films/X").is_none());
         assert!(t.cached_listing("/Films").is_none());
-        assert!(f.entries.contains(&(x, "n.mkv".into())));
-        assert!(f.entries.contains(&(ROOT, "X".into())));
-        assert!(f.inodes.contains(&x));
+        assert_eq!(f.entries, vec![(x, "n.mkv".to_string())]);
+        assert!(f.inodes.contains(&x) && f.inodes.contains(&ROOT));
         // Outside the root: nothing.
-        t.store_listing(x, vec![file("m.mkv", "e")]);
+        t.store_listing(x, vec![file("m.mkv", "e")], t.generation());
         assert_eq!(t.changed("/Shows/a.mkv"), Forget::default());
         assert!(t.cached_listing("/Films/X").is_some());
         // The feed lost: nothing cached.
@@ -351,16 +395,69 @@ mod tests {
     }
 
     #[test]
+    fn a_listing_asked_for_before_a_change_is_not_cached() {
+        let t = Tree::new("/", 0);
+        t.set_in_sync(true);
+        let before = t.generation();
+        // The change arrives while the listing is on its way.
+        t.changed("/new.mkv");
+        let (_, current) = t.store_listing(ROOT, vec![dir("X")], before).unwrap();
+        assert!(!current);
+        assert!(t.cached_listing("/").is_none());
+        let (_, current) = t
+            .store_listing(ROOT, vec![dir("X")], t.generation())
+            .unwrap();
+        assert!(current);
+        assert!(t.cached_listing("/").is_some());
+    }
+
+    #[test]
+    fn the_root_replaced_or_moved_is_a_reset() {
+        let t = Tree::new("/Media/Films", 0);
+        t.set_in_sync(true);
+        let x = t
+            .store_listing(ROOT, vec![dir("X")], t.generation())
+            .unwrap()
+            .0[0]
+            .ino;
+        let f = t.changed("/Media");
+        assert!(f.entries.contains(&(ROOT, "X".into())));
+        assert!(t.cached_listing("/Media/Films").is_none());
+        // X is a new inode once listed again.
+        let x2 = t
+            .store_listing(ROOT, vec![dir("X")], t.generation())
+            .unwrap()
+            .0[0]
+            .ino;
+        assert_ne!(x, x2);
+        // A sibling of the root changes nothing.
+        assert_eq!(t.changed("/Media/Shows/a"), Forget::default());
+        assert_eq!(t.changed("/Media/Films2"), Forget::default());
+    }
+
+    #[test]
     fn a_removed_folder_forgets_what_was_below() {
         let t = Tree::new("/", 0);
         t.set_in_sync(true);
-        let x = t.store_listing(ROOT, vec![dir("X")]).unwrap()[0].ino;
-        let m = t.store_listing(x, vec![file("m", "e")]).unwrap()[0].ino;
+        let x = t
+            .store_listing(ROOT, vec![dir("X")], t.generation())
+            .unwrap()
+            .0[0]
+            .ino;
+        let m = t
+            .store_listing(x, vec![file("m", "e")], t.generation())
+            .unwrap()
+            .0[0]
+            .ino;
         let f = t.changed("/X");
         assert!(f.inodes.contains(&x) && f.inodes.contains(&m));
         assert!(f.entries.contains(&(ROOT, "X".into())));
         // Listed again, X is a new inode.
-        let x2 = t.store_listing(ROOT, vec![dir("X")]).unwrap()[0].ino;
+        let x2 = t
+            .store_listing(ROOT, vec![dir("X")], t.generation())
+            .unwrap()
+            .0[0]
+            .ino;
         assert_ne!(x, x2);
     }
 }

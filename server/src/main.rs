@@ -286,6 +286,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         sessions: Default::default(),
         metrics,
         changes: changes.clone(),
+        reads: Default::default(),
         media: node.media.clone(),
     };
     // WebDAV is bound before the API, so a caller that sees the API up finds WebDAV up too.

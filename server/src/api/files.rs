@@ -166,6 +166,45 @@ fn parse_range(h: &str, size: u64) -> Option<Result<(u64, u64), ()>> {
     })
 }
 
+/// The file at `path` with its segments and parts: from the recent reads while the metadata is
+/// still at `generation` (a player's or the FUSE mount's stream of range requests walks the
+/// same path once), else from the metadata.
+async fn file_record(
+    st: &ApiState,
+    path: &wormfs_parts::tree_path::TreePath,
+    generation: u64,
+) -> ApiResult<std::sync::Arc<wormfs_meta::FileRecord>> {
+    let key = path.to_string();
+    if let Some(rec) = st.reads.0.get(&key, generation).and_then(|f| f.file) {
+        return Ok(rec);
+    }
+    let entry = st.store.entry_at(path).await?;
+    let id = entry.file_id.ok_or_else(|| {
+        crate::store::StoreError::from(wormfs_meta::command::Rejection::IsADirectory(key.clone()))
+    })?;
+    let rec = std::sync::Arc::new(
+        st.store
+            .meta
+            .file(id)
+            .await
+            .map_err(crate::store::StoreError::from)?
+            .ok_or_else(|| {
+                crate::store::StoreError::from(wormfs_meta::command::Rejection::NotFound(
+                    key.clone(),
+                ))
+            })?,
+    );
+    st.reads.0.put(
+        &key,
+        generation,
+        crate::webdav_lookups::Found {
+            entry,
+            file: Some(rec.clone()),
+        },
+    );
+    Ok(rec)
+}
+
 pub(super) async fn get_file(
     State(st): State<ApiState>,
     Path(p): Path<String>,
@@ -173,7 +212,8 @@ pub(super) async fn get_file(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let path = parse_path(&p)?;
-    let rec = st.store.file_at(&path).await?;
+    let generation = st.store.meta.generation();
+    let rec = file_record(&st, &path, generation).await?;
     let size = rec.size;
     let etag = format!("\"{}\"", rec.etag);
     if let Some(want) = headers.get(header::IF_MATCH) {
@@ -226,7 +266,8 @@ pub(super) async fn get_file(
     let body = if method == axum::http::Method::HEAD {
         Body::empty()
     } else {
-        let reader = FileReader::new(st.store.clone(), rec);
+        let parts = st.reads.0.open_parts(rec.file_id, generation);
+        let reader = FileReader::with_open_parts(st.store.clone(), rec, parts);
         let mut stream = Box::pin(reader.stream(start, end));
         // The first piece is read before answering, so a file that cannot be read (parts on
         // machines that are down) gets an error status and the reason, not a broken 200.

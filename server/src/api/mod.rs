@@ -53,9 +53,16 @@ pub struct ApiState {
     pub sessions: Arc<crate::admin_session::Sessions>,
     /// The tree's changes, numbered, for clients that cache it (`GET /api/v1/changes`).
     pub changes: Arc<crate::changes::ChangeFeed>,
+    /// Files recently read through `GET /api/v1/files` and their opened parts, while the
+    /// metadata has not changed (a stream of range requests looks the path up once).
+    pub reads: Arc<crate::api::ReadCache>,
     /// The media servers told about changes (`[[media_servers]]`).
     pub media: Arc<crate::media_notify::MediaNotify>,
 }
+
+/// The API's recent reads: the WebDAV face's lookups, kept apart from its own.
+#[derive(Default)]
+pub struct ReadCache(pub(crate) crate::webdav_lookups::Lookups);
 
 /// An API error with its status.
 pub struct ApiError(StatusCode, ErrorKind, String);

@@ -2,8 +2,8 @@
 //! request that stays open while the reads follow each other.
 //!
 //! A read where the last one ended continues the open range; a read a little further on skips
-//! ahead in it; anything else opens a new range at the read. Ranges start at
-//! [`FIRST_CHUNK`] and double while reads stay sequential, up to [`MAX_CHUNK`], as rclone's
+//! ahead in it; anything else opens a new range at the read. Ranges start at the read's size
+//! (at least [`FIRST_CHUNK`]) and double while reads stay sequential, up to [`MAX_CHUNK`], as rclone's
 //! `--vfs-read-chunk-size` does: a seek costs one small range, a film streams in large ones.
 
 use std::pin::Pin;
@@ -13,8 +13,9 @@ use futures::{Stream, StreamExt};
 
 use super::remote::{Remote, RemoteError};
 
-/// The first range opened after a seek.
-pub const FIRST_CHUNK: u64 = 256 * 1024;
+/// The first range opened after a seek (or the kernel's read, if larger): a random read asks
+/// the node for little more than it needs, and its range ends, so its connection is kept.
+pub const FIRST_CHUNK: u64 = 64 * 1024;
 /// The largest range.
 pub const MAX_CHUNK: u64 = 64 * 1024 * 1024;
 /// How far ahead of the open range's position a read may start and still use it.

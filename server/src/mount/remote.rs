@@ -102,13 +102,16 @@ impl Remote {
         }
     }
 
-    /// A directory's entries (a file is listed as itself: ask [`Remote::is_dir`] first
-    /// where the kind is not known).
-    pub async fn list(&self, path: &str) -> Result<Vec<DirEntry>, RemoteError> {
-        // The root is `/api/v1/list` (a trailing `/` names no route).
+    /// `GET /api/v1/{route}/{path}` as JSON (the root is `/api/v1/{route}`: a trailing `/`
+    /// names no route), within the timeout.
+    async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        route: &str,
+        path: &str,
+    ) -> Result<T, RemoteError> {
         let url = match enc(path) {
-            e if e.is_empty() => "/api/v1/list".to_owned(),
-            e => format!("/api/v1/list/{e}"),
+            e if e.is_empty() => format!("/api/v1/{route}"),
+            e => format!("/api/v1/{route}/{e}"),
         };
         let r = self
             .get(&url)
@@ -119,26 +122,19 @@ impl Remote {
         if !r.status().is_success() {
             return Err(Self::error_of(r).await);
         }
-        let v: ListResponse = r.json().await.map_err(|e| self.unreachable(e))?;
+        r.json().await.map_err(|e| self.unreachable(e))
+    }
+
+    /// A directory's entries (a file is listed as itself: ask [`Remote::is_dir`] first
+    /// where the kind is not known).
+    pub async fn list(&self, path: &str) -> Result<Vec<DirEntry>, RemoteError> {
+        let v: ListResponse = self.get_json("list", path).await?;
         Ok(v.entries)
     }
 
     /// Whether `path` is a directory (`GET /api/v1/stat`).
     pub async fn is_dir(&self, path: &str) -> Result<bool, RemoteError> {
-        let url = match enc(path) {
-            e if e.is_empty() => "/api/v1/stat".to_owned(),
-            e => format!("/api/v1/stat/{e}"),
-        };
-        let r = self
-            .get(&url)
-            .timeout(self.timeout)
-            .send()
-            .await
-            .map_err(|e| self.unreachable(e))?;
-        if !r.status().is_success() {
-            return Err(Self::error_of(r).await);
-        }
-        let v: serde_json::Value = r.json().await.map_err(|e| self.unreachable(e))?;
+        let v: serde_json::Value = self.get_json("stat", path).await?;
         Ok(v.get("kind").and_then(serde_json::Value::as_str) == Some("dir"))
     }
 

@@ -11,7 +11,7 @@ use super::common::dav::node;
 use super::common::mount::{mount_cmd, mounted, Mount};
 use super::common::process::{wait_for, Server};
 use super::common::random_bytes;
-use super::webdav_clients::settled_bytes_read;
+use super::webdav_clients::{make_test_film, settled_bytes_read};
 
 /// Every file under `dir` by its path relative to `dir`, with its bytes, and every folder.
 fn tree_of(dir: &Path) -> Vec<(String, Option<Vec<u8>>)> {
@@ -245,25 +245,7 @@ fn find_walks_ten_thousand_entries_and_fusermount_ends_the_mount() {
 fn ffmpeg_streams_and_seeks_through_the_mount_reading_little() {
     let (t, s, _dav) = node();
     let video = t.path().join("film.mkv");
-    let o = Command::new("ffmpeg")
-        .args([
-            "-loglevel",
-            "error",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=640x360:rate=25:duration=10",
-            "-c:v",
-            "rawvideo",
-            "-pix_fmt",
-            "yuv420p",
-        ])
-        .arg(&video)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{o:?}");
-    let size = std::fs::metadata(&video).unwrap().len();
-    assert!(size > 50_000_000, "{size}");
+    let size = make_test_film(&video);
     s.ok(&["mkdir", "/Films"]);
     s.ok(&["put", video.to_str().unwrap(), "/Films/film.mkv"]);
     let mp = t.path().join("mnt");

@@ -254,27 +254,33 @@ fn cadaver_session_works() {
     s.term();
 }
 
+/// Ten seconds of uncompressed video at `path`: large (over 50 MB), quick to make, and
+/// seekable through the Matroska cues. Its size.
+pub(crate) fn make_test_film(path: &std::path::Path) -> u64 {
+    run(Command::new("ffmpeg")
+        .args([
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=640x360:rate=25:duration=10",
+            "-c:v",
+            "rawvideo",
+            "-pix_fmt",
+            "yuv420p",
+        ])
+        .arg(path));
+    let size = std::fs::metadata(path).unwrap().len();
+    assert!(size > 50_000_000, "{size}");
+    size
+}
+
 #[test]
 fn ffmpeg_seeks_read_little_and_abandoned_reads_stop() {
     let (t, s, dav) = node();
-    // Ten seconds of uncompressed video: large, quick to make, and seekable through the
-    // Matroska cues.
     let video = t.path().join("film.mkv");
-    run(Command::new("ffmpeg").args([
-        "-loglevel",
-        "error",
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=size=640x360:rate=25:duration=10",
-        "-c:v",
-        "rawvideo",
-        "-pix_fmt",
-        "yuv420p",
-        video.to_str().unwrap(),
-    ]));
-    let size = std::fs::metadata(&video).unwrap().len();
-    assert!(size > 50_000_000, "{size}");
+    let size = make_test_film(&video);
     s.ok(&["mkdir", "/Films"]);
     s.ok(&["put", video.to_str().unwrap(), "/Films/film.mkv"]);
     let (user, pw) = user_and_password(&dav);

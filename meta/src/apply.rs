@@ -371,8 +371,26 @@ fn child_path(dir: &TreePath, name: &str) -> String {
     }
 }
 
-/// Applies one command, and records the events it caused (see [`crate::apply_events`]).
+/// Applies one command (each of a batch's in turn), and records the events it caused (see
+/// [`crate::apply_events`]).
 pub(crate) async fn apply_command(c: &mut SqliteConnection, cmd: &CommandV1) -> Res<Outcome> {
+    let CommandV1::Batch { commands } = cmd else {
+        return apply_single(c, cmd).await;
+    };
+    if commands.is_empty() || commands.iter().any(|c| matches!(c, CommandV1::Batch { .. })) {
+        reject!(Rejection::Invalid(
+            "a batch holds at least one command and no batch".into()
+        ));
+    }
+    let mut outcomes = Vec::with_capacity(commands.len());
+    for sub in commands {
+        outcomes.push(apply_single(c, sub).await?);
+    }
+    Ok(Outcome::Batch(outcomes))
+}
+
+/// Applies one command that is not a batch, and records the events it caused.
+async fn apply_single(c: &mut SqliteConnection, cmd: &CommandV1) -> Res<Outcome> {
     let before = apply_events::before(c, cmd).await?;
     let outcome = apply_one(c, cmd).await?;
     apply_events::after(c, cmd, before, &outcome).await?;
@@ -577,6 +595,9 @@ async fn apply_one(c: &mut SqliteConnection, cmd: &CommandV1) -> Res<Outcome> {
             message,
             time_ms,
         } => apply_events::record_event(c, kind, *severity, *node, message, *time_ms).await,
+        CommandV1::Batch { .. } => Ok(Outcome::Rejected(Rejection::Invalid(
+            "a batch inside a batch".into(),
+        ))),
     }
 }
 

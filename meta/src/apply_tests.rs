@@ -1458,3 +1458,87 @@ async fn no_move_rename_or_copy_makes_a_path_below_it_too_long() {
     assert!(t.at(&format!("/b{dirs}/{name}")).await.is_some());
     assert_eq!(t.apply(move_tree("/b", "/abc", false)).await, Outcome::Done);
 }
+
+/// Group commit: a batch applies its commands in order, as consecutive entries would, each
+/// with its own outcome; a refused one (a taken name) does not stop the others, and the tree
+/// changes of the whole batch are told in order.
+#[tokio::test]
+async fn a_batch_applies_each_command_with_its_own_outcome() {
+    let t = test_db().await;
+    assert_eq!(
+        t.put(f(1), "/Photos/a.jpg", Conflict::Fail).await,
+        committed("/Photos/a.jpg", f(1), false)
+    );
+    let begin = |id: u128, path: &str| CommandV1::BeginIngest {
+        file_id: f(id),
+        writer: 7,
+        path: path.into(),
+        append_to: None,
+        lease_until_ms: T + 60_000,
+        time_ms: T,
+    };
+    let out = t
+        .apply(CommandV1::Batch {
+            commands: vec![
+                begin(2, "/Photos/a.jpg"),
+                begin(3, "/Photos/b.jpg"),
+                begin(4, "/Photos/c.jpg"),
+            ],
+        })
+        .await;
+    assert_eq!(
+        out,
+        Outcome::Batch(vec![Outcome::Done, Outcome::Done, Outcome::Done])
+    );
+    let batch = CommandV1::Batch {
+        commands: vec![
+            commit(f(2), "/Photos/a.jpg", Conflict::Fail),
+            commit(f(3), "/Photos/b.jpg", Conflict::Fail),
+            commit(f(9), "/Photos/never-begun.jpg", Conflict::Fail),
+            commit(f(4), "/Photos/c.jpg", Conflict::Fail),
+        ],
+    };
+    let out = t.apply(batch.clone()).await;
+    assert_eq!(
+        out,
+        Outcome::Batch(vec![
+            rejected(Rejection::AlreadyExists("/Photos/a.jpg".into())),
+            committed("/Photos/b.jpg", f(3), false),
+            rejected(Rejection::NoIntent(f(9).to_string())),
+            committed("/Photos/c.jpg", f(4), false),
+        ])
+    );
+    assert_eq!(t.names("/Photos").await, ["a.jpg", "b.jpg", "c.jpg"]);
+    assert_eq!(t.at("/Photos/a.jpg").await.unwrap().1, Some(f(1)));
+    // As for a single refused commit, the refused file's intent is consumed.
+    assert_eq!(t.int("SELECT COUNT(*) FROM intents").await, 0);
+    let changes: Vec<String> = crate::changes::tree_changes(&batch, &out)
+        .into_iter()
+        .map(|c| format!("{c:?}"))
+        .collect();
+    assert_eq!(changes.len(), 2, "{changes:?}");
+    assert!(changes[0].contains("/Photos/b.jpg") && changes[1].contains("/Photos/c.jpg"));
+}
+
+/// A batch holds at least one command and no batch: anything else is refused whole, with
+/// nothing applied.
+#[tokio::test]
+async fn an_empty_or_nested_batch_is_refused_whole() {
+    let t = test_db().await;
+    let empty = t.apply(CommandV1::Batch { commands: vec![] }).await;
+    assert!(matches!(empty, Outcome::Rejected(Rejection::Invalid(_))));
+    let nested = t
+        .apply(CommandV1::Batch {
+            commands: vec![
+                CommandV1::Mkdir {
+                    path: "/a".into(),
+                    parents: false,
+                    time_ms: T,
+                },
+                CommandV1::Batch { commands: vec![] },
+            ],
+        })
+        .await;
+    assert!(matches!(nested, Outcome::Rejected(Rejection::Invalid(_))));
+    assert!(t.at("/a").await.is_none(), "nothing of a refused batch applies");
+}

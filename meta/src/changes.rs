@@ -68,6 +68,14 @@ pub fn tree_changes(cmd: &CommandV1, outcome: &Outcome) -> Vec<TreeChange> {
         }]
     };
     match cmd {
+        CommandV1::Batch { commands } => match outcome {
+            Outcome::Batch(outcomes) => commands
+                .iter()
+                .zip(outcomes)
+                .flat_map(|(c, o)| tree_changes(c, o))
+                .collect(),
+            _ => Vec::new(),
+        },
         CommandV1::Mkdir { path, .. } => created(path),
         CommandV1::CommitFile { .. } => match outcome {
             // The rename rule may have chosen another name: the outcome has the final one.

@@ -638,6 +638,14 @@ pub enum CommandV1 {
         /// When.
         time_ms: u64,
     },
+    /// Several commands in one log entry (group commit: one log fsync and one apply for all of
+    /// them). They apply exactly as the same commands would as consecutive entries: in order,
+    /// each with its own outcome (`Outcome::Batch`, in the same order), a rejected one not
+    /// stopping the others. An empty batch, or a batch inside a batch, is rejected whole.
+    Batch {
+        /// The commands, in the order they apply.
+        commands: Vec<CommandV1>,
+    },
 }
 
 /// How much an event matters.
@@ -907,4 +915,6 @@ pub enum Outcome {
     },
     /// Not applied.
     Rejected(Rejection),
+    /// The outcomes of a `Batch`'s commands, in their order.
+    Batch(Vec<Outcome>),
 }

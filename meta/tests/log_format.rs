@@ -20,7 +20,7 @@ use wormfs_parts::codec::CodecId;
 use wormfs_parts::ids::{ClusterId, DiskId, FileId};
 use wormfs_parts::layout::Geometry;
 
-const VARIANTS: usize = 42;
+const VARIANTS: usize = 43;
 
 fn variant(c: &CommandV1) -> &'static str {
     match c {
@@ -66,6 +66,7 @@ fn variant(c: &CommandV1) -> &'static str {
         CommandV1::AddToken { .. } => "AddToken",
         CommandV1::RevokeToken { .. } => "RevokeToken",
         CommandV1::RecordEvent { .. } => "RecordEvent",
+        CommandV1::Batch { .. } => "Batch",
     }
 }
 
@@ -397,6 +398,19 @@ fn samples() -> Vec<CommandV1> {
             node: Some(7),
             message: "machine 7 leads the cluster (term 3)".into(),
             time_ms: T,
+        },
+        CommandV1::Batch {
+            commands: vec![
+                CommandV1::BeginIngest {
+                    file_id: file(9),
+                    writer: 1,
+                    path: "/Photos/IMG_0001.jpg".into(),
+                    append_to: None,
+                    lease_until_ms: T + 60_000,
+                    time_ms: T,
+                },
+                CommandV1::AbortIngest { file_id: file(8) },
+            ],
         },
     ]
 }

@@ -16,7 +16,7 @@ use anyhow::Context;
 use bytes::Bytes;
 
 use crate::disk::LocalDisk;
-use crate::part_format::{FormatError, PartHeader, TABLE_OFFSET};
+use crate::part_format::{FormatError, PartHeader, HEADER_PROBE_LEN};
 
 /// Writes one part: blocks in, then `finish` (durable) or `abort` (nothing left).
 pub trait PartWriter: Send {
@@ -48,6 +48,7 @@ pub struct LocalPartWriter {
     file: Option<File>,
     tmp: PathBuf,
     dest: PathBuf,
+    header_len: u32,
     block_size: u64,
     written: u64,
     crcs: Vec<u32>,
@@ -94,6 +95,7 @@ impl LocalPartWriter {
             file: Some(file),
             tmp,
             dest,
+            header_len,
             block_size: u64::from(block_size),
             written: 0,
             crcs: Vec::new(),
@@ -156,8 +158,18 @@ impl PartWriter for LocalPartWriter {
                 self.written,
                 header.part_data_len
             );
+            // The data was written from `header_len`: a header saying otherwise would misplace it.
+            anyhow::ensure!(
+                header.header_len == self.header_len,
+                "header_len {} != {} the part was started with",
+                header.header_len,
+                self.header_len
+            );
+            let region = header
+                .encode(&self.crcs)
+                .context("the part header does not fit its front region")?;
             let f = self.file.take().context("part already closed")?;
-            if let Err(e) = f.write_all_at(&header.encode(&self.crcs), 0) {
+            if let Err(e) = f.write_all_at(&region, 0) {
                 return Err(self.io_failure(e, "write header"));
             }
             if let Err(e) = f.sync_all() {
@@ -238,12 +250,7 @@ impl OpenPart {
             }
             Err(e) => return Err(e.into()),
         };
-        let mut head = vec![0u8; TABLE_OFFSET];
-        read_exact_at(&file, &mut head, 0)?;
-        let header = PartHeader::decode(&head)?;
-        let mut region = vec![0u8; header.header_len as usize];
-        read_exact_at(&file, &mut region, 0)?;
-        let table = header.decode_table(&region)?;
+        let FrontRegion { header, table, .. } = read_front_region(&file)?;
         Ok(Self {
             file,
             header,
@@ -356,6 +363,62 @@ impl PartReader for OpenPart {
     }
 }
 
-fn read_exact_at(f: &File, buf: &mut [u8], off: u64) -> std::io::Result<()> {
-    f.read_exact_at(buf, off)
+/// A part's verified front region.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FrontRegion {
+    /// The header.
+    pub header: PartHeader,
+    /// The block table: one crc32c per block.
+    pub table: Vec<u32>,
+    /// The format version the part was written in (1 or 2).
+    pub version: u16,
+}
+
+/// Reads and verifies the front region of an open part file, of any version this code knows:
+/// the one way every reader of parts on a disk starts (docs/chunk-format.md, section 7).
+///
+/// It reads the first [`HEADER_PROBE_LEN`] bytes (or the whole file if shorter), which hold a
+/// whole header of either version, checks the magic, the version (an unknown one is
+/// [`FormatError::UnsupportedVersion`]) and the header checksum, and only then trusts
+/// `header_len` (itself at most [`crate::part_format::MAX_REGION_LEN`]) to read the rest of the
+/// region, if any, and verify the table. Most parts take one read. A file too short for its
+/// header or its front region is [`FormatError::TooShort`].
+pub fn read_front_region(file: &File) -> Result<FrontRegion, PartReadError> {
+    let mut buf = vec![0u8; HEADER_PROBE_LEN];
+    let got = read_up_to(file, &mut buf, 0)?;
+    buf.truncate(got);
+    let header = PartHeader::decode(&buf)?;
+    let version = crate::part_format::format_version_of(&buf).unwrap_or_default();
+    let region_len = header.header_len as usize;
+    if region_len > got {
+        if got < HEADER_PROBE_LEN {
+            // The file ended before its front region did.
+            return Err(FormatError::TooShort(got).into());
+        }
+        buf.resize(region_len, 0);
+        let more = read_up_to(file, &mut buf[got..], got as u64)?;
+        if got + more < region_len {
+            return Err(FormatError::TooShort(got + more).into());
+        }
+    }
+    let table = header.decode_table(&buf[..region_len])?;
+    Ok(FrontRegion {
+        header,
+        table,
+        version,
+    })
+}
+
+/// Reads into `buf` from `off` until it is full or the file ends; the bytes read.
+fn read_up_to(f: &File, buf: &mut [u8], off: u64) -> std::io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match f.read_at(&mut buf[done..], off + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
 }

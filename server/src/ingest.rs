@@ -25,7 +25,7 @@ use wormfs_parts::disk::DiskState;
 use wormfs_parts::fsutil::now_ms;
 use wormfs_parts::ids::{DiskId, FileId, NodeId};
 use wormfs_parts::layout::Geometry;
-use wormfs_parts::part_format::{region_len, PartHeader};
+use wormfs_parts::part_format::{front_region_len, PartHeader};
 use wormfs_parts::part_io::{LocalPartWriter, PartWriter};
 use wormfs_parts::placement::place;
 use wormfs_parts::policy::Policy;
@@ -197,6 +197,8 @@ struct SegmentWriter {
     encoder: codec::Encoder,
     /// Why parts failed, for the error when too few are left.
     failures: Vec<String>,
+    /// The parts' front region, sized when they were opened (format version 2).
+    header_len: u32,
 }
 
 impl SegmentWriter {
@@ -284,7 +286,7 @@ impl SegmentWriter {
     ) -> anyhow::Result<NewSegment> {
         let hash = self.hasher.finalize();
         let created = now_ms();
-        let header_len = region_len(self.geo.max_blocks_per_part());
+        let header_len = self.header_len;
         let results: Vec<(usize, anyhow::Result<()>)> = std::thread::scope(|s| {
             let handles: Vec<_> = self
                 .writers
@@ -468,17 +470,30 @@ impl Store {
     }
 
     /// Opens part writers for segment `index` on disks chosen by placement: this node's and
-    /// other nodes' (through the data plane), distinct machines first.
+    /// other nodes' (through the data plane), distinct machines first. `segment_estimate` is
+    /// the segment's expected length, exact when `exact` (the whole rest of the input is in
+    /// memory): the front region is then sized for exactly the blocks the parts will hold, so
+    /// a small file's parts carry a header of a few hundred bytes, not a 4 KiB region
+    /// (docs/chunk-format.md, version 2).
+    #[allow(clippy::too_many_arguments)]
     async fn open_segment(
         self: &Arc<Self>,
         geo: Geometry,
         file_id: FileId,
         index: u32,
         segment_estimate: u64,
+        exact: bool,
+        path: &str,
     ) -> Result<SegmentWriter, StoreError> {
+        let part_estimate = geo.part_data_len(segment_estimate);
+        let max_blocks = if exact {
+            part_estimate.div_ceil(u64::from(geo.block_size))
+        } else {
+            geo.max_blocks_per_part()
+        };
+        let header_len = front_region_len(max_blocks, path, part_estimate);
         // Each chosen disk must have room for its part of a segment of the estimated size.
-        let part_bytes =
-            geo.part_data_len(segment_estimate) + u64::from(region_len(geo.max_blocks_per_part()));
+        let part_bytes = part_estimate + u64::from(header_len);
         let mut cands = self.candidates(part_bytes);
         cands.extend(self.remote_candidates(part_bytes).await);
         // Only disks the cluster has `up` (not draining, out or removed) take new parts.
@@ -491,7 +506,6 @@ impl Store {
             .into_iter();
         let width = geo.width();
         let quorum = self.quorum(&geo);
-        let header_len = region_len(geo.max_blocks_per_part());
         let mut disks = Vec::with_capacity(width);
         let mut writers: Vec<Option<Box<dyn PartWriter>>> = Vec::with_capacity(width);
         for part in 0..width {
@@ -554,6 +568,7 @@ impl Store {
             pad: Vec::new(),
             encoder: codec::Encoder::default(),
             failures: Vec::new(),
+            header_len,
         })
     }
 
@@ -609,7 +624,10 @@ impl Store {
                     h.saturating_sub(before).clamp(next.len() as u64, cap)
                 })
             };
-            let mut seg = self.open_segment(geo, file_id, index, estimate).await?;
+            let exact = src.exhausted();
+            let mut seg = self
+                .open_segment(geo, file_id, index, estimate, exact, path)
+                .await?;
             let mut seg_len = 0u64;
             loop {
                 self.healing.foreground();

@@ -179,6 +179,10 @@ names! {
     RAFT_VOTERS = "wormfs_raft_voters";
     /// Seconds since each other member was heard from.
     RAFT_CONTACT = "wormfs_raft_member_last_contact_seconds";
+    /// Log entries this node's writes went in (group commit).
+    RAFT_WRITES = "wormfs_raft_writes_total";
+    /// Commands in them.
+    RAFT_WRITE_COMMANDS = "wormfs_raft_write_commands_total";
     /// Age of this node's last metadata backup.
     BACKUP_AGE = "wormfs_meta_backup_age_seconds";
     /// When it was written.
@@ -252,6 +256,8 @@ pub const DEFS: &[Def] = &[
     Def { name: RAFT_APPLIED, kind: Kind::Gauge, labels: &[], help: "The last Raft log index committed and applied to the metadata here." },
     Def { name: RAFT_VOTERS, kind: Kind::Gauge, labels: &[], help: "Voting members of the cluster." },
     Def { name: RAFT_CONTACT, kind: Kind::Gauge, labels: &["member"], help: "Seconds since this node last heard from each member (0 for itself; -1: not since it started)." },
+    Def { name: RAFT_WRITES, kind: Kind::Counter, labels: &[], help: "Log entries this node's writes were proposed in: writes that queued while another was being committed go together in one entry (group commit)." },
+    Def { name: RAFT_WRITE_COMMANDS, kind: Kind::Counter, labels: &[], help: "Commands in those entries; divided by wormfs_raft_writes_total, the mean batch size." },
     Def { name: BACKUP_AGE, kind: Kind::Gauge, labels: &[], help: "Seconds since this node's last metadata backup to its disks (-1: none since it started)." },
     Def { name: BACKUP_TIME, kind: Kind::Gauge, labels: &[], help: "When that backup was written (Unix seconds; 0: none since the node started)." },
     Def { name: BACKUP_FAILING, kind: Kind::Gauge, labels: &[], help: "1 when this node's last backup attempt failed." },

@@ -51,3 +51,40 @@ cleanup_work() {
         rm -rf "$1"
     fi
 }
+
+# propfind_tree DIR FILES: FILES small files DIR/file-1.txt ... (each "file N"), the folder the
+# PROPFIND Depth: 1 benchmarks list (webdav_vs_nginx_apache.sh, small_files.sh).
+propfind_tree() {
+    local dir=$1 n=$2 i
+    mkdir -p "$dir"
+    for i in $(seq 1 "$n"); do printf 'file %d\n' "$i" > "$dir/file-$i.txt"; done
+}
+
+# wait_health PORT [SECS]: waits (default 30 s) until the node API on 127.0.0.1:PORT answers
+# its health check; fails loudly after that.
+wait_health() {
+    local port=$1 deadline=$((SECONDS + ${2:-30}))
+    until curl -sf "http://127.0.0.1:$port/api/v1/health" >/dev/null; do
+        [ $SECONDS -lt "$deadline" ] || { echo "FATAL: no node on port $port after ${2:-30} s" >&2; return 1; }
+        sleep 0.1
+    done
+}
+
+# stop_pid PID [SECS]: SIGTERM, then waits (default 60 s) for the process to end (a clean stop);
+# fails loudly (after a SIGKILL) if it does not.
+stop_pid() {
+    local pid=$1 deadline=$((SECONDS + ${2:-60}))
+    kill -TERM "$pid" 2>/dev/null || return 0
+    while kill -0 "$pid" 2>/dev/null; do
+        if [ $SECONDS -ge "$deadline" ]; then
+            kill -KILL "$pid" 2>/dev/null || true
+            echo "FATAL: process $pid did not stop within ${2:-60} s of SIGTERM" >&2
+            return 1
+        fi
+        sleep 0.1
+    done
+    wait "$pid" 2>/dev/null || true
+}
+
+# vmhwm_kib PID: the process's peak resident set (VmHWM), KiB.
+vmhwm_kib() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }

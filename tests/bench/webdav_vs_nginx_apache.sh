@@ -41,7 +41,7 @@ head -c $((SIZE_MIB * 1024 * 1024)) /dev/urandom > src.bin
 SIZE=$(stat -c %s src.bin)
 mkdir -p www/many apache/run
 ln src.bin www/plain.bin
-for i in $(seq 1 "$FILES"); do printf 'file %d\n' "$i" > "www/many/file-$i.txt"; done
+propfind_tree www/many "$FILES"
 
 nginx_conf "$WORK/nginx" "$NGINX" "$WORK/www"
 M=/usr/lib/apache2/modules

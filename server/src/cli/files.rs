@@ -20,7 +20,12 @@ pub(super) struct Put<'a> {
     pub(super) conflict: &'a str,
     /// `--break-locks`.
     pub(super) break_locks: bool,
+    /// `--jobs`: files of a tree sent at once.
+    pub(super) jobs: usize,
 }
+
+/// The size up to which a tree's files go several at a time; a larger one goes alone.
+const PARALLEL_UP_TO: u64 = 4 << 20;
 
 /// `wormfs put SRC DEST`: a file, or every file of a folder tree under DEST.
 pub(super) async fn put(c: &Client, src: &Path, dest: &str, how: &Put<'_>) -> anyhow::Result<()> {
@@ -28,7 +33,7 @@ pub(super) async fn put(c: &Client, src: &Path, dest: &str, how: &Put<'_>) -> an
     if meta.is_dir() {
         return put_tree(c, src, dest, how).await;
     }
-    let r = put_file(c, src, dest, how).await?;
+    let r = put_file(c, src, dest, how, None).await?;
     c.report_broken(&r.broken_locks);
     if c.json {
         print_json(&[&r]);
@@ -48,19 +53,19 @@ pub(super) async fn put(c: &Client, src: &Path, dest: &str, how: &Put<'_>) -> an
     Ok(())
 }
 
-/// `put` of a folder tree: every file, in name order. A file that cannot be stored (a name
-/// that is not UTF-8 or that the tree refuses, a taken name under `--conflict fail`, an
-/// unreadable file) is reported and the rest go on; the command then fails with a summary.
-/// A failure that every later file would meet too (no node, a wrong token, no quorum or
-/// space) stops it at once, with the same summary.
+/// `put` of a folder tree: every file, reported in name order. Small files go `how.jobs` at
+/// a time (their commits then share Raft entries on the node, and their parts' fsyncs
+/// overlap); a file above [`PARALLEL_UP_TO`] waits for the others and goes alone. A file that
+/// cannot be stored (a name that is not UTF-8 or that the tree refuses, a taken name under
+/// `--conflict fail`, an unreadable file) is reported and the rest go on; the command then
+/// fails with a summary. A failure that every later file would meet too (no node, a wrong
+/// token, no quorum or space) stops it at once, with the same summary.
 async fn put_tree(c: &Client, src: &Path, dest: &str, how: &Put<'_>) -> anyhow::Result<()> {
     let mut files = Vec::new();
     let mut failed: Vec<String> = Vec::new();
     walk_files(src, &mut files, &mut failed);
     files.sort();
-    let (mut stored, mut skipped) = (0usize, 0usize);
-    let mut results = Vec::new();
-    let mut stop = None;
+    let mut jobs = Vec::with_capacity(files.len());
     for f in files {
         let rel = f.strip_prefix(src).unwrap_or(&f);
         let Some(rel) = rel.to_str() else {
@@ -78,7 +83,41 @@ async fn put_tree(c: &Client, src: &Path, dest: &str, how: &Put<'_>) -> anyhow::
             eprintln!("wormfs: {}", failed.last().map_or("", String::as_str));
             continue;
         }
-        let r = match put_file(c, &f, &d, how).await {
+        let len = std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0);
+        jobs.push((f, d, len));
+    }
+    let total: u64 = jobs.iter().map(|j| j.2).sum();
+    let count = jobs.len();
+    let pb = if c.json {
+        ProgressBar::hidden()
+    } else {
+        bar(total, format!("0/{count} files"))
+    };
+    let say = |line: String| {
+        if pb.is_hidden() {
+            println!("{line}");
+        } else {
+            pb.println(line);
+        }
+    };
+    let width = how.jobs.max(1);
+    let slots = tokio::sync::Semaphore::new(width);
+    let mut uploads = futures::stream::iter(jobs)
+        .map(|(f, d, len)| {
+            let (slots, pb) = (&slots, &pb);
+            async move {
+                let need = if len <= PARALLEL_UP_TO { 1 } else { width as u32 };
+                let _slot = slots.acquire_many(need).await;
+                let r = put_file(c, &f, &d, how, Some(pb)).await;
+                (f, r)
+            }
+        })
+        .buffered(width);
+    let (mut stored, mut skipped) = (0usize, 0usize);
+    let mut results = Vec::new();
+    let mut stop = None;
+    while let Some((f, r)) = uploads.next().await {
+        let r = match r {
             Ok(r) => r,
             Err(e) if stops_a_tree(&e) => {
                 stop = Some(e);
@@ -86,7 +125,7 @@ async fn put_tree(c: &Client, src: &Path, dest: &str, how: &Put<'_>) -> anyhow::
             }
             Err(e) => {
                 failed.push(format!("{}: {e:#}", escaped(&f)));
-                eprintln!("wormfs: {}", failed.last().map_or("", String::as_str));
+                pb.suspend(|| eprintln!("wormfs: {}", failed.last().map_or("", String::as_str)));
                 continue;
             }
         };
@@ -94,22 +133,26 @@ async fn put_tree(c: &Client, src: &Path, dest: &str, how: &Put<'_>) -> anyhow::
         if r.result.skipped {
             skipped += 1;
             if !c.json {
-                println!("{} skipped: {} exists", f.display(), r.result.path);
+                say(format!("{} skipped: {} exists", f.display(), r.result.path));
             }
         } else {
             stored += 1;
             if !c.json {
-                println!(
+                say(format!(
                     "{} -> {} ({})",
                     f.display(),
                     r.result.path,
                     human(r.result.size)
-                );
-                warn_protection(&r);
+                ));
+                pb.suspend(|| warn_protection(&r));
             }
         }
+        pb.set_message(format!("{}/{count} files", stored + skipped));
         results.push(r);
     }
+    // A stop drops the uploads still running: the node discards what they sent.
+    drop(uploads);
+    pb.finish_and_clear();
     if c.json {
         print_json(&results);
     } else if !failed.is_empty() || stop.is_some() || skipped > 0 {
@@ -193,21 +236,22 @@ pub(super) fn warn_protection(r: &WriteResponse) {
     }
 }
 
-/// Streams one local file to DEST, with a progress bar.
+/// Streams one local file to DEST, with a progress bar of its own or, in a tree, the tree's.
 async fn put_file(
     c: &Client,
     src: &Path,
     dest: &str,
     how: &Put<'_>,
+    shared: Option<&ProgressBar>,
 ) -> anyhow::Result<WriteResponse> {
     let f = tokio::fs::File::open(src)
         .await
         .with_context(|| format!("open {}", src.display()))?;
     let len = f.metadata().await?.len();
-    let pb = if c.json {
-        ProgressBar::hidden()
-    } else {
-        bar(len, dest.to_owned())
+    let pb = match shared {
+        Some(b) => b.clone(),
+        None if c.json => ProgressBar::hidden(),
+        None => bar(len, dest.to_owned()),
     };
     let pb2 = pb.clone();
     let stream = tokio_util::io::ReaderStream::with_capacity(f, 1 << 20).inspect(move |c| {
@@ -232,7 +276,9 @@ async fn put_file(
         .await
         .with_context(|| format!("upload to {}", c.base))?;
     let r = c.check(r).await;
-    pb.finish_and_clear();
+    if shared.is_none() {
+        pb.finish_and_clear();
+    }
     Ok(r?.json().await?)
 }
 

@@ -203,6 +203,9 @@ pub enum Cmd {
         /// Remove WebDAV locks in the way (and go ahead) instead of failing with "locked".
         #[arg(long)]
         break_locks: bool,
+        /// For a folder: files up to 4 MiB sent at once (larger ones go one at a time).
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
+        jobs: u16,
     },
     /// Read a file (to a local path, or - for stdout).
     Get {
@@ -457,11 +460,13 @@ pub async fn run(cli: Cli, host: &impl NodeHost) -> anyhow::Result<()> {
             policy,
             conflict,
             break_locks,
+            jobs,
         } => {
             let put = files::Put {
                 policy: policy.as_deref(),
                 conflict: &conflict,
                 break_locks,
+                jobs: usize::from(jobs),
             };
             files::put(&client()?, &src, &dest, &put).await?
         }

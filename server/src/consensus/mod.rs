@@ -4,6 +4,7 @@
 //! itself, so a client sees its own writes on the node it talks to.
 
 mod formation;
+mod group_commit;
 mod inbound;
 mod membership;
 mod network;
@@ -39,7 +40,7 @@ const LEADER_WAIT: Duration = Duration::from_secs(10);
 const COMMIT_WAIT: Duration = Duration::from_secs(15);
 
 /// A write that did not reach the state machine.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ConsensusError {
     /// No leader or no majority.
     #[error("the cluster has no majority: {0}")]
@@ -89,6 +90,11 @@ struct Inner {
     mdns: Option<std::sync::Mutex<wormfs_discovery::Watcher>>,
     /// Set by [`Consensus::shutdown`]: Raft stopping is then no failure.
     stopping: std::sync::atomic::AtomicBool,
+    /// Writes waiting for the one in flight (group commit).
+    queue: group_commit::Queue,
+    /// Cancelled by [`Consensus::shutdown`]: the group commit's loop ends (writes go on until
+    /// then, so the uploads a shutdown lets finish can still commit).
+    writes_closed: CancellationToken,
 }
 
 /// openraft's configuration for a node of cluster `cluster_name` (the in-process Raft tests use
@@ -140,6 +146,7 @@ impl Consensus {
         )
         .await
         .context("start raft")?;
+        let (queue, queued) = mpsc::unbounded_channel();
         let me = Self {
             raft,
             node_id,
@@ -152,8 +159,15 @@ impl Consensus {
                 contacts,
                 mdns: mdns.map(std::sync::Mutex::new),
                 stopping: std::sync::atomic::AtomicBool::new(false),
+                queue,
+                writes_closed: CancellationToken::new(),
             }),
         };
+        tokio::spawn(group_commit::run(
+            me.clone(),
+            queued,
+            me.inner.writes_closed.clone(),
+        ));
         tokio::spawn(me.clone().serve_inbound(inbound, shutdown.clone()));
         tokio::spawn(me.clone().dial_peers(shutdown.clone()));
         tokio::spawn(me.clone().maintain_voters(shutdown.clone()));
@@ -211,8 +225,19 @@ impl Consensus {
         }
     }
 
-    /// Proposes a command and returns its outcome once applied on this node.
+    /// Proposes a command and returns its outcome once applied on this node. Writes that
+    /// arrive while another is being committed go together in one log entry (see
+    /// [`group_commit`]), each with its own outcome.
     pub async fn write(&self, cmd: CommandV1) -> Result<Outcome, ConsensusError> {
+        if self.stopping() {
+            return Err(ConsensusError::Fatal("this node is shutting down".into()));
+        }
+        group_commit::submit(&self.inner.queue, cmd).await
+    }
+
+    /// Proposes one log entry (a command or a batch), forwarded to the leader if this node
+    /// does not lead, and waits until it is applied here.
+    async fn write_entry(&self, cmd: CommandV1) -> Result<Outcome, ConsensusError> {
         if self.stopping() {
             return Err(ConsensusError::Fatal("this node is shutting down".into()));
         }
@@ -460,6 +485,7 @@ impl Consensus {
         self.inner
             .stopping
             .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.inner.writes_closed.cancel();
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!("raft shutdown: {e}");
         }

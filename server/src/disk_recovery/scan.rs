@@ -3,7 +3,6 @@
 //! can be written to a file (`wormfs recover --from-disks --scan-out`) and joined on another
 //! machine (`--scan`).
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -12,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::meta_backup::format::{self as backup_format, BackupHeader};
 use wormfs_parts::disk::{read_identity, PARTS_DIR};
 use wormfs_parts::ids::{ClusterId, DiskId, NodeId};
-use wormfs_parts::part_format::{PartHeader, TABLE_OFFSET};
+use wormfs_parts::part_format::PartHeader;
 
 /// The scan file format this version writes and reads.
 pub const SCAN_FORMAT: u32 = 1;
@@ -158,18 +157,10 @@ fn scan_parts(root: &Path, disk_id: DiskId, scan: &mut Scan) -> anyhow::Result<(
     Ok(())
 }
 
-/// Reads and verifies a part's header and block table.
+/// Reads and verifies a part's header and block table (either format version).
 pub fn read_part_header(path: &Path) -> anyhow::Result<PartHeader> {
-    let mut f = std::fs::File::open(path)?;
-    let mut head = vec![0u8; TABLE_OFFSET];
-    f.read_exact(&mut head).context("shorter than a header")?;
-    let header = PartHeader::decode(&head)?;
-    let mut region = vec![0u8; header.header_len as usize];
-    region[..TABLE_OFFSET].copy_from_slice(&head);
-    f.read_exact(&mut region[TABLE_OFFSET..])
-        .context("the block table is cut short")?;
-    header.decode_table(&region)?;
-    Ok(header)
+    let f = std::fs::File::open(path)?;
+    Ok(wormfs_parts::part_io::read_front_region(&f)?.header)
 }
 
 /// Writes a scan to `path` (JSON).

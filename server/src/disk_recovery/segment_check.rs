@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 
 use wormfs_parts::codec::CodecId;
-use wormfs_parts::part_format::{PartHeader, TABLE_OFFSET};
+use wormfs_parts::part_format::PartHeader;
+use wormfs_parts::part_io::{read_front_region, FrontRegion};
 
 /// A part on a disk this machine reads.
 #[derive(Clone, Debug)]
@@ -28,11 +29,7 @@ struct Opened {
 
 fn open(p: &LocalPart) -> anyhow::Result<Opened> {
     let file = File::open(&p.path).with_context(|| format!("open {}", p.path.display()))?;
-    let mut region = vec![0u8; p.header.header_len as usize];
-    file.read_exact_at(&mut region, 0)
-        .context("the front region is cut short")?;
-    let header = PartHeader::decode(&region[..TABLE_OFFSET])?;
-    let table = header.decode_table(&region)?;
+    let FrontRegion { header, table, .. } = read_front_region(&file)?;
     Ok(Opened {
         file,
         header,

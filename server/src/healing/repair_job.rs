@@ -27,7 +27,7 @@ use wormfs_parts::crash_point::crash_point;
 use wormfs_parts::fsutil::now_ms;
 use wormfs_parts::ids::{DiskId, NodeId};
 use wormfs_parts::layout::Geometry;
-use wormfs_parts::part_format::{region_len, PartHeader};
+use wormfs_parts::part_format::{front_region_len, PartHeader};
 use wormfs_parts::part_io::{PartReader, PartWriter};
 use wormfs_parts::placement::{place_beside, Candidate};
 
@@ -440,8 +440,13 @@ pub async fn repair_segment(
         .path_of_file(segment.file_id)
         .await?
         .unwrap_or_default();
-    let header_len = region_len(geo.max_blocks_per_part());
     let part_data_len = geo.part_data_len(seg.data_len);
+    // The new parts' length is known: a front region for exactly their blocks and this path.
+    let header_len = front_region_len(
+        part_data_len.div_ceil(u64::from(geo.block_size)),
+        &path,
+        part_data_len,
+    );
     let part_bytes = part_data_len + u64::from(header_len);
 
     // Where the new parts go: disks that are up, hold no other part of this segment, and have

@@ -24,11 +24,13 @@ mod spec {
     use reed_solomon_simd::ReedSolomonDecoder;
 
     pub const MAGIC: &[u8; 8] = b"WORMPART";
-    pub const VERSION: u16 = 1;
+    pub const VERSION_1: u16 = 1;
+    pub const VERSION_2: u16 = 2;
     pub const CODEC_REPLICA: u16 = 0;
     pub const CODEC_RS: u16 = 1;
-    pub const HEADER_CRC_END: usize = 1156;
-    pub const TABLE_OFFSET: usize = 2048;
+    pub const V1_HEADER_CRC_END: usize = 1156;
+    pub const V1_TABLE_OFFSET: usize = 2048;
+    pub const MAX_HEADER_LEN: u64 = 67_112_960;
 
     fn le16(b: &[u8], o: usize) -> u16 {
         u16::from_le_bytes([b[o], b[o + 1]])
@@ -40,9 +42,15 @@ mod spec {
         u64::from_le_bytes(b[o..o + 8].try_into().unwrap())
     }
 
-    /// The header fields of section 3.1.
+    /// `P` of section 3.2: where a version-2 header's `table_crc` sits.
+    pub fn v2_p(path_len: usize) -> usize {
+        128 + path_len.div_ceil(4) * 4
+    }
+
+    /// The header fields of section 3.1, and where the version's layout puts the table.
     #[derive(Clone, Debug)]
     pub struct Header {
+        pub version: u16,
         pub codec: u16,
         pub header_len: u32,
         pub cluster_id: [u8; 16],
@@ -59,24 +67,47 @@ mod spec {
         pub created_ms: u64,
         pub segment_blake3: [u8; 32],
         pub path: String,
+        /// Offset of the block table (2048 in version 1, `P + 8` in version 2).
+        pub table_offset: usize,
+        /// The `table_crc` field.
+        pub table_crc: u32,
     }
 
-    /// Steps 1-5 of section 7.
+    /// Steps 1-5 of section 7, on the start of the file (or all of it).
     pub fn parse_header(b: &[u8]) -> Result<Header, String> {
-        if b.len() < TABLE_OFFSET {
+        if b.len() < 128 {
             return Err(format!("too short: {} bytes", b.len()));
         }
         if &b[0..8] != MAGIC {
             return Err("bad magic".into());
         }
         let version = le16(b, 8);
-        if version != VERSION {
-            return Err(format!("unknown format_version {version}"));
-        }
-        if crc32c::crc32c(&b[..HEADER_CRC_END]) != le32(b, 1156) {
-            return Err("header crc mismatch".into());
-        }
         let path_len = usize::from(le16(b, 84));
+        let (table_offset, table_crc) = match version {
+            VERSION_1 => {
+                if b.len() < V1_TABLE_OFFSET {
+                    return Err(format!("too short: {} bytes", b.len()));
+                }
+                if crc32c::crc32c(&b[..V1_HEADER_CRC_END]) != le32(b, 1156) {
+                    return Err("header crc mismatch".into());
+                }
+                (V1_TABLE_OFFSET, le32(b, 1152))
+            }
+            VERSION_2 => {
+                if path_len > 1024 {
+                    return Err("path_len".into());
+                }
+                let p = v2_p(path_len);
+                if b.len() < p + 8 {
+                    return Err(format!("too short: {} bytes", b.len()));
+                }
+                if crc32c::crc32c(&b[..p + 4]) != le32(b, p + 4) {
+                    return Err("header crc mismatch".into());
+                }
+                (p + 8, le32(b, p))
+            }
+            v => return Err(format!("unknown format_version {v}")),
+        };
         if path_len > 1024 {
             return Err("path_len".into());
         }
@@ -84,6 +115,7 @@ mod spec {
             .map_err(|_| "path not utf-8")?
             .to_owned();
         let h = Header {
+            version,
             codec: le16(b, 10),
             header_len: le32(b, 12),
             cluster_id: b[16..32].try_into().unwrap(),
@@ -100,6 +132,8 @@ mod spec {
             created_ms: le64(b, 88),
             segment_blake3: b[96..128].try_into().unwrap(),
             path,
+            table_offset,
+            table_crc,
         };
         if h.codec != CODEC_REPLICA && h.codec != CODEC_RS {
             return Err(format!("unknown codec {}", h.codec));
@@ -113,8 +147,11 @@ mod spec {
         if u64::from(h.block_count) != h.part_data_len.div_ceil(u64::from(h.block_size)) {
             return Err("block_count".into());
         }
-        if !h.header_len.is_multiple_of(4096)
-            || u64::from(h.header_len) < TABLE_OFFSET as u64 + 4 * u64::from(h.block_count)
+        let table_end = table_offset as u64 + 4 * u64::from(h.block_count);
+        let aligned = version != VERSION_1 || h.header_len.is_multiple_of(4096);
+        if !aligned
+            || u64::from(h.header_len) < table_end
+            || u64::from(h.header_len) > MAX_HEADER_LEN
         {
             return Err("header_len".into());
         }
@@ -133,12 +170,12 @@ mod spec {
         pub fn open(path: &Path) -> Result<Part, String> {
             let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
             let header = parse_header(&bytes)?;
-            let end = TABLE_OFFSET + 4 * header.block_count as usize;
             if bytes.len() < header.header_len as usize {
                 return Err("front region truncated".into());
             }
-            let table_bytes = &bytes[TABLE_OFFSET..end];
-            if crc32c::crc32c(table_bytes) != le32(&bytes, 1152) {
+            let table_bytes =
+                &bytes[header.table_offset..header.table_offset + 4 * header.block_count as usize];
+            if crc32c::crc32c(table_bytes) != header.table_crc {
                 return Err("table crc mismatch".into());
             }
             let table = table_bytes
@@ -152,7 +189,7 @@ mod spec {
             })
         }
 
-        /// Stored length of block `b` (section 3.2).
+        /// Stored length of block `b` (section 3.4).
         pub fn stored_len(&self, b: u64) -> usize {
             let bs = u64::from(self.header.block_size);
             (self.header.part_data_len - b * bs).min(bs) as usize
@@ -522,10 +559,69 @@ fn file_id_of(rec: &FileRecord) -> u128 {
     u128::from_str_radix(&text, 16).unwrap()
 }
 
+/// The layout of section 3 on one part of either version: zeros where the writer writes zeros,
+/// the file's length, and a `header_len` the sizing rule of section 3.5 allows for parts of
+/// `part_capacity` bytes at most.
+fn check_layout(part: &Part, part_capacity: u64) -> anyhow::Result<()> {
+    let h = &part.header;
+    let b = &part.bytes;
+    ensure!(
+        h.flags == 0 && b[86..88] == [0, 0],
+        "flags / reserved not zero"
+    );
+    let table_end = h.table_offset + 4 * h.block_count as usize;
+    ensure!(
+        b[table_end..h.header_len as usize].iter().all(|&x| x == 0),
+        "table padding not zero"
+    );
+    ensure!(
+        b.len() as u64 == u64::from(h.header_len) + h.part_data_len,
+        "file length != header_len + part_data_len"
+    );
+    let max_blocks = part_capacity.div_ceil(u64::from(h.block_size));
+    let round = |x: u64| x.div_ceil(4096) * 4096;
+    match h.version {
+        spec::VERSION_1 => {
+            ensure!(
+                b[1160..2048].iter().all(|&x| x == 0),
+                "reserved 1160..2048 not zero"
+            );
+            ensure!(
+                b[128 + h.path.len()..1152].iter().all(|&x| x == 0),
+                "path tail not zero"
+            );
+            ensure!(
+                u64::from(h.header_len) == round(2048 + 4 * max_blocks),
+                "version 1 header_len {}",
+                h.header_len
+            );
+        }
+        spec::VERSION_2 => {
+            let p = spec::v2_p(h.path.len());
+            ensure!(
+                b[128 + h.path.len()..p].iter().all(|&x| x == 0),
+                "path padding not zero"
+            );
+            ensure!(h.table_offset == p + 8 && p.is_multiple_of(4));
+            // Sized for some max_blocks between the part's blocks and a full part, rounded to
+            // 4096 or not (section 3.5).
+            let raw = |mb: u64| (136 + h.path.len().div_ceil(4) * 4) as u64 + 4 * mb;
+            let hl = u64::from(h.header_len);
+            ensure!(
+                (u64::from(h.block_count)..=max_blocks)
+                    .any(|mb| hl == raw(mb) || hl == round(raw(mb))),
+                "version 2 header_len {} does not follow the sizing rule",
+                h.header_len
+            );
+        }
+        v => anyhow::bail!("version {v}"),
+    }
+    Ok(())
+}
+
 /// Everything section 3 says a writer writes, checked on one healthy part.
 fn check_conformance(found: &Found, part: &Part, want_path: &str) -> anyhow::Result<()> {
     let h = &part.header;
-    let b = &part.bytes;
     ensure!(
         PartName {
             file_id: h.file_id,
@@ -540,26 +636,11 @@ fn check_conformance(found: &Found, part: &Part, want_path: &str) -> anyhow::Res
         "cluster id differs from the disk's identity file"
     );
     ensure!(
-        h.flags == 0 && b[86..88] == [0, 0],
-        "flags / reserved not zero"
+        h.version == spec::VERSION_2,
+        "the node writes version 2, found {}",
+        h.version
     );
-    ensure!(
-        b[1160..2048].iter().all(|&x| x == 0),
-        "reserved 1160..2048 not zero"
-    );
-    ensure!(
-        b[128 + h.path.len()..1152].iter().all(|&x| x == 0),
-        "path tail not zero"
-    );
-    let table_end = 2048 + 4 * h.block_count as usize;
-    ensure!(
-        b[table_end..h.header_len as usize].iter().all(|&x| x == 0),
-        "table padding not zero"
-    );
-    ensure!(
-        b.len() as u64 == u64::from(h.header_len) + h.part_data_len,
-        "file length != header_len + part_data_len"
-    );
+    check_layout(part, PART_CAPACITY)?;
     ensure!(h.path == want_path, "path {:?}", h.path);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
@@ -570,12 +651,6 @@ fn check_conformance(found: &Found, part: &Part, want_path: &str) -> anyhow::Res
         h.created_ms
     );
     ensure!(h.block_size == BLOCK);
-    let max_blocks = PART_CAPACITY.div_ceil(u64::from(BLOCK));
-    ensure!(
-        u64::from(h.header_len) == (2048 + 4 * max_blocks).div_ceil(4096) * 4096,
-        "header_len {}",
-        h.header_len
-    );
     for blk in 0..u64::from(h.block_count) {
         ensure!(
             part.block(blk).is_some(),
@@ -805,12 +880,15 @@ async fn ec_file_survives_losing_m_parts_per_segment() -> anyhow::Result<()> {
         std::fs::write(p, b)?;
         Ok(())
     };
-    let header_len = u64::from(
-        Part::open(&path(0, 0))
-            .map_err(anyhow::Error::msg)?
-            .header
-            .header_len,
-    );
+    // Each part's own header_len (section 3.5: parts need not agree).
+    let header_len = |s: u32, p: u16| -> anyhow::Result<u64> {
+        Ok(u64::from(
+            Part::open(&path(s, p))
+                .map_err(anyhow::Error::msg)?
+                .header
+                .header_len,
+        ))
+    };
     // Segment 0: two data parts gone.
     std::fs::remove_file(path(0, 0))?;
     std::fs::remove_file(path(0, 1))?;
@@ -823,8 +901,8 @@ async fn ec_file_survives_losing_m_parts_per_segment() -> anyhow::Result<()> {
     );
     // Segment 2: a parity part gone, and one corrupt block in each of two data parts (rows 3 and 5).
     std::fs::remove_file(path(2, 5))?;
-    flip(&path(2, 3), header_len + 3 * u64::from(BLOCK) + 17)?;
-    flip(&path(2, 0), header_len + 5 * u64::from(BLOCK) + 4000)?;
+    flip(&path(2, 3), header_len(2, 3)? + 3 * u64::from(BLOCK) + 17)?;
+    flip(&path(2, 0), header_len(2, 0)? + 5 * u64::from(BLOCK) + 4000)?;
     // Segment 3 (short, last row mostly padding): data parts 0 and 3 gone.
     std::fs::remove_file(path(3, 0))?;
     std::fs::remove_file(path(3, 3))?;
@@ -995,5 +1073,145 @@ async fn append_adds_segments_and_changes_the_etag() -> anyhow::Result<()> {
     whole.extend_from_slice(&more);
     assert!(back == whole);
     assert_eq!(byte_at(&after, &parts, 100_003), more[0]);
+    Ok(())
+}
+
+/// Writes one segment of `data` as part files in format `version` under `root` (a disk folder),
+/// with the parts crate's encoders: version 1 as older nodes wrote it (sized for a full part),
+/// version 2 sized for exactly its blocks (the sizing rule for a part whose length is known).
+/// Only the writing uses the crate; the reading below is the spec reader's. Returns the file id.
+fn write_segment_in_version(
+    root: &Path,
+    version: u16,
+    policy: wormfs_parts::policy::Policy,
+    data: &[u8],
+    path: &str,
+) -> anyhow::Result<u128> {
+    use wormfs_parts::part_format::{front_region_len, part_file_name, region_len, PartHeader};
+    let geo = wormfs_parts::layout::Geometry::for_policy(policy, BLOCK, PART_CAPACITY);
+    let bs = BLOCK as usize;
+    let k = usize::from(geo.k);
+    let part_len = geo.part_data_len(data.len() as u64) as usize;
+    let mut parts: Vec<Vec<u8>> = Vec::new();
+    if geo.is_replica() {
+        parts.resize(geo.width(), data.to_vec());
+    } else {
+        let rows = part_len / bs;
+        let mut padded = data.to_vec();
+        padded.resize(rows * k * bs, 0);
+        for j in 0..k {
+            parts.push(
+                (0..rows)
+                    .flat_map(|r| padded[(r * k + j) * bs..][..bs].to_vec())
+                    .collect(),
+            );
+        }
+        let mut enc = ReedSolomonEncoder::new(k, usize::from(geo.m), part_len)?;
+        for p in &parts {
+            enc.add_original_shard(p)?;
+        }
+        let res = enc.encode()?;
+        let recovery: Vec<Vec<u8>> = res.recovery_iter().map(<[u8]>::to_vec).collect();
+        parts.extend(recovery);
+    }
+    let file_id = wormfs_parts::ids::FileId::mint();
+    let blocks = (part_len as u64).div_ceil(u64::from(BLOCK));
+    for (i, bytes) in parts.iter().enumerate() {
+        let header = PartHeader {
+            codec: geo.codec,
+            header_len: if version == 1 {
+                region_len(geo.max_blocks_per_part())
+            } else {
+                front_region_len(blocks, path, part_len as u64)
+            },
+            cluster_id: wormfs_parts::ids::ClusterId::random(),
+            file_id,
+            segment_index: 0,
+            part_index: i as u16,
+            k: geo.k,
+            m: geo.m,
+            block_size: BLOCK,
+            segment_data_len: data.len() as u64,
+            part_data_len: part_len as u64,
+            created_ms: 1_700_000_000_000,
+            segment_blake3: *blake3::hash(data).as_bytes(),
+            path: path.to_owned(),
+        };
+        let crcs: Vec<u32> = bytes.chunks(bs).map(crc32c::crc32c).collect();
+        let mut file = if version == 1 {
+            header.encode_v1(&crcs)?
+        } else {
+            header.encode(&crcs)?
+        };
+        file.extend_from_slice(bytes);
+        let name = part_file_name(file_id, 0, i as u16);
+        let dir = root.join("parts").join(&name[..2]);
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join(name), file)?;
+    }
+    Ok(u128::from_str_radix(&file_id.to_string(), 16)?)
+}
+
+/// Parts of both versions, copies and EC, side by side on one disk, are read by the spec
+/// reader: version-1 parts (as older nodes wrote them) and compact version-2 parts, including a
+/// 1-byte file whose part is shorter than 2048 bytes and a 3000-byte file whose front region is
+/// under 200 bytes. The engine itself writes version 2 (the other tests read its parts).
+#[test]
+fn both_versions_are_read_side_by_side() -> anyhow::Result<()> {
+    use wormfs_parts::policy::Policy;
+    let dir = tempfile::tempdir()?;
+    let root = dir.path().join("disk-0");
+    let copies = Policy::Copies { n: 3 };
+    let ec = Policy::Ec { k: 4, m: 2 };
+    let photo = "/photos/2024/holiday/img01.jpg";
+    let cases: Vec<(u16, Policy, Vec<u8>, &str)> = vec![
+        (1, copies, seeded(3000, 10), photo),
+        (2, copies, seeded(3000, 11), photo),
+        (2, copies, vec![0x5a], "/a"),
+        (1, ec, seeded(100_003, 12), "/a/film.mkv"),
+        (2, ec, seeded(100_003, 13), "/a/film.mkv"),
+        (2, ec, seeded(5, 14), "/é/tiny"),
+    ];
+    let mut ids = Vec::new();
+    for (version, policy, data, path) in &cases {
+        ids.push(write_segment_in_version(
+            &root, *version, *policy, data, path,
+        )?);
+    }
+    let scan = spec::scan(std::slice::from_ref(&root));
+    for ((version, policy, data, path), id) in cases.iter().zip(ids) {
+        let mut seg: BTreeMap<u16, Part> = BTreeMap::new();
+        for f in scan.parts.iter().filter(|f| f.name.file_id == id) {
+            let part = Part::open(&f.path).map_err(anyhow::Error::msg)?;
+            ensure!(part.header.version == *version, "{path}: version");
+            ensure!(part.header.path == *path);
+            check_layout(&part, PART_CAPACITY)?;
+            seg.insert(f.name.part, part);
+        }
+        let width = match policy {
+            Policy::Copies { n } => usize::from(*n),
+            Policy::Ec { k, m } => usize::from(k + m),
+        };
+        ensure!(seg.len() == width, "{path} v{version}: {} parts", seg.len());
+        let hl = seg[&0].header.header_len;
+        match (*version, data.len()) {
+            (1, _) => ensure!(hl == 4096),
+            (2, 3000) => ensure!(hl == 172, "front region {hl}"),
+            (2, 1) => ensure!(seg[&0].bytes.len() == 128 + 4 + 8 + 4 + 1),
+            _ => ensure!(hl < 4096),
+        }
+        let back = spec::read_segment(&seg).map_err(anyhow::Error::msg)?;
+        ensure!(back.bytes == *data, "{path} v{version} reads back");
+        // A damaged version-2 header or path is a missing part, as in version 1.
+        let any = scan.parts.iter().find(|f| f.name.file_id == id).unwrap();
+        for at in [100usize, 130] {
+            let mut b = std::fs::read(&any.path)?;
+            b[at] ^= 0x20;
+            ensure!(
+                spec::parse_header(&b).is_err(),
+                "{path} v{version}: flip at {at} not detected"
+            );
+        }
+    }
     Ok(())
 }

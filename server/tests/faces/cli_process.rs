@@ -285,6 +285,113 @@ fn peak_memory_of_a_1_gib_ingest_is_bounded() {
     assert!(s.term().success());
 }
 
+/// The batched path (issue #20): a folder of small files put several at a time, so their
+/// intents and commits share Raft entries (group commit), with the node killed (abort, as a
+/// power cut would) at each crash point of the ingest and of the group commit. After a
+/// restart: every file the CLI acknowledged is there, whole; every file there is whole (no
+/// half-visible file); the sources are untouched; and after the sweep exactly the visible
+/// files' parts remain.
+#[test]
+fn crash_points_of_a_batched_tree_put() {
+    if !cfg!(feature = "crash-points") {
+        panic!("this test needs the crash-points feature: run the suite with tests/run-all.sh (--features wormfs-server/crash-points)");
+    }
+    let fast_sweep = [
+        ("WORMFS_INGEST__LEASE_MS", "1"),
+        ("WORMFS_INGEST__ORPHAN_GRACE_MS", "1"),
+    ];
+    for (i, point) in [
+        "group-commit-before-write",
+        "group-commit-after-write",
+        "ingest-after-intent",
+        "ingest-after-parts",
+        "ingest-after-commit",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let t = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let src = t.path().join("photos");
+        std::fs::create_dir_all(&src).unwrap();
+        let mut files = std::collections::BTreeMap::new();
+        for f in 0..96u32 {
+            let len = 1 + (f as usize * 977 + i * 131) % 6000;
+            let data: Vec<u8> = (0..len)
+                .map(|x| (x as u32 * 31 + f * 7 + i as u32) as u8)
+                .collect();
+            let name = format!("IMG_{f:04}.jpg");
+            std::fs::write(src.join(&name), &data).unwrap();
+            files.insert(name, data);
+        }
+        let mut env = fast_sweep.to_vec();
+        env.push(("WORMFS_CRASH_AT", point));
+        let mut s = Server::start_env(t.path(), port, &[], &env);
+        let o = s.cli(&["put", "photos", "/Photos", "--jobs", "16"]);
+        assert!(
+            !o.status.success(),
+            "{point}: the whole put should not be acknowledged"
+        );
+        let st = s.child.wait().unwrap();
+        assert!(!st.success(), "{point}: the node should have aborted");
+        // The files the CLI said were stored: "photos/IMG_0001.jpg -> /Photos/IMG_0001.jpg (..)".
+        let acknowledged: Vec<String> = String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter_map(|l| l.split(" -> /Photos/").nth(1))
+            .filter_map(|rest| rest.split(' ').next().map(str::to_owned))
+            .collect();
+        for (name, data) in &files {
+            assert_eq!(
+                &std::fs::read(src.join(name)).unwrap(),
+                data,
+                "{point}: source {name} changed"
+            );
+        }
+        let s = Server::start_env(t.path(), port, &[], &fast_sweep);
+        let ls = s.json(&["ls", "/"]);
+        let visible: Vec<String> = if ls["entries"].as_array().unwrap().is_empty() {
+            Vec::new()
+        } else {
+            s.json(&["ls", "/Photos"])["entries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["name"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        for name in &acknowledged {
+            assert!(
+                visible.contains(name),
+                "{point}: acknowledged {name} lost after the crash (visible: {visible:?})"
+            );
+        }
+        for name in &visible {
+            let back = t.path().join("back");
+            s.ok(&["get", &format!("/Photos/{name}"), back.to_str().unwrap()]);
+            assert_eq!(
+                &std::fs::read(&back).unwrap(),
+                files.get(name).unwrap_or_else(|| panic!("{point}: unknown {name}")),
+                "{point}: {name} is not whole"
+            );
+        }
+        if *point == "group-commit-before-write" || *point == "ingest-after-intent" {
+            // Nothing can have committed past the crash's own batch.
+            assert!(
+                visible.len() < files.len(),
+                "{point}: every file visible, so the crash point was not reached mid-put"
+            );
+        }
+        s.ok(&["admin", "sweep"]);
+        let parts = part_count(&t.path().join("wormfs-data/disks"));
+        assert_eq!(
+            parts,
+            3 * visible.len(),
+            "{point}: after the sweep, exactly the visible files' parts (copies:3) remain"
+        );
+        assert!(s.term().success());
+    }
+}
+
 fn part_count(dir: &Path) -> usize {
     fn walk(d: &Path, n: &mut usize) {
         for e in std::fs::read_dir(d).into_iter().flatten().flatten() {

@@ -238,19 +238,24 @@ async fn insert_segments(
         .execute(&mut *c)
         .await
         .db("insert a segment")?;
-        for (p, disk) in s.parts.iter().enumerate() {
-            sqlx::query(
-                "INSERT INTO parts (file_id, seg, part, disk_id, state, verified_ms) VALUES (?, ?, ?, ?, ?, ?)",
-            )
-            .bind(&id)
-            .bind(i64::from(s.index))
-            .bind(p as i64)
-            .bind(disk.map(|d| d.to_string()))
-            .bind(if disk.is_some() { 0i64 } else { 1 })
-            .bind(time_ms as i64)
-            .execute(&mut *c)
-            .await
-            .db("insert a part")?;
+        // One statement for the segment's parts (a small file's commit is a handful of
+        // statements; each is a round trip to SQLite's thread).
+        if !s.parts.is_empty() {
+            let mut q = sqlx::QueryBuilder::new(
+                "INSERT INTO parts (file_id, seg, part, disk_id, state, verified_ms) ",
+            );
+            q.push_values(s.parts.iter().enumerate(), |mut b, (p, disk)| {
+                b.push_bind(id.clone())
+                    .push_bind(i64::from(s.index))
+                    .push_bind(p as i64)
+                    .push_bind(disk.map(|d| d.to_string()))
+                    .push_bind(if disk.is_some() { 0i64 } else { 1 })
+                    .push_bind(time_ms as i64);
+            });
+            q.build()
+                .execute(&mut *c)
+                .await
+                .db("insert a segment's parts")?;
         }
         offset += s.data_len;
         if s.parts.iter().any(Option::is_none) {
@@ -377,7 +382,11 @@ pub(crate) async fn apply_command(c: &mut SqliteConnection, cmd: &CommandV1) -> 
     let CommandV1::Batch { commands } = cmd else {
         return apply_single(c, cmd).await;
     };
-    if commands.is_empty() || commands.iter().any(|c| matches!(c, CommandV1::Batch { .. })) {
+    if commands.is_empty()
+        || commands
+            .iter()
+            .any(|c| matches!(c, CommandV1::Batch { .. }))
+    {
         reject!(Rejection::Invalid(
             "a batch holds at least one command and no batch".into()
         ));

@@ -1540,5 +1540,8 @@ async fn an_empty_or_nested_batch_is_refused_whole() {
         })
         .await;
     assert!(matches!(nested, Outcome::Rejected(Rejection::Invalid(_))));
-    assert!(t.at("/a").await.is_none(), "nothing of a refused batch applies");
+    assert!(
+        t.at("/a").await.is_none(),
+        "nothing of a refused batch applies"
+    );
 }

@@ -648,6 +648,37 @@ pub enum CommandV1 {
     },
 }
 
+impl CommandV1 {
+    /// Whether applying this command may change a machine's or a disk's row (its address,
+    /// its state): every command but those known to touch only the tree, its files, ingests
+    /// and locks (a batch: if any of its commands may).
+    pub fn may_touch_topology(&self) -> bool {
+        match self {
+            CommandV1::Batch { commands } => commands.iter().any(Self::may_touch_topology),
+            CommandV1::Mkdir { .. }
+            | CommandV1::SetPolicy { .. }
+            | CommandV1::BeginIngest { .. }
+            | CommandV1::RenewLease { .. }
+            | CommandV1::AbortIngest { .. }
+            | CommandV1::ExpireIntents { .. }
+            | CommandV1::CommitFile { .. }
+            | CommandV1::AppendSegments { .. }
+            | CommandV1::Remove { .. }
+            | CommandV1::Rename { .. }
+            | CommandV1::Copy { .. }
+            | CommandV1::PatchProps { .. }
+            | CommandV1::Lock { .. }
+            | CommandV1::Unlock { .. }
+            | CommandV1::RefreshLock { .. }
+            | CommandV1::DeleteLocks { .. }
+            | CommandV1::RemoveTree { .. }
+            | CommandV1::MoveTree { .. }
+            | CommandV1::CopyTree { .. } => false,
+            _ => true,
+        }
+    }
+}
+
 /// How much an event matters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

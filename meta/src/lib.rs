@@ -151,6 +151,8 @@ struct MetaDbInner {
     /// Bumped after every change is committed (applied commands, an installed snapshot), so
     /// a cache of reads can tell whether anything changed since it read.
     generation: std::sync::atomic::AtomicU64,
+    /// Bumped with `generation`, but only by changes that may touch machines or disks.
+    topology_generation: std::sync::atomic::AtomicU64,
     /// Damaged rows skipped by reads that stay available without them (each also logged).
     skipped_rows: std::sync::atomic::AtomicU64,
     /// What each committed batch changed in the tree (see [`changes`]).
@@ -193,6 +195,7 @@ impl MetaDb {
                 path: path.to_owned(),
                 pool: RwLock::new(pool),
                 generation: std::sync::atomic::AtomicU64::new(0),
+                topology_generation: std::sync::atomic::AtomicU64::new(0),
                 skipped_rows: std::sync::atomic::AtomicU64::new(0),
                 changes: changes::channel(),
             }),
@@ -204,6 +207,15 @@ impl MetaDb {
     pub fn generation(&self) -> u64 {
         self.inner
             .generation
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// A number that changes whenever the machines or disks (their rows, addresses or states)
+    /// may have changed: caches of those follow it rather than [`MetaDb::generation`], which
+    /// every file's commit bumps.
+    pub fn topology_generation(&self) -> u64 {
+        self.inner
+            .topology_generation
             .load(std::sync::atomic::Ordering::Acquire)
     }
 
@@ -223,6 +235,16 @@ impl MetaDb {
 
     /// Marks a committed change (after the commit, before its proposer hears of it).
     pub(crate) fn bump_generation(&self) {
+        self.bump_generation_for(true);
+    }
+
+    /// Marks a committed change that may (`topology`) or cannot touch machines and disks.
+    pub(crate) fn bump_generation_for(&self, topology: bool) {
+        if topology {
+            self.inner
+                .topology_generation
+                .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        }
         self.inner
             .generation
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);

@@ -378,11 +378,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut out = Vec::new();
         let mut last = None;
         let mut changed = Vec::new();
+        let mut topology = false;
         for entry in entries {
             last = Some(entry.log_id);
             match entry.payload {
                 EntryPayload::Blank => out.push(Outcome::Done),
                 EntryPayload::Normal(Command::V1(cmd)) => {
+                    topology |= cmd.may_touch_topology();
                     let applied = match &cmd {
                         crate::command::CommandV1::Mkdir { path, .. }
                             if wormfs_parts::crash_point::fail_apply_mkdir(path) =>
@@ -408,6 +410,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     out.push(outcome);
                 }
                 EntryPayload::Membership(m) => {
+                    topology = true;
                     let sm = StoredMembership::new(Some(entry.log_id), m);
                     let json = serde_json::to_string(&sm)
                         .map_err(|e| io_err(StorageIOError::write_state_machine, e))?;
@@ -426,7 +429,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 .map_err(merr)?;
         }
         tx.commit().await.map_err(werr)?;
-        self.db.bump_generation();
+        self.db.bump_generation_for(topology);
         self.db.publish_changes(crate::changes::ChangeBatch {
             log_index: last.map_or(0, |l| l.index),
             changes: changed,

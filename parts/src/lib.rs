@@ -18,4 +18,5 @@ pub mod part_format;
 pub mod part_io;
 pub mod placement;
 pub mod policy;
+pub mod sync_group;
 pub mod tree_path;

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use bytes::Bytes;
 
+use crate::crash_point::crash_point;
 use crate::disk::LocalDisk;
 use crate::part_format::{FormatError, PartHeader, HEADER_PROBE_LEN};
 
@@ -172,8 +173,14 @@ impl PartWriter for LocalPartWriter {
             if let Err(e) = f.write_all_at(&region, 0) {
                 return Err(self.io_failure(e, "write header"));
             }
-            if let Err(e) = f.sync_all() {
-                return Err(self.io_failure(e, "fsync"));
+            // A small part is made durable with the other small parts written meanwhile on
+            // its filesystem, by one syncfs after its rename (crate::sync_group); a larger one
+            // by its own fsync, then its folder's after the rename.
+            let grouped = self.written <= crate::sync_group::GROUP_SYNC_UP_TO;
+            if !grouped {
+                if let Err(e) = f.sync_all() {
+                    return Err(self.io_failure(e, "fsync"));
+                }
             }
             drop(f);
             if let Err(e) = std::fs::rename(&self.tmp, &self.dest) {
@@ -181,6 +188,16 @@ impl PartWriter for LocalPartWriter {
                 return Err(
                     anyhow::Error::new(e).context(format!("rename {}", self.dest.display()))
                 );
+            }
+            crash_point("part-renamed-before-sync");
+            if grouped {
+                let synced = crate::sync_group::for_device(self.disk.fs_dev).sync(&self.disk.root);
+                if let Err(e) = synced {
+                    // Not known durable: never left where it could be taken for a good part.
+                    let _ = std::fs::remove_file(&self.dest);
+                    return Err(self.io_failure(e, "syncfs for"));
+                }
+                return Ok(());
             }
             crate::fsutil::sync_dir(self.dest.parent().unwrap_or(Path::new(".")))
         })();

@@ -39,7 +39,7 @@ const RETRY_MAX: Duration = Duration::from_secs(30 * 60);
 /// Files ingested at once: small files go several at a time (their commits then share Raft
 /// entries, and their parts' fsyncs overlap); a file above [`SMALL_FILE_BYTES`] takes every
 /// slot, so large files still go one at a time, with the whole disk bandwidth.
-pub const PARALLEL_FILES: u32 = 8;
+pub const PARALLEL_FILES: u32 = 32;
 /// The size up to which a file shares the worker with others.
 pub const SMALL_FILE_BYTES: u64 = 4 << 20;
 

@@ -610,7 +610,12 @@ impl Store {
         let mut segments = Vec::new();
         let mut index = first_index;
         let mut spare: Option<Vec<u8>> = None;
-        let mut next = Vec::with_capacity(batch);
+        // A file already all in memory (a small one) needs no batch-sized buffer.
+        let mut next = if src.eof {
+            Vec::with_capacity(src.head.len() - src.head_pos)
+        } else {
+            Vec::with_capacity(batch)
+        };
         src.fill(&mut next, batch.min(geo.segment_capacity() as usize))
             .await
             .map_err(read_err)?;
@@ -778,12 +783,34 @@ impl Store {
             self.storage.segment_part_bytes,
         );
         let file_id = FileId::mint();
-        let lease = self.begin_intent(file_id, &req.path, None).await?;
-        let _stop_lease = lease.drop_guard();
-        crash_point("ingest-after-intent");
-        let written = self
-            .write_segments(geo, file_id, 0, &req.path.to_string(), &mut src)
-            .await;
+        let path_s = req.path.to_string();
+        let written = if small {
+            // A small file is all in memory: its parts are written while its intent is being
+            // committed (one Raft round trip less per file). Parts written before the intent
+            // exists are safe from the sweeper for the orphan grace time (at least the lease),
+            // and a crash in between leaves orphans it removes, as after an expired intent.
+            let (lease, written) = tokio::join!(
+                self.begin_intent(file_id, &req.path, None),
+                self.write_segments(geo, file_id, 0, &path_s, &mut src)
+            );
+            let lease = match lease {
+                Ok(l) => l,
+                Err(e) => {
+                    self.discard_parts(file_id, geo.width());
+                    return Err(e);
+                }
+            };
+            crash_point("ingest-after-intent");
+            (lease.drop_guard(), written)
+        } else {
+            let lease = self.begin_intent(file_id, &req.path, None).await?;
+            crash_point("ingest-after-intent");
+            let written = self
+                .write_segments(geo, file_id, 0, &path_s, &mut src)
+                .await;
+            (lease.drop_guard(), written)
+        };
+        let (_stop_lease, written) = written;
         let (segments, hash) = match written {
             Ok(v) => v,
             Err(e) => {

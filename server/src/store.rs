@@ -132,9 +132,10 @@ impl Store {
         }
     }
 
-    /// Every registered disk's replicated state (cached until the metadata changes).
+    /// Every registered disk's replicated state (cached until a change that may touch the
+    /// machines or disks: a file's commit does not).
     pub async fn disk_statuses(&self) -> Result<Arc<HashMap<DiskId, DiskStatus>>, StoreError> {
-        let generation = self.meta.generation();
+        let generation = self.meta.topology_generation();
         {
             let c = self
                 .disk_status_cache

@@ -106,7 +106,11 @@ async fn put_tree(c: &Client, src: &Path, dest: &str, how: &Put<'_>) -> anyhow::
         .map(|(f, d, len)| {
             let (slots, pb) = (&slots, &pb);
             async move {
-                let need = if len <= PARALLEL_UP_TO { 1 } else { width as u32 };
+                let need = if len <= PARALLEL_UP_TO {
+                    1
+                } else {
+                    width as u32
+                };
                 let _slot = slots.acquire_many(need).await;
                 let r = put_file(c, &f, &d, how, Some(pb)).await;
                 (f, r)

@@ -204,7 +204,7 @@ pub enum Cmd {
         #[arg(long)]
         break_locks: bool,
         /// For a folder: files up to 4 MiB sent at once (larger ones go one at a time).
-        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
+        #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=64))]
         jobs: u16,
     },
     /// Read a file (to a local path, or - for stdout).

@@ -17,6 +17,9 @@ use super::{Consensus, ConsensusError};
 /// The most commands in one batch (a batch's entry stays well under the peer protocol's
 /// message limit: a small file's commit is about 1 KiB).
 pub(super) const MAX_BATCH: usize = 256;
+/// Log entries of this node's writes in flight at once: while one is being applied, the next
+/// is already being appended to the log.
+pub(super) const IN_FLIGHT: usize = 2;
 
 /// A write waiting for its turn.
 pub(super) struct Pending {
@@ -43,6 +46,7 @@ pub(super) async fn run(
     mut rx: mpsc::UnboundedReceiver<Pending>,
     shutdown: CancellationToken,
 ) {
+    let in_flight = std::sync::Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
     loop {
         let first = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -50,6 +54,9 @@ pub(super) async fn run(
                 Some(p) => p,
                 None => return,
             },
+        };
+        let Ok(slot) = in_flight.clone().acquire_owned().await else {
+            return;
         };
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -59,7 +66,14 @@ pub(super) async fn run(
             }
         }
         let span = tracing::debug_span!("group_commit", commands = batch.len());
-        commit(&consensus, batch).instrument(span).await;
+        let consensus = consensus.clone();
+        tokio::spawn(
+            async move {
+                commit(&consensus, batch).await;
+                drop(slot);
+            }
+            .instrument(span),
+        );
     }
 }
 

@@ -55,7 +55,7 @@ impl Directory {
     /// Rereads the metadata if it changed. `control_ips` gives each member's address on the
     /// control plane, used for a data address registered with an unspecified IP.
     pub async fn refresh(&self, control_ips: &HashMap<NodeId, IpAddr>) -> Result<(), MetaError> {
-        let generation = self.meta.generation();
+        let generation = self.meta.topology_generation();
         {
             let inner = self.read();
             if inner.generation == Some(generation) && inner.ips == *control_ips {

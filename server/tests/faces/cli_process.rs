@@ -303,6 +303,7 @@ fn crash_points_of_a_batched_tree_put() {
     for (i, point) in [
         "group-commit-before-write",
         "group-commit-after-write",
+        "part-renamed-before-sync",
         "ingest-after-intent",
         "ingest-after-parts",
         "ingest-after-commit",
@@ -370,11 +371,19 @@ fn crash_points_of_a_batched_tree_put() {
             s.ok(&["get", &format!("/Photos/{name}"), back.to_str().unwrap()]);
             assert_eq!(
                 &std::fs::read(&back).unwrap(),
-                files.get(name).unwrap_or_else(|| panic!("{point}: unknown {name}")),
+                files
+                    .get(name)
+                    .unwrap_or_else(|| panic!("{point}: unknown {name}")),
                 "{point}: {name} is not whole"
             );
         }
-        if *point == "group-commit-before-write" || *point == "ingest-after-intent" {
+        if [
+            "group-commit-before-write",
+            "ingest-after-intent",
+            "part-renamed-before-sync",
+        ]
+        .contains(point)
+        {
             // Nothing can have committed past the crash's own batch.
             assert!(
                 visible.len() < files.len(),

@@ -4,13 +4,22 @@
 //! reaches that point, as a power cut or `kill -9` would. Without the feature this compiles to
 //! nothing.
 
-/// Aborts the process if `WORMFS_CRASH_AT` names this point (feature `crash-points` only).
+/// Aborts the process if `WORMFS_CRASH_AT` names this point (feature `crash-points` only),
+/// the first time it is reached or, with `WORMFS_CRASH_SKIP=N`, the time after the first N
+/// (so a test can crash in the middle of a run of many files, after some were acknowledged).
 #[inline]
 pub fn crash_point(name: &str) {
     #[cfg(feature = "crash-points")]
     if std::env::var("WORMFS_CRASH_AT").is_ok_and(|v| v == name) {
-        eprintln!("crash point {name}: aborting");
-        std::process::abort();
+        static REACHED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let skip: u64 = std::env::var("WORMFS_CRASH_SKIP")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        if REACHED.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= skip {
+            eprintln!("crash point {name}: aborting");
+            std::process::abort();
+        }
     }
     #[cfg(not(feature = "crash-points"))]
     let _ = name;

@@ -293,20 +293,17 @@ fn peak_memory_of_a_1_gib_ingest_is_bounded() {
 /// files' parts remain.
 #[test]
 fn crash_points_of_a_batched_tree_put() {
-    if !cfg!(feature = "crash-points") {
-        panic!("this test needs the crash-points feature: run the suite with tests/run-all.sh (--features wormfs-server/crash-points)");
-    }
-    let fast_sweep = [
-        ("WORMFS_INGEST__LEASE_MS", "1"),
-        ("WORMFS_INGEST__ORPHAN_GRACE_MS", "1"),
-    ];
-    for (i, point) in [
-        "group-commit-before-write",
-        "group-commit-after-write",
-        "part-renamed-before-sync",
-        "ingest-after-intent",
-        "ingest-after-parts",
-        "ingest-after-commit",
+    let fast_sweep = crash_test_sweep();
+    // Each point is passed this many times before the crash, so that many files were
+    // acknowledged by then and must survive it (a group commit point is reached once per
+    // batch, a part's once per part, an ingest's once per file).
+    for (i, (point, skip)) in [
+        ("group-commit-before-write", "12"),
+        ("group-commit-after-write", "12"),
+        ("part-renamed-before-sync", "90"),
+        ("ingest-after-intent", "30"),
+        ("ingest-after-parts", "30"),
+        ("ingest-after-commit", "30"),
     ]
     .iter()
     .enumerate()
@@ -327,6 +324,7 @@ fn crash_points_of_a_batched_tree_put() {
         }
         let mut env = fast_sweep.to_vec();
         env.push(("WORMFS_CRASH_AT", point));
+        env.push(("WORMFS_CRASH_SKIP", skip));
         let mut s = Server::start_env(t.path(), port, &[], &env);
         let o = s.cli(&["put", "photos", "/Photos", "--jobs", "16"]);
         assert!(
@@ -377,19 +375,13 @@ fn crash_points_of_a_batched_tree_put() {
                 "{point}: {name} is not whole"
             );
         }
-        if [
-            "group-commit-before-write",
-            "ingest-after-intent",
-            "part-renamed-before-sync",
-        ]
-        .contains(point)
-        {
-            // Nothing can have committed past the crash's own batch.
-            assert!(
-                visible.len() < files.len(),
-                "{point}: every file visible, so the crash point was not reached mid-put"
-            );
-        }
+        assert!(
+            !acknowledged.is_empty() && visible.len() < files.len(),
+            "{point}: the crash should fall mid-put, after some files were acknowledged \
+             ({} acknowledged, {} visible)",
+            acknowledged.len(),
+            visible.len()
+        );
         s.ok(&["admin", "sweep"]);
         let parts = part_count(&t.path().join("wormfs-data/disks"));
         assert_eq!(
@@ -399,6 +391,19 @@ fn crash_points_of_a_batched_tree_put() {
         );
         assert!(s.term().success());
     }
+}
+
+/// The crash tests' environment: leases and the orphan grace at 1 ms, so that the sweep after
+/// a restart removes whatever a crash left. Fails loudly instead of skipping when the
+/// crash-points feature is off.
+fn crash_test_sweep() -> [(&'static str, &'static str); 2] {
+    if !cfg!(feature = "crash-points") {
+        panic!("this test needs the crash-points feature: run the suite with tests/run-all.sh (--features wormfs-server/crash-points)");
+    }
+    [
+        ("WORMFS_INGEST__LEASE_MS", "1"),
+        ("WORMFS_INGEST__ORPHAN_GRACE_MS", "1"),
+    ]
 }
 
 fn part_count(dir: &Path) -> usize {
@@ -422,14 +427,7 @@ fn part_count(dir: &Path) -> usize {
 /// no orphan part survives the sweep.
 #[test]
 fn crash_points_of_the_ingest_protocol() {
-    // Fails loudly instead of skipping when the feature is off.
-    if !cfg!(feature = "crash-points") {
-        panic!("this test needs the crash-points feature: run the suite with tests/run-all.sh (--features wormfs-server/crash-points)");
-    }
-    let fast_sweep = [
-        ("WORMFS_INGEST__LEASE_MS", "1"),
-        ("WORMFS_INGEST__ORPHAN_GRACE_MS", "1"),
-    ];
+    let fast_sweep = crash_test_sweep();
     for (i, point) in [
         "ingest-after-intent",
         "ingest-after-parts",

@@ -386,14 +386,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 EntryPayload::Normal(Command::V1(cmd)) => {
                     topology |= cmd.may_touch_topology();
                     let applied = match &cmd {
-                        crate::command::CommandV1::Mkdir { path, .. }
-                            if wormfs_parts::crash_point::fail_apply_mkdir(path) =>
-                        {
-                            Err(db_error(
-                                "apply",
-                                sqlx::Error::Protocol("injected apply failure".into()),
-                            ))
-                        }
+                        c if fails_by_test(c) => Err(db_error(
+                            "apply",
+                            sqlx::Error::Protocol("injected apply failure".into()),
+                        )),
                         _ => apply_command(&mut tx, &cmd).await,
                     };
                     let outcome = match applied {
@@ -628,6 +624,18 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             meta,
             snapshot: Box::new(f),
         })
+    }
+}
+
+/// Whether a test asked the apply of this command (or of a command in this batch) to fail
+/// (`crash_point::fail_apply_mkdir`).
+fn fails_by_test(cmd: &crate::command::CommandV1) -> bool {
+    match cmd {
+        crate::command::CommandV1::Mkdir { path, .. } => {
+            wormfs_parts::crash_point::fail_apply_mkdir(path)
+        }
+        crate::command::CommandV1::Batch { commands } => commands.iter().any(fails_by_test),
+        _ => false,
     }
 }
 

@@ -176,13 +176,14 @@ impl PartWriter for LocalPartWriter {
             // A small part is made durable with the other small parts written meanwhile on
             // its filesystem, by one syncfs after its rename (crate::sync_group); a larger one
             // by its own fsync, then its folder's after the rename.
-            let grouped = self.written <= crate::sync_group::GROUP_SYNC_UP_TO;
+            // (Never grouped on an unknown device: the sync must be of the part's filesystem.)
+            let grouped =
+                self.written <= crate::sync_group::GROUP_SYNC_UP_TO && self.disk.fs_dev != 0;
             if !grouped {
                 if let Err(e) = f.sync_all() {
                     return Err(self.io_failure(e, "fsync"));
                 }
             }
-            drop(f);
             if let Err(e) = std::fs::rename(&self.tmp, &self.dest) {
                 self.disk.count_write_error();
                 return Err(
@@ -191,7 +192,13 @@ impl PartWriter for LocalPartWriter {
             }
             crash_point("part-renamed-before-sync");
             if grouped {
-                let synced = crate::sync_group::for_device(self.disk.fs_dev).sync(&self.disk.root);
+                let dir = self.dest.parent().unwrap_or(Path::new("."));
+                let synced = crate::sync_group::for_device(self.disk.fs_dev)
+                    .sync(dir)
+                    // The kernel tells a writeback error once, to whoever asks first: the
+                    // part's own descriptor, open since before its write, is asked too (its
+                    // pages are clean by now, so this costs a cache flush, not a write).
+                    .and_then(|()| f.sync_data());
                 if let Err(e) = synced {
                     // Not known durable: never left where it could be taken for a good part.
                     let _ = std::fs::remove_file(&self.dest);
@@ -199,6 +206,7 @@ impl PartWriter for LocalPartWriter {
                 }
                 return Ok(());
             }
+            drop(f);
             crate::fsutil::sync_dir(self.dest.parent().unwrap_or(Path::new(".")))
         })();
         if res.is_err() {

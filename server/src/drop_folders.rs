@@ -280,12 +280,19 @@ pub fn start(
     tasks.spawn(async move {
         let slots = Arc::new(tokio::sync::Semaphore::new(PARALLEL_FILES as usize));
         let mut running = tokio::task::JoinSet::new();
+        // The paths being ingested: a path handed out again meanwhile (it settled anew) waits
+        // for the first ingest to end, never runs beside it.
+        let busy: Arc<Mutex<std::collections::HashSet<PathBuf>>> = Arc::default();
         loop {
             let r = tokio::select! {
                 _ = stop.cancelled() => break,
                 r = ready.recv() => r,
             };
             let Some(r) = r else { break };
+            if !lock(&busy).insert(r.path.clone()) {
+                worker.watcher.retry_after(&r.path, Duration::from_secs(1));
+                continue;
+            }
             let source = r.path.to_string_lossy().into_owned();
             worker
                 .status
@@ -302,9 +309,11 @@ pub fn start(
                     Err(_) => break,
                 },
             };
-            let w = worker.clone();
+            let (w, busy) = (worker.clone(), busy.clone());
             running.spawn(async move {
+                let path = r.path.clone();
                 w.take(r).await;
+                lock(&busy).remove(&path);
                 drop(slot);
             });
             while running.try_join_next().is_some() {}

@@ -178,8 +178,9 @@ async fn put_tree(c: &Client, src: &Path, dest: &str, how: &Put<'_>) -> anyhow::
         return Err(CliError::new(
             code,
             format!(
-                "{e:#}\nstopped after {stored} stored, {skipped} skipped, {} failed; once the \
-                 node is back, {rerun}",
+                "{e:#}\nstopped after {stored} stored, {skipped} skipped, {} failed (uploads \
+                 under way when it stopped may have been stored too); once the node is back, \
+                 {rerun}",
                 failed.len()
             ),
         )

@@ -17,6 +17,16 @@ use super::{Consensus, ConsensusError};
 /// The most commands in one batch (a batch's entry stays well under the peer protocol's
 /// message limit: a small file's commit is about 1 KiB).
 pub(super) const MAX_BATCH: usize = 256;
+/// The most bytes of commands (as the log encodes them) in one batch: a large file's commit,
+/// with its many segments, goes alone or with few others, and an entry stays far below the
+/// peer protocol's message limit.
+pub(super) const MAX_BATCH_BYTES: usize = 1 << 20;
+
+/// A command's size as the log stores it (JSON).
+fn encoded_len(cmd: &CommandV1) -> usize {
+    serde_json::to_vec(cmd).map_or(MAX_BATCH_BYTES, |v| v.len())
+}
+
 /// Log entries of this node's writes in flight at once: while one is being applied, the next
 /// is already being appended to the log.
 pub(super) const IN_FLIGHT: usize = 2;
@@ -47,21 +57,38 @@ pub(super) async fn run(
     shutdown: CancellationToken,
 ) {
     let in_flight = std::sync::Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
+    // A command that did not fit the last batch: it opens the next.
+    let mut carried: Option<(Pending, usize)> = None;
     loop {
-        let first = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            p = rx.recv() => match p {
-                Some(p) => p,
-                None => return,
+        let first = match carried.take() {
+            Some(c) => c,
+            None => tokio::select! {
+                _ = shutdown.cancelled() => return,
+                p = rx.recv() => match p {
+                    Some(p) => {
+                        let n = encoded_len(&p.cmd);
+                        (p, n)
+                    }
+                    None => return,
+                },
             },
         };
         let Ok(slot) = in_flight.clone().acquire_owned().await else {
             return;
         };
-        let mut batch = vec![first];
+        let mut bytes = first.1;
+        let mut batch = vec![first.0];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(p) => batch.push(p),
+                Ok(p) => {
+                    let n = encoded_len(&p.cmd);
+                    if bytes + n > MAX_BATCH_BYTES {
+                        carried = Some((p, n));
+                        break;
+                    }
+                    bytes += n;
+                    batch.push(p);
+                }
                 Err(_) => break,
             }
         }

@@ -25,6 +25,30 @@ fn name(n: u64) -> String {
 }
 
 /// Waits until `cond` holds for node `id`'s metrics.
+/// Makes node `id` snapshot at least up to `index`. A trigger that arrives while openraft is
+/// already building a snapshot (the automatic one every `snapshot_every_logs`) is dropped, so
+/// it is sent again until a snapshot covers `index`, within the deadline.
+async fn snapshot_up_to(c: &TestCluster, id: NodeId, index: u64) {
+    let deadline = std::time::Instant::now() + DEADLINE;
+    loop {
+        c.raft(id).trigger().snapshot().await.expect("snapshot");
+        let covered = c
+            .raft(id)
+            .wait(Some(std::time::Duration::from_secs(2)))
+            .metrics(|m| m.snapshot.map(|s| s.index) >= Some(index), "snapshot")
+            .await
+            .is_ok();
+        if covered {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node {id}: no snapshot up to {index} within {DEADLINE:?}: {:?}",
+            c.raft(id).metrics().borrow().snapshot
+        );
+    }
+}
+
 async fn wait_metrics(
     c: &TestCluster,
     id: NodeId,
@@ -123,11 +147,7 @@ async fn lagging_follower_installs_a_snapshot_after_a_purge() {
     // Both nodes that can lead snapshot everything and purge their logs (none kept), so
     // whichever leads after the healing has only a snapshot to offer.
     for id in others(&all, lagging) {
-        c.raft(id).trigger().snapshot().await.expect("snapshot");
-        wait_metrics(&c, id, "snapshot of everything", |m| {
-            m.snapshot.map(|s| s.index) >= Some(last)
-        })
-        .await;
+        snapshot_up_to(&c, id, last).await;
         c.raft(id).trigger().purge_log(last).await.expect("purge");
         wait_metrics(&c, id, "log purged", |m| {
             m.purged.map(|p| p.index) >= Some(last)

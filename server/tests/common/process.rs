@@ -199,6 +199,16 @@ impl Server {
         serde_json::from_str(&self.ok(&a)).unwrap()
     }
 
+    /// The names `wormfs ls PATH` lists.
+    pub fn ls_names(&self, path: &str) -> Vec<String> {
+        self.json(&["ls", path])["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["name"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
     pub fn kill9(mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();

@@ -347,16 +347,10 @@ fn crash_points_of_a_batched_tree_put() {
             );
         }
         let s = Server::start_env(t.path(), port, &[], &fast_sweep);
-        let ls = s.json(&["ls", "/"]);
-        let visible: Vec<String> = if ls["entries"].as_array().unwrap().is_empty() {
+        let visible: Vec<String> = if s.ls_names("/").is_empty() {
             Vec::new()
         } else {
-            s.json(&["ls", "/Photos"])["entries"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|e| e["name"].as_str().unwrap().to_owned())
-                .collect()
+            s.ls_names("/Photos")
         };
         for name in &acknowledged {
             assert!(

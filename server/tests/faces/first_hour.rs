@@ -72,14 +72,7 @@ fn tree_put_goes_on_past_bad_names_and_reruns_store_only_what_is_missing() {
         out.contains("3 stored, 0 skipped (already there), 2 failed"),
         "{out}"
     );
-    let names = |s: &Server| -> Vec<String> {
-        s.json(&["ls", "/T"])["entries"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["name"].as_str().unwrap().to_owned())
-            .collect()
-    };
+    let names = |s: &Server| s.ls_names("/T");
     assert_eq!(names(&s), ["a.txt", "c.txt", "sub"]);
 
     // Fixed, and run again with --conflict skip: only what is missing is stored.

@@ -66,13 +66,66 @@ pub(crate) enum Walk {
     NotDir(usize),
 }
 
-/// Walks `path` from the root.
+/// The root folder's row.
+const ROOT: Resolved = Resolved {
+    id: 1,
+    is_dir: true,
+    file_id: None,
+};
+
+/// Walks `path` from the root, in one statement: every request resolves a path or two, and
+/// a statement is a round trip to the database's thread (docs/performance.md, "Many small
+/// files"). The recursive query follows the names (a JSON array) down from the root while
+/// each step is a folder, and the deepest row it reached tells what [`walk_stepwise`] would.
 pub(crate) async fn walk(c: &mut SqliteConnection, path: &TreePath) -> Res<Walk> {
-    let mut cur = Resolved {
-        id: 1,
-        is_dir: true,
-        file_id: None,
+    let names = path.components();
+    match names.len() {
+        0 => return Ok(Walk::Found(ROOT)),
+        1 => return walk_stepwise(c, path).await,
+        _ => {}
+    }
+    let json = serde_json::to_string(names).map_err(|e| MetaError::Encode {
+        what: "a path's names",
+        detail: e.to_string(),
+    })?;
+    let row = sqlx::query(
+        "WITH RECURSIVE w(depth, id, is_dir, file_id) AS (
+             SELECT 0, 1, 1, NULL
+             UNION ALL
+             SELECT w.depth + 1, e.id, e.is_dir, e.file_id FROM w JOIN entries e
+               ON e.parent = w.id AND e.name = json_extract(?1, '$[' || w.depth || ']')
+             WHERE w.is_dir AND w.depth < ?2)
+         SELECT depth, id, is_dir, file_id FROM w ORDER BY depth DESC LIMIT 1",
+    )
+    .bind(json)
+    .bind(names.len() as i64)
+    .fetch_one(&mut *c)
+    .await
+    .db("walk a path")?;
+    let r = Cols::new(&row, "entries").key_col("id", 1);
+    let depth: i64 = r.col(0, "depth")?;
+    let depth = usize::try_from(depth).map_err(|e| MetaError::corrupt("a walk's depth", e))?;
+    let cur = Resolved {
+        id: r.col(1, "id")?,
+        is_dir: r.flag(2, "is_dir")?,
+        file_id: r.opt_file_id(3, "file_id")?,
     };
+    Ok(if depth == names.len() {
+        Walk::Found(cur)
+    } else if !cur.is_dir {
+        // The name at `depth - 1` is a file with more names below it (the root is a folder).
+        Walk::NotDir(depth - 1)
+    } else {
+        Walk::Missing {
+            dir: cur.id,
+            at: depth,
+        }
+    })
+}
+
+/// Walks `path` from the root one name (and one statement) at a time.
+pub(crate) async fn walk_stepwise(c: &mut SqliteConnection, path: &TreePath) -> Res<Walk> {
+    let mut cur = ROOT;
     for (i, name) in path.components().iter().enumerate() {
         if !cur.is_dir {
             return Ok(Walk::NotDir(i - 1));

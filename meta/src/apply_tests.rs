@@ -1545,3 +1545,48 @@ async fn an_empty_or_nested_batch_is_refused_whole() {
         "nothing of a refused batch applies"
     );
 }
+
+/// The one-statement walk finds what walking name by name finds, for paths that are there,
+/// paths missing at every depth and paths that go on below a file, with names JSON and SQL
+/// would quote.
+#[tokio::test]
+async fn walk_in_one_statement_agrees_with_walking_name_by_name() {
+    use crate::apply::{walk, walk_stepwise, Walk};
+    let t = test_db().await;
+    let odd = "/a/b 'quoted' \"x\"/$[0] ü/[]*?:";
+    assert_eq!(t.mkdir(odd, true).await, Outcome::Done);
+    assert_eq!(t.mkdir("/a/c", false).await, Outcome::Done);
+    let id = f(9);
+    assert_eq!(
+        t.put(id, "/a/c/file.txt", Conflict::Fail).await,
+        committed("/a/c/file.txt", id, false)
+    );
+    let show = |w: Walk| match w {
+        Walk::Found(r) => format!("found {} {} {:?}", r.id, r.is_dir, r.file_id),
+        Walk::Missing { dir, at } => format!("missing under {dir} at {at}"),
+        Walk::NotDir(i) => format!("not a folder at {i}"),
+    };
+    let paths = [
+        "/",
+        "/a",
+        "/nope",
+        "/a/b 'quoted' \"x\"",
+        odd,
+        "/a/b 'quoted' \"x\"/$[0] ü/[]*?:/deeper/still",
+        "/a/b 'quoted' \"x\"/$[1] ü",
+        "/a/c/file.txt",
+        "/a/c/file.txt/below",
+        "/a/c/file.txt/below/more",
+        "/a/c/other",
+        "/a/x/y/z",
+    ];
+    let mut c = t.db.pool().acquire().await.unwrap();
+    let mut seen = std::collections::HashSet::new();
+    for path in paths {
+        let one = show(walk(&mut c, &p(path)).await.unwrap());
+        let step = show(walk_stepwise(&mut c, &p(path)).await.unwrap());
+        assert_eq!(one, step, "{path}");
+        seen.insert(one.split(' ').next().unwrap().to_owned());
+    }
+    assert_eq!(seen.len(), 3, "every kind of outcome was walked: {seen:?}");
+}

@@ -47,6 +47,53 @@ pub const RESYNC_MARKER: &str = "RESYNC";
 #[derive(Clone)]
 pub struct LogStore {
     pool: SqlitePool,
+    /// The entries last written, as they are in the database: openraft reads each entry back
+    /// to apply it (and to send it to the followers) right after appending it.
+    recent: std::sync::Arc<std::sync::Mutex<RecentEntries>>,
+}
+
+/// At most this many of the last written entries are kept in memory ([`RecentEntries`]).
+const RECENT_ENTRIES: usize = 256;
+
+/// The last entries written to the log, by index, exactly as stored; cleared where a write
+/// failed, truncated and purged with the log.
+#[derive(Default)]
+struct RecentEntries {
+    entries: std::collections::BTreeMap<u64, Entry<TypeConfig>>,
+}
+
+impl RecentEntries {
+    /// The entries `start..end` if every one of them is here.
+    fn get(&self, start: u64, end: u64) -> Option<Vec<Entry<TypeConfig>>> {
+        if start >= end {
+            return Some(Vec::new());
+        }
+        let got: Vec<Entry<TypeConfig>> = self
+            .entries
+            .range(start..end)
+            .map(|(_, e)| e.clone())
+            .collect();
+        (got.len() as u64 == end - start).then_some(got)
+    }
+
+    fn written(&mut self, entries: Vec<Entry<TypeConfig>>) {
+        for e in entries {
+            self.entries.insert(e.log_id.index, e);
+        }
+        while self.entries.len() > RECENT_ENTRIES {
+            self.entries.pop_first();
+        }
+    }
+
+    /// Forgets the entries from `index` on (a truncation, or a write that failed).
+    fn forget_from(&mut self, index: u64) {
+        self.entries.split_off(&index);
+    }
+
+    /// Forgets the entries up to `index` (a purge).
+    fn forget_up_to(&mut self, index: u64) {
+        self.entries = self.entries.split_off(&index.saturating_add(1));
+    }
 }
 
 impl LogStore {
@@ -57,7 +104,14 @@ impl LogStore {
             .run(&pool)
             .await
             .with_context(|| format!("migrate {}", path.display()))?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            recent: Default::default(),
+        })
+    }
+
+    fn recent(&self) -> std::sync::MutexGuard<'_, RecentEntries> {
+        self.recent.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     async fn state_get<T: serde::de::DeserializeOwned>(
@@ -100,11 +154,26 @@ impl LogStore {
         &self,
         entries: impl IntoIterator<Item = Entry<TypeConfig>>,
     ) -> Result<(), SErr> {
+        let entries: Vec<Entry<TypeConfig>> = entries.into_iter().collect();
+        let Some(first) = entries.first().map(|e| e.log_id.index) else {
+            return Ok(());
+        };
+        let res = self.insert_entries(&entries).await;
+        let mut recent = self.recent();
+        match &res {
+            Ok(()) => recent.written(entries),
+            // What the database holds from `first` on is not known: read it from there.
+            Err(_) => recent.forget_from(first),
+        }
+        res
+    }
+
+    async fn insert_entries(&self, entries: &[Entry<TypeConfig>]) -> Result<(), SErr> {
         let werr = |e: sqlx::Error| io_err(StorageIOError::write_logs, e);
         let mut tx = self.pool.begin().await.map_err(werr)?;
         for e in entries {
             let json =
-                serde_json::to_string(&e).map_err(|e| io_err(StorageIOError::write_logs, e))?;
+                serde_json::to_string(e).map_err(|e| io_err(StorageIOError::write_logs, e))?;
             sqlx::query("INSERT OR REPLACE INTO log (idx, entry) VALUES (?, ?)")
                 .bind(e.log_id.index as i64)
                 .bind(json)
@@ -134,6 +203,9 @@ impl RaftLogReader<TypeConfig> for LogStore {
         // Indexes are stored as i64; none is above i64::MAX, so clamping loses nothing (and a
         // start above it must not wrap to a negative bound that matches every entry).
         let (start, end) = (start.min(i64::MAX as u64), end.min(i64::MAX as u64));
+        if let Some(hit) = self.recent().get(start, end) {
+            return Ok(hit);
+        }
         let rows =
             sqlx::query("SELECT entry, idx FROM log WHERE idx >= ? AND idx < ? ORDER BY idx")
                 .bind(start as i64)
@@ -186,10 +258,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.state_get("vote").await
     }
 
-    async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<(), SErr> {
-        self.state_set("committed", &committed).await
+    /// Not kept: the state machine is durable when `apply` returns (the namespace database,
+    /// synchronous=FULL), so openraft needs no committed index to re-apply from at a start
+    /// (openraft's `save_committed` is optional for such state machines). Saving it cost a
+    /// transaction and an fsync of the log database for every commit.
+    async fn save_committed(&mut self, _committed: Option<LogId<NodeId>>) -> Result<(), SErr> {
+        Ok(())
     }
 
+    /// What earlier versions saved, if anything: never above what their state machine had
+    /// applied, and openraft takes the applied index where that is higher.
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, SErr> {
         Ok(self
             .state_get::<Option<LogId<NodeId>>>("committed")
@@ -211,6 +289,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), SErr> {
+        // Forgotten first: a failed delete leaves the database as it may be.
+        self.recent().forget_from(log_id.index);
         sqlx::query("DELETE FROM log WHERE idx >= ?")
             .bind(log_id.index as i64)
             .execute(&self.pool)
@@ -221,6 +301,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), SErr> {
         self.state_set("last_purged", &Some(log_id)).await?;
+        self.recent().forget_up_to(log_id.index);
         sqlx::query("DELETE FROM log WHERE idx <= ?")
             .bind(log_id.index as i64)
             .execute(&self.pool)
@@ -658,6 +739,81 @@ mod tests {
             last_membership: StoredMembership::new(Some(log_id), membership),
             snapshot_id: "3-7-42-0000abcd".into(),
         }
+    }
+
+    fn blank(term: u64, index: u64) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
+            payload: EntryPayload::Blank,
+        }
+    }
+
+    /// The log as a store that has no entries in memory reads it from the database.
+    async fn from_disk(path: &Path, range: std::ops::Range<u64>) -> Vec<LogId<NodeId>> {
+        let mut fresh = LogStore::open(path).await.unwrap();
+        let got = fresh.try_get_log_entries(range).await.unwrap();
+        fresh.close().await;
+        got.into_iter().map(|e| e.log_id).collect()
+    }
+
+    /// Entries read back from memory are exactly those in the database, through overwrites,
+    /// truncations and purges; ranges not wholly in memory are read from the database.
+    #[tokio::test]
+    async fn recent_entries_read_back_as_the_database_has_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("raft-log.db");
+        let mut log = LogStore::open(&path).await.unwrap();
+        let ids = |v: Vec<Entry<TypeConfig>>| v.into_iter().map(|e| e.log_id).collect::<Vec<_>>();
+
+        log.write_entries((1..=10).map(|i| blank(1, i)))
+            .await
+            .unwrap();
+        assert_eq!(log.recent().entries.len(), 10);
+        let mem = ids(log.try_get_log_entries(3..8).await.unwrap());
+        assert_eq!(mem, from_disk(&path, 3..8).await);
+        assert_eq!(mem.len(), 5);
+
+        // A new leader overwrites from 6 on, after truncating.
+        log.truncate(LogId::new(CommittedLeaderId::new(1, 1), 6))
+            .await
+            .unwrap();
+        assert_eq!(
+            ids(log.try_get_log_entries(0..100).await.unwrap()),
+            from_disk(&path, 0..100).await
+        );
+        log.write_entries((6..=8).map(|i| blank(2, i)))
+            .await
+            .unwrap();
+        let all = ids(log.try_get_log_entries(1..9).await.unwrap());
+        assert_eq!(all, from_disk(&path, 1..9).await);
+        assert_eq!(all[5].leader_id.term, 2);
+        assert_eq!(all[4].leader_id.term, 1);
+
+        // Purged entries are gone from memory as from the database.
+        log.purge(LogId::new(CommittedLeaderId::new(1, 1), 3))
+            .await
+            .unwrap();
+        assert_eq!(log.recent().entries.keys().next(), Some(&4));
+        assert_eq!(
+            ids(log.try_get_log_entries(0..100).await.unwrap()),
+            from_disk(&path, 0..100).await
+        );
+
+        // Only the last RECENT_ENTRIES stay in memory; older ones come from the database.
+        let n = RECENT_ENTRIES as u64 + 20;
+        log.write_entries((9..9 + n).map(|i| blank(2, i)))
+            .await
+            .unwrap();
+        assert_eq!(log.recent().entries.len(), RECENT_ENTRIES);
+        assert_eq!(
+            ids(log.try_get_log_entries(4..9 + n).await.unwrap()),
+            from_disk(&path, 4..9 + n).await
+        );
+        assert_eq!(
+            log.try_get_log_entries(4..9 + n).await.unwrap().len() as u64,
+            n + 5
+        );
+        log.close().await;
     }
 
     #[tokio::test]

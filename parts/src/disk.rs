@@ -66,6 +66,9 @@ pub enum DiskState {
 /// block or two would not fit.
 pub const FULL_FLOOR_BYTES: u64 = 1 << 20;
 
+/// How long placement trusts a disk's last full check ([`LocalDisk::placement_space`]).
+pub const PLACEMENT_CHECK_FOR: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Whether an I/O error says the filesystem has no space left (ENOSPC, or EDQUOT).
 pub fn is_no_space(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(28) | Some(122))
@@ -258,6 +261,9 @@ pub struct LocalDisk {
     /// The last measure of space, with `bytes_written` when it was taken (`None`: measure
     /// again).
     space_seen: Mutex<Option<(Space, u64)>>,
+    /// When a full check ([`Self::verify_for_write`]) last passed: placement reuses it for
+    /// [`PLACEMENT_CHECK_FOR`] (see [`Self::placement_space`]).
+    checked_at: Mutex<Option<std::time::Instant>>,
     /// The sweeper's mark of what the disk held when a sweep last found nothing left to do
     /// on it (its own fingerprint of the writes and the parts the metadata places here);
     /// `None`: the next sweep lists it.
@@ -397,6 +403,7 @@ impl LocalDisk {
             write_errors: AtomicU64::new(0),
             identity_seen: Mutex::new(None),
             space_seen: Mutex::new(None),
+            checked_at: Mutex::new(None),
             swept_clean: Mutex::new(None),
         };
         if disk.state().0 == DiskState::Missing {
@@ -619,9 +626,35 @@ impl LocalDisk {
         Ok(())
     }
 
+    /// The disk's space for placement's choice of disks for a part of `needed` bytes: from
+    /// a full check ([`Self::verify_for_write`]) that passed within [`PLACEMENT_CHECK_FOR`],
+    /// less what was written since, else from a new full check. Placement asks this of every
+    /// disk for every file, and a photo library is thousands of files a second: the disks it
+    /// then chooses are checked in full again as their parts are created
+    /// (`LocalPartWriter::create`), so a disk swapped or filled meanwhile still takes nothing.
+    pub fn placement_space(&self, needed: u64) -> Result<Space, DiskError> {
+        let fresh = lock(&self.checked_at).is_some_and(|t| t.elapsed() < PLACEMENT_CHECK_FOR);
+        if fresh && self.state().0 == DiskState::Active {
+            let written = self.bytes_written.load(Ordering::Relaxed);
+            if let Some((space, at)) = *lock(&self.space_seen) {
+                let free = space.free_bytes.saturating_sub(written.saturating_sub(at));
+                let floor = self.reserve_bytes.saturating_add(FULL_FLOOR_BYTES);
+                if free >= floor.max(self.reserve_bytes.saturating_add(needed)) {
+                    return Ok(Space {
+                        total_bytes: space.total_bytes,
+                        free_bytes: free,
+                    });
+                }
+            }
+        }
+        self.verify_for_write(needed)?;
+        Ok(self.known_space())
+    }
+
     /// Checks that this is still the same disk and that it can take `needed` bytes.
     pub fn verify_for_write(&self, needed: u64) -> Result<(), DiskError> {
         let res = self.check(needed);
+        *lock(&self.checked_at) = res.is_ok().then(std::time::Instant::now);
         match &res {
             Ok(()) => {
                 if self.state().0 != DiskState::Active {

@@ -218,9 +218,8 @@ impl Store {
         self.disks
             .iter()
             .filter(|d| dir.disk(d.id).is_some())
-            .filter(|d| d.verify_for_write(part_bytes).is_ok())
             .filter_map(|d| {
-                let space = d.space().ok()?;
+                let space = d.placement_space(part_bytes).ok()?;
                 Some(Candidate {
                     disk: d.id,
                     node: self.node_id,

@@ -115,6 +115,12 @@ fn one_set_of_users_and_tokens_works_on_every_machine() {
     wait_for(30, "ann writes through the third machine", || {
         (status(&dav(&ms[2], &ann), "PUT", "/from-ann.txt") == 201).then_some(())
     });
+    // The second machine may apply the new user a moment later (its WebDAV face reloads the
+    // users within 250 ms of applying them): it reads the file as soon as it has them.
+    wait_for(30, "ann reads through the second machine", || {
+        let got = dav(&ms[1], &ann).curl(&[], "/from-ann.txt");
+        (got.status == 200).then_some(got.text())
+    });
     let got = dav(&ms[1], &ann).curl(&[], "/from-ann.txt");
     assert_eq!((got.status, got.text().as_str()), (200, "hello"));
     // A read-only user reads but does not write, on any machine.

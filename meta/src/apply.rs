@@ -535,8 +535,34 @@ async fn apply_one(c: &mut SqliteConnection, cmd: &CommandV1) -> Res<Outcome> {
                 segments,
                 source,
             };
-            commit_file(c, &file, path, *conflict, *time_ms).await
+            commit_file(c, &file, Claim::Intent, path, *conflict, *time_ms).await
         }
+        CommandV1::CommitSmallFile {
+            file_id,
+            path,
+            conflict,
+            policy,
+            geometry,
+            size,
+            content_blake3,
+            segments,
+            source,
+            time_ms,
+            parts_from_ms,
+        } => {
+            let file = NewFile {
+                file_id: *file_id,
+                policy,
+                geometry,
+                size: *size,
+                content_blake3,
+                segments,
+                source,
+            };
+            let claim = Claim::PartsFrom(*parts_from_ms);
+            commit_file(c, &file, claim, path, *conflict, *time_ms).await
+        }
+        CommandV1::SetSweepHorizon { before_ms } => set_sweep_horizon(c, *before_ms).await,
         CommandV1::AppendSegments {
             intent_id,
             file_id,
@@ -890,6 +916,37 @@ async fn expire_intents(
     Ok(Outcome::Done)
 }
 
+/// Where the sweep horizon is kept ([`CommandV1::SetSweepHorizon`]).
+const SWEEP_HORIZON_KEY: &str = "sweep_horizon_ms";
+
+/// The sweep horizon so far (0 before any sweep set one).
+async fn sweep_horizon(c: &mut SqliteConnection) -> Res<u64> {
+    match kv_get(c, SWEEP_HORIZON_KEY).await? {
+        None => Ok(0),
+        Some(v) => v
+            .parse()
+            .map_err(|e| MetaError::corrupt(format!("kv {SWEEP_HORIZON_KEY}"), e)),
+    }
+}
+
+/// `SetSweepHorizon`: moves the horizon forward (never back).
+async fn set_sweep_horizon(c: &mut SqliteConnection, before_ms: u64) -> Res<Outcome> {
+    if before_ms > sweep_horizon(c).await? {
+        kv_set(c, SWEEP_HORIZON_KEY, &before_ms.to_string()).await?;
+    }
+    Ok(Outcome::Done)
+}
+
+/// What kept a new file's parts from the sweeper while they were written.
+#[derive(Clone, Copy)]
+enum Claim {
+    /// An intent, which must still exist (`CommitFile`).
+    Intent,
+    /// Nothing: parts started at this time, which must be after the sweep horizon
+    /// (`CommitSmallFile`).
+    PartsFrom(u64),
+}
+
 /// The file a `CommitFile` makes visible.
 struct NewFile<'a> {
     file_id: FileId,
@@ -909,15 +966,25 @@ struct NewFile<'a> {
 async fn commit_file(
     c: &mut SqliteConnection,
     file: &NewFile<'_>,
+    claim: Claim,
     path: &str,
     conflict: Conflict,
     time_ms: u64,
 ) -> Res<Outcome> {
     let file_id = file.file_id;
-    if !intent_exists(c, file_id).await? {
-        reject!(Rejection::NoIntent(file_id.to_string()));
+    match claim {
+        Claim::Intent => {
+            if !intent_exists(c, file_id).await? {
+                reject!(Rejection::NoIntent(file_id.to_string()));
+            }
+            delete_intent(c, file_id).await?;
+        }
+        Claim::PartsFrom(from_ms) => {
+            if from_ms < sweep_horizon(c).await? {
+                reject!(Rejection::PartsMaybeSwept(file_id.to_string()));
+            }
+        }
     }
-    delete_intent(c, file_id).await?;
     let path = match parse_path(path) {
         Ok(p) if !p.is_root() => p,
         Ok(p) => reject!(Rejection::InvalidPath(p.to_string())),

@@ -1590,3 +1590,95 @@ async fn walk_in_one_statement_agrees_with_walking_name_by_name() {
     }
     assert_eq!(seen.len(), 3, "every kind of outcome was walked: {seen:?}");
 }
+
+/// The commit of a small file `id` at `path` whose parts were started at `parts_from_ms`.
+fn commit_small(id: FileId, path: &str, conflict: Conflict, parts_from_ms: u64) -> CommandV1 {
+    let CommandV1::CommitFile {
+        file_id,
+        path,
+        conflict,
+        policy,
+        geometry,
+        size,
+        content_blake3,
+        segments,
+        source,
+        time_ms,
+    } = commit(id, path, conflict)
+    else {
+        unreachable!()
+    };
+    CommandV1::CommitSmallFile {
+        file_id,
+        path,
+        conflict,
+        policy,
+        geometry,
+        size,
+        content_blake3,
+        segments,
+        source,
+        time_ms,
+        parts_from_ms,
+    }
+}
+
+/// A small file commits without an intent, as a `CommitFile` would, until a sweep's horizon
+/// passes its parts' start: then it is refused and nothing of it is visible. The horizon
+/// only moves forward.
+#[tokio::test]
+async fn commit_small_file_needs_no_intent_and_is_refused_behind_the_sweep_horizon() {
+    let t = test_db().await;
+    // No horizon yet: any start is accepted, and no intent is needed or made.
+    assert_eq!(
+        t.apply(commit_small(f(1), "/p/a.jpg", Conflict::Fail, 5))
+            .await,
+        committed("/p/a.jpg", f(1), false)
+    );
+    assert_eq!(t.at("/p/a.jpg").await, Some((EntryKind::File, Some(f(1)))));
+    assert_eq!(t.int("SELECT COUNT(*) FROM intents").await, 0);
+    // The conflict rules are CommitFile's.
+    assert_eq!(
+        t.apply(commit_small(f(2), "/p/a.jpg", Conflict::Fail, 5))
+            .await,
+        rejected(Rejection::AlreadyExists("/p/a.jpg".into()))
+    );
+    assert_eq!(
+        t.apply(commit_small(f(2), "/p/a.jpg", Conflict::Rename, 5))
+            .await,
+        committed("/p/a (1).jpg", f(2), false)
+    );
+
+    // A sweep sets its horizon: parts started before it may be gone.
+    let horizon = |before_ms| CommandV1::SetSweepHorizon { before_ms };
+    assert_eq!(t.apply(horizon(T)).await, Outcome::Done);
+    assert_eq!(
+        t.apply(commit_small(f(3), "/p/b.jpg", Conflict::Fail, T - 1))
+            .await,
+        rejected(Rejection::PartsMaybeSwept(f(3).to_string()))
+    );
+    assert_eq!(t.at("/p/b.jpg").await, None);
+    assert_eq!(
+        t.int("SELECT COUNT(*) FROM files WHERE file_id IS NOT NULL")
+            .await,
+        2
+    );
+    // An older horizon (another machine's sweep, or a slow one) does not move it back.
+    assert_eq!(t.apply(horizon(T - 1000)).await, Outcome::Done);
+    assert_eq!(
+        t.apply(commit_small(f(3), "/p/b.jpg", Conflict::Fail, T - 1))
+            .await,
+        rejected(Rejection::PartsMaybeSwept(f(3).to_string()))
+    );
+    // Parts started at or after the horizon commit.
+    assert_eq!(
+        t.apply(commit_small(f(4), "/p/c.jpg", Conflict::Fail, T))
+            .await,
+        committed("/p/c.jpg", f(4), false)
+    );
+    // A CommitFile still needs its intent, whatever the horizon.
+    assert_eq!(
+        t.apply(commit(f(5), "/p/d.jpg", Conflict::Fail)).await,
+        rejected(Rejection::NoIntent(f(5).to_string()))
+    );
+}

@@ -77,7 +77,7 @@ pub fn tree_changes(cmd: &CommandV1, outcome: &Outcome) -> Vec<TreeChange> {
             _ => Vec::new(),
         },
         CommandV1::Mkdir { path, .. } => created(path),
-        CommandV1::CommitFile { .. } => match outcome {
+        CommandV1::CommitFile { .. } | CommandV1::CommitSmallFile { .. } => match outcome {
             // The rename rule may have chosen another name: the outcome has the final one.
             Outcome::Committed { path, .. } => created(path),
             _ => Vec::new(),

@@ -349,6 +349,44 @@ pub enum CommandV1 {
         /// When.
         time_ms: u64,
     },
+    /// Makes visible a file whose parts were written without an intent: a small file, wholly
+    /// in memory, whose parts take milliseconds to write (one Raft entry per file instead of
+    /// two; docs/performance.md, "Many small files"). Nothing claimed its parts while they
+    /// were written, so it is refused (`PartsMaybeSwept`) when `parts_from_ms` is before the
+    /// horizon of the sweeps applied so far ([`CommandV1::SetSweepHorizon`]): a sweep may have
+    /// removed them. Otherwise exactly as [`CommandV1::CommitFile`].
+    CommitSmallFile {
+        /// The file (no intent).
+        file_id: FileId,
+        /// Where it goes.
+        path: String,
+        /// What to do if the name is taken.
+        conflict: Conflict,
+        /// The resolved policy, as text.
+        policy: String,
+        /// Its segment geometry.
+        geometry: Geometry,
+        /// Total bytes.
+        size: u64,
+        /// BLAKE3 of the whole content, hex.
+        content_blake3: String,
+        /// The segments.
+        segments: Vec<NewSegment>,
+        /// Where it came from.
+        source: SourceIdentity,
+        /// When.
+        time_ms: u64,
+        /// The writer's clock before it started the first part (ms since epoch).
+        parts_from_ms: u64,
+    },
+    /// A sweep is about to remove unowned parts: from now on, a [`CommandV1::CommitSmallFile`]
+    /// whose parts were started before `before_ms` is refused. The horizon only moves forward
+    /// (the latest of all sweeps, of every machine).
+    SetSweepHorizon {
+        /// The sweeper's clock less its orphan grace time, plus a margin for clocks that
+        /// disagree (ms since epoch).
+        before_ms: u64,
+    },
     /// Adds segments to the end of a committed file.
     AppendSegments {
         /// The appending ingest's intent.
@@ -662,6 +700,8 @@ impl CommandV1 {
             | CommandV1::AbortIngest { .. }
             | CommandV1::ExpireIntents { .. }
             | CommandV1::CommitFile { .. }
+            | CommandV1::CommitSmallFile { .. }
+            | CommandV1::SetSweepHorizon { .. }
             | CommandV1::AppendSegments { .. }
             | CommandV1::Remove { .. }
             | CommandV1::Rename { .. }
@@ -852,6 +892,12 @@ pub enum Rejection {
     /// The ingest's intent is gone (its lease ran out).
     #[error("ingest {0} has no live intent (lease expired?)")]
     NoIntent(String),
+    /// A small file's parts were written before the latest sweep's horizon: a sweep may have
+    /// removed them.
+    #[error(
+        "ingest {0}: its parts were written before the latest sweep's horizon and may be gone"
+    )]
+    PartsMaybeSwept(String),
     /// An append raced another change.
     #[error("{0}: changed since the append started")]
     Changed(String),

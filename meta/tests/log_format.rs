@@ -20,7 +20,7 @@ use wormfs_parts::codec::CodecId;
 use wormfs_parts::ids::{ClusterId, DiskId, FileId};
 use wormfs_parts::layout::Geometry;
 
-const VARIANTS: usize = 43;
+const VARIANTS: usize = 45;
 
 fn variant(c: &CommandV1) -> &'static str {
     match c {
@@ -67,6 +67,8 @@ fn variant(c: &CommandV1) -> &'static str {
         CommandV1::RevokeToken { .. } => "RevokeToken",
         CommandV1::RecordEvent { .. } => "RecordEvent",
         CommandV1::Batch { .. } => "Batch",
+        CommandV1::CommitSmallFile { .. } => "CommitSmallFile",
+        CommandV1::SetSweepHorizon { .. } => "SetSweepHorizon",
     }
 }
 
@@ -411,6 +413,29 @@ fn samples() -> Vec<CommandV1> {
                 },
                 CommandV1::AbortIngest { file_id: file(8) },
             ],
+        },
+        CommandV1::CommitSmallFile {
+            file_id: file(0xcafe),
+            path: "/Photos/IMG_0002.jpg".into(),
+            conflict: Conflict::Fail,
+            policy: "copies:3".into(),
+            geometry,
+            size: 3000,
+            content_blake3: "77ab".into(),
+            segments: vec![NewSegment {
+                index: 0,
+                data_len: 3000,
+                blake3: "77ab".into(),
+                parts: vec![Some(disk(1)), Some(disk(2)), Some(disk(3))],
+            }],
+            source: SourceIdentity::Upload {
+                client: "ann".into(),
+            },
+            time_ms: T,
+            parts_from_ms: T - 5,
+        },
+        CommandV1::SetSweepHorizon {
+            before_ms: T - 540_000,
         },
     ]
 }

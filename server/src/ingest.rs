@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::data_plane::wire::NewUpload;
 use crate::data_plane::RemotePartWriter;
 use crate::store::{Store, StoreError};
-use wormfs_meta::command::{CommandV1, Conflict, NewSegment, Outcome, SourceIdentity};
+use wormfs_meta::command::{CommandV1, Conflict, NewSegment, Outcome, Rejection, SourceIdentity};
 use wormfs_parts::codec;
 use wormfs_parts::crash_point::crash_point;
 use wormfs_parts::disk::DiskState;
@@ -47,6 +47,15 @@ pub struct IngestRequest {
     pub source: SourceIdentity,
     /// The size announced by the client, checked at the end if given.
     pub expected_size: Option<u64>,
+}
+
+/// What keeps a new file's parts from the sweeper while they are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Claim {
+    /// An intent with a lease, renewed while the parts are written (`CommitFile`).
+    Intent,
+    /// Nothing (a small file, wholly in memory: `CommitSmallFile`).
+    None,
 }
 
 /// A committed ingest.
@@ -782,46 +791,74 @@ impl Store {
             self.storage.block_size_bytes,
             self.storage.segment_part_bytes,
         );
+        if small {
+            // All of it is in memory: kept for the rare retry below.
+            let bytes = src.head.clone();
+            match self
+                .store_new(&req, policy, geo, Claim::None, &mut src)
+                .await
+            {
+                Err(StoreError::Rejected(Rejection::PartsMaybeSwept(id))) => {
+                    // Its commit came after a sweep's horizon passed its parts (a commit
+                    // delayed for most of the orphan grace time, or clocks far apart): its
+                    // parts are gone or may go. Stored again, claimed by an intent.
+                    tracing::warn!(path = %req.path, file = %id, "a small file's commit came too late for its parts: storing it again with an intent");
+                    let mut again = Source::new(&bytes[..]);
+                    again.size_hint = req.expected_size;
+                    self.store_new(&req, policy, geo, Claim::Intent, &mut again)
+                        .await
+                }
+                other => other,
+            }
+        } else {
+            self.store_new(&req, policy, geo, Claim::Intent, &mut src)
+                .await
+        }
+    }
+
+    /// Writes a new file's parts and commits it: claimed by an intent (a lease the ingest
+    /// renews while it writes), or, for a small file wholly in memory, by nothing: its parts
+    /// take milliseconds, and the commit is refused if a sweep may have removed them
+    /// (`CommitSmallFile`; docs/performance.md, "Many small files").
+    async fn store_new<R: AsyncRead + Unpin>(
+        self: &Arc<Self>,
+        req: &IngestRequest,
+        policy: Policy,
+        geo: Geometry,
+        claim: Claim,
+        src: &mut Source<R>,
+    ) -> Result<IngestResult, StoreError> {
         let file_id = FileId::mint();
         let path_s = req.path.to_string();
-        let written = if small {
-            // A small file is all in memory: its parts are written while its intent is being
-            // committed (one Raft round trip less per file). Parts written before the intent
-            // exists are safe from the sweeper for the orphan grace time (at least the lease),
-            // and a crash in between leaves orphans it removes, as after an expired intent.
-            let (lease, written) = tokio::join!(
-                self.begin_intent(file_id, &req.path, None),
-                self.write_segments(geo, file_id, 0, &path_s, &mut src)
-            );
-            let lease = match lease {
-                Ok(l) => l,
-                Err(e) => {
-                    self.discard_parts(file_id, geo.width());
-                    return Err(e);
-                }
-            };
-            crash_point("ingest-after-intent");
-            (lease.drop_guard(), written)
-        } else {
-            let lease = self.begin_intent(file_id, &req.path, None).await?;
-            crash_point("ingest-after-intent");
-            let written = self
-                .write_segments(geo, file_id, 0, &path_s, &mut src)
-                .await;
-            (lease.drop_guard(), written)
+        let parts_from_ms = now_ms();
+        let lease = match claim {
+            Claim::Intent => {
+                let lease = self.begin_intent(file_id, &req.path, None).await?;
+                crash_point("ingest-after-intent");
+                Some(lease.drop_guard())
+            }
+            Claim::None => None,
         };
-        let (_stop_lease, written) = written;
+        let abandon = |me: &Arc<Self>| {
+            let me = me.clone();
+            async move {
+                if claim == Claim::Intent {
+                    me.abandon(file_id).await;
+                }
+            }
+        };
+        let written = self.write_segments(geo, file_id, 0, &path_s, src).await;
         let (segments, hash) = match written {
             Ok(v) => v,
             Err(e) => {
-                self.abandon(file_id).await;
+                abandon(self).await;
                 self.discard_parts(file_id, geo.width());
                 return Err(e);
             }
         };
         if let Some(want) = req.expected_size {
             if want != src.total {
-                self.abandon(file_id).await;
+                abandon(self).await;
                 self.delete_parts(file_id, &segments);
                 return Err(StoreError::BadRequest(format!(
                     "received {} bytes, {} announced",
@@ -834,20 +871,38 @@ impl Store {
             .iter()
             .map(|s| s.parts.iter().filter(|p| p.is_none()).count())
             .sum();
-        let outcome = self
-            .propose(CommandV1::CommitFile {
+        let (path, conflict, policy_s) = (req.path.to_string(), req.conflict, policy.to_string());
+        let (size, content_blake3) = (src.total, hash.to_hex().to_string());
+        let (source, time_ms) = (req.source.clone(), now_ms());
+        let cmd = match claim {
+            Claim::Intent => CommandV1::CommitFile {
                 file_id,
-                path: req.path.to_string(),
-                conflict: req.conflict,
-                policy: policy.to_string(),
+                path,
+                conflict,
+                policy: policy_s,
                 geometry: geo,
-                size: src.total,
-                content_blake3: hash.to_hex().to_string(),
+                size,
+                content_blake3,
                 segments: segments.clone(),
-                source: req.source.clone(),
-                time_ms: now_ms(),
-            })
-            .await;
+                source,
+                time_ms,
+            },
+            Claim::None => CommandV1::CommitSmallFile {
+                file_id,
+                path,
+                conflict,
+                policy: policy_s,
+                geometry: geo,
+                size,
+                content_blake3,
+                segments: segments.clone(),
+                source,
+                time_ms,
+                parts_from_ms,
+            },
+        };
+        let outcome = self.propose(cmd).await;
+        drop(lease);
         crash_point("ingest-after-commit");
         let (path, skipped, replaced) = match outcome {
             Ok(Outcome::Committed { path, replaced, .. }) => (path, false, replaced),

@@ -63,13 +63,35 @@ fn fingerprint(
     std::hash::Hasher::finish(&h)
 }
 
+/// The most that two machines' clocks may disagree by, for the sweep horizon, with the
+/// default orphan grace time (a smaller grace time gives half of itself).
+const CLOCK_MARGIN_MS: u64 = 60_000;
+
+/// The sweep horizon for a sweep at `now_ms` that removes unowned parts at least `grace_ms`
+/// old: parts written before `now_ms - grace_ms` may go, and a small file's commit is refused
+/// when its parts were started before a point `margin` later than that, so that a writer
+/// whose clock runs up to `margin` ahead of this machine's is refused too.
+pub fn sweep_horizon(now_ms: u64, grace_ms: u64) -> u64 {
+    let margin = CLOCK_MARGIN_MS.min(grace_ms / 2);
+    now_ms.saturating_sub(grace_ms).saturating_add(margin)
+}
+
 /// Runs one sweep over this node's disks.
 #[tracing::instrument(skip_all)]
 pub async fn sweep(store: &Arc<Store>) -> Result<SweepReport, StoreError> {
+    let now = now_ms();
     store
         .propose(CommandV1::ExpireIntents {
-            now_ms: now_ms(),
+            now_ms: now,
             writer: None,
+        })
+        .await?;
+    // Small files' parts are written with no intent to claim them: before anything is
+    // removed, the commits of those started before the horizon are refused (applied here
+    // before `known` is read below, so a commit either shows there or is refused).
+    store
+        .propose(CommandV1::SetSweepHorizon {
+            before_ms: sweep_horizon(now, store.ingest.orphan_grace_ms),
         })
         .await?;
     let live: HashSet<_> = store
@@ -95,6 +117,9 @@ pub async fn sweep(store: &Arc<Store>) -> Result<SweepReport, StoreError> {
         listed += 1;
         let dir = disk.parts_dir();
         let live = live.clone();
+        // Ages are counted to the sweep's start, the time its horizon was set from: a part
+        // written after `now - grace` is never removed, however long the listing takes.
+        let started = SystemTime::UNIX_EPOCH + Duration::from_millis(now);
         let r = tokio::task::spawn_blocking(move || -> std::io::Result<(SweepReport, u64)> {
             let mut rep = SweepReport::default();
             // Files left for a later sweep to look at again: temporary files younger than the
@@ -117,7 +142,7 @@ pub async fn sweep(store: &Arc<Store>) -> Result<SweepReport, StoreError> {
                         .metadata()
                         .and_then(|m| m.modified())
                         .ok()
-                        .and_then(|t| SystemTime::now().duration_since(t).ok())
+                        .and_then(|t| started.duration_since(t).ok())
                         .unwrap_or_default();
                     if name.starts_with('.') && name.contains(".tmp") {
                         if age >= grace {

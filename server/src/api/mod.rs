@@ -89,6 +89,7 @@ impl From<StoreError> for ApiError {
                 | Rejection::IsADirectory(_)
                 | Rejection::NotEmpty(_) => (StatusCode::CONFLICT, ErrorKind::Conflict),
                 Rejection::NoIntent(_)
+                | Rejection::PartsMaybeSwept(_)
                 | Rejection::Changed(_)
                 | Rejection::AlreadyInitialised
                 | Rejection::Claimed(_) => (StatusCode::CONFLICT, ErrorKind::Conflict),

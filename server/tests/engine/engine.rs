@@ -532,3 +532,41 @@ async fn sweeper_removes_orphans_only() {
     );
     node.stop().await;
 }
+
+/// A small file commits without an intent; when a sweep's horizon has passed its parts (here
+/// a horizon an hour ahead, as a sweeping machine whose clock runs fast would set), the commit
+/// is refused, its parts are removed, and the file is stored again under an intent: the put
+/// succeeds, and only the second write's parts remain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_file_behind_the_sweep_horizon_is_stored_again_with_an_intent() {
+    let t = tempfile::tempdir().unwrap();
+    let node = start(&config(t.path(), 4096, 64 * 1024)).await;
+    let store = node.store.clone();
+    let first = random_bytes(3000, 7);
+    let r = put(&store, "/a.jpg", None, &first).await.unwrap();
+    assert_eq!(r.policy, "copies:3");
+    let hour_ahead = wormfs_parts::fsutil::now_ms() + 3_600_000;
+    store
+        .propose(wormfs_meta::command::CommandV1::SetSweepHorizon {
+            before_ms: hour_ahead,
+        })
+        .await
+        .unwrap();
+    let second = random_bytes(3000, 8);
+    let r = put(&store, "/b.jpg", None, &second).await.unwrap();
+    assert_eq!(read(&store, "/b.jpg", 0, 3000).await.unwrap(), second);
+    assert_eq!(read(&store, "/a.jpg", 0, 3000).await.unwrap(), first);
+    let id = r.file_id.to_string();
+    let parts: Vec<_> = part_files(&store)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains(&id))
+        .collect();
+    assert_eq!(parts.len(), 3, "{parts:?}");
+    assert_eq!(
+        part_files(&store).len(),
+        6,
+        "the refused write's parts were removed"
+    );
+    assert!(store.meta.intents().await.unwrap().is_empty());
+    node.stop().await;
+}

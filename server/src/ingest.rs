@@ -287,52 +287,50 @@ impl SegmentWriter {
         Ok(())
     }
 
-    /// Makes every part durable. Blocking (parts finish in parallel threads).
-    fn finish(
+    /// Makes every part durable: each part's finish (its header, fsync or group sync, rename)
+    /// runs in the blocking pool, all at once. Pooled threads, not a thread started for each
+    /// part: a small file's three part finishes were three thread starts, about fifty system
+    /// calls per file (docs/performance.md).
+    async fn finish(
         mut self,
         cluster: wormfs_parts::ids::ClusterId,
-        path: &str,
+        path: String,
     ) -> anyhow::Result<NewSegment> {
         let hash = self.hasher.finalize();
         let created = now_ms();
         let header_len = self.header_len;
-        let results: Vec<(usize, anyhow::Result<()>)> = std::thread::scope(|s| {
-            let handles: Vec<_> = self
-                .writers
-                .iter_mut()
-                .enumerate()
-                .filter_map(|(i, w)| w.take().map(|w| (i, w)))
-                .map(|(i, w)| {
-                    let header = PartHeader {
-                        codec: self.geo.codec,
-                        header_len,
-                        cluster_id: cluster,
-                        file_id: self.file_id,
-                        segment_index: self.index,
-                        part_index: i as u16,
-                        k: self.geo.k,
-                        m: self.geo.m,
-                        block_size: self.geo.block_size,
-                        segment_data_len: self.len,
-                        part_data_len: self.geo.part_data_len(self.len),
-                        created_ms: created,
-                        segment_blake3: *hash.as_bytes(),
-                        path: path.to_owned(),
-                    };
-                    (i, s.spawn(move || w.finish(header)))
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|(i, h)| {
-                    (
-                        i,
-                        h.join()
-                            .unwrap_or_else(|_| Err(anyhow::anyhow!("part writer panicked"))),
-                    )
-                })
-                .collect()
-        });
+        let handles: Vec<_> = self
+            .writers
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, w)| w.take().map(|w| (i, w)))
+            .map(|(i, w)| {
+                let header = PartHeader {
+                    codec: self.geo.codec,
+                    header_len,
+                    cluster_id: cluster,
+                    file_id: self.file_id,
+                    segment_index: self.index,
+                    part_index: i as u16,
+                    k: self.geo.k,
+                    m: self.geo.m,
+                    block_size: self.geo.block_size,
+                    segment_data_len: self.len,
+                    part_data_len: self.geo.part_data_len(self.len),
+                    created_ms: created,
+                    segment_blake3: *hash.as_bytes(),
+                    path: path.clone(),
+                };
+                (i, tokio::task::spawn_blocking(move || w.finish(header)))
+            })
+            .collect();
+        let mut results = Vec::with_capacity(handles.len());
+        for (i, h) in handles {
+            let r = h
+                .await
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("part writer panicked")));
+            results.push((i, r));
+        }
         for (i, r) in results {
             if let Err(e) = r {
                 tracing::warn!(file = %self.file_id, segment = self.index, part = i, "part finish failed: {e:#}");
@@ -680,7 +678,7 @@ impl Store {
             if let Some(prev) = finishing.take() {
                 segments.push(finished(prev).await?);
             }
-            *finishing = Some(tokio::task::spawn_blocking(move || seg.finish(cluster, &p)));
+            *finishing = Some(tokio::spawn(seg.finish(cluster, p)));
             index += 1;
             if next.is_empty() && !src.exhausted() {
                 src.fill(&mut next, batch.min(geo.segment_capacity() as usize))

@@ -538,31 +538,22 @@ async fn apply_one(c: &mut SqliteConnection, cmd: &CommandV1) -> Res<Outcome> {
             commit_file(c, &file, Claim::Intent, path, *conflict, *time_ms).await
         }
         CommandV1::CommitSmallFile {
-            file_id,
-            path,
-            conflict,
-            policy,
-            geometry,
-            size,
-            content_blake3,
-            segments,
-            source,
-            time_ms,
-            parts_from_ms,
+            file: f,
+            sweeps_before,
         } => {
             let file = NewFile {
-                file_id: *file_id,
-                policy,
-                geometry,
-                size: *size,
-                content_blake3,
-                segments,
-                source,
+                file_id: f.file_id,
+                policy: &f.policy,
+                geometry: &f.geometry,
+                size: f.size,
+                content_blake3: &f.content_blake3,
+                segments: &f.segments,
+                source: &f.source,
             };
-            let claim = Claim::PartsFrom(*parts_from_ms);
-            commit_file(c, &file, claim, path, *conflict, *time_ms).await
+            let claim = Claim::SweepsBefore(*sweeps_before);
+            commit_file(c, &file, claim, &f.path, f.conflict, f.time_ms).await
         }
-        CommandV1::SetSweepHorizon { before_ms } => set_sweep_horizon(c, *before_ms).await,
+        CommandV1::SweepBegins { .. } => sweep_begins(c).await,
         CommandV1::AppendSegments {
             intent_id,
             file_id,
@@ -916,24 +907,23 @@ async fn expire_intents(
     Ok(Outcome::Done)
 }
 
-/// Where the sweep horizon is kept ([`CommandV1::SetSweepHorizon`]).
-const SWEEP_HORIZON_KEY: &str = "sweep_horizon_ms";
+/// Where the count of sweeps begun is kept ([`CommandV1::SweepBegins`]).
+const SWEEPS_KEY: &str = "sweeps_begun";
 
-/// The sweep horizon so far (0 before any sweep set one).
-async fn sweep_horizon(c: &mut SqliteConnection) -> Res<u64> {
-    match kv_get(c, SWEEP_HORIZON_KEY).await? {
+/// How many sweeps have begun (0 before the first).
+pub(crate) async fn sweeps_begun(c: &mut SqliteConnection) -> Res<u64> {
+    match kv_get(c, SWEEPS_KEY).await? {
         None => Ok(0),
         Some(v) => v
             .parse()
-            .map_err(|e| MetaError::corrupt(format!("kv {SWEEP_HORIZON_KEY}"), e)),
+            .map_err(|e| MetaError::corrupt(format!("kv {SWEEPS_KEY}"), e)),
     }
 }
 
-/// `SetSweepHorizon`: moves the horizon forward (never back).
-async fn set_sweep_horizon(c: &mut SqliteConnection, before_ms: u64) -> Res<Outcome> {
-    if before_ms > sweep_horizon(c).await? {
-        kv_set(c, SWEEP_HORIZON_KEY, &before_ms.to_string()).await?;
-    }
+/// `SweepBegins`: one more sweep.
+async fn sweep_begins(c: &mut SqliteConnection) -> Res<Outcome> {
+    let n = sweeps_begun(c).await?.saturating_add(1);
+    kv_set(c, SWEEPS_KEY, &n.to_string()).await?;
     Ok(Outcome::Done)
 }
 
@@ -942,9 +932,9 @@ async fn set_sweep_horizon(c: &mut SqliteConnection, before_ms: u64) -> Res<Outc
 enum Claim {
     /// An intent, which must still exist (`CommitFile`).
     Intent,
-    /// Nothing: parts started at this time, which must be after the sweep horizon
-    /// (`CommitSmallFile`).
-    PartsFrom(u64),
+    /// Nothing: parts started when this many sweeps had begun, and none may have begun
+    /// since (`CommitSmallFile`).
+    SweepsBefore(u64),
 }
 
 /// The file a `CommitFile` makes visible.
@@ -979,8 +969,8 @@ async fn commit_file(
             }
             delete_intent(c, file_id).await?;
         }
-        Claim::PartsFrom(from_ms) => {
-            if from_ms < sweep_horizon(c).await? {
+        Claim::SweepsBefore(seen) => {
+            if sweeps_begun(c).await? > seen {
                 reject!(Rejection::PartsMaybeSwept(file_id.to_string()));
             }
         }

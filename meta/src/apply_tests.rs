@@ -1591,47 +1591,22 @@ async fn walk_in_one_statement_agrees_with_walking_name_by_name() {
     assert_eq!(seen.len(), 3, "every kind of outcome was walked: {seen:?}");
 }
 
-/// The commit of a small file `id` at `path` whose parts were started at `parts_from_ms`.
-fn commit_small(id: FileId, path: &str, conflict: Conflict, parts_from_ms: u64) -> CommandV1 {
-    let CommandV1::CommitFile {
-        file_id,
-        path,
-        conflict,
-        policy,
-        geometry,
-        size,
-        content_blake3,
-        segments,
-        source,
-        time_ms,
-    } = commit(id, path, conflict)
-    else {
-        unreachable!()
-    };
+/// The commit of a small file `id` at `path` whose writer had seen `sweeps_before` sweeps.
+fn commit_small(id: FileId, path: &str, conflict: Conflict, sweeps_before: u64) -> CommandV1 {
     CommandV1::CommitSmallFile {
-        file_id,
-        path,
-        conflict,
-        policy,
-        geometry,
-        size,
-        content_blake3,
-        segments,
-        source,
-        time_ms,
-        parts_from_ms,
+        file: crate::testutil::file_commit(id, path, conflict),
+        sweeps_before,
     }
 }
 
-/// A small file commits without an intent, as a `CommitFile` would, until a sweep's horizon
-/// passes its parts' start: then it is refused and nothing of it is visible. The horizon
-/// only moves forward.
+/// A small file commits without an intent, as a `CommitFile` would, unless a sweep began
+/// after its writer looked: then it is refused and nothing of it is visible.
 #[tokio::test]
-async fn commit_small_file_needs_no_intent_and_is_refused_behind_the_sweep_horizon() {
+async fn commit_small_file_needs_no_intent_and_is_refused_after_a_sweep_began() {
     let t = test_db().await;
-    // No horizon yet: any start is accepted, and no intent is needed or made.
+    // No sweep yet: no intent is needed or made.
     assert_eq!(
-        t.apply(commit_small(f(1), "/p/a.jpg", Conflict::Fail, 5))
+        t.apply(commit_small(f(1), "/p/a.jpg", Conflict::Fail, 0))
             .await,
         committed("/p/a.jpg", f(1), false)
     );
@@ -1639,46 +1614,47 @@ async fn commit_small_file_needs_no_intent_and_is_refused_behind_the_sweep_horiz
     assert_eq!(t.int("SELECT COUNT(*) FROM intents").await, 0);
     // The conflict rules are CommitFile's.
     assert_eq!(
-        t.apply(commit_small(f(2), "/p/a.jpg", Conflict::Fail, 5))
+        t.apply(commit_small(f(2), "/p/a.jpg", Conflict::Fail, 0))
             .await,
         rejected(Rejection::AlreadyExists("/p/a.jpg".into()))
     );
     assert_eq!(
-        t.apply(commit_small(f(2), "/p/a.jpg", Conflict::Rename, 5))
+        t.apply(commit_small(f(2), "/p/a.jpg", Conflict::Rename, 0))
             .await,
         committed("/p/a (1).jpg", f(2), false)
     );
 
-    // A sweep sets its horizon: parts started before it may be gone.
-    let horizon = |before_ms| CommandV1::SetSweepHorizon { before_ms };
-    assert_eq!(t.apply(horizon(T)).await, Outcome::Done);
+    // A sweep begins: writers that saw none are refused, and nothing of theirs is visible.
+    let sweep = CommandV1::SweepBegins { node: 7 };
+    assert_eq!(t.apply(sweep.clone()).await, Outcome::Done);
+    assert_eq!(t.db.sweeps_begun().await.unwrap(), 1);
     assert_eq!(
-        t.apply(commit_small(f(3), "/p/b.jpg", Conflict::Fail, T - 1))
+        t.apply(commit_small(f(3), "/p/b.jpg", Conflict::Fail, 0))
             .await,
         rejected(Rejection::PartsMaybeSwept(f(3).to_string()))
     );
     assert_eq!(t.at("/p/b.jpg").await, None);
+    assert_eq!(t.int("SELECT COUNT(*) FROM files").await, 2);
+    // A writer that saw it commits, until the next sweep begins.
     assert_eq!(
-        t.int("SELECT COUNT(*) FROM files WHERE file_id IS NOT NULL")
-            .await,
-        2
-    );
-    // An older horizon (another machine's sweep, or a slow one) does not move it back.
-    assert_eq!(t.apply(horizon(T - 1000)).await, Outcome::Done);
-    assert_eq!(
-        t.apply(commit_small(f(3), "/p/b.jpg", Conflict::Fail, T - 1))
-            .await,
-        rejected(Rejection::PartsMaybeSwept(f(3).to_string()))
-    );
-    // Parts started at or after the horizon commit.
-    assert_eq!(
-        t.apply(commit_small(f(4), "/p/c.jpg", Conflict::Fail, T))
+        t.apply(commit_small(f(4), "/p/c.jpg", Conflict::Fail, 1))
             .await,
         committed("/p/c.jpg", f(4), false)
     );
-    // A CommitFile still needs its intent, whatever the horizon.
+    assert_eq!(t.apply(sweep).await, Outcome::Done);
     assert_eq!(
-        t.apply(commit(f(5), "/p/d.jpg", Conflict::Fail)).await,
-        rejected(Rejection::NoIntent(f(5).to_string()))
+        t.apply(commit_small(f(5), "/p/d.jpg", Conflict::Fail, 1))
+            .await,
+        rejected(Rejection::PartsMaybeSwept(f(5).to_string()))
+    );
+    assert_eq!(
+        t.apply(commit_small(f(5), "/p/d.jpg", Conflict::Fail, 2))
+            .await,
+        committed("/p/d.jpg", f(5), false)
+    );
+    // A CommitFile still needs its intent, whatever the sweeps.
+    assert_eq!(
+        t.apply(commit(f(6), "/p/e.jpg", Conflict::Fail)).await,
+        rejected(Rejection::NoIntent(f(6).to_string()))
     );
 }

@@ -92,6 +92,50 @@ pub enum SourceIdentity {
     },
 }
 
+/// What a commit of a new file carries: [`CommandV1::CommitFile`]'s fields, and
+/// [`CommandV1::CommitSmallFile`]'s `file`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FileCommit {
+    /// The file.
+    pub file_id: FileId,
+    /// Where it goes.
+    pub path: String,
+    /// What to do if the name is taken.
+    pub conflict: Conflict,
+    /// The resolved policy, as text.
+    pub policy: String,
+    /// Its segment geometry.
+    pub geometry: Geometry,
+    /// Total bytes.
+    pub size: u64,
+    /// BLAKE3 of the whole content, hex.
+    pub content_blake3: String,
+    /// The segments.
+    pub segments: Vec<NewSegment>,
+    /// Where it came from.
+    pub source: SourceIdentity,
+    /// When.
+    pub time_ms: u64,
+}
+
+impl FileCommit {
+    /// The `CommitFile` of an ingest claimed by an intent.
+    pub fn with_intent(self) -> CommandV1 {
+        CommandV1::CommitFile {
+            file_id: self.file_id,
+            path: self.path,
+            conflict: self.conflict,
+            policy: self.policy,
+            geometry: self.geometry,
+            size: self.size,
+            content_blake3: self.content_blake3,
+            segments: self.segments,
+            source: self.source,
+            time_ms: self.time_ms,
+        }
+    }
+}
+
 /// A segment written by an ingest, ready to commit.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewSegment {
@@ -352,40 +396,23 @@ pub enum CommandV1 {
     /// Makes visible a file whose parts were written without an intent: a small file, wholly
     /// in memory, whose parts take milliseconds to write (one Raft entry per file instead of
     /// two; docs/performance.md, "Many small files"). Nothing claimed its parts while they
-    /// were written, so it is refused (`PartsMaybeSwept`) when `parts_from_ms` is before the
-    /// horizon of the sweeps applied so far ([`CommandV1::SetSweepHorizon`]): a sweep may have
-    /// removed them. Otherwise exactly as [`CommandV1::CommitFile`].
+    /// were written, so it is refused (`PartsMaybeSwept`) when a sweep began after the writer
+    /// last looked ([`CommandV1::SweepBegins`]): that sweep may have removed them. Otherwise
+    /// exactly as [`CommandV1::CommitFile`].
     CommitSmallFile {
-        /// The file (no intent).
-        file_id: FileId,
-        /// Where it goes.
-        path: String,
-        /// What to do if the name is taken.
-        conflict: Conflict,
-        /// The resolved policy, as text.
-        policy: String,
-        /// Its segment geometry.
-        geometry: Geometry,
-        /// Total bytes.
-        size: u64,
-        /// BLAKE3 of the whole content, hex.
-        content_blake3: String,
-        /// The segments.
-        segments: Vec<NewSegment>,
-        /// Where it came from.
-        source: SourceIdentity,
-        /// When.
-        time_ms: u64,
-        /// The writer's clock before it started the first part (ms since epoch).
-        parts_from_ms: u64,
+        /// The file (no intent), as a `CommitFile` would carry it. (Nested, not flattened:
+        /// serde's flatten cannot carry a drop folder's 128-bit modification time.)
+        file: FileCommit,
+        /// How many sweeps had begun, as the writer's metadata said before it started the
+        /// first part.
+        sweeps_before: u64,
     },
-    /// A sweep is about to remove unowned parts: from now on, a [`CommandV1::CommitSmallFile`]
-    /// whose parts were started before `before_ms` is refused. The horizon only moves forward
-    /// (the latest of all sweeps, of every machine).
-    SetSweepHorizon {
-        /// The sweeper's clock less its orphan grace time, plus a margin for clocks that
-        /// disagree (ms since epoch).
-        before_ms: u64,
+    /// A sweep is about to remove unowned parts: counted, and every
+    /// [`CommandV1::CommitSmallFile`] whose writer had seen fewer sweeps begin is refused
+    /// from now on. Ordered by the log, so no clocks are compared.
+    SweepBegins {
+        /// The sweeping machine.
+        node: NodeId,
     },
     /// Adds segments to the end of a committed file.
     AppendSegments {
@@ -701,7 +728,7 @@ impl CommandV1 {
             | CommandV1::ExpireIntents { .. }
             | CommandV1::CommitFile { .. }
             | CommandV1::CommitSmallFile { .. }
-            | CommandV1::SetSweepHorizon { .. }
+            | CommandV1::SweepBegins { .. }
             | CommandV1::AppendSegments { .. }
             | CommandV1::Remove { .. }
             | CommandV1::Rename { .. }
@@ -892,11 +919,8 @@ pub enum Rejection {
     /// The ingest's intent is gone (its lease ran out).
     #[error("ingest {0} has no live intent (lease expired?)")]
     NoIntent(String),
-    /// A small file's parts were written before the latest sweep's horizon: a sweep may have
-    /// removed them.
-    #[error(
-        "ingest {0}: its parts were written before the latest sweep's horizon and may be gone"
-    )]
+    /// A sweep began while a small file's parts were written: it may have removed them.
+    #[error("ingest {0}: a sweep began while its parts were written, and they may be gone")]
     PartsMaybeSwept(String),
     /// An append raced another change.
     #[error("{0}: changed since the append started")]

@@ -482,6 +482,14 @@ impl MetaDb {
             .collect()
     }
 
+    /// How many sweeps have begun (`SweepBegins`), as this machine's metadata says now: a
+    /// small file's writer reads it before its parts, and its commit is refused if a sweep
+    /// began since.
+    pub async fn sweeps_begun(&self) -> Res<u64> {
+        let mut c = self.pool().acquire().await.db("acquire a connection")?;
+        crate::apply::sweeps_begun(&mut c).await
+    }
+
     /// All intents.
     ///
     /// A damaged row is an error: the sweeper spares the parts of live intents only, so an

@@ -55,11 +55,15 @@ pub struct LogStore {
 /// At most this many of the last written entries are kept in memory ([`RecentEntries`]).
 const RECENT_ENTRIES: usize = 256;
 
-/// The last entries written to the log, by index, exactly as stored; cleared where a write
-/// failed, truncated and purged with the log.
+/// And at most this many bytes of them (as stored: a batch of commits may be 1 MiB).
+const RECENT_BYTES: usize = 8 << 20;
+
+/// The last entries written to the log, by index, exactly as stored (with their stored size);
+/// cleared where a write failed, truncated and purged with the log.
 #[derive(Default)]
 struct RecentEntries {
-    entries: std::collections::BTreeMap<u64, Entry<TypeConfig>>,
+    entries: std::collections::BTreeMap<u64, (Entry<TypeConfig>, usize)>,
+    bytes: usize,
 }
 
 impl RecentEntries {
@@ -71,28 +75,37 @@ impl RecentEntries {
         let got: Vec<Entry<TypeConfig>> = self
             .entries
             .range(start..end)
-            .map(|(_, e)| e.clone())
+            .map(|(_, (e, _))| e.clone())
             .collect();
         (got.len() as u64 == end - start).then_some(got)
     }
 
-    fn written(&mut self, entries: Vec<Entry<TypeConfig>>) {
-        for e in entries {
-            self.entries.insert(e.log_id.index, e);
+    fn written(&mut self, entries: Vec<(Entry<TypeConfig>, usize)>) {
+        for (e, len) in entries {
+            self.bytes += len;
+            if let Some((_, old)) = self.entries.insert(e.log_id.index, (e, len)) {
+                self.bytes -= old;
+            }
         }
-        while self.entries.len() > RECENT_ENTRIES {
-            self.entries.pop_first();
+        while self.entries.len() > RECENT_ENTRIES || self.bytes > RECENT_BYTES {
+            match self.entries.pop_first() {
+                Some((_, (_, len))) => self.bytes -= len,
+                None => break,
+            }
         }
     }
 
     /// Forgets the entries from `index` on (a truncation, or a write that failed).
     fn forget_from(&mut self, index: u64) {
-        self.entries.split_off(&index);
+        let gone = self.entries.split_off(&index);
+        self.bytes -= gone.values().map(|(_, len)| len).sum::<usize>();
     }
 
     /// Forgets the entries up to `index` (a purge).
     fn forget_up_to(&mut self, index: u64) {
-        self.entries = self.entries.split_off(&index.saturating_add(1));
+        let kept = self.entries.split_off(&index.saturating_add(1));
+        let gone = std::mem::replace(&mut self.entries, kept);
+        self.bytes -= gone.values().map(|(_, len)| len).sum::<usize>();
     }
 }
 
@@ -160,20 +173,28 @@ impl LogStore {
         };
         let res = self.insert_entries(&entries).await;
         let mut recent = self.recent();
-        match &res {
-            Ok(()) => recent.written(entries),
+        match res {
+            Ok(lens) => {
+                recent.written(entries.into_iter().zip(lens).collect());
+                Ok(())
+            }
             // What the database holds from `first` on is not known: read it from there.
-            Err(_) => recent.forget_from(first),
+            Err(e) => {
+                recent.forget_from(first);
+                Err(e)
+            }
         }
-        res
     }
 
-    async fn insert_entries(&self, entries: &[Entry<TypeConfig>]) -> Result<(), SErr> {
+    /// Writes `entries` in one transaction; their stored sizes.
+    async fn insert_entries(&self, entries: &[Entry<TypeConfig>]) -> Result<Vec<usize>, SErr> {
         let werr = |e: sqlx::Error| io_err(StorageIOError::write_logs, e);
         let mut tx = self.pool.begin().await.map_err(werr)?;
+        let mut lens = Vec::with_capacity(entries.len());
         for e in entries {
             let json =
                 serde_json::to_string(e).map_err(|e| io_err(StorageIOError::write_logs, e))?;
+            lens.push(json.len());
             sqlx::query("INSERT OR REPLACE INTO log (idx, entry) VALUES (?, ?)")
                 .bind(e.log_id.index as i64)
                 .bind(json)
@@ -181,7 +202,8 @@ impl LogStore {
                 .await
                 .map_err(werr)?;
         }
-        tx.commit().await.map_err(werr)
+        tx.commit().await.map_err(werr)?;
+        Ok(lens)
     }
 }
 
@@ -756,6 +778,23 @@ mod tests {
         got.into_iter().map(|e| e.log_id).collect()
     }
 
+    /// The stored sizes of the entries at indexes `kept`, summed.
+    async fn from_disk_json_lens(path: &Path, kept: &[u64]) -> usize {
+        let fresh = LogStore::open(path).await.unwrap();
+        let mut total = 0;
+        for idx in kept {
+            let len: i64 =
+                sqlx::query_scalar("SELECT length(CAST(entry AS BLOB)) FROM log WHERE idx = ?")
+                    .bind(*idx as i64)
+                    .fetch_one(&fresh.pool)
+                    .await
+                    .unwrap();
+            total += len as usize;
+        }
+        fresh.close().await;
+        total
+    }
+
     /// Entries read back from memory are exactly those in the database, through overwrites,
     /// truncations and purges; ranges not wholly in memory are read from the database.
     #[tokio::test]
@@ -813,6 +852,10 @@ mod tests {
             log.try_get_log_entries(4..9 + n).await.unwrap().len() as u64,
             n + 5
         );
+        // The bytes kept are the stored sizes of the entries kept.
+        let kept: Vec<u64> = log.recent().entries.keys().copied().collect();
+        let stored = from_disk_json_lens(&path, &kept).await;
+        assert_eq!(log.recent().bytes, stored);
         log.close().await;
     }
 

@@ -7,7 +7,7 @@ use sqlx::Row;
 use uuid::Uuid;
 
 use crate::apply::apply_command;
-use crate::command::{CommandV1, Conflict, NewSegment, Outcome, SourceIdentity};
+use crate::command::{CommandV1, Conflict, FileCommit, NewSegment, Outcome, SourceIdentity};
 use crate::error::Res;
 use crate::MetaDb;
 use wormfs_parts::codec::CodecId;
@@ -127,7 +127,12 @@ pub(crate) fn segment(index: u32, len: u64) -> NewSegment {
 
 /// The commit of a 100-byte file `id` at `path`, uploaded by `test`.
 pub(crate) fn commit(id: FileId, path: &str, conflict: Conflict) -> CommandV1 {
-    CommandV1::CommitFile {
+    file_commit(id, path, conflict).with_intent()
+}
+
+/// What [`commit`] commits.
+pub(crate) fn file_commit(id: FileId, path: &str, conflict: Conflict) -> FileCommit {
+    FileCommit {
         file_id: id,
         path: path.into(),
         conflict,

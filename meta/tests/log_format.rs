@@ -12,8 +12,8 @@ use std::path::PathBuf;
 
 use uuid::Uuid;
 use wormfs_meta::command::{
-    AccountRole, Command, CommandV1, Conflict, DeadProp, DiskStatus, EventSeverity, Lock,
-    NewSegment, PartRef, PutMode, RepairedPart, SegmentRef, SourceIdentity, TokenRecord,
+    AccountRole, Command, CommandV1, Conflict, DeadProp, DiskStatus, EventSeverity, FileCommit,
+    Lock, NewSegment, PartRef, PutMode, RepairedPart, SegmentRef, SourceIdentity, TokenRecord,
     UserRecord, UserSource,
 };
 use wormfs_parts::codec::CodecId;
@@ -68,7 +68,7 @@ fn variant(c: &CommandV1) -> &'static str {
         CommandV1::RecordEvent { .. } => "RecordEvent",
         CommandV1::Batch { .. } => "Batch",
         CommandV1::CommitSmallFile { .. } => "CommitSmallFile",
-        CommandV1::SetSweepHorizon { .. } => "SetSweepHorizon",
+        CommandV1::SweepBegins { .. } => "SweepBegins",
     }
 }
 
@@ -415,28 +415,32 @@ fn samples() -> Vec<CommandV1> {
             ],
         },
         CommandV1::CommitSmallFile {
-            file_id: file(0xcafe),
-            path: "/Photos/IMG_0002.jpg".into(),
-            conflict: Conflict::Fail,
-            policy: "copies:3".into(),
-            geometry,
-            size: 3000,
-            content_blake3: "77ab".into(),
-            segments: vec![NewSegment {
-                index: 0,
-                data_len: 3000,
-                blake3: "77ab".into(),
-                parts: vec![Some(disk(1)), Some(disk(2)), Some(disk(3))],
-            }],
-            source: SourceIdentity::Upload {
-                client: "ann".into(),
+            file: FileCommit {
+                file_id: file(0xcafe),
+                path: "/Photos/IMG_0002.jpg".into(),
+                conflict: Conflict::Fail,
+                policy: "copies:3".into(),
+                geometry,
+                size: 3000,
+                content_blake3: "77ab".into(),
+                segments: vec![NewSegment {
+                    index: 0,
+                    data_len: 3000,
+                    blake3: "77ab".into(),
+                    parts: vec![Some(disk(1)), Some(disk(2)), Some(disk(3))],
+                }],
+                source: SourceIdentity::DropFolder {
+                    path: "/srv/drop/IMG_0002.jpg".into(),
+                    size: 3000,
+                    mtime_ns: -1_500_000_000,
+                    inode: 43,
+                    dev: 2049,
+                },
+                time_ms: T,
             },
-            time_ms: T,
-            parts_from_ms: T - 5,
+            sweeps_before: 4,
         },
-        CommandV1::SetSweepHorizon {
-            before_ms: T - 540_000,
-        },
+        CommandV1::SweepBegins { node: 7 },
     ]
 }
 

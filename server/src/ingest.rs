@@ -18,7 +18,9 @@ use tokio_util::sync::CancellationToken;
 use crate::data_plane::wire::NewUpload;
 use crate::data_plane::RemotePartWriter;
 use crate::store::{Store, StoreError};
-use wormfs_meta::command::{CommandV1, Conflict, NewSegment, Outcome, Rejection, SourceIdentity};
+use wormfs_meta::command::{
+    CommandV1, Conflict, FileCommit, NewSegment, Outcome, Rejection, SourceIdentity,
+};
 use wormfs_parts::codec;
 use wormfs_parts::crash_point::crash_point;
 use wormfs_parts::disk::DiskState;
@@ -47,6 +49,36 @@ pub struct IngestRequest {
     pub source: SourceIdentity,
     /// The size announced by the client, checked at the end if given.
     pub expected_size: Option<u64>,
+}
+
+/// A command proposed just before the commit of a given path (tests of what comes between
+/// an ingest's parts and its commit; built with the `crash-points` feature only).
+#[cfg(feature = "crash-points")]
+mod test_hook {
+    use std::sync::Mutex;
+    use wormfs_meta::command::CommandV1;
+
+    static NEXT: Mutex<Option<(String, CommandV1)>> = Mutex::new(None);
+
+    /// Sets (or clears) the command proposed before the commit of `path`, once.
+    pub fn set(hook: Option<(String, CommandV1)>) {
+        *NEXT.lock().unwrap_or_else(|p| p.into_inner()) = hook;
+    }
+
+    pub(super) fn take(path: &str) -> Option<CommandV1> {
+        let mut g = NEXT.lock().unwrap_or_else(|p| p.into_inner());
+        match g.as_ref() {
+            Some((p, _)) if p == path => g.take().map(|(_, c)| c),
+            _ => None,
+        }
+    }
+}
+
+/// Proposes `cmd` once, just before the commit of `path` (tests only: the `crash-points`
+/// feature).
+#[cfg(feature = "crash-points")]
+pub fn before_commit_for_tests(path: &str, cmd: CommandV1) {
+    test_hook::set(Some((path.to_owned(), cmd)));
 }
 
 /// What keeps a new file's parts from the sweeper while they are written.
@@ -828,7 +860,10 @@ impl Store {
     ) -> Result<IngestResult, StoreError> {
         let file_id = FileId::mint();
         let path_s = req.path.to_string();
-        let parts_from_ms = now_ms();
+        let sweeps_before = match claim {
+            Claim::None => self.meta.sweeps_begun().await?,
+            Claim::Intent => 0,
+        };
         let lease = match claim {
             Claim::Intent => {
                 let lease = self.begin_intent(file_id, &req.path, None).await?;
@@ -869,36 +904,29 @@ impl Store {
             .iter()
             .map(|s| s.parts.iter().filter(|p| p.is_none()).count())
             .sum();
-        let (path, conflict, policy_s) = (req.path.to_string(), req.conflict, policy.to_string());
-        let (size, content_blake3) = (src.total, hash.to_hex().to_string());
-        let (source, time_ms) = (req.source.clone(), now_ms());
+        let file = FileCommit {
+            file_id,
+            path: req.path.to_string(),
+            conflict: req.conflict,
+            policy: policy.to_string(),
+            geometry: geo,
+            size: src.total,
+            content_blake3: hash.to_hex().to_string(),
+            segments: segments.clone(),
+            source: req.source.clone(),
+            time_ms: now_ms(),
+        };
         let cmd = match claim {
-            Claim::Intent => CommandV1::CommitFile {
-                file_id,
-                path,
-                conflict,
-                policy: policy_s,
-                geometry: geo,
-                size,
-                content_blake3,
-                segments: segments.clone(),
-                source,
-                time_ms,
-            },
+            Claim::Intent => file.with_intent(),
             Claim::None => CommandV1::CommitSmallFile {
-                file_id,
-                path,
-                conflict,
-                policy: policy_s,
-                geometry: geo,
-                size,
-                content_blake3,
-                segments: segments.clone(),
-                source,
-                time_ms,
-                parts_from_ms,
+                file,
+                sweeps_before,
             },
         };
+        #[cfg(feature = "crash-points")]
+        if let Some(before) = test_hook::take(&req.path.to_string()) {
+            self.propose(before).await?;
+        }
         let outcome = self.propose(cmd).await;
         drop(lease);
         crash_point("ingest-after-commit");

@@ -63,19 +63,6 @@ fn fingerprint(
     std::hash::Hasher::finish(&h)
 }
 
-/// The most that two machines' clocks may disagree by, for the sweep horizon, with the
-/// default orphan grace time (a smaller grace time gives half of itself).
-const CLOCK_MARGIN_MS: u64 = 60_000;
-
-/// The sweep horizon for a sweep at `now_ms` that removes unowned parts at least `grace_ms`
-/// old: parts written before `now_ms - grace_ms` may go, and a small file's commit is refused
-/// when its parts were started before a point `margin` later than that, so that a writer
-/// whose clock runs up to `margin` ahead of this machine's is refused too.
-pub fn sweep_horizon(now_ms: u64, grace_ms: u64) -> u64 {
-    let margin = CLOCK_MARGIN_MS.min(grace_ms / 2);
-    now_ms.saturating_sub(grace_ms).saturating_add(margin)
-}
-
 /// Runs one sweep over this node's disks.
 #[tracing::instrument(skip_all)]
 pub async fn sweep(store: &Arc<Store>) -> Result<SweepReport, StoreError> {
@@ -87,11 +74,13 @@ pub async fn sweep(store: &Arc<Store>) -> Result<SweepReport, StoreError> {
         })
         .await?;
     // Small files' parts are written with no intent to claim them: before anything is
-    // removed, the commits of those started before the horizon are refused (applied here
-    // before `known` is read below, so a commit either shows there or is refused).
+    // removed, the sweep is counted, and the commit of every small file whose writer saw
+    // fewer sweeps is refused from then on. Applied here before `known` is read below, so a
+    // small file's commit either shows there or is refused, and parts written after this
+    // point are younger than the sweep's start, which is what ages are counted to.
     store
-        .propose(CommandV1::SetSweepHorizon {
-            before_ms: sweep_horizon(now, store.ingest.orphan_grace_ms),
+        .propose(CommandV1::SweepBegins {
+            node: store.node_id,
         })
         .await?;
     let live: HashSet<_> = store
@@ -117,8 +106,9 @@ pub async fn sweep(store: &Arc<Store>) -> Result<SweepReport, StoreError> {
         listed += 1;
         let dir = disk.parts_dir();
         let live = live.clone();
-        // Ages are counted to the sweep's start, the time its horizon was set from: a part
-        // written after `now - grace` is never removed, however long the listing takes.
+        // Ages are counted to the sweep's start (this machine's clock, as the parts' times
+        // are: its disks' parts are written here): a part written after the sweep was
+        // counted is never removed by it, however long the listing takes.
         let started = SystemTime::UNIX_EPOCH + Duration::from_millis(now);
         let r = tokio::task::spawn_blocking(move || -> std::io::Result<(SweepReport, u64)> {
             let mut rep = SweepReport::default();

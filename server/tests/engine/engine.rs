@@ -533,27 +533,25 @@ async fn sweeper_removes_orphans_only() {
     node.stop().await;
 }
 
-/// A small file commits without an intent; when a sweep's horizon has passed its parts (here
-/// a horizon an hour ahead, as a sweeping machine whose clock runs fast would set), the commit
-/// is refused, its parts are removed, and the file is stored again under an intent: the put
-/// succeeds, and only the second write's parts remain.
+/// A small file commits without an intent; when a sweep began while its parts were written
+/// (here: a sweep counted between its parts and its commit), the commit is refused, its parts are removed, and the file is stored again under an
+/// intent: the put succeeds, and only the second write's parts remain.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_small_file_behind_the_sweep_horizon_is_stored_again_with_an_intent() {
+async fn a_small_file_whose_commit_follows_a_sweep_is_stored_again_with_an_intent() {
     let t = tempfile::tempdir().unwrap();
     let node = start(&config(t.path(), 4096, 64 * 1024)).await;
     let store = node.store.clone();
     let first = random_bytes(3000, 7);
     let r = put(&store, "/a.jpg", None, &first).await.unwrap();
     assert_eq!(r.policy, "copies:3");
-    let hour_ahead = wormfs_parts::fsutil::now_ms() + 3_600_000;
-    store
-        .propose(wormfs_meta::command::CommandV1::SetSweepHorizon {
-            before_ms: hour_ahead,
-        })
-        .await
-        .unwrap();
+    // A sweep begins between the writer's look and its commit.
+    let sweep = wormfs_meta::command::CommandV1::SweepBegins {
+        node: store.node_id,
+    };
+    before_commit("/b.jpg", sweep);
     let second = random_bytes(3000, 8);
     let r = put(&store, "/b.jpg", None, &second).await.unwrap();
+    assert_eq!(store.meta.sweeps_begun().await.unwrap(), 1);
     assert_eq!(read(&store, "/b.jpg", 0, 3000).await.unwrap(), second);
     assert_eq!(read(&store, "/a.jpg", 0, 3000).await.unwrap(), first);
     let id = r.file_id.to_string();
@@ -569,4 +567,13 @@ async fn a_small_file_behind_the_sweep_horizon_is_stored_again_with_an_intent() 
     );
     assert!(store.meta.intents().await.unwrap().is_empty());
     node.stop().await;
+}
+
+/// Proposes `cmd` just before the commit of `path` (the `crash-points` feature's hook; the
+/// suite runs with it, tests/run-all.sh).
+fn before_commit(path: &str, cmd: wormfs_meta::command::CommandV1) {
+    #[cfg(feature = "crash-points")]
+    wormfs_server::ingest::before_commit_for_tests(path, cmd);
+    #[cfg(not(feature = "crash-points"))]
+    panic!("this test needs the crash-points feature: run the suite with tests/run-all.sh (--features wormfs-server/crash-points); {path} {cmd:?}");
 }

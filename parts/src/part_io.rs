@@ -27,6 +27,105 @@ pub trait PartWriter: Send {
     fn finish(self: Box<Self>, header: PartHeader) -> anyhow::Result<()>;
     /// Discards the part.
     fn abort(self: Box<Self>);
+    /// The filesystem whose group sync makes this part durable, if it is a local part small
+    /// enough for one ([`crate::sync_group`]): parts with the same key can be finished
+    /// together by [`finish_together`], with one sync for all of them. `None` (the default,
+    /// and a remote part's answer) finishes the part on its own.
+    fn sync_group_key(&self) -> Option<u64> {
+        None
+    }
+    /// [`Self::finish`] up to the group sync: the part is renamed and waits for its
+    /// filesystem's sync, which the caller runs ([`finish_together`]). `None` when the part
+    /// is durable already. The default finishes the part.
+    fn finish_before_sync(
+        self: Box<Self>,
+        header: PartHeader,
+    ) -> anyhow::Result<Option<UnsyncedPart>> {
+        self.finish(header).map(|()| None)
+    }
+}
+
+/// A part renamed into place whose durability waits for its filesystem's group sync. Dropped
+/// without [`UnsyncedPart::complete`], the part is removed (it is not known durable).
+pub struct UnsyncedPart {
+    disk: Arc<LocalDisk>,
+    file: Option<File>,
+    dest: PathBuf,
+}
+
+impl UnsyncedPart {
+    /// After the group sync that covers this part (`synced`, its result): the part's own
+    /// `fdatasync` (the kernel reports a writeback error once per descriptor: this one, open
+    /// since before the write, is asked too; its pages are clean by now, so it costs a cache
+    /// flush, not a write). On any error the part is removed, never left where it could be
+    /// taken for a good part.
+    pub fn complete(mut self, synced: std::io::Result<()>) -> anyhow::Result<()> {
+        let f = self.file.take();
+        let r = synced.and_then(|()| f.as_ref().map_or(Ok(()), File::sync_data));
+        if let Err(e) = r {
+            let _ = std::fs::remove_file(&self.dest);
+            self.disk.count_write_error();
+            if crate::disk::is_no_space(&e) {
+                self.disk.mark_full(&e.to_string());
+            }
+            return Err(anyhow::Error::new(e).context(format!(
+                "syncfs for {} on {}",
+                self.dest.display(),
+                self.disk.root.display()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Runs the group sync of this part's filesystem for it alone, then completes it.
+    fn sync_alone(self) -> anyhow::Result<()> {
+        let dir = self.dest.parent().unwrap_or(Path::new(".")).to_owned();
+        let synced = crate::sync_group::for_device(self.disk.fs_dev).sync(&dir);
+        self.complete(synced)
+    }
+}
+
+impl Drop for UnsyncedPart {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = std::fs::remove_file(&self.dest);
+        }
+    }
+}
+
+/// Finishes `parts` (writer and header) that share one [`PartWriter::sync_group_key`] in
+/// the calling thread: each is renamed into place, then one group sync of their filesystem
+/// covers them all, instead of a thread per part each waiting for the sync (docs/performance.md,
+/// "Many small files"). Blocking. Each part's result, in order.
+pub fn finish_together(parts: Vec<(Box<dyn PartWriter>, PartHeader)>) -> Vec<anyhow::Result<()>> {
+    let mut results: Vec<Option<anyhow::Result<()>>> = Vec::with_capacity(parts.len());
+    let mut waiting: Vec<(usize, UnsyncedPart)> = Vec::new();
+    for (i, (w, header)) in parts.into_iter().enumerate() {
+        match w.finish_before_sync(header) {
+            Ok(Some(u)) => {
+                results.push(None);
+                waiting.push((i, u));
+            }
+            Ok(None) => results.push(Some(Ok(()))),
+            Err(e) => results.push(Some(Err(e))),
+        }
+    }
+    if let Some((_, first)) = waiting.first() {
+        let dir = first.dest.parent().unwrap_or(Path::new(".")).to_owned();
+        let synced = crate::sync_group::for_device(first.disk.fs_dev).sync(&dir);
+        let why = synced.as_ref().err().map(|e| (e.kind(), e.to_string()));
+        for (i, u) in waiting {
+            let r = match &why {
+                None => Ok(()),
+                Some((kind, msg)) => Err(std::io::Error::new(*kind, msg.clone())),
+            };
+            results[i] = Some(u.complete(r));
+        }
+    }
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(anyhow::anyhow!("part not finished"))))
+        .collect()
 }
 
 /// Reads one part's blocks, each checked against its checksum, wherever the part is: a file on
@@ -148,8 +247,25 @@ impl PartWriter for LocalPartWriter {
         Ok(())
     }
 
-    fn finish(mut self: Box<Self>, header: PartHeader) -> anyhow::Result<()> {
-        let res = (|| -> anyhow::Result<()> {
+    fn finish(self: Box<Self>, header: PartHeader) -> anyhow::Result<()> {
+        match self.finish_before_sync(header)? {
+            Some(u) => u.sync_alone(),
+            None => Ok(()),
+        }
+    }
+
+    fn sync_group_key(&self) -> Option<u64> {
+        // Never grouped on an unknown device: the sync must be of the part's filesystem.
+        (self.written <= crate::sync_group::GROUP_SYNC_UP_TO && self.disk.fs_dev != 0)
+            .then_some(self.disk.fs_dev)
+    }
+
+    fn finish_before_sync(
+        mut self: Box<Self>,
+        header: PartHeader,
+    ) -> anyhow::Result<Option<UnsyncedPart>> {
+        let grouped = self.sync_group_key().is_some();
+        let res = (|| -> anyhow::Result<Option<UnsyncedPart>> {
             if !self.written.is_multiple_of(self.block_size) {
                 self.crcs.push(self.partial_crc);
             }
@@ -176,9 +292,6 @@ impl PartWriter for LocalPartWriter {
             // A small part is made durable with the other small parts written meanwhile on
             // its filesystem, by one syncfs after its rename (crate::sync_group); a larger one
             // by its own fsync, then its folder's after the rename.
-            // (Never grouped on an unknown device: the sync must be of the part's filesystem.)
-            let grouped =
-                self.written <= crate::sync_group::GROUP_SYNC_UP_TO && self.disk.fs_dev != 0;
             if !grouped {
                 if let Err(e) = f.sync_all() {
                     return Err(self.io_failure(e, "fsync"));
@@ -192,22 +305,16 @@ impl PartWriter for LocalPartWriter {
             }
             crash_point("part-renamed-before-sync");
             if grouped {
-                let dir = self.dest.parent().unwrap_or(Path::new("."));
-                let synced = crate::sync_group::for_device(self.disk.fs_dev)
-                    .sync(dir)
-                    // The kernel tells a writeback error once, to whoever asks first: the
-                    // part's own descriptor, open since before its write, is asked too (its
-                    // pages are clean by now, so this costs a cache flush, not a write).
-                    .and_then(|()| f.sync_data());
-                if let Err(e) = synced {
-                    // Not known durable: never left where it could be taken for a good part.
-                    let _ = std::fs::remove_file(&self.dest);
-                    return Err(self.io_failure(e, "syncfs for"));
-                }
-                return Ok(());
+                // Durable once its filesystem's group sync has run (UnsyncedPart::complete).
+                return Ok(Some(UnsyncedPart {
+                    disk: self.disk.clone(),
+                    file: Some(f),
+                    dest: self.dest.clone(),
+                }));
             }
             drop(f);
-            crate::fsutil::sync_dir(self.dest.parent().unwrap_or(Path::new(".")))
+            crate::fsutil::sync_dir(self.dest.parent().unwrap_or(Path::new(".")))?;
+            Ok(None)
         })();
         if res.is_err() {
             let _ = std::fs::remove_file(&self.tmp);

@@ -28,7 +28,7 @@ use wormfs_parts::fsutil::now_ms;
 use wormfs_parts::ids::{DiskId, FileId, NodeId};
 use wormfs_parts::layout::Geometry;
 use wormfs_parts::part_format::{front_region_len, PartHeader};
-use wormfs_parts::part_io::{LocalPartWriter, PartWriter};
+use wormfs_parts::part_io::{finish_together, LocalPartWriter, PartWriter};
 use wormfs_parts::placement::place;
 use wormfs_parts::policy::Policy;
 use wormfs_parts::tree_path::TreePath;
@@ -319,10 +319,12 @@ impl SegmentWriter {
         Ok(())
     }
 
-    /// Makes every part durable: each part's finish (its header, fsync or group sync, rename)
-    /// runs in the blocking pool, all at once. Pooled threads, not a thread started for each
-    /// part: a small file's three part finishes were three thread starts, about fifty system
-    /// calls per file (docs/performance.md).
+    /// Makes every part durable, all at once in the blocking pool (pooled threads, not a
+    /// thread started for each part). Parts that one group sync makes durable (small local
+    /// parts on one filesystem) are finished together by one task and one sync
+    /// ([`finish_together`]); every other part (a large one, a remote one) by its own task.
+    /// A small file's three parts on folders of one filesystem were three tasks, each waiting
+    /// for the same sync (docs/performance.md, "Many small files").
     async fn finish(
         mut self,
         cluster: wormfs_parts::ids::ClusterId,
@@ -331,37 +333,57 @@ impl SegmentWriter {
         let hash = self.hasher.finalize();
         let created = now_ms();
         let header_len = self.header_len;
-        let handles: Vec<_> = self
+        let mut groups: Vec<(Option<u64>, Vec<(usize, Box<dyn PartWriter>, PartHeader)>)> =
+            Vec::new();
+        for (i, w) in self
             .writers
             .iter_mut()
             .enumerate()
             .filter_map(|(i, w)| w.take().map(|w| (i, w)))
-            .map(|(i, w)| {
-                let header = PartHeader {
-                    codec: self.geo.codec,
-                    header_len,
-                    cluster_id: cluster,
-                    file_id: self.file_id,
-                    segment_index: self.index,
-                    part_index: i as u16,
-                    k: self.geo.k,
-                    m: self.geo.m,
-                    block_size: self.geo.block_size,
-                    segment_data_len: self.len,
-                    part_data_len: self.geo.part_data_len(self.len),
-                    created_ms: created,
-                    segment_blake3: *hash.as_bytes(),
-                    path: path.clone(),
-                };
-                (i, tokio::task::spawn_blocking(move || w.finish(header)))
+        {
+            let header = PartHeader {
+                codec: self.geo.codec,
+                header_len,
+                cluster_id: cluster,
+                file_id: self.file_id,
+                segment_index: self.index,
+                part_index: i as u16,
+                k: self.geo.k,
+                m: self.geo.m,
+                block_size: self.geo.block_size,
+                segment_data_len: self.len,
+                part_data_len: self.geo.part_data_len(self.len),
+                created_ms: created,
+                segment_blake3: *hash.as_bytes(),
+                path: path.clone(),
+            };
+            let key = w.sync_group_key();
+            match groups.iter_mut().find(|g| key.is_some() && g.0 == key) {
+                Some(g) => g.1.push((i, w, header)),
+                None => groups.push((key, vec![(i, w, header)])),
+            }
+        }
+        let handles: Vec<_> = groups
+            .into_iter()
+            .map(|(_, parts)| {
+                let indexes: Vec<usize> = parts.iter().map(|p| p.0).collect();
+                let parts: Vec<_> = parts.into_iter().map(|(_, w, h)| (w, h)).collect();
+                (
+                    indexes,
+                    tokio::task::spawn_blocking(move || finish_together(parts)),
+                )
             })
             .collect();
-        let mut results = Vec::with_capacity(handles.len());
-        for (i, h) in handles {
-            let r = h
-                .await
-                .unwrap_or_else(|_| Err(anyhow::anyhow!("part writer panicked")));
-            results.push((i, r));
+        let mut results = Vec::with_capacity(self.writers.len());
+        for (indexes, h) in handles {
+            match h.await {
+                Ok(rs) => results.extend(indexes.into_iter().zip(rs)),
+                Err(_) => results.extend(
+                    indexes
+                        .into_iter()
+                        .map(|i| (i, Err(anyhow::anyhow!("part writer panicked")))),
+                ),
+            }
         }
         for (i, r) in results {
             if let Err(e) = r {

@@ -23,7 +23,8 @@
 #    settle_ms DROP_SETTLE_MS, 200 by default: the watcher ticks every settle/4 but never faster
 #    than 50 ms, so 200 ms is the shortest settle that still ticks at its fastest; that settle is
 #    a fixed latency, not throughput). The N files are `mv`ed in (same filesystem: each appears
-#    complete at once); time from the mv to /dropped listing N files (polled every 0.2 s).
+#    complete at once); time from the mv to the drop folder being empty (each original is removed
+#    once its commit is durable; polled every 50 ms), then /dropped must list N files.
 # 4. WebDAV PUTs, four at a time: `rclone copy --transfers 4` (flags printed; --no-check-dest so
 #    it lists nothing and checks nothing before each upload; vendor other has no hashes; the
 #    remote's URL is the destination folder, made first, so that rclone does not MKCOL the
@@ -142,13 +143,16 @@ echo "drop folder..." >&2
 deadline=$((SECONDS + 120 + N))
 t0=$(now)
 mv drop-src/* drop/
-while :; do
-    got=$(count /dropped 2>/dev/null || echo 0)
-    [ "$got" = "$N" ] && break
-    [ $SECONDS -lt $deadline ] || { echo "FATAL: /dropped lists $got of $N files at the deadline" >&2; W ingest >&2 || true; exit 1; }
-    sleep 0.2
+# Done when the drop folder is empty: the worker removes each original only after its commit
+# is durable (after = "delete"), so an empty folder means every file is committed. Watching the
+# folder costs the node nothing; listing /dropped through the node's API while it ingests (as
+# this script did before) cost it a listing of up to N entries five times a second.
+while [ -n "$(find drop -type f -print -quit)" ]; do
+    [ $SECONDS -lt $deadline ] || { echo "FATAL: $(find drop -type f | wc -l) of $N files still in the drop folder at the deadline" >&2; W ingest >&2 || true; exit 1; }
+    sleep 0.05
 done
 t_drop=$(echo "$(now) - $t0" | bc -l)
+expect_count /dropped "$N"
 
 echo "rclone copy..." >&2
 RCLONE_FLAGS=(--transfers 4 --checkers 4 --no-check-dest --ignore-checksum --retries 1 --low-level-retries 1)

@@ -714,6 +714,23 @@ pub enum CommandV1 {
 }
 
 impl CommandV1 {
+    /// Whether this command only records or ends a file's ingest or commits a file (a
+    /// batch: if all its commands do): such a command changes neither WebDAV locks nor the
+    /// sweep count nor anything but files, entries and intents. Caches of what every write
+    /// reads first (`MetaDb::locks`, `MetaDb::sweeps_begun`) outlive such commands.
+    pub fn only_ingests(&self) -> bool {
+        match self {
+            CommandV1::Batch { commands } => commands.iter().all(Self::only_ingests),
+            CommandV1::BeginIngest { .. }
+            | CommandV1::RenewLease { .. }
+            | CommandV1::AbortIngest { .. }
+            | CommandV1::CommitFile { .. }
+            | CommandV1::CommitSmallFile { .. }
+            | CommandV1::AppendSegments { .. } => true,
+            _ => false,
+        }
+    }
+
     /// Whether applying this command may change a machine's or a disk's row (its address,
     /// its state): every command but those known to touch only the tree, its files, ingests
     /// and locks (a batch: if any of its commands may).

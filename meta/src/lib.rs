@@ -139,6 +139,14 @@ fn migrator(version: i64, description: &'static str, sql: &'static str) -> Migra
     Migrator::with_migrations(vec![migration(version, description, sql)])
 }
 
+/// What every write reads first and few commands change (see `MetaDbInner::rare_generation`).
+#[derive(Clone)]
+struct RareState {
+    generation: u64,
+    locks: Arc<Vec<command::Lock>>,
+    sweeps_begun: u64,
+}
+
 /// The namespace database (the state machine's data), shared by apply and readers.
 #[derive(Clone)]
 pub struct MetaDb {
@@ -153,6 +161,12 @@ struct MetaDbInner {
     generation: std::sync::atomic::AtomicU64,
     /// Bumped with `generation`, but only by changes that may touch machines or disks.
     topology_generation: std::sync::atomic::AtomicU64,
+    /// Bumped with `generation` by every change but a file's ingest and commit
+    /// ([`CommandV1::only_ingests`](command::CommandV1::only_ingests)): the WebDAV locks and
+    /// the sweep count, read before every write, are cached against it.
+    rare_generation: std::sync::atomic::AtomicU64,
+    /// The locks and the sweep count as read at a `rare_generation`.
+    rare_cache: std::sync::Mutex<Option<RareState>>,
     /// Damaged rows skipped by reads that stay available without them (each also logged).
     skipped_rows: std::sync::atomic::AtomicU64,
     /// What each committed batch changed in the tree (see [`changes`]).
@@ -196,6 +210,8 @@ impl MetaDb {
                 pool: RwLock::new(pool),
                 generation: std::sync::atomic::AtomicU64::new(0),
                 topology_generation: std::sync::atomic::AtomicU64::new(0),
+                rare_generation: std::sync::atomic::AtomicU64::new(0),
+                rare_cache: std::sync::Mutex::new(None),
                 skipped_rows: std::sync::atomic::AtomicU64::new(0),
                 changes: changes::channel(),
             }),
@@ -235,14 +251,20 @@ impl MetaDb {
 
     /// Marks a committed change (after the commit, before its proposer hears of it).
     pub(crate) fn bump_generation(&self) {
-        self.bump_generation_for(true);
+        self.bump_generation_for(true, true);
     }
 
-    /// Marks a committed change that may (`topology`) or cannot touch machines and disks.
-    pub(crate) fn bump_generation_for(&self, topology: bool) {
+    /// Marks a committed change that may (`topology`) or cannot touch machines and disks, and
+    /// that may (`rare`) or cannot touch anything but files' ingests and commits.
+    pub(crate) fn bump_generation_for(&self, topology: bool, rare: bool) {
         if topology {
             self.inner
                 .topology_generation
+                .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        }
+        if rare {
+            self.inner
+                .rare_generation
                 .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         }
         self.inner

@@ -236,11 +236,13 @@ impl MetaDb {
 
     /// Every WebDAV lock that has not expired at `now_ms`.
     pub async fn locks(&self, now_ms: u64) -> Res<Vec<Lock>> {
-        let mut c = self.pool().acquire().await.db("acquire a connection")?;
-        Ok(super::apply_dav::all_locks(&mut c)
+        Ok(self
+            .rare_state()
             .await?
-            .into_iter()
+            .locks
+            .iter()
             .filter(|l| l.expires_ms > now_ms)
+            .cloned()
             .collect())
     }
 
@@ -485,9 +487,47 @@ impl MetaDb {
     /// How many sweeps have begun (`SweepBegins`), as this machine's metadata says now: a
     /// small file's writer reads it before its parts, and its commit is refused if a sweep
     /// began since.
+    ///
+    /// Served from memory while no command but a file's ingest or commit has been applied
+    /// since it was read. A count read before a `SweepBegins` whose apply has committed but
+    /// not yet returned is lower than the truth, which only makes a commit be refused (and
+    /// the file stored again); never higher.
     pub async fn sweeps_begun(&self) -> Res<u64> {
-        let mut c = self.pool().acquire().await.db("acquire a connection")?;
-        crate::apply::sweeps_begun(&mut c).await
+        Ok(self.rare_state().await?.sweeps_begun)
+    }
+
+    /// The locks and the sweep count, from memory when no command that may change them has
+    /// been applied since they were read (`rare_generation`).
+    async fn rare_state(&self) -> Res<crate::RareState> {
+        use std::sync::atomic::Ordering;
+        let generation = self.inner.rare_generation.load(Ordering::Acquire);
+        if let Some(s) = self
+            .inner
+            .rare_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .filter(|s| s.generation == generation)
+        {
+            return Ok(s.clone());
+        }
+        // Read in one transaction, so the two agree; read after `generation` was loaded, so
+        // a change committed meanwhile is either seen or bumps the generation past it.
+        let mut tx = self.pool().begin().await.db("begin a read")?;
+        let locks = super::apply_dav::all_locks(&mut tx).await?;
+        let sweeps_begun = crate::apply::sweeps_begun(&mut tx).await?;
+        drop(tx);
+        let s = crate::RareState {
+            generation,
+            locks: std::sync::Arc::new(locks),
+            sweeps_begun,
+        };
+        *self
+            .inner
+            .rare_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(s.clone());
+        Ok(s)
     }
 
     /// All intents.

@@ -482,12 +482,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut last = None;
         let mut changed = Vec::new();
         let mut topology = false;
+        let mut rare = false;
         for entry in entries {
             last = Some(entry.log_id);
             match entry.payload {
                 EntryPayload::Blank => out.push(Outcome::Done),
                 EntryPayload::Normal(Command::V1(cmd)) => {
                     topology |= cmd.may_touch_topology();
+                    rare |= !cmd.only_ingests();
                     let applied = match &cmd {
                         c if fails_by_test(c) => Err(db_error(
                             "apply",
@@ -510,6 +512,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 }
                 EntryPayload::Membership(m) => {
                     topology = true;
+                    rare = true;
                     let sm = StoredMembership::new(Some(entry.log_id), m);
                     let json = serde_json::to_string(&sm)
                         .map_err(|e| io_err(StorageIOError::write_state_machine, e))?;
@@ -528,7 +531,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 .map_err(merr)?;
         }
         tx.commit().await.map_err(werr)?;
-        self.db.bump_generation_for(topology);
+        self.db.bump_generation_for(topology, rare);
         self.db.publish_changes(crate::changes::ChangeBatch {
             log_index: last.map_or(0, |l| l.index),
             changes: changed,

@@ -1658,3 +1658,50 @@ async fn commit_small_file_needs_no_intent_and_is_refused_after_a_sweep_began() 
         rejected(Rejection::NoIntent(f(6).to_string()))
     );
 }
+
+/// The locks and the sweep count, which every write reads first, are served from memory
+/// until a command that may change them is applied (an ingest's commands do not), and read
+/// again after one.
+#[tokio::test]
+async fn locks_and_the_sweep_count_are_read_again_after_a_command_that_may_change_them() {
+    let t = test_db().await;
+    assert!(t.db.locks(T).await.unwrap().is_empty());
+    assert_eq!(t.db.sweeps_begun().await.unwrap(), 0);
+    let l = lock("t1", "/a", T + 10, false, false);
+    t.apply(CommandV1::Lock {
+        lock: l.clone(),
+        now_ms: T,
+    })
+    .await;
+    assert_eq!(t.db.locks(T).await.unwrap(), vec![l.clone()]);
+    assert!(t.db.locks(T + 10).await.unwrap().is_empty(), "expired");
+    t.apply(CommandV1::SweepBegins { node: 1 }).await;
+    assert_eq!(t.db.sweeps_begun().await.unwrap(), 1);
+    assert_eq!(t.db.locks(T).await.unwrap(), vec![l.clone()]);
+
+    // A batch of ingests' commands leaves what was read alone: rows changed behind the
+    // state machine's back (here, to tell the two apart) are not seen...
+    let ingests = CommandV1::Batch {
+        commands: vec![commit_small(f(1), "/p/a.jpg", Conflict::Fail, 1)],
+    };
+    assert!(ingests.only_ingests());
+    t.apply(ingests).await;
+    t.exec("DELETE FROM locks").await;
+    t.exec("UPDATE kv SET value = '5' WHERE key = 'sweeps_begun'")
+        .await;
+    assert_eq!(t.db.locks(T).await.unwrap(), vec![l.clone()]);
+    assert_eq!(t.db.sweeps_begun().await.unwrap(), 1);
+    // ...until a command that may change them is applied, even in a batch with ingests.
+    let mixed = CommandV1::Batch {
+        commands: vec![
+            commit_small(f(2), "/p/b.jpg", Conflict::Fail, 5),
+            CommandV1::DeleteLocks {
+                path: "/elsewhere".into(),
+            },
+        ],
+    };
+    assert!(!mixed.only_ingests());
+    t.apply(mixed).await;
+    assert!(t.db.locks(T).await.unwrap().is_empty());
+    assert_eq!(t.db.sweeps_begun().await.unwrap(), 5);
+}

@@ -171,7 +171,7 @@ impl LogStore {
         let Some(first) = entries.first().map(|e| e.log_id.index) else {
             return Ok(());
         };
-        let res = self.insert_entries(&entries).await;
+        let res = insert_entries(&self.pool, &entries).await;
         let mut recent = self.recent();
         match res {
             Ok(lens) => {
@@ -185,26 +185,28 @@ impl LogStore {
             }
         }
     }
+}
 
-    /// Writes `entries` in one transaction; their stored sizes.
-    async fn insert_entries(&self, entries: &[Entry<TypeConfig>]) -> Result<Vec<usize>, SErr> {
-        let werr = |e: sqlx::Error| io_err(StorageIOError::write_logs, e);
-        let mut tx = self.pool.begin().await.map_err(werr)?;
-        let mut lens = Vec::with_capacity(entries.len());
-        for e in entries {
-            let json =
-                serde_json::to_string(e).map_err(|e| io_err(StorageIOError::write_logs, e))?;
-            lens.push(json.len());
-            sqlx::query("INSERT OR REPLACE INTO log (idx, entry) VALUES (?, ?)")
-                .bind(e.log_id.index as i64)
-                .bind(json)
-                .execute(&mut *tx)
-                .await
-                .map_err(werr)?;
-        }
-        tx.commit().await.map_err(werr)?;
-        Ok(lens)
+/// Writes `entries` in one transaction; their stored sizes.
+async fn insert_entries(
+    pool: &SqlitePool,
+    entries: &[Entry<TypeConfig>],
+) -> Result<Vec<usize>, SErr> {
+    let werr = |e: sqlx::Error| io_err(StorageIOError::write_logs, e);
+    let mut tx = pool.begin().await.map_err(werr)?;
+    let mut lens = Vec::with_capacity(entries.len());
+    for e in entries {
+        let json = serde_json::to_string(e).map_err(|e| io_err(StorageIOError::write_logs, e))?;
+        lens.push(json.len());
+        sqlx::query("INSERT OR REPLACE INTO log (idx, entry) VALUES (?, ?)")
+            .bind(e.log_id.index as i64)
+            .bind(json)
+            .execute(&mut *tx)
+            .await
+            .map_err(werr)?;
     }
+    tx.commit().await.map_err(werr)?;
+    Ok(lens)
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -452,6 +454,121 @@ pub(super) async fn read_applied(
     Ok((applied, membership))
 }
 
+/// Why a batch of entries was not applied.
+enum ApplyFailure {
+    /// This entry's command failed (the node can no longer follow the log).
+    Entry(u64, MetaError),
+    /// The transaction around the batch failed.
+    Storage(SErr),
+}
+
+/// Applies `entries` to `db` in one transaction (the state machine's `apply`).
+async fn apply_entries(
+    db: MetaDb,
+    entries: Vec<Entry<TypeConfig>>,
+) -> Result<Vec<Outcome>, ApplyFailure> {
+    let werr =
+        |e: sqlx::Error| ApplyFailure::Storage(io_err(StorageIOError::write_state_machine, e));
+    let merr = |e: MetaError| ApplyFailure::Storage(io_err(StorageIOError::write_state_machine, e));
+    let pool = db.pool();
+    let mut tx = pool.begin().await.map_err(werr)?;
+    let mut out = Vec::new();
+    let mut last = None;
+    let mut changed = Vec::new();
+    let mut topology = false;
+    let mut rare = false;
+    for entry in entries {
+        last = Some(entry.log_id);
+        match entry.payload {
+            EntryPayload::Blank => out.push(Outcome::Done),
+            EntryPayload::Normal(Command::V1(cmd)) => {
+                topology |= cmd.may_touch_topology();
+                rare |= !cmd.only_ingests();
+                let applied = match &cmd {
+                    c if fails_by_test(c) => Err(db_error(
+                        "apply",
+                        sqlx::Error::Protocol("injected apply failure".into()),
+                    )),
+                    _ => apply_command(&mut tx, &cmd).await,
+                };
+                let outcome = match applied {
+                    Ok(o) => o,
+                    Err(e) => return Err(ApplyFailure::Entry(entry.log_id.index, e)),
+                };
+                if let Outcome::Rejected(r) = &outcome {
+                    tracing::info!(log_index = entry.log_id.index, "command rejected: {r}");
+                }
+                changed.extend(crate::changes::tree_changes(&cmd, &outcome));
+                out.push(outcome);
+            }
+            EntryPayload::Membership(m) => {
+                topology = true;
+                rare = true;
+                let sm = StoredMembership::new(Some(entry.log_id), m);
+                let json = serde_json::to_string(&sm).map_err(|e| {
+                    ApplyFailure::Storage(io_err(StorageIOError::write_state_machine, e))
+                })?;
+                kv_set(&mut tx, "raft_membership", &json)
+                    .await
+                    .map_err(merr)?;
+                out.push(Outcome::Done);
+            }
+        }
+    }
+    if let Some(last) = last {
+        let json = serde_json::to_string(&Some(last))
+            .map_err(|e| ApplyFailure::Storage(io_err(StorageIOError::write_state_machine, e)))?;
+        kv_set(&mut tx, "raft_last_applied", &json)
+            .await
+            .map_err(merr)?;
+    }
+    tx.commit().await.map_err(werr)?;
+    db.bump_generation_for(topology, rare);
+    db.publish_changes(crate::changes::ChangeBatch {
+        log_index: last.map_or(0, |l| l.index),
+        changes: changed,
+    });
+    Ok(out)
+}
+
+/// The runtime that runs the metadata's writes (the state machine's applies and the log's
+/// appends): one thread of its own, shared by every node of the process. A batch's apply
+/// is one SQLite statement after another, each a round trip to sqlx's connection thread;
+/// on the node's runtime every answer queued behind the requests, ingests and Raft tasks
+/// running there, so a batch of small files' commits took several milliseconds per file of
+/// waiting (docs/performance.md, "Many small files"). `None` if the thread could not be
+/// started: the caller's runtime is used.
+fn store_runtime() -> Option<&'static tokio::runtime::Runtime> {
+    static RT: std::sync::OnceLock<Option<tokio::runtime::Runtime>> = std::sync::OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("wormfs-store")
+            .enable_all()
+            .build()
+            .inspect_err(|e| tracing::warn!("cannot start the metadata store's thread: {e}"))
+            .ok()
+    })
+    .as_ref()
+}
+
+/// Runs `f` on the store's thread ([`store_runtime`]) and waits for it. It runs to its end
+/// even if the caller stops waiting (a transaction is committed or rolled back whole either
+/// way). An error if it panicked.
+async fn on_store_thread<F>(f: F) -> Result<F::Output, io::Error>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    match store_runtime() {
+        Some(rt) => rt
+            .spawn(tracing::Instrument::instrument(f, tracing::Span::current()))
+            .await
+            .map_err(|e| io::Error::other(format!("the metadata store's task failed: {e}"))),
+        None => Ok(f.await),
+    }
+}
+
 impl RaftStateMachine<TypeConfig> for StateMachineStore {
     type SnapshotBuilder = SnapshotBuilder;
 
@@ -474,69 +591,17 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let werr = |e: sqlx::Error| io_err(StorageIOError::write_state_machine, e);
-        let merr = |e: MetaError| io_err(StorageIOError::write_state_machine, e);
-        let pool = self.db.pool();
-        let mut tx = pool.begin().await.map_err(werr)?;
-        let mut out = Vec::new();
-        let mut last = None;
-        let mut changed = Vec::new();
-        let mut topology = false;
-        let mut rare = false;
-        for entry in entries {
-            last = Some(entry.log_id);
-            match entry.payload {
-                EntryPayload::Blank => out.push(Outcome::Done),
-                EntryPayload::Normal(Command::V1(cmd)) => {
-                    topology |= cmd.may_touch_topology();
-                    rare |= !cmd.only_ingests();
-                    let applied = match &cmd {
-                        c if fails_by_test(c) => Err(db_error(
-                            "apply",
-                            sqlx::Error::Protocol("injected apply failure".into()),
-                        )),
-                        _ => apply_command(&mut tx, &cmd).await,
-                    };
-                    let outcome = match applied {
-                        Ok(o) => o,
-                        Err(e) => {
-                            self.apply_failed(entry.log_id.index, &e);
-                            return Err(merr(e));
-                        }
-                    };
-                    if let Outcome::Rejected(r) = &outcome {
-                        tracing::info!(log_index = entry.log_id.index, "command rejected: {r}");
-                    }
-                    changed.extend(crate::changes::tree_changes(&cmd, &outcome));
-                    out.push(outcome);
-                }
-                EntryPayload::Membership(m) => {
-                    topology = true;
-                    rare = true;
-                    let sm = StoredMembership::new(Some(entry.log_id), m);
-                    let json = serde_json::to_string(&sm)
-                        .map_err(|e| io_err(StorageIOError::write_state_machine, e))?;
-                    kv_set(&mut tx, "raft_membership", &json)
-                        .await
-                        .map_err(merr)?;
-                    out.push(Outcome::Done);
-                }
+        let entries: Vec<Entry<TypeConfig>> = entries.into_iter().collect();
+        let db = self.db.clone();
+        match on_store_thread(apply_entries(db, entries)).await {
+            Ok(Ok(out)) => Ok(out),
+            Ok(Err(ApplyFailure::Entry(index, e))) => {
+                self.apply_failed(index, &e);
+                Err(io_err(StorageIOError::write_state_machine, e))
             }
+            Ok(Err(ApplyFailure::Storage(e))) => Err(e),
+            Err(e) => Err(io_err(StorageIOError::write_state_machine, e)),
         }
-        if let Some(last) = last {
-            let json = serde_json::to_string(&Some(last))
-                .map_err(|e| io_err(StorageIOError::write_state_machine, e))?;
-            kv_set(&mut tx, "raft_last_applied", &json)
-                .await
-                .map_err(merr)?;
-        }
-        tx.commit().await.map_err(werr)?;
-        self.db.bump_generation_for(topology, rare);
-        self.db.publish_changes(crate::changes::ChangeBatch {
-            log_index: last.map_or(0, |l| l.index),
-            changes: changed,
-        });
-        Ok(out)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {

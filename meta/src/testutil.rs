@@ -40,6 +40,8 @@ impl TestDb {
         let mut tx = self.db.pool().begin().await.expect("begin");
         let out = apply_command(&mut tx, &cmd).await?;
         tx.commit().await.expect("commit");
+        self.db
+            .bump_generation_for(cmd.may_touch_topology(), !cmd.only_ingests());
         Ok(out)
     }
 

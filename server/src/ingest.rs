@@ -333,8 +333,8 @@ impl SegmentWriter {
         let hash = self.hasher.finalize();
         let created = now_ms();
         let header_len = self.header_len;
-        let mut groups: Vec<(Option<u64>, Vec<(usize, Box<dyn PartWriter>, PartHeader)>)> =
-            Vec::new();
+        // Parts by their group-sync key (`None`: a group of one).
+        let mut groups: Vec<(Option<u64>, Vec<PartToFinish>)> = Vec::new();
         for (i, w) in self
             .writers
             .iter_mut()
@@ -415,6 +415,9 @@ impl SegmentWriter {
         }
     }
 }
+
+/// A part's index in its segment, its writer and its header, to be finished.
+type PartToFinish = (usize, Box<dyn PartWriter>, PartHeader);
 
 /// The reasons parts failed, for an error: "disk full" first where that is why.
 fn failure_reasons(failures: &[String]) -> String {

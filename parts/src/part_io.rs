@@ -554,3 +554,117 @@ fn read_up_to(f: &File, buf: &mut [u8], off: u64) -> std::io::Result<usize> {
     }
     Ok(done)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::CodecId;
+    use crate::ids::{ClusterId, FileId};
+
+    /// A copy's header for part `part` of `data`.
+    fn header(cluster: ClusterId, file: FileId, part: u16, data: &[u8]) -> PartHeader {
+        PartHeader {
+            codec: CodecId::Replica,
+            header_len: 512,
+            cluster_id: cluster,
+            file_id: file,
+            segment_index: 0,
+            part_index: part,
+            k: 1,
+            m: 2,
+            block_size: 4096,
+            segment_data_len: data.len() as u64,
+            part_data_len: data.len() as u64,
+            created_ms: 1,
+            segment_blake3: [1; 32],
+            path: "/p/a.jpg".into(),
+        }
+    }
+
+    /// Three small parts on folders of one filesystem: finished together, each is in place
+    /// and reads back, and one group sync covered all three (not one per part).
+    #[test]
+    fn small_parts_on_one_filesystem_finish_together_with_one_sync() {
+        let t = tempfile::tempdir().unwrap();
+        let cluster = ClusterId::random();
+        let file = FileId::mint();
+        let data = b"a small file's bytes".repeat(150);
+        let mut parts: Vec<(Box<dyn PartWriter>, PartHeader)> = Vec::new();
+        let mut disks = Vec::new();
+        for i in 0..3u16 {
+            let disk = Arc::new(
+                LocalDisk::open(&t.path().join(format!("d{i}")), cluster, None, 0).unwrap(),
+            );
+            let dest = disk.part_path(file, 0, i);
+            let mut w = LocalPartWriter::create(disk.clone(), dest, 512, 4096, 4096).unwrap();
+            w.write(&data).unwrap();
+            let key = PartWriter::sync_group_key(&w);
+            assert_eq!(key, Some(disk.fs_dev), "a small local part is grouped");
+            parts.push((Box::new(w), header(cluster, file, i, &data)));
+            disks.push(disk);
+        }
+        let group = crate::sync_group::for_device(disks[0].fs_dev);
+        let before = group.syncs_started();
+        let results = finish_together(parts);
+        assert_eq!(results.len(), 3);
+        for r in &results {
+            r.as_ref().unwrap();
+        }
+        assert_eq!(
+            group.syncs_started() - before,
+            1,
+            "one sync for the three parts"
+        );
+        for (i, disk) in disks.iter().enumerate() {
+            let path = disk.part_path(file, 0, i as u16);
+            let part = OpenPart::open(disk.clone(), &path).unwrap();
+            assert_eq!(part.header.part_index, i as u16);
+            assert_eq!(part.read_blocks(0, 1).unwrap(), data);
+            // Nothing temporary is left beside it.
+            let dir = path.parent().unwrap();
+            let names: Vec<_> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(names.len(), 1, "{names:?}");
+        }
+    }
+
+    /// A part whose finish fails (its length disagrees with its header) fails alone: the
+    /// others finished with it are in place, and it leaves nothing behind.
+    #[test]
+    fn a_part_failing_among_parts_finished_together_fails_alone() {
+        let t = tempfile::tempdir().unwrap();
+        let cluster = ClusterId::random();
+        let file = FileId::mint();
+        let data = vec![7u8; 3000];
+        let mut parts: Vec<(Box<dyn PartWriter>, PartHeader)> = Vec::new();
+        let mut dests = Vec::new();
+        for i in 0..2u16 {
+            let disk = Arc::new(
+                LocalDisk::open(&t.path().join(format!("d{i}")), cluster, None, 0).unwrap(),
+            );
+            let dest = disk.part_path(file, 0, i);
+            let mut w = LocalPartWriter::create(disk, dest.clone(), 512, 4096, 4096).unwrap();
+            w.write(&data).unwrap();
+            let mut h = header(cluster, file, i, &data);
+            if i == 1 {
+                h.part_data_len += 1;
+            }
+            parts.push((Box::new(w), h));
+            dests.push(dest);
+        }
+        let results = finish_together(parts);
+        assert!(results[0].is_ok());
+        let err = format!("{:#}", results[1].as_ref().unwrap_err());
+        assert!(err.contains("part length"), "{err}");
+        assert!(dests[0].exists());
+        assert!(!dests[1].exists());
+        let dir = dests[1].parent().unwrap();
+        assert_eq!(
+            std::fs::read_dir(dir).unwrap().count(),
+            0,
+            "no temporary file left"
+        );
+    }
+}

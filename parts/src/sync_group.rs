@@ -85,6 +85,14 @@ impl SyncGroup {
     }
 }
 
+impl SyncGroup {
+    /// Syncs started so far (tests count them).
+    #[cfg(test)]
+    pub(crate) fn syncs_started(&self) -> u64 {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).started
+    }
+}
+
 fn syncfs(root: &Path) -> std::io::Result<()> {
     let dir = std::fs::File::open(root)?;
     rustix::fs::syncfs(&dir).map_err(std::io::Error::from)

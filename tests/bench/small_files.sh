@@ -7,10 +7,13 @@
 #   BENCH_REUSE_BUILD=1 ...   (target/release/wormfs as it is, when it exists)
 #   KEEP_BENCH=1 ...          (keep target/bench-small: the nodes' logs, rclone's log)
 #   DROP_SETTLE_MS=200 ...    (the drop folder's settle_ms)
+#   BENCH_FS=here ...         (run on the filesystem of ./target as it is, not on a fresh
+#                              journaled ext4 image; the image needs root)
 #   PROPFIND_FILES=10000 ...  (the PROPFIND folder's size)
 #
 # Everything runs under ./target/bench-small (one filesystem: sources, reference copies and the
-# nodes' disks), on 127.0.0.1 only, mDNS off. N files of SIZE random bytes are made once; every
+# nodes' disks; a journaled ext4 image mounted there, see BENCH_FS below), on 127.0.0.1 only,
+# mDNS off. N files of SIZE random bytes are made once; every
 # method stores those same files. Files/s = N / wall time; each WormFS run is checked afterwards
 # by listing its folder (the node must list exactly N files, else the script fails).
 #
@@ -61,6 +64,7 @@ need=()
 command -v rclone >/dev/null || need+=(rclone)
 command -v curl >/dev/null || need+=(curl)
 command -v bc >/dev/null || need+=(bc)
+command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
 command -v python3 >/dev/null || need+=(python3)
 install_missing "${need[@]}"
 PY=$PWD/tests/bench/small_files.py
@@ -79,12 +83,43 @@ if [ ! -x "$HB" ]; then
     [ -x "$HB" ] || cargo build --release -p wormfs-server --example http_bench >/dev/null
 fi
 WORK=$PWD/target/bench-small
-rm -rf "$WORK" && mkdir -p "$WORK" && cd "$WORK"
+IMG=$PWD/target/bench-small.img
+umount "$WORK" 2>/dev/null || true
+rm -rf "$WORK" && mkdir -p "$WORK"
+# The filesystem: a fresh ext4 image with a journal (mkfs.ext4's default, as on a home server's
+# disks), loop-mounted at $WORK (BENCH_FS=image, the default; needs root). This machine's own
+# root filesystem is ext4 without a journal, where creating a file after a mass delete (the
+# previous run's, the reference's copies) walks every inode deleted in the last 60 to 360
+# seconds (fs/ext4/ialloc.c, recently_deleted): a put measured there ran at 600 to 890 files/s
+# depending on how recently something was removed. BENCH_FS=here runs in $WORK as it is.
+MOUNTED=0
+case ${BENCH_FS:-image} in
+    image)
+        [ "$(id -u)" = 0 ] || { echo "FATAL: mounting the benchmark's ext4 image needs root (or BENCH_FS=here)" >&2; exit 1; }
+        rm -f "$IMG" && truncate -s 8G "$IMG" && mkfs.ext4 -q -F "$IMG"
+        mount -o loop "$IMG" "$WORK"
+        MOUNTED=1
+        ;;
+    here) ;;
+    *) echo "FATAL: BENCH_FS is image or here, not $BENCH_FS" >&2; exit 1 ;;
+esac
+cd "$WORK"
+FS_NOTE="$(findmnt -n -o FSTYPE -T "$WORK") $( [ $MOUNTED = 1 ] && echo "(journaled, loop image)" || echo "(as found)")"
 PORT=17920
 DAV=127.0.0.1:$((PORT + 1))
 RAW_PORT=17930
 PIDS=()
-trap 'for p in "${PIDS[@]}"; do kill $p 2>/dev/null || true; done; wait 2>/dev/null || true; cleanup_work "$WORK"' EXIT
+unmount_work() {
+    [ $MOUNTED = 1 ] || return 0
+    cd /
+    if [ "${KEEP_BENCH:-0}" = 1 ]; then
+        echo "kept $IMG (KEEP_BENCH=1): mount -o loop $IMG $WORK to read it" >&2
+        umount "$WORK" || true
+    else
+        umount "$WORK" && rm -f "$IMG"
+    fi
+}
+trap 'for p in "${PIDS[@]}"; do kill $p 2>/dev/null || true; done; wait 2>/dev/null || true; cleanup_work "$WORK"; unmount_work' EXIT
 now() { date +%s.%N; }
 f2() { printf '%.2f' "$(echo "$1" | bc -l)"; }
 # count DIR: the files the node in the current folder lists in DIR (its API on $NODE).
@@ -231,7 +266,7 @@ row() { # name seconds
     printf '| %s | %.1f | %.2f | %.3f |\n' "$1" "$fps" "$2" "$(echo "$fps / $ref" | bc -l)"
 }
 echo
-printf 'small files: %d files of %d bytes, one node (six folder-disks), policy %s\n' "$N" "$SIZE" "${policy:-?}"
+printf 'small files: %d files of %d bytes, one node (six folder-disks), policy %s, on %s\n' "$N" "$SIZE" "${policy:-?}" "$FS_NOTE"
 echo '| method | files/s | seconds | x reference |'
 echo '| --- | --- | --- | --- |'
 printf '| reference: serial, 3 copies fsynced + 3 folder fsyncs per file (mean of 2 runs: %s, %s files/s) | %.1f | %.2f | 1.000 |\n' "$r1" "$r2" "$ref" "$(echo "$N / $ref" | bc -l)"

@@ -51,6 +51,9 @@
 # 6. PROPFIND Depth: 1 (allprop) of a folder of PROPFIND_FILES entries (the tree
 #    webdav_vs_nginx_apache.sh lists, lib.sh's propfind_tree), with server/examples/http_bench on
 #    one keep-alive connection: median of 20 after 3 warm-ups.
+# Each measured run starts after a `sync`: the files made just before (sources, the PROPFIND tree,
+# the reference's copies) would otherwise still be written back during it, and a group sync
+# (`syncfs`) waits for every dirty byte of the filesystem.
 # Then the summary: files/s, ratios against the reference, raw-byte ratios, PROPFIND time and
 # the node's peak RSS (VmHWM).
 set -euo pipefail
@@ -109,17 +112,20 @@ PORT=17920
 DAV=127.0.0.1:$((PORT + 1))
 RAW_PORT=17930
 PIDS=()
-unmount_work() {
-    [ $MOUNTED = 1 ] || return 0
+# At the end: the image unmounted and removed (kept with KEEP_BENCH=1), then the folder.
+finish_work() {
     cd /
-    if [ "${KEEP_BENCH:-0}" = 1 ]; then
-        echo "kept $IMG (KEEP_BENCH=1): mount -o loop $IMG $WORK to read it" >&2
-        umount "$WORK" || true
-    else
-        umount "$WORK" && rm -f "$IMG"
+    if [ $MOUNTED = 1 ]; then
+        umount "$WORK" || { echo "cannot unmount $WORK; left mounted" >&2; return 0; }
+        if [ "${KEEP_BENCH:-0}" = 1 ]; then
+            echo "kept $IMG (KEEP_BENCH=1): mount -o loop $IMG $WORK to read it" >&2
+        else
+            rm -f "$IMG"
+        fi
     fi
+    cleanup_work "$WORK"
 }
-trap 'for p in "${PIDS[@]}"; do kill $p 2>/dev/null || true; done; wait 2>/dev/null || true; cleanup_work "$WORK"; unmount_work' EXIT
+trap 'for p in "${PIDS[@]}"; do kill $p 2>/dev/null || true; done; wait 2>/dev/null || true; finish_work' EXIT
 now() { date +%s.%N; }
 f2() { printf '%.2f' "$(echo "$1" | bc -l)"; }
 # count DIR: the files the node in the current folder lists in DIR (its API on $NODE).
@@ -136,6 +142,7 @@ cp -a src drop-src
 propfind_tree many "$PROPFIND_FILES"
 
 echo "reference (serial, 3 fsynced copies + 3 folder fsyncs per file)..." >&2
+sync
 ref1=$(python3 "$PY" reference src ref1)
 rm -rf ref1
 
@@ -168,6 +175,7 @@ W --json ingest > ingest.json
 grep -q "\"settle_ms\": $SETTLE_MS" ingest.json || { echo "FATAL: the drop folder is not configured" >&2; cat ingest.json >&2; exit 1; }
 
 echo "wormfs put..." >&2
+sync
 t0=$(now)
 W put src /put > put.log 2>&1 || { tail -5 put.log >&2; exit 1; }
 t_put=$(echo "$(now) - $t0" | bc -l)
@@ -176,6 +184,7 @@ policy=$(W --json stat "/put/$(ls src | head -1)" | sed -n 's/^  "policy": "\([^
 
 echo "drop folder..." >&2
 deadline=$((SECONDS + 120 + N))
+sync
 t0=$(now)
 mv drop-src/* drop/
 # Done when the drop folder is empty: the worker removes each original only after its commit
@@ -199,12 +208,14 @@ export RCLONE_CONFIG=$WORK/rclone.conf
 export RCLONE_CONFIG_NODE_TYPE=webdav RCLONE_CONFIG_NODE_URL=http://$DAV/rclone RCLONE_CONFIG_NODE_VENDOR=other
 export RCLONE_CONFIG_NODE_USER=admin RCLONE_CONFIG_NODE_PASS=$(rclone obscure "$PASS")
 touch rclone.conf
+sync
 t0=$(now)
 rclone copy src node: "${RCLONE_FLAGS[@]}" --log-file rclone.log || { tail -5 rclone.log >&2; exit 1; }
 t_rclone=$(echo "$(now) - $t0" | bc -l)
 expect_count /rclone "$N"
 
 echo "WebDAV PUTs, 4 threads..." >&2
+sync
 davput=$(python3 "$PY" davput "$DAV" "$LOGIN" src /davput 4)
 expect_count /davput "$N"
 
@@ -219,6 +230,7 @@ hwm=$(vmhwm_kib "$PID")
 stop_pid "$PID"
 
 echo "reference again..." >&2
+sync
 ref2=$(python3 "$PY" reference src ref2)
 rm -rf ref2
 

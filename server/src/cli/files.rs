@@ -249,21 +249,36 @@ async fn put_file(
     how: &Put<'_>,
     shared: Option<&ProgressBar>,
 ) -> anyhow::Result<WriteResponse> {
-    let f = tokio::fs::File::open(src)
-        .await
-        .with_context(|| format!("open {}", src.display()))?;
-    let len = f.metadata().await?.len();
+    let (len, body) = match read_small(src).await? {
+        Some(bytes) => (bytes.len() as u64, Body::Whole(bytes)),
+        None => {
+            let f = tokio::fs::File::open(src)
+                .await
+                .with_context(|| format!("open {}", src.display()))?;
+            (f.metadata().await?.len(), Body::Stream(f))
+        }
+    };
     let pb = match shared {
         Some(b) => b.clone(),
         None if c.json => ProgressBar::hidden(),
         None => bar(len, dest.to_owned()),
     };
-    let pb2 = pb.clone();
-    let stream = tokio_util::io::ReaderStream::with_capacity(f, 1 << 20).inspect(move |c| {
-        if let Ok(c) = c {
-            pb2.inc(c.len() as u64);
+    let body = match body {
+        Body::Whole(bytes) => {
+            pb.inc(len);
+            reqwest::Body::from(bytes)
         }
-    });
+        Body::Stream(f) => {
+            let pb2 = pb.clone();
+            reqwest::Body::wrap_stream(
+                tokio_util::io::ReaderStream::with_capacity(f, 1 << 20).inspect(move |c| {
+                    if let Ok(c) = c {
+                        pb2.inc(c.len() as u64);
+                    }
+                }),
+            )
+        }
+    };
     let query = PutQuery {
         policy: how.policy.map(str::to_owned),
         conflict: Some(how.conflict.to_owned()),
@@ -276,7 +291,7 @@ async fn put_file(
         )
         .query(&query)
         .header("x-wormfs-size", len)
-        .body(reqwest::Body::wrap_stream(stream))
+        .body(body)
         .send()
         .await
         .with_context(|| format!("upload to {}", c.base))?;
@@ -285,6 +300,42 @@ async fn put_file(
         pb.finish_and_clear();
     }
     Ok(r?.json().await?)
+}
+
+/// A file's bytes to upload: all of them at once, or streamed.
+enum Body {
+    Whole(Vec<u8>),
+    Stream(tokio::fs::File),
+}
+
+/// Files up to this size are read whole and sent with their length, in one blocking call
+/// (open, stat, read, close) rather than a stream of reads each handed to the blocking pool:
+/// a folder of small files is mostly that hand-off otherwise (docs/performance.md, "Many small
+/// files"). At most `--jobs` of them are in memory at once.
+const READ_WHOLE_UP_TO: u64 = 1 << 20;
+
+/// The bytes of `src` if it is a file of at most [`READ_WHOLE_UP_TO`] bytes; `None` for a
+/// larger one (streamed).
+async fn read_small(src: &Path) -> anyhow::Result<Option<Vec<u8>>> {
+    let path = src.to_owned();
+    let read = tokio::task::spawn_blocking(move || -> std::io::Result<Option<Vec<u8>>> {
+        use std::io::Read;
+        let mut f = std::fs::File::open(&path)?;
+        let len = f.metadata()?.len();
+        if len > READ_WHOLE_UP_TO {
+            return Ok(None);
+        }
+        // One byte more than announced shows a file that grew since: streamed instead (the
+        // node then checks the length it was told).
+        let mut bytes = Vec::with_capacity(len as usize + 1);
+        f.by_ref()
+            .take(READ_WHOLE_UP_TO + 1)
+            .read_to_end(&mut bytes)?;
+        Ok((bytes.len() as u64 <= READ_WHOLE_UP_TO).then_some(bytes))
+    })
+    .await
+    .context("read task")?;
+    read.with_context(|| format!("open {}", src.display()))
 }
 
 /// `wormfs append SRC DEST`.
@@ -595,5 +646,30 @@ fn walk_files(root: &Path, out: &mut Vec<PathBuf>, failed: &mut Vec<String>) {
                 eprintln!("wormfs: {}", failed.last().map_or("", String::as_str));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Files up to the limit are read whole (every byte), larger ones left to be streamed, and
+    /// a missing file is an error that names it.
+    #[tokio::test]
+    async fn small_files_are_read_whole_and_larger_ones_streamed() {
+        let t = tempfile::tempdir().unwrap();
+        let at_limit = t.path().join("at-limit");
+        let bytes: Vec<u8> = (0..READ_WHOLE_UP_TO).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&at_limit, &bytes).unwrap();
+        assert_eq!(read_small(&at_limit).await.unwrap(), Some(bytes));
+        let empty = t.path().join("empty");
+        std::fs::write(&empty, b"").unwrap();
+        assert_eq!(read_small(&empty).await.unwrap(), Some(Vec::new()));
+        let over = t.path().join("over");
+        std::fs::write(&over, vec![1u8; READ_WHOLE_UP_TO as usize + 1]).unwrap();
+        assert_eq!(read_small(&over).await.unwrap(), None);
+        let missing = t.path().join("missing");
+        let err = format!("{:#}", read_small(&missing).await.unwrap_err());
+        assert!(err.contains("missing"), "{err}");
     }
 }

@@ -531,8 +531,8 @@ async fn apply_entries(
     Ok(out)
 }
 
-/// The runtime that runs the metadata's writes (the state machine's applies and the log's
-/// appends): one thread of its own, shared by every node of the process. A batch's apply
+/// The runtime that runs the state machine's applies: one thread of its own, shared by every
+/// node of the process (the log's appends measured no faster there and stay on the caller's). A batch's apply
 /// is one SQLite statement after another, each a round trip to sqlx's connection thread;
 /// on the node's runtime every answer queued behind the requests, ingests and Raft tasks
 /// running there, so a batch of small files' commits took several milliseconds per file of

@@ -65,11 +65,13 @@ impl UnsyncedPart {
         if let Err(e) = r {
             let _ = std::fs::remove_file(&self.dest);
             self.disk.count_write_error();
-            if crate::disk::is_no_space(&e) {
+            let full = crate::disk::is_no_space(&e);
+            if full {
                 self.disk.mark_full(&e.to_string());
             }
             return Err(anyhow::Error::new(e).context(format!(
-                "syncfs for {} on {}",
+                "{}syncfs or fdatasync for {} on {}",
+                if full { "disk full: " } else { "" },
                 self.dest.display(),
                 self.disk.root.display()
             )));

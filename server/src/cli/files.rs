@@ -249,15 +249,7 @@ async fn put_file(
     how: &Put<'_>,
     shared: Option<&ProgressBar>,
 ) -> anyhow::Result<WriteResponse> {
-    let (len, body) = match read_small(src).await? {
-        Some(bytes) => (bytes.len() as u64, Body::Whole(bytes)),
-        None => {
-            let f = tokio::fs::File::open(src)
-                .await
-                .with_context(|| format!("open {}", src.display()))?;
-            (f.metadata().await?.len(), Body::Stream(f))
-        }
-    };
+    let (len, body) = open_for_upload(src).await?;
     let pb = match shared {
         Some(b) => b.clone(),
         None if c.json => ProgressBar::hidden(),
@@ -269,6 +261,7 @@ async fn put_file(
             reqwest::Body::from(bytes)
         }
         Body::Stream(f) => {
+            let f = tokio::fs::File::from_std(f);
             let pb2 = pb.clone();
             reqwest::Body::wrap_stream(
                 tokio_util::io::ReaderStream::with_capacity(f, 1 << 20).inspect(move |c| {
@@ -303,39 +296,50 @@ async fn put_file(
 }
 
 /// A file's bytes to upload: all of them at once, or streamed.
+#[derive(Debug)]
 enum Body {
     Whole(Vec<u8>),
-    Stream(tokio::fs::File),
+    Stream(std::fs::File),
 }
 
-/// Files up to this size are read whole and sent with their length, in one blocking call
-/// (open, stat, read, close) rather than a stream of reads each handed to the blocking pool:
-/// a folder of small files is mostly that hand-off otherwise (docs/performance.md, "Many small
-/// files"). At most `--jobs` of them are in memory at once.
+/// Regular files up to this size are read whole and sent with their length, in one blocking
+/// call (open, stat, read, close) rather than a stream of reads each handed to the blocking
+/// pool: a folder of small files is mostly that hand-off otherwise (docs/performance.md, "Many
+/// small files"). At most `--jobs` of them are in memory at once.
 const READ_WHOLE_UP_TO: u64 = 1 << 20;
 
-/// The bytes of `src` if it is a file of at most [`READ_WHOLE_UP_TO`] bytes; `None` for a
-/// larger one (streamed).
-async fn read_small(src: &Path) -> anyhow::Result<Option<Vec<u8>>> {
+/// Opens `src` for an upload: its length as first seen, and its bytes, read whole for a
+/// regular file of at most [`READ_WHOLE_UP_TO`] bytes, else the open file to stream from its
+/// start (a larger file, a pipe or a device: what is announced is the length first seen, and
+/// the node refuses an upload whose length differs). A file whose length changed while it was
+/// read is streamed from its start through the same descriptor (never opened again: a pipe
+/// would lose what was read).
+async fn open_for_upload(src: &Path) -> anyhow::Result<(u64, Body)> {
     let path = src.to_owned();
-    let read = tokio::task::spawn_blocking(move || -> std::io::Result<Option<Vec<u8>>> {
-        use std::io::Read;
-        let mut f = std::fs::File::open(&path)?;
-        let len = f.metadata()?.len();
-        if len > READ_WHOLE_UP_TO {
-            return Ok(None);
+    tokio::task::spawn_blocking(move || -> anyhow::Result<(u64, Body)> {
+        use std::io::{Read, Seek};
+        let mut f =
+            std::fs::File::open(&path).with_context(|| format!("open {}", path.display()))?;
+        let meta = f
+            .metadata()
+            .with_context(|| format!("stat {}", path.display()))?;
+        let len = meta.len();
+        if meta.is_file() && len <= READ_WHOLE_UP_TO {
+            let mut bytes = Vec::with_capacity(len as usize + 1);
+            f.by_ref()
+                .take(READ_WHOLE_UP_TO + 1)
+                .read_to_end(&mut bytes)
+                .with_context(|| format!("read {}", path.display()))?;
+            if bytes.len() as u64 == len {
+                return Ok((len, Body::Whole(bytes)));
+            }
+            f.rewind()
+                .with_context(|| format!("read {}", path.display()))?;
         }
-        // One byte more than announced shows a file that grew since: streamed instead (the
-        // node then checks the length it was told).
-        let mut bytes = Vec::with_capacity(len as usize + 1);
-        f.by_ref()
-            .take(READ_WHOLE_UP_TO + 1)
-            .read_to_end(&mut bytes)?;
-        Ok((bytes.len() as u64 <= READ_WHOLE_UP_TO).then_some(bytes))
+        Ok((len, Body::Stream(f)))
     })
     .await
-    .context("read task")?;
-    read.with_context(|| format!("open {}", src.display()))
+    .context("read task")?
 }
 
 /// `wormfs append SRC DEST`.
@@ -653,23 +657,75 @@ fn walk_files(root: &Path, out: &mut Vec<PathBuf>, failed: &mut Vec<String>) {
 mod tests {
     use super::*;
 
-    /// Files up to the limit are read whole (every byte), larger ones left to be streamed, and
-    /// a missing file is an error that names it.
+    /// Regular files up to the limit are read whole (every byte); larger ones are streamed
+    /// from their start, announcing their length; a missing file is an error that names it.
     #[tokio::test]
     async fn small_files_are_read_whole_and_larger_ones_streamed() {
         let t = tempfile::tempdir().unwrap();
         let at_limit = t.path().join("at-limit");
         let bytes: Vec<u8> = (0..READ_WHOLE_UP_TO).map(|i| (i % 251) as u8).collect();
         std::fs::write(&at_limit, &bytes).unwrap();
-        assert_eq!(read_small(&at_limit).await.unwrap(), Some(bytes));
+        match open_for_upload(&at_limit).await.unwrap() {
+            (len, Body::Whole(got)) => {
+                assert_eq!(len, READ_WHOLE_UP_TO);
+                assert_eq!(got, bytes);
+            }
+            other => panic!("{other:?}"),
+        }
         let empty = t.path().join("empty");
         std::fs::write(&empty, b"").unwrap();
-        assert_eq!(read_small(&empty).await.unwrap(), Some(Vec::new()));
+        assert!(matches!(
+            open_for_upload(&empty).await.unwrap(),
+            (0, Body::Whole(b)) if b.is_empty()
+        ));
         let over = t.path().join("over");
         std::fs::write(&over, vec![1u8; READ_WHOLE_UP_TO as usize + 1]).unwrap();
-        assert_eq!(read_small(&over).await.unwrap(), None);
+        match open_for_upload(&over).await.unwrap() {
+            (len, Body::Stream(mut f)) => {
+                assert_eq!(len, READ_WHOLE_UP_TO + 1);
+                let mut all = Vec::new();
+                std::io::Read::read_to_end(&mut f, &mut all).unwrap();
+                assert_eq!(
+                    all.len() as u64,
+                    READ_WHOLE_UP_TO + 1,
+                    "streamed from the start"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
         let missing = t.path().join("missing");
-        let err = format!("{:#}", read_small(&missing).await.unwrap_err());
-        assert!(err.contains("missing"), "{err}");
+        let err = format!("{:#}", open_for_upload(&missing).await.unwrap_err());
+        assert!(err.contains("open") && err.contains("missing"), "{err}");
+    }
+
+    /// A pipe is never read whole (its length says nothing): it is streamed through the one
+    /// descriptor, every byte of it, and announced as its stat says (0), so the node refuses a
+    /// non-empty one rather than storing part of it.
+    #[tokio::test]
+    async fn a_pipe_is_streamed_whole_never_read_twice() {
+        let t = tempfile::tempdir().unwrap();
+        let fifo = t.path().join("fifo");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let n = READ_WHOLE_UP_TO as usize + 1;
+        let writer = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || std::fs::write(&fifo, vec![9u8; n]).unwrap())
+        };
+        match open_for_upload(&fifo).await.unwrap() {
+            (0, Body::Stream(mut f)) => {
+                let mut all = Vec::new();
+                std::io::Read::read_to_end(&mut f, &mut all).unwrap();
+                assert_eq!(all.len(), n, "every byte of the pipe");
+            }
+            other => panic!("{other:?}"),
+        }
+        writer.join().unwrap();
     }
 }

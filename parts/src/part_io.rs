@@ -583,6 +583,23 @@ mod tests {
         }
     }
 
+    /// Part `i` of `file` with `data` written, on a disk of its own in folder `d{i}` of `root`:
+    /// its disk, its final path and its writer (not finished).
+    fn written_part(
+        root: &Path,
+        cluster: ClusterId,
+        file: FileId,
+        i: u16,
+        data: &[u8],
+    ) -> (Arc<LocalDisk>, PathBuf, LocalPartWriter) {
+        let disk =
+            Arc::new(LocalDisk::open(&root.join(format!("d{i}")), cluster, None, 0).unwrap());
+        let dest = disk.part_path(file, 0, i);
+        let mut w = LocalPartWriter::create(disk.clone(), dest.clone(), 512, 4096, 4096).unwrap();
+        w.write(data).unwrap();
+        (disk, dest, w)
+    }
+
     /// Three small parts on folders of one filesystem: finished together, each is in place
     /// and reads back, and one group sync covered all three (not one per part).
     #[test]
@@ -594,12 +611,7 @@ mod tests {
         let mut parts: Vec<(Box<dyn PartWriter>, PartHeader)> = Vec::new();
         let mut disks = Vec::new();
         for i in 0..3u16 {
-            let disk = Arc::new(
-                LocalDisk::open(&t.path().join(format!("d{i}")), cluster, None, 0).unwrap(),
-            );
-            let dest = disk.part_path(file, 0, i);
-            let mut w = LocalPartWriter::create(disk.clone(), dest, 512, 4096, 4096).unwrap();
-            w.write(&data).unwrap();
+            let (disk, _, w) = written_part(t.path(), cluster, file, i, &data);
             let key = PartWriter::sync_group_key(&w);
             assert_eq!(key, Some(disk.fs_dev), "a small local part is grouped");
             parts.push((Box::new(w), header(cluster, file, i, &data)));
@@ -643,12 +655,7 @@ mod tests {
         let mut parts: Vec<(Box<dyn PartWriter>, PartHeader)> = Vec::new();
         let mut dests = Vec::new();
         for i in 0..2u16 {
-            let disk = Arc::new(
-                LocalDisk::open(&t.path().join(format!("d{i}")), cluster, None, 0).unwrap(),
-            );
-            let dest = disk.part_path(file, 0, i);
-            let mut w = LocalPartWriter::create(disk, dest.clone(), 512, 4096, 4096).unwrap();
-            w.write(&data).unwrap();
+            let (_, dest, w) = written_part(t.path(), cluster, file, i, &data);
             let mut h = header(cluster, file, i, &data);
             if i == 1 {
                 h.part_data_len += 1;

@@ -2,9 +2,10 @@
 //!
 //! The log lives in `raft-log.db` (synchronous=FULL: an append is on disk before openraft is told
 //! it is flushed). The state machine is the namespace database itself: each batch of entries is
-//! applied in one transaction that also records the last applied log id and the membership. A
-//! snapshot is a `VACUUM INTO` copy of that database, fsynced and renamed into `snapshots/`, and
-//! carries its own last log id and membership inside it.
+//! applied in one transaction that also records the last applied log id and the membership, not
+//! fsynced on its own (`crate::NAMESPACE_SYNC`: the log is what is durable). A snapshot makes the
+//! namespace durable, then is a `VACUUM INTO` copy of it, fsynced and renamed into `snapshots/`,
+//! and carries its own last log id and membership inside it.
 
 use std::fmt::Debug;
 use std::io;
@@ -282,10 +283,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.state_get("vote").await
     }
 
-    /// Not kept: the state machine is durable when `apply` returns (the namespace database,
-    /// synchronous=FULL), so openraft needs no committed index to re-apply from at a start
-    /// (openraft's `save_committed` is optional for such state machines). Saving it cost a
-    /// transaction and an fsync of the log database for every commit.
+    /// Not kept (openraft's `save_committed` is optional). Saving it cost a transaction and an
+    /// fsync of the log database for every commit. The state machine records its last applied
+    /// log id in the batch that applies it; at a start, entries after it are applied again
+    /// once a leader commits an entry of its term (at once, on a machine alone). That is also
+    /// how a namespace that a power loss set back a few batches catches up
+    /// (`crate::NAMESPACE_SYNC`).
     async fn save_committed(&mut self, _committed: Option<LogId<NodeId>>) -> Result<(), SErr> {
         Ok(())
     }
@@ -471,7 +474,10 @@ async fn apply_entries(
         |e: sqlx::Error| ApplyFailure::Storage(io_err(StorageIOError::write_state_machine, e));
     let merr = |e: MetaError| ApplyFailure::Storage(io_err(StorageIOError::write_state_machine, e));
     let pool = db.pool();
-    let mut tx = pool.begin().await.map_err(werr)?;
+    // The write lock is taken at the start: a transaction that has read first and then
+    // finds the lock held (a checkpoint that makes the namespace durable, see
+    // `MetaDb::make_durable`) fails at once in SQLite, where this one waits its turn.
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(werr)?;
     let mut out = Vec::new();
     let mut last = None;
     let mut changed = Vec::new();
@@ -747,6 +753,11 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             .execute(&self.db.pool())
             .await
             .map_err(|e| io_err(StorageIOError::write_snapshot_none, e))?;
+        // openraft may purge the log up to the snapshot once it has it: the namespace must
+        // not be able to fall back behind it at a power loss (it syncs no batch on its own,
+        // see `NAMESPACE_SYNC`), so everything committed so far, the copied state included,
+        // is put on disk first.
+        self.db.make_durable().await.map_err(werr)?;
         // The copy carries its own last applied log id and membership.
         let copy = open_pool(&tmp, 1).await.map_err(werr)?;
         let (last, membership) = read_applied(&copy).await.map_err(werr)?;
@@ -957,6 +968,47 @@ mod tests {
         assert_eq!(side.format, 1);
         assert_eq!(side.file, "snap-old.db");
         assert_eq!(side.meta, meta());
+    }
+
+    /// The applied log id that the database file alone holds, without its WAL: what is left of
+    /// the namespace if the WAL's last frames never reached the disk.
+    async fn applied_in_file_alone(db: &Path) -> Option<LogId<NodeId>> {
+        let dir = tempfile::tempdir().unwrap();
+        let copy = dir.path().join("alone.db");
+        std::fs::copy(db, &copy).unwrap();
+        let pool = open_pool(&copy, 1).await.unwrap();
+        // The file alone may not even hold the tables yet: nothing applied.
+        let applied = read_applied(&pool).await.ok().and_then(|(a, _)| a);
+        pool.close().await;
+        applied
+    }
+
+    /// A snapshot lets openraft purge the log up to it, so the namespace, which syncs no batch
+    /// on its own (`NAMESPACE_SYNC`), is in the database file itself before a snapshot is
+    /// handed over: a power loss cannot set it back behind the log.
+    #[tokio::test]
+    async fn a_snapshot_puts_the_namespace_in_its_database_file_before_it_is_handed_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metadata.db");
+        let db = MetaDb::open(&path).await.unwrap();
+        let mut sm = StateMachineStore::new(db.clone(), dir.path().join("snapshots"))
+            .await
+            .unwrap();
+        for i in 1..=40 {
+            sm.apply(vec![blank(2, i)]).await.unwrap();
+        }
+        // Applied batches are committed into the WAL only (a checkpoint copies them later).
+        assert_eq!(applied_in_file_alone(&path).await, None);
+        let snap = sm
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        let last = snap.meta.last_log_id.unwrap();
+        assert_eq!(last.index, 40);
+        assert_eq!(applied_in_file_alone(&path).await, Some(last));
+        db.close().await;
     }
 
     #[tokio::test]

@@ -514,6 +514,49 @@ async fn commit_file_makes_the_file_visible_and_drops_its_intent() {
     assert_eq!((e.size, e.etag), (100, Some(rec.etag)));
 }
 
+/// A lookup (one statement at any depth) finds the root, a name under it, and a deep file with
+/// its size and tag; a missing name, a name below a missing folder, and a name below a file
+/// find nothing.
+#[tokio::test]
+async fn lookup_finds_entries_at_every_depth_and_nothing_past_a_miss_or_a_file() {
+    let t = test_db().await;
+    t.begin(f(1), "/d/e/a.txt").await;
+    t.apply(commit(f(1), "/d/e/a.txt", Conflict::Fail)).await;
+    t.begin(f(2), "/top.txt").await;
+    t.apply(commit(f(2), "/top.txt", Conflict::Fail)).await;
+    let root = t.db.lookup(&p("/")).await.unwrap().unwrap();
+    assert_eq!(root.kind, EntryKind::Dir);
+    let d = t.db.lookup(&p("/d")).await.unwrap().unwrap();
+    assert_eq!(
+        (d.name.as_str(), d.kind, d.file_id),
+        ("d", EntryKind::Dir, None)
+    );
+    let top = t.db.lookup(&p("/top.txt")).await.unwrap().unwrap();
+    assert_eq!(
+        (top.kind, top.file_id, top.size),
+        (EntryKind::File, Some(f(2)), 100)
+    );
+    let deep = t.db.lookup(&p("/d/e/a.txt")).await.unwrap().unwrap();
+    assert_eq!(
+        (deep.name.as_str(), deep.file_id, deep.size, deep.mtime_ms),
+        ("a.txt", Some(f(1)), 100, T)
+    );
+    assert_eq!(deep.etag.map(|e| e.len()), Some(32));
+    for missing in [
+        "/nope",
+        "/d/nope",
+        "/d/e/a.txt.bak",
+        "/x/e/a.txt",
+        "/d/e/a.txt/b",
+        "/top.txt/b",
+    ] {
+        assert!(
+            t.db.lookup(&p(missing)).await.unwrap().is_none(),
+            "{missing}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn commit_file_records_a_missing_part_and_a_drop_folder_source() {
     let t = test_db().await;

@@ -171,21 +171,53 @@ pub struct Totals {
 
 impl MetaDb {
     /// Resolves a path to a directory entry (for a stat).
+    ///
+    /// One statement, whatever the depth: the walk of `apply::walk` with the entry read at its
+    /// end (each statement is a round trip to sqlx's connection thread, and a WebDAV PUT
+    /// looks up several paths).
     pub async fn lookup(&self, path: &TreePath) -> Res<Option<DirEntry>> {
-        let mut c = self.pool().acquire().await.db("acquire a connection")?;
-        let r = match walk(&mut c, path).await? {
-            Walk::Found(r) => r,
-            _ => return Ok(None),
+        macro_rules! entry_of {
+            ($from_where:literal) => {
+                concat!(
+                    "SELECT e.name, e.is_dir, e.file_id, e.mtime_ms, e.policy, f.size, f.etag, e.id ",
+                    $from_where
+                )
+            };
+        }
+        let names = path.components();
+        let q = match names.len() {
+            0 => sqlx::query(entry_of!(
+                "FROM entries e LEFT JOIN files f ON f.file_id = e.file_id WHERE e.id = 1"
+            )),
+            1 => sqlx::query(entry_of!(
+                "FROM entries e LEFT JOIN files f ON f.file_id = e.file_id
+                 WHERE e.parent = 1 AND e.name = ?"
+            ))
+            .bind(names[0].as_str()),
+            n => {
+                let json = serde_json::to_string(names).map_err(|e| crate::MetaError::Encode {
+                    what: "a path's names",
+                    detail: e.to_string(),
+                })?;
+                sqlx::query(concat!(
+                    "WITH RECURSIVE w(depth, id, is_dir) AS (
+                         SELECT 0, 1, 1
+                         UNION ALL
+                         SELECT w.depth + 1, e.id, e.is_dir FROM w JOIN entries e
+                           ON e.parent = w.id AND e.name = json_extract(?1, '$[' || w.depth || ']')
+                         WHERE w.is_dir AND w.depth < ?2) ",
+                    entry_of!(
+                        "FROM w JOIN entries e ON e.id = w.id
+                           LEFT JOIN files f ON f.file_id = e.file_id
+                         WHERE w.depth = ?2"
+                    )
+                ))
+                .bind(json)
+                .bind(n as i64)
+            }
         };
-        let row = sqlx::query(
-            "SELECT e.name, e.is_dir, e.file_id, e.mtime_ms, e.policy, f.size, f.etag, e.id
-             FROM entries e LEFT JOIN files f ON f.file_id = e.file_id WHERE e.id = ?",
-        )
-        .bind(r.id)
-        .fetch_one(&mut *c)
-        .await
-        .db("read an entry")?;
-        entry_from_row(&row).map(Some)
+        let row = q.fetch_optional(&self.pool()).await.db("look up a path")?;
+        row.as_ref().map(entry_from_row).transpose()
     }
 
     /// The dead properties of `path`; `None` if nothing is there.

@@ -269,6 +269,8 @@ pub(crate) fn source_key(s: &SourceIdentity) -> Option<String> {
     }
 }
 
+/// Inserts segments `segs` of `file_id`, the first at `start_offset`, with their parts, and
+/// queues for repair those with a part that could not be written; the offset after them.
 async fn insert_segments(
     c: &mut SqliteConnection,
     file_id: FileId,
@@ -279,48 +281,67 @@ async fn insert_segments(
     let id = file_id.to_bytes().to_vec();
     let mut offset = start_offset;
     let mut incomplete = Vec::new();
-    for s in segs {
-        sqlx::query(
-            "INSERT INTO segments (file_id, seg, offset, data_len, blake3) VALUES (?, ?, ?, ?, ?)",
-        )
-        .bind(&id)
-        .bind(i64::from(s.index))
-        .bind(offset as i64)
-        .bind(s.data_len as i64)
-        .bind(&s.blake3)
-        .execute(&mut *c)
-        .await
-        .db("insert a segment")?;
-        // One statement for the segment's parts (a small file's commit is a handful of
-        // statements; each is a round trip to SQLite's thread).
-        if !s.parts.is_empty() {
-            let mut q = sqlx::QueryBuilder::new(
-                "INSERT INTO parts (file_id, seg, part, disk_id, state, verified_ms) ",
-            );
-            q.push_values(s.parts.iter().enumerate(), |mut b, (p, disk)| {
-                b.push_bind(id.clone())
-                    .push_bind(i64::from(s.index))
-                    .push_bind(p as i64)
-                    .push_bind(disk.map(|d| d.to_string()))
-                    .push_bind(if disk.is_some() { 0i64 } else { 1 })
-                    .push_bind(time_ms as i64);
-            });
-            q.build()
-                .execute(&mut *c)
-                .await
-                .db("insert a segment's parts")?;
+    for chunk in segs.chunks(SEGMENTS_PER_TRIP) {
+        let mut q = sqlx::QueryBuilder::new("");
+        for (i, s) in chunk.iter().enumerate() {
+            if i > 0 {
+                q.push("; ");
+            }
+            push_segment(&mut q, &id, s, offset, time_ms);
+            offset += s.data_len;
+            if s.parts.iter().any(Option::is_none) {
+                incomplete.push(crate::command::SegmentRef {
+                    file_id,
+                    seg: s.index,
+                });
+            }
         }
-        offset += s.data_len;
-        if s.parts.iter().any(Option::is_none) {
-            incomplete.push(crate::command::SegmentRef {
-                file_id,
-                seg: s.index,
-            });
-        }
+        q.build()
+            .execute(&mut *c)
+            .await
+            .db("insert segments and their parts")?;
     }
     // A part that could not be written is rebuilt like a lost one.
     apply_repair::enqueue_missing(c, &incomplete, time_ms).await?;
     Ok(offset)
+}
+
+/// Segments whose rows and parts go to SQLite in one round trip (one multi-statement query:
+/// sqlx sends it as one request to its connection's thread, and each request costs two
+/// thread wake-ups, more than most of these statements).
+const SEGMENTS_PER_TRIP: usize = 16;
+
+/// Appends to `q` the statements that insert segment `s` of file `id` at `offset`: its row,
+/// then one statement for all its parts.
+fn push_segment(
+    q: &mut sqlx::QueryBuilder<sqlx::Sqlite>,
+    id: &[u8],
+    s: &NewSegment,
+    offset: u64,
+    time_ms: u64,
+) {
+    q.push("INSERT INTO segments (file_id, seg, offset, data_len, blake3) VALUES (");
+    q.push_bind(id.to_vec())
+        .push(", ")
+        .push_bind(i64::from(s.index))
+        .push(", ")
+        .push_bind(offset as i64)
+        .push(", ")
+        .push_bind(s.data_len as i64)
+        .push(", ")
+        .push_bind(s.blake3.clone())
+        .push(")");
+    if !s.parts.is_empty() {
+        q.push("; INSERT INTO parts (file_id, seg, part, disk_id, state, verified_ms) ");
+        q.push_values(s.parts.iter().enumerate(), |mut b, (p, disk)| {
+            b.push_bind(id.to_vec())
+                .push_bind(i64::from(s.index))
+                .push_bind(p as i64)
+                .push_bind(disk.map(|d| d.to_string()))
+                .push_bind(if disk.is_some() { 0i64 } else { 1 })
+                .push_bind(time_ms as i64);
+        });
+    }
 }
 
 /// Picks "stem (n).ext" for the first free n, never longer than `max` bytes (see
@@ -1115,34 +1136,64 @@ async fn insert_file(
         serde_json::to_string(file.source).map_err(|e| encode("a file's source", e))?;
     let hashes: Vec<String> = file.segments.iter().map(|s| s.blake3.clone()).collect();
     let id = file.file_id.to_bytes().to_vec();
-    sqlx::query(
-        "INSERT INTO files (file_id, size, policy, geometry, content_blake3, etag, created_ms, mtime_ms, source)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&id)
-    .bind(file.size as i64)
-    .bind(file.policy)
-    .bind(geometry_json)
-    .bind(file.content_blake3)
-    .bind(etag_for(file.size, &hashes))
-    .bind(time_ms as i64)
-    .bind(time_ms as i64)
-    .bind(source_json)
-    .execute(&mut *c)
-    .await
-    .db("insert a file")?;
-    insert_segments(c, file.file_id, 0, file.segments, time_ms).await?;
-    let entry = sqlx::query(
-        "INSERT INTO entries (parent, name, is_dir, file_id, mtime_ms) VALUES (?, ?, 0, ?, ?)",
-    )
-    .bind(dir)
-    .bind(name)
-    .bind(&id)
-    .bind(time_ms as i64)
-    .execute(&mut *c)
-    .await
-    .db("insert a file's entry")?
-    .last_insert_rowid();
+    let mut q = sqlx::QueryBuilder::new(
+        "INSERT INTO files (file_id, size, policy, geometry, content_blake3, etag, created_ms, mtime_ms, source) ",
+    );
+    q.push_values([()], |mut b, ()| {
+        b.push_bind(id.clone())
+            .push_bind(file.size as i64)
+            .push_bind(file.policy.to_owned())
+            .push_bind(geometry_json.clone())
+            .push_bind(file.content_blake3.to_owned())
+            .push_bind(etag_for(file.size, &hashes))
+            .push_bind(time_ms as i64)
+            .push_bind(time_ms as i64)
+            .push_bind(source_json.clone());
+    });
+    let push_entry = |q: &mut sqlx::QueryBuilder<sqlx::Sqlite>| {
+        q.push("INSERT INTO entries (parent, name, is_dir, file_id, mtime_ms) VALUES (");
+        q.push_bind(dir)
+            .push(", ")
+            .push_bind(name.to_owned())
+            .push(", 0, ")
+            .push_bind(id.clone())
+            .push(", ")
+            .push_bind(time_ms as i64)
+            .push(")");
+    };
+    // A small file (every part written, a few segments) is inserted in one round trip: the
+    // same statements, in the same order, as the longer way below.
+    let one_trip = file.segments.len() <= SEGMENTS_PER_TRIP
+        && file
+            .segments
+            .iter()
+            .all(|s| s.parts.iter().all(Option::is_some));
+    let entry = if one_trip {
+        let mut offset = 0;
+        for s in file.segments {
+            q.push("; ");
+            push_segment(&mut q, &id, s, offset, time_ms);
+            offset += s.data_len;
+        }
+        q.push("; ");
+        push_entry(&mut q);
+        // The last statement is the entry's insert: its row id is the result's.
+        q.build()
+            .execute(&mut *c)
+            .await
+            .db("insert a file, its segments and its entry")?
+            .last_insert_rowid()
+    } else {
+        q.build().execute(&mut *c).await.db("insert a file")?;
+        insert_segments(c, file.file_id, 0, file.segments, time_ms).await?;
+        let mut q = sqlx::QueryBuilder::new("");
+        push_entry(&mut q);
+        q.build()
+            .execute(&mut *c)
+            .await
+            .db("insert a file's entry")?
+            .last_insert_rowid()
+    };
     apply_trash::retain_new_entry(c, entry, dir, time_ms).await?;
     Ok(entry)
 }

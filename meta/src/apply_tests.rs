@@ -1642,6 +1642,65 @@ fn commit_small(id: FileId, path: &str, conflict: Conflict, sweeps_before: u64) 
     }
 }
 
+/// A file's rows go in one round trip when every part was written and it has few segments,
+/// and in several (16 segments each) otherwise: both ways store the same segments at the
+/// same offsets with the same parts, and a missing part is queued for repair.
+#[tokio::test]
+async fn a_commit_stores_every_segment_and_part_in_one_trip_or_in_several() {
+    let t = test_db().await;
+    let seg =
+        |index: u32, parts: Vec<Option<wormfs_parts::ids::DiskId>>| crate::command::NewSegment {
+            index,
+            data_len: 10 + u64::from(index),
+            blake3: format!("{index:064x}"),
+            parts,
+        };
+    let shapes: [(u128, Vec<crate::command::NewSegment>); 2] = [
+        (
+            1,
+            (0..3)
+                .map(|i| seg(i, vec![Some(disk(1)), Some(disk(2))]))
+                .collect(),
+        ),
+        (
+            2,
+            (0..20)
+                .map(|i| seg(i, vec![Some(disk(1)), (i != 17).then(|| disk(2))]))
+                .collect(),
+        ),
+    ];
+    for (n, segments) in shapes {
+        let mut file = crate::testutil::file_commit(f(n), &format!("/s/{n}"), Conflict::Fail);
+        file.size = segments.iter().map(|s| s.data_len).sum();
+        file.segments = segments.clone();
+        assert_eq!(
+            t.apply(CommandV1::CommitSmallFile {
+                file,
+                sweeps_before: 0
+            })
+            .await,
+            committed(&format!("/s/{n}"), f(n), false)
+        );
+        let rec = t.db.file(f(n)).await.unwrap().unwrap();
+        let mut offset = 0;
+        assert_eq!(rec.segments.len(), segments.len());
+        for (got, want) in rec.segments.iter().zip(&segments) {
+            assert_eq!(
+                (got.index, got.offset, got.data_len),
+                (want.index, offset, want.data_len)
+            );
+            let parts: Vec<_> = got.parts.iter().map(|p| p.disk_id).collect();
+            assert_eq!(parts, want.parts);
+            offset += want.data_len;
+        }
+        let e = t.db.lookup(&p(&format!("/s/{n}"))).await.unwrap().unwrap();
+        assert_eq!((e.file_id, e.size), (Some(f(n)), offset));
+    }
+    let queued = t.db.repair_queue(10).await.unwrap();
+    assert_eq!(queued.len(), 1, "{queued:?}");
+    assert_eq!(t.int("SELECT COUNT(*) FROM parts").await, 2 * 3 + 2 * 20);
+}
+
 /// A small file commits without an intent, as a `CommitFile` would, unless a sweep began
 /// after its writer looked: then it is refused and nothing of it is visible.
 #[tokio::test]

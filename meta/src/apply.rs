@@ -1008,10 +1008,11 @@ async fn commit_file(
     // Refused after every other refusal (so that no other command's outcome changes) and
     // before anything is replaced: such a command used to fail SQLite's constraints, an
     // error that stopped every replica at this entry.
-    let unstorable = unstorable_file(c, file).await?;
     let mut name = path.name().unwrap_or_default().to_owned();
+    let probe = probe_commit(c, file_id, dir, &name).await?;
+    let unstorable = unstorable_file(file, probe.id_taken);
     let mut replaced_entry = None;
-    if let Some(existing) = lookup_child(c, dir, &name).await? {
+    if let Some(existing) = probe.existing {
         match conflict {
             Conflict::Rename => {
                 name = free_name(c, dir, &name, name_room(&path.parent())).await?;
@@ -1061,7 +1062,7 @@ async fn commit_file(
         ))),
         Err(e) => reject!(Rejection::Invalid(e.to_string())),
     }
-    let entry = insert_file(c, file, dir, &name, time_ms).await?;
+    let entry = insert_file(c, file, dir, &name, probe.retention, time_ms).await?;
     if let Some(old) = replaced_entry {
         sqlx::query("UPDATE props SET entry = ? WHERE entry = ?")
             .bind(entry)
@@ -1085,22 +1086,67 @@ async fn commit_file(
     })
 }
 
-/// Why `file` cannot be stored, if it cannot: its id names a committed file already, or one
-/// of its segment indexes appears twice.
-async fn unstorable_file(c: &mut SqliteConnection, file: &NewFile<'_>) -> Res<Option<Rejection>> {
-    let taken = sqlx::query("SELECT 1 FROM files WHERE file_id = ?")
-        .bind(file.file_id.to_bytes().to_vec())
-        .fetch_optional(&mut *c)
-        .await
-        .db("read a file")?
-        .is_some();
-    if taken {
-        return Ok(Some(Rejection::Invalid(format!(
+/// What a commit reads before it writes anything, in one statement (each statement is a round
+/// trip to sqlx's connection thread): whether its file id names a committed file, the entry
+/// already named `name` in `dir`, and the retention that applies to files committed in `dir`
+/// (`apply_trash::retention_for`; nothing the commit then does changes it).
+struct CommitProbe {
+    id_taken: bool,
+    existing: Option<Resolved>,
+    retention: Option<u64>,
+}
+
+async fn probe_commit(
+    c: &mut SqliteConnection,
+    file_id: FileId,
+    dir: i64,
+    name: &str,
+) -> Res<CommitProbe> {
+    let row = sqlx::query(
+        "WITH RECURSIVE up(id, depth) AS (SELECT ?1, 0
+           UNION ALL SELECT e.parent, up.depth + 1 FROM entries e JOIN up ON e.id = up.id
+           WHERE e.id != 1)
+         SELECT EXISTS (SELECT 1 FROM files WHERE file_id = ?2),
+                (SELECT e.retain_ms FROM up JOIN entries e ON e.id = up.id
+                 WHERE e.retain_ms IS NOT NULL ORDER BY up.depth LIMIT 1),
+                n.id, n.is_dir, n.file_id
+         FROM (SELECT 1) LEFT JOIN entries n ON n.parent = ?1 AND n.name = ?3",
+    )
+    .bind(dir)
+    .bind(file_id.to_bytes().to_vec())
+    .bind(name)
+    .fetch_one(&mut *c)
+    .await
+    .db("read what a commit needs")?;
+    let r = Cols::new(&row, "entries").key(format!("directory {dir}"));
+    let existing = match r.col::<Option<i64>>(2, "id")? {
+        None => None,
+        Some(_) => {
+            let e = Cols::new(&row, "entries").key_col("id", 2);
+            Some(Resolved {
+                id: e.col(2, "id")?,
+                is_dir: e.flag(3, "is_dir")?,
+                file_id: e.opt_file_id(4, "file_id")?,
+            })
+        }
+    };
+    Ok(CommitProbe {
+        id_taken: r.flag(0, "files")?,
+        existing,
+        retention: r.opt_int(1, "retain_ms")?,
+    })
+}
+
+/// Why `file` cannot be stored, if it cannot: its id names a committed file already
+/// (`id_taken`), or one of its segment indexes appears twice.
+fn unstorable_file(file: &NewFile<'_>, id_taken: bool) -> Option<Rejection> {
+    if id_taken {
+        return Some(Rejection::Invalid(format!(
             "file {} is committed already",
             file.file_id
-        ))));
+        )));
     }
-    Ok(repeated_segment(file.segments, &[]).map(Rejection::Invalid))
+    repeated_segment(file.segments, &[]).map(Rejection::Invalid)
 }
 
 /// A segment index of `new` that appears twice, or is one of `existing`'s, as a message.
@@ -1117,13 +1163,15 @@ fn repeated_segment(new: &[NewSegment], existing: &[u32]) -> Option<String> {
     })
 }
 
-/// Inserts a committed file's row, its segments and parts, and its entry `name` in `dir`;
-/// returns the entry's id.
+/// Inserts a committed file's row, its segments and parts, and its entry `name` in `dir`, with
+/// the retention that applies there (`retention`, read by [`probe_commit`]); returns the
+/// entry's id.
 async fn insert_file(
     c: &mut SqliteConnection,
     file: &NewFile<'_>,
     dir: i64,
     name: &str,
+    retention: Option<u64>,
     time_ms: u64,
 ) -> Res<i64> {
     let encode = |what: &'static str, e: serde_json::Error| MetaError::Encode {
@@ -1194,7 +1242,7 @@ async fn insert_file(
             .db("insert a file's entry")?
             .last_insert_rowid()
     };
-    apply_trash::retain_new_entry(c, entry, dir, time_ms).await?;
+    apply_trash::retain_entry(c, entry, retention, time_ms).await?;
     Ok(entry)
 }
 

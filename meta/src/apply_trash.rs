@@ -184,7 +184,19 @@ pub(crate) async fn retain_new_entry(
     dir: i64,
     time_ms: u64,
 ) -> Res<()> {
-    if let Some(r) = retention_for(c, dir).await? {
+    let retention = retention_for(c, dir).await?;
+    retain_entry(c, entry, retention, time_ms).await
+}
+
+/// Gives the new file entry `entry` the retention `retention` (as [`retention_for`] read it
+/// for its directory), as [`retain_new_entry`] does.
+pub(crate) async fn retain_entry(
+    c: &mut SqliteConnection,
+    entry: i64,
+    retention: Option<u64>,
+    time_ms: u64,
+) -> Res<()> {
+    if let Some(r) = retention {
         sqlx::query(
             "UPDATE entries SET retain_until_ms = ? WHERE id = ? AND is_dir = 0
              AND EXISTS (SELECT 1 FROM files f WHERE f.file_id = entries.file_id AND f.size > 0)",

@@ -42,16 +42,15 @@ impl StoreBackend {
     /// (read before this call).
     async fn lookup(&self, p: &TreePath, generation: u64) -> Result<Found, BackendError> {
         let key = p.to_string();
-        if let Some(f) = self.lookups.get(&key, generation) {
-            return Ok(f);
+        match self.lookups.get(&key, generation) {
+            Some(Some(f)) => return Ok(f),
+            Some(None) => return Err(BackendError::NotFound),
+            None => {}
         }
-        let entry = self
-            .store
-            .meta
-            .lookup(p)
-            .await
-            .map_err(meta_err)?
-            .ok_or(BackendError::NotFound)?;
+        let Some(entry) = self.store.meta.lookup(p).await.map_err(meta_err)? else {
+            self.lookups.put_missing(&key, generation);
+            return Err(BackendError::NotFound);
+        };
         let found = Found { entry, file: None };
         self.lookups.put(&key, generation, found.clone());
         Ok(found)
@@ -182,19 +181,20 @@ impl Backend for StoreBackend {
             if p.is_root() {
                 return Err(BackendError::Forbidden("/ is a directory".into()));
             }
-            // Refuse at once what the commit would refuse after the whole body.
-            match self
-                .store
-                .meta
-                .lookup(&p.parent())
-                .await
-                .map_err(meta_err)?
-            {
+            // Refuse at once what the commit would refuse after the whole body. Through the
+            // recent lookups: dav-server has just looked at the path itself.
+            let generation = self.store.meta.generation();
+            let found = |r: Result<Found, BackendError>| match r {
+                Ok(f) => Ok(Some(f.entry)),
+                Err(BackendError::NotFound) => Ok(None),
+                Err(e) => Err(e),
+            };
+            match found(self.lookup(&p.parent(), generation).await)? {
                 Some(d) if matches!(d.kind, EntryKind::Dir) => {}
                 _ if p.parent().is_root() => {}
                 _ => return Err(BackendError::NotFound),
             }
-            if let Some(d) = self.store.meta.lookup(&p).await.map_err(meta_err)? {
+            if let Some(d) = found(self.lookup(&p, generation).await)? {
                 if matches!(d.kind, EntryKind::Dir) {
                     return Err(BackendError::Forbidden(format!("{p} is a directory")));
                 }

@@ -34,7 +34,8 @@ type SharedParts = (FileId, u64, std::time::Instant, Arc<OpenParts>);
 
 #[derive(Default)]
 pub(crate) struct Lookups {
-    by_path: Mutex<HashMap<String, (u64, Found)>>,
+    /// Each path's answer (`None`: nothing there) and the generation it was read at.
+    by_path: Mutex<HashMap<String, (u64, Option<Found>)>>,
     /// The most recently read files' opened parts, newest last, with the generation they
     /// were opened in. A change anywhere drops them all at the next read, and none is kept
     /// longer than [`OPEN_PARTS_FOR`], so a deleted part is not held open for long.
@@ -42,8 +43,9 @@ pub(crate) struct Lookups {
 }
 
 impl Lookups {
-    /// The answer for `path` read at `generation`, if there is one.
-    pub fn get(&self, path: &str, generation: u64) -> Option<Found> {
+    /// The answer for `path` read at `generation`, if there is one: `Some(None)` when nothing
+    /// was there (a PUT of a new file asks twice: dav-server's own look, then the create's).
+    pub fn get(&self, path: &str, generation: u64) -> Option<Option<Found>> {
         let map = self.by_path.lock().ok()?;
         match map.get(path) {
             Some((g, f)) if *g == generation => Some(f.clone()),
@@ -72,8 +74,18 @@ impl Lookups {
         parts
     }
 
+    /// Remembers that nothing is at `path`, as read at `generation` (read before the lookup
+    /// began).
+    pub fn put_missing(&self, path: &str, generation: u64) {
+        self.remember(path, generation, None);
+    }
+
     /// Remembers `found` for `path`, as read at `generation` (read before the lookup began).
     pub fn put(&self, path: &str, generation: u64, found: Found) {
+        self.remember(path, generation, Some(found));
+    }
+
+    fn remember(&self, path: &str, generation: u64, found: Option<Found>) {
         if let Ok(mut map) = self.by_path.lock() {
             if map.len() >= MAX_PATHS {
                 map.clear();
@@ -100,9 +112,13 @@ mod tests {
             etag: None,
         };
         l.put("/a", 7, Found { entry, file: None });
-        assert!(l.get("/a", 7).is_some());
+        assert!(matches!(l.get("/a", 7), Some(Some(_))));
         assert!(l.get("/a", 8).is_none());
         assert!(l.get("/b", 7).is_none());
+        // Nothing there is an answer too, as short-lived.
+        l.put_missing("/b", 7);
+        assert!(matches!(l.get("/b", 7), Some(None)));
+        assert!(l.get("/b", 8).is_none());
     }
 
     #[test]

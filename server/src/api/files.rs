@@ -175,7 +175,13 @@ async fn file_record(
     generation: u64,
 ) -> ApiResult<std::sync::Arc<wormfs_meta::FileRecord>> {
     let key = path.to_string();
-    if let Some(rec) = st.reads.0.get(&key, generation).and_then(|f| f.file) {
+    if let Some(rec) = st
+        .reads
+        .0
+        .get(&key, generation)
+        .flatten()
+        .and_then(|f| f.file)
+    {
         return Ok(rec);
     }
     let entry = st.store.entry_at(path).await?;

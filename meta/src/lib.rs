@@ -360,26 +360,40 @@ impl MetaDb {
         Ok(())
     }
 
-    /// Puts every batch committed so far on disk, in the database file itself: a full WAL
-    /// checkpoint, which with `synchronous=NORMAL` syncs the WAL first and the database after
-    /// ([`NAMESPACE_SYNC`]). It holds the write lock while it waits for readers of older
-    /// states to finish (up to the busy timeout), so applies wait for it (they begin
-    /// `IMMEDIATE`); an error if it could not complete.
+    /// Puts every batch committed so far on disk. A passive WAL checkpoint first copies into
+    /// the database file what no reader still needs (it never waits, and never holds the
+    /// write lock: a full checkpoint waited up to the busy timeout for a long reader, such
+    /// as a metadata backup's copy, while every apply waited behind it, and then failed the
+    /// snapshot, which openraft takes as fatal). Then the WAL and the database file are
+    /// fsynced: every committed batch is in one or the other, since SQLite writes the WAL
+    /// again from its start only after a checkpoint that copied all of it, and at `NORMAL`
+    /// that checkpoint has synced the database file first ([`NAMESPACE_SYNC`]).
     pub async fn make_durable(&self) -> anyhow::Result<()> {
-        let row = sqlx::query("PRAGMA wal_checkpoint(FULL)")
+        sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
             .fetch_one(&self.pool())
             .await
             .map_err(|e| error::db_error("checkpoint the namespace", e))?;
-        let c = row::Cols::new(&row, "wal_checkpoint");
-        let busy: i64 = c.int(0, "busy")?;
-        let wal_frames: i64 = c.int(1, "log")?;
-        let copied: i64 = c.int(2, "checkpointed")?;
-        anyhow::ensure!(
-            busy == 0 && copied >= wal_frames,
-            "checkpoint the namespace: {copied} of {wal_frames} WAL frames copied into the \
-             database (busy: {busy})"
-        );
-        Ok(())
+        let path = self.inner.path.clone();
+        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            let mut wal = path.clone().into_os_string();
+            wal.push("-wal");
+            match std::fs::File::open(&wal) {
+                Ok(f) => f
+                    .sync_all()
+                    .with_context(|| format!("fsync {}", Path::new(&wal).display()))?,
+                // None: every batch is in the database file (the last connection checkpointed
+                // all of it and removed the WAL).
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(e).with_context(|| format!("open {}", Path::new(&wal).display()))
+                }
+            }
+            std::fs::File::open(&path)
+                .and_then(|f| f.sync_all())
+                .with_context(|| format!("fsync {}", path.display()))
+        })
+        .await
+        .context("join the namespace's fsync")?
     }
 
     /// Closes the pool (shutdown).

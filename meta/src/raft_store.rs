@@ -475,8 +475,9 @@ async fn apply_entries(
     let merr = |e: MetaError| ApplyFailure::Storage(io_err(StorageIOError::write_state_machine, e));
     let pool = db.pool();
     // The write lock is taken at the start: a transaction that has read first and then
-    // finds the lock held (a checkpoint that makes the namespace durable, see
-    // `MetaDb::make_durable`) fails at once in SQLite, where this one waits its turn.
+    // finds the lock held by another writer fails at once in SQLite, where this one waits
+    // its turn (the apply is the only writer of a running node; the in-process cluster tests
+    // caught a full checkpoint, since replaced, taking that lock).
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(werr)?;
     let mut out = Vec::new();
     let mut last = None;
@@ -984,8 +985,9 @@ mod tests {
     }
 
     /// A snapshot lets openraft purge the log up to it, so the namespace, which syncs no batch
-    /// on its own (`NAMESPACE_SYNC`), is in the database file itself before a snapshot is
-    /// handed over: a power loss cannot set it back behind the log.
+    /// on its own (`NAMESPACE_SYNC`), is made durable before a snapshot is handed over: with
+    /// no reader in the way, its database file alone then holds the snapshot's state (the
+    /// checkpoint ran; the fsyncs that follow it are not visible to a test).
     #[tokio::test]
     async fn a_snapshot_puts_the_namespace_in_its_database_file_before_it_is_handed_over() {
         let dir = tempfile::tempdir().unwrap();
@@ -1008,6 +1010,45 @@ mod tests {
         let last = snap.meta.last_log_id.unwrap();
         assert_eq!(last.index, 40);
         assert_eq!(applied_in_file_alone(&path).await, Some(last));
+        db.close().await;
+    }
+
+    /// A reader in the middle of a long read (a metadata backup's copy, a large listing)
+    /// neither holds a snapshot up nor fails it, and applies go on meanwhile: the namespace is
+    /// made durable without waiting for readers (a full checkpoint waited for them, holding
+    /// the write lock, and failed the snapshot after the busy timeout).
+    #[tokio::test]
+    async fn a_snapshot_neither_waits_for_nor_fails_on_a_long_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = MetaDb::open(&dir.path().join("metadata.db")).await.unwrap();
+        let mut sm = StateMachineStore::new(db.clone(), dir.path().join("snapshots"))
+            .await
+            .unwrap();
+        for i in 1..=5 {
+            sm.apply(vec![blank(2, i)]).await.unwrap();
+        }
+        let mut reader = db.pool().acquire().await.unwrap();
+        sqlx::query("BEGIN").execute(&mut *reader).await.unwrap();
+        sqlx::query("SELECT COUNT(*) FROM entries")
+            .fetch_one(&mut *reader)
+            .await
+            .unwrap();
+        for i in 6..=10 {
+            sm.apply(vec![blank(2, i)]).await.unwrap();
+        }
+        let deadline = std::time::Duration::from_secs(10);
+        let mut builder = sm.get_snapshot_builder().await;
+        let snap = tokio::time::timeout(deadline, builder.build_snapshot())
+            .await
+            .expect("the snapshot waited for the reader")
+            .unwrap();
+        assert_eq!(snap.meta.last_log_id.unwrap().index, 10);
+        tokio::time::timeout(deadline, sm.apply(vec![blank(2, 11)]))
+            .await
+            .expect("the apply waited")
+            .unwrap();
+        sqlx::query("COMMIT").execute(&mut *reader).await.unwrap();
+        drop(reader);
         db.close().await;
     }
 

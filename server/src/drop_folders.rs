@@ -460,6 +460,7 @@ impl Worker {
                 },
                 source: identity,
                 expected_size: Some(r.sig.size),
+                retention_checked: false,
             };
             match self.store.ingest(req, reader).await {
                 Ok(res) if res.skipped => {

@@ -49,6 +49,10 @@ pub struct IngestRequest {
     pub source: SourceIdentity,
     /// The size announced by the client, checked at the end if given.
     pub expected_size: Option<u64>,
+    /// The caller has just checked that no retained file is at `path` (the WebDAV face's
+    /// create looks there before the body): a `Replace` is not checked again before the
+    /// bytes. The commit refuses to replace a retained file whatever this says.
+    pub retention_checked: bool,
 }
 
 /// A command proposed just before the commit of a given path (tests of what comes between
@@ -823,7 +827,7 @@ impl Store {
         if req.path.is_root() {
             return Err(StoreError::BadRequest("cannot write a file at /".into()));
         }
-        if req.conflict == Conflict::Replace {
+        if req.conflict == Conflict::Replace && !req.retention_checked {
             self.check_not_retained(&req.path).await?;
         }
         let threshold = self.storage.small_file_threshold_bytes;

@@ -219,6 +219,7 @@ impl Backend for StoreBackend {
                 },
                 source: SourceIdentity::Upload { client },
                 expected_size: opts.expected_size,
+                retention_checked: true,
             };
             let w: Box<dyn WriteFile> = Box::new(Upload::start(self.store.clone(), req));
             Ok(w)

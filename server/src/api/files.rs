@@ -89,6 +89,7 @@ pub(super) async fn put_file(
             client: "api".into(),
         },
         expected_size: announced_len(&headers)?,
+        retention_checked: false,
     };
     // The write runs in its own task: a client that goes away must not cancel it half-way.
     let store = st.store.clone();

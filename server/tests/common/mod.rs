@@ -44,6 +44,7 @@ pub fn req(path: &str, policy: Option<&str>) -> IngestRequest {
             client: "test".into(),
         },
         expected_size: None,
+        retention_checked: false,
     }
 }
 

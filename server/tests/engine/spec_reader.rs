@@ -497,6 +497,7 @@ async fn put(
             client: "test".into(),
         },
         expected_size: None,
+        retention_checked: false,
     };
     let res = store.ingest(req, data).await?;
     ensure!(res.size == data.len() as u64);

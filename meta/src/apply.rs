@@ -73,6 +73,29 @@ const ROOT: Resolved = Resolved {
     file_id: None,
 };
 
+/// The recursive walk of [`walk`] as a table `w(depth, id, is_dir, file_id)`: one row per name
+/// followed down from the root (`?1`, the names as [`names_json`] encodes them) while each
+/// step is a folder, at most `?2` deep. A macro, so that each query stays a `&'static str`.
+macro_rules! walk_cte {
+    () => {
+        "WITH RECURSIVE w(depth, id, is_dir, file_id) AS (
+             SELECT 0, 1, 1, NULL
+             UNION ALL
+             SELECT w.depth + 1, e.id, e.is_dir, e.file_id FROM w JOIN entries e
+               ON e.parent = w.id AND e.name = json_extract(?1, '$[' || w.depth || ']')
+             WHERE w.is_dir AND w.depth < ?2)"
+    };
+}
+pub(crate) use walk_cte;
+
+/// `path`'s names as the JSON array [`walk_cte`] reads.
+pub(crate) fn names_json(path: &TreePath) -> Res<String> {
+    serde_json::to_string(path.components()).map_err(|e| MetaError::Encode {
+        what: "a path's names",
+        detail: e.to_string(),
+    })
+}
+
 /// Walks `path` from the root, in one statement: every request resolves a path or two, and
 /// a statement is a round trip to the database's thread (docs/performance.md, "Many small
 /// files"). The recursive query follows the names (a JSON array) down from the root while
@@ -84,20 +107,11 @@ pub(crate) async fn walk(c: &mut SqliteConnection, path: &TreePath) -> Res<Walk>
         1 => return walk_stepwise(c, path).await,
         _ => {}
     }
-    let json = serde_json::to_string(names).map_err(|e| MetaError::Encode {
-        what: "a path's names",
-        detail: e.to_string(),
-    })?;
-    let row = sqlx::query(
-        "WITH RECURSIVE w(depth, id, is_dir, file_id) AS (
-             SELECT 0, 1, 1, NULL
-             UNION ALL
-             SELECT w.depth + 1, e.id, e.is_dir, e.file_id FROM w JOIN entries e
-               ON e.parent = w.id AND e.name = json_extract(?1, '$[' || w.depth || ']')
-             WHERE w.is_dir AND w.depth < ?2)
-         SELECT depth, id, is_dir, file_id FROM w ORDER BY depth DESC LIMIT 1",
-    )
-    .bind(json)
+    let row = sqlx::query(concat!(
+        walk_cte!(),
+        " SELECT depth, id, is_dir, file_id FROM w ORDER BY depth DESC LIMIT 1"
+    ))
+    .bind(names_json(path)?)
     .bind(names.len() as i64)
     .fetch_one(&mut *c)
     .await
@@ -283,19 +297,16 @@ async fn insert_segments(
     let mut incomplete = Vec::new();
     for chunk in segs.chunks(SEGMENTS_PER_TRIP) {
         let mut q = sqlx::QueryBuilder::new("");
-        for (i, s) in chunk.iter().enumerate() {
-            if i > 0 {
-                q.push("; ");
-            }
-            push_segment(&mut q, &id, s, offset, time_ms);
-            offset += s.data_len;
-            if s.parts.iter().any(Option::is_none) {
-                incomplete.push(crate::command::SegmentRef {
+        offset = push_segments(&mut q, &id, chunk, offset, time_ms);
+        incomplete.extend(
+            chunk
+                .iter()
+                .filter(|s| s.parts.iter().any(Option::is_none))
+                .map(|s| crate::command::SegmentRef {
                     file_id,
                     seg: s.index,
-                });
-            }
-        }
+                }),
+        );
         q.build()
             .execute(&mut *c)
             .await
@@ -310,6 +321,25 @@ async fn insert_segments(
 /// sqlx sends it as one request to its connection's thread, and each request costs two
 /// thread wake-ups, more than most of these statements).
 const SEGMENTS_PER_TRIP: usize = 16;
+
+/// Appends to `q` the statements that insert `segs` of file `id`, the first at `offset`
+/// (separated from each other, not from what `q` holds); the offset after them.
+fn push_segments(
+    q: &mut sqlx::QueryBuilder<sqlx::Sqlite>,
+    id: &[u8],
+    segs: &[NewSegment],
+    mut offset: u64,
+    time_ms: u64,
+) -> u64 {
+    for (i, s) in segs.iter().enumerate() {
+        if i > 0 {
+            q.push("; ");
+        }
+        push_segment(q, id, s, offset, time_ms);
+        offset += s.data_len;
+    }
+    offset
+}
 
 /// Appends to `q` the statements that insert segment `s` of file `id` at `offset`: its row,
 /// then one statement for all its parts.
@@ -1217,11 +1247,9 @@ async fn insert_file(
             .iter()
             .all(|s| s.parts.iter().all(Option::is_some));
     let entry = if one_trip {
-        let mut offset = 0;
-        for s in file.segments {
+        if !file.segments.is_empty() {
             q.push("; ");
-            push_segment(&mut q, &id, s, offset, time_ms);
-            offset += s.data_len;
+            push_segments(&mut q, &id, file.segments, 0, time_ms);
         }
         q.push("; ");
         push_entry(&mut q);

@@ -194,27 +194,17 @@ impl MetaDb {
                  WHERE e.parent = 1 AND e.name = ?"
             ))
             .bind(names[0].as_str()),
-            n => {
-                let json = serde_json::to_string(names).map_err(|e| crate::MetaError::Encode {
-                    what: "a path's names",
-                    detail: e.to_string(),
-                })?;
-                sqlx::query(concat!(
-                    "WITH RECURSIVE w(depth, id, is_dir) AS (
-                         SELECT 0, 1, 1
-                         UNION ALL
-                         SELECT w.depth + 1, e.id, e.is_dir FROM w JOIN entries e
-                           ON e.parent = w.id AND e.name = json_extract(?1, '$[' || w.depth || ']')
-                         WHERE w.is_dir AND w.depth < ?2) ",
-                    entry_of!(
-                        "FROM w JOIN entries e ON e.id = w.id
-                           LEFT JOIN files f ON f.file_id = e.file_id
-                         WHERE w.depth = ?2"
-                    )
-                ))
-                .bind(json)
-                .bind(n as i64)
-            }
+            n => sqlx::query(concat!(
+                crate::apply::walk_cte!(),
+                " ",
+                entry_of!(
+                    "FROM w JOIN entries e ON e.id = w.id
+                       LEFT JOIN files f ON f.file_id = e.file_id
+                     WHERE w.depth = ?2"
+                )
+            ))
+            .bind(crate::apply::names_json(path)?)
+            .bind(n as i64),
         };
         let row = q.fetch_optional(&self.pool()).await.db("look up a path")?;
         row.as_ref().map(entry_from_row).transpose()

@@ -29,7 +29,7 @@ import urllib.request
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -94,8 +94,11 @@ D = browser()
 
 def wait(what, cond):
     """Waits for cond() to be truthy, up to WAIT seconds; fails naming `what`."""
+    # The page redraws a panel by replacing its elements: one found by a poll may be gone by
+    # the time it is read. That is not an answer; the next poll looks again.
     try:
-        return WebDriverWait(D, WAIT, poll_frequency=0.2).until(lambda _d: cond())
+        return WebDriverWait(D, WAIT, poll_frequency=0.2,
+                             ignored_exceptions=(StaleElementReferenceException,)).until(lambda _d: cond())
     except Exception as e:  # a timeout, with what was awaited
         shot("timeout")
         raise AssertionError("timed out waiting for " + what) from e
@@ -114,6 +117,25 @@ def visible(css):
 def text(css):
     e = el(css)
     return e.text if e is not None else ""
+
+
+def read(css, f):
+    """f(the element css finds), found and read again if a redraw replaced it meanwhile."""
+    def once():
+        e = el(css)
+        return None if e is None else [f(e)]
+    return wait("to read " + css, once)[0]
+
+
+def click(css):
+    """Clicks the element css finds, found again if a redraw replaced it before the click."""
+    def once():
+        e = el(css)
+        if e is None:
+            return False
+        e.click()
+        return True
+    wait("to click " + css, once)
 
 
 def shot(name):
@@ -271,20 +293,20 @@ def main():
 
     wait("the dropped file done in the ingest panel", state_of_drop)
     print("states seen:", sorted(seen), flush=True)
-    assert el('#panel-ingest [data-count="done"] .v').text == "1"
+    assert read('#panel-ingest [data-count="done"] .v', lambda e: e.text) == "1"
     shot("ingest")
     no_console_errors("the ingest panel")
 
     phase("the file in the files panel: policy, tolerance, where its parts are")
     tab("files")
     wait("the incoming directory", lambda: el('#listing button[data-key="dir-/incoming"]') is not None)
-    el('#listing button[data-key="dir-/incoming"]').click()
+    click('#listing button[data-key="dir-/incoming"]')
     wait("the dropped file listed", lambda: el('#listing button[data-key="file-/incoming/%s"]' % name) is not None)
-    el('#listing button[data-key="file-/incoming/%s"]' % name).click()
+    click('#listing button[data-key="file-/incoming/%s"]' % name)
     wait("the file's part map", lambda: el("#part-map .diskbox") is not None and el("#file-tolerance") is not None)
-    tol = el("#file-tolerance")
-    full_parts = int(tol.get_attribute("data-parts"))
-    assert full_parts == int(tol.get_attribute("data-policy-parts")) and full_parts > 0, tol.text
+    full_parts, policy_parts, tol_text = read("#file-tolerance", lambda e: (
+        int(e.get_attribute("data-parts")), int(e.get_attribute("data-policy-parts")), e.text))
+    assert full_parts == policy_parts and full_parts > 0, tol_text
     assert len(D.find_elements(By.CSS_SELECTOR, "#part-map .diskbox")) == 6
     shot("files")
     no_console_errors("the files panel")
@@ -292,7 +314,7 @@ def main():
     phase("repair paused from the page")
     tab("repair")
     wait("the pause button", lambda: el("#repair-pause") is not None)
-    el("#repair-pause").click()
+    click("#repair-pause")
     wait("repair paused", lambda: el("#repair-resume") is not None)
     assert api_json("/api/v1/repair")["paused"] is True
 
@@ -316,10 +338,10 @@ def main():
     phase("a disk added from the disks panel, through its confirmation")
     tab("disks")
     wait("the add button", lambda: el('#panel-disks button[data-key^="add-"]') is not None)
-    el('#panel-disks button[data-key^="add-"]').click()
+    click('#panel-disks button[data-key^="add-"]')
     wait("the add dialog", lambda: visible("#confirm") and visible("#confirm-path"))
-    el("#confirm-path").send_keys(CFG["extra_disk"])
-    el("#confirm-ok").click()
+    read("#confirm-path", lambda e: e.send_keys(CFG["extra_disk"]))
+    click("#confirm-ok")
     wait("the dialog closed after the add", lambda: not visible("#confirm"))
     wait("seven disks in the panel", lambda: len(D.find_elements(By.CSS_SELECTOR, "#panel-disks tr[data-disk]")) == 7)
     assert "disk" in text("#message"), text("#message")
@@ -327,17 +349,17 @@ def main():
     phase("a drain started from the disks panel, through its confirmation")
     button = '#panel-disks tr[data-disk="%s"] button[data-action="drain"]' % drain["disk_id"]
     wait("the drain button", lambda: el(button) is not None)
-    el(button).click()
+    click(button)
     wait("the confirmation dialog", lambda: visible("#confirm") and "If this disk failed now" in text("#confirm-body"))
     assert "Drain" in text("#confirm-body")
     shot("disks-confirm")
     # Cancel first: nothing happens.
-    el("#confirm-cancel").click()
+    click("#confirm-cancel")
     wait("the dialog closed", lambda: not visible("#confirm"))
     assert next(d for d in api_json("/api/v1/disks")["disks"] if d["disk_id"] == drain["disk_id"])["status"] == "up"
-    el(button).click()
+    click(button)
     wait("the confirmation dialog again", lambda: visible("#confirm") and "If this disk failed now" in text("#confirm-body"))
-    el("#confirm-ok").click()
+    click("#confirm-ok")
     wait("the dialog closed after the drain", lambda: not visible("#confirm"))
     wait("the disk draining in the panel", lambda: el('#panel-disks tr[data-disk="%s"] [data-disk-state="draining"]' % drain["disk_id"]) is not None)
     shot("disks")
@@ -348,7 +370,8 @@ def main():
     tab("overview")
     wait("a degraded overview", lambda: el("#health-sentence") is not None
          and el("#health-sentence").get_attribute("data-verdict") in ("degraded", "unreadable"))
-    assert "bad" in el("#health-badge").get_attribute("class") or "warn" in el("#health-badge").get_attribute("class")
+    badge = read("#health-badge", lambda e: e.get_attribute("class"))
+    assert "bad" in badge or "warn" in badge, badge
     shot("overview-degraded")
     tab("files")
     wait("the file's tolerance below its policy", lambda: el("#file-tolerance") is not None

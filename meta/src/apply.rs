@@ -259,7 +259,10 @@ pub(crate) async fn release_file(c: &mut SqliteConnection, file_id: FileId) -> R
     Ok(())
 }
 
-fn etag_for(size: u64, segment_hashes: &[String]) -> String {
+/// A file's ETag: its size and its segments' BLAKE3 hashes, in order (strong: the same for
+/// the same bytes stored the same way). A face that has just committed a file computes it
+/// here rather than reading the file back.
+pub fn etag_for(size: u64, segment_hashes: &[String]) -> String {
     let mut h = blake3::Hasher::new();
     h.update(b"wormfs-etag-v1");
     h.update(&size.to_le_bytes());
@@ -1013,6 +1016,17 @@ async fn commit_file(
     time_ms: u64,
 ) -> Res<Outcome> {
     let file_id = file.file_id;
+    let parsed = match parse_path(path) {
+        Ok(p) if !p.is_root() => Ok(p),
+        Ok(p) => Err(Rejection::InvalidPath(p.to_string())),
+        Err(r) => Err(r),
+    };
+    // The usual case, a folder that exists: one statement reads everything the commit needs
+    // (nothing below writes before the reads it replaces).
+    let early = match &parsed {
+        Ok(p) => probe_commit_in(c, file_id, p).await?,
+        Err(_) => None,
+    };
     match claim {
         Claim::Intent => {
             if !intent_exists(c, file_id).await? {
@@ -1021,25 +1035,33 @@ async fn commit_file(
             delete_intent(c, file_id).await?;
         }
         Claim::SweepsBefore(seen) => {
-            if sweeps_begun(c).await? > seen {
+            let begun = match &early {
+                Some(p) => p.sweeps_begun,
+                None => sweeps_begun(c).await?,
+            };
+            if begun > seen {
                 reject!(Rejection::PartsMaybeSwept(file_id.to_string()));
             }
         }
     }
-    let path = match parse_path(path) {
-        Ok(p) if !p.is_root() => p,
-        Ok(p) => reject!(Rejection::InvalidPath(p.to_string())),
+    let path = match parsed {
+        Ok(p) => p,
         Err(r) => reject!(r),
     };
-    let dir = match mkdir_all(c, &path.parent(), time_ms as i64).await? {
-        Ok(d) => d,
-        Err(r) => reject!(r),
+    let mut name = path.name().unwrap_or_default().to_owned();
+    let (dir, probe) = match early {
+        Some(p) => (p.dir, p.probe),
+        None => {
+            let dir = match mkdir_all(c, &path.parent(), time_ms as i64).await? {
+                Ok(d) => d,
+                Err(r) => reject!(r),
+            };
+            (dir, probe_commit(c, file_id, dir, &name).await?)
+        }
     };
     // Refused after every other refusal (so that no other command's outcome changes) and
     // before anything is replaced: such a command used to fail SQLite's constraints, an
     // error that stopped every replica at this entry.
-    let mut name = path.name().unwrap_or_default().to_owned();
-    let probe = probe_commit(c, file_id, dir, &name).await?;
     let unstorable = unstorable_file(file, probe.id_taken);
     let mut replaced_entry = None;
     if let Some(existing) = probe.existing {
@@ -1165,6 +1187,82 @@ async fn probe_commit(
         existing,
         retention: r.opt_int(1, "retain_ms")?,
     })
+}
+
+/// [`CommitProbe`] with the folder it was read in and the sweep count.
+struct FolderProbe {
+    dir: i64,
+    probe: CommitProbe,
+    sweeps_begun: u64,
+}
+
+/// What a commit to `path` reads, in one statement when `path`'s folder exists (the walk of
+/// [`walk`], then [`probe_commit`]'s reads and the sweep count); `None` when a folder on the
+/// way is missing or a file, for [`mkdir_all`] to make or refuse. A small file's commit was
+/// four statements (the sweep count, a step of the walk per folder, the probe).
+async fn probe_commit_in(
+    c: &mut SqliteConnection,
+    file_id: FileId,
+    path: &TreePath,
+) -> Res<Option<FolderProbe>> {
+    let parent = path.parent();
+    let name = path.name().unwrap_or_default();
+    let row = sqlx::query(concat!(
+        walk_cte!(),
+        ", d(id) AS (SELECT id FROM w WHERE depth = ?2 AND is_dir),
+         up(id, depth) AS (SELECT id, 0 FROM d
+           UNION ALL SELECT e.parent, up.depth + 1 FROM entries e JOIN up ON e.id = up.id
+           WHERE e.id != 1)
+         SELECT d.id,
+                EXISTS (SELECT 1 FROM files WHERE file_id = ?3),
+                (SELECT e.retain_ms FROM up JOIN entries e ON e.id = up.id
+                 WHERE e.retain_ms IS NOT NULL ORDER BY up.depth LIMIT 1),
+                n.id, n.is_dir, n.file_id,
+                (SELECT value FROM kv WHERE key = ?5)
+         FROM d LEFT JOIN entries n ON n.parent = d.id AND n.name = ?4"
+    ))
+    .bind(names_json(&parent)?)
+    .bind(parent.components().len() as i64)
+    .bind(file_id.to_bytes().to_vec())
+    .bind(name)
+    .bind(SWEEPS_KEY)
+    .fetch_optional(&mut *c)
+    .await
+    .db("read what a commit needs")?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let r = Cols::new(&row, "entries").key(format!("directory {parent}"));
+    let dir: i64 = r.col(0, "id")?;
+    let existing = match r.col::<Option<i64>>(3, "id")? {
+        None => None,
+        Some(_) => {
+            let e = Cols::new(&row, "entries").key_col("id", 3);
+            Some(Resolved {
+                id: e.col(3, "id")?,
+                is_dir: e.flag(4, "is_dir")?,
+                file_id: e.opt_file_id(5, "file_id")?,
+            })
+        }
+    };
+    let sweeps_begun = match Cols::new(&row, "kv")
+        .key(format!("key {SWEEPS_KEY}"))
+        .col::<Option<String>>(6, "value")?
+    {
+        None => 0,
+        Some(v) => v
+            .parse()
+            .map_err(|e| MetaError::corrupt(format!("kv {SWEEPS_KEY}"), e))?,
+    };
+    Ok(Some(FolderProbe {
+        dir,
+        probe: CommitProbe {
+            id_taken: r.flag(1, "files")?,
+            existing,
+            retention: r.opt_int(2, "retain_ms")?,
+        },
+        sweeps_begun,
+    }))
 }
 
 /// Why `file` cannot be stored, if it cannot: its id names a committed file already

@@ -1736,6 +1736,13 @@ async fn commit_small_file_needs_no_intent_and_is_refused_after_a_sweep_began() 
         rejected(Rejection::PartsMaybeSwept(f(3).to_string()))
     );
     assert_eq!(t.at("/p/b.jpg").await, None);
+    // The same into a folder that does not exist yet: refused before it is made.
+    assert_eq!(
+        t.apply(commit_small(f(3), "/q/b.jpg", Conflict::Fail, 0))
+            .await,
+        rejected(Rejection::PartsMaybeSwept(f(3).to_string()))
+    );
+    assert_eq!(t.at("/q").await, None);
     assert_eq!(t.int("SELECT COUNT(*) FROM files").await, 2);
     // A writer that saw it commits, until the next sweep begins.
     assert_eq!(
@@ -1806,4 +1813,73 @@ async fn locks_and_the_sweep_count_are_read_again_after_a_command_that_may_chang
     t.apply(mixed).await;
     assert!(t.db.locks(T).await.unwrap().is_empty());
     assert_eq!(t.db.sweeps_begun().await.unwrap(), 5);
+}
+
+/// A commit finds its folder at any depth, makes the missing ones, and is refused where a
+/// file stands in the way: the same answers whether the folder existed (one statement reads
+/// it) or not.
+#[tokio::test]
+async fn a_commit_finds_or_makes_its_folder_at_any_depth() {
+    let t = test_db().await;
+    assert_eq!(
+        t.apply(commit_small(f(1), "/a/b/c/one", Conflict::Fail, 0))
+            .await,
+        committed("/a/b/c/one", f(1), false)
+    );
+    // The folder exists now: the name taken is seen, each conflict rule as before.
+    assert_eq!(
+        t.apply(commit_small(f(2), "/a/b/c/one", Conflict::Fail, 0))
+            .await,
+        rejected(Rejection::AlreadyExists("/a/b/c/one".into()))
+    );
+    assert_eq!(
+        t.apply(commit_small(f(2), "/a/b/c/one", Conflict::Skip, 0))
+            .await,
+        Outcome::Skipped {
+            path: "/a/b/c/one".into()
+        }
+    );
+    assert_eq!(
+        t.apply(commit_small(f(2), "/a/b/c/one", Conflict::Replace, 0))
+            .await,
+        committed("/a/b/c/one", f(2), true)
+    );
+    assert_eq!(
+        t.at("/a/b/c/one").await,
+        Some((EntryKind::File, Some(f(2))))
+    );
+    // Its own id again is refused, in an existing folder and in a new one.
+    for path in ["/a/b/c/two", "/a/new/two"] {
+        assert_eq!(
+            t.apply(commit_small(f(2), path, Conflict::Fail, 0)).await,
+            rejected(Rejection::Invalid(format!(
+                "file {} is committed already",
+                f(2)
+            ))),
+            "{path}"
+        );
+        assert_eq!(t.at(path).await, None, "{path}");
+    }
+    // A folder beside, a level up, and the root.
+    for (n, path) in [(3, "/a/b/d/three"), (4, "/a/four"), (5, "/five")] {
+        assert_eq!(
+            t.apply(commit_small(f(n), path, Conflict::Fail, 0)).await,
+            committed(path, f(n), false)
+        );
+        assert_eq!(t.at(path).await, Some((EntryKind::File, Some(f(n)))));
+    }
+    assert_eq!(t.at("/a/b/d").await, Some((EntryKind::Dir, None)));
+    // A file on the way: refused, naming it, and nothing made.
+    assert_eq!(
+        t.apply(commit_small(f(6), "/a/b/c/one/x/six", Conflict::Fail, 0))
+            .await,
+        rejected(Rejection::NotADirectory("/a/b/c/one".into()))
+    );
+    // The name is a folder: refused with Replace as with Fail.
+    assert_eq!(
+        t.apply(commit_small(f(6), "/a/b", Conflict::Replace, 0))
+            .await,
+        rejected(Rejection::IsADirectory("/a/b".into()))
+    );
+    assert_eq!(t.int("SELECT COUNT(*) FROM files").await, 4);
 }

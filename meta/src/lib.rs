@@ -55,6 +55,7 @@ use sqlx::sqlite::{
 };
 use sqlx::SqlSafeStr;
 
+pub use apply::etag_for;
 pub use apply_accounts::{
     account_name_problem, AccountsSnapshot, TokenRow, UserRow, MAX_ACCOUNT_NAME,
 };
@@ -249,6 +250,16 @@ impl MetaDb {
     pub fn topology_generation(&self) -> u64 {
         self.inner
             .topology_generation
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// A number that changes with every committed change but a file's ingest and commit
+    /// ([`CommandV1::only_ingests`](command::CommandV1::only_ingests)). Those add files and
+    /// folders and replace files, and change no folder that exists: a folder's entry read at
+    /// one value holds while it does.
+    pub fn rare_generation(&self) -> u64 {
+        self.inner
+            .rare_generation
             .load(std::sync::atomic::Ordering::Acquire)
     }
 

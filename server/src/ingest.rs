@@ -120,6 +120,19 @@ pub struct IngestResult {
     /// Parts queued to move to a machine that holds none of their segment (the file was
     /// written while a machine was down): repair moves them once it is back.
     pub respread_parts: usize,
+    /// The new entry's time and ETag, as the commit stored them (a new file committed, not
+    /// skipped or appended to): a face answers with them without reading the entry back.
+    #[serde(skip)]
+    pub committed: Option<CommittedEntry>,
+}
+
+/// What a commit stored in a new file's entry, beside its path and size.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommittedEntry {
+    /// Its modification time (the commit's time), milliseconds since the epoch.
+    pub mtime_ms: u64,
+    /// Its ETag ([`wormfs_meta::etag_for`]).
+    pub etag: String,
 }
 
 /// How a file written as `segments` is spread over machines: the machines it survives, those
@@ -945,6 +958,11 @@ impl Store {
             source: req.source.clone(),
             time_ms: now_ms(),
         };
+        let hashes: Vec<String> = segments.iter().map(|s| s.blake3.clone()).collect();
+        let entry = CommittedEntry {
+            mtime_ms: file.time_ms,
+            etag: wormfs_meta::etag_for(file.size, &hashes),
+        };
         let cmd = match claim {
             Claim::Intent => file.with_intent(),
             Claim::None => CommandV1::CommitSmallFile {
@@ -994,6 +1012,7 @@ impl Store {
             machines_tolerated,
             policy_machines_tolerated,
             respread_parts,
+            committed: (!skipped).then_some(entry),
         })
     }
 
@@ -1050,6 +1069,7 @@ impl Store {
                 machines_tolerated: 0,
                 policy_machines_tolerated: 0,
                 respread_parts: 0,
+                committed: None,
             });
         }
         let missing_parts = segments
@@ -1086,6 +1106,7 @@ impl Store {
             machines_tolerated,
             policy_machines_tolerated,
             respread_parts,
+            committed: None,
         })
     }
 

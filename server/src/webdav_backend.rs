@@ -15,7 +15,7 @@ use wormfs_webdav::{
 use crate::ingest::IngestRequest;
 use crate::read::{FileReader, ReadError};
 use crate::store::{Store, StoreError};
-use crate::webdav_lookups::{Found, Lookups};
+use crate::webdav_lookups::{Found, Generations, Lookups};
 use crate::webdav_records::{self, lock_from_log, lock_to_log, prop_from_log, prop_to_log};
 use crate::webdav_upload::Upload;
 use wormfs_meta::command::{CommandV1, Conflict, Outcome, Rejection, SourceIdentity};
@@ -38,9 +38,9 @@ impl StoreBackend {
         })
     }
 
-    /// The entry at `p`, from the recent lookups while the metadata is still at `generation`
-    /// (read before this call).
-    async fn lookup(&self, p: &TreePath, generation: u64) -> Result<Found, BackendError> {
+    /// The entry at `p`, from the recent lookups while their answer still holds at
+    /// `generation` (read before this call).
+    async fn lookup(&self, p: &TreePath, generation: Generations) -> Result<Found, BackendError> {
         let key = p.to_string();
         match self.lookups.get(&key, generation) {
             Some(Some(f)) => return Ok(f),
@@ -60,7 +60,7 @@ impl StoreBackend {
     async fn lookup_file(
         &self,
         p: &TreePath,
-        generation: u64,
+        generation: Generations,
     ) -> Result<(DirEntry, Arc<FileRecord>), BackendError> {
         let mut found = self.lookup(p, generation).await?;
         if let Some(file) = found.file {
@@ -144,7 +144,7 @@ impl Backend for StoreBackend {
             if p.is_root() {
                 return Ok(root());
             }
-            let generation = self.store.meta.generation();
+            let generation = Generations::of(&self.store.meta);
             Ok(entry_of(self.lookup(&p, generation).await?.entry))
         })
     }
@@ -163,9 +163,9 @@ impl Backend for StoreBackend {
     fn open<'a>(&'a self, path: &'a str) -> BoxFut<'a, Arc<dyn ReadFile>> {
         Box::pin(async move {
             let p = parse(path)?;
-            let generation = self.store.meta.generation();
+            let generation = Generations::of(&self.store.meta);
             let (d, rec) = self.lookup_file(&p, generation).await?;
-            let parts = self.lookups.open_parts(rec.file_id, generation);
+            let parts = self.lookups.open_parts(rec.file_id, generation.all);
             let file: Arc<dyn ReadFile> = Arc::new(OpenFile {
                 entry: entry_of(d),
                 reader: FileReader::with_open_parts(self.store.clone(), rec, parts),
@@ -183,7 +183,7 @@ impl Backend for StoreBackend {
             }
             // Refuse at once what the commit would refuse after the whole body. Through the
             // recent lookups: dav-server has just looked at the path itself.
-            let generation = self.store.meta.generation();
+            let generation = Generations::of(&self.store.meta);
             let found = |r: Result<Found, BackendError>| match r {
                 Ok(f) => Ok(Some(f.entry)),
                 Err(BackendError::NotFound) => Ok(None),

@@ -131,6 +131,16 @@ impl WriteFile for Upload {
             let res = self.outcome().await?;
             let path =
                 TreePath::parse(&res.path).map_err(|e| BackendError::Other(e.to_string()))?;
+            // The entry as the commit stored it: reading it back was a statement per PUT.
+            if let Some(c) = res.committed {
+                return Ok(Entry {
+                    name: path.name().unwrap_or_default().to_owned(),
+                    is_dir: false,
+                    size: res.size,
+                    mtime_ms: c.mtime_ms,
+                    etag: Some(c.etag),
+                });
+            }
             match self.store.meta.lookup(&path).await {
                 Ok(Some(d)) => Ok(entry_of(d)),
                 Ok(None) => Err(BackendError::NotFound),

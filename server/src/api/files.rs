@@ -168,12 +168,12 @@ fn parse_range(h: &str, size: u64) -> Option<Result<(u64, u64), ()>> {
 }
 
 /// The file at `path` with its segments and parts: from the recent reads while the metadata is
-/// still at `generation` (a player's or the FUSE mount's stream of range requests walks the
+/// still good at `generation` (a player's or the FUSE mount's stream of range requests walks the
 /// same path once), else from the metadata.
 async fn file_record(
     st: &ApiState,
     path: &wormfs_parts::tree_path::TreePath,
-    generation: u64,
+    generation: crate::webdav_lookups::Generations,
 ) -> ApiResult<std::sync::Arc<wormfs_meta::FileRecord>> {
     let key = path.to_string();
     if let Some(rec) = st
@@ -219,7 +219,7 @@ pub(super) async fn get_file(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let path = parse_path(&p)?;
-    let generation = st.store.meta.generation();
+    let generation = crate::webdav_lookups::Generations::of(&st.store.meta);
     let rec = file_record(&st, &path, generation).await?;
     let size = rec.size;
     let etag = format!("\"{}\"", rec.etag);
@@ -273,7 +273,7 @@ pub(super) async fn get_file(
     let body = if method == axum::http::Method::HEAD {
         Body::empty()
     } else {
-        let parts = st.reads.0.open_parts(rec.file_id, generation);
+        let parts = st.reads.0.open_parts(rec.file_id, generation.all);
         let reader = FileReader::with_open_parts(st.store.clone(), rec, parts);
         let mut stream = Box::pin(reader.stream(start, end));
         // The first piece is read before answering, so a file that cannot be read (parts on

@@ -20,7 +20,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::consensus::{ClusterView, Formation, Member, RaftRole, RaftStatus};
 use crate::drop_folders::{Item, ItemState};
-use crate::ingest::IngestResult;
+use crate::ingest::{CommittedEntry, IngestResult};
 use crate::store::DiskReport;
 use crate::sweeper::SweepReport;
 use wormfs_meta::command::{Lock, SourceIdentity};
@@ -947,6 +947,8 @@ pub(crate) struct IngestResultWire {
     machines_tolerated: usize,
     policy_machines_tolerated: usize,
     respread_parts: usize,
+    #[serde(skip)]
+    committed: Option<CommittedEntry>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -1182,6 +1184,7 @@ mod tests {
             machines_tolerated: 0,
             policy_machines_tolerated: 1,
             respread_parts: 1,
+            committed: None,
         };
         same_as_engine(&result, || WriteResponse {
             result: result.clone(),

@@ -149,13 +149,25 @@ fn writes_whole_files_and_changes_the_tree() {
         stat["blake3"].as_str().unwrap(),
         blake3::hash(&one).to_hex().as_str()
     );
-    let first_etag = dav.curl(&["-I"], "/Films/a%20film.mkv");
-    let first_etag = first_etag.header("etag").unwrap().to_owned();
+    // The PUT answers with the ETag and Last-Modified the file is then read with.
+    let validators = |r: &crate::common::dav::Answer| {
+        (
+            r.header("etag").map(str::to_owned),
+            r.header("last-modified").map(str::to_owned),
+        )
+    };
+    let put = validators(&a);
+    assert!(put.0.is_some() && put.1.is_some(), "{}", a.headers);
+    let head = dav.curl(&["-I"], "/Films/a%20film.mkv");
+    assert_eq!(put, validators(&head), "{}", head.headers);
+    let first_etag = put.0.unwrap();
     // PUT over it: a whole new version replaces it.
     let a = dav.curl(&["-T", two_file], "/Films/a%20film.mkv");
     assert_eq!(a.status, 204, "{}", a.headers);
+    let put = validators(&a);
     let a = dav.curl(&[], "/Films/a%20film.mkv");
     assert!(a.body == two, "replaced content differs");
+    assert_eq!(put, validators(&a), "{}", a.headers);
     assert_ne!(a.header("etag").unwrap(), first_etag);
     // If-None-Match: * on an existing file, and a PUT without its parent.
     let a = dav.curl(

@@ -1,5 +1,6 @@
-//! Small filesystem helpers: directory fsync, write-temp-fsync-rename, and the modes of the
-//! node's own files (folders 0700, files 0600; docs/operations.md "File modes").
+//! Small filesystem helpers: directory fsync, write-temp-fsync-rename, a descriptor's
+//! writeback error, and the modes of the node's own files (folders 0700, files 0600;
+//! docs/operations.md "File modes").
 
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
@@ -62,6 +63,38 @@ pub fn write_durably(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     res
+}
+
+/// The writeback error of `f`'s file since `f` was opened (or since it last reported one),
+/// without the journal commit and the flush of the device's cache an `fdatasync` costs: for a
+/// file that a `syncfs` of its filesystem has just made durable (the group sync,
+/// [`crate::sync_group`]). The kernel reports a writeback error once per open descriptor, and
+/// the `syncfs` reports only errors since its own descriptor was opened: one that happened
+/// before, in background writeback, reaches only the descriptors open at the time.
+///
+/// `sync_file_range(2)` waiting on the whole file returns exactly that report
+/// (`file_fdatawait_range`, Linux 4.14 and later), the one `fdatasync` returns; it makes
+/// nothing durable by itself. Where the call is missing (`ENOSYS`: an old kernel, a seccomp
+/// filter) or not supported for the file, `fdatasync` answers instead. Each small file's
+/// three parts paid three device flushes for this report (docs/performance.md, "Many small
+/// files").
+pub fn writeback_error(f: &std::fs::File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
+        | libc::SYNC_FILE_RANGE_WRITE
+        | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+    // SAFETY: a system call on a descriptor `f` holds open for its length; no memory is
+    // passed or kept.
+    #[allow(unsafe_code)]
+    let r = unsafe { libc::sync_file_range(f.as_raw_fd(), 0, 0, flags) };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::ENOSYS | libc::EINVAL | libc::ESPIPE | libc::EOPNOTSUPP) => f.sync_data(),
+        _ => Err(e),
+    }
 }
 
 /// Creates `dir` and any missing parents with mode 0700 (folders that exist keep their mode).

@@ -55,13 +55,13 @@ pub struct UnsyncedPart {
 
 impl UnsyncedPart {
     /// After the group sync that covers this part (`synced`, its result): the part's own
-    /// `fdatasync` (the kernel reports a writeback error once per descriptor: this one, open
-    /// since before the write, is asked too; its pages are clean by now, so it costs a cache
-    /// flush, not a write). On any error the part is removed, never left where it could be
-    /// taken for a good part.
+    /// writeback error, if it had one (the kernel reports a writeback error once per
+    /// descriptor: this one, open since before the write, is asked too, without another
+    /// flush of the device; [`crate::fsutil::writeback_error`]). On any error the part is
+    /// removed, never left where it could be taken for a good part.
     pub fn complete(mut self, synced: std::io::Result<()>) -> anyhow::Result<()> {
         let f = self.file.take();
-        let r = synced.and_then(|()| f.as_ref().map_or(Ok(()), File::sync_data));
+        let r = synced.and_then(|()| f.as_ref().map_or(Ok(()), crate::fsutil::writeback_error));
         if let Err(e) = r {
             let _ = std::fs::remove_file(&self.dest);
             self.disk.count_write_error();
@@ -70,7 +70,7 @@ impl UnsyncedPart {
                 self.disk.mark_full(&e.to_string());
             }
             return Err(anyhow::Error::new(e).context(format!(
-                "{}syncfs or fdatasync for {} on {}",
+                "{}syncfs or writeback of {} on {}",
                 if full { "disk full: " } else { "" },
                 self.dest.display(),
                 self.disk.root.display()
@@ -675,5 +675,148 @@ mod tests {
             0,
             "no temporary file left"
         );
+    }
+
+    /// A filesystem whose device fails writes once [`FailingFs::fill`] has run: ext4 on a
+    /// loop device, its backing file on a small tmpfs that `fill` fills. Unmounted when
+    /// dropped.
+    struct FailingFs {
+        dir: tempfile::TempDir,
+    }
+
+    fn run(args: &[&str]) {
+        let o = std::process::Command::new(args[0])
+            .args(&args[1..])
+            .output()
+            .unwrap_or_else(|e| panic!("{}: {e}", args[0]));
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+
+    impl FailingFs {
+        fn mount() -> Self {
+            assert!(
+                rustix::process::geteuid().is_root(),
+                "this test mounts a loop device and needs root (CI runs the suite as root)"
+            );
+            let me = FailingFs {
+                dir: tempfile::tempdir().unwrap(),
+            };
+            std::fs::create_dir_all(me.back()).unwrap();
+            std::fs::create_dir_all(me.root()).unwrap();
+            let back = me.back().display().to_string();
+            run(&[
+                "mount",
+                "-t",
+                "tmpfs",
+                "-o",
+                "size=24m",
+                "wormfs-test",
+                &back,
+            ]);
+            let img = me.back().join("img");
+            std::fs::File::create(&img)
+                .unwrap()
+                .set_len(256 << 20)
+                .unwrap();
+            let img = img.display().to_string();
+            // No journal: a journal write failing would turn the filesystem read-only, and
+            // the test would show that rather than the part's own failed writeback.
+            run(&["mkfs.ext4", "-q", "-F", "-O", "^has_journal", &img]);
+            run(&[
+                "mount",
+                "-o",
+                "loop",
+                &img,
+                &me.root().display().to_string(),
+            ]);
+            me
+        }
+
+        fn back(&self) -> PathBuf {
+            self.dir.path().join("back")
+        }
+
+        /// The ext4 filesystem's mount point.
+        fn root(&self) -> PathBuf {
+            self.dir.path().join("mnt")
+        }
+
+        /// Fills the tmpfs under the image: from now on a write to a block of the image not
+        /// written before fails on the device.
+        fn fill(&self) {
+            let mut f = std::fs::File::create(self.back().join("fill")).unwrap();
+            let mb = vec![0x5a; 1 << 20];
+            loop {
+                if let Err(e) = f.write_all(&mb) {
+                    assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    impl Drop for FailingFs {
+        fn drop(&mut self) {
+            for dir in [self.root(), self.back()] {
+                let _ = std::process::Command::new("umount").arg(&dir).status();
+            }
+        }
+    }
+
+    /// A part whose writeback failed before its group sync began (background writeback,
+    /// reported to the descriptors open at the time, not to the sync's own) is not taken for
+    /// durable: `complete` asks the part's descriptor, fails, and removes it. A good part on
+    /// the same filesystem completes.
+    #[test]
+    fn a_part_whose_writeback_failed_before_the_group_sync_is_not_kept() {
+        let fs = FailingFs::mount();
+        let cluster = ClusterId::random();
+        let file = FileId::mint();
+        let data = b"a photo's bytes ".repeat(8 << 10);
+        assert!(data.len() as u64 <= crate::sync_group::GROUP_SYNC_UP_TO);
+        let disk = Arc::new(LocalDisk::open(&fs.root().join("d0"), cluster, None, 0).unwrap());
+        let sync = |p: &Path| crate::sync_group::for_device(disk.fs_dev).sync(p.parent().unwrap());
+        let part = |i: u16| {
+            let dest = disk.part_path(file, 0, i);
+            let mut w =
+                LocalPartWriter::create(disk.clone(), dest.clone(), 512, 4096, 4096).unwrap();
+            w.write(&data).unwrap();
+            let header = header(cluster, file, i, &data);
+            let unsynced = Box::new(w).finish_before_sync(header).unwrap();
+            (
+                dest,
+                unsynced.expect("a small part waits for the group sync"),
+            )
+        };
+
+        let (good, unsynced) = part(0);
+        unsynced.complete(sync(&good)).unwrap();
+        assert_eq!(
+            OpenPart::open(disk.clone(), &good)
+                .unwrap()
+                .read_blocks(0, 1)
+                .unwrap(),
+            data[..4096]
+        );
+
+        fs.fill();
+        let (bad, unsynced) = part(1);
+        // Written back now, through another descriptor: the device refuses the blocks.
+        let other = std::fs::File::open(&bad).unwrap();
+        assert!(other.sync_data().is_err(), "the device took the write");
+        // The group sync's own descriptor is opened after that error: whatever it reports,
+        // the part's descriptor must report the error.
+        let _ = sync(&bad);
+        let err = format!("{:#}", unsynced.complete(Ok(())).unwrap_err());
+        assert!(err.contains("writeback of"), "{err}");
+        assert!(
+            !bad.exists(),
+            "a part that failed its writeback was left in place"
+        );
+        assert!(good.exists());
     }
 }

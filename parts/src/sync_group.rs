@@ -8,9 +8,10 @@
 //! is on stable storage: `syncfs` writes back the filesystem's dirty data and metadata (the
 //! files, their folders' entries) and flushes the device's cache, and reports writeback errors
 //! (Linux 5.8 and later). A failed sync fails every writer that was waiting for it. The kernel
-//! reports a writeback error once per open descriptor, so the part writer also `fdatasync`s its
-//! own descriptor (open since before its write) after the group sync: cheap once the pages are
-//! clean, and it fails if that part's own writeback failed, whoever's sync wrote it back.
+//! reports a writeback error once per open descriptor, and `syncfs` only those since its own
+//! descriptor was opened, so the part writer also asks its own descriptor (open since before
+//! its write) after the group sync (`fsutil::writeback_error`: no second flush of the device),
+//! and fails if that part's own writeback failed, whoever wrote it back.
 //!
 //! One group per filesystem (by device number), shared by the disks on it.
 

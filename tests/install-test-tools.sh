@@ -8,8 +8,9 @@
 # browser), and for the packaging tests: docker-compose (the compose examples and the rendered
 # TrueNAS app), Debian's python3 with jinja2 and yaml (the TrueNAS renderer), debootstrap
 # (the chroot the .deb and the Unraid plugin are installed in), lintian, musl-tools (the
-# static binary) and systemd's systemd-analyze (the unit's security exposure), and fuse3
-# (fusermount3, for `wormfs mount`). Fails loudly if
+# static binary) and systemd's systemd-analyze (the unit's security exposure), fuse3
+# (fusermount3, for `wormfs mount`), and mkfs.ext4 (e2fsprogs: a part's failed writeback on a
+# loop-mounted image). Fails loudly if
 # one cannot be installed, so no test is ever skipped for lack of a tool. Docker itself is the
 # machine's (the packaging tests check that it answers).
 set -euo pipefail
@@ -37,6 +38,7 @@ command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v setpriv >/dev/null || need+=(util-linux)
 # The FUSE mount's tests (fusermount3; the kernel's /dev/fuse is the machine's).
 command -v fusermount3 >/dev/null || need+=(fuse3)
+command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
 command -v dpkg-deb >/dev/null && command -v dpkg-shlibdeps >/dev/null || need+=(dpkg-dev)
 # cargo-deb builds the .deb (pinned: packaging/debian/build.sh names the same version).
 if ! command -v cargo-deb >/dev/null; then

@@ -11,6 +11,10 @@
 //! names where the value came from (file and line, variable, or flag), the key, and what was
 //! expected; see [`ConfigError`].
 
+// No unsafe code here: the workspace lint is `deny` only so that one syscall in
+// wormfs-parts (`fsutil::writeback_error`) can be allowed.
+#![forbid(unsafe_code)]
+
 mod error;
 mod policy;
 mod raw;

@@ -9,6 +9,10 @@
 //! power loss the last few batches may be applied again from the log (etcd's design; see
 //! [`MetaDb::make_durable`] for the one point where the namespace itself must be on disk).
 
+// No unsafe code here: the workspace lint is `deny` only so that one syscall in
+// wormfs-parts (`fsutil::writeback_error`) can be allowed.
+#![forbid(unsafe_code)]
+
 mod apply;
 mod apply_accounts;
 #[cfg(test)]

@@ -74,8 +74,10 @@ pub fn write_durably(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 ///
 /// `sync_file_range(2)` waiting on the whole file returns exactly that report
 /// (`file_fdatawait_range`, Linux 4.14 and later), the one `fdatasync` returns; it makes
-/// nothing durable by itself. Where the call is missing (`ENOSYS`: an old kernel, a seccomp
-/// filter) or not supported for the file, `fdatasync` answers instead. Each small file's
+/// nothing durable by itself. Where the call is missing (`ENOSYS`: a seccomp filter, a kernel
+/// without it), `fdatasync` answers instead; any other error is the answer (a writeback error
+/// may be stored as `EINVAL` or `EOPNOTSUPP`, and once reported here it would not be reported
+/// to an `fdatasync` after it). Each small file's
 /// three parts paid three device flushes for this report (docs/performance.md, "Many small
 /// files").
 pub fn writeback_error(f: &std::fs::File) -> std::io::Result<()> {
@@ -92,7 +94,7 @@ pub fn writeback_error(f: &std::fs::File) -> std::io::Result<()> {
     }
     let e = std::io::Error::last_os_error();
     match e.raw_os_error() {
-        Some(libc::ENOSYS | libc::EINVAL | libc::ESPIPE | libc::EOPNOTSUPP) => f.sync_data(),
+        Some(libc::ENOSYS) => f.sync_data(),
         _ => Err(e),
     }
 }

@@ -725,7 +725,17 @@ mod tests {
             let img = img.display().to_string();
             // No journal: a journal write failing would turn the filesystem read-only, and
             // the test would show that rather than the part's own failed writeback.
-            run(&["mkfs.ext4", "-q", "-F", "-O", "^has_journal", &img]);
+            // Its inode tables written now, not by a kernel thread after the fill.
+            run(&[
+                "mkfs.ext4",
+                "-q",
+                "-F",
+                "-O",
+                "^has_journal",
+                "-E",
+                "lazy_itable_init=0",
+                &img,
+            ]);
             run(&[
                 "mount",
                 "-o",
@@ -761,8 +771,13 @@ mod tests {
 
     impl Drop for FailingFs {
         fn drop(&mut self) {
+            // Lazily: nothing of the test may keep them mounted (the loop device goes with
+            // the first, mounted with autoclear).
             for dir in [self.root(), self.back()] {
-                let _ = std::process::Command::new("umount").arg(&dir).status();
+                let _ = std::process::Command::new("umount")
+                    .arg("--lazy")
+                    .arg(&dir)
+                    .status();
             }
         }
     }

@@ -2,6 +2,10 @@
 //!
 //! See docs/ARCHITECTURE.md for the code map.
 
+// No unsafe code here: the workspace lint is `deny` only so that one syscall in
+// wormfs-parts (`fsutil::writeback_error`) can be allowed.
+#![forbid(unsafe_code)]
+
 pub mod accounts;
 pub mod admin_session;
 pub mod admin_token;

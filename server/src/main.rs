@@ -1,5 +1,9 @@
 //! The `wormfs` binary: `serve` runs a node; every other command is a client of a node's API.
 
+// No unsafe code here: the workspace lint is `deny` only so that one syscall in
+// wormfs-parts (`fsutil::writeback_error`) can be allowed.
+#![forbid(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 
 mod api_listener;

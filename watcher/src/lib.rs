@@ -10,6 +10,10 @@
 //! This crate only finds files; what happens to them (ingest, removal, retries) is the node's
 //! business, reported back through [`DropWatcher::retry_after`] and [`DropWatcher::forget`].
 
+// No unsafe code here: the workspace lint is `deny` only so that one syscall in
+// wormfs-parts (`fsutil::writeback_error`) can be allowed.
+#![forbid(unsafe_code)]
+
 mod names;
 mod scan;
 mod tracker;

@@ -7,6 +7,10 @@
 //! replicated metadata). Requests are checked first ([`guard`]): paths confined to the tree,
 //! no partial writes, no `Depth: infinity`, no `#fragment`.
 
+// No unsafe code here: the workspace lint is `deny` only so that one syscall in
+// wormfs-parts (`fsutil::writeback_error`) can be allowed.
+#![forbid(unsafe_code)]
+
 pub mod auth;
 mod backend;
 mod davfs;

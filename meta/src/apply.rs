@@ -1170,22 +1170,28 @@ async fn probe_commit(
     .fetch_one(&mut *c)
     .await
     .db("read what a commit needs")?;
-    let r = Cols::new(&row, "entries").key(format!("directory {dir}"));
-    let existing = match r.col::<Option<i64>>(2, "id")? {
+    read_probe(&row, 0, format!("directory {dir}"))
+}
+
+/// A [`CommitProbe`] from `row`'s columns `at`..`at + 5`: whether the id is taken, the
+/// retention, then the existing entry's id, `is_dir` and `file_id` (all NULL when none).
+fn read_probe(row: &sqlx::sqlite::SqliteRow, at: usize, key: String) -> Res<CommitProbe> {
+    let r = Cols::new(row, "entries").key(key);
+    let existing = match r.col::<Option<i64>>(at + 2, "id")? {
         None => None,
         Some(_) => {
-            let e = Cols::new(&row, "entries").key_col("id", 2);
+            let e = Cols::new(row, "entries").key_col("id", at + 2);
             Some(Resolved {
-                id: e.col(2, "id")?,
-                is_dir: e.flag(3, "is_dir")?,
-                file_id: e.opt_file_id(4, "file_id")?,
+                id: e.col(at + 2, "id")?,
+                is_dir: e.flag(at + 3, "is_dir")?,
+                file_id: e.opt_file_id(at + 4, "file_id")?,
             })
         }
     };
     Ok(CommitProbe {
-        id_taken: r.flag(0, "files")?,
+        id_taken: r.flag(at, "files")?,
         existing,
-        retention: r.opt_int(1, "retain_ms")?,
+        retention: r.opt_int(at + 1, "retain_ms")?,
     })
 }
 
@@ -1232,19 +1238,10 @@ async fn probe_commit_in(
     let Some(row) = row else {
         return Ok(None);
     };
-    let r = Cols::new(&row, "entries").key(format!("directory {parent}"));
-    let dir: i64 = r.col(0, "id")?;
-    let existing = match r.col::<Option<i64>>(3, "id")? {
-        None => None,
-        Some(_) => {
-            let e = Cols::new(&row, "entries").key_col("id", 3);
-            Some(Resolved {
-                id: e.col(3, "id")?,
-                is_dir: e.flag(4, "is_dir")?,
-                file_id: e.opt_file_id(5, "file_id")?,
-            })
-        }
-    };
+    let dir: i64 = Cols::new(&row, "entries")
+        .key(format!("directory {parent}"))
+        .col(0, "id")?;
+    let probe = read_probe(&row, 1, format!("directory {parent}"))?;
     let sweeps_begun = match Cols::new(&row, "kv")
         .key(format!("key {SWEEPS_KEY}"))
         .col::<Option<String>>(6, "value")?
@@ -1256,11 +1253,7 @@ async fn probe_commit_in(
     };
     Ok(Some(FolderProbe {
         dir,
-        probe: CommitProbe {
-            id_taken: r.flag(1, "files")?,
-            existing,
-            retention: r.opt_int(2, "retain_ms")?,
-        },
+        probe,
         sweeps_begun,
     }))
 }

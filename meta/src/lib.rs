@@ -129,6 +129,11 @@ async fn open_pool_with(
     SqlitePoolOptions::new()
         .max_connections(max_connections)
         .min_connections(1)
+        // No ping on every acquire: the connection is a thread in this process, not a socket
+        // that can drop, and sqlx already pings it when it is released (which also runs a
+        // rollback left by a dropped transaction). Each ping is a round trip to the
+        // connection's thread, as costly as a small statement (docs/performance.md).
+        .test_before_acquire(false)
         .connect_with(opts)
         .await
         .with_context(|| format!("open SQLite database {}", path.display()))
@@ -193,6 +198,8 @@ struct MetaDbInner {
     skipped_rows: std::sync::atomic::AtomicU64,
     /// What each committed batch changed in the tree (see [`changes`]).
     changes: tokio::sync::broadcast::Sender<Arc<changes::ChangeBatch>>,
+    /// The connection the state machine's applies write through ([`MetaDb::writer`]).
+    writer: tokio::sync::Mutex<Option<sqlx::pool::PoolConnection<sqlx::Sqlite>>>,
 }
 
 impl MetaDb {
@@ -236,6 +243,7 @@ impl MetaDb {
                 rare_cache: std::sync::Mutex::new(None),
                 skipped_rows: std::sync::atomic::AtomicU64::new(0),
                 changes: changes::channel(),
+                writer: tokio::sync::Mutex::new(None),
             }),
         })
     }
@@ -332,6 +340,21 @@ impl MetaDb {
         }
     }
 
+    /// The connection the state machine's applies write through (empty until the first
+    /// apply takes one from the pool), held by one apply at a time. Always the same one: SQLite
+    /// keeps a connection's page cache from one transaction to the next only while no other
+    /// connection wrote, and the applies are a running node's only writer, so each batch finds
+    /// what the last one read and wrote still in memory. A connection taken from the pool for
+    /// each batch had had its cache dropped by the other connections' last write, and the
+    /// pool's release is one more round trip to the connection's thread (docs/performance.md,
+    /// "Many small files"). Given back to the pool before it closes ([`Self::close`], an
+    /// installed snapshot).
+    pub(crate) async fn writer(
+        &self,
+    ) -> tokio::sync::MutexGuard<'_, Option<sqlx::pool::PoolConnection<sqlx::Sqlite>>> {
+        self.inner.writer.lock().await
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.inner.path
@@ -339,6 +362,9 @@ impl MetaDb {
 
     /// Replaces the whole database with the SQLite file at `from` (an installed snapshot).
     async fn replace_with(&self, from: &Path) -> anyhow::Result<()> {
+        // Held until the new pool is in place: no apply takes a connection of the old one.
+        let mut writer = self.writer().await;
+        *writer = None;
         let old = self.pool();
         old.close().await;
         let path = self.inner.path.clone();
@@ -367,6 +393,7 @@ impl MetaDb {
             Ok(mut p) => *p = pool,
             Err(poison) => *poison.into_inner() = pool,
         }
+        drop(writer);
         self.bump_generation();
         self.publish_changes(changes::ChangeBatch {
             log_index: 0,
@@ -413,6 +440,8 @@ impl MetaDb {
 
     /// Closes the pool (shutdown).
     pub async fn close(&self) {
+        // The applies' connection first: closing waits for every connection to come back.
+        *self.writer().await = None;
         self.pool().close().await;
     }
 }

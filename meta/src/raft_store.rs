@@ -188,26 +188,53 @@ impl LogStore {
     }
 }
 
-/// Writes `entries` in one transaction; their stored sizes.
+/// Rows in one `INSERT` of log entries (two bound values each, far below SQLite's limit).
+const LOG_ROWS_PER_INSERT: usize = 128;
+
+/// Writes `entries` atomically; their stored sizes. Up to [`LOG_ROWS_PER_INSERT`] entries are
+/// one statement, atomic by itself, with no transaction around it: each statement and each
+/// `BEGIN` and `COMMIT` is a round trip to the connection's thread, and openraft usually
+/// appends one entry at a time. More go in one transaction.
 async fn insert_entries(
     pool: &SqlitePool,
     entries: &[Entry<TypeConfig>],
 ) -> Result<Vec<usize>, SErr> {
     let werr = |e: sqlx::Error| io_err(StorageIOError::write_logs, e);
-    let mut tx = pool.begin().await.map_err(werr)?;
-    let mut lens = Vec::with_capacity(entries.len());
+    let mut rows = Vec::with_capacity(entries.len());
     for e in entries {
         let json = serde_json::to_string(e).map_err(|e| io_err(StorageIOError::write_logs, e))?;
-        lens.push(json.len());
-        sqlx::query("INSERT OR REPLACE INTO log (idx, entry) VALUES (?, ?)")
-            .bind(e.log_id.index as i64)
-            .bind(json)
-            .execute(&mut *tx)
-            .await
-            .map_err(werr)?;
+        rows.push((e.log_id.index as i64, json));
     }
-    tx.commit().await.map_err(werr)?;
+    let lens = rows.iter().map(|(_, json)| json.len()).collect();
+    if rows.len() <= LOG_ROWS_PER_INSERT {
+        insert_log_rows(pool, rows).await.map_err(werr)?;
+    } else {
+        let mut tx = pool.begin().await.map_err(werr)?;
+        let mut rows = rows.into_iter().peekable();
+        while rows.peek().is_some() {
+            let chunk: Vec<_> = rows.by_ref().take(LOG_ROWS_PER_INSERT).collect();
+            insert_log_rows(&mut *tx, chunk).await.map_err(werr)?;
+        }
+        tx.commit().await.map_err(werr)?;
+    }
     Ok(lens)
+}
+
+/// One `INSERT OR REPLACE` of `rows` (index, entry as JSON) into the log.
+async fn insert_log_rows<'c>(
+    conn: impl sqlx::Executor<'c, Database = sqlx::Sqlite>,
+    rows: Vec<(i64, String)>,
+) -> Result<(), sqlx::Error> {
+    let mut sql = String::from("INSERT OR REPLACE INTO log (idx, entry) VALUES (?, ?)");
+    for _ in 1..rows.len() {
+        sql.push_str(", (?, ?)");
+    }
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for (idx, json) in rows {
+        q = q.bind(idx).bind(json);
+    }
+    q.execute(conn).await?;
+    Ok(())
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -472,13 +499,38 @@ async fn apply_entries(
 ) -> Result<Vec<Outcome>, ApplyFailure> {
     let werr =
         |e: sqlx::Error| ApplyFailure::Storage(io_err(StorageIOError::write_state_machine, e));
+    // Through the applies' own connection, held for the whole batch ([`MetaDb::writer`]).
+    let mut slot = db.writer().await;
+    if slot.is_none() {
+        *slot = Some(db.pool().acquire().await.map_err(werr)?);
+    }
+    let Some(conn) = slot.as_mut() else {
+        return Err(werr(sqlx::Error::PoolClosed));
+    };
+    let res = apply_batch(&db, conn, entries).await;
+    if matches!(res, Err(ApplyFailure::Storage(_))) {
+        // A connection that failed is not trusted with the next batch: back to the pool
+        // (which tests it as it takes it back), and the next batch takes another.
+        *slot = None;
+    }
+    res
+}
+
+/// Applies `entries` to `db` through `conn` in one transaction.
+async fn apply_batch(
+    db: &MetaDb,
+    conn: &mut sqlx::SqliteConnection,
+    entries: Vec<Entry<TypeConfig>>,
+) -> Result<Vec<Outcome>, ApplyFailure> {
+    use sqlx::Connection;
+    let werr =
+        |e: sqlx::Error| ApplyFailure::Storage(io_err(StorageIOError::write_state_machine, e));
     let merr = |e: MetaError| ApplyFailure::Storage(io_err(StorageIOError::write_state_machine, e));
-    let pool = db.pool();
     // The write lock is taken at the start: a transaction that has read first and then
     // finds the lock held by another writer fails at once in SQLite, where this one waits
     // its turn (the apply is the only writer of a running node; the in-process cluster tests
     // caught a full checkpoint, since replaced, taking that lock).
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(werr)?;
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(werr)?;
     let mut out = Vec::new();
     let mut last = None;
     let mut changed = Vec::new();
@@ -932,6 +984,13 @@ mod tests {
             log.try_get_log_entries(4..9 + n).await.unwrap().len() as u64,
             n + 5
         );
+        // That batch was more than one statement's rows (one transaction); one entry alone
+        // is one statement.
+        assert!(n as usize > LOG_ROWS_PER_INSERT);
+        log.write_entries([blank(3, 9 + n)]).await.unwrap();
+        let last = from_disk(&path, 9 + n..9 + n + 1).await;
+        assert_eq!(last.len(), 1);
+        assert_eq!(last[0].leader_id.term, 3);
         // The bytes kept are the stored sizes of the entries kept.
         let kept: Vec<u64> = log.recent().entries.keys().copied().collect();
         let stored = from_disk_json_lens(&path, &kept).await;
@@ -1050,6 +1109,59 @@ mod tests {
         sqlx::query("COMMIT").execute(&mut *reader).await.unwrap();
         drop(reader);
         db.close().await;
+    }
+
+    /// The applies write through one connection that they keep ([`MetaDb::writer`]); it is
+    /// given back before its pool closes, so installing a snapshot (which replaces the pool)
+    /// and closing the database do not wait for it forever, and applies go on afterwards
+    /// through a connection of the new pool.
+    #[tokio::test]
+    async fn the_applies_connection_is_kept_and_given_back_when_the_pool_is_replaced() {
+        let deadline = std::time::Duration::from_secs(20);
+        let dir = tempfile::tempdir().unwrap();
+        let db = MetaDb::open(&dir.path().join("metadata.db")).await.unwrap();
+        let mut sm = StateMachineStore::new(db.clone(), dir.path().join("snapshots"))
+            .await
+            .unwrap();
+        for i in 1..=5 {
+            sm.apply(vec![blank(2, i)]).await.unwrap();
+        }
+        let snap = sm
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+
+        let other_dir = tempfile::tempdir().unwrap();
+        let other = MetaDb::open(&other_dir.path().join("metadata.db"))
+            .await
+            .unwrap();
+        let mut sm2 = StateMachineStore::new(other.clone(), other_dir.path().join("snapshots"))
+            .await
+            .unwrap();
+        sm2.apply(vec![blank(1, 1)]).await.unwrap();
+        assert!(
+            other.writer().await.is_some(),
+            "the apply kept its connection"
+        );
+        tokio::time::timeout(deadline, sm2.install_snapshot(&snap.meta, snap.snapshot))
+            .await
+            .expect("installing the snapshot waited for the applies' connection")
+            .unwrap();
+        assert!(other.writer().await.is_none());
+        assert_eq!(sm2.applied_state().await.unwrap().0.unwrap().index, 5);
+        tokio::time::timeout(deadline, sm2.apply(vec![blank(2, 6)]))
+            .await
+            .expect("the apply after the install waited")
+            .unwrap();
+        assert_eq!(sm2.applied_state().await.unwrap().0.unwrap().index, 6);
+        tokio::time::timeout(deadline, other.close())
+            .await
+            .expect("closing waited for the applies' connection");
+        tokio::time::timeout(deadline, db.close())
+            .await
+            .expect("closing waited for the applies' connection");
     }
 
     #[tokio::test]

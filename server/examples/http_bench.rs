@@ -12,6 +12,11 @@
 //!       committed by a majority and applied on the node asked, after 10% as warm-up; prints
 //!       p50, p99 and max in ms and how many were timed. With WHILE_PID, only while that
 //!       process runs (at most COUNT, after 5 as warm-up): latency during, say, an ingest.
+//!   http_bench puts HOST:PORT SRC_DIR DEST THREADS USER:PASSWORD
+//!       every file of SRC_DIR (read into memory first) PUT into the WebDAV folder DEST (made
+//!       with MKCOL first), THREADS at a time, each thread on its own keep-alive connection;
+//!       prints files_per_s, secs and files (tests/bench/small_files.sh: the server's rate
+//!       with a client that costs little CPU beside it)
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -229,11 +234,66 @@ fn main() {
             }
             print_p50_p99(times);
         }
+        Some("puts") if args.len() >= 6 => {
+            let threads: usize = args[4].parse().expect("THREADS");
+            puts(&args[1], &args[2], &args[3], threads.max(1), &args[5]);
+        }
         _ => {
-            eprintln!("usage: http_bench ranges HOST:PORT PATH FILE_SIZE COUNT [USER:PASSWORD]\n       http_bench propfind HOST:PORT PATH COUNT [USER:PASSWORD]\n       http_bench mkdirs HOST:PORT PREFIX COUNT TOKEN [WHILE_PID]");
+            eprintln!("usage: http_bench ranges HOST:PORT PATH FILE_SIZE COUNT [USER:PASSWORD]\n       http_bench propfind HOST:PORT PATH COUNT [USER:PASSWORD]\n       http_bench mkdirs HOST:PORT PREFIX COUNT TOKEN [WHILE_PID]\n       http_bench puts HOST:PORT SRC_DIR DEST THREADS USER:PASSWORD");
             std::process::exit(2);
         }
     }
+}
+
+/// `puts`: the files of `src`, `threads` PUTs at a time into `dest`.
+fn puts(host: &str, src: &str, dest: &str, threads: usize, login: &str) {
+    let dest = format!("/{}", dest.trim_matches('/'));
+    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(src)
+        .unwrap_or_else(|e| panic!("read {src}: {e}"))
+        .map(|e| {
+            let e = e.expect("read_dir entry");
+            let name = e.file_name().into_string().expect("a UTF-8 file name");
+            let body = std::fs::read(e.path()).unwrap_or_else(|err| panic!("read {name}: {err}"));
+            (name, body)
+        })
+        .collect();
+    files.sort();
+    let mut c = Conn::open(host, Some(login));
+    let (status, answer) = c.request("MKCOL", &format!("{dest}/"), "", b"");
+    assert!(
+        status == 201 || status == 405,
+        "MKCOL {dest}/: {status} {}",
+        String::from_utf8_lossy(&answer)
+    );
+    drop(c);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                let mut c = Conn::open(host, Some(login));
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some((name, body)) = files.get(i) else {
+                        break;
+                    };
+                    let extra = "Content-Type: application/octet-stream\r\n";
+                    let (status, answer) = c.request("PUT", &format!("{dest}/{name}"), extra, body);
+                    assert!(
+                        status == 201 || status == 204,
+                        "PUT {dest}/{name}: {status} {}",
+                        String::from_utf8_lossy(&answer)
+                    );
+                }
+            });
+        }
+    });
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "files_per_s={:.1} secs={secs:.3} files={}",
+        files.len() as f64 / secs,
+        files.len()
+    );
 }
 
 fn occurrences(hay: &[u8], needle: &[u8]) -> usize {

@@ -727,7 +727,12 @@ impl Store {
                 });
                 // Read the next batch while this one is encoded and written.
                 let room = geo.segment_capacity() - seg_len;
-                let mut nb = spare.take().unwrap_or_else(|| Vec::with_capacity(batch));
+                // A source read to its end (a small file, most often) needs no second buffer.
+                let mut nb = match spare.take() {
+                    Some(v) => v,
+                    None if src.exhausted() => Vec::new(),
+                    None => Vec::with_capacity(batch),
+                };
                 nb.clear();
                 let read = src.fill(&mut nb, batch.min(room as usize)).await;
                 let (w, old, r) = join_handle(h).await?;

@@ -205,25 +205,22 @@ async fn insert_entries(
         let json = serde_json::to_string(e).map_err(|e| io_err(StorageIOError::write_logs, e))?;
         rows.push((e.log_id.index as i64, json));
     }
-    let lens = rows.iter().map(|(_, json)| json.len()).collect();
     if rows.len() <= LOG_ROWS_PER_INSERT {
-        insert_log_rows(pool, rows).await.map_err(werr)?;
+        insert_log_rows(pool, &rows).await.map_err(werr)?;
     } else {
         let mut tx = pool.begin().await.map_err(werr)?;
-        let mut rows = rows.into_iter().peekable();
-        while rows.peek().is_some() {
-            let chunk: Vec<_> = rows.by_ref().take(LOG_ROWS_PER_INSERT).collect();
+        for chunk in rows.chunks(LOG_ROWS_PER_INSERT) {
             insert_log_rows(&mut *tx, chunk).await.map_err(werr)?;
         }
         tx.commit().await.map_err(werr)?;
     }
-    Ok(lens)
+    Ok(rows.iter().map(|(_, json)| json.len()).collect())
 }
 
 /// One `INSERT OR REPLACE` of `rows` (index, entry as JSON) into the log.
 async fn insert_log_rows<'c>(
     conn: impl sqlx::Executor<'c, Database = sqlx::Sqlite>,
-    rows: Vec<(i64, String)>,
+    rows: &[(i64, String)],
 ) -> Result<(), sqlx::Error> {
     let mut sql = String::from("INSERT OR REPLACE INTO log (idx, entry) VALUES (?, ?)");
     for _ in 1..rows.len() {
@@ -231,7 +228,7 @@ async fn insert_log_rows<'c>(
     }
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
     for (idx, json) in rows {
-        q = q.bind(idx).bind(json);
+        q = q.bind(*idx).bind(json.as_str());
     }
     q.execute(conn).await?;
     Ok(())
@@ -1072,6 +1069,19 @@ mod tests {
         db.close().await;
     }
 
+    /// A namespace database in `dir` and its state machine, with blank entries 1..=`n` of term
+    /// 2 applied one batch each.
+    async fn store_with_blanks(dir: &Path, n: u64) -> (MetaDb, StateMachineStore) {
+        let db = MetaDb::open(&dir.join("metadata.db")).await.unwrap();
+        let mut sm = StateMachineStore::new(db.clone(), dir.join("snapshots"))
+            .await
+            .unwrap();
+        for i in 1..=n {
+            sm.apply(vec![blank(2, i)]).await.unwrap();
+        }
+        (db, sm)
+    }
+
     /// A reader in the middle of a long read (a metadata backup's copy, a large listing)
     /// neither holds a snapshot up nor fails it, and applies go on meanwhile: the namespace is
     /// made durable without waiting for readers (a full checkpoint waited for them, holding
@@ -1079,13 +1089,7 @@ mod tests {
     #[tokio::test]
     async fn a_snapshot_neither_waits_for_nor_fails_on_a_long_reader() {
         let dir = tempfile::tempdir().unwrap();
-        let db = MetaDb::open(&dir.path().join("metadata.db")).await.unwrap();
-        let mut sm = StateMachineStore::new(db.clone(), dir.path().join("snapshots"))
-            .await
-            .unwrap();
-        for i in 1..=5 {
-            sm.apply(vec![blank(2, i)]).await.unwrap();
-        }
+        let (db, mut sm) = store_with_blanks(dir.path(), 5).await;
         let mut reader = db.pool().acquire().await.unwrap();
         sqlx::query("BEGIN").execute(&mut *reader).await.unwrap();
         sqlx::query("SELECT COUNT(*) FROM entries")
@@ -1119,13 +1123,7 @@ mod tests {
     async fn the_applies_connection_is_kept_and_given_back_when_the_pool_is_replaced() {
         let deadline = std::time::Duration::from_secs(20);
         let dir = tempfile::tempdir().unwrap();
-        let db = MetaDb::open(&dir.path().join("metadata.db")).await.unwrap();
-        let mut sm = StateMachineStore::new(db.clone(), dir.path().join("snapshots"))
-            .await
-            .unwrap();
-        for i in 1..=5 {
-            sm.apply(vec![blank(2, i)]).await.unwrap();
-        }
+        let (db, mut sm) = store_with_blanks(dir.path(), 5).await;
         let snap = sm
             .get_snapshot_builder()
             .await

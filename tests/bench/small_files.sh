@@ -10,6 +10,9 @@
 #   BENCH_FS=here ...         (run on the filesystem of ./target as it is, not on a fresh
 #                              journaled ext4 image; the image needs root)
 #   PROPFIND_FILES=10000 ...  (the PROPFIND folder's size)
+#   BENCH_IMG=/path/img ...   (where the ext4 image file goes: another disk, or a file on a
+#                              filesystem whose flushes cost what a real disk's do, see
+#                              tests/bench/slow_flush.py)
 #
 # Everything runs under ./target/bench-small (one filesystem: sources, reference copies and the
 # nodes' disks; a journaled ext4 image mounted there, see BENCH_FS below), on 127.0.0.1 only,
@@ -89,7 +92,7 @@ if [ ! -x "$HB" ]; then
     [ -x "$HB" ] || cargo build --release -p wormfs-server --example http_bench >/dev/null
 fi
 WORK=$PWD/target/bench-small
-IMG=$PWD/target/bench-small.img
+IMG=${BENCH_IMG:-$PWD/target/bench-small.img}
 umount "$WORK" 2>/dev/null || true
 rm -rf "$WORK" && mkdir -p "$WORK"
 # The filesystem: a fresh ext4 image with a journal (mkfs.ext4's default, as on a home server's

@@ -15,7 +15,6 @@ with fusermount -u MOUNTPOINT.
 """
 import os
 import sys
-import threading
 import time
 
 from fusepy import FUSE, Operations  # Debian: python3-fusepy
@@ -32,8 +31,6 @@ class SlowFlush(Operations):
     def __init__(self, root, delay):
         self.root = root
         self.delay = delay
-        self.flushes = 0
-        self.lock = threading.Lock()
 
     def _p(self, path):
         return os.path.join(self.root, path.lstrip('/'))
@@ -75,8 +72,6 @@ class SlowFlush(Operations):
 
     def fsync(self, path, datasync, fh):
         os.fsync(fh)
-        with self.lock:
-            self.flushes += 1
         time.sleep(self.delay)
         return 0
 

@@ -27,7 +27,8 @@ D=$PWD/target/slow-flush
 mkdir -p "$D/back" "$D/mnt"
 /usr/bin/python3 tests/bench/slow_flush.py "$D/back" "$D/mnt" "$FLUSH_MS" > "$D.log" 2>&1 &
 FUSE_PID=$!
-trap 'fusermount -u "$D/mnt" 2>/dev/null || true; kill $FUSE_PID 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$D"' EXIT
+# With KEEP_BENCH=1 the image stays in $D/back (small_files.sh's path for it is in the mount).
+trap 'fusermount -u "$D/mnt" 2>/dev/null || true; kill $FUSE_PID 2>/dev/null || true; wait 2>/dev/null || true; cleanup_work "$D"' EXIT
 for _ in $(seq 1 100); do
     mountpoint -q "$D/mnt" && break
     kill -0 $FUSE_PID 2>/dev/null || { echo "FATAL: slow_flush.py stopped:" >&2; cat "$D.log" >&2; exit 1; }
